@@ -1,0 +1,1 @@
+"""The pure domain: aggregates, events and rules. No I/O; imports none of our other packages."""

@@ -1,0 +1,162 @@
+"""Evaluation plans, their registration codes and their seats (001, DESIGN.md step 1)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+from pydantic import Field, model_validator
+
+from domain.errors import Conflict, InvalidInput
+from domain.levels import Level
+from domain.model import Actor, Aggregate, Immutable
+
+# 8 characters from an alphabet without look-alikes (0/O, 1/I/L): it is read out over the phone.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_PATTERN = re.compile(f"^[{CODE_ALPHABET}]{{8}}$")
+
+
+def normalise_code(code: str) -> str:
+    code = code.strip().upper()
+    if not CODE_PATTERN.match(code):
+        raise InvalidInput([("registration_code", "must be the 8-character code from the institution's contact")])
+    return code
+
+
+class PlanDetails(Immutable):
+    """Everything a candidate sees when confirming the plan (001 step 4)."""
+
+    plan_number: str = Field(min_length=1, max_length=30, pattern=r"^[0-9A-Za-z-]+$")
+    name: str = Field(min_length=1, max_length=100, description="评价计划名称")
+    occupation: str = Field(min_length=1, max_length=50, description="职业名称")
+    job: str | None = Field(None, max_length=50, description="工种名称; none when the occupation has none")
+    level: Level
+    max_registrations: int = Field(gt=0, le=100_000, description="最大允许报名人数")
+    evaluation_start: date
+    evaluation_end: date
+    registration_deadline: date = Field(description="registrations are accepted through this day")
+    exam_location: str = Field(min_length=1, max_length=100, description="考试地点")
+    contact_name: str = Field(min_length=1, max_length=50)
+    contact_phone: str = Field(min_length=5, max_length=30)
+    supervising_region: str = Field(min_length=1, max_length=50, description="业务监管地")
+
+    @model_validator(mode="after")
+    def _dates(self) -> PlanDetails:
+        if self.evaluation_end < self.evaluation_start:
+            raise ValueError("evaluation_end is before evaluation_start")
+        if self.registration_deadline > self.evaluation_start:
+            raise ValueError("registration_deadline is after evaluation_start")
+        return self
+
+
+def plan_id(institution_id: UUID, plan_number: str) -> UUID:
+    # Deterministic: a plan number is published once per institution.
+    return uuid5(NAMESPACE_URL, f"skillcert:plan:{institution_id}:{plan_number}")
+
+
+class EvaluationPlan(Aggregate):
+    class Published(Aggregate.Created):
+        actor: Actor
+        institution_id: UUID
+        institution_name: str
+        details: PlanDetails
+        registration_code: str
+
+    class SeatTaken(Aggregate.Event):
+        registration_id: UUID
+
+    class SeatReleased(Aggregate.Event):
+        registration_id: UUID
+        reason: str
+
+    @event(Published)
+    def __init__(
+        self,
+        actor: Actor,
+        institution_id: UUID,
+        institution_name: str,
+        details: PlanDetails,
+        registration_code: str,
+    ) -> None:
+        self.institution_id = institution_id
+        self.institution_name = institution_name
+        self.details = details
+        self.registration_code = registration_code
+        self.holders: set[UUID] = set()
+
+    @classmethod
+    def publish(
+        cls,
+        actor: Actor,
+        institution_id: UUID,
+        institution_name: str,
+        details: PlanDetails,
+        registration_code: str,
+    ) -> EvaluationPlan:
+        return cls._create(
+            cls.Published,
+            id=plan_id(institution_id, details.plan_number),
+            actor=actor,
+            institution_id=institution_id,
+            institution_name=institution_name,
+            details=details,
+            registration_code=normalise_code(registration_code),
+        )
+
+    @property
+    def seats_left(self) -> int:
+        return self.details.max_registrations - len(self.holders)
+
+    def take_seat(self, actor: Actor, registration_id: UUID, today: date) -> None:
+        if today > self.details.registration_deadline:
+            raise Conflict(
+                f"registration for plan {self.details.plan_number} closed on "
+                f"{self.details.registration_deadline.isoformat()}",
+                field="registration_code",
+            )
+        if registration_id in self.holders:
+            raise Conflict("this registration already holds a seat")
+        if self.seats_left <= 0:
+            raise Conflict(
+                f"plan {self.details.plan_number} is full: all "
+                f"{self.details.max_registrations} places are taken",
+                field="registration_code",
+            )
+        self._seat_taken(actor, registration_id)
+
+    @event(SeatTaken)
+    def _seat_taken(self, actor: Actor, registration_id: UUID) -> None:
+        self.holders.add(registration_id)
+
+    def release_seat(self, actor: Actor, registration_id: UUID, reason: str) -> None:
+        if registration_id in self.holders:
+            self._seat_released(actor, registration_id, reason)
+
+    @event(SeatReleased)
+    def _seat_released(self, actor: Actor, registration_id: UUID, reason: str) -> None:
+        self.holders.discard(registration_id)
+
+
+def code_id(code: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"skillcert:registration-code:{code}")
+
+
+class RegistrationCode(Aggregate):
+    """Guards the uniqueness of a registration code and resolves it to its plan."""
+
+    class Issued(Aggregate.Created):
+        actor: Actor
+        code: str
+        plan_id: UUID
+
+    @event(Issued)
+    def __init__(self, actor: Actor, code: str, plan_id: UUID) -> None:
+        self.code = code
+        self.plan_id = plan_id
+
+    @classmethod
+    def issue(cls, actor: Actor, code: str, plan_id: UUID) -> RegistrationCode:
+        code = normalise_code(code)
+        return cls._create(cls.Issued, id=code_id(code), actor=actor, code=code, plan_id=plan_id)

@@ -1,0 +1,203 @@
+"""The thin HTTP API: commands into the application service, queries over read models.
+
+Until API tokens exist (issue 6), the actor is taken from the X-Actor-* headers.
+Errors are RFC 9457 problem+json naming the field or rule at fault.
+"""
+
+
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from datetime import date
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+from pydantic import BaseModel, Field
+
+from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from domain.institution import DeadlineProfile, Filing
+from domain.model import Actor, Role
+from domain.plan import PlanDetails
+from domain.registration import RegistrationForm
+from infra.registrations import Decision, Registrations, shanghai_today
+from projections import candidates, catalogue
+
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
+
+
+def problem(status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"urn:skillcert:problem:{rule}", "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+class InstitutionIn(BaseModel):
+    name: str
+    filing: Filing
+    profile: DeadlineProfile
+
+
+class Created(BaseModel):
+    id: UUID
+
+
+class PlanCreated(BaseModel):
+    id: UUID
+    registration_code: str
+
+
+class RegistrationIn(BaseModel):
+    registration_code: str = Field(description="the 8-character code from the institution's contact")
+    form: RegistrationForm
+
+
+class ReviewIn(BaseModel):
+    decision: Decision
+    reasons: str = ""
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]
+
+
+def create_app(database_url: str, schema: str = "public", tz: str = "Asia/Shanghai") -> FastAPI:
+    state: dict[str, Any] = {}
+
+    def configure(conn: Any) -> None:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.commit()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        state["service"] = Registrations(database_url, schema, today=lambda: shanghai_today(tz))
+        state["pool"] = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
+        yield
+        state["pool"].close()
+        state["service"].close()
+
+    app = FastAPI(
+        title="skillcert",
+        summary="Occupational skill level certification (职业技能等级认定): commands and read models",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, e: DomainError) -> JSONResponse:
+        status = next((s for cls, s in STATUS.items() if isinstance(e, cls)), 400)
+        errors = [{"field": f, "message": m} for f, m in getattr(e, "problems", [])]
+        if not errors and e.field:
+            errors = [{"field": e.field, "message": e.message}]
+        return problem(status, type(e).__name__, e.message, e.rule, errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"] if p not in ("body",)), "message": err["msg"]}
+            for err in e.errors()
+        ]
+        detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
+        return problem(422, "InvalidInput", detail, "invalid-input", errors)
+
+    def actor(
+        x_actor_id: Annotated[str, Header(description="who acts (until API tokens exist)")],
+        x_actor_role: Annotated[Role, Header()],
+        x_institution_id: Annotated[UUID | None, Header()] = None,
+        x_request_id: Annotated[str | None, Header()] = None,
+    ) -> Actor:
+        extra = {"request_id": x_request_id} if x_request_id else {}
+        return Actor(id=x_actor_id, role=x_actor_role, institution_id=x_institution_id, **extra)
+
+    def service() -> Registrations:
+        return state["service"]
+
+    def conn() -> Iterator[Any]:
+        with state["pool"].connection() as c:
+            yield c
+
+    Act = Annotated[Actor, Depends(actor)]
+    Svc = Annotated[Registrations, Depends(service)]
+    Conn = Annotated[Any, Depends(conn)]
+
+    @app.post("/institutions", status_code=201, tags=["commands"])
+    def register_institution(body: InstitutionIn, who: Act, svc: Svc) -> Created:
+        return Created(id=svc.register_institution(who, body.name, body.filing, body.profile))
+
+    @app.post("/institutions/{institution_id}/plans", status_code=201, tags=["commands"])
+    def publish_plan(institution_id: UUID, body: PlanDetails, who: Act, svc: Svc) -> PlanCreated:
+        plan_id, code = svc.publish_plan(who, institution_id, body)
+        return PlanCreated(id=plan_id, registration_code=code)
+
+    @app.post("/registrations", status_code=201, tags=["commands"])
+    def register(body: RegistrationIn, who: Act, svc: Svc) -> Created:
+        return Created(id=svc.register(who, body.registration_code, body.form))
+
+    @app.post("/registrations/{registration_id}/resubmission", status_code=204, tags=["commands"])
+    def resubmit(registration_id: UUID, body: RegistrationForm, who: Act, svc: Svc) -> None:
+        svc.resubmit(who, registration_id, body)
+
+    @app.post("/registrations/{registration_id}/review", status_code=204, tags=["commands"])
+    def review(registration_id: UUID, body: ReviewIn, who: Act, svc: Svc) -> None:
+        svc.review(who, registration_id, body.decision, body.reasons)
+
+    @app.get("/plans", tags=["queries"])
+    def search_plans(
+        c: Conn,
+        level: Annotated[int | None, Query(ge=1, le=5)] = None,
+        occupation: str | None = None,
+        location: str | None = None,
+        institution_id: UUID | None = None,
+        registration_open: bool | None = None,
+        sort: Literal["registration_time", "exam_date"] = "registration_time",
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Page:
+        total, items = catalogue.search_plans(
+            c, today=shanghai_today(tz), level=level, occupation=occupation, location=location,
+            institution_id=str(institution_id) if institution_id else None, open_only=registration_open,
+            sort=sort, limit=limit, offset=offset,
+        )  # fmt: skip
+        return Page(total=total, limit=limit, offset=offset, items=items)
+
+    @app.get("/plans/{plan_id}", tags=["queries"])
+    def get_plan(plan_id: UUID, c: Conn) -> dict[str, Any]:
+        row = catalogue.get_plan(c, str(plan_id), shanghai_today(tz))
+        if row is None:
+            raise NotFound(f"no plan {plan_id} in the catalogue (yet)")
+        return row
+
+    @app.get("/plans/{plan_id}/registrations", tags=["queries"])
+    def plan_registrations(
+        plan_id: UUID,
+        c: Conn,
+        status: Literal["submitted", "approved", "returned", "rejected"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> Page:
+        total, items = candidates.registrations_for_plan(c, str(plan_id), status, limit, offset)
+        return Page(total=total, limit=limit, offset=offset, items=items)
+
+    @app.get("/registrations/{registration_id}", tags=["queries"])
+    def get_registration(registration_id: UUID, c: Conn) -> dict[str, Any]:
+        row = candidates.get_registration(c, str(registration_id))
+        if row is None:
+            raise NotFound(f"no registration {registration_id} in the read model (yet)")
+        return row
+
+    @app.get("/candidates/{id_number}/registrations", tags=["queries"])
+    def candidate_registrations(id_number: str, c: Conn) -> list[dict[str, Any]]:
+        return candidates.registrations_of(c, id_number)
+
+    @app.get("/health", tags=["operations"])
+    def health(c: Conn) -> dict[str, Any]:
+        c.execute("SELECT 1")
+        return {"status": "ok", "today": date.isoformat(shanghai_today(tz))}
+
+    return app

@@ -1,0 +1,183 @@
+"""The `skillcert` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Annotated
+
+import psycopg
+import typer
+from psycopg import sql
+from rich.console import Console
+
+from infra.settings import Settings, get_settings
+
+cli = typer.Typer(help="skillcert: occupational skill level certification back end.", no_args_is_help=True)
+console = Console()
+
+
+def _require(value: str | None, var: str) -> str:
+    if not value:
+        console.print(f"[red]{var} is not set[/red] (or use `skillcert up`, which starts embedded servers)")
+        raise typer.Exit(2)
+    return value
+
+
+def ensure_schema(database_url: str, schema: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+
+@cli.command()
+def relay() -> None:
+    """Publish the event store's notification log to Kafka (one active relay at a time)."""
+    from infra.envelope import topic_names
+    from infra.eventstore import SkillcertApplication
+    from infra.kafka import ensure_topics
+    from infra.relay import Relay
+
+    s = get_settings()
+    url, bootstrap = _require(s.database_url, "SKILLCERT_DATABASE_URL"), _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
+    ensure_schema(url, s.db_schema)
+    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    app = SkillcertApplication(url, s.db_schema)
+    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix).run(stop)
+    app.close()
+
+
+@cli.command()
+def consumers() -> None:
+    """Run the faust-streaming worker that keeps the read models current."""
+    from consumers.projector import run_worker
+
+    s = get_settings()
+    url, bootstrap = _require(s.database_url, "SKILLCERT_DATABASE_URL"), _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
+    ensure_schema(url, s.db_schema)
+    sys.argv = [sys.argv[0]]  # faust's worker reads the command line
+    run_worker(s, url, bootstrap)
+
+
+@cli.command()
+def api() -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from infra.api import create_app
+
+    s = get_settings()
+    url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    uvicorn.run(create_app(url, s.db_schema, s.timezone), host=s.api_host, port=s.api_port, log_level="warning")
+
+
+@cli.command()
+def demo() -> None:
+    """Load the sample scenario (an institution, two plans, three reviewed registrations)."""
+    from infra import demo as scenario
+    from infra.registrations import Registrations, shanghai_today
+
+    s = get_settings()
+    url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    service = Registrations(url, s.db_schema)
+    scenario.load(service, shanghai_today(s.timezone))
+    service.close()
+    console.print("sample scenario loaded")
+
+
+def _reset_bus_positions(url: str, schema: str) -> None:
+    """A fresh in-memory broker has no history: republish it all, and forget old offsets."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, stmt in (("relay_position", "UPDATE {} SET position = 0"), ("projection_offsets", "DELETE FROM {}")):
+            if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()[0]:
+                conn.execute(sql.SQL(stmt).format(sql.Identifier(schema, table)))
+
+
+@cli.command()
+def up() -> None:
+    """Start everything: PostgreSQL and the broker (embedded unless configured), relay, consumers, API, demo data."""
+    from infra.embedded import Broker, start_postgres
+
+    s = get_settings()
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
+    pg_server, broker = None, None
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        url = s.database_url
+        if not url:
+            with console.status("starting embedded PostgreSQL"):
+                pg_server, url = start_postgres(s.data_dir)
+            console.print(f"PostgreSQL (embedded): data in {s.data_dir.resolve() / 'pg'}")
+        bootstrap = s.kafka_bootstrap
+        if not bootstrap:
+            broker = Broker(s.kafka_port)
+            bootstrap = broker.bootstrap
+            console.print(f"Kafka-protocol broker (embedded Tansu, in memory): {bootstrap}")
+        ensure_schema(url, s.db_schema)
+        if broker is not None:
+            _reset_bus_positions(url, s.db_schema)
+        env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap}
+        # Create the event store table once, before three processes race to.
+        from infra.eventstore import SkillcertApplication
+
+        SkillcertApplication(url, s.db_schema).close()
+        for command in ("relay", "consumers", "api"):
+            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", command], env=env))
+        with console.status("loading the sample scenario"):
+            subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
+        _wait_for_api(s, children)
+        base = f"http://{s.api_host}:{s.api_port}"
+        console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")
+        console.print(f"  API:  {base}\n  docs: {base}/docs\n  try:  curl '{base}/plans'")
+        console.print("Ctrl-C stops everything.")
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        console.print("[red]a process stopped unexpectedly; shutting down[/red]")
+    except KeyboardInterrupt:
+        console.print("\nstopping…")
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            try:
+                c.wait(15)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+        if broker is not None:
+            broker.stop()
+        if pg_server is not None:
+            pg_server.cleanup()
+        console.print("stopped.")
+
+
+def _wait_for_api(s: Settings, children: list[subprocess.Popen[bytes]]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            raise RuntimeError("a process exited during start-up")
+        try:
+            if httpx.get(f"http://{s.api_host}:{s.api_port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the API did not answer within 60 s")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,74 @@
+"""The event store: eventsourcing on PostgreSQL with pydantic events.
+
+Every application service shares one events table (name "skillcert"), so the
+notification log is one total order across all contexts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper, StoredEvent
+from eventsourcing.utils import get_topic, resolve_topic
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel
+
+
+class PydanticMapper(Mapper):
+    """Stores an event as its JSON-mode dump; rebuilds it through pydantic validation."""
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        state = cast(BaseModel, domain_event).model_dump(mode="json")
+        data = self.transcoder.encode(state)
+        if self.compressor:
+            data = self.compressor.compress(data)
+        if self.cipher:
+            data = self.cipher.encrypt(data)
+        return StoredEvent(
+            originator_id=domain_event.originator_id,
+            originator_version=domain_event.originator_version,
+            topic=get_topic(type(domain_event)),
+            state=data,
+        )
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        return resolve_topic(stored_event.topic).model_validate(self.decode_state(stored_event))
+
+    def decode_state(self, stored_event: StoredEvent) -> dict[str, Any]:
+        data = stored_event.state
+        if self.cipher:
+            data = self.cipher.decrypt(data)
+        if self.compressor:
+            data = self.compressor.decompress(data)
+        return self.transcoder.decode(data)
+
+
+def eventstore_env(database_url: str, schema: str) -> dict[str, str]:
+    """eventsourcing's POSTGRES_* settings from a libpq URL (TCP or socket directory)."""
+    info = conninfo_to_dict(database_url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "MAPPER_TOPIC": get_topic(PydanticMapper),
+        "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
+        "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": str(info.get("port") or "5432"),
+        "POSTGRES_USER": str(info.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(info.get("password") or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_POOL_SIZE": "2",
+        "POSTGRES_MAX_OVERFLOW": "30",
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+    }
+
+
+class SkillcertApplication(Application):
+    name = "skillcert"  # one table, one notification log for every context
+    env: ClassVar[dict[str, str]] = {"IS_SNAPSHOTTING_ENABLED": "n"}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name = SkillcertApplication.name  # the library would name a table after each subclass
+
+    def __init__(self, database_url: str, schema: str = "public") -> None:
+        super().__init__(env=eventstore_env(database_url, schema))

@@ -1,0 +1,30 @@
+"""Configuration from SKILLCERT_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKILLCERT_")
+
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset: start the embedded server")
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: start embedded Tansu")
+    db_schema: str = Field("public", pattern=r"^[a-z_][a-z0-9_]*$", description="schema for events and read models")
+    topic_prefix: str = Field("skillcert.", description="prefix of every Kafka topic name")
+    data_dir: Path = Field(Path(".skillcert"), description="embedded PostgreSQL data, kept across runs")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    kafka_port: int = Field(9092, description="port of the embedded broker")
+    kafka_session_timeout_ms: int = Field(6000, description="Tansu joins a group after about half of this")
+    topic_partitions: int = 3
+    timezone: str = "Asia/Shanghai"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,140 @@
+"""The plan catalogue: searchable plans with seats left (001 评价计划查询).
+
+The registration code is not shown here: candidates get it from the institution's contact.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from domain.institution import Filing
+
+TYPE = "cn.skillcert."
+
+
+class Catalogue:
+    name = "catalogue"
+    topics = ("registrations",)
+    tables = ("catalogue_institutions", "catalogue_plans")
+
+    def ddl(self) -> list[str]:
+        return [
+            """CREATE TABLE IF NOT EXISTS catalogue_institutions (
+                institution_id uuid PRIMARY KEY,
+                name text NOT NULL,
+                filing_prefix text NOT NULL,
+                city_code text NOT NULL,
+                profile text NOT NULL,
+                registered_at timestamptz NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS catalogue_plans (
+                plan_id uuid PRIMARY KEY,
+                institution_id uuid NOT NULL,
+                institution_name text NOT NULL,
+                plan_number text NOT NULL,
+                name text NOT NULL,
+                occupation text NOT NULL,
+                job text,
+                level int NOT NULL,
+                max_registrations int NOT NULL,
+                seats_taken int NOT NULL DEFAULT 0,
+                evaluation_start date NOT NULL,
+                evaluation_end date NOT NULL,
+                registration_deadline date NOT NULL,
+                exam_location text NOT NULL,
+                contact_name text NOT NULL,
+                contact_phone text NOT NULL,
+                supervising_region text NOT NULL,
+                published_at timestamptz NOT NULL,
+                version int NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS catalogue_plans_search ON catalogue_plans (level, evaluation_start)",
+        ]
+
+    def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
+        t, d, v = m["type"], m["data"], m["aggregateversion"]
+        if t == TYPE + "institution.registered.v1":
+            filing = Filing.model_validate(d["filing"])
+            cur.execute(
+                "INSERT INTO catalogue_institutions VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+                (d["originator_id"], d["name"], filing.prefix, filing.city_code, d["profile"], d["timestamp"]),
+            )
+        elif t == TYPE + "evaluation_plan.published.v1":
+            p = d["details"]
+            cur.execute(
+                """INSERT INTO catalogue_plans VALUES
+                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
+                (
+                    d["originator_id"], d["institution_id"], d["institution_name"], p["plan_number"], p["name"],
+                    p["occupation"], p["job"], p["level"], p["max_registrations"], p["evaluation_start"],
+                    p["evaluation_end"], p["registration_deadline"], p["exam_location"], p["contact_name"],
+                    p["contact_phone"], p["supervising_region"], d["timestamp"], v,
+                ),
+            )  # fmt: skip
+        elif t in (TYPE + "evaluation_plan.seat_taken.v1", TYPE + "evaluation_plan.seat_released.v1"):
+            delta = 1 if t.endswith("seat_taken.v1") else -1
+            cur.execute(
+                "UPDATE catalogue_plans SET seats_taken = seats_taken + %s, version = %s"
+                " WHERE plan_id = %s AND version < %s",
+                (delta, v, d["originator_id"], v),
+            )
+
+
+SORTS = {"registration_time": "published_at DESC", "exam_date": "evaluation_start ASC"}
+
+
+def search_plans(
+    conn: psycopg.Connection[Any],
+    *,
+    today: date,
+    level: int | None = None,
+    occupation: str | None = None,
+    location: str | None = None,
+    institution_id: str | None = None,
+    open_only: bool | None = None,
+    sort: str = "registration_time",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    where, args = ["TRUE"], []
+    if level is not None:
+        where.append("level = %s")
+        args.append(level)
+    if occupation:
+        where.append("occupation ILIKE %s")
+        args.append(f"%{occupation}%")
+    if location:
+        where.append("exam_location ILIKE %s")
+        args.append(f"%{location}%")
+    if institution_id:
+        where.append("institution_id = %s")
+        args.append(institution_id)
+    is_open = "(registration_deadline >= %s AND seats_taken < max_registrations)"
+    if open_only is not None:
+        where.append(is_open if open_only else f"NOT {is_open}")
+        args.append(today)
+    cond = " AND ".join(where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT count(*) AS n FROM catalogue_plans WHERE {cond}", args)
+        total = cur.fetchone()["n"]
+        cur.execute(
+            f"""SELECT *, max_registrations - seats_taken AS seats_left, {is_open} AS registration_open
+                FROM catalogue_plans WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
+            [today, *args, limit, offset],
+        )
+        return total, cur.fetchall()
+
+
+def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """SELECT *, max_registrations - seats_taken AS seats_left,
+                      (registration_deadline >= %s AND seats_taken < max_registrations) AS registration_open
+               FROM catalogue_plans WHERE plan_id = %s""",
+            (today, plan_id),
+        )
+        return cur.fetchone()
