@@ -1,0 +1,74 @@
+"""Real servers for the tests: PostgreSQL and a Kafka-protocol broker, no stand-ins.
+
+PostgreSQL: SKILLCERT_TEST_DATABASE_URL if set, else an embedded PostgreSQL 18
+started for the session. Broker: SKILLCERT_TEST_KAFKA_BOOTSTRAP if set, else a
+Tansu process on a free port. Each test gets its own schema and topic prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import date
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from infra.embedded import Broker, free_port, start_postgres
+from infra.registrations import Registrations
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("SKILLCERT_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    server, url = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    external = os.environ.get("SKILLCERT_TEST_KAFKA_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    broker = Broker(free_port())
+    yield broker.bootstrap
+    broker.stop()
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+class Clock:
+    """The date the service believes it is in Shanghai; tests move it."""
+
+    def __init__(self, today: date) -> None:
+        self.today = today
+
+    def __call__(self) -> date:
+        return self.today
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(date(2026, 3, 2))
+
+
+@pytest.fixture
+def service(database_url: str, schema: str, clock: Clock) -> Iterator[Registrations]:
+    svc = Registrations(database_url, schema, today=clock)
+    yield svc
+    svc.close()

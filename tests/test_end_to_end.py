@@ -1,0 +1,145 @@
+"""HTTP command -> event store -> relay -> Kafka -> faust consumer -> read model -> HTTP query.
+
+Every piece runs as it does in production: the relay, the faust worker and the
+API are separate processes started with the `skillcert` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer
+
+from infra.embedded import free_port
+from tests.builders import plan_details, working_years_form
+
+ADMIN = {"X-Actor-Id": "centre-admin", "X-Actor-Role": "provincial_centre"}
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str, str]]:
+    port = free_port()
+    prefix = f"{schema}."
+    env = {
+        **os.environ,
+        "SKILLCERT_DATABASE_URL": database_url,
+        "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap,
+        "SKILLCERT_DB_SCHEMA": schema,
+        "SKILLCERT_TOPIC_PREFIX": prefix,
+        "SKILLCERT_API_PORT": str(port),
+    }
+    procs = [subprocess.Popen([sys.executable, "-m", "infra.cli", c], env=env) for c in ("relay", "consumers", "api")]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: _healthy(base), timeout=30)
+        yield base, prefix
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                pytest.fail(f"{p.args[-1]} did not stop on SIGTERM")
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
+    base, prefix = stack
+    http = httpx.Client(base_url=base, timeout=10)
+
+    r = http.post("/institutions", headers=ADMIN, json={
+        "name": "深圳市技能人才评价示范中心", "filing": {"city_code": "03", "station_serial": "015"}, "profile": "S"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    iid = r.json()["id"]
+    staff = {"X-Actor-Id": "staff-li", "X-Actor-Role": "institution_staff", "X-Institution-Id": iid}
+
+    details = plan_details(registration_deadline="2099-12-31", evaluation_start="2099-12-31", evaluation_end="2099-12-31")
+    r = http.post(f"/institutions/{iid}/plans", headers=staff, json=json.loads(details.model_dump_json()))
+    assert r.status_code == 201, r.text
+    plan_id, code = r.json()["id"], r.json()["registration_code"]
+
+    form = working_years_form(3)
+    me = {"X-Actor-Id": "candidate-3", "X-Actor-Role": "candidate", "X-Request-Id": "req-e2e-1"}
+    r = http.post("/registrations", headers=me, json={"registration_code": code, "form": json.loads(form.model_dump_json())})
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+
+    r = http.post(f"/registrations/{rid}/review", headers=staff, json={"decision": "returned", "reasons": "补充劳动合同"})
+    assert r.status_code == 204, r.text
+
+    # The read models catch up through Kafka and the faust worker.
+    record = eventually(lambda: (x := http.get(f"/registrations/{rid}")).status_code == 200
+                        and x.json()["status"] == "returned" and x.json())  # fmt: skip
+    assert record["decision_reasons"] == "补充劳动合同"
+    assert record["reviews"][0]["actor_id"] == "staff-li"
+    assert record["plan_number"] == "2501" and record["name"] == form.name
+    plan = eventually(lambda: (x := http.get(f"/plans/{plan_id}")).status_code == 200 and x.json())
+    assert plan["seats_left"] == 59 and plan["registration_open"] is True
+    assert "registration_code" not in plan  # candidates get it from the institution's contact
+    assert http.get(f"/candidates/{form.id_number}/registrations").json()[0]["registration_id"] == rid
+    found = http.get("/plans", params={"occupation": "人工智能", "level": 2}).json()
+    assert found["total"] == 1 and found["items"][0]["plan_id"] == plan_id
+
+    # Downstream systems see CloudEvents keyed by aggregate id, with the actor.
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})  # fmt: skip
+    consumer.subscribe([f"{prefix}registrations"])
+    seen: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    while len(seen) < 5 and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and not m.error():
+            event = json.loads(m.value())
+            assert m.key().decode() == event["subject"] == event["aggregateid"]
+            seen[event["type"]] = event
+    consumer.close()
+    assert set(seen) == {
+        "cn.skillcert.institution.registered.v1", "cn.skillcert.evaluation_plan.published.v1",
+        "cn.skillcert.evaluation_plan.seat_taken.v1", "cn.skillcert.registration.submitted.v1",
+        "cn.skillcert.registration.returned.v1",
+    }  # fmt: skip
+    submitted = seen["cn.skillcert.registration.submitted.v1"]
+    assert submitted["specversion"] == "1.0" and submitted["actorid"] == "candidate-3"
+    assert submitted["data"]["actor"]["request_id"] == "req-e2e-1"
+
+
+def test_bad_input_gets_a_problem_naming_the_field_and_stores_nothing(stack):
+    base, _ = stack
+    http = httpx.Client(base_url=base, timeout=10)
+    r = http.post("/institutions", headers=ADMIN, json={
+        "name": "某中心", "filing": {"city_code": "10", "station_serial": "015"}, "profile": "S"})  # fmt: skip
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["errors"][0]["field"] == "filing.city_code"
+    r = http.post("/registrations", headers=ADMIN, json={"registration_code": "ABCDEFGH",
+                                                         "form": json.loads(working_years_form().model_dump_json())})
+    assert r.status_code == 404 and "ABCDEFGH" in r.json()["detail"]
+    assert http.get("/plans").json()["total"] == 0

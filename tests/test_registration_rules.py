@@ -1,0 +1,116 @@
+"""The form rules of seed 001, checked in the pure domain (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from pydantic import ValidationError
+
+from domain.errors import InvalidInput
+from domain.levels import Level
+from domain.registration import AttachmentKind, check_form
+from tests.builders import attachment, entry_level_form, resident_id, working_years_form
+
+
+def fields_at_fault(form, level, hr_work_unit=None) -> set[str]:
+    with pytest.raises(InvalidInput) as caught:
+        check_form(form, level, hr_work_unit)
+    return {f for f, _ in caught.value.problems}
+
+
+def test_a_complete_working_years_form_is_accepted():
+    assert check_form(working_years_form(), Level.TWO) == []
+
+
+def test_a_level_five_form_is_accepted_with_the_prescribed_values():
+    assert check_form(entry_level_form(), Level.FIVE) == []
+
+
+def test_the_id_number_checksum_is_verified():
+    good = working_years_form().id_number
+    bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+    assert fields_at_fault(working_years_form(id_number=bad), Level.TWO) == {"id_number"}
+
+
+def test_date_of_birth_and_gender_must_agree_with_the_id_number():
+    form = working_years_form(1)  # serial 1: male
+    problems = fields_at_fault(working_years_form(1, date_of_birth=date(1991, 5, 5), gender="女"), Level.TWO)
+    assert problems == {"date_of_birth", "gender"}
+    assert form.gender == "男"
+
+
+def test_a_female_id_number_has_an_even_sequence_digit():
+    born = date(1992, 2, 29)
+    number = resident_id("440303", born, 24)
+    assert check_form(working_years_form(24, id_number=number, date_of_birth=born, gender="女"), Level.TWO) == []
+
+
+def test_work_unit_is_at_most_25_characters():
+    with pytest.raises(ValidationError) as caught:
+        working_years_form(work_unit="深" * 26)
+    assert caught.value.errors()[0]["loc"] == ("work_unit",)
+
+
+@pytest.mark.parametrize("field,value", [("years_in_occupation", 3), ("candidate_source", "本企业职工"),
+                                         ("work_unit", "某公司"), ("labour_relation", "本企业职工")])  # fmt: skip
+def test_level_five_demands_the_prescribed_field_values(field, value):
+    assert field in fields_at_fault(entry_level_form(**{field: value}), Level.FIVE)
+
+
+def test_education_basis_is_only_for_levels_three_and_four():
+    form = entry_level_form(basis="education")
+    assert check_form(form, Level.THREE) == []
+    assert check_form(form, Level.FOUR) == []
+    assert "basis" in fields_at_fault(form, Level.TWO)
+    assert "basis" in fields_at_fault(form, Level.FIVE)
+
+
+def test_level_five_plans_are_applied_for_on_the_entry_level_basis():
+    assert "basis" in fields_at_fault(working_years_form(), Level.FIVE)
+    assert "basis" in fields_at_fault(entry_level_form(), Level.THREE)
+
+
+def test_working_years_needs_employee_values_and_years():
+    form = working_years_form(years_in_occupation=0, candidate_source="其他", labour_relation="其他", work_unit="无")
+    assert fields_at_fault(form, Level.THREE) == {
+        "years_in_occupation", "candidate_source", "labour_relation", "work_unit"
+    }  # fmt: skip
+
+
+def test_college_education_needs_the_chsi_record():
+    form = working_years_form(attachments=[attachment(AttachmentKind.DIPLOMA), attachment(AttachmentKind.LABOUR_CONTRACT)])
+    with pytest.raises(InvalidInput, match="chsi_record"):
+        check_form(form, Level.TWO)
+
+
+def test_working_years_needs_proof_of_employment():
+    form = working_years_form(attachments=[attachment(AttachmentKind.DIPLOMA), attachment(AttachmentKind.CHSI_RECORD)])
+    with pytest.raises(InvalidInput, match="social security proof"):
+        check_form(form, Level.TWO)
+
+
+def test_applying_with_a_prior_certificate_needs_it_attached():
+    with pytest.raises(InvalidInput, match="prior_certificate"):
+        check_form(working_years_form(holds_prior_certificate=True), Level.TWO)
+
+
+def test_a_work_unit_differing_from_hr_records_needs_a_work_certificate():
+    with pytest.raises(InvalidInput, match="work_certificate"):
+        check_form(working_years_form(), Level.TWO, hr_work_unit="另一家公司")
+    atts = [*working_years_form().attachments, attachment(AttachmentKind.WORK_CERTIFICATE)]
+    warnings = check_form(working_years_form(attachments=atts), Level.TWO, hr_work_unit="另一家公司")
+    assert warnings and "另一家公司" in warnings[0]
+
+
+def test_the_work_unit_warning_does_not_matter_for_level_five():
+    assert check_form(entry_level_form(), Level.FIVE, hr_work_unit="另一家公司") == []
+
+
+def test_the_truthfulness_declaration_must_be_accepted():
+    assert "declaration_accepted" in fields_at_fault(working_years_form(declaration_accepted=False), Level.TWO)
+
+
+def test_every_problem_is_reported_at_once():
+    form = working_years_form(declaration_accepted=False, years_in_occupation=0, gender="女")
+    assert {"declaration_accepted", "years_in_occupation", "gender"} <= fields_at_fault(form, Level.TWO)

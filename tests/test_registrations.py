@@ -1,0 +1,190 @@
+"""The registrations application service against a real PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from threading import Barrier
+
+import pytest
+
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.institution import DeadlineProfile, Filing
+from domain.levels import Level
+from domain.model import Actor, Role
+from domain.plan import EvaluationPlan
+from domain.registration import Registration, Status
+from infra.registrations import Decision, Registrations
+from tests.builders import ADMIN, candidate, plan_details, setup_plan, staff_of, working_years_form
+
+
+def stored(service: Registrations) -> int:
+    return service.recorder.max_notification_id() or 0
+
+
+def test_every_event_carries_its_actor_and_survives_the_round_trip(service):
+    iid, pid, code = setup_plan(service)
+    rid = service.register(candidate(1), code, working_years_form(1))
+    service.review(staff_of(iid), rid, Decision.RETURNED, "补充社保证明")
+    service.resubmit(candidate(1), rid, working_years_form(1, phone="13900139000"))
+    service.review(staff_of(iid), rid, Decision.APPROVED)
+    notifications = service.recorder.select_notifications(start=1, limit=100)
+    events = [service.mapper.to_domain_event(n) for n in notifications]
+    assert [type(e).__name__ for e in events] == [
+        "Registered", "Published", "Issued", "SeatTaken", "Submitted", "Returned", "Resubmitted", "Approved"
+    ]  # fmt: skip
+    assert all(e.actor.id and e.actor.role for e in events)
+    assert events[4].actor == candidate(1).model_copy(update={"request_id": events[4].actor.request_id})
+    for n, e in zip(notifications, events, strict=True):  # stored -> event -> stored is lossless
+        assert service.mapper.to_stored_event(e).state == n.state
+    registration: Registration = service.repository.get(rid)
+    assert registration.status is Status.APPROVED and registration.form.phone == "13900139000"
+
+
+def test_a_plan_gets_an_eight_character_code_that_finds_it(service):
+    _, pid, code = setup_plan(service)
+    assert len(code) == 8
+    assert service.plan_for_code(code.lower()).id == pid
+
+
+def test_a_plan_number_is_published_once_per_institution(service):
+    iid, _, _ = setup_plan(service)
+    before = stored(service)
+    with pytest.raises(Conflict, match="2501 is already published"):
+        service.publish_plan(staff_of(iid), iid, plan_details("2501"))
+    assert stored(service) == before
+
+
+def test_an_institution_is_registered_once_per_filing(service):
+    setup_plan(service)
+    with pytest.raises(Conflict, match="S000044032015"):
+        service.register_institution(ADMIN, "另一家", Filing(city_code="03", station_serial="015"), DeadlineProfile.T)
+
+
+def test_staff_cannot_publish_for_another_institution(service):
+    iid, _, _ = setup_plan(service)
+    other = service.register_institution(ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T)
+    before = stored(service)
+    with pytest.raises(Forbidden):
+        service.publish_plan(staff_of(other), iid, plan_details("2502"))
+    assert stored(service) == before
+
+
+def test_an_unknown_code_is_refused(service):
+    setup_plan(service)
+    with pytest.raises(NotFound, match="ABCDEFGH"):
+        service.register(candidate(), "ABCDEFGH", working_years_form())
+    with pytest.raises(InvalidInput, match="registration_code"):
+        service.register(candidate(), "short", working_years_form())
+
+
+def test_bad_input_stores_nothing(service):
+    _, pid, code = setup_plan(service)
+    before = stored(service)
+    with pytest.raises(InvalidInput) as caught:
+        service.register(candidate(), code, working_years_form(gender="女", date_of_birth=date(1980, 1, 1)))
+    assert {f for f, _ in caught.value.problems} == {"gender", "date_of_birth"}
+    assert stored(service) == before
+    assert service.repository.get(pid).seats_left == 60
+
+
+def test_a_candidate_registers_once_per_plan(service):
+    _, pid, code = setup_plan(service)
+    service.register(candidate(), code, working_years_form(1))
+    with pytest.raises(Conflict, match="already registered"):
+        service.register(candidate(), code, working_years_form(1, phone="13900139000"))
+    assert service.repository.get(pid).seats_left == 59
+
+
+def test_registration_closes_after_the_deadline_day(service, clock):
+    _, _, code = setup_plan(service)  # deadline 2026-03-20
+    clock.today = date(2026, 3, 20)
+    service.register(candidate(1), code, working_years_form(1))
+    clock.today = date(2026, 3, 21)
+    with pytest.raises(Conflict, match="closed on 2026-03-20"):
+        service.register(candidate(2), code, working_years_form(2))
+
+
+def test_a_full_plan_refuses_more(service):
+    _, _, code = setup_plan(service, seats=2)
+    service.register(candidate(1), code, working_years_form(1))
+    service.register(candidate(2), code, working_years_form(2))
+    with pytest.raises(Conflict, match="full: all 2 places"):
+        service.register(candidate(3), code, working_years_form(3))
+
+
+def test_review_decisions_record_who_and_why(service):
+    iid, pid, code = setup_plan(service)
+    rid = service.register(candidate(), code, working_years_form())
+    with pytest.raises(InvalidInput, match="reasons"):
+        service.review(staff_of(iid), rid, Decision.REJECTED, "  ")
+    service.review(staff_of(iid), rid, Decision.REJECTED, "从业年限不足")
+    registration = service.repository.get(rid)
+    assert (registration.status, registration.reasons) == (Status.REJECTED, "从业年限不足")
+    decision = service.repository.get(rid).version
+    assert decision == 2
+    # A rejected registration gives its place back.
+    assert service.repository.get(pid).seats_left == 60
+    with pytest.raises(Conflict, match="rejected, not awaiting review"):
+        service.review(staff_of(iid), rid, Decision.APPROVED)
+
+
+def test_only_the_plans_institution_reviews(service):
+    iid, _, code = setup_plan(service)
+    rid = service.register(candidate(), code, working_years_form())
+    other = service.register_institution(ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T)
+    for actor in (staff_of(other), candidate(), Actor(id="a", role=Role.AUDITOR)):
+        with pytest.raises(Forbidden):
+            service.review(actor, rid, Decision.APPROVED)
+    assert service.repository.get(rid).status is Status.SUBMITTED
+
+
+def test_thirty_candidates_race_for_the_last_five_seats(service):
+    iid, pid, code = setup_plan(service, seats=10)
+    for i in range(5):
+        service.register(candidate(i), code, working_years_form(i))
+    barrier = Barrier(30)
+
+    def attempt(i: int) -> str:
+        barrier.wait()
+        try:
+            service.register(candidate(i), code, working_years_form(i))
+            return "accepted"
+        except Conflict as e:
+            return e.message
+
+    with ThreadPoolExecutor(30) as pool:
+        outcomes = list(pool.map(attempt, range(100, 130)))
+    assert outcomes.count("accepted") == 5
+    refusals = [o for o in outcomes if o != "accepted"]
+    assert len(refusals) == 25 and all("full: all 10 places are taken" in r for r in refusals)
+    plan: EvaluationPlan = service.repository.get(pid)
+    assert plan.seats_left == 0 and len(plan.holders) == 10
+    assert all(service.repository.get(r).plan_id == pid for r in plan.holders)
+
+
+def test_the_same_candidate_racing_twice_registers_once(service):
+    _, pid, code = setup_plan(service)
+    barrier = Barrier(8)
+
+    def attempt(_: int) -> str:
+        barrier.wait()
+        try:
+            service.register(candidate(7), code, working_years_form(7))
+            return "accepted"
+        except Conflict as e:
+            return e.message
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(attempt, range(8)))
+    assert outcomes.count("accepted") == 1
+    assert all("already registered" in o for o in outcomes if o != "accepted")
+    assert service.repository.get(pid).seats_left == 59
+
+
+def test_level_five_plan_takes_entry_level_forms(service):
+    from tests.builders import entry_level_form
+
+    _, _, code = setup_plan(service, level=Level.FIVE)
+    rid = service.register(candidate(), code, entry_level_form())
+    assert service.repository.get(rid).plan.level is Level.FIVE
