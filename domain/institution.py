@@ -84,9 +84,7 @@ class Institution(Aggregate):
         self.profile = profile
 
     @classmethod
-    def register(
-        cls, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile
-    ) -> Institution:
+    def register(cls, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile) -> Institution:
         name = name.strip()
         if not name or len(name) > 100:
             raise InvalidInput([("name", "must be the registered name, 1-100 characters")])

@@ -120,8 +120,7 @@ class EvaluationPlan(Aggregate):
             raise Conflict("this registration already holds a seat")
         if self.seats_left <= 0:
             raise Conflict(
-                f"plan {self.details.plan_number} is full: all "
-                f"{self.details.max_registrations} places are taken",
+                f"plan {self.details.plan_number} is full: all {self.details.max_registrations} places are taken",
                 field="registration_code",
             )
         self._seat_taken(actor, registration_id)

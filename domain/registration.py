@@ -171,7 +171,7 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
     if form.basis in (Basis.ENTRY_LEVEL, Basis.EDUCATION):
         basis = "for level 5 and education-based applications"
         if form.years_in_occupation != 0:
-            problems.append(("years_in_occupation", f'must be 0 {basis}'))
+            problems.append(("years_in_occupation", f"must be 0 {basis}"))
         if form.candidate_source is not CandidateSource.OTHER:
             problems.append(("candidate_source", f'must be "其他" {basis}'))
         if form.work_unit != NO_UNIT:
@@ -194,16 +194,26 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
         need(AttachmentKind.DIPLOMA, basis)
         if form.education.is_college_or_above:
             need(AttachmentKind.CHSI_RECORD, "for college education and above")
-        if not kinds & {AttachmentKind.SOCIAL_SECURITY, AttachmentKind.WORK_CERTIFICATE, AttachmentKind.LABOUR_CONTRACT}:
+        if not kinds & {
+            AttachmentKind.SOCIAL_SECURITY,
+            AttachmentKind.WORK_CERTIFICATE,
+            AttachmentKind.LABOUR_CONTRACT,
+        }:
             problems.append(
-                ("attachments", f"social security proof, a stamped work certificate or a labour contract is required {basis}")
+                (
+                    "attachments",
+                    f"social security proof, a stamped work certificate or a labour contract is required {basis}",
+                )
             )
         if form.holds_prior_certificate:
             need(AttachmentKind.PRIOR_CERTIFICATE, "when applying with a title or skill certificate")
         # 000 ②: the provincial records disagree with the stated employer.
         if hr_work_unit is not None and form.work_unit and hr_work_unit != form.work_unit:
             warnings.append(f"work unit differs from the provincial HR records ({hr_work_unit})")
-            need(AttachmentKind.WORK_CERTIFICATE, "from the actual employer, since the work unit differs from the provincial HR records")
+            need(
+                AttachmentKind.WORK_CERTIFICATE,
+                "from the actual employer, since the work unit differs from the provincial HR records",
+            )
 
     if problems:
         raise InvalidInput(problems)
@@ -298,7 +308,9 @@ class Registration(Aggregate):
     def resubmit(self, actor: Actor, form: RegistrationForm, hr_work_unit: str | None = None) -> None:
         """After a return for rework. Identity stays: the registration is keyed by it."""
         if self.status is not Status.RETURNED:
-            raise Conflict(f"only a registration returned for rework can be resubmitted; this one is {self.status.value}")
+            raise Conflict(
+                f"only a registration returned for rework can be resubmitted; this one is {self.status.value}"
+            )
         if (form.id_type, form.id_number) != (self.form.id_type, self.form.id_number):
             raise InvalidInput([("id_number", "cannot change on resubmission; register afresh instead")])
         self._resubmitted(actor, form, check_form(form, self.plan.level, hr_work_unit))

@@ -4,7 +4,6 @@ Until API tokens exist (issue 6), the actor is taken from the X-Actor-* headers.
 Errors are RFC 9457 problem+json naming the field or rule at fault.
 """
 
-
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from datetime import date
@@ -29,7 +28,9 @@ from projections import candidates, catalogue
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
 
-def problem(status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"type": f"urn:skillcert:problem:{rule}", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors

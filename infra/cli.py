@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Annotated
 
 import psycopg
 import typer
@@ -43,7 +42,10 @@ def relay() -> None:
     from infra.relay import Relay
 
     s = get_settings()
-    url, bootstrap = _require(s.database_url, "SKILLCERT_DATABASE_URL"), _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
+    url, bootstrap = (
+        _require(s.database_url, "SKILLCERT_DATABASE_URL"),
+        _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
     ensure_schema(url, s.db_schema)
     ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
@@ -61,7 +63,10 @@ def consumers() -> None:
     from consumers.projector import run_worker
 
     s = get_settings()
-    url, bootstrap = _require(s.database_url, "SKILLCERT_DATABASE_URL"), _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
+    url, bootstrap = (
+        _require(s.database_url, "SKILLCERT_DATABASE_URL"),
+        _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
+    )
     ensure_schema(url, s.db_schema)
     sys.argv = [sys.argv[0]]  # faust's worker reads the command line
     run_worker(s, url, bootstrap)

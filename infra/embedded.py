@@ -48,7 +48,9 @@ class Broker:
         deadline = time.monotonic() + 20
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"the Tansu broker exited at start (code {self.process.returncode}); is port {port} taken?")
+                raise RuntimeError(
+                    f"the Tansu broker exited at start (code {self.process.returncode}); is port {port} taken?"
+                )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
                 return

@@ -59,7 +59,9 @@ class Registrations(SkillcertApplication):
         try:
             self.save(institution)
         except IntegrityError:
-            raise Conflict(f"an institution with filing {filing.prefix} is already registered", field="filing") from None
+            raise Conflict(
+                f"an institution with filing {filing.prefix} is already registered", field="filing"
+            ) from None
         return institution.id
 
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
@@ -87,7 +89,9 @@ class Registrations(SkillcertApplication):
 
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
         plan = self.plan_for_code(code)
-        _require(actor, (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM), "register candidates", plan.institution_id)
+        _require(
+            actor, (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM), "register candidates", plan.institution_id
+        )
         rid = registration_id(plan.id, form)
         for _ in range(MAX_RETRIES):
             if rid in self.repository:
@@ -113,8 +117,12 @@ class Registrations(SkillcertApplication):
 
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
         registration: Registration = self._get(Registration, registration_id, "registration")
-        _require(actor, (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM), "resubmit registrations",
-                 registration.institution_id)
+        _require(
+            actor,
+            (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM),
+            "resubmit registrations",
+            registration.institution_id,
+        )
         registration.resubmit(actor, form)
         self._save_once(registration)
 

@@ -56,9 +56,7 @@ class Relay:
                     self.table
                 )
             )
-            conn.execute(
-                sql.SQL("INSERT INTO {} VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(self.table)
-            )
+            conn.execute(sql.SQL("INSERT INTO {} VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(self.table))
 
     def position(self) -> int:
         with psycopg.connect(self.database_url) as conn:

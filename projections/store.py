@@ -71,7 +71,7 @@ def apply_message(
             return False
         projection.apply(cur, message)
         cur.execute(
-            'INSERT INTO projection_offsets VALUES (%s, %s, %s, %s) '
+            "INSERT INTO projection_offsets VALUES (%s, %s, %s, %s) "
             'ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset"',
             (projection.name, topic, partition, offset),
         )

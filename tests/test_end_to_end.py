@@ -81,18 +81,24 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     iid = r.json()["id"]
     staff = {"X-Actor-Id": "staff-li", "X-Actor-Role": "institution_staff", "X-Institution-Id": iid}
 
-    details = plan_details(registration_deadline="2099-12-31", evaluation_start="2099-12-31", evaluation_end="2099-12-31")
+    details = plan_details(
+        registration_deadline="2099-12-31", evaluation_start="2099-12-31", evaluation_end="2099-12-31"
+    )
     r = http.post(f"/institutions/{iid}/plans", headers=staff, json=json.loads(details.model_dump_json()))
     assert r.status_code == 201, r.text
     plan_id, code = r.json()["id"], r.json()["registration_code"]
 
     form = working_years_form(3)
     me = {"X-Actor-Id": "candidate-3", "X-Actor-Role": "candidate", "X-Request-Id": "req-e2e-1"}
-    r = http.post("/registrations", headers=me, json={"registration_code": code, "form": json.loads(form.model_dump_json())})
+    r = http.post(
+        "/registrations", headers=me, json={"registration_code": code, "form": json.loads(form.model_dump_json())}
+    )
     assert r.status_code == 201, r.text
     rid = r.json()["id"]
 
-    r = http.post(f"/registrations/{rid}/review", headers=staff, json={"decision": "returned", "reasons": "补充劳动合同"})
+    r = http.post(
+        f"/registrations/{rid}/review", headers=staff, json={"decision": "returned", "reasons": "补充劳动合同"}
+    )
     assert r.status_code == 204, r.text
 
     # The read models catch up through Kafka and the faust worker.
@@ -139,7 +145,10 @@ def test_bad_input_gets_a_problem_naming_the_field_and_stores_nothing(stack):
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == "filing.city_code"
-    r = http.post("/registrations", headers=ADMIN, json={"registration_code": "ABCDEFGH",
-                                                         "form": json.loads(working_years_form().model_dump_json())})
+    r = http.post(
+        "/registrations",
+        headers=ADMIN,
+        json={"registration_code": "ABCDEFGH", "form": json.loads(working_years_form().model_dump_json())},
+    )
     assert r.status_code == 404 and "ABCDEFGH" in r.json()["detail"]
     assert http.get("/plans").json()["total"] == 0

@@ -79,7 +79,9 @@ def test_working_years_needs_employee_values_and_years():
 
 
 def test_college_education_needs_the_chsi_record():
-    form = working_years_form(attachments=[attachment(AttachmentKind.DIPLOMA), attachment(AttachmentKind.LABOUR_CONTRACT)])
+    form = working_years_form(
+        attachments=[attachment(AttachmentKind.DIPLOMA), attachment(AttachmentKind.LABOUR_CONTRACT)]
+    )
     with pytest.raises(InvalidInput, match="chsi_record"):
         check_form(form, Level.TWO)
 

@@ -63,7 +63,9 @@ def test_an_institution_is_registered_once_per_filing(service):
 
 def test_staff_cannot_publish_for_another_institution(service):
     iid, _, _ = setup_plan(service)
-    other = service.register_institution(ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T)
+    other = service.register_institution(
+        ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T
+    )
     before = stored(service)
     with pytest.raises(Forbidden):
         service.publish_plan(staff_of(other), iid, plan_details("2502"))
@@ -132,7 +134,9 @@ def test_review_decisions_record_who_and_why(service):
 def test_only_the_plans_institution_reviews(service):
     iid, _, code = setup_plan(service)
     rid = service.register(candidate(), code, working_years_form())
-    other = service.register_institution(ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T)
+    other = service.register_institution(
+        ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T
+    )
     for actor in (staff_of(other), candidate(), Actor(id="a", role=Role.AUDITOR)):
         with pytest.raises(Forbidden):
             service.review(actor, rid, Decision.APPROVED)
