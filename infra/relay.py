@@ -63,15 +63,18 @@ class Relay:
             row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
         return int(row[0]) if row else 0
 
+    def _save_position(self, position: int) -> None:
+        with psycopg.connect(self.database_url) as conn:
+            conn.execute(sql.SQL("UPDATE {} SET position = %s WHERE name = 'relay'").format(self.table), (position,))
+
     def lag(self) -> int:
         return (self.app.recorder.max_notification_id() or 0) - self.position()
 
-    def publish_batch(self) -> int:
-        """Publish the next batch. Returns how many notifications it moved past."""
-        start = self.position() + 1
-        notifications = self.app.recorder.select_notifications(start=start, limit=self.batch_size)
+    def publish_batch(self, after: int, stop: threading.Event | None = None) -> int:
+        """Publish the batch after position `after`. Returns the position it reached (saved once acknowledged)."""
+        notifications = self.app.recorder.select_notifications(start=after + 1, limit=self.batch_size)
         if not notifications:
-            return 0
+            return after
         errors: list[str] = []
 
         def delivered(err, msg) -> None:  # noqa: ANN001 - confluent callback
@@ -91,14 +94,13 @@ class Relay:
             )
             self.producer.poll(0)
         while self.producer.flush(5) > 0:
+            if stop is not None and stop.is_set():
+                return after  # not acknowledged: the position stays, the next relay publishes again
             log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
         if errors:
             raise DeliveryFailed("; ".join(errors[:5]))
-        with psycopg.connect(self.database_url) as conn:
-            conn.execute(
-                sql.SQL("UPDATE {} SET position = %s WHERE name = 'relay'").format(self.table), (notifications[-1].id,)
-            )
-        return len(notifications)
+        self._save_position(notifications[-1].id)
+        return notifications[-1].id
 
     def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
         lock_key = zlib.crc32(f"skillcert-relay:{self.schema}".encode())
@@ -107,13 +109,16 @@ class Relay:
                 log.info("another relay is active; waiting")
                 if stop.wait(1.0):
                     return
-            log.info("relay active from position %d", self.position())
+            # Holding the lock, this relay is the only writer of the position: read it once.
+            position = self.position()
+            log.info("relay active from position %d", position)
             while not stop.is_set():
                 try:
-                    moved = self.publish_batch()
+                    reached = self.publish_batch(position, stop)
                 except DeliveryFailed as e:
                     log.error("delivery failed, will retry: %s", e)
-                    moved = 0
                     stop.wait(1.0)
-                if not moved:
+                    continue
+                if reached == position:
                     stop.wait(idle_sleep)
+                position = reached

@@ -123,8 +123,10 @@ def test_review_decisions_record_who_and_why(service):
     service.review(staff_of(iid), rid, Decision.REJECTED, "从业年限不足")
     registration = service.repository.get(rid)
     assert (registration.status, registration.reasons) == (Status.REJECTED, "从业年限不足")
-    decision = service.repository.get(rid).version
-    assert decision == 2
+    assert registration.version == 2
+    events = [service.mapper.to_domain_event(n) for n in service.recorder.select_notifications(start=1, limit=100)]
+    [rejected] = [e for e in events if isinstance(e, Registration.Rejected)]
+    assert (rejected.actor.id, rejected.actor.institution_id) == ("staff-li", iid)
     # A rejected registration gives its place back.
     assert service.repository.get(pid).seats_left == 60
     with pytest.raises(Conflict, match="rejected, not awaiting review"):
