@@ -29,6 +29,7 @@ class Role(StrEnum):
     SYSTEM = "system"
     INSTITUTION_STAFF = "institution_staff"
     PROVINCIAL_CENTRE = "provincial_centre"
+    HR_DEPARTMENT = "hr_department"  # where the institution is filed; approves corrections
     AUDITOR = "auditor"
     CANDIDATE = "candidate"
 

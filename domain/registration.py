@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from decimal import Decimal
 from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -12,6 +13,8 @@ from pydantic import Field, field_validator
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
+from domain.access import STAFF, require
+from domain.eligibility import Basis, Evidence, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
@@ -63,14 +66,6 @@ class LabourRelation(StrEnum):
     OTHER = "其他"
 
 
-class Basis(StrEnum):
-    """What the candidate applies on (001, 需填写的信息)."""
-
-    ENTRY_LEVEL = "entry_level"  # 报名五级
-    EDUCATION = "education"  # 以学历报考, levels 3 and 4 only
-    WORKING_YEARS = "working_years"  # 以工作年限报考
-
-
 class AttachmentKind(StrEnum):
     DIPLOMA = "diploma"  # 毕业证
     CHSI_RECORD = "chsi_record"  # 学信网电子注册备案表
@@ -78,6 +73,12 @@ class AttachmentKind(StrEnum):
     WORK_CERTIFICATE = "work_certificate"  # 工作证明（盖章版）
     LABOUR_CONTRACT = "labour_contract"  # 劳动合同
     PRIOR_CERTIFICATE = "prior_certificate"  # 职称或技能证书
+    WRITTEN_EXPLANATION = "written_explanation"  # 书面情况说明, for a change after confirmation
+    TRAINING_CERTIFICATE = "training_certificate"  # 培训结业证明
+    CERTIFICATE_APPLICATION = "certificate_application"  # 证书申领表, signed, for the physical certificate
+    PROOF_APPLICATION = "proof_application"  # 证书遗失、损坏补发证明申请表 (004 annex 3)
+    HOLDER_COMMITMENT = "holder_commitment"  # 证书持有人承诺书
+    CORRECTION_EVIDENCE = "correction_evidence"  # ID card copy and what shows the right data
 
 
 class Attachment(Immutable):
@@ -125,6 +126,15 @@ class RegistrationForm(Immutable):
         if v is not None and not PHONE.match(v.strip()):
             raise ValueError("must be an 11-digit mainland mobile number")
         return v.strip() if v else v
+
+
+class Holder(Immutable):
+    """The identity a score book and a certificate carry."""
+
+    name: str
+    gender: Gender
+    id_type: IdType
+    id_number: str
 
 
 def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = None) -> list[str]:
@@ -258,6 +268,26 @@ class Registration(Aggregate):
 
     class Approved(Aggregate.Event):
         reasons: str
+        condition: str  # the eligibility condition met, e.g. "3.2"
+        evidence: Evidence
+
+    class Amended(Aggregate.Event):
+        form: RegistrationForm
+        changed: list[str]
+        explanation: str
+        explanation_document: Attachment
+        warnings: list[str]
+
+    class FeePaid(Aggregate.Event):
+        receipt_number: str
+        amount: Decimal
+
+    class TrainingAccountOpened(Aggregate.Event):
+        account: str
+
+    class TrainingCompleted(Aggregate.Event):
+        hours: Decimal
+        evidence: Attachment
 
     class Returned(Aggregate.Event):
         reasons: str
@@ -282,6 +312,11 @@ class Registration(Aggregate):
         self.warnings = warnings
         self.status = Status.SUBMITTED
         self.reasons = ""
+        self.condition: str | None = None
+        self.identity = (form.name, form.id_number)  # as first confirmed; only one may ever change
+        self.fee_receipt: str | None = None
+        self.training_account: str | None = None
+        self.training_hours: Decimal | None = None
 
     @classmethod
     def submit(
@@ -330,9 +365,14 @@ class Registration(Aggregate):
         if self.status is not Status.SUBMITTED:
             raise Conflict(f"the registration is {self.status.value}, not awaiting review")
 
-    def approve(self, actor: Actor, reasons: str = "") -> None:
+    def approve(self, actor: Actor, condition: str, evidence: Evidence, today: date, reasons: str = "") -> None:
+        """Approve against an eligibility condition; the candidate's age is taken from the form."""
         self._check_reviewer(actor)
-        self._approved(actor, reasons.strip())
+        born = self.form.date_of_birth
+        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+        evidence = evidence.model_copy(update={"age": age})
+        met = check_eligibility(condition, self.plan.level, self.form.basis, evidence)
+        self._approved(actor, reasons.strip(), met.id, evidence)
 
     def return_for_rework(self, actor: Actor, reasons: str) -> None:
         self._check_reviewer(actor)
@@ -347,9 +387,10 @@ class Registration(Aggregate):
         self._rejected(actor, reasons.strip())
 
     @event(Approved)
-    def _approved(self, actor: Actor, reasons: str) -> None:
+    def _approved(self, actor: Actor, reasons: str, condition: str, evidence: Evidence) -> None:
         self.status = Status.APPROVED
         self.reasons = reasons
+        self.condition = condition
 
     @event(Returned)
     def _returned(self, actor: Actor, reasons: str) -> None:
@@ -360,3 +401,125 @@ class Registration(Aggregate):
     def _rejected(self, actor: Actor, reasons: str) -> None:
         self.status = Status.REJECTED
         self.reasons = reasons
+
+    def amend(self, actor: Actor, form: RegistrationForm, explanation: str, document: Attachment) -> list[str]:
+        """A change after confirmation (000 ②): only with a written explanation, and of name and
+        ID number only one may ever differ from what was first confirmed."""
+        require(actor, STAFF, "amend confirmed registrations", self.institution_id)
+        if self.status not in (Status.SUBMITTED, Status.APPROVED):
+            raise Conflict(f"the registration is {self.status.value}; only a confirmed registration is amended")
+        problems = []
+        if len(explanation.strip()) < 5:
+            problems.append(("explanation", "a written explanation of the mistake is required"))
+        if document.kind is not AttachmentKind.WRITTEN_EXPLANATION:
+            problems.append(("explanation_document", "must be the signed written explanation"))
+        if form.id_type is not self.form.id_type:
+            problems.append(("id_type", "cannot change; register afresh instead"))
+        name_changed = form.name != self.identity[0]
+        id_changed = form.id_number != self.identity[1]
+        if name_changed and id_changed:
+            problems.append(
+                (
+                    "id_number",
+                    "of name and ID number only one may ever change, and the other already has"
+                    if (self.form.name, self.form.id_number) != self.identity
+                    else "name and ID number cannot both change; only one of them may",
+                )
+            )
+        changed = [f for f in RegistrationForm.model_fields if getattr(form, f) != getattr(self.form, f)]
+        if not changed:
+            problems.append(("form", "nothing changed"))
+        if problems:
+            raise InvalidInput(problems)
+        warnings = check_form(form, self.plan.level)
+        self._amended(actor, form, changed, explanation.strip(), document, warnings)
+        return changed
+
+    @event(Amended)
+    def _amended(
+        self,
+        actor: Actor,
+        form: RegistrationForm,
+        changed: list[str],
+        explanation: str,
+        explanation_document: Attachment,
+        warnings: list[str],
+    ) -> None:
+        self.form = form
+        self.warnings = warnings
+
+    @property
+    def holder(self) -> Holder:
+        f = self.form
+        return Holder(name=f.name, gender=f.gender, id_type=f.id_type, id_number=f.id_number)
+
+    def _require_approved(self, actor: Actor, what: str) -> None:
+        require(actor, STAFF, f"record {what}", self.institution_id)
+        if self.status is not Status.APPROVED:
+            raise Conflict(f"the registration is {self.status.value}; {what} follows approval")
+
+    def pay_fee(self, actor: Actor, receipt_number: str, amount: Decimal) -> None:
+        self._require_approved(actor, "fees")
+        if self.fee_receipt is not None:
+            raise Conflict(f"the fee is already paid (receipt {self.fee_receipt})")
+        receipt_number = receipt_number.strip()
+        problems = []
+        if not re.fullmatch(r"[0-9A-Za-z-]{4,40}", receipt_number):
+            problems.append(("receipt_number", "must be the 4-40 character receipt number"))
+        if amount <= 0 or amount > 100_000 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            problems.append(("amount", "must be a positive amount in yuan with at most 2 decimals"))
+        if problems:
+            raise InvalidInput(problems)
+        self._fee_paid(actor, receipt_number, amount)
+
+    @event(FeePaid)
+    def _fee_paid(self, actor: Actor, receipt_number: str, amount: Decimal) -> None:
+        self.fee_receipt = receipt_number
+
+    def open_training_account(self, actor: Actor, account: str) -> None:
+        self._require_approved(actor, "training")
+        if self.training_account is not None:
+            raise Conflict(f"a training account is already open ({self.training_account})")
+        if not account.strip() or len(account) > 50:
+            raise InvalidInput([("account", "must be the training platform account, 1-50 characters")])
+        self._training_account_opened(actor, account.strip())
+
+    @event(TrainingAccountOpened)
+    def _training_account_opened(self, actor: Actor, account: str) -> None:
+        self.training_account = account
+
+    def complete_training(self, actor: Actor, hours: Decimal, evidence: Attachment) -> None:
+        self._require_approved(actor, "training")
+        if self.training_account is None:
+            raise Conflict("training is completed on an opened training account; open one first")
+        if self.training_hours is not None:
+            raise Conflict("training is already completed")
+        problems = []
+        if not 0 < hours <= 2000:
+            problems.append(("hours", "must be the hours trained, more than 0 and at most 2000"))
+        if evidence.kind is not AttachmentKind.TRAINING_CERTIFICATE:
+            problems.append(("evidence", "must be the training completion certificate"))
+        if problems:
+            raise InvalidInput(problems)
+        self._training_completed(actor, hours, evidence)
+
+    @event(TrainingCompleted)
+    def _training_completed(self, actor: Actor, hours: Decimal, evidence: Attachment) -> None:
+        self.training_hours = hours
+
+
+class Alias(Aggregate):
+    """Holds the (plan, ID number) key of a registration whose ID number was amended, so that
+    the same person cannot register a second time for the plan under the new number."""
+
+    class Claimed(Aggregate.Created):
+        actor: Actor
+        registration_id: UUID
+
+    @event(Claimed)
+    def __init__(self, actor: Actor, registration_id: UUID) -> None:
+        self.registration_id = registration_id
+
+    @classmethod
+    def claim(cls, actor: Actor, key: UUID, registration_id: UUID) -> Alias:
+        return cls._create(cls.Claimed, id=key, actor=actor, registration_id=registration_id)

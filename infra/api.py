@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
+from domain.eligibility import Evidence
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
@@ -60,6 +61,8 @@ class RegistrationIn(BaseModel):
 class ReviewIn(BaseModel):
     decision: Decision
     reasons: str = ""
+    condition: str | None = Field(None, description="approvals: the eligibility condition met, e.g. 2.1")
+    evidence: Evidence | None = Field(None, description="approvals: what the reviewer verified")
 
 
 class Page(BaseModel):
@@ -146,7 +149,7 @@ def create_app(database_url: str, schema: str = "public", tz: str = "Asia/Shangh
 
     @app.post("/registrations/{registration_id}/review", status_code=204, tags=["commands"])
     def review(registration_id: UUID, body: ReviewIn, who: Act, svc: Svc) -> None:
-        svc.review(who, registration_id, body.decision, body.reasons)
+        svc.review(who, registration_id, body.decision, body.reasons, body.condition, body.evidence)
 
     @app.get("/plans", tags=["queries"])
     def search_plans(

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from stdnum.cn import ric
 
+from domain.eligibility import Evidence
 from domain.errors import Conflict
 from domain.institution import DeadlineProfile, Filing, institution_id
 from domain.levels import Level
@@ -74,7 +75,10 @@ def load(service: Registrations, today: date) -> UUID:
             declaration_accepted=True,
         )  # fmt: skip
         ids.append(service.register(candidate, ai_code, form))
-    service.review(staff, ids[0], Decision.APPROVED, "材料齐全，符合申报条件")
+    service.review(
+        staff, ids[0], Decision.APPROVED, "材料齐全，符合申报条件", condition="2.1",
+        evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5),
+    )  # fmt: skip
     service.review(staff, ids[1], Decision.RETURNED, "社保证明缺少近12个月记录，请补充后重新提交")
     service.review(staff, ids[2], Decision.REJECTED, "从业年限不符合二级申报条件")
     return iid

@@ -9,24 +9,23 @@ collide in the event store; version conflicts on the plan are retried.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 from uuid import UUID
-from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import Conflict, Forbidden, NotFound
+from domain.access import STAFF, STAFF_OR_CANDIDATE, require
+from domain.eligibility import Evidence
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing, Institution
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
-from domain.registration import PlanSummary, Registration, RegistrationForm, registration_id
-from infra.eventstore import SkillcertApplication
+from domain.registration import Alias, Attachment, PlanSummary, Registration, RegistrationForm, registration_id
+from infra.service import MAX_RETRIES, Service, shanghai_today
 
-MAX_RETRIES = 200  # a save loses a race at most once per competing writer
+__all__ = ["Decision", "Registrations", "shanghai_today"]
 
 
 class Decision(StrEnum):
@@ -35,26 +34,9 @@ class Decision(StrEnum):
     REJECTED = "rejected"
 
 
-def shanghai_today(tz: str = "Asia/Shanghai") -> date:
-    return datetime.now(ZoneInfo(tz)).date()
-
-
-class Registrations(SkillcertApplication):
-    def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
-        super().__init__(database_url, schema)
-        self.today = today
-
-    def _get(self, cls: type[Aggregate], id: UUID, what: str) -> Any:
-        try:
-            agg = self.repository.get(id)
-        except AggregateNotFoundError:
-            raise NotFound(f"no {what} with id {id}") from None
-        if not isinstance(agg, cls):
-            raise NotFound(f"no {what} with id {id}")
-        return agg
-
+class Registrations(Service):
     def register_institution(self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile) -> UUID:
-        _require(actor, (Role.SYSTEM, Role.PROVINCIAL_CENTRE), "register institutions")
+        require(actor, (Role.SYSTEM, Role.PROVINCIAL_CENTRE), "register institutions")
         institution = Institution.register(actor, name, filing, profile)
         try:
             self.save(institution)
@@ -65,8 +47,8 @@ class Registrations(SkillcertApplication):
         return institution.id
 
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
-        _require(actor, (Role.INSTITUTION_STAFF, Role.SYSTEM), "publish plans", institution_id)
-        institution: Institution = self._get(Institution, institution_id, "institution")
+        require(actor, STAFF, "publish plans", institution_id)
+        institution: Institution = self.get(Institution, institution_id, "institution")
         for _ in range(5):  # a random 8-character code collides rarely; draw again
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
             plan = EvaluationPlan.publish(actor, institution.id, institution.name, details, code)
@@ -85,13 +67,11 @@ class Registrations(SkillcertApplication):
             guard: RegistrationCode = self.repository.get(code_id(code))
         except AggregateNotFoundError:
             raise NotFound(f"registration code {code} does not belong to any plan", field="registration_code") from None
-        return self._get(EvaluationPlan, guard.plan_id, "plan")
+        return self.get(EvaluationPlan, guard.plan_id, "plan")
 
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
         plan = self.plan_for_code(code)
-        _require(
-            actor, (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM), "register candidates", plan.institution_id
-        )
+        require(actor, STAFF_OR_CANDIDATE, "register candidates", plan.institution_id)
         rid = registration_id(plan.id, form)
         for _ in range(MAX_RETRIES):
             if rid in self.repository:
@@ -112,51 +92,83 @@ class Registrations(SkillcertApplication):
                 self.save(plan, registration)
                 return registration.id
             except IntegrityError:
-                plan = self._get(EvaluationPlan, plan.id, "plan")  # lost a race: look again
+                plan = self.get(EvaluationPlan, plan.id, "plan")  # lost a race: look again
         raise Conflict("too many concurrent registrations; try again")
 
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
-        registration: Registration = self._get(Registration, registration_id, "registration")
-        _require(
-            actor,
-            (Role.CANDIDATE, Role.INSTITUTION_STAFF, Role.SYSTEM),
-            "resubmit registrations",
-            registration.institution_id,
-        )
+        registration: Registration = self.get(Registration, registration_id, "registration")
+        require(actor, STAFF_OR_CANDIDATE, "resubmit registrations", registration.institution_id)
         registration.resubmit(actor, form)
-        self._save_once(registration)
+        self.save_once(registration)
 
-    def review(self, actor: Actor, registration_id: UUID, decision: Decision, reasons: str = "") -> None:
-        for _ in range(MAX_RETRIES):
-            registration: Registration = self._get(Registration, registration_id, "registration")
+    def review(
+        self,
+        actor: Actor,
+        registration_id: UUID,
+        decision: Decision,
+        reasons: str = "",
+        condition: str | None = None,
+        evidence: Evidence | None = None,
+    ) -> None:
+        """Approval names the eligibility condition met and the evidence verified for it."""
+        if decision is Decision.APPROVED and (condition is None or evidence is None):
+            raise InvalidInput([("condition", "an approval names the eligibility condition met and its evidence")])
+
+        def attempt() -> list[Aggregate]:
+            registration = self.get(Registration, registration_id, "registration")
             if decision is Decision.APPROVED:
-                registration.approve(actor, reasons)
-                changed: list[Aggregate] = [registration]
-            elif decision is Decision.RETURNED:
+                assert condition is not None and evidence is not None
+                registration.approve(actor, condition, evidence, self.today(), reasons)
+                return [registration]
+            if decision is Decision.RETURNED:
                 registration.return_for_rework(actor, reasons)
-                changed = [registration]
-            else:
-                registration.reject(actor, reasons)
-                # A rejected registration is not accepted: its place goes back to the plan.
-                plan: EvaluationPlan = self._get(EvaluationPlan, registration.plan_id, "plan")
-                plan.release_seat(actor, registration.id, "registration rejected")
-                changed = [registration, plan]
-            try:
-                self.save(*changed)
-                return
-            except IntegrityError:
-                continue
-        raise Conflict("too many concurrent changes; try again")
+                return [registration]
+            registration.reject(actor, reasons)
+            # A rejected registration is not accepted: its place goes back to the plan.
+            plan = self.get(EvaluationPlan, registration.plan_id, "plan")
+            plan.release_seat(actor, registration.id, "registration rejected")
+            return [registration, plan]
 
-    def _save_once(self, *aggregates: Aggregate) -> None:
+        self.retry(attempt)
+
+    def amend(
+        self, actor: Actor, registration_id: UUID, form: RegistrationForm, explanation: str, document: Attachment
+    ) -> list[str]:
+        """A change after confirmation. A new ID number is claimed for the plan, so the same person
+        cannot also register again under it."""
+        registration = self.get(Registration, registration_id, "registration")
+        require(actor, STAFF, "amend confirmed registrations", registration.institution_id)
+        old_key = registration_id_for(registration)
+        changed = registration.amend(actor, form, explanation, document)
+        aggregates: list[Aggregate] = [registration]
+        new_key = registration_id_for(registration)
+        if new_key != old_key and new_key != registration.id:
+            aggregates.append(Alias.claim(actor, new_key, registration.id))
         try:
             self.save(*aggregates)
         except IntegrityError:
+            if new_key != old_key and new_key in self.repository:
+                raise Conflict(
+                    f"ID number {form.id_number} is already registered for this plan", field="id_number"
+                ) from None
             raise Conflict("changed by someone else meanwhile; reload and try again") from None
+        return changed
+
+    def pay_fee(self, actor: Actor, registration_id: UUID, receipt_number: str, amount: Decimal) -> None:
+        registration = self.get(Registration, registration_id, "registration")
+        registration.pay_fee(actor, receipt_number, amount)
+        self.save_once(registration)
+
+    def open_training_account(self, actor: Actor, registration_id: UUID, account: str) -> None:
+        registration = self.get(Registration, registration_id, "registration")
+        registration.open_training_account(actor, account)
+        self.save_once(registration)
+
+    def complete_training(self, actor: Actor, registration_id: UUID, hours: Decimal, evidence: Attachment) -> None:
+        registration = self.get(Registration, registration_id, "registration")
+        registration.complete_training(actor, hours, evidence)
+        self.save_once(registration)
 
 
-def _require(actor: Actor, roles: tuple[Role, ...], what: str, institution_id: UUID | None = None) -> None:
-    if actor.role not in roles:
-        raise Forbidden(f"a {actor.role.value} cannot {what}")
-    if actor.role is Role.INSTITUTION_STAFF and institution_id is not None and actor.institution_id != institution_id:
-        raise Forbidden(f"staff may {what} only for their own institution")
+def registration_id_for(registration: Registration) -> UUID:
+    return registration_id(registration.plan_id, registration.form)

@@ -8,6 +8,7 @@ from typing import Any
 
 from stdnum.cn import ric
 
+from domain.eligibility import Evidence
 from domain.institution import DeadlineProfile, Filing
 from domain.levels import Level
 from domain.model import Actor, Role
@@ -77,3 +78,8 @@ def setup_plan(service: Any, seats: int = 60, level: Level = Level.TWO, number: 
     )
     pid, code = service.publish_plan(staff_of(iid), iid, plan_details(number, level, seats))
     return iid, pid, code
+
+
+# A level-2 candidate on condition 2.1: a level-3 certificate held for 5 years, 8 years in the trade.
+L2_CONDITION = "2.1"
+L2_EVIDENCE = Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5)

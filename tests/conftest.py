@@ -16,8 +16,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from infra.certificates import Certificates
 from infra.embedded import Broker, free_port, start_postgres
+from infra.exams import Exams
 from infra.registrations import Registrations
+from tests.lifecycle import World
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +75,12 @@ def service(database_url: str, schema: str, clock: Clock) -> Iterator[Registrati
     svc = Registrations(database_url, schema, today=clock)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def world(database_url: str, schema: str, clock: Clock, service: Registrations) -> Iterator[World]:
+    exams = Exams(database_url, schema, today=clock)
+    certificates = Certificates(database_url, schema, today=clock)
+    yield World(service, exams, certificates, clock)
+    exams.close()
+    certificates.close()

@@ -15,7 +15,16 @@ from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
 from infra.registrations import Decision, Registrations
-from tests.builders import ADMIN, candidate, plan_details, setup_plan, staff_of, working_years_form
+from tests.builders import (
+    ADMIN,
+    L2_CONDITION,
+    L2_EVIDENCE,
+    candidate,
+    plan_details,
+    setup_plan,
+    staff_of,
+    working_years_form,
+)
 
 
 def stored(service: Registrations) -> int:
@@ -27,7 +36,7 @@ def test_every_event_carries_its_actor_and_survives_the_round_trip(service):
     rid = service.register(candidate(1), code, working_years_form(1))
     service.review(staff_of(iid), rid, Decision.RETURNED, "补充社保证明")
     service.resubmit(candidate(1), rid, working_years_form(1, phone="13900139000"))
-    service.review(staff_of(iid), rid, Decision.APPROVED)
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
     notifications = service.recorder.select_notifications(start=1, limit=100)
     events = [service.mapper.to_domain_event(n) for n in notifications]
     assert [type(e).__name__ for e in events] == [
@@ -130,7 +139,7 @@ def test_review_decisions_record_who_and_why(service):
     # A rejected registration gives its place back.
     assert service.repository.get(pid).seats_left == 60
     with pytest.raises(Conflict, match="rejected, not awaiting review"):
-        service.review(staff_of(iid), rid, Decision.APPROVED)
+        service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
 
 
 def test_only_the_plans_institution_reviews(service):
@@ -141,7 +150,7 @@ def test_only_the_plans_institution_reviews(service):
     )
     for actor in (staff_of(other), candidate(), Actor(id="a", role=Role.AUDITOR)):
         with pytest.raises(Forbidden):
-            service.review(actor, rid, Decision.APPROVED)
+            service.review(actor, rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
     assert service.repository.get(rid).status is Status.SUBMITTED
 
 

@@ -1,0 +1,541 @@
+"""Certificates: numbering, issuance, data reporting, the printed document, loss proofs,
+corrections and deletion (000, 004 §3 and §11-14; DESIGN.md steps 8-13)."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import event
+from pydantic import Field, field_validator
+from stdnum.cn import ric
+from stdnum.exceptions import ValidationError as StdnumError
+
+from domain.access import CENTRE, HR, STAFF, require
+from domain.certnumber import MAX_SERIAL, format_number
+from domain.deadlines import Deadline, Step, deadline
+from domain.errors import Conflict, InvalidInput
+from domain.institution import DeadlineProfile
+from domain.levels import Level
+from domain.model import Actor, Aggregate, Immutable
+from domain.registration import Attachment, AttachmentKind, Gender, Holder, IdType
+
+
+def counter_id(institution_id: UUID, year: int, level: Level) -> UUID:
+    return uuid5(NAMESPACE_URL, f"skillcert:serials:{institution_id}:{year}:{int(level)}")
+
+
+class SerialCounter(Aggregate):
+    """Hands out certificate serials per institution, year and level. Saved in the same
+    transaction as the certificates that use them, so serials have no gap and no repeat."""
+
+    class Opened(Aggregate.Created):
+        actor: Actor
+        institution_id: UUID
+        prefix: str
+        year: int
+        level: Level
+
+    class Allocated(Aggregate.Event):
+        first: int
+        count: int
+
+    @event(Opened)
+    def __init__(self, actor: Actor, institution_id: UUID, prefix: str, year: int, level: Level) -> None:
+        self.institution_id = institution_id
+        self.prefix = prefix
+        self.year = year
+        self.level = level
+        self.last = 0
+
+    @classmethod
+    def open(cls, actor: Actor, institution_id: UUID, prefix: str, year: int, level: Level) -> SerialCounter:
+        return cls._create(
+            cls.Opened,
+            id=counter_id(institution_id, year, level),
+            actor=actor,
+            institution_id=institution_id,
+            prefix=prefix,
+            year=year,
+            level=level,
+        )
+
+    def allocate(self, actor: Actor, count: int) -> list[str]:
+        if self.last + count > MAX_SERIAL:
+            raise Conflict(f"level {int(self.level)} serials for {self.year} are used up at {self.last}")
+        first = self.last + 1
+        self._allocated(actor, first, count)
+        return [format_number(self.prefix, self.year, self.level, s) for s in range(first, first + count)]
+
+    @event(Allocated)
+    def _allocated(self, actor: Actor, first: int, count: int) -> None:
+        self.last = first + count - 1
+
+
+def certificate_id(registration_id: UUID) -> UUID:
+    # One certificate per registration: issuing twice collides in the event store.
+    return uuid5(NAMESPACE_URL, f"skillcert:certificate:{registration_id}")
+
+
+class DataStatus(StrEnum):
+    UNREPORTED = "unreported"
+    REPORTED = "reported"  # to the provincial centre
+    RETURNED = "returned"  # with reasons, to be corrected and re-reported
+    ACCEPTED = "accepted"  # forwarded to the ministry centre
+    QUERYABLE = "queryable"  # on the national query platform
+    DELETED = "deleted"
+
+
+class Delivery(StrEnum):
+    PICKUP = "pickup"  # signed application form and ID card at the institution
+    MAIL = "mail"  # to the application form's address, signed for
+
+
+class LossKind(StrEnum):
+    LOST = "lost"
+    DAMAGED = "damaged"
+
+
+class Correction(Immutable):
+    """Only name, gender and ID number can be corrected, all in one application (000, 004 §14)."""
+
+    name: str | None = Field(None, min_length=1, max_length=50)
+    gender: Gender | None = None
+    id_number: str | None = None
+
+    @field_validator("id_number")
+    @classmethod
+    def _upper(cls, v: str | None) -> str | None:
+        return v.strip().upper() if v else v
+
+
+class Certificate(Aggregate):
+    class Issued(Aggregate.Created):
+        actor: Actor
+        number: str
+        registration_id: UUID
+        exam_id: UUID
+        institution_id: UUID
+        institution_name: str
+        profile: DeadlineProfile
+        holder: Holder
+        occupation: str
+        job: str | None
+        level: Level
+        issued_on: date
+        numbering_late: bool
+        data_report: Deadline
+        queryable: Deadline
+
+    class DataReported(Aggregate.Event):
+        attempt: int
+        reported_on: date
+        late: bool
+
+    class DataAccepted(Aggregate.Event):
+        pass
+
+    class DataReturned(Aggregate.Event):
+        reasons: str
+        correction: Deadline
+
+    class MadeQueryable(Aggregate.Event):
+        on: date
+        late: bool
+        physical: Deadline  # physical certificate due
+
+    class Printed(Aggregate.Event):
+        form_serial: int
+        holder: Holder
+
+    class HandedOver(Aggregate.Event):
+        delivery: Delivery
+        on: date
+        late: bool
+        tracking_number: str | None
+        application_form: Attachment
+
+    class ReceiptSigned(Aggregate.Event):
+        on: date
+        signed_by: str
+
+    class ProofApplied(Aggregate.Event):
+        kind: LossKind
+        application_form: Attachment
+        applied_on: date
+        proof: Deadline
+
+    class ProofIssued(Aggregate.Event):
+        proof_number: str
+        on: date
+        late: bool
+
+    class CorrectionApplied(Aggregate.Event):
+        correction: Correction
+        reasons: str
+        evidence: Attachment
+        applied_on: date
+
+    class CorrectionApproved(Aggregate.Event):
+        holder: Holder  # as corrected
+        report: Deadline  # the corrected data is re-reported like returned data
+
+    class CorrectionRejected(Aggregate.Event):
+        reasons: str
+
+    class HolderCommitmentRecorded(Aggregate.Event):
+        document: Attachment
+
+    class DataDeleted(Aggregate.Event):
+        reasons: str
+
+    @event(Issued)
+    def __init__(
+        self,
+        actor: Actor,
+        number: str,
+        registration_id: UUID,
+        exam_id: UUID,
+        institution_id: UUID,
+        institution_name: str,
+        profile: DeadlineProfile,
+        holder: Holder,
+        occupation: str,
+        job: str | None,
+        level: Level,
+        issued_on: date,
+        numbering_late: bool,
+        data_report: Deadline,
+        queryable: Deadline,
+    ) -> None:
+        self.number = number
+        self.registration_id = registration_id
+        self.institution_id = institution_id
+        self.profile = profile
+        self.holder = holder
+        self.level = level
+        self.issued_on = issued_on
+        self.data_report = data_report
+        self.data_status = DataStatus.UNREPORTED
+        self.report_attempts = 0
+        self.correction_due: Deadline | None = None  # after the centre returned the data
+        self.physical: Deadline | None = None
+        self.ever_queryable = False
+        self.printed_forms: list[int] = []
+        self.needs_print = True
+        self.printed_holder: Holder | None = None
+        self.handed_over: Delivery | None = None
+        self.receipt_signed = False
+        self.open_proof: Deadline | None = None
+        self.proofs: list[str] = []
+        self.correction: Correction | None = None
+        self.correction_decided = False
+        self.commitment: Attachment | None = None
+
+    @classmethod
+    def issue(
+        cls,
+        actor: Actor,
+        number: str,
+        registration_id: UUID,
+        exam_id: UUID,
+        institution_id: UUID,
+        institution_name: str,
+        profile: DeadlineProfile,
+        holder: Holder,
+        occupation: str,
+        job: str | None,
+        level: Level,
+        today: date,
+        numbering: Deadline,
+    ) -> Certificate:
+        require(actor, STAFF, "issue certificates", institution_id)
+        return cls._create(
+            cls.Issued,
+            id=certificate_id(registration_id),
+            actor=actor,
+            number=number,
+            registration_id=registration_id,
+            exam_id=exam_id,
+            institution_id=institution_id,
+            institution_name=institution_name,
+            profile=profile,
+            holder=holder,
+            occupation=occupation,
+            job=job,
+            level=level,
+            issued_on=today,
+            numbering_late=numbering.missed_by(today),
+            # the issue date is the day the number is generated (000)
+            data_report=deadline(profile, Step.DATA_REPORTED, today),
+            queryable=deadline(profile, Step.QUERYABLE, today),
+        )
+
+    def _live(self) -> None:
+        if self.data_status is DataStatus.DELETED:
+            raise Conflict(f"certificate {self.number}'s data was deleted")
+
+    # Data reporting (000): institution -> provincial centre -> ministry centre -> national query.
+    def report_data(self, actor: Actor, today: date) -> None:
+        require(actor, STAFF, "report certificate data", self.institution_id)
+        self._live()
+        if self.data_status not in (DataStatus.UNREPORTED, DataStatus.RETURNED):
+            raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}; nothing to report")
+        due = self.correction_due or self.data_report
+        self._data_reported(actor, self.report_attempts + 1, today, due.missed_by(today))
+
+    @event(DataReported)
+    def _data_reported(self, actor: Actor, attempt: int, reported_on: date, late: bool) -> None:
+        self.report_attempts = attempt
+        self.data_status = DataStatus.REPORTED
+        self.correction_due = None
+
+    def accept_data(self, actor: Actor) -> None:
+        require(actor, CENTRE, "accept certificate data")
+        self._awaiting_centre()
+        self._data_accepted(actor)
+
+    def _awaiting_centre(self) -> None:
+        self._live()
+        if self.data_status is not DataStatus.REPORTED:
+            raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}, not reported")
+
+    @event(DataAccepted)
+    def _data_accepted(self, actor: Actor) -> None:
+        self.data_status = DataStatus.ACCEPTED
+
+    def return_data(self, actor: Actor, reasons: str, today: date) -> None:
+        require(actor, CENTRE, "return certificate data")
+        self._awaiting_centre()
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say what the institution must correct")])
+        self._data_returned(actor, reasons.strip(), deadline(self.profile, Step.RETURNED_DATA_CORRECTED, today))
+
+    @event(DataReturned)
+    def _data_returned(self, actor: Actor, reasons: str, correction: Deadline) -> None:
+        self.data_status = DataStatus.RETURNED
+        self.correction_due = correction
+
+    def make_queryable(self, actor: Actor, today: date) -> None:
+        require(actor, CENTRE, "record national queryability")
+        self._live()
+        if self.data_status is not DataStatus.ACCEPTED:
+            raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}, not accepted")
+        late = self.queryable_due.missed_by(today)
+        self._made_queryable(actor, today, late, deadline(self.profile, Step.PHYSICAL_CERTIFICATE, today))
+
+    @property
+    def queryable_due(self) -> Deadline:
+        return deadline(self.profile, Step.QUERYABLE, self.issued_on)
+
+    @event(MadeQueryable)
+    def _made_queryable(self, actor: Actor, on: date, late: bool, physical: Deadline) -> None:
+        self.data_status = DataStatus.QUERYABLE
+        self.ever_queryable = True
+        self.physical = physical
+
+    # The physical certificate (000 / 004 §12).
+    def print(self, actor: Actor, form_serial: int) -> None:
+        """Record a good print on a blank form; the stock books the form in the same transaction."""
+        require(actor, STAFF, "print certificates", self.institution_id)
+        self._live()
+        if not self.needs_print:
+            raise Conflict(
+                f"certificate {self.number} is already printed on form NO. {self.printed_forms[-1]:08d}; "
+                "certificates are not reissued (a lost one gets a certificate proof)"
+            )
+        if not self.ever_queryable:
+            raise Conflict(f"certificate {self.number} is printed once its data is queryable nationally")
+        if self.printed_forms and self.data_status in (DataStatus.UNREPORTED, DataStatus.RETURNED):
+            raise Conflict(f"certificate {self.number} is reprinted after its corrected data is re-reported")
+        self._printed(actor, form_serial, self.holder)
+
+    @event(Printed)
+    def _printed(self, actor: Actor, form_serial: int, holder: Holder) -> None:
+        self.printed_forms.append(form_serial)
+        self.printed_holder = holder
+        self.needs_print = False
+        self.handed_over = None
+        self.receipt_signed = False
+
+    def hand_over(
+        self,
+        actor: Actor,
+        delivery: Delivery,
+        today: date,
+        application_form: Attachment,
+        tracking_number: str | None = None,
+    ) -> None:
+        require(actor, STAFF, "hand over certificates", self.institution_id)
+        self._live()
+        if self.needs_print or not self.printed_forms:
+            raise Conflict(f"certificate {self.number} has no current print to hand over")
+        if self.handed_over is not None:
+            raise Conflict(f"certificate {self.number} was already handed over ({self.handed_over.value})")
+        problems = []
+        if application_form.kind is not AttachmentKind.CERTIFICATE_APPLICATION:
+            problems.append(("application_form", "must be the signed certificate application form (证书申领表)"))
+        if delivery is Delivery.MAIL and not (tracking_number or "").strip():
+            problems.append(("tracking_number", "is required when the certificate is mailed"))
+        if delivery is Delivery.PICKUP and tracking_number:
+            problems.append(("tracking_number", "only for mailed certificates"))
+        if problems:
+            raise InvalidInput(problems)
+        late = self.physical.missed_by(today) if self.physical and len(self.printed_forms) == 1 else False
+        self._handed_over(
+            actor, delivery, today, late, tracking_number.strip() if tracking_number else None, application_form
+        )
+
+    @event(HandedOver)
+    def _handed_over(
+        self,
+        actor: Actor,
+        delivery: Delivery,
+        on: date,
+        late: bool,
+        tracking_number: str | None,
+        application_form: Attachment,
+    ) -> None:
+        self.handed_over = delivery
+        self.receipt_signed = delivery is Delivery.PICKUP  # signed at the counter
+
+    def sign_receipt(self, actor: Actor, today: date, signed_by: str) -> None:
+        require(actor, STAFF, "record delivery receipts", self.institution_id)
+        if self.handed_over is not Delivery.MAIL or self.receipt_signed:
+            raise Conflict(f"certificate {self.number} has no mailed delivery awaiting a signature")
+        if not signed_by.strip():
+            raise InvalidInput([("signed_by", "who signed for the delivery")])
+        self._receipt_signed(actor, today, signed_by.strip())
+
+    @event(ReceiptSigned)
+    def _receipt_signed(self, actor: Actor, on: date, signed_by: str) -> None:
+        self.receipt_signed = True
+
+    # Loss or damage (000, 004 §13): no reissue; a certificate proof with its own number.
+    def apply_for_proof(self, actor: Actor, kind: LossKind, application_form: Attachment, today: date) -> None:
+        require(actor, STAFF, "accept proof applications", self.institution_id)
+        self._live()
+        if self.open_proof is not None:
+            raise Conflict(f"a proof application for certificate {self.number} is already being handled")
+        if application_form.kind is not AttachmentKind.PROOF_APPLICATION:
+            raise InvalidInput([("application_form", "must be the signed loss/damage proof application (annex 3)")])
+        self._proof_applied(actor, kind, application_form, today, deadline(self.profile, Step.LOSS_PROOF, today))
+
+    @event(ProofApplied)
+    def _proof_applied(
+        self, actor: Actor, kind: LossKind, application_form: Attachment, applied_on: date, proof: Deadline
+    ) -> None:
+        self.open_proof = proof
+
+    def issue_proof(self, actor: Actor, today: date) -> str:
+        require(actor, STAFF, "issue certificate proofs", self.institution_id)
+        self._live()
+        if self.open_proof is None:
+            raise Conflict(f"no proof application for certificate {self.number} awaits a proof")
+        number = f"{self.number}-Z{len(self.proofs) + 1:02d}"
+        self._proof_issued(actor, number, today, self.open_proof.missed_by(today))
+        return number
+
+    @event(ProofIssued)
+    def _proof_issued(self, actor: Actor, proof_number: str, on: date, late: bool) -> None:
+        self.proofs.append(proof_number)
+        self.open_proof = None
+
+    # Correction (000, 004 §14).
+    def apply_for_correction(
+        self, actor: Actor, correction: Correction, reasons: str, evidence: Attachment, today: date
+    ) -> None:
+        require(actor, STAFF, "accept correction applications", self.institution_id)
+        self._live()
+        if self.correction is not None:
+            raise Conflict(
+                f"certificate {self.number} already had its one correction application; "
+                "all fields go in that one application"
+            )
+        changed = {k: v for k, v in correction.model_dump(exclude_none=True).items() if getattr(self.holder, k) != v}
+        problems = []
+        if not changed:
+            problems.append(
+                ("correction", "give the corrected name, gender or ID number that differ from the certificate")
+            )
+        if not reasons.strip():
+            problems.append(("reasons", "say what was wrong and why"))
+        corrected = self.holder.model_copy(update=changed)
+        if corrected.id_type is IdType.RESIDENT_ID and "id_number" in changed:
+            try:
+                ric.validate(corrected.id_number)
+            except StdnumError as e:
+                problems.append(("id_number", f"is not a valid resident ID number: {e}"))
+        if corrected.id_type is IdType.RESIDENT_ID and not any(p[0] == "id_number" for p in problems):
+            gender = Gender.MALE if int(corrected.id_number[16]) % 2 else Gender.FEMALE
+            if gender is not corrected.gender:
+                problems.append(("gender", f"does not match the ID number, which says {gender.value}"))
+        if problems:
+            raise InvalidInput(problems)
+        self._correction_applied(actor, Correction(**changed), reasons.strip(), evidence, today)
+
+    @event(CorrectionApplied)
+    def _correction_applied(
+        self, actor: Actor, correction: Correction, reasons: str, evidence: Attachment, applied_on: date
+    ) -> None:
+        self.correction = correction
+
+    def _awaiting_hr(self, actor: Actor, what: str) -> None:
+        require(actor, HR, what)
+        self._live()
+        if self.correction is None or self.correction_decided:
+            raise Conflict(f"no correction application for certificate {self.number} awaits a decision")
+
+    def approve_correction(self, actor: Actor, today: date) -> None:
+        """Changes the certificate; its data is reported again and it is printed on a new form."""
+        self._awaiting_hr(actor, "approve corrections")
+        assert self.correction is not None
+        self._correction_approved(
+            actor,
+            self.holder.model_copy(update=self.correction.model_dump(exclude_none=True)),
+            deadline(self.profile, Step.RETURNED_DATA_CORRECTED, today),
+        )
+
+    @event(CorrectionApproved)
+    def _correction_approved(self, actor: Actor, holder: Holder, report: Deadline) -> None:
+        self.holder = holder
+        self.correction_decided = True
+        self.data_status = DataStatus.UNREPORTED
+        self.correction_due = report
+        self.needs_print = True
+
+    def reject_correction(self, actor: Actor, reasons: str) -> None:
+        self._awaiting_hr(actor, "reject corrections")
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say why the correction is not approved")])
+        self._correction_rejected(actor, reasons.strip())
+
+    @event(CorrectionRejected)
+    def _correction_rejected(self, actor: Actor, reasons: str) -> None:
+        self.correction_decided = True
+
+    # Deleting a certificate's data (000): the holder's signed commitment first; history stays.
+    def record_holder_commitment(self, actor: Actor, document: Attachment) -> None:
+        require(actor, STAFF, "record holder commitments", self.institution_id)
+        self._live()
+        if document.kind is not AttachmentKind.HOLDER_COMMITMENT:
+            raise InvalidInput([("document", "must be the holder's signed commitment (证书持有人承诺书)")])
+        self._commitment_recorded(actor, document)
+
+    @event(HolderCommitmentRecorded)
+    def _commitment_recorded(self, actor: Actor, document: Attachment) -> None:
+        self.commitment = document
+
+    def delete_data(self, actor: Actor, reasons: str) -> None:
+        require(actor, STAFF, "delete certificate data", self.institution_id)
+        self._live()
+        if self.commitment is None:
+            raise Conflict(f"deleting certificate {self.number}'s data needs the holder's signed commitment first")
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say why the data is deleted")])
+        self._data_deleted(actor, reasons.strip())
+
+    @event(DataDeleted)
+    def _data_deleted(self, actor: Actor, reasons: str) -> None:
+        self.data_status = DataStatus.DELETED

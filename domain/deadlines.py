@@ -1,0 +1,89 @@
+"""Deadlines of the profile table (DESIGN.md), counted on the official mainland calendar.
+
+Working days come from `chinesecalendar`, which knows holidays and swapped working
+weekends for the years the State Council has published. A deadline that reaches into
+a year the library does not know yet is counted Monday to Friday and marked
+provisional, so it can be recomputed once the calendar is updated instead of stopping
+the institution's work.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from enum import StrEnum
+
+import chinese_calendar
+
+from domain.institution import DeadlineProfile
+from domain.model import Immutable
+
+
+class Step(StrEnum):
+    SCORES_PUBLISHED = "scores_published"  # after the exam
+    REVIEW_WINDOW = "review_window"  # from the exam
+    REVIEW_ANSWERED = "review_answered"  # after the request
+    CERTIFICATE_NUMBER = "certificate_number"  # after result confirmation
+    DATA_REPORTED = "data_reported"  # after issue, calendar days
+    RETURNED_DATA_CORRECTED = "returned_data_corrected"  # after the return
+    QUERYABLE = "queryable"  # after issue
+    PHYSICAL_CERTIFICATE = "physical_certificate"  # after queryable
+    LOSS_PROOF = "loss_proof"  # after the application
+
+
+# (count, working days?) per step and profile; S is seed 000, T is seed 004.
+PROFILES: dict[DeadlineProfile, dict[Step, tuple[int, bool]]] = {
+    DeadlineProfile.S: {
+        Step.SCORES_PUBLISHED: (3, True),
+        Step.REVIEW_WINDOW: (10, True),
+        Step.REVIEW_ANSWERED: (3, True),
+        Step.CERTIFICATE_NUMBER: (10, True),
+        Step.DATA_REPORTED: (30, False),
+        Step.RETURNED_DATA_CORRECTED: (20, True),
+        Step.QUERYABLE: (75, True),
+        Step.PHYSICAL_CERTIFICATE: (10, True),
+        Step.LOSS_PROOF: (10, True),
+    },
+}
+PROFILES[DeadlineProfile.T] = {
+    **PROFILES[DeadlineProfile.S],
+    Step.PHYSICAL_CERTIFICATE: (15, True),
+    Step.LOSS_PROOF: (5, True),
+}
+
+
+class Deadline(Immutable):
+    step: Step
+    start: date
+    due: date
+    provisional: bool = False  # counted past the calendar library's last known year
+
+    def missed_by(self, done: date) -> bool:
+        return done > self.due
+
+
+def is_working_day(day: date) -> tuple[bool, bool]:
+    """(working?, known?) for one day."""
+    try:
+        return chinese_calendar.is_workday(day), True
+    except NotImplementedError:
+        return day.weekday() < 5, False
+
+
+def add_working_days(start: date, n: int) -> tuple[date, bool]:
+    """The n-th working day after `start` (start itself not counted), and whether it is provisional."""
+    day, known = start, True
+    while n > 0:
+        day += timedelta(days=1)
+        working, k = is_working_day(day)
+        known = known and k
+        n -= working
+    return day, not known
+
+
+def deadline(profile: DeadlineProfile, step: Step, start: date) -> Deadline:
+    count, working = PROFILES[profile][step]
+    if working:
+        due, provisional = add_working_days(start, count)
+    else:
+        due, provisional = start + timedelta(days=count), False
+    return Deadline(step=step, start=start, due=due, provisional=provisional)

@@ -1,0 +1,231 @@
+"""The certificates application service: numbering and issuance, data reporting, printing on
+blank stock, handover, loss proofs, corrections, deletion, and the blank stock itself."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from domain.certificate import Certificate, Correction, Delivery, LossKind, SerialCounter, certificate_id, counter_id
+from domain.errors import Conflict, InvalidInput
+from domain.exam import ExamSession
+from domain.institution import Institution
+from domain.levels import Level
+from domain.model import Actor, Aggregate
+from domain.plan import EvaluationPlan
+from domain.registration import Attachment
+from domain.stock import BlankStock, Books, stock_id
+from infra.service import Service
+
+CHUNK = 500  # certificates per transaction: writers are serialised, so bulk steps batch
+
+
+class Certificates(Service):
+    # Numbering and issuance (000: within 10 working days of confirmation).
+    def issue(
+        self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None = None, chunk: int = CHUNK
+    ) -> dict[UUID, str]:
+        """Number and issue certificates for a confirmed session's passes (all of them by default).
+        Returns registration id -> certificate number for those issued by this call."""
+        session = self.get(ExamSession, exam_id, "exam session")
+        passed = {e.registration_id: e for e in session.passed()}
+        if registration_ids is not None:
+            bad = [r for r in registration_ids if r not in passed]
+            if bad:
+                raise InvalidInput(
+                    [("registration_ids", f"{r} has no confirmed pass in session {session.session}") for r in bad[:20]]
+                )
+            wanted = [passed[r] for r in dict.fromkeys(registration_ids)]
+        else:
+            wanted = list(passed.values())
+        plan = self.get(EvaluationPlan, session.plan_id, "plan")
+        institution = self.get(Institution, session.institution_id, "institution")
+        assert session.numbering is not None
+        issued: dict[UUID, str] = {}
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+
+            def attempt(part=part) -> list[Aggregate]:  # type: ignore[no-untyped-def]
+                today = self.today()
+                done = self.existing(certificate_id(e.registration_id) for e in part)
+                todo = [e for e in part if certificate_id(e.registration_id) not in done]
+                if not todo:
+                    return []
+                counter = self._counter(actor, institution, today.year, session.level)
+                numbers = counter.allocate(actor, len(todo))
+                certificates = [
+                    Certificate.issue(
+                        actor, number, e.registration_id, session.id, institution.id, institution.name,
+                        institution.profile, e.holder, plan.details.occupation, plan.details.job, session.level,
+                        today, session.numbering,
+                    )
+                    for e, number in zip(todo, numbers, strict=True)
+                ]  # fmt: skip
+                issued.update({c.registration_id: c.number for c in certificates})
+                return [counter, *certificates]
+
+            self.retry(attempt)
+        return issued
+
+    def _counter(self, actor: Actor, institution: Institution, year: int, level: Level) -> SerialCounter:
+        cid = counter_id(institution.id, year, level)
+        if cid in self.repository:
+            return self.get(SerialCounter, cid, "serial counter")
+        return SerialCounter.open(actor, institution.id, institution.filing.prefix, year, level)
+
+    def certificate(self, certificate_id: UUID) -> Certificate:
+        return self.get(Certificate, certificate_id, "certificate")
+
+    def _each(self, ids: Sequence[UUID], act) -> None:  # type: ignore[no-untyped-def]
+        """Apply one step to many certificates in one transaction: all or none."""
+        if not ids:
+            raise InvalidInput([("certificate_ids", "name at least one certificate")])
+        certificates = [self.certificate(i) for i in dict.fromkeys(ids)]
+        problems = []
+        for c in certificates:
+            try:
+                act(c)
+            except (Conflict, InvalidInput) as e:
+                problems.append((f"certificate_ids.{c.number}", e.message))
+        if problems:
+            raise InvalidInput(problems)
+        self.save_once(*certificates)
+
+    # Data reporting (000).
+    def report_data(self, actor: Actor, ids: Sequence[UUID]) -> None:
+        today = self.today()
+        self._each(ids, lambda c: c.report_data(actor, today))
+
+    def accept_data(self, actor: Actor, ids: Sequence[UUID]) -> None:
+        self._each(ids, lambda c: c.accept_data(actor))
+
+    def return_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
+        c = self.certificate(certificate_id)
+        c.return_data(actor, reasons, self.today())
+        self.save_once(c)
+
+    def make_queryable(self, actor: Actor, ids: Sequence[UUID]) -> None:
+        today = self.today()
+        self._each(ids, lambda c: c.make_queryable(actor, today))
+
+    # The physical certificate.
+    def print(self, actor: Actor, certificate_id: UUID, form_serial: int | None = None) -> int:
+        """Print on a blank form: the certificate and the stock change in one transaction."""
+        used = 0
+
+        def attempt() -> list[Aggregate]:
+            nonlocal used
+            c = self.certificate(certificate_id)
+            stock = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
+            c.print(actor, stock.next_form() if form_serial is None else form_serial)
+            used = stock.use(actor, c.id, c.number, c.printed_forms[-1])
+            return [c, stock]
+
+        if stock_id(self.certificate(certificate_id).institution_id) not in self.repository:
+            raise Conflict("the institution has no blank stock; receive forms first")
+        self.retry(attempt)
+        return used
+
+    def hand_over(
+        self,
+        actor: Actor,
+        certificate_id: UUID,
+        delivery: Delivery,
+        application_form: Attachment,
+        tracking_number: str | None = None,
+    ) -> None:
+        c = self.certificate(certificate_id)
+        c.hand_over(actor, delivery, self.today(), application_form, tracking_number)
+        self.save_once(c)
+
+    def sign_receipt(self, actor: Actor, certificate_id: UUID, signed_by: str) -> None:
+        c = self.certificate(certificate_id)
+        c.sign_receipt(actor, self.today(), signed_by)
+        self.save_once(c)
+
+    # Loss or damage.
+    def apply_for_proof(self, actor: Actor, certificate_id: UUID, kind: LossKind, application_form: Attachment) -> None:
+        c = self.certificate(certificate_id)
+        c.apply_for_proof(actor, kind, application_form, self.today())
+        self.save_once(c)
+
+    def issue_proof(self, actor: Actor, certificate_id: UUID) -> str:
+        c = self.certificate(certificate_id)
+        number = c.issue_proof(actor, self.today())
+        self.save_once(c)
+        return number
+
+    # Correction and deletion.
+    def apply_for_correction(
+        self, actor: Actor, certificate_id: UUID, correction: Correction, reasons: str, evidence: Attachment
+    ) -> None:
+        def attempt() -> list[Aggregate]:
+            c = self.certificate(certificate_id)  # a concurrent application is seen on retry and refused
+            c.apply_for_correction(actor, correction, reasons, evidence, self.today())
+            return [c]
+
+        self.retry(attempt)
+
+    def approve_correction(self, actor: Actor, certificate_id: UUID) -> None:
+        c = self.certificate(certificate_id)
+        c.approve_correction(actor, self.today())
+        self.save_once(c)
+
+    def reject_correction(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
+        c = self.certificate(certificate_id)
+        c.reject_correction(actor, reasons)
+        self.save_once(c)
+
+    def record_holder_commitment(self, actor: Actor, certificate_id: UUID, document: Attachment) -> None:
+        c = self.certificate(certificate_id)
+        c.record_holder_commitment(actor, document)
+        self.save_once(c)
+
+    def delete_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
+        c = self.certificate(certificate_id)
+        c.delete_data(actor, reasons)
+        self.save_once(c)
+
+    # Blank stock (004 §1-7).
+    def stock(self, institution_id: UUID) -> BlankStock:
+        return self.get(BlankStock, stock_id(institution_id), "blank stock")
+
+    def books(self, institution_id: UUID) -> Books:
+        return self.stock(institution_id).books
+
+    def _on_stock(self, actor: Actor, institution_id: UUID, act) -> None:  # type: ignore[no-untyped-def]
+        self.get(Institution, institution_id, "institution")
+
+        def attempt() -> list[Aggregate]:
+            sid = stock_id(institution_id)
+            stock = (
+                self.get(BlankStock, sid, "blank stock")
+                if sid in self.repository
+                else BlankStock.open(actor, institution_id)
+            )
+            act(stock)
+            return [stock]
+
+        self.retry(attempt)
+
+    def file_demand(self, actor: Actor, institution_id: UUID, year: int, per_level: dict[Level, int]) -> None:
+        self._on_stock(actor, institution_id, lambda s: s.file_demand(actor, year, per_level, self.today()))
+
+    def receive_forms(self, actor: Actor, institution_id: UUID, first: int, last: int, delivery_note: str) -> None:
+        self._on_stock(actor, institution_id, lambda s: s.receive(actor, first, last, delivery_note))
+
+    def spoil_form(self, actor: Actor, institution_id: UUID, serial: int, reason: str) -> None:
+        self._on_stock(actor, institution_id, lambda s: s.spoil(actor, serial, reason))
+
+    def destroy_forms(self, actor: Actor, institution_id: UUID, serials: list[int], witness: str) -> None:
+        self._on_stock(actor, institution_id, lambda s: s.destroy(actor, serials, witness, self.today()))
+
+    def take_stock(self, actor: Actor, institution_id: UUID, period: str, counted: int, note: str = "") -> int:
+        result = 0
+
+        def act(s: BlankStock) -> None:
+            nonlocal result
+            result = s.take_stock(actor, period, counted, self.today(), note)
+
+        self._on_stock(actor, institution_id, act)
+        return result

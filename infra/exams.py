@@ -1,0 +1,217 @@
+"""The exams application service: sessions, admission tickets, the exam day, scores,
+score reviews and result reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, time
+from decimal import Decimal
+from uuid import UUID
+
+from domain.errors import Conflict, InvalidInput
+from domain.exam import Attendance, ExamSession, ReviewOutcome, Room, SeatAssignment, Sitting, Subject, sitting_id
+from domain.institution import Institution
+from domain.model import Actor, Aggregate
+from domain.plan import EvaluationPlan
+from domain.registration import Registration, Status
+from infra.service import Service
+
+
+class Exams(Service):
+    def schedule(
+        self,
+        actor: Actor,
+        plan_id: UUID,
+        session: str,
+        exam_date: date,
+        starts_at: time,
+        ends_at: time,
+        location: str,
+        rooms: list[Room],
+    ) -> UUID:
+        plan = self.get(EvaluationPlan, plan_id, "plan")
+        institution = self.get(Institution, plan.institution_id, "institution")
+        exam = ExamSession.schedule(
+            actor,
+            institution.id,
+            institution.profile,
+            plan.id,
+            plan.details.plan_number,
+            plan.details.level,
+            (plan.details.evaluation_start, plan.details.evaluation_end),
+            session,
+            exam_date,
+            starts_at,
+            ends_at,
+            location,
+            rooms,
+        )
+        if exam.id in self.repository:
+            raise Conflict(
+                f"session {session} of plan {plan.details.plan_number} is already scheduled", field="session"
+            )
+        self.save_once(exam)
+        return exam.id
+
+    def issue_tickets(
+        self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None = None
+    ) -> list[SeatAssignment]:
+        """Admission tickets for the given registrations, or for every approved, fee-paid
+        registration of the plan that has none yet."""
+        exam = self.get(ExamSession, exam_id, "exam session")
+        plan = self.get(EvaluationPlan, exam.plan_id, "plan")
+        wanted = list(registration_ids) if registration_ids is not None else sorted(plan.holders)
+        problems = []
+        ready = []
+        for rid in wanted:
+            if rid not in plan.holders:
+                problems.append(("registration_ids", f"{rid} is not a registration of plan {plan.details.plan_number}"))
+                continue
+            registration = self.get(Registration, rid, "registration")
+            if registration.status is not Status.APPROVED or registration.fee_receipt is None:
+                if registration_ids is not None:
+                    problems.append(
+                        ("registration_ids", f"{rid} is {registration.status.value} and its fee is "
+                         f"{'paid' if registration.fee_receipt else 'unpaid'}: tickets need approval and the fee")
+                    )  # fmt: skip
+                continue
+            ready.append(rid)
+        if problems:
+            raise InvalidInput(problems)
+        assignments: list[SeatAssignment] = []
+
+        def attempt() -> list[Aggregate]:
+            nonlocal assignments
+            session = self.get(ExamSession, exam_id, "exam session")
+            ticketed = self.existing(sitting_id(r) for r in ready)
+            todo = [r for r in ready if sitting_id(r) not in ticketed]
+            assignments = session.assign_seats(actor, todo, self.today())
+            return [session, *(Sitting.issue_ticket(actor, session, a) for a in assignments)]
+
+        self.retry(attempt)
+        return assignments
+
+    def sitting(self, registration_id: UUID) -> Sitting:
+        return self.get(Sitting, sitting_id(registration_id), "admission ticket for registration")
+
+    def sittings(self, exam: ExamSession) -> list[Sitting]:
+        return self.get_all(Sitting, (sitting_id(r) for r in sorted(exam.candidates)), "sitting")
+
+    def check_in(self, actor: Actor, registration_id: UUID) -> None:
+        s = self.sitting(registration_id)
+        s.check_in(actor, self.today())
+        self.save_once(s)
+
+    def check_identity(self, actor: Actor, registration_id: UUID) -> None:
+        s = self.sitting(registration_id)
+        s.check_identity(actor, self.today())
+        self.save_once(s)
+
+    def sign_in(self, actor: Actor, registration_id: UUID, seat: int, second_identity_check: bool) -> None:
+        s = self.sitting(registration_id)
+        s.sign_in(actor, self.today(), seat, second_identity_check)
+        self.save_once(s)
+
+    def start(self, actor: Actor, registration_id: UUID) -> None:
+        s = self.sitting(registration_id)
+        s.start(actor, self.today())
+        self.save_once(s)
+
+    def finish(self, actor: Actor, registration_id: UUID) -> None:
+        s = self.sitting(registration_id)
+        s.finish(actor, self.today())
+        self.save_once(s)
+
+    def mark_absent(self, actor: Actor, registration_id: UUID, reason: str) -> None:
+        s = self.sitting(registration_id)
+        s.mark_absent(actor, self.today(), reason)
+        self.save_once(s)
+
+    def close_day(self, actor: Actor, exam_id: UUID) -> int:
+        """Close the exam day: whoever did not start is absent. Returns how many were marked absent."""
+        absent = 0
+
+        def attempt() -> list[Aggregate]:
+            nonlocal absent
+            session = self.get(ExamSession, exam_id, "exam session")
+            session.close_day(actor, self.today())
+            sittings = self.sittings(session)
+            running = [f"{s.room} seat {s.seat}" for s in sittings if s.attendance is Attendance.STARTED]
+            if running:
+                raise Conflict(f"{len(running)} candidates have started but not finished: {', '.join(running[:10])}")
+            marked = []
+            for s in sittings:
+                if s.attendance not in (Attendance.FINISHED, Attendance.ABSENT):
+                    s.mark_absent(actor, self.today(), "did not sit")
+                    marked.append(s)
+            absent = len(marked)
+            return [session, *marked]
+
+        self.retry(attempt)
+        return absent
+
+    def record_scores(self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]) -> None:
+        """A score book for the session, in one transaction: all of it or none."""
+        session = self.get(ExamSession, exam_id, "exam session")
+        unknown = [r for r in book if r not in session.candidates]
+        if unknown:
+            raise InvalidInput([("book", f"{r} has no ticket for session {session.session}") for r in unknown[:20]])
+        changed = []
+        problems: list[tuple[str, str]] = []
+        for rid, scores in book.items():
+            s = self.sitting(rid)
+            try:
+                s.record_scores(actor, session, scores)
+            except InvalidInput as e:
+                problems += [(f"book.{rid}.{f.removeprefix('scores.')}", m) for f, m in e.problems]
+            except Conflict as e:
+                problems.append((f"book.{rid}", e.message))
+            changed.append(s)
+        if problems:
+            raise InvalidInput(problems)
+        self.save_once(*changed)
+
+    def publish_scores(self, actor: Actor, exam_id: UUID) -> None:
+        session = self.get(ExamSession, exam_id, "exam session")
+        unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores]
+        if unscored:
+            raise Conflict(f"{len(unscored)} candidates who sat have no scores yet")
+        session.publish_scores(actor, self.today())
+        self.save_once(session)
+
+    def request_review(self, actor: Actor, registration_id: UUID, subject: Subject, reason: str) -> None:
+        s = self.sitting(registration_id)
+        session = self.get(ExamSession, s.exam_id, "exam session")
+        s.request_review(actor, session, subject, reason, self.today())
+        self.save_once(s)
+
+    def answer_review(
+        self, actor: Actor, registration_id: UUID, outcome: ReviewOutcome, note: str, score: Decimal | None = None
+    ) -> None:
+        s = self.sitting(registration_id)
+        s.answer_review(actor, outcome, self.today(), score, note)
+        self.save_once(s)
+
+    def report_results(self, actor: Actor, exam_id: UUID) -> None:
+        session = self.get(ExamSession, exam_id, "exam session")
+        sittings = self.sittings(session)
+        disputed = [s for s in sittings if s.review_open]
+        if disputed:
+            raise Conflict(f"{len(disputed)} score reviews are still open; results are reported once answered")
+        # The score book names each candidate as the registration now has them (amendments included).
+        entries = [
+            s.result(session.subjects, self.get(Registration, s.registration_id, "registration").holder)
+            for s in sittings
+        ]
+        session.report_results(actor, self.today(), entries)
+        self.save_once(session)
+
+    def confirm_results(self, actor: Actor, exam_id: UUID) -> None:
+        session = self.get(ExamSession, exam_id, "exam session")
+        session.confirm_results(actor, self.today())
+        self.save_once(session)
+
+    def return_results(self, actor: Actor, exam_id: UUID, reasons: str) -> None:
+        session = self.get(ExamSession, exam_id, "exam session")
+        session.return_results(actor, reasons)
+        self.save_once(session)

@@ -1,0 +1,69 @@
+"""What every application service shares: the clock, typed loading, retries on conflicts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from typing import TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+
+from domain.errors import Conflict, NotFound
+from domain.model import Aggregate
+from infra.eventstore import SkillcertApplication
+
+MAX_RETRIES = 200  # a save loses a race at most once per competing writer
+A = TypeVar("A", bound=Aggregate)
+
+
+def shanghai_today(tz: str = "Asia/Shanghai") -> date:
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+class Service(SkillcertApplication):
+    def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
+        super().__init__(database_url, schema)
+        self.today = today
+        self.schema = schema
+
+    def get(self, cls: type[A], id: UUID, what: str) -> A:
+        try:
+            agg = self.repository.get(id)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {what} with id {id}") from None
+        if not isinstance(agg, cls):
+            raise NotFound(f"no {what} with id {id}")
+        return agg
+
+    def save_once(self, *aggregates: Aggregate) -> None:
+        try:
+            self.save(*aggregates)
+        except IntegrityError:
+            raise Conflict("changed by someone else meanwhile; reload and try again") from None
+
+    def retry(self, attempt: Callable[[], Sequence[Aggregate]]) -> None:
+        """Load, decide and save until no concurrent writer got there first. `attempt` reloads
+        everything it changes, so a rule checked in it is checked against the latest state."""
+        for _ in range(MAX_RETRIES):
+            changed = attempt()
+            try:
+                self.save(*changed)
+                return
+            except IntegrityError:
+                continue
+        raise Conflict("too many concurrent changes; try again")
+
+    def existing(self, ids: Iterable[UUID]) -> set[UUID]:
+        """Which of these aggregates exist, in one query instead of one per id."""
+        table = sql.Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
+        query = sql.SQL("SELECT originator_id FROM {} WHERE originator_version = 1 AND originator_id = ANY(%s)")
+        with self.recorder.datastore.transaction(commit=False) as cur:  # type: ignore[attr-defined]
+            cur.execute(query.format(table), (list(ids),))
+            return {row["originator_id"] for row in cur.fetchall()}
+
+    def get_all(self, cls: type[A], ids: Iterable[UUID], what: str) -> list[A]:
+        return [self.get(cls, i, what) for i in ids]
