@@ -251,6 +251,12 @@ class ExamSession(Aggregate):
         self.scores_due = scores_due
         self.review_window = review_window
 
+    def ensure_scoring_open(self) -> None:
+        if self.scores_due is None:
+            raise Conflict("scores are recorded after the exam day is closed")
+        if self.published_on is not None:
+            raise Conflict("scores are published; a change now goes through a score review")
+
     def publish_scores(self, actor: Actor, today: date) -> None:
         require(actor, STAFF, "publish scores", self.institution_id)
         if self.scores_due is None:
@@ -480,10 +486,7 @@ class Sitting(Aggregate):
 
     def record_scores(self, actor: Actor, session: ExamSession, scores: dict[Subject, Decimal]) -> None:
         require(actor, STAFF, "record scores", self.institution_id)
-        if session.scores_due is None:
-            raise Conflict("scores are recorded after the exam day is closed")
-        if session.published_on is not None:
-            raise Conflict("scores are published; a change now goes through a score review")
+        session.ensure_scoring_open()
         if self.attendance is not Attendance.FINISHED:
             raise Conflict(f"the candidate is {self.attendance.value}; only a finished exam is scored")
         problems = [(f"scores.{s.value}", "is missing") for s in session.subjects if s not in scores]

@@ -409,7 +409,7 @@ class Registration(Aggregate):
         if self.status not in (Status.SUBMITTED, Status.APPROVED):
             raise Conflict(f"the registration is {self.status.value}; only a confirmed registration is amended")
         problems = []
-        if len(explanation.strip()) < 5:
+        if not explanation.strip():
             problems.append(("explanation", "a written explanation of the mistake is required"))
         if document.kind is not AttachmentKind.WRITTEN_EXPLANATION:
             problems.append(("explanation_document", "must be the signed written explanation"))

@@ -153,6 +153,7 @@ class Exams(Service):
     def record_scores(self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]) -> None:
         """A score book for the session, in one transaction: all of it or none."""
         session = self.get(ExamSession, exam_id, "exam session")
+        session.ensure_scoring_open()
         unknown = [r for r in book if r not in session.candidates]
         if unknown:
             raise InvalidInput([("book", f"{r} has no ticket for session {session.session}") for r in unknown[:20]])

@@ -1,0 +1,251 @@
+"""The exam day, scores, score reviews and result reporting: each rule, tried to be broken."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, time
+from decimal import Decimal
+from threading import Barrier
+from uuid import uuid4
+
+import pytest
+
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.exam import Attendance, ExamSession, ReviewOutcome, Room, Subject, sitting_id
+from tests.builders import candidate, working_years_form
+from tests.lifecycle import (
+    CENTRE,
+    EXAM_DAY,
+    REPORT_DAY,
+    REVIEW_CLOSES,
+    REVIEWER,
+    SCORER,
+    TICKETS_OPEN,
+    approved_cohort,
+    score,
+    score_and_publish,
+    sit_exam,
+    staff,
+)
+
+ROOMS = [Room(name="301", seats=2), Room(name="302", seats=2)]
+
+
+def stored(w) -> int:
+    return w.exams.recorder.max_notification_id() or 0
+
+
+def schedule(w, iid, pid, rooms=ROOMS):
+    return w.exams.schedule(staff(iid), pid, "A", EXAM_DAY, time(9), time(11, 30), "南山考点", rooms)
+
+
+def test_a_session_is_scheduled_inside_the_plans_evaluation_period(world):
+    iid, pid, _ = approved_cohort(world, 1)
+    before = stored(world)
+    with pytest.raises(InvalidInput) as e:
+        world.exams.schedule(staff(iid), pid, "A", date(2026, 5, 1), time(11), time(9), "南山考点",
+                             [Room(name="301", seats=2), Room(name="301", seats=3)])  # fmt: skip
+    assert {f for f, _ in e.value.problems} == {"exam_date", "ends_at", "rooms"}
+    with pytest.raises(Forbidden):
+        schedule(world, uuid4(), pid)  # staff of another institution
+    with pytest.raises(NotFound):
+        world.exams.schedule(staff(iid), uuid4(), "A", EXAM_DAY, time(9), time(10), "x", ROOMS)
+    assert stored(world) == before
+    schedule(world, iid, pid)
+    with pytest.raises(Conflict, match="already scheduled"):
+        schedule(world, iid, pid)
+
+
+def test_tickets_open_one_week_before_and_need_approval_and_the_fee(world):
+    iid, pid, rids = approved_cohort(world, 4, seats=5)
+    code = world.registrations.repository.get(pid).registration_code
+    registration = world.registrations.register(candidate(9), code, working_years_form(9))  # not yet reviewed
+    exam = schedule(world, iid, pid)
+    world.at(date(2026, 4, 2))
+    with pytest.raises(Conflict, match="from 2026-04-03"):
+        world.exams.issue_tickets(staff(iid), exam)
+    world.at(TICKETS_OPEN)
+    before = stored(world)
+    with pytest.raises(InvalidInput, match="tickets need approval and the fee"):
+        world.exams.issue_tickets(staff(iid), exam, [rids[0], registration])
+    assert stored(world) == before
+    seats = world.exams.issue_tickets(staff(iid), exam)  # the unapproved one is left out
+    assert [(a.room, a.seat) for a in seats] == [("301", 1), ("301", 2), ("302", 1), ("302", 2)]
+    assert {a.registration_id for a in seats} == set(rids)
+    with pytest.raises(Conflict, match="already has an admission ticket"):
+        world.exams.issue_tickets(staff(iid), exam, rids[:1])
+
+
+def test_a_full_session_refuses_more_tickets(world):
+    iid, pid, rids = approved_cohort(world, 5)
+    exam = schedule(world, iid, pid)
+    world.at(TICKETS_OPEN)
+    before = stored(world)
+    with pytest.raises(Conflict, match="5 candidates but only 4 free seats"):
+        world.exams.issue_tickets(staff(iid), exam)
+    assert stored(world) == before
+
+
+def test_the_exam_day_goes_in_order_on_the_day_at_the_tickets_seat(world):
+    iid, pid, rids = approved_cohort(world, 2)
+    exam = schedule(world, iid, pid)
+    world.at(TICKETS_OPEN)
+    seats = {a.registration_id: a.seat for a in world.exams.issue_tickets(staff(iid), exam)}
+    rid, proctor = rids[0], staff(iid, "proctor-liu")
+    with pytest.raises(Conflict, match="on the exam day, 2026-04-10"):
+        world.exams.check_in(candidate(1), rid)
+    world.at(EXAM_DAY)
+    before = stored(world)
+    with pytest.raises(Conflict, match="ticketed, not checked_in"):
+        world.exams.check_identity(proctor, rid)
+    with pytest.raises(Forbidden):
+        world.exams.check_identity(candidate(1), rid)
+    world.exams.check_in(candidate(1), rid)
+    world.exams.check_identity(proctor, rid)
+    assert stored(world) == before + 2
+    with pytest.raises(Conflict, match="after the second identity check"):
+        world.exams.sign_in(proctor, rid, seats[rid], second_identity_check=False)
+    with pytest.raises(InvalidInput, match=f"the ticket's seat is 301 seat {seats[rid]}, not seat {3 - seats[rid]}"):
+        world.exams.sign_in(proctor, rid, 3 - seats[rid], second_identity_check=True)
+    world.exams.sign_in(proctor, rid, seats[rid], second_identity_check=True)
+    with pytest.raises(Conflict, match="signed_in, not started"):
+        world.exams.finish(proctor, rid)
+    world.exams.start(proctor, rid)
+    with pytest.raises(Conflict, match="started but not finished"):
+        world.exams.close_day(staff(iid), exam)
+    with pytest.raises(Conflict, match="not absent"):
+        world.exams.mark_absent(proctor, rid, "left")
+    world.exams.finish(proctor, rid)
+    assert world.exams.close_day(staff(iid), exam) == 1  # the other never came
+    assert world.exams.sitting(rids[1]).attendance is Attendance.ABSENT
+    with pytest.raises(NotFound):
+        world.exams.check_in(candidate(1), uuid4())
+
+
+def test_a_score_book_is_all_or_nothing_and_names_every_problem(world):
+    iid, pid, rids = approved_cohort(world, 3)
+    exam = sit_exam(world, iid, pid, rids, absent=frozenset(rids[2:]))
+    world.at(date(2026, 4, 13))
+    before = stored(world)
+    book = {
+        rids[0]: {Subject.THEORY: Decimal("101"), Subject.SKILLS: Decimal("70.25")},
+        rids[1]: score(2),
+        rids[2]: score(3),
+    }
+    with pytest.raises(InvalidInput) as e:
+        world.exams.record_scores(staff(iid, SCORER), exam, book)
+    fields = {f for f, _ in e.value.problems}
+    assert {
+        f"book.{rids[0]}.理论知识",
+        f"book.{rids[0]}.操作技能",
+        f"book.{rids[0]}.综合评审",
+        f"book.{rids[2]}",
+    } <= fields
+    assert stored(world) == before
+    with pytest.raises(Conflict, match="have no scores yet"):
+        world.exams.publish_scores(staff(iid), exam)
+    world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(1), rids[1]: score(2)})
+    world.at(date(2026, 4, 16))  # one day after the 3 working days
+    world.exams.publish_scores(staff(iid), exam)
+    published = world.exams.mapper.to_domain_event(
+        world.exams.recorder.select_notifications(start=stored(world), limit=1)[0]
+    )
+    assert isinstance(published, ExamSession.ScoresPublished) and published.late
+    with pytest.raises(Conflict, match="goes through a score review"):
+        world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(5)})
+
+
+@pytest.fixture
+def published(world):
+    iid, pid, rids = approved_cohort(world, 3)
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    return iid, exam, rids
+
+
+def test_one_score_review_per_candidate_inside_the_window(world, published):
+    iid, exam, rids = published
+    world.at(REVIEW_CLOSES)
+    before = stored(world)
+    with pytest.raises(InvalidInput, match="says what is disputed"):
+        world.exams.request_review(candidate(1), rids[0], Subject.THEORY, " ")
+    world.exams.request_review(candidate(1), rids[0], Subject.THEORY, "理论成绩有误")
+    with pytest.raises(Conflict, match="only one per exam"):
+        world.exams.request_review(candidate(1), rids[0], Subject.SKILLS, "技能成绩也有误")
+    world.at(date(2026, 4, 25))
+    with pytest.raises(Conflict, match="window closed on 2026-04-24"):
+        world.exams.request_review(candidate(2), rids[1], Subject.THEORY, "有误")
+    assert stored(world) == before + 1
+
+
+def test_two_review_requests_at_the_same_moment_one_is_refused(world, published):
+    iid, exam, rids = published
+    world.at(date(2026, 4, 20))
+    barrier = Barrier(8)
+
+    def request(k):
+        barrier.wait()
+        try:
+            world.exams.request_review(candidate(1), rids[0], Subject.THEORY, f"请求{k}")
+            return "accepted"
+        except Conflict:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(request, range(8)))
+    assert outcomes.count("accepted") == 1
+    events = world.exams.repository.get(sitting_id(rids[0])).version
+    assert events == 8  # ticket, five day steps, scores, one request
+
+
+def test_a_review_is_answered_by_someone_else_and_may_change_the_result(world, published):
+    iid, exam, rids = published
+    world.at(date(2026, 4, 16))
+    world.exams.request_review(candidate(1), rids[0], Subject.THEORY, "漏计分")
+    with pytest.raises(Conflict, match="still open"):
+        world.at(REPORT_DAY).exams.report_results(staff(iid), exam)
+    world.at(date(2026, 4, 22))  # answer due 3 working days after the 16th: the 21st
+    with pytest.raises(Conflict, match="someone other than who recorded"):
+        world.exams.answer_review(staff(iid, SCORER), rids[0], ReviewOutcome.CHANGED, "改分", Decimal("30"))
+    with pytest.raises(InvalidInput, match="different from the old"):
+        world.exams.answer_review(
+            staff(iid, REVIEWER), rids[0], ReviewOutcome.CHANGED, "改分", score(1)[Subject.THEORY]
+        )
+    world.exams.answer_review(staff(iid, REVIEWER), rids[0], ReviewOutcome.CHANGED, "复核改分", Decimal("30"))
+    answered = world.exams.mapper.to_domain_event(
+        world.exams.recorder.select_notifications(start=stored(world), limit=1)[0]
+    )
+    assert answered.late and answered.actor.id == REVIEWER
+    with pytest.raises(Conflict, match="no score review request awaits"):
+        world.exams.answer_review(staff(iid, REVIEWER), rids[0], ReviewOutcome.UPHELD, "再次")
+    world.at(REPORT_DAY)
+    world.exams.report_results(staff(iid), exam)
+    entries = {e.registration_id: e for e in world.exams.repository.get(exam).reported}
+    assert not entries[rids[0]].passed and entries[rids[0]].scores[Subject.THEORY] == Decimal("30")
+    assert entries[rids[1]].passed
+
+
+def test_results_are_reported_after_the_window_and_confirmed_by_the_centre(world, published):
+    iid, exam, rids = published
+    world.at(REVIEW_CLOSES)
+    with pytest.raises(Conflict, match="runs until 2026-04-24"):
+        world.exams.report_results(staff(iid), exam)
+    world.at(REPORT_DAY)
+    world.exams.report_results(staff(iid), exam)
+    with pytest.raises(Conflict, match="awaiting the provincial centre"):
+        world.exams.report_results(staff(iid), exam)
+    with pytest.raises(Forbidden):
+        world.exams.confirm_results(staff(iid), exam)
+    with pytest.raises(InvalidInput, match="what the institution must correct"):
+        world.exams.return_results(CENTRE, exam, "")
+    world.exams.return_results(CENTRE, exam, "成绩册缺少考评员签名")
+    with pytest.raises(Conflict, match="no reported results"):
+        world.exams.confirm_results(CENTRE, exam)
+    world.exams.report_results(staff(iid), exam)
+    world.exams.confirm_results(CENTRE, exam)
+    session = world.exams.repository.get(exam)
+    assert session.attempt == 2 and session.confirmed
+    # Confirmed on 27 Apr: 28, 29, 30 Apr, (1-5 May off), 6, 7, 8, Sat 9 (worked), 11, 12, 13 May.
+    assert session.numbering.due == date(2026, 5, 13)
+    with pytest.raises(Conflict, match="already confirmed"):
+        world.exams.report_results(staff(iid), exam)

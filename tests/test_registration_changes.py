@@ -1,0 +1,130 @@
+"""Review against the eligibility table, fee and training, and changes after confirmation."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from domain.eligibility import Evidence
+from domain.errors import Conflict, Forbidden, InvalidInput
+from domain.registration import AttachmentKind, Registration
+from infra.registrations import Decision
+from tests.builders import (
+    L2_CONDITION,
+    L2_EVIDENCE,
+    attachment,
+    candidate,
+    resident_id,
+    setup_plan,
+    staff_of,
+    working_years_form,
+)
+
+EXPLANATION = attachment(AttachmentKind.WRITTEN_EXPLANATION)
+
+
+def stored(svc) -> int:
+    return svc.recorder.max_notification_id() or 0
+
+
+@pytest.fixture
+def submitted(service):
+    iid, pid, code = setup_plan(service)
+    rid = service.register(candidate(1), code, working_years_form(1))
+    return iid, code, rid
+
+
+def test_approval_names_a_condition_the_evidence_meets(service, submitted):
+    iid, _, rid = submitted
+    before = stored(service)
+    with pytest.raises(InvalidInput, match="names the eligibility condition"):
+        service.review(staff_of(iid), rid, Decision.APPROVED)
+    with pytest.raises(InvalidInput, match="condition 2.1 not met: needs 5 years after the level-3"):
+        service.review(staff_of(iid), rid, Decision.APPROVED, condition="2.1",
+                       evidence=Evidence(prior_level=3, years_since_prior=2))  # fmt: skip
+    with pytest.raises(InvalidInput, match="condition 4.1 is for level 4, not 2"):
+        service.review(staff_of(iid), rid, Decision.APPROVED, condition="4.1", evidence=L2_EVIDENCE)
+    assert stored(service) == before
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    r: Registration = service.repository.get(rid)
+    assert r.condition == "2.1"
+    event = service.mapper.to_domain_event(service.recorder.select_notifications(start=stored(service), limit=1)[0])
+    assert event.evidence.age == 36  # born 1990-01-08, reviewed 2026-03-02: taken from the form
+
+
+def test_fee_and_training_follow_approval_and_happen_once(service, submitted):
+    iid, _, rid = submitted
+    with pytest.raises(Conflict, match="follows approval"):
+        service.pay_fee(staff_of(iid), rid, "R0001", Decimal("380"))
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    before = stored(service)
+    with pytest.raises(InvalidInput) as e:
+        service.pay_fee(staff_of(iid), rid, "R?", Decimal("-1.005"))
+    assert {f for f, _ in e.value.problems} == {"receipt_number", "amount"}
+    with pytest.raises(Forbidden):
+        service.pay_fee(candidate(1), rid, "R0001", Decimal("380"))
+    with pytest.raises(Conflict, match="open one first"):
+        service.complete_training(staff_of(iid), rid, Decimal("40"), attachment(AttachmentKind.TRAINING_CERTIFICATE))
+    assert stored(service) == before
+    service.pay_fee(staff_of(iid), rid, "R0001", Decimal("380"))
+    with pytest.raises(Conflict, match="already paid"):
+        service.pay_fee(staff_of(iid), rid, "R0002", Decimal("380"))
+    service.open_training_account(staff_of(iid), rid, "acct-1")
+    with pytest.raises(InvalidInput, match="completion certificate"):
+        service.complete_training(staff_of(iid), rid, Decimal("40"), attachment(AttachmentKind.DIPLOMA))
+    service.complete_training(staff_of(iid), rid, Decimal("40"), attachment(AttachmentKind.TRAINING_CERTIFICATE))
+    r = service.repository.get(rid)
+    assert (r.fee_receipt, r.training_account, r.training_hours) == ("R0001", "acct-1", Decimal("40"))
+
+
+def test_a_change_after_confirmation_needs_a_written_explanation(service, submitted):
+    iid, _, rid = submitted
+    before = stored(service)
+    with pytest.raises(InvalidInput) as e:
+        service.amend(
+            staff_of(iid), rid, working_years_form(1, phone="13900139000"), " ", attachment(AttachmentKind.DIPLOMA)
+        )
+    assert {f for f, _ in e.value.problems} == {"explanation", "explanation_document"}
+    with pytest.raises(InvalidInput, match="nothing changed"):
+        service.amend(staff_of(iid), rid, working_years_form(1), "录入错误说明", EXPLANATION)
+    assert stored(service) == before
+    assert service.amend(
+        staff_of(iid), rid, working_years_form(1, phone="13900139000"), "手机号录入错误", EXPLANATION
+    ) == ["phone"]
+
+
+def test_of_name_and_id_number_only_one_may_ever_change(service, submitted):
+    iid, code, rid = submitted
+    form = working_years_form(1)
+    new_id = resident_id("440305", form.date_of_birth, 3)  # same birth date and gender, another serial
+    with pytest.raises(InvalidInput, match="cannot both change"):
+        service.amend(
+            staff_of(iid), rid, working_years_form(1, name="考生一", id_number=new_id), "两项都错了", EXPLANATION
+        )
+    service.amend(staff_of(iid), rid, working_years_form(1, id_number=new_id), "身份证号录入错误", EXPLANATION)
+    before = stored(service)
+    with pytest.raises(InvalidInput, match="the other already has"):
+        service.amend(
+            staff_of(iid), rid, working_years_form(1, name="考生一", id_number=new_id), "姓名也错了", EXPLANATION
+        )
+    assert stored(service) == before
+    # The new number is now taken for this plan: the same person cannot register again under it.
+    with pytest.raises(Conflict, match="already registered"):
+        service.register(candidate(1), code, working_years_form(1, id_number=new_id))
+    # Other fields may still change, with the ID number kept as corrected.
+    service.amend(
+        staff_of(iid), rid, working_years_form(1, phone="13700137000", id_number=new_id), "电话变更", EXPLANATION
+    )
+
+
+def test_an_id_number_another_registration_holds_cannot_be_taken(service, submitted):
+    iid, code, rid = submitted
+    other = working_years_form(2)
+    service.register(candidate(2), code, other)
+    # candidate 1 "corrects" to candidate 2's number: same birth date needed for a consistent form
+    taken = working_years_form(1, id_number=other.id_number, date_of_birth=other.date_of_birth, gender=other.gender)
+    before = stored(service)
+    with pytest.raises(Conflict, match="already registered for this plan"):
+        service.amend(staff_of(iid), rid, taken, "身份证号录入错误", EXPLANATION)
+    assert stored(service) == before
