@@ -8,7 +8,7 @@ from uuid import UUID
 
 from domain.certificate import Certificate, Correction, Delivery, LossKind, SerialCounter, certificate_id, counter_id
 from domain.errors import Conflict, InvalidInput
-from domain.exam import ExamSession
+from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
 from domain.levels import Level
 from domain.model import Actor, Aggregate
@@ -40,32 +40,45 @@ class Certificates(Service):
             wanted = list(passed.values())
         plan = self.get(EvaluationPlan, session.plan_id, "plan")
         institution = self.get(Institution, session.institution_id, "institution")
-        assert session.numbering is not None
         issued: dict[UUID, str] = {}
         for start in range(0, len(wanted), chunk):
-            part = wanted[start : start + chunk]
-
-            def attempt(part=part) -> list[Aggregate]:  # type: ignore[no-untyped-def]
-                today = self.today()
-                done = self.existing(certificate_id(e.registration_id) for e in part)
-                todo = [e for e in part if certificate_id(e.registration_id) not in done]
-                if not todo:
-                    return []
-                counter = self._counter(actor, institution, today.year, session.level)
-                numbers = counter.allocate(actor, len(todo))
-                certificates = [
-                    Certificate.issue(
-                        actor, number, e.registration_id, session.id, institution.id, institution.name,
-                        institution.profile, e.holder, plan.details.occupation, plan.details.job, session.level,
-                        today, session.numbering,
-                    )
-                    for e, number in zip(todo, numbers, strict=True)
-                ]  # fmt: skip
-                issued.update({c.registration_id: c.number for c in certificates})
-                return [counter, *certificates]
-
-            self.retry(attempt)
+            issued.update(self._issue_chunk(actor, session, plan, institution, wanted[start : start + chunk]))
         return issued
+
+    def _issue_chunk(
+        self,
+        actor: Actor,
+        session: ExamSession,
+        plan: EvaluationPlan,
+        institution: Institution,
+        part: list[ResultEntry],
+    ) -> dict[UUID, str]:
+        """One transaction: the counter moves exactly as far as the certificates it numbers."""
+        assert session.numbering is not None
+        pending: dict[UUID, str] = {}  # what the attempt that commits issued
+
+        def attempt() -> list[Aggregate]:
+            pending.clear()
+            today = self.today()
+            done = self.existing(certificate_id(e.registration_id) for e in part)  # a racing issuer's work
+            todo = [e for e in part if certificate_id(e.registration_id) not in done]
+            if not todo:
+                return []
+            counter = self._counter(actor, institution, today.year, session.level)
+            numbers = counter.allocate(actor, len(todo))
+            certificates = [
+                Certificate.issue(
+                    actor, number, e.registration_id, session.id, institution.id, institution.name,
+                    institution.profile, e.holder, plan.details.occupation, plan.details.job, session.level,
+                    today, session.numbering,
+                )
+                for e, number in zip(todo, numbers, strict=True)
+            ]  # fmt: skip
+            pending.update({c.registration_id: c.number for c in certificates})
+            return [counter, *certificates]
+
+        self.retry(attempt)
+        return pending
 
     def _counter(self, actor: Actor, institution: Institution, year: int, level: Level) -> SerialCounter:
         cid = counter_id(institution.id, year, level)

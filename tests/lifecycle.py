@@ -109,3 +109,18 @@ def confirmed_exam(w: World, n: int, absent_every: int = 0) -> tuple[UUID, UUID,
     score_and_publish(w, iid, exam_id, rids, absent)
     report_and_confirm(w, iid, exam_id)
     return iid, pid, rids, exam_id
+
+
+def queryable_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
+    """n candidates through to certificates on the national query platform. Returns the
+    institution and the certificate ids."""
+    from domain.certificate import certificate_id
+
+    iid, _, _, exam_id = confirmed_exam(w, n)
+    w.at(ISSUE_DAY)
+    cids = [certificate_id(r) for r in w.certificates.issue(staff(iid), exam_id)]
+    w.certificates.report_data(staff(iid), cids)
+    w.certificates.accept_data(CENTRE, cids)
+    w.at(date(2026, 7, 1))
+    w.certificates.make_queryable(CENTRE, cids)
+    return iid, cids

@@ -1,0 +1,288 @@
+"""Numbering and issuance, data reporting, printing, handover, loss proofs, corrections and
+deletion: each rule tried to be broken, the numbering and correction rules under races."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from threading import Barrier
+from uuid import uuid4
+
+import pytest
+
+from domain.certificate import Certificate, Correction, DataStatus, Delivery, LossKind, certificate_id, counter_id
+from domain.certnumber import parse
+from domain.errors import Conflict, Forbidden, InvalidInput
+from domain.levels import Level
+from domain.registration import AttachmentKind
+from tests.builders import attachment, resident_id
+from tests.lifecycle import (
+    CENTRE,
+    CONFIRM_DAY,
+    HR,
+    ISSUE_DAY,
+    approved_cohort,
+    confirmed_exam,
+    queryable_certificates,
+    score_and_publish,
+    sit_exam,
+    staff,
+)
+
+FORM = attachment(AttachmentKind.CERTIFICATE_APPLICATION)
+EVIDENCE = attachment(AttachmentKind.CORRECTION_EVIDENCE)
+
+
+def stored(w) -> int:
+    return w.certificates.recorder.max_notification_id() or 0
+
+
+def issued_events(w) -> list[Certificate.Issued]:
+    notes = w.certificates.recorder.select_notifications(start=1, limit=100_000, topics=[])
+    events = [w.certificates.mapper.to_domain_event(n) for n in notes if n.topic.endswith("Certificate.Issued")]
+    return events
+
+
+def test_twenty_issuers_racing_leave_serials_without_gap_or_repeat(world):
+    iid, _, rids, exam = confirmed_exam(world, 100)
+    passed = [e.registration_id for e in world.exams.repository.get(exam).passed()]
+    assert len(passed) == 86  # every seventh candidate failed theory
+    world.at(ISSUE_DAY)
+    barrier = Barrier(20)
+
+    def issuer(k: int) -> dict:
+        # Overlapping slices, three certificates per transaction: many commits, many collisions.
+        mine = passed[(k * 5) % 86 : (k * 5) % 86 + 12]
+        barrier.wait()
+        return world.certificates.issue(staff(iid, f"issuer-{k}"), exam, mine, chunk=3)
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(issuer, range(20)))
+    by_registration = Counter(r for result in results for r in result)
+    assert set(by_registration) == set(passed) and set(by_registration.values()) == {1}
+    events = issued_events(world)
+    assert len(events) == 86
+    serials = sorted(parse(e.number).serial for e in events)
+    assert serials == list(range(1, 87))
+    assert world.certificates.repository.get(counter_id(iid, 2026, Level.TWO)).last == 86
+    # Issuing again issues nothing and stores nothing.
+    before = stored(world)
+    assert world.certificates.issue(staff(iid), exam) == {}
+    assert stored(world) == before
+
+
+def test_serials_restart_each_year_and_the_number_carries_the_filing(world):
+    iid, _, _, exam = confirmed_exam(world, 6)
+    passed = [e.registration_id for e in world.exams.repository.get(exam).passed()]
+    world.at(date(2026, 12, 31))
+    late = world.certificates.issue(staff(iid), exam, passed[:2])
+    world.at(date(2027, 1, 4))
+    rest = world.certificates.issue(staff(iid), exam)
+    assert sorted(late.values()) == ["S000044032015262000001", "S000044032015262000002"]
+    assert sorted(rest.values())[:1] == ["S000044032015272000001"]
+    c = world.certificates.repository.get(certificate_id(passed[0]))
+    assert c.issued_on == date(2026, 12, 31)
+    event = next(e for e in issued_events(world) if e.number == late[passed[0]])
+    assert event.numbering_late  # confirmed 28 Apr: due 14 May
+    assert event.queryable.provisional  # 75 working days reach into 2027, which the calendar lacks
+
+
+def test_issuance_needs_confirmed_results_and_a_pass(world):
+    iid, pid, rids = approved_cohort(world, 7)
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    before = stored(world)
+    with pytest.raises(Conflict, match="not confirmed by the provincial centre"):
+        world.certificates.issue(staff(iid), exam)
+    world.at(date(2026, 4, 27)).exams.report_results(staff(iid), exam)
+    world.at(CONFIRM_DAY).exams.confirm_results(CENTRE, exam)
+    with pytest.raises(InvalidInput, match="no confirmed pass"):
+        world.certificates.issue(staff(iid), exam, [rids[6]])  # candidate 7 failed theory
+    with pytest.raises(Forbidden):
+        world.certificates.issue(staff(uuid4()), exam)
+    assert stored(world) == before + 2  # only the report and the confirmation
+
+
+def test_data_goes_to_the_centre_and_comes_back_with_reasons(world):
+    iid, _, rids, exam = confirmed_exam(world, 2)
+    world.at(ISSUE_DAY)
+    cids = [certificate_id(r) for r in world.certificates.issue(staff(iid), exam)]
+    before = stored(world)
+    with pytest.raises(InvalidInput, match="not reported"):
+        world.certificates.accept_data(CENTRE, cids)
+    with pytest.raises(InvalidInput, match="not accepted"):
+        world.certificates.make_queryable(CENTRE, cids)
+    with pytest.raises(Forbidden):
+        world.certificates.report_data(CENTRE, cids)
+    assert stored(world) == before
+    world.at(date(2026, 6, 1))  # 30 days after 29 Apr is 29 May: late
+    world.certificates.report_data(staff(iid), cids)
+    with pytest.raises(InvalidInput, match="nothing to report"):
+        world.certificates.report_data(staff(iid), cids[:1])
+    with pytest.raises(InvalidInput, match="must correct"):
+        world.certificates.return_data(CENTRE, cids[0], " ")
+    world.certificates.return_data(CENTRE, cids[0], "证书信息表照片不合格")
+    world.at(date(2026, 6, 5))
+    world.certificates.report_data(staff(iid), cids[:1])  # inside the 20 working days: not late
+    reports = [
+        world.certificates.mapper.to_domain_event(n)
+        for n in world.certificates.recorder.select_notifications(start=before + 1, limit=100)
+        if n.topic.endswith("DataReported")
+    ]
+    assert [(r.attempt, r.late) for r in reports] == [(1, True), (1, True), (2, False)]
+    world.certificates.accept_data(CENTRE, cids)
+    world.certificates.make_queryable(CENTRE, cids)
+    assert world.certificates.certificate(cids[0]).data_status is DataStatus.QUERYABLE
+
+
+def test_a_certificate_is_printed_once_on_a_received_form_and_never_reissued(world):
+    iid, cids = queryable_certificates(world, 3)
+    with pytest.raises(Conflict, match="no blank stock"):
+        world.certificates.print(staff(iid), cids[0])
+    world.certificates.receive_forms(staff(iid), iid, 501, 510, "SH-1")
+    before = stored(world)
+    with pytest.raises(InvalidInput, match="NO. 00000499 was never received"):
+        world.certificates.print(staff(iid), cids[0], 499)
+    assert stored(world) == before
+    assert world.certificates.print(staff(iid), cids[0]) == 501
+    with pytest.raises(Conflict, match="already used for certificate"):
+        world.certificates.print(staff(iid), cids[1], 501)
+    with pytest.raises(Conflict, match="not reissued"):
+        world.certificates.print(staff(iid), cids[0])
+    assert world.certificates.print(staff(iid), cids[1], 505) == 505
+    assert world.certificates.print(staff(iid), cids[2]) == 502
+
+
+def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
+    iid, cids = queryable_certificates(world, 2)
+    world.certificates.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    with pytest.raises(Conflict, match="no current print"):
+        world.certificates.hand_over(staff(iid), cids[0], Delivery.PICKUP, FORM)
+    for cid in cids:
+        world.certificates.print(staff(iid), cid)
+    before = stored(world)
+    with pytest.raises(InvalidInput) as e:
+        world.certificates.hand_over(staff(iid), cids[0], Delivery.MAIL, attachment(AttachmentKind.DIPLOMA))
+    assert {f for f, _ in e.value.problems} == {"application_form", "tracking_number"}
+    assert stored(world) == before
+    world.certificates.hand_over(staff(iid), cids[0], Delivery.MAIL, FORM, "SF1234567890")
+    assert not world.certificates.certificate(cids[0]).receipt_signed
+    world.certificates.sign_receipt(staff(iid), cids[0], "本人")
+    world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
+    with pytest.raises(Conflict, match="already handed over"):
+        world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
+    with pytest.raises(Conflict, match="no mailed delivery"):
+        world.certificates.sign_receipt(staff(iid), cids[1], "本人")
+
+
+def test_a_lost_certificate_gets_a_proof_with_its_own_number(world):
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    with pytest.raises(Conflict, match="no proof application"):
+        world.certificates.issue_proof(staff(iid), cid)
+    with pytest.raises(InvalidInput, match="annex 3"):
+        world.certificates.apply_for_proof(staff(iid), cid, LossKind.LOST, FORM)
+    world.at(date(2026, 8, 3))
+    world.certificates.apply_for_proof(staff(iid), cid, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    with pytest.raises(Conflict, match="already being handled"):
+        world.certificates.apply_for_proof(
+            staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION)
+        )
+    first = world.certificates.issue_proof(staff(iid), cid)
+    world.certificates.apply_for_proof(staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION))
+    second = world.certificates.issue_proof(staff(iid), cid)
+    number = world.certificates.certificate(cid).number
+    assert (first, second) == (f"{number}-Z01", f"{number}-Z02")
+
+
+def test_one_correction_application_per_certificate_even_when_two_arrive_at_once(world):
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    holder = world.certificates.certificate(cid).holder
+    barrier = Barrier(8)
+
+    def apply(k: int) -> str:
+        barrier.wait()
+        try:
+            world.certificates.apply_for_correction(staff(iid), cid, Correction(name=f"更正{k}"), "录入错误", EVIDENCE)
+            return "accepted"
+        except Conflict:
+            return "refused"
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(apply, range(8)))
+    assert outcomes.count("accepted") == 1
+    c = world.certificates.certificate(cid)
+    assert c.correction is not None and c.holder == holder  # nothing changes before approval
+    with pytest.raises(Forbidden):
+        world.certificates.approve_correction(staff(iid), cid)
+    world.certificates.reject_correction(HR, cid, "证明材料不足")
+    with pytest.raises(Conflict, match="already had its one correction application"):
+        world.certificates.apply_for_correction(staff(iid), cid, Correction(gender="女"), "再次申请", EVIDENCE)
+
+
+def test_a_correction_names_only_changed_identity_fields_that_agree_with_each_other(world):
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    holder = world.certificates.certificate(cid).holder
+    before = stored(world)
+    with pytest.raises(InvalidInput, match="differ from the certificate"):
+        world.certificates.apply_for_correction(staff(iid), cid, Correction(name=holder.name), "无", EVIDENCE)
+    with pytest.raises(InvalidInput, match="not a valid resident ID number"):
+        world.certificates.apply_for_correction(
+            staff(iid), cid, Correction(id_number="440305199001081234"), "错", EVIDENCE
+        )
+    with pytest.raises(InvalidInput, match="does not match the ID number"):
+        world.certificates.apply_for_correction(staff(iid), cid, Correction(gender="女"), "性别错", EVIDENCE)
+    with pytest.raises(ValueError, match="extra"):
+        Correction(name="x", occupation="焊工")  # type: ignore[call-arg]
+    assert stored(world) == before
+    # Gender and ID number corrected together, in the one application.
+    new_id = resident_id("440305", date(1990, 1, 8), 2)  # even: female
+    world.certificates.apply_for_correction(
+        staff(iid), cid, Correction(gender="女", id_number=new_id), "身份证号与性别录入错误", EVIDENCE
+    )
+    assert world.certificates.certificate(cid).correction == Correction(gender="女", id_number=new_id)
+
+
+def test_an_approved_correction_is_reported_again_and_printed_on_a_new_form(world):
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    world.certificates.receive_forms(staff(iid), iid, 1, 5, "SH-1")
+    world.certificates.print(staff(iid), cid)
+    world.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, FORM)
+    world.certificates.apply_for_correction(staff(iid), cid, Correction(name="考生一更正"), "录入错误", EVIDENCE)
+    world.certificates.approve_correction(HR, cid)
+    c = world.certificates.certificate(cid)
+    assert (c.holder.name, c.data_status, c.needs_print) == ("考生一更正", DataStatus.UNREPORTED, True)
+    with pytest.raises(Conflict, match="after its corrected data is re-reported"):
+        world.certificates.print(staff(iid), cid)
+    world.certificates.report_data(staff(iid), [cid])
+    assert world.certificates.print(staff(iid), cid) == 2
+    c = world.certificates.certificate(cid)
+    assert c.printed_forms == [1, 2] and c.printed_holder.name == "考生一更正" and c.handed_over is None
+
+
+def test_deleting_data_needs_the_holders_commitment_and_keeps_the_history(world):
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    with pytest.raises(Conflict, match="signed commitment first"):
+        world.certificates.delete_data(staff(iid), cid, "放弃待遇")
+    with pytest.raises(InvalidInput, match="证书持有人承诺书"):
+        world.certificates.record_holder_commitment(staff(iid), cid, FORM)
+    world.certificates.record_holder_commitment(staff(iid), cid, attachment(AttachmentKind.HOLDER_COMMITMENT))
+    version = world.certificates.certificate(cid).version
+    world.certificates.delete_data(staff(iid), cid, "持证人放弃证书相关待遇")
+    c = world.certificates.certificate(cid)
+    assert c.data_status is DataStatus.DELETED and c.version == version + 1
+    assert world.certificates.repository.get(cid, version=1).number == c.number  # history kept
+    for act in (
+        lambda: world.certificates.report_data(staff(iid), [cid]),
+        lambda: world.certificates.apply_for_proof(
+            staff(iid), cid, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION)
+        ),
+        lambda: world.certificates.delete_data(staff(iid), cid, "again"),
+    ):
+        with pytest.raises((Conflict, InvalidInput), match="was deleted"):
+            act()

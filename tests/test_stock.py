@@ -1,0 +1,89 @@
+"""Blank certificate stock: the books balance after every event, and no form is used twice."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from threading import Barrier
+
+import pytest
+
+from domain.errors import Conflict, InvalidInput
+from domain.levels import Level
+from domain.stock import BlankStock, stock_id
+from tests.builders import setup_plan
+from tests.lifecycle import queryable_certificates, staff
+
+
+def stored(w) -> int:
+    return w.certificates.recorder.max_notification_id() or 0
+
+
+def test_receipts_spoilage_destruction_and_stocktakes_keep_the_books(world):
+    iid, _, _ = setup_plan(world.registrations)
+    certs = world.certificates
+    world.at(date(2026, 1, 26))
+    certs.file_demand(staff(iid), iid, 2026, {Level.TWO: 120, Level.FIVE: 30})
+    demand = certs.mapper.to_domain_event(certs.recorder.select_notifications(start=stored(world), limit=1)[0])
+    assert isinstance(demand, BlankStock.DemandFiled) and demand.late  # due by 25 January
+    certs.receive_forms(staff(iid), iid, 1001, 1100, "SH-2026-01")
+    before = stored(world)
+    with pytest.raises(Conflict, match="NO. 00001100-NO. 00001100 were already received"):
+        certs.receive_forms(staff(iid), iid, 1100, 1200, "SH-2026-02")
+    with pytest.raises(InvalidInput, match="first <= last"):
+        certs.receive_forms(staff(iid), iid, 1300, 1200, "SH-2026-02")
+    with pytest.raises(InvalidInput, match="spoiled form awaiting destruction"):
+        certs.destroy_forms(staff(iid), iid, [1001], "王主任")
+    with pytest.raises(InvalidInput, match="how the form was spoiled"):
+        certs.spoil_form(staff(iid), iid, 1001, "")
+    assert stored(world) == before
+    certs.spoil_form(staff(iid), iid, 1001, "打印偏移")
+    with pytest.raises(Conflict, match="is spoiled"):
+        certs.spoil_form(staff(iid), iid, 1001, "again")
+    certs.destroy_forms(staff(iid), iid, [1001], "监销人：王主任")
+    world.at(date(2026, 7, 3))
+    with pytest.raises(InvalidInput, match="differs from the books by -2; explain it"):
+        certs.take_stock(staff(iid), iid, "2026-H2", 97)
+    assert certs.take_stock(staff(iid), iid, "2026-H2", 97, "两张在打印机中卡纸未登记") == -2
+    with pytest.raises(Conflict, match="already recorded"):
+        certs.take_stock(staff(iid), iid, "2026-H2", 99)
+    with pytest.raises(InvalidInput, match="has not begun"):
+        certs.take_stock(staff(iid), iid, "2027-H1", 99)
+    books = certs.books(iid)
+    assert (books.received, books.in_stock, books.used, books.spoiled, books.destroyed) == (100, 99, 0, 1, 1)
+
+
+def test_printers_racing_for_forms_never_share_one_and_the_books_balance_after_every_event(world):
+    iid, cids = queryable_certificates(world, 12)
+    certs = world.certificates
+    certs.receive_forms(staff(iid), iid, 1, 20, "SH-1")
+    barrier = Barrier(len(cids) + 4)
+
+    def print_one(cid):
+        barrier.wait()
+        return certs.print(staff(iid), cid, 7)  # everyone reaches for form 7 first
+
+    def fallback(cid):
+        try:
+            return print_one(cid)
+        except Conflict:
+            return certs.print(staff(iid), cid)  # then takes the next one in stock
+
+    def spoil(serial):
+        barrier.wait()
+        certs.spoil_form(staff(iid), iid, serial, "试打")
+
+    with ThreadPoolExecutor(len(cids) + 4) as pool:
+        printed = [pool.submit(fallback, c) for c in cids]
+        spoiled = [pool.submit(spoil, s) for s in (17, 18, 19, 20)]
+        forms = [f.result() for f in printed]
+        for f in spoiled:
+            f.result()
+    assert len(set(forms)) == len(cids) and forms.count(7) == 1
+    assert not set(forms) & {17, 18, 19, 20}
+    stock = certs.stock(iid)
+    assert sorted(stock.used) == sorted(forms)
+    for version in range(1, stock.version + 1):
+        books = certs.repository.get(stock_id(iid), version=version).books
+        assert books.balanced, (version, books)
+    assert (stock.books.in_stock, stock.books.used, stock.books.spoiled) == (20 - len(cids) - 4, len(cids), 4)
