@@ -248,7 +248,7 @@ class Certificate(Aggregate):
         job: str | None,
         level: Level,
         today: date,
-        numbering: Deadline,
+        numbering: Deadline | None,
     ) -> Certificate:
         require(actor, STAFF, "issue certificates", institution_id)
         return cls._create(
@@ -266,7 +266,7 @@ class Certificate(Aggregate):
             job=job,
             level=level,
             issued_on=today,
-            numbering_late=numbering.missed_by(today),
+            numbering_late=numbering is not None and numbering.missed_by(today),
             # the issue date is the day the number is generated (000)
             data_report=deadline(profile, Step.DATA_REPORTED, today),
             queryable=deadline(profile, Step.QUERYABLE, today),

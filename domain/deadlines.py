@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from enum import StrEnum
+from functools import cache
 
 import chinese_calendar
 
@@ -61,6 +62,7 @@ class Deadline(Immutable):
         return done > self.due
 
 
+@cache  # the library scans its whole table on every call; a day's answer never changes in a process
 def is_working_day(day: date) -> tuple[bool, bool]:
     """(working?, known?) for one day."""
     try:
@@ -80,6 +82,7 @@ def add_working_days(start: date, n: int) -> tuple[date, bool]:
     return day, not known
 
 
+@cache  # a cohort's certificates share their start day
 def deadline(profile: DeadlineProfile, step: Step, start: date) -> Deadline:
     count, working = PROFILES[profile][step]
     if working:

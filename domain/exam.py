@@ -17,6 +17,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
+from domain.plan import PlanDetails
 from domain.registration import Holder
 
 TICKETS_OPEN_DAYS = 7  # admission tickets are available one week before the exam (000 ②)
@@ -78,6 +79,8 @@ class ExamSession(Aggregate):
         institution_id: UUID
         plan_id: UUID
         plan_number: str
+        occupation: str
+        job: str | None
         level: Level
         profile: DeadlineProfile
         session: str
@@ -120,6 +123,8 @@ class ExamSession(Aggregate):
         institution_id: UUID,
         plan_id: UUID,
         plan_number: str,
+        occupation: str,
+        job: str | None,
         level: Level,
         profile: DeadlineProfile,
         session: str,
@@ -132,6 +137,8 @@ class ExamSession(Aggregate):
         self.institution_id = institution_id
         self.plan_id = plan_id
         self.plan_number = plan_number
+        self.occupation = occupation
+        self.job = job
         self.level = level
         self.profile = profile
         self.session = session
@@ -157,9 +164,7 @@ class ExamSession(Aggregate):
         institution_id: UUID,
         profile: DeadlineProfile,
         plan_id: UUID,
-        plan_number: str,
-        level: Level,
-        evaluation: tuple[date, date],
+        plan: PlanDetails,
         session: str,
         exam_date: date,
         starts_at: time,
@@ -171,9 +176,12 @@ class ExamSession(Aggregate):
         problems = []
         if not session.strip() or len(session) > 20:
             problems.append(("session", "must name the session, 1-20 characters"))
-        if not evaluation[0] <= exam_date <= evaluation[1]:
+        if not plan.evaluation_start <= exam_date <= plan.evaluation_end:
             problems.append(
-                ("exam_date", f"must fall in the plan's evaluation period {evaluation[0]} to {evaluation[1]}")
+                (
+                    "exam_date",
+                    f"must fall in the plan's evaluation period {plan.evaluation_start} to {plan.evaluation_end}",
+                )
             )
         if ends_at <= starts_at:
             problems.append(("ends_at", "must be after starts_at"))
@@ -189,8 +197,10 @@ class ExamSession(Aggregate):
             actor=actor,
             institution_id=institution_id,
             plan_id=plan_id,
-            plan_number=plan_number,
-            level=level,
+            plan_number=plan.plan_number,
+            occupation=plan.occupation,
+            job=plan.job,
+            level=plan.level,
             profile=profile,
             session=session.strip(),
             exam_date=exam_date,

@@ -12,7 +12,6 @@ from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
 from domain.levels import Level
 from domain.model import Actor, Aggregate
-from domain.plan import EvaluationPlan
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
 from infra.service import Service
@@ -29,53 +28,60 @@ class Certificates(Service):
         Returns registration id -> certificate number for those issued by this call."""
         session = self.get(ExamSession, exam_id, "exam session")
         passed = {e.registration_id: e for e in session.passed()}
-        if registration_ids is not None:
-            bad = [r for r in registration_ids if r not in passed]
-            if bad:
-                raise InvalidInput(
-                    [("registration_ids", f"{r} has no confirmed pass in session {session.session}") for r in bad[:20]]
-                )
-            wanted = [passed[r] for r in dict.fromkeys(registration_ids)]
-        else:
-            wanted = list(passed.values())
-        plan = self.get(EvaluationPlan, session.plan_id, "plan")
-        institution = self.get(Institution, session.institution_id, "institution")
+        if registration_ids is None:
+            return self._issue(actor, [(session, e) for e in passed.values()], chunk)
+        bad = [r for r in registration_ids if r not in passed]
+        if bad:
+            raise InvalidInput(
+                [("registration_ids", f"{r} has no confirmed pass in session {session.session}") for r in bad[:20]]
+            )
+        return self._issue(actor, [(session, passed[r]) for r in dict.fromkeys(registration_ids)], chunk)
+
+    def issue_cohort(self, actor: Actor, exam_ids: Sequence[UUID], chunk: int = CHUNK) -> dict[UUID, str]:
+        """Every pass of several confirmed sessions of one institution, numbered together in
+        transactions of `chunk` certificates (the event store serialises writers: batch bulk steps)."""
+        sessions = [self.get(ExamSession, e, "exam session") for e in dict.fromkeys(exam_ids)]
+        if len({s.institution_id for s in sessions}) > 1:
+            raise InvalidInput(
+                [("exam_ids", "a cohort is issued by one institution; these sessions belong to several")]
+            )
+        return self._issue(actor, [(s, e) for s in sessions for e in s.passed()], chunk)
+
+    def _issue(self, actor: Actor, wanted: list[tuple[ExamSession, ResultEntry]], chunk: int) -> dict[UUID, str]:
+        if not wanted:
+            return {}
+        institution = self.get(Institution, wanted[0][0].institution_id, "institution")
         issued: dict[UUID, str] = {}
         for start in range(0, len(wanted), chunk):
-            issued.update(self._issue_chunk(actor, session, plan, institution, wanted[start : start + chunk]))
+            issued.update(self._issue_chunk(actor, institution, wanted[start : start + chunk]))
         return issued
 
     def _issue_chunk(
-        self,
-        actor: Actor,
-        session: ExamSession,
-        plan: EvaluationPlan,
-        institution: Institution,
-        part: list[ResultEntry],
+        self, actor: Actor, institution: Institution, part: list[tuple[ExamSession, ResultEntry]]
     ) -> dict[UUID, str]:
-        """One transaction: the counter moves exactly as far as the certificates it numbers."""
-        assert session.numbering is not None
+        """One transaction: each counter moves exactly as far as the certificates it numbers."""
         pending: dict[UUID, str] = {}  # what the attempt that commits issued
 
         def attempt() -> list[Aggregate]:
             pending.clear()
             today = self.today()
-            done = self.existing(certificate_id(e.registration_id) for e in part)  # a racing issuer's work
-            todo = [e for e in part if certificate_id(e.registration_id) not in done]
-            if not todo:
-                return []
-            counter = self._counter(actor, institution, today.year, session.level)
-            numbers = counter.allocate(actor, len(todo))
-            certificates = [
-                Certificate.issue(
-                    actor, number, e.registration_id, session.id, institution.id, institution.name,
-                    institution.profile, e.holder, plan.details.occupation, plan.details.job, session.level,
-                    today, session.numbering,
-                )
-                for e, number in zip(todo, numbers, strict=True)
-            ]  # fmt: skip
+            done = self.existing(certificate_id(e.registration_id) for _, e in part)  # a racing issuer's work
+            todo = [(s, e) for s, e in part if certificate_id(e.registration_id) not in done]
+            counters: dict[Level, SerialCounter] = {}
+            certificates = []
+            for level in sorted({s.level for s, _ in todo}):
+                of_level = [(s, e) for s, e in todo if s.level is level]
+                counters[level] = self._counter(actor, institution, today.year, level)
+                numbers = counters[level].allocate(actor, len(of_level))
+                certificates += [
+                    Certificate.issue(
+                        actor, number, e.registration_id, s.id, institution.id, institution.name,
+                        institution.profile, e.holder, s.occupation, s.job, level, today, s.numbering,
+                    )
+                    for (s, e), number in zip(of_level, numbers, strict=True)
+                ]  # fmt: skip
             pending.update({c.registration_id: c.number for c in certificates})
-            return [counter, *certificates]
+            return [*counters.values(), *certificates]
 
         self.retry(attempt)
         return pending

@@ -19,7 +19,13 @@ CONTEXTS: dict[str, str | None] = {
     "domain.institution:Institution": "registrations",
     "domain.plan:EvaluationPlan": "registrations",
     "domain.registration:Registration": "registrations",
+    "domain.registration:Alias": None,
     "domain.plan:RegistrationCode": None,
+    "domain.exam:ExamSession": "exams",
+    "domain.exam:Sitting": "exams",
+    "domain.certificate:Certificate": "certificates",
+    "domain.certificate:SerialCounter": None,  # the certificate numbers travel on Certificate.Issued
+    "domain.stock:BlankStock": "stock",
 }
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 

@@ -13,7 +13,7 @@ import pytest
 
 from domain.certificate import Certificate, Correction, DataStatus, Delivery, LossKind, certificate_id, counter_id
 from domain.certnumber import parse
-from domain.errors import Conflict, Forbidden, InvalidInput
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.levels import Level
 from domain.registration import AttachmentKind
 from tests.builders import attachment, resident_id
@@ -286,3 +286,13 @@ def test_deleting_data_needs_the_holders_commitment_and_keeps_the_history(world)
     ):
         with pytest.raises((Conflict, InvalidInput), match="was deleted"):
             act()
+
+
+def test_a_cohort_is_issued_together_and_only_once(world):
+    iid, _, rids, exam = confirmed_exam(world, 8)
+    world.at(ISSUE_DAY)
+    with pytest.raises(NotFound):
+        world.certificates.issue_cohort(staff(iid), [exam, uuid4()])
+    issued = world.certificates.issue_cohort(staff(iid), [exam, exam], chunk=3)
+    assert sorted(parse(n).serial for n in issued.values()) == list(range(1, 8))  # candidate 7 failed
+    assert world.certificates.issue_cohort(staff(iid), [exam]) == {}

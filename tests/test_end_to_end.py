@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from infra.embedded import free_port
+from infra.eventstore import SkillcertApplication
 from tests.builders import plan_details, working_years_form
 
 ADMIN = {"X-Actor-Id": "centre-admin", "X-Actor-Role": "provincial_centre"}
@@ -48,6 +49,8 @@ def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str,
         "SKILLCERT_TOPIC_PREFIX": prefix,
         "SKILLCERT_API_PORT": str(port),
     }
+    # As `skillcert up` does: create the event store table before three processes race to.
+    SkillcertApplication(database_url, schema).close()
     procs = [subprocess.Popen([sys.executable, "-m", "infra.cli", c], env=env) for c in ("relay", "consumers", "api")]
     base = f"http://127.0.0.1:{port}"
     try:

@@ -38,3 +38,23 @@ def test_a_redelivered_or_republished_message_applies_once(service, database_url
         apply_message(conn, catalogue, "t", 0, offset, m)
     assert get_plan(conn, str(pid), clock())["seats_left"] == 8
     conn.close()
+
+
+def test_every_aggregate_is_assigned_a_topic_or_kept_internal_on_purpose():
+    import importlib
+    import pkgutil
+
+    import domain
+    from domain.model import Aggregate
+    from infra.envelope import CONTEXTS
+
+    for m in pkgutil.iter_modules(domain.__path__):
+        importlib.import_module(f"domain.{m.name}")
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    found = {f"{c.__module__}:{c.__qualname__}" for c in subclasses(Aggregate)}
+    assert found == set(CONTEXTS)
