@@ -35,7 +35,7 @@ from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails
 from domain.registration import Attachment, AttachmentKind, PlanSummary, Registration, RegistrationForm
-from infra.certificates import Certificates
+from infra.certificates import CHUNK, Certificates
 from infra.service import Service
 
 console = Console(width=120)
@@ -96,7 +96,8 @@ def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[u
             r.approve(staff, "2.1", evidence, date(2026, 3, 10))
             r.pay_fee(staff, f"R{p:04d}{k:05d}", Decimal("380"))
             registrations.append(r)
-        app.save(plan, *registrations)
+        _save_in_parts(app, registrations)
+        app.save(plan)
         session = ExamSession.schedule(
             staff, institution.id, DeadlineProfile.S, plan.id, details, "A", EXAM_DAY, time(9), time(11, 30), "深圳", [Room(name=f"R{i}", seats=50) for i in range(per_plan // 50 + 1)],
         )  # fmt: skip
@@ -117,12 +118,20 @@ def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[u
         session.report_results(
             staff, date(2026, 4, 27), [s.result(session.subjects, holders[s.registration_id]) for s in sittings]
         )
-        app.save(session, *sittings)
+        _save_in_parts(app, sittings)
+        app.save(session)
         exams.append(session.id)
     return staff, exams
 
 
-def one_run(url: str, plans: int, per_plan: int) -> tuple[int, float, int, float]:
+def _save_in_parts(app: Service, aggregates: list, size: int = 50) -> None:
+    # Setup only: small transactions, because one very large save can stall in psycopg's
+    # pipeline mode over a unix socket (the embedded server's only listener); see README.
+    for i in range(0, len(aggregates), size):
+        app.save(*aggregates[i : i + size])
+
+
+def one_run(url: str, plans: int, per_plan: int, chunk: int) -> tuple[int, float, int, float]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -138,7 +147,7 @@ def one_run(url: str, plans: int, per_plan: int) -> tuple[int, float, int, float
             session.confirm_results(CENTRE, today())
             app.save(session)
         today.today = ISSUE_DAY
-        issued = app.issue_cohort(staff, exams)
+        issued = app.issue_cohort(staff, exams, chunk)
         elapsed = clock.perf_counter() - started
         events = (app.recorder.max_notification_id() or 0) - start_position
         assert len(issued) == plans * per_plan
@@ -179,6 +188,7 @@ def main(
     plans: int = typer.Option(50, help="plans (one exam session each)"),
     per_plan: int = typer.Option(200, help="candidates per plan"),
     runs: int = typer.Option(3, help="repetitions; medians are reported"),
+    chunk: int = typer.Option(CHUNK, help="certificates per transaction"),
 ) -> None:
     server = None
     if not database_url:
@@ -186,7 +196,7 @@ def main(
 
         server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
     try:
-        results = [one_run(database_url, plans, per_plan) for _ in range(runs)]
+        results = [one_run(database_url, plans, per_plan, chunk) for _ in range(runs)]
     finally:
         if server is not None:
             server.cleanup()

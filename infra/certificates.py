@@ -16,7 +16,9 @@ from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
 from infra.service import Service
 
-CHUNK = 500  # certificates per transaction: writers are serialised, so bulk steps batch
+CHUNK = (
+    250  # per transaction: writers are serialised, so bulk steps batch; larger saves stalled psycopg over a unix socket
+)
 
 
 class Certificates(Service):
