@@ -217,6 +217,7 @@ class Certificate(Aggregate):
         self.level = level
         self.issued_on = issued_on
         self.data_report = data_report
+        self.queryable = queryable
         self.data_status = DataStatus.UNREPORTED
         self.report_attempts = 0
         self.correction_due: Deadline | None = None  # after the centre returned the data
@@ -322,12 +323,8 @@ class Certificate(Aggregate):
         self._live()
         if self.data_status is not DataStatus.ACCEPTED:
             raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}, not accepted")
-        late = self.queryable_due.missed_by(today)
+        late = self.queryable.missed_by(today)
         self._made_queryable(actor, today, late, deadline(self.profile, Step.PHYSICAL_CERTIFICATE, today))
-
-    @property
-    def queryable_due(self) -> Deadline:
-        return deadline(self.profile, Step.QUERYABLE, self.issued_on)
 
     @event(MadeQueryable)
     def _made_queryable(self, actor: Actor, on: date, late: bool, physical: Deadline) -> None:

@@ -154,8 +154,7 @@ class ExamSession(Aggregate):
         self.published_on: date | None = None
         self.attempt = 0
         self.reported: list[ResultEntry] | None = None
-        self.confirmed = False
-        self.numbering: Deadline | None = None
+        self.numbering: Deadline | None = None  # set when the centre confirms
 
     @classmethod
     def schedule(
@@ -301,14 +300,17 @@ class ExamSession(Aggregate):
 
     def confirm_results(self, actor: Actor, today: date) -> None:
         require(actor, CENTRE, "confirm results")
-        if self.reported is None:
+        if self.reported is None or self.confirmed:
             raise Conflict("no reported results await confirmation")
         self._results_confirmed(actor, self.attempt, deadline(self.profile, Step.CERTIFICATE_NUMBER, today))
 
     @event(ResultsConfirmed)
     def _results_confirmed(self, actor: Actor, attempt: int, numbering: Deadline) -> None:
-        self.confirmed = True
         self.numbering = numbering
+
+    @property
+    def confirmed(self) -> bool:
+        return self.numbering is not None
 
     def return_results(self, actor: Actor, reasons: str) -> None:
         require(actor, CENTRE, "return results")

@@ -23,7 +23,8 @@ from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
 from domain.registration import RegistrationForm
-from infra.registrations import Decision, Registrations, shanghai_today
+from infra.registrations import Decision, Registrations
+from infra.service import shanghai_today
 from projections import candidates, catalogue
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}

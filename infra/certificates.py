@@ -3,7 +3,7 @@ blank stock, handover, loss proofs, corrections, deletion, and the blank stock i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from domain.certificate import Certificate, Correction, Delivery, LossKind, SerialCounter, certificate_id, counter_id
@@ -14,7 +14,7 @@ from domain.levels import Level
 from domain.model import Actor, Aggregate
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
-from infra.service import Service
+from infra.service import R, Service
 
 CHUNK = (
     250  # per transaction: writers are serialised, so bulk steps batch; larger saves stalled psycopg over a unix socket
@@ -137,15 +137,18 @@ class Certificates(Service):
         def attempt() -> list[Aggregate]:
             nonlocal used
             c = self.certificate(certificate_id)
+            if stock_id(c.institution_id) not in self.repository:
+                raise Conflict("the institution has no blank stock; receive forms first")
             stock = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
             c.print(actor, stock.next_form() if form_serial is None else form_serial)
             used = stock.use(actor, c.id, c.number, c.printed_forms[-1])
             return [c, stock]
 
-        if stock_id(self.certificate(certificate_id).institution_id) not in self.repository:
-            raise Conflict("the institution has no blank stock; receive forms first")
         self.retry(attempt)
         return used
+
+    def _on_certificate(self, certificate_id: UUID, act: Callable[[Certificate], R]) -> R:
+        return self.change(Certificate, certificate_id, "certificate", act)
 
     def hand_over(
         self,
@@ -155,26 +158,19 @@ class Certificates(Service):
         application_form: Attachment,
         tracking_number: str | None = None,
     ) -> None:
-        c = self.certificate(certificate_id)
-        c.hand_over(actor, delivery, self.today(), application_form, tracking_number)
-        self.save_once(c)
+        self._on_certificate(
+            certificate_id, lambda c: c.hand_over(actor, delivery, self.today(), application_form, tracking_number)
+        )
 
     def sign_receipt(self, actor: Actor, certificate_id: UUID, signed_by: str) -> None:
-        c = self.certificate(certificate_id)
-        c.sign_receipt(actor, self.today(), signed_by)
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.sign_receipt(actor, self.today(), signed_by))
 
     # Loss or damage.
     def apply_for_proof(self, actor: Actor, certificate_id: UUID, kind: LossKind, application_form: Attachment) -> None:
-        c = self.certificate(certificate_id)
-        c.apply_for_proof(actor, kind, application_form, self.today())
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.apply_for_proof(actor, kind, application_form, self.today()))
 
     def issue_proof(self, actor: Actor, certificate_id: UUID) -> str:
-        c = self.certificate(certificate_id)
-        number = c.issue_proof(actor, self.today())
-        self.save_once(c)
-        return number
+        return self._on_certificate(certificate_id, lambda c: c.issue_proof(actor, self.today()))
 
     # Correction and deletion.
     def apply_for_correction(
@@ -188,24 +184,16 @@ class Certificates(Service):
         self.retry(attempt)
 
     def approve_correction(self, actor: Actor, certificate_id: UUID) -> None:
-        c = self.certificate(certificate_id)
-        c.approve_correction(actor, self.today())
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.approve_correction(actor, self.today()))
 
     def reject_correction(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
-        c = self.certificate(certificate_id)
-        c.reject_correction(actor, reasons)
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.reject_correction(actor, reasons))
 
     def record_holder_commitment(self, actor: Actor, certificate_id: UUID, document: Attachment) -> None:
-        c = self.certificate(certificate_id)
-        c.record_holder_commitment(actor, document)
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.record_holder_commitment(actor, document))
 
     def delete_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
-        c = self.certificate(certificate_id)
-        c.delete_data(actor, reasons)
-        self.save_once(c)
+        self._on_certificate(certificate_id, lambda c: c.delete_data(actor, reasons))
 
     # Blank stock (004 §1-7).
     def stock(self, institution_id: UUID) -> BlankStock:
@@ -214,8 +202,10 @@ class Certificates(Service):
     def books(self, institution_id: UUID) -> Books:
         return self.stock(institution_id).books
 
-    def _on_stock(self, actor: Actor, institution_id: UUID, act) -> None:  # type: ignore[no-untyped-def]
+    def _on_stock(self, actor: Actor, institution_id: UUID, act: Callable[[BlankStock], R]) -> R:
+        """Apply a command to the institution's stock, opening it on first use."""
         self.get(Institution, institution_id, "institution")
+        result: list[R] = []
 
         def attempt() -> list[Aggregate]:
             sid = stock_id(institution_id)
@@ -224,10 +214,11 @@ class Certificates(Service):
                 if sid in self.repository
                 else BlankStock.open(actor, institution_id)
             )
-            act(stock)
+            result[:] = [act(stock)]
             return [stock]
 
         self.retry(attempt)
+        return result[0]
 
     def file_demand(self, actor: Actor, institution_id: UUID, year: int, per_level: dict[Level, int]) -> None:
         self._on_stock(actor, institution_id, lambda s: s.file_demand(actor, year, per_level, self.today()))
@@ -242,11 +233,4 @@ class Certificates(Service):
         self._on_stock(actor, institution_id, lambda s: s.destroy(actor, serials, witness, self.today()))
 
     def take_stock(self, actor: Actor, institution_id: UUID, period: str, counted: int, note: str = "") -> int:
-        result = 0
-
-        def act(s: BlankStock) -> None:
-            nonlocal result
-            result = s.take_stock(actor, period, counted, self.today(), note)
-
-        self._on_stock(actor, institution_id, act)
-        return result
+        return self._on_stock(actor, institution_id, lambda s: s.take_stock(actor, period, counted, self.today(), note))

@@ -89,7 +89,8 @@ def api() -> None:
 def demo() -> None:
     """Load the sample scenario (an institution, two plans, three reviewed registrations)."""
     from infra import demo as scenario
-    from infra.registrations import Registrations, shanghai_today
+    from infra.registrations import Registrations
+    from infra.service import shanghai_today
 
     s = get_settings()
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")

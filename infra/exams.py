@@ -3,7 +3,7 @@ score reviews and result reporting."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, time
 from decimal import Decimal
 from uuid import UUID
@@ -95,35 +95,26 @@ class Exams(Service):
     def sittings(self, exam: ExamSession) -> list[Sitting]:
         return self.get_all(Sitting, (sitting_id(r) for r in sorted(exam.candidates)), "sitting")
 
+    def _on_sitting(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
+        self.change(Sitting, sitting_id(registration_id), "admission ticket for registration", act)
+
     def check_in(self, actor: Actor, registration_id: UUID) -> None:
-        s = self.sitting(registration_id)
-        s.check_in(actor, self.today())
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.check_in(actor, self.today()))
 
     def check_identity(self, actor: Actor, registration_id: UUID) -> None:
-        s = self.sitting(registration_id)
-        s.check_identity(actor, self.today())
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.check_identity(actor, self.today()))
 
     def sign_in(self, actor: Actor, registration_id: UUID, seat: int, second_identity_check: bool) -> None:
-        s = self.sitting(registration_id)
-        s.sign_in(actor, self.today(), seat, second_identity_check)
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.sign_in(actor, self.today(), seat, second_identity_check))
 
     def start(self, actor: Actor, registration_id: UUID) -> None:
-        s = self.sitting(registration_id)
-        s.start(actor, self.today())
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.start(actor, self.today()))
 
     def finish(self, actor: Actor, registration_id: UUID) -> None:
-        s = self.sitting(registration_id)
-        s.finish(actor, self.today())
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.finish(actor, self.today()))
 
     def mark_absent(self, actor: Actor, registration_id: UUID, reason: str) -> None:
-        s = self.sitting(registration_id)
-        s.mark_absent(actor, self.today(), reason)
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.mark_absent(actor, self.today(), reason))
 
     def close_day(self, actor: Actor, exam_id: UUID) -> int:
         """Close the exam day: whoever did not start is absent. Returns how many were marked absent."""
@@ -187,9 +178,7 @@ class Exams(Service):
     def answer_review(
         self, actor: Actor, registration_id: UUID, outcome: ReviewOutcome, note: str, score: Decimal | None = None
     ) -> None:
-        s = self.sitting(registration_id)
-        s.answer_review(actor, outcome, self.today(), score, note)
-        self.save_once(s)
+        self._on_sitting(registration_id, lambda s: s.answer_review(actor, outcome, self.today(), score, note))
 
     def report_results(self, actor: Actor, exam_id: UUID) -> None:
         session = self.get(ExamSession, exam_id, "exam session")
@@ -206,11 +195,7 @@ class Exams(Service):
         self.save_once(session)
 
     def confirm_results(self, actor: Actor, exam_id: UUID) -> None:
-        session = self.get(ExamSession, exam_id, "exam session")
-        session.confirm_results(actor, self.today())
-        self.save_once(session)
+        self.change(ExamSession, exam_id, "exam session", lambda e: e.confirm_results(actor, self.today()))
 
     def return_results(self, actor: Actor, exam_id: UUID, reasons: str) -> None:
-        session = self.get(ExamSession, exam_id, "exam session")
-        session.return_results(actor, reasons)
-        self.save_once(session)
+        self.change(ExamSession, exam_id, "exam session", lambda e: e.return_results(actor, reasons))

@@ -23,9 +23,7 @@ from domain.institution import DeadlineProfile, Filing, Institution
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
 from domain.registration import Alias, Attachment, PlanSummary, Registration, RegistrationForm, registration_id
-from infra.service import MAX_RETRIES, Service, shanghai_today
-
-__all__ = ["Decision", "Registrations", "shanghai_today"]
+from infra.service import MAX_RETRIES, Service
 
 
 class Decision(StrEnum):
@@ -137,7 +135,6 @@ class Registrations(Service):
         """A change after confirmation. A new ID number is claimed for the plan, so the same person
         cannot also register again under it."""
         registration = self.get(Registration, registration_id, "registration")
-        require(actor, STAFF, "amend confirmed registrations", registration.institution_id)
         old_key = registration_id_for(registration)
         changed = registration.amend(actor, form, explanation, document)
         aggregates: list[Aggregate] = [registration]
@@ -155,19 +152,15 @@ class Registrations(Service):
         return changed
 
     def pay_fee(self, actor: Actor, registration_id: UUID, receipt_number: str, amount: Decimal) -> None:
-        registration = self.get(Registration, registration_id, "registration")
-        registration.pay_fee(actor, receipt_number, amount)
-        self.save_once(registration)
+        self.change(Registration, registration_id, "registration", lambda r: r.pay_fee(actor, receipt_number, amount))
 
     def open_training_account(self, actor: Actor, registration_id: UUID, account: str) -> None:
-        registration = self.get(Registration, registration_id, "registration")
-        registration.open_training_account(actor, account)
-        self.save_once(registration)
+        self.change(Registration, registration_id, "registration", lambda r: r.open_training_account(actor, account))
 
     def complete_training(self, actor: Actor, registration_id: UUID, hours: Decimal, evidence: Attachment) -> None:
-        registration = self.get(Registration, registration_id, "registration")
-        registration.complete_training(actor, hours, evidence)
-        self.save_once(registration)
+        self.change(
+            Registration, registration_id, "registration", lambda r: r.complete_training(actor, hours, evidence)
+        )
 
 
 def registration_id_for(registration: Registration) -> UUID:

@@ -18,6 +18,7 @@ from infra.eventstore import SkillcertApplication
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
 A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
 
 
 def shanghai_today(tz: str = "Asia/Shanghai") -> date:
@@ -44,6 +45,13 @@ class Service(SkillcertApplication):
             self.save(*aggregates)
         except IntegrityError:
             raise Conflict("changed by someone else meanwhile; reload and try again") from None
+
+    def change(self, cls: type[A], id: UUID, what: str, act: Callable[[A], R]) -> R:
+        """Load one aggregate, apply a command to it, save it; a concurrent change is a Conflict."""
+        aggregate = self.get(cls, id, what)
+        result = act(aggregate)
+        self.save_once(aggregate)
+        return result
 
     def retry(self, attempt: Callable[[], Sequence[Aggregate]]) -> None:
         """Load, decide and save until no concurrent writer got there first. `attempt` reloads

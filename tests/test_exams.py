@@ -249,3 +249,5 @@ def test_results_are_reported_after_the_window_and_confirmed_by_the_centre(world
     assert session.numbering.due == date(2026, 5, 13)
     with pytest.raises(Conflict, match="already confirmed"):
         world.exams.report_results(staff(iid), exam)
+    with pytest.raises(Conflict, match="no reported results await confirmation"):
+        world.exams.confirm_results(CENTRE, exam)
