@@ -19,6 +19,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
+from domain.personal import Personal, personal
 from domain.registration import Attachment, AttachmentKind, Gender, Holder, IdType
 
 
@@ -100,9 +101,9 @@ class LossKind(StrEnum):
 class Correction(Immutable):
     """Only name, gender and ID number can be corrected, all in one application (000, 004 §14)."""
 
-    name: str | None = Field(None, min_length=1, max_length=50)
-    gender: Gender | None = None
-    id_number: str | None = None
+    name: str | None = Field(None, min_length=1, max_length=50, json_schema_extra=personal(Personal.IDENTITY))
+    gender: Gender | None = Field(None, json_schema_extra=personal(Personal.IDENTITY))
+    id_number: str | None = Field(None, json_schema_extra=personal(Personal.ID_NUMBER))
 
     @field_validator("id_number")
     @classmethod
@@ -158,7 +159,7 @@ class Certificate(Aggregate):
 
     class ReceiptSigned(Aggregate.Event):
         on: date
-        signed_by: str
+        signed_by: str = Field(json_schema_extra=personal(Personal.IDENTITY))
 
     class ProofApplied(Aggregate.Event):
         kind: LossKind

@@ -17,6 +17,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
+from domain.personal import Personal, personal
 from domain.plan import PlanDetails
 from domain.registration import Holder
 
@@ -60,7 +61,7 @@ class ResultEntry(Immutable):
     registration_id: UUID
     holder: Holder
     absent: bool = False
-    scores: dict[Subject, Decimal] = Field(default_factory=dict)
+    scores: dict[Subject, Decimal] = Field(default_factory=dict, json_schema_extra=personal(Personal.RESULTS))
     passed: bool = False
 
 
@@ -378,7 +379,7 @@ class Sitting(Aggregate):
         reason: str
 
     class ScoresRecorded(Aggregate.Event):
-        scores: dict[Subject, Decimal]
+        scores: dict[Subject, Decimal] = Field(json_schema_extra=personal(Personal.RESULTS))
 
     class ReviewRequested(Aggregate.Event):
         request: ReviewRequest
@@ -386,7 +387,7 @@ class Sitting(Aggregate):
     class ReviewAnswered(Aggregate.Event):
         outcome: ReviewOutcome
         subject: Subject
-        score: Decimal
+        score: Decimal = Field(json_schema_extra=personal(Personal.RESULTS))
         note: str
         answered_on: date
         late: bool

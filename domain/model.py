@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Immutable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Serialised events always carry every field, defaults included: the schema says so.
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_serialization_defaults_required=True)
 
 
 class Role(StrEnum):

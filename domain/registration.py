@@ -18,6 +18,7 @@ from domain.eligibility import Basis, Evidence, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
+from domain.personal import Personal, personal
 
 
 class IdType(StrEnum):
@@ -94,17 +95,17 @@ NO_UNIT = "无"
 class RegistrationForm(Immutable):
     """The personal-information form of 001 step 5; * fields are required there."""
 
-    name: str = Field(min_length=1, max_length=50)
+    name: str = Field(min_length=1, max_length=50, json_schema_extra=personal(Personal.IDENTITY))
     id_type: IdType = IdType.RESIDENT_ID
-    id_number: str = Field(min_length=5, max_length=30)
-    gender: Gender
-    date_of_birth: date
-    education: Education
-    years_in_occupation: int | None = Field(None, ge=0, le=60)
-    candidate_source: CandidateSource | None = None
-    labour_relation: LabourRelation
-    phone: str | None = None
-    work_unit: str | None = Field(None, max_length=25)
+    id_number: str = Field(min_length=5, max_length=30, json_schema_extra=personal(Personal.ID_NUMBER))
+    gender: Gender = Field(json_schema_extra=personal(Personal.IDENTITY))
+    date_of_birth: date = Field(json_schema_extra=personal(Personal.IDENTITY))
+    education: Education = Field(json_schema_extra=personal(Personal.BACKGROUND))
+    years_in_occupation: int | None = Field(None, ge=0, le=60, json_schema_extra=personal(Personal.BACKGROUND))
+    candidate_source: CandidateSource | None = Field(None, json_schema_extra=personal(Personal.BACKGROUND))
+    labour_relation: LabourRelation = Field(json_schema_extra=personal(Personal.BACKGROUND))
+    phone: str | None = Field(None, json_schema_extra=personal(Personal.CONTACT))
+    work_unit: str | None = Field(None, max_length=25, json_schema_extra=personal(Personal.BACKGROUND))
     basis: Basis
     holds_prior_certificate: bool = Field(False, description="applies with a title or skill certificate")
     attachments: list[Attachment] = Field(default_factory=list)
@@ -131,10 +132,10 @@ class RegistrationForm(Immutable):
 class Holder(Immutable):
     """The identity a score book and a certificate carry."""
 
-    name: str
-    gender: Gender
+    name: str = Field(json_schema_extra=personal(Personal.IDENTITY))
+    gender: Gender = Field(json_schema_extra=personal(Personal.IDENTITY))
     id_type: IdType
-    id_number: str
+    id_number: str = Field(json_schema_extra=personal(Personal.ID_NUMBER))
 
 
 def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = None) -> list[str]:
@@ -269,7 +270,7 @@ class Registration(Aggregate):
     class Approved(Aggregate.Event):
         reasons: str
         condition: str  # the eligibility condition met, e.g. "3.2"
-        evidence: Evidence
+        evidence: Evidence = Field(json_schema_extra=personal(Personal.BACKGROUND))
 
     class Amended(Aggregate.Event):
         form: RegistrationForm

@@ -23,6 +23,8 @@ from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
 from domain.registration import RegistrationForm
+from infra import relay
+from infra.privacy import installation_key, ref
 from infra.registrations import Decision, Registrations
 from infra.service import shanghai_today
 from projections import candidates, catalogue
@@ -73,7 +75,9 @@ class Page(BaseModel):
     items: list[dict[str, Any]]
 
 
-def create_app(database_url: str, schema: str = "public", tz: str = "Asia/Shanghai") -> FastAPI:
+def create_app(
+    database_url: str, schema: str = "public", tz: str = "Asia/Shanghai", pseudonym_key: str | None = None
+) -> FastAPI:
     state: dict[str, Any] = {}
 
     def configure(conn: Any) -> None:
@@ -84,6 +88,7 @@ def create_app(database_url: str, schema: str = "public", tz: str = "Asia/Shangh
     async def lifespan(_: FastAPI) -> Any:
         state["service"] = Registrations(database_url, schema, today=lambda: shanghai_today(tz))
         state["pool"] = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
+        state["key"] = installation_key(database_url, schema, pseudonym_key)
         yield
         state["pool"].close()
         state["service"].close()
@@ -198,11 +203,16 @@ def create_app(database_url: str, schema: str = "public", tz: str = "Asia/Shangh
 
     @app.get("/candidates/{id_number}/registrations", tags=["queries"])
     def candidate_registrations(id_number: str, c: Conn) -> list[dict[str, Any]]:
-        return candidates.registrations_of(c, id_number)
+        return candidates.registrations_of(c, ref(id_number, state["key"]))
 
     @app.get("/health", tags=["operations"])
     def health(c: Conn) -> dict[str, Any]:
         c.execute("SELECT 1")
         return {"status": "ok", "today": date.isoformat(shanghai_today(tz))}
+
+    @app.get("/bus/relay", tags=["operations"])
+    def relay_lag(svc: Svc) -> dict[str, Any]:
+        """The outbox relay: position, the event store's head, lag in events and seconds."""
+        return relay.status(svc, database_url, schema)
 
     return app

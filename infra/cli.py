@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import psycopg
 import typer
@@ -33,28 +34,97 @@ def ensure_schema(database_url: str, schema: str) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
-@cli.command()
-def relay() -> None:
-    """Publish the event store's notification log to Kafka (one active relay at a time)."""
-    from infra.envelope import topic_names
+relay_cli = typer.Typer(help="The outbox relay: event store -> Kafka.", no_args_is_help=True)
+cli.add_typer(relay_cli, name="relay")
+
+
+def _store(s: Settings) -> tuple[str, Any]:
     from infra.eventstore import SkillcertApplication
+
+    url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    return url, SkillcertApplication(url, s.db_schema)
+
+
+@relay_cli.command("run")
+def relay_run() -> None:
+    """Publish the notification log to Kafka. One relay is active at a time; another waits."""
+    from infra.envelope import topic_names
     from infra.kafka import ensure_topics
+    from infra.privacy import installation_key
     from infra.relay import Relay
 
     s = get_settings()
-    url, bootstrap = (
-        _require(s.database_url, "SKILLCERT_DATABASE_URL"),
-        _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
-    )
+    bootstrap = _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
-    ensure_schema(url, s.db_schema)
+    url, app = _store(s)
     ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    app = SkillcertApplication(url, s.db_schema)
-    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix).run(stop)
+    key = installation_key(url, s.db_schema, s.pseudonym_key)
+    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size).run(stop)
     app.close()
+
+
+@relay_cli.command("status")
+def relay_status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The relay's position, the event store's head and the lag between them."""
+    from infra.relay import status
+
+    s = get_settings()
+    url, app = _store(s)
+    st = status(app, url, s.db_schema)
+    app.close()
+    if as_json:
+        console.print_json(data=st)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    for k, v in st.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+@relay_cli.command("republish")
+def relay_republish(
+    after: int = typer.Option(..., "--from", help="republish every event after this position (0: everything)"),
+) -> None:
+    """Republish history: for a new or wiped broker, or a subscriber that needs to bootstrap.
+    Subscribers deduplicate by event id, so what they already have is harmless."""
+    from infra.relay import RewindRefused, request_republish
+
+    s = get_settings()
+    url, app = _store(s)
+    try:
+        console.print(request_republish(app, url, s.db_schema, after))
+    except RewindRefused as e:
+        console.print(f"[red]refused:[/red] {e}")
+        raise typer.Exit(2) from None
+    finally:
+        app.close()
+
+
+@cli.command()
+def schemas(write: bool = typer.Option(False, "--write", help="regenerate the files under schemas/")) -> None:
+    """Check (or --write) the committed JSON Schemas of the bus against the domain models."""
+    from infra import schemas as contract
+
+    if write:
+        try:
+            changed = contract.write()
+        except contract.BreakingChange as e:
+            console.print(f"[red]refused:[/red] {e}")
+            raise typer.Exit(2) from None
+        console.print(f"{len(changed)} schema file(s) written" + "".join(f"\n  {p}" for p in changed))
+        return
+    problems = contract.differences()
+    for p in problems:
+        console.print(f"[red]{p}[/red]")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{len(contract.generate())} schemas match the models")
 
 
 @cli.command()
@@ -82,7 +152,9 @@ def api() -> None:
     s = get_settings()
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
-    uvicorn.run(create_app(url, s.db_schema, s.timezone), host=s.api_host, port=s.api_port, log_level="warning")
+    uvicorn.run(
+        create_app(url, s.db_schema, s.timezone, s.pseudonym_key), host=s.api_host, port=s.api_port, log_level="warning"
+    )
 
 
 @cli.command()
@@ -138,8 +210,8 @@ def up() -> None:
         from infra.eventstore import SkillcertApplication
 
         SkillcertApplication(url, s.db_schema).close()
-        for command in ("relay", "consumers", "api"):
-            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", command], env=env))
+        for command in (["relay", "run"], ["consumers"], ["api"]):
+            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
         with console.status("loading the sample scenario"):
             subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
         _wait_for_api(s, children)

@@ -1,18 +1,32 @@
-"""Events on the bus: CloudEvents 1.0 structured JSON, one topic per context.
+"""Events on the bus: CloudEvents 1.0, structured JSON in the Kafka binding, one topic per context.
 
-The envelope id is derived from aggregate id and version, so a republished event
-keeps its id and consumers can deduplicate by it.
+Built and serialised with the cloudevents SDK (its Kafka binding sets the content-type
+header; the key is the aggregate id, so one aggregate's events stay in order). The event
+id is derived from aggregate id and version, so a republished event keeps its id and
+subscribers deduplicate by it. `data` is the domain event as published: personal data
+reduced per infra.privacy.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from cloudevents.core.bindings import kafka
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from eventsourcing.utils import resolve_topic
+
+from infra.privacy import Plan, plan_for, redact
+
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "cn.skillcert"
+FORMAT = JSONFormat()
 
 # Aggregate class -> context (topic suffix). Guard aggregates are internal: not published.
 CONTEXTS: dict[str, str | None] = {
@@ -29,6 +43,14 @@ CONTEXTS: dict[str, str | None] = {
 }
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 
+# The published version of an event type, by event topic; absent means 1. Raise it when the
+# published schema changes incompatibly (infra.schemas refuses to overwrite such a change),
+# and upcast stored events of the old shape in the mapper.
+VERSIONS: dict[str, int] = {}
+
+# Published beside `data` in the envelope rather than in it.
+NOT_IN_DATA = ("originator_topic",)
+
 
 def topic_names(prefix: str) -> list[str]:
     return [prefix + s for s in TOPIC_SUFFIXES]
@@ -40,14 +62,17 @@ def split_topic(event_topic: str) -> tuple[str, str]:
     return aggregate, name
 
 
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 def event_type(event_topic: str) -> str:
     aggregate, name = split_topic(event_topic)
     kind = aggregate.rpartition(":")[2]
-    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
-    return f"{TYPE_PREFIX}.{snake}.{re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()}.v1"
+    return f"{TYPE_PREFIX}.{_snake(kind)}.{_snake(name)}.v{VERSIONS.get(event_topic, 1)}"
 
 
-def event_id(aggregate_id: UUID, version: int) -> str:
+def event_id(aggregate_id: UUID | str, version: int) -> str:
     return str(uuid5(NAMESPACE_URL, f"skillcert:event:{aggregate_id}:{version}"))
 
 
@@ -55,28 +80,58 @@ def context_of(event_topic: str) -> str | None:
     return CONTEXTS.get(split_topic(event_topic)[0])
 
 
-def envelope(event_topic: str, position: int, state: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Published:
+    """How one kind of stored event goes on the bus."""
+
+    context: str
+    type: str
+    plan: Plan
+
+
+@cache
+def published(event_topic: str) -> Published | None:
+    """None for an internal event. Cached: the plan comes from the model's JSON Schema."""
     context = context_of(event_topic)
-    aggregate_id = UUID(state["originator_id"])
+    if context is None:
+        return None
+    model = resolve_topic(event_topic)
+    return Published(context, event_type(event_topic), plan_for(model.model_json_schema(mode="serialization")))
+
+
+def to_cloudevent(event_topic: str, position: int, state: dict[str, Any], key: bytes) -> CloudEvent:
+    """The CloudEvent for one stored event (state as the mapper decodes it)."""
+    p = published(event_topic)
+    if p is None:
+        raise ValueError(f"{event_topic} is internal and never published")
+    aggregate_id = state["originator_id"]
     version = int(state["originator_version"])
     actor = state.get("actor") or {}
-    data = {k: v for k, v in state.items() if k not in ("originator_topic",)}
-    return {
-        "specversion": SPEC_VERSION,
-        "id": event_id(aggregate_id, version),
-        "source": f"/skillcert/{context}",
-        "type": event_type(event_topic),
-        "subject": str(aggregate_id),
-        "time": state["timestamp"],
-        "datacontenttype": "application/json",
-        "aggregateid": str(aggregate_id),
-        "aggregateversion": version,
-        "position": position,
-        "actorid": actor.get("id", ""),
-        "actorrole": actor.get("role", ""),
-        "data": data,
-    }
+    data = redact(p.plan, {k: v for k, v in state.items() if k not in NOT_IN_DATA}, key)
+    return CloudEvent(
+        attributes={
+            "specversion": SPEC_VERSION,
+            "id": event_id(aggregate_id, version),
+            "source": f"/skillcert/{p.context}",
+            "type": p.type,
+            "subject": str(aggregate_id),
+            "time": datetime.fromisoformat(state["timestamp"]),
+            "datacontenttype": "application/json",
+            "aggregateid": str(aggregate_id),
+            "aggregateversion": version,
+            "position": position,
+            "actorid": actor.get("id", ""),
+            "actorrole": actor.get("role", ""),
+        },
+        data=data,
+    )
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+def to_kafka(event: CloudEvent) -> kafka.KafkaMessage:
+    """Structured content mode; the key is the aggregate id."""
+    return kafka.to_structured(event, FORMAT, key_mapper=lambda e: str(e.get_extension("aggregateid")).encode())
+
+
+def envelope(event_topic: str, position: int, state: dict[str, Any], key: bytes) -> dict[str, Any]:
+    """The message as a subscriber parses it (for code that applies bus messages without a broker)."""
+    return json.loads(to_kafka(to_cloudevent(event_topic, position, state, key)).value)

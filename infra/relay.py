@@ -1,29 +1,65 @@
 """Transactional outbox relay: the notification log -> Kafka.
 
-Reads events in notification order, publishes them with an idempotent producer
-keyed by aggregate id, and records its position only after every message of a
-batch is acknowledged. A crash republishes, never loses. One relay is active at
-a time per schema: it holds a PostgreSQL advisory lock while it runs.
+Reads events in notification order and publishes them with an idempotent producer, keyed
+by aggregate id. Batches are pipelined: while one is in flight the next is read and sent,
+and a batch's position is recorded only once it and every batch before it are
+acknowledged. A crash republishes, never loses.
+
+One relay is active per schema: it holds a PostgreSQL advisory lock on a session of its
+own and records its position through that same session, so a relay that has lost its
+lock (its session ended) can no longer record anything. A second relay waits for the lock.
+New events wake the relay through the event store's NOTIFY; it does not poll.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import zlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 from psycopg import sql
 
-from infra.envelope import context_of, encode, envelope
+from infra.envelope import published, to_cloudevent, to_kafka
 from infra.eventstore import SkillcertApplication
 
 log = logging.getLogger("skillcert.relay")
 
+MAX_IN_FLIGHT = 4  # batches sent but not yet all acknowledged
+
 
 class DeliveryFailed(RuntimeError):
     pass
+
+
+def lock_key(schema: str) -> int:
+    return zlib.crc32(f"skillcert-relay:{schema}".encode())
+
+
+def ensure_position_table(conn: psycopg.Connection[Any], schema: str) -> None:
+    table = sql.Identifier(schema, "relay_position")
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL,"
+            " rewind_to bigint, published_at timestamptz)"
+        ).format(table)
+    )
+    for column in ("rewind_to bigint", "published_at timestamptz"):  # tables from before these columns
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(table))
+    conn.execute(sql.SQL("INSERT INTO {} (name, position) VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(table))
+
+
+@dataclass
+class _Batch:
+    last: int  # notification id of its last event
+    pending: int = 0
+    errors: list[str] = field(default_factory=list)
+    fatal: bool = False
 
 
 class Relay:
@@ -34,91 +70,205 @@ class Relay:
         schema: str,
         bootstrap: str,
         topic_prefix: str,
+        pseudonym_key: bytes,
         batch_size: int = 500,
     ) -> None:
         self.app = app
         self.database_url = database_url
         self.schema = schema
+        self.bootstrap = bootstrap
         self.topic_prefix = topic_prefix
+        self.key = pseudonym_key
         self.batch_size = batch_size
-        self.producer = Producer(
+        self.table = sql.Identifier(schema, "relay_position")
+        self.producer = self._producer()
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            ensure_position_table(conn, schema)
+
+    def _producer(self) -> Producer:
+        return Producer(
             {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,  # with acks=all: no duplicates or reordering from retries
                 "acks": "all",
                 "linger.ms": 5,
+                "client.id": "skillcert-relay",
             }
         )
-        self.table = sql.Identifier(schema, "relay_position")
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL)").format(
-                    self.table
-                )
-            )
-            conn.execute(sql.SQL("INSERT INTO {} VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(self.table))
 
-    def position(self) -> int:
-        with psycopg.connect(self.database_url) as conn:
-            row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
-        return int(row[0]) if row else 0
-
-    def _save_position(self, position: int) -> None:
-        with psycopg.connect(self.database_url) as conn:
-            conn.execute(sql.SQL("UPDATE {} SET position = %s WHERE name = 'relay'").format(self.table), (position,))
-
-    def lag(self) -> int:
-        return (self.app.recorder.max_notification_id() or 0) - self.position()
-
-    def publish_batch(self, after: int, stop: threading.Event | None = None) -> int:
-        """Publish the batch after position `after`. Returns the position it reached (saved once acknowledged)."""
+    def _send(self, after: int) -> _Batch | None:
+        """Produce the batch after `after`; None when there is nothing new."""
         notifications = self.app.recorder.select_notifications(start=after + 1, limit=self.batch_size)
         if not notifications:
-            return after
-        errors: list[str] = []
+            return None
+        batch = _Batch(last=notifications[-1].id)
 
-        def delivered(err, msg) -> None:  # noqa: ANN001 - confluent callback
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            batch.pending -= 1
             if err is not None:
-                errors.append(f"{msg.topic()}: {err}")
+                batch.errors.append(f"{msg.topic()}: {err}")
+                batch.fatal = batch.fatal or err.fatal()
 
         for n in notifications:
-            context = context_of(n.topic)
-            if context is None:
+            p = published(n.topic)
+            if p is None:
                 continue  # an internal guard aggregate
-            state = self.app.mapper.decode_state(n)
-            self.producer.produce(
-                self.topic_prefix + context,
-                key=str(n.originator_id).encode(),
-                value=encode(envelope(n.topic, n.id, state)),
-                on_delivery=delivered,
-            )
-            self.producer.poll(0)
-        while self.producer.flush(5) > 0:
-            if stop is not None and stop.is_set():
-                return after  # not acknowledged: the position stays, the next relay publishes again
-            log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
-        if errors:
-            raise DeliveryFailed("; ".join(errors[:5]))
-        self._save_position(notifications[-1].id)
-        return notifications[-1].id
+            m = to_kafka(to_cloudevent(n.topic, n.id, self.app.mapper.decode_state(n), self.key))
+            while True:
+                try:
+                    self.producer.produce(
+                        self.topic_prefix + p.context,
+                        key=m.key,
+                        value=m.value,
+                        headers=list(m.headers.items()),
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:  # local queue full: serve callbacks, then retry
+                    self.producer.poll(0.1)
+            batch.pending += 1
+        self.producer.poll(0)
+        return batch
 
-    def run(self, stop: threading.Event, idle_sleep: float = 0.05) -> None:
-        lock_key = zlib.crc32(f"skillcert-relay:{self.schema}".encode())
-        with psycopg.connect(self.database_url, autocommit=True) as lock_conn:
-            while not lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key,)).fetchone()[0]:
+    def run(self, stop: threading.Event) -> None:
+        with psycopg.connect(self.database_url, autocommit=True, application_name="skillcert-relay") as conn:
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),)).fetchone()[0]:
                 log.info("another relay is active; waiting")
                 if stop.wait(1.0):
                     return
-            # Holding the lock, this relay is the only writer of the position: read it once.
-            position = self.position()
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.app.recorder.channel_name)))
+            row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
+            position = int(row[0])
             log.info("relay active from position %d", position)
-            while not stop.is_set():
-                try:
-                    reached = self.publish_batch(position, stop)
-                except DeliveryFailed as e:
-                    log.error("delivery failed, will retry: %s", e)
+            try:
+                self._loop(conn, position, stop)
+            finally:
+                self.producer.flush(5)
+
+    def _loop(self, conn: psycopg.Connection[Any], position: int, stop: threading.Event) -> None:
+        sent = position  # last notification id produced
+        in_flight: deque[_Batch] = deque()
+        last_report = time.monotonic()
+        while not stop.is_set():
+            rewind = self._rewind_requested(conn)
+            if rewind is not None:
+                self._drain(in_flight, stop)
+                position = sent = rewind
+                conn.execute(
+                    sql.SQL("UPDATE {} SET position = %s, rewind_to = NULL WHERE name = 'relay'").format(self.table),
+                    (rewind,),
+                )
+                log.warning("republishing from position %d", rewind)
+            batch = self._send(sent) if len(in_flight) < MAX_IN_FLIGHT else None
+            if batch is not None:
+                in_flight.append(batch)
+                sent = batch.last
+            # Record what is acknowledged, in order.
+            self.producer.poll(0 if batch is not None else 0.05)
+            confirmed = position
+            while in_flight and in_flight[0].pending == 0:
+                done = in_flight.popleft()
+                if done.errors:
+                    log.error("delivery failed, republishing from %d: %s", confirmed, "; ".join(done.errors[:3]))
+                    self._drain(in_flight, stop)
+                    if done.fatal:  # e.g. the idempotent producer lost its sequence: only a new one recovers
+                        self.producer = self._producer()
+                    sent = confirmed
                     stop.wait(1.0)
-                    continue
-                if reached == position:
-                    stop.wait(idle_sleep)
-                position = reached
+                    break
+                confirmed = done.last
+            if confirmed != position:
+                position = confirmed
+                conn.execute(
+                    sql.SQL("UPDATE {} SET position = %s, published_at = now() WHERE name = 'relay'").format(
+                        self.table
+                    ),
+                    (position,),
+                )
+            if batch is None and not in_flight:
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    pass  # the event store committed something: look again
+            elif batch is None and len(self.producer) and time.monotonic() - last_report > 10:
+                log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
+                last_report = time.monotonic()
+
+    def _drain(self, in_flight: deque[_Batch], stop: threading.Event) -> None:
+        """Wait until nothing is in flight (acknowledged or failed)."""
+        while len(self.producer) and not stop.is_set():
+            self.producer.flush(1.0)
+        in_flight.clear()
+
+    def _rewind_requested(self, conn: psycopg.Connection[Any]) -> int | None:
+        row = conn.execute(sql.SQL("SELECT rewind_to FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+
+def status(app: SkillcertApplication, database_url: str, schema: str) -> dict[str, Any]:
+    """Where the relay stands: its position, the store's head, the lag in events and seconds."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ensure_position_table(conn, schema)
+        position, rewind_to, published_at = conn.execute(
+            sql.SQL("SELECT position, rewind_to, published_at FROM {} WHERE name = 'relay'").format(
+                sql.Identifier(schema, "relay_position")
+            )
+        ).fetchone()
+        active = conn.execute(
+            "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = %s"
+            " AND objsubid = 1 AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (lock_key(schema),),
+        ).fetchone()[0]
+    head = app.recorder.max_notification_id() or 0
+    oldest = app.recorder.select_notifications(start=position + 1, limit=1) if head > position else []
+    waiting_since = app.mapper.decode_state(oldest[0])["timestamp"] if oldest else None
+    lag_seconds = None
+    if waiting_since is not None:
+        from datetime import UTC, datetime
+
+        lag_seconds = round((datetime.now(UTC) - datetime.fromisoformat(waiting_since)).total_seconds(), 3)
+    return {
+        "active": bool(active),
+        "position": position,
+        "head": head,
+        "lag_events": head - position,
+        "lag_seconds": lag_seconds,  # age of the oldest event not yet acknowledged by the broker
+        "oldest_unpublished_at": waiting_since,
+        "last_published_at": published_at.isoformat() if published_at else None,
+        "rewind_requested_to": rewind_to,
+    }
+
+
+class RewindRefused(ValueError):
+    pass
+
+
+def request_republish(app: SkillcertApplication, database_url: str, schema: str, after: int) -> str:
+    """Republish every event after position `after`. A running relay picks the request up
+    between batches; otherwise the next relay to start begins there."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        ensure_position_table(conn, schema)
+        table = sql.Identifier(schema, "relay_position")
+        with conn.transaction():
+            (position,) = conn.execute(
+                sql.SQL("SELECT position FROM {} WHERE name = 'relay' FOR UPDATE").format(table)
+            ).fetchone()
+            if after < 0:
+                raise RewindRefused(f"position must be 0 or more, not {after}")
+            if after > position:
+                # Moving forward would skip events the broker has never had.
+                raise RewindRefused(
+                    f"position {after} is ahead of the relay ({position}): that would skip events; republish goes back only"
+                )
+            idle = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_key(schema),)).fetchone()[0]
+            if idle:  # no relay running: move the position now
+                conn.execute(
+                    sql.SQL("UPDATE {} SET position = %s, rewind_to = NULL WHERE name = 'relay'").format(table),
+                    (after,),
+                )
+            else:
+                conn.execute(sql.SQL("UPDATE {} SET rewind_to = %s WHERE name = 'relay'").format(table), (after,))
+                conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(app.recorder.channel_name)))
+    head = app.recorder.max_notification_id() or 0
+    who = "the next relay to start" if idle else "the running relay"
+    return (
+        f"{who} republishes positions {after + 1}..{head} ({max(head - after, 0)} stored events, internal ones skipped)"
+    )

@@ -24,7 +24,8 @@ class Candidates:
                 plan_id uuid NOT NULL,
                 institution_id uuid NOT NULL,
                 id_type text NOT NULL,
-                id_number text NOT NULL,
+                id_masked text NOT NULL,
+                id_ref text NOT NULL,  -- the bus never carries ID numbers (infra.privacy)
                 name text NOT NULL,
                 plan_number text NOT NULL,
                 plan_name text NOT NULL,
@@ -43,7 +44,7 @@ class Candidates:
                 updated_at timestamptz NOT NULL,
                 version int NOT NULL
             )""",
-            "CREATE INDEX IF NOT EXISTS candidate_registrations_holder ON candidate_registrations (id_number)",
+            "CREATE INDEX IF NOT EXISTS candidate_registrations_holder ON candidate_registrations (id_ref)",
             "CREATE INDEX IF NOT EXISTS candidate_registrations_plan ON candidate_registrations (plan_id)",
             """CREATE TABLE IF NOT EXISTS candidate_reviews (
                 registration_id uuid NOT NULL,
@@ -63,10 +64,11 @@ class Candidates:
             f, p = d["form"], d["plan"]
             cur.execute(
                 """INSERT INTO candidate_registrations VALUES
-                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'submitted','',NULL,NULL,%s,%s,%s)
+                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'submitted','',NULL,NULL,%s,%s,%s)
                    ON CONFLICT DO NOTHING""",
                 (
-                    d["originator_id"], d["plan_id"], d["institution_id"], f["id_type"], f["id_number"], f["name"],
+                    d["originator_id"], d["plan_id"], d["institution_id"], f["id_type"], f["id_number"]["masked"],
+                    f["id_number"]["ref"], f["name"],
                     p["plan_number"], p["plan_name"], p["institution_name"], p["occupation"], p["job"], p["level"],
                     f["basis"], Jsonb(f), Jsonb(d["warnings"]), d["timestamp"], d["timestamp"], v,
                 ),
@@ -91,7 +93,7 @@ class Candidates:
             )
 
 
-COLUMNS = """registration_id, plan_id, institution_id, id_type, id_number, name, plan_number, plan_name,
+COLUMNS = """registration_id, plan_id, institution_id, id_type, id_masked AS id_number, name, plan_number, plan_name,
     institution_name, occupation, job, level, basis, warnings, status, decision_reasons, decided_by, decided_at,
     submitted_at, updated_at, version"""
 
@@ -114,11 +116,11 @@ def get_registration(conn: psycopg.Connection[Any], registration_id: str) -> dic
     return rows[0] if rows else None
 
 
-def registrations_of(conn: psycopg.Connection[Any], id_number: str) -> list[dict[str, Any]]:
+def registrations_of(conn: psycopg.Connection[Any], id_ref: str) -> list[dict[str, Any]]:
+    """By the holder's ID-number ref (infra.privacy.ref of the number)."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"SELECT {COLUMNS} FROM candidate_registrations WHERE id_number = %s ORDER BY submitted_at DESC",
-            (id_number.strip().upper(),),
+            f"SELECT {COLUMNS} FROM candidate_registrations WHERE id_ref = %s ORDER BY submitted_at DESC", (id_ref,)
         )
         return _with_reviews(cur, cur.fetchall())
 

@@ -51,7 +51,10 @@ def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str,
     }
     # As `skillcert up` does: create the event store table before three processes race to.
     SkillcertApplication(database_url, schema).close()
-    procs = [subprocess.Popen([sys.executable, "-m", "infra.cli", c], env=env) for c in ("relay", "consumers", "api")]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "infra.cli", *c], env=env)
+        for c in (["relay", "run"], ["consumers"], ["api"])
+    ]
     base = f"http://127.0.0.1:{port}"
     try:
         eventually(lambda: _healthy(base), timeout=30)

@@ -8,6 +8,8 @@ from projections.catalogue import Catalogue, get_plan
 from projections.store import apply_message, connect, create_tables
 from tests.builders import candidate, setup_plan, working_years_form
 
+KEY = bytes(32)
+
 
 def messages(service) -> list[dict]:
     """The bus messages the relay would publish for the store's history."""
@@ -15,7 +17,7 @@ def messages(service) -> list[dict]:
     for n in service.recorder.select_notifications(start=1, limit=1000):
         state = service.mapper.decode_state(n)
         if context_of(n.topic) is not None:  # as the relay does: internal guards stay home
-            out.append(envelope(n.topic, n.id, state))
+            out.append(envelope(n.topic, n.id, state, KEY))
     return out
 
 

@@ -1,0 +1,249 @@
+"""The bus contract: one JSON Schema per public event type, generated from the domain models.
+
+Each file under schemas/<context>/<type>.json describes the whole Kafka message value (the
+CloudEvent with its data) as subscribers receive it. `skillcert schemas --write` regenerates
+them and refuses a change that would break a subscriber of the same type version; the
+test suite fails when a model changed and its schema file did not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.utils import get_topic, resolve_topic
+
+from domain.model import DomainEvent, Role
+from infra.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
+from infra.privacy import redact_schema
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+@dataclass(frozen=True)
+class PublicEvent:
+    model: type[DomainEvent]
+    topic: str  # the event store's topic for the class
+    context: str
+    type: str  # CloudEvents type, with its version
+
+    @property
+    def path(self) -> str:
+        return f"{self.context}/{self.type}.json"
+
+
+def public_events() -> list[PublicEvent]:
+    found = []
+    for aggregate_topic, context in CONTEXTS.items():
+        if context is None:
+            continue
+        aggregate = resolve_topic(aggregate_topic)
+        models = [m for m in vars(aggregate).values() if isinstance(m, type) and issubclass(m, DomainEvent)]
+        for model in models:
+            if any(other is not model and issubclass(other, model) for other in models):
+                continue  # a base class (the aggregate's Event, Created): never stored itself
+            topic = get_topic(model)
+            found.append(PublicEvent(model, topic, context, event_type(topic)))
+    return sorted(found, key=lambda e: e.path)
+
+
+def message_schema(event: PublicEvent) -> dict[str, Any]:
+    data = event.model.model_json_schema(mode="serialization")
+    defs = data.pop("$defs", {})
+    for name in NOT_IN_DATA:
+        data.get("properties", {}).pop(name, None)
+        if name in data.get("required", []):
+            data["required"] = [r for r in data["required"] if r != name]
+    defs["Data"] = data
+    uuid = {"type": "string", "format": "uuid"}
+    return redact_schema(
+        {
+            "$schema": DRAFT,
+            "$id": f"urn:skillcert:schema:{event.type}",
+            "title": event.type,
+            "description": (
+                f"{event.model.__qualname__} on the {event.context} topic: a CloudEvent in structured JSON,"
+                " keyed by aggregate id. Subscribers must ignore fields they do not know."
+            ),
+            "type": "object",
+            "properties": {
+                "specversion": {"const": SPEC_VERSION},
+                "id": {**uuid, "description": "stable across republishing: deduplicate by it"},
+                "source": {"const": f"/skillcert/{event.context}"},
+                "type": {"const": event.type},
+                "subject": {**uuid, "description": "the aggregate id"},
+                "time": {"type": "string", "format": "date-time"},
+                "datacontenttype": {"const": "application/json"},
+                "aggregateid": uuid,
+                "aggregateversion": {"type": "integer", "minimum": 1},
+                "position": {"type": "integer", "minimum": 1, "description": "place in the event store's total order"},
+                "actorid": {"type": "string"},
+                "actorrole": {"enum": [r.value for r in Role]},
+                "data": {"$ref": "#/$defs/Data"},
+            },
+            "required": [
+                "specversion",
+                "id",
+                "source",
+                "type",
+                "subject",
+                "time",
+                "datacontenttype",
+                "aggregateid",
+                "aggregateversion",
+                "position",
+                "actorid",
+                "actorrole",
+                "data",
+            ],  # fmt: skip
+            "$defs": defs,
+        }
+    )
+
+
+def generate() -> dict[str, dict[str, Any]]:
+    """Relative path -> schema, for every public event type."""
+    return {e.path: message_schema(e) for e in public_events()}
+
+
+def dumps(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def committed(directory: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
+    return {str(p.relative_to(directory)): json.loads(p.read_text()) for p in sorted(directory.glob("*/*.json"))}
+
+
+def differences(directory: Path = SCHEMA_DIR) -> list[str]:
+    """What differs between the models and the committed files; empty when in step."""
+    now, files = generate(), committed(directory)
+    out = [f"{p}: no committed schema (run `skillcert schemas --write`)" for p in sorted(now.keys() - files.keys())]
+    out += [f"{p}: committed but no model publishes it any more" for p in sorted(files.keys() - now.keys())]
+    out += [
+        f"{p}: the model changed; the committed schema did not (run `skillcert schemas --write`)"
+        for p in sorted(now.keys() & files.keys())
+        if now[p] != files[p]
+    ]
+    return out
+
+
+class BreakingChange(ValueError):
+    pass
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Write every schema; returns the paths changed. Refuses, writing nothing, when a change
+    would break subscribers of an existing type version."""
+    now, files = generate(), committed(directory)
+    problems = [f"{p}: {b}" for p in sorted(now.keys() & files.keys()) for b in breaking_changes(files[p], now[p])]
+    if problems:
+        raise BreakingChange(
+            "incompatible with the published version (give the event a new version in"
+            " infra.envelope.VERSIONS and upcast its stored events):\n  " + "\n  ".join(problems)
+        )
+    changed = []
+    for p, schema in now.items():
+        if files.get(p) != schema:
+            target = directory / p
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(dumps(schema))
+            changed.append(p)
+    return changed
+
+
+def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Ways a subscriber written against `old` could fail on messages valid under `new`.
+
+    Compatible: a new field (subscribers ignore unknown ones), a field that may no longer
+    be null, a new enum value (subscribers must tolerate them), narrower constraints.
+    Breaking: a field removed or no longer always present, a changed type or constant,
+    an enum value removed, a value that may now be null.
+    """
+    problems: list[str] = []
+
+    def deref(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            node = root["$defs"][node["$ref"].rpartition("/")[2]]
+        return node
+
+    def alternatives(node: dict[str, Any], root: dict[str, Any]) -> list[dict[str, Any]]:
+        node = deref(node, root)
+        if "anyOf" in node or "oneOf" in node:
+            return [a for alt in node.get("anyOf", []) + node.get("oneOf", []) for a in alternatives(alt, root)]
+        return [node]
+
+    def types(node: dict[str, Any], root: dict[str, Any]) -> set[str]:
+        out: set[str] = set()
+        for alt in alternatives(node, root):
+            if "const" in alt:
+                out.add(_json_type(alt["const"]))
+            elif "enum" in alt:
+                out |= {_json_type(v) for v in alt["enum"]}
+            elif "type" in alt:
+                out |= set(alt["type"]) if isinstance(alt["type"], list) else {alt["type"]}
+            elif "properties" in alt:
+                out.add("object")
+            else:
+                out.add("any")
+        return out
+
+    def merged(node: dict[str, Any], root: dict[str, Any], key: str) -> Any:
+        props: dict[str, Any] = {}
+        required: set[str] = set()
+        items = None
+        values = None
+        for alt in alternatives(node, root):
+            props.update(alt.get("properties", {}))
+            required |= set(alt.get("required", []))
+            items = alt.get("items", items)
+            values = alt["additionalProperties"] if isinstance(alt.get("additionalProperties"), dict) else values
+        return {"properties": props, "required": required, "items": items, "values": values}[key]
+
+    def check(o: dict[str, Any], n: dict[str, Any], path: str, depth: int) -> None:
+        if depth > 20:
+            return
+        ot, nt = types(o, old), types(n, new)
+        if "any" not in ot:
+            extra = {t for t in nt - ot if not (t == "integer" and "number" in ot)}
+            if extra:
+                problems.append(f"{path}: may now be {', '.join(sorted(extra))}")
+        oc = [a["const"] for a in alternatives(o, old) if "const" in a]
+        nc = [a["const"] for a in alternatives(n, new) if "const" in a]
+        if oc and oc != nc:
+            problems.append(f"{path}: constant {oc} became {nc or 'unconstrained'}")
+        oe = {v for a in alternatives(o, old) for v in a.get("enum", [])}
+        ne = {v for a in alternatives(n, new) for v in a.get("enum", [])}
+        if oe and ne and (gone := oe - ne):
+            problems.append(f"{path}: values removed: {sorted(map(str, gone))}")
+        old_props, new_props = merged(o, old, "properties"), merged(n, new, "properties")
+        for name in sorted(merged(o, old, "required") - merged(n, new, "required")):
+            problems.append(f"{path}.{name}: no longer always present")
+        for name, sub in old_props.items():
+            if name in new_props:
+                check(sub, new_props[name], f"{path}.{name}", depth + 1)
+        oi, ni = merged(o, old, "items"), merged(n, new, "items")
+        if oi is not None and ni is not None:
+            check(oi, ni, f"{path}[]", depth + 1)
+        ov, nv = merged(o, old, "values"), merged(n, new, "values")
+        if ov is not None and nv is not None:
+            check(ov, nv, f"{path}{{}}", depth + 1)
+
+    check(old, new, "$", 0)
+    return problems
+
+
+def _json_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if v is None:
+        return "null"
+    if isinstance(v, str):
+        return "string"
+    return "object" if isinstance(v, dict) else "array"
