@@ -39,11 +39,11 @@ cli.add_typer(relay_cli, name="relay")
 
 
 def _store(s: Settings) -> tuple[str, Any]:
-    from infra.eventstore import SkillcertApplication
+    from infra.eventstore import open_store
 
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
-    return url, SkillcertApplication(url, s.db_schema)
+    return url, open_store(url, s.db_schema)
 
 
 @relay_cli.command("run")
@@ -98,9 +98,9 @@ def relay_republish(
     s = get_settings()
     url, app = _store(s)
     try:
-        console.print(request_republish(app, url, s.db_schema, after))
+        console.print(request_republish(app, url, s.db_schema, after), soft_wrap=True)
     except RewindRefused as e:
-        console.print(f"[red]refused:[/red] {e}")
+        console.print(f"[red]refused:[/red] {e}", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         app.close()

@@ -62,6 +62,20 @@ def eventstore_env(database_url: str, schema: str) -> dict[str, str]:
     }
 
 
+def serialise_ddl(conn: Any) -> None:
+    """Inside a transaction: processes starting together would race on CREATE ... IF NOT EXISTS."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('skillcert-ddl'))")
+
+
+def open_store(database_url: str, schema: str) -> SkillcertApplication:
+    """The application, its tables created by one process at a time."""
+    import psycopg
+
+    with psycopg.connect(database_url) as conn, conn.transaction():
+        serialise_ddl(conn)
+        return SkillcertApplication(database_url, schema)
+
+
 class SkillcertApplication(Application):
     name = "skillcert"  # one table, one notification log for every context
     env: ClassVar[dict[str, str]] = {"IS_SNAPSHOTTING_ENABLED": "n"}

@@ -191,9 +191,11 @@ def installation_key(database_url: str, schema: str, configured: str | None = No
         return bytes.fromhex(configured)
     table = sql.Identifier(schema, "installation_secrets")
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
-        )
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('skillcert-ddl'))")  # processes start together
+            conn.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
+            )
         conn.execute(
             sql.SQL("INSERT INTO {} VALUES ('pseudonym_key', %s) ON CONFLICT DO NOTHING").format(table),
             (secrets.token_bytes(32),),

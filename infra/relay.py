@@ -26,7 +26,7 @@ from confluent_kafka import KafkaError, Producer
 from psycopg import sql
 
 from infra.envelope import published, to_cloudevent, to_kafka
-from infra.eventstore import SkillcertApplication
+from infra.eventstore import SkillcertApplication, serialise_ddl
 
 log = logging.getLogger("skillcert.relay")
 
@@ -43,15 +43,25 @@ def lock_key(schema: str) -> int:
 
 def ensure_position_table(conn: psycopg.Connection[Any], schema: str) -> None:
     table = sql.Identifier(schema, "relay_position")
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL,"
-            " rewind_to bigint, published_at timestamptz)"
-        ).format(table)
-    )
-    for column in ("rewind_to bigint", "published_at timestamptz"):  # tables from before these columns
-        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(table))
-    conn.execute(sql.SQL("INSERT INTO {} (name, position) VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(table))
+    ready = conn.execute(
+        "SELECT count(*) = 4 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'relay_position'",
+        (schema,),
+    ).fetchone()[0]
+    if ready and conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = 'relay'").format(table)).fetchone():
+        return  # the usual case: take no lock, so a start never waits on a running relay's row
+    with conn.transaction():
+        serialise_ddl(conn)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL,"
+                " rewind_to bigint, published_at timestamptz)"
+            ).format(table)
+        )
+        for column in ("rewind_to bigint", "published_at timestamptz"):  # tables from before these columns
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(table))
+        conn.execute(
+            sql.SQL("INSERT INTO {} (name, position) VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(table)
+        )
 
 
 @dataclass

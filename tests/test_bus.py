@@ -1,0 +1,264 @@
+"""The relay and the bus against the real broker, with real relay and subscriber processes:
+killed relays, a frozen broker, two relays at once, republishing, and what kcat reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator, FormatChecker
+
+from infra.api import create_app
+from infra.embedded import Broker, free_port
+from infra.privacy import installation_key, ref
+from infra.relay import ensure_position_table, status
+from infra.schemas import SCHEMA_DIR
+from tests.builders import candidate, setup_plan, working_years_form
+from tests.bus import (
+    Bus,
+    anything_on,
+    eventually,
+    everything,
+    expected,
+    kcat,
+    log_of,
+    position,
+    read_topic,
+    topic_size,
+    world_with_personal_data,
+)
+
+
+@pytest.fixture
+def bus(database_url, schema, bootstrap, tmp_path):
+    b = Bus(database_url, schema, bootstrap, tmp_path)
+    yield b
+    b.stop_all()
+
+
+def head(app) -> int:
+    return app.recorder.max_notification_id() or 0
+
+
+def subscriber(bus: Bus, store, group: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consumers.subscriber", "--bootstrap", bus.bootstrap, "--topic",
+         bus.topic("certificates"), "--group", group, "--store", str(store), "--idle-exit", "4", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_killed_relay_redelivers_and_the_subscriber_keeps_each_event_once(world, bus, tmp_path):
+    app = world.registrations
+    world_with_personal_data(world, 30)
+    want = expected(app)
+    with psycopg.connect(bus.database_url, autocommit=True) as setup:
+        ensure_position_table(setup, bus.schema)
+
+    # 1. Killed after the broker acknowledged a batch, before the position was recorded: a
+    #    transaction of ours holds the position row, so the relay's update waits there.
+    with psycopg.connect(bus.database_url) as holder:
+        holder.execute(f'SELECT * FROM "{bus.schema}".relay_position FOR UPDATE')
+        first = bus.relay(batch_size=40)
+        eventually(lambda: anything_on(bus.bootstrap, bus.topic("registrations")), timeout=60)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        # PostgreSQL would notice the dead client only once the lock freed and its update
+        # ran; end its sessions now, as a crashed host's sessions would end.
+        holder.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'skillcert-relay'"
+        )
+        holder.rollback()
+    delivered_unrecorded = sum(topic_size(bus.bootstrap, bus.topic(c)) for c in ("registrations", "exams"))
+    assert position(app, bus.schema) == 0 and delivered_unrecorded > 0
+
+    # 2. Killed again somewhere in the stream, mid-flight.
+    second = bus.relay(batch_size=40)
+    eventually(lambda: position(app, bus.schema) > 0, timeout=60, every=0.005)
+    os.kill(second.pid, signal.SIGKILL)
+    second.wait()
+
+    # 3. A third relay finishes the job.
+    bus.relay(batch_size=40)
+    eventually(lambda: position(app, bus.schema) == head(app), timeout=60)
+
+    messages = everything(bus)
+    ids = Counter(m["id"] for m in messages)
+    assert set(ids) == set(want)  # every event at least once
+    assert sum(ids.values()) > len(want)  # and some twice: the kills really left work undone
+    assert all({m["type"] for m in messages if m["id"] == i} == {want[i][1]} for i in list(ids)[:50])
+
+    # The reference subscriber ends with each certificate event exactly once.
+    store = tmp_path / "received.sqlite"
+    run = subscriber(bus, store, "subsidy-system")
+    assert run.returncode == 0, run.stderr
+    db = sqlite3.connect(store)
+    stored = Counter(i for (i,) in db.execute("SELECT id FROM events"))
+    certificate_events = {i for i, (context, _) in want.items() if context == "certificates"}
+    assert set(stored) == certificate_events and set(stored.values()) == {1}
+    on_topic = topic_size(bus.bootstrap, bus.topic("certificates"))
+    assert db.execute("SELECT value FROM stats WHERE name = 'duplicates'").fetchone()[0] == on_topic - len(stored)
+    # Per certificate, the versions are stored in order and without a hole.
+    for (subject,) in db.execute("SELECT DISTINCT subject FROM events"):
+        versions = [v for (v,) in db.execute("SELECT version FROM events WHERE subject = ? ORDER BY rowid", (subject,))]
+        assert versions == list(range(1, len(versions) + 1))
+    # Started again, it has nothing new: its offsets were committed after storing.
+    again = subscriber(bus, store, "subsidy-system")
+    assert "stored 0 new events" in again.stdout
+
+
+def test_commands_succeed_while_the_broker_is_frozen_and_the_relay_catches_up(service, database_url, schema, tmp_path):
+    broker = Broker(free_port())  # our own: freezing the shared one would stall other tests
+    bus = Bus(database_url, schema, broker.bootstrap, tmp_path)
+    try:
+        _, _, code = setup_plan(service, seats=100)
+        bus.relay(batch_size=50)
+        eventually(lambda: position(service, schema) == head(service), timeout=60)
+        before = head(service)
+
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        for i in range(1, 41):  # commands keep arriving; none of them needs the broker
+            service.register(candidate(i), code, working_years_form(i))
+        took = time.monotonic() - started
+        assert head(service) >= before + 80  # a registration and its seat each
+        time.sleep(3)
+        frozen = status(service, database_url, schema)
+        assert frozen["active"] and frozen["lag_events"] == head(service) - before
+        assert frozen["lag_seconds"] is not None and frozen["lag_seconds"] >= 3
+
+        os.kill(broker.process.pid, signal.SIGCONT)
+        eventually(lambda: position(service, schema) == head(service), timeout=120)
+        assert status(service, database_url, schema)["lag_events"] == 0
+        ids = Counter(m["id"] for m in everything(bus))
+        assert set(ids) == set(expected(service))
+        print(f"40 registrations in {took:.2f} s with the broker frozen")
+    finally:
+        if broker.process.poll() is None:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        bus.stop_all()
+        broker.stop()
+
+
+def test_two_relays_started_together_never_both_publish(service, bus):
+    _, _, code = setup_plan(service, seats=100)
+    for i in range(1, 31):
+        service.register(candidate(i), code, working_years_form(i))
+    relays = [bus.relay(batch_size=20), bus.relay(batch_size=20)]
+    eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
+    time.sleep(1.5)  # give a second publisher, if there were one, time to show itself
+    want = expected(service)
+    ids = Counter(m["id"] for m in everything(bus))
+    assert set(ids) == set(want) and sum(ids.values()) == len(want)
+    active = [r for r in relays if "relay active" in log_of(r)]
+    waiting = [r for r in relays if "another relay is active" in log_of(r)]
+    assert len(active) == 1 and waiting == [r for r in relays if r is not active[0]]
+
+    # The active one dies; the one waiting takes over from the recorded position.
+    os.kill(active[0].pid, signal.SIGKILL)
+    active[0].wait()
+    for i in range(31, 41):
+        service.register(candidate(i), code, working_years_form(i))
+    eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
+    assert "relay active from position" in log_of(waiting[0])
+    ids = Counter(m["id"] for m in everything(bus))
+    assert set(ids) == set(expected(service)) and sum(ids.values()) == len(ids)
+
+
+def test_republishing_history_for_a_wiped_broker_or_a_new_subscriber(service, bus):
+    _, _, code = setup_plan(service, seats=100)
+    for i in range(1, 11):
+        service.register(candidate(i), code, working_years_form(i))
+    relay = bus.relay()
+    eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
+    published = sum(topic_size(bus.bootstrap, t) for t in (bus.topic("registrations"),))
+    top = head(service)
+
+    ahead = bus.cli("relay", "republish", "--from", str(top + 10))
+    assert ahead.returncode == 2 and "would skip events" in ahead.stdout
+    again = bus.cli("relay", "republish", "--from", "0")
+    assert again.returncode == 0 and f"the running relay republishes positions 1..{top}" in again.stdout
+    eventually(lambda: topic_size(bus.bootstrap, bus.topic("registrations")) == 2 * published, timeout=60, every=0.5)
+    eventually(lambda: position(service, bus.schema) == top, timeout=30)
+
+    relay.send_signal(signal.SIGTERM)
+    relay.wait(15)
+    later = bus.cli("relay", "republish", "--from", str(top - 5))
+    assert later.returncode == 0 and "the next relay to start" in later.stdout
+    shown = json.loads(bus.cli("relay", "status", "--json").stdout)
+    assert (shown["active"], shown["position"], shown["lag_events"]) == (False, top - 5, 5)
+    with TestClient(create_app(bus.database_url, bus.schema)) as http:
+        assert http.get("/bus/relay").json()["lag_events"] == 5
+
+
+def test_kcat_reads_the_certificates_topic_and_every_message_matches_its_schema(world, bus, tmp_path):
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed (Debian package kcat; .ci/run installs it where it can)")
+    numbers = world_with_personal_data(world, 12)
+    bus.relay()
+    app = world.registrations
+    eventually(lambda: position(app, bus.schema) == head(app), timeout=60)
+    want = expected(app)
+
+    out = kcat(
+        ["-C", "-b", bus.bootstrap, "-t", bus.topic("certificates"), "-o", "beginning", "-e", "-q", "-J"], tmp_path
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == sum(1 for c, _ in want.values() if c == "certificates")
+    validators: dict[str, Draft202012Validator] = {}
+
+    def validate(message: dict) -> None:
+        context = message["source"].rpartition("/")[2]
+        if message["type"] not in validators:
+            schema = json.loads((SCHEMA_DIR / context / f"{message['type']}.json").read_text())
+            validators[message["type"]] = Draft202012Validator(schema, format_checker=FormatChecker())
+        validators[message["type"]].validate(message)
+
+    for line in lines:
+        assert ["content-type", "application/cloudevents+json"] == line["headers"][:2]
+        message = json.loads(line["payload"])
+        assert line["key"] == message["aggregateid"]
+        validate(message)
+    assert {json.loads(x["payload"])["type"] for x in lines} >= {
+        "cn.skillcert.certificate.issued.v1", "cn.skillcert.certificate.correction_approved.v1",
+    }  # fmt: skip
+
+    # Every message on every topic matches its schema and carries no ID or phone number.
+    key = installation_key(bus.database_url, bus.schema)
+    raw = [
+        m.value()
+        for c in ("registrations", "exams", "certificates", "stock")
+        for m in read_topic(bus.bootstrap, bus.topic(c))
+    ]
+    assert len(raw) == len(want)
+    for value in raw:
+        validate(json.loads(value))
+        text = value.decode()
+        assert not any(n in text for n in numbers), text[:300]
+    issued = [json.loads(x["payload"]) for x in lines if json.loads(x["payload"])["type"].endswith("issued.v1")]
+    holder = issued[0]["data"]["holder"]["id_number"]
+    assert holder["masked"].startswith("4403") and "*" in holder["masked"]
+    assert holder["ref"] in {ref(n, key) for n in numbers}
+
+
+def test_commands_racing_the_relay_lose_nothing(service, bus):
+    """Writers commit while the relay reads: the notification order equals commit order, so
+    the relay never skips an event committed late with a lower position."""
+    _, _, code = setup_plan(service, seats=200)
+    bus.relay(batch_size=25)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: service.register(candidate(i), code, working_years_form(i)), range(1, 121)))
+    eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
+    ids = Counter(m["id"] for m in everything(bus))
+    assert set(ids) == set(expected(service))

@@ -1,0 +1,188 @@
+"""The bus contract: committed schemas follow the models, breaking changes need a new type
+version, and each topic carries only the personal data its policy names."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from domain.levels import Level
+from domain.personal import Personal, mask_id_number
+from domain.registration import PlanSummary, Registration
+from infra import schemas
+from infra.envelope import envelope, published
+from infra.privacy import POLICY, personal_data_in, plan_for, redact, ref
+from tests.builders import working_years_form
+
+KEY = bytes(range(32))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_committed_schemas_are_the_ones_the_models_generate():
+    assert schemas.differences() == []
+
+
+def test_a_model_change_without_its_schema_change_is_caught(tmp_path):
+    shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "s")
+    target = tmp_path / "s" / "certificates" / "cn.skillcert.certificate.issued.v1.json"
+    edited = json.loads(target.read_text())
+    edited["$defs"]["Data"]["properties"]["number"]["description"] = "edited by hand"
+    target.write_text(json.dumps(edited))
+    (tmp_path / "s" / "stock" / "cn.skillcert.blank_stock.opened.v1.json").unlink()
+    assert schemas.differences(tmp_path / "s") == [
+        "stock/cn.skillcert.blank_stock.opened.v1.json: no committed schema (run `skillcert schemas --write`)",
+        "certificates/cn.skillcert.certificate.issued.v1.json: the model changed; the committed schema did not"
+        " (run `skillcert schemas --write`)",
+    ]
+
+
+def test_writing_refuses_a_breaking_change_and_writes_nothing(tmp_path):
+    shutil.copytree(schemas.SCHEMA_DIR, tmp_path / "s")
+    target = tmp_path / "s" / "certificates" / "cn.skillcert.certificate.issued.v1.json"
+    # As if v1 had been published with a field the model has since dropped.
+    published_v1 = json.loads(target.read_text())
+    published_v1["$defs"]["Data"]["properties"]["grade"] = {"type": "string"}
+    published_v1["$defs"]["Data"]["required"].append("grade")
+    target.write_text(json.dumps(published_v1))
+    before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*.json")}
+    with pytest.raises(schemas.BreakingChange, match=r"issued.v1.json: \$.data.grade: no longer always present"):
+        schemas.write(tmp_path / "s")
+    assert {p: p.read_bytes() for p in (tmp_path / "s").rglob("*.json")} == before
+
+
+def _issued() -> dict:
+    return json.loads((schemas.SCHEMA_DIR / "certificates" / "cn.skillcert.certificate.issued.v1.json").read_text())
+
+
+def test_what_breaks_a_subscriber_and_what_does_not():
+    old = _issued()
+    assert schemas.breaking_changes(old, copy.deepcopy(old)) == []
+
+    added = copy.deepcopy(old)
+    added["$defs"]["Data"]["properties"]["grade"] = {"type": "string"}
+    added["$defs"]["Data"]["required"].append("grade")
+    added["$defs"]["Level"]["enum"].append(6)
+    assert schemas.breaking_changes(old, added) == []  # new fields and values are tolerated
+
+    retyped = copy.deepcopy(old)
+    retyped["$defs"]["Data"]["properties"]["number"] = {"type": "integer"}
+    assert schemas.breaking_changes(old, retyped) == ["$.data.number: may now be integer"]
+
+    nullable = copy.deepcopy(old)
+    nullable["$defs"]["Data"]["properties"]["occupation"] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert schemas.breaking_changes(old, nullable) == ["$.data.occupation: may now be null"]
+
+    fewer = copy.deepcopy(old)
+    fewer["$defs"]["Gender"]["enum"] = ["男"]
+    assert schemas.breaking_changes(old, fewer) == ["$.data.holder.gender: values removed: ['女']"]
+
+    renamed = copy.deepcopy(old)
+    renamed["properties"]["type"]["const"] = "cn.skillcert.certificate.issued.v2"
+    assert schemas.breaking_changes(old, renamed)[0].startswith("$.type: constant")
+
+
+def test_no_committed_schema_ever_broke_its_own_version():
+    """Each file's history in git, oldest first: every revision is compatible with the one
+    before, and the working copy with the last commit."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("no git history here (a source archive, not a clone)")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    problems = []
+    for path in sorted(schemas.SCHEMA_DIR.glob("*/*.json")):
+        rel = str(path.relative_to(ROOT))
+        revisions = git("log", "--format=%H", "--reverse", "--", rel).split()
+        versions = [json.loads(git("show", f"{r}:{rel}")) for r in revisions] + [json.loads(path.read_text())]
+        for older, newer in zip(versions, versions[1:], strict=False):
+            problems += [f"{rel}: {p}" for p in schemas.breaking_changes(older, newer)]
+    assert problems == []
+
+
+def test_every_public_event_type_has_a_schema_that_accepts_its_messages():
+    form = working_years_form(7)
+    event = Registration.Submitted(
+        originator_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a10", originator_version=1, originator_topic="x",
+        actor={"id": "candidate-7", "role": "candidate"}, plan_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a11",
+        institution_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a12", form=form, warnings=[],
+        plan=PlanSummary(plan_number="2501", plan_name="人工智能训练师二级", institution_name="深圳市技能人才评价示范中心",
+                         occupation="人工智能训练师", job=None, level=Level.TWO),
+    )  # fmt: skip
+    topic = "domain.registration:Registration.Submitted"
+    message = envelope(topic, 42, event.model_dump(mode="json"), KEY)
+    schema = json.loads((schemas.SCHEMA_DIR / "registrations" / f"{message['type']}.json").read_text())
+    Draft202012Validator(schema).validate(message)
+    f = message["data"]["form"]
+    assert f["id_number"] == {"masked": mask_id_number(form.id_number), "ref": ref(form.id_number, KEY)}
+    assert "phone" not in f and f["name"] == form.name and f["work_unit"] == form.work_unit
+    assert published(topic).type == "cn.skillcert.registration.submitted.v1"
+    assert {e.type for e in schemas.public_events()} == {s.rpartition("/")[2][:-5] for s in schemas.generate()}
+
+
+def test_each_topic_carries_the_personal_data_its_policy_names_and_no_more():
+    carried: dict[str, set[Personal]] = {c: set() for c in POLICY}
+    for path, schema in schemas.generate().items():
+        carried[path.partition("/")[0]] |= personal_data_in(schema)
+    assert carried == {c: set(p.carries) for c, p in POLICY.items()}
+    assert all(Personal.CONTACT not in kinds for kinds in carried.values())
+    assert POLICY["certificates"].audience == "wide"
+
+    # Wherever an ID number appears, what is published is the masked form and the ref.
+    def id_fields(node, out):
+        if isinstance(node, dict):
+            if node.get("x-personal") == "id_number":
+                out.append(node)
+            for v in node.values():
+                id_fields(v, out)
+        elif isinstance(node, list):
+            for v in node:
+                id_fields(v, out)
+        return out
+
+    for schema in schemas.generate().values():
+        for field in id_fields(schema, []):
+            assert "#/$defs/PublishedIdNumber" in json.dumps(field), field
+
+
+def test_the_redaction_follows_nested_lists_and_maps():
+    schema = {
+        "$defs": {
+            "Holder": {
+                "properties": {"name": {"type": "string"}, "id_number": {"type": "string", "x-personal": "id_number"}}
+            },  # fmt: skip
+            "Entry": {"properties": {"holder": {"$ref": "#/$defs/Holder"}, "phone": {"x-personal": "contact"}}},
+        },
+        "properties": {
+            "entries": {"type": "array", "items": {"$ref": "#/$defs/Entry"}},
+            "by_room": {"type": "object", "additionalProperties": {"$ref": "#/$defs/Entry"}},
+        },
+    }
+    data = {
+        "entries": [{"holder": {"name": "甲", "id_number": "440305199001010011"}, "phone": "13800138000"}],
+        "by_room": {"301": {"holder": {"name": "乙", "id_number": "X1234567"}, "phone": None}},
+    }
+    out = redact(plan_for(schema), data, KEY)
+    assert out["entries"][0] == {"holder": {"name": "甲", "id_number": {"masked": "4403**********0011", "ref": ref("440305199001010011", KEY)}}}  # fmt: skip
+    assert out["by_room"]["301"]["holder"]["id_number"]["masked"] == "X1****67"
+    assert "phone" not in out["by_room"]["301"] and data["entries"][0]["phone"] == "13800138000"  # a copy
+
+
+def test_the_readme_shows_one_valid_example_per_topic():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Bus contract") :]
+    section = section[: section.index("\n## ", 4)]
+    blocks = [json.loads(b.split("```")[0]) for b in section.split("```json\n")[1:]]
+    contexts = set()
+    for message in blocks:
+        context = message["source"].rpartition("/")[2]
+        schema = json.loads((schemas.SCHEMA_DIR / context / f"{message['type']}.json").read_text())
+        Draft202012Validator(schema).validate(message)
+        contexts.add(context)
+    assert contexts == set(POLICY)
