@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, cast
 
+import orjson
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
@@ -19,8 +20,9 @@ class PydanticMapper(Mapper):
     """Stores an event as its JSON-mode dump; rebuilds it through pydantic validation."""
 
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
-        state = cast(BaseModel, domain_event).model_dump(mode="json")
-        data = self.transcoder.encode(state)
+        # Plain JSON (mode="json" leaves nothing for the transcoder's type hooks); orjson is
+        # several times faster than the transcoder's json module, and the relay reads every event.
+        data = orjson.dumps(cast(BaseModel, domain_event).model_dump(mode="json"))
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher:
@@ -41,7 +43,7 @@ class PydanticMapper(Mapper):
             data = self.cipher.decrypt(data)
         if self.compressor:
             data = self.compressor.decompress(data)
-        return self.transcoder.decode(data)
+        return orjson.loads(data)
 
 
 def eventstore_env(database_url: str, schema: str) -> dict[str, str]:

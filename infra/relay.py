@@ -23,14 +23,16 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, Producer
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from infra.envelope import published, to_cloudevent, to_kafka
+from infra.envelope import HEADERS, TOPIC_SUFFIXES, message, published
 from infra.eventstore import SkillcertApplication, serialise_ddl
+from infra.schemas import public_events
 
 log = logging.getLogger("skillcert.relay")
 
-MAX_IN_FLIGHT = 4  # batches sent but not yet all acknowledged
+MAX_IN_FLIGHT = 8  # batches sent but not yet all acknowledged
 
 
 class DeliveryFailed(RuntimeError):
@@ -81,7 +83,7 @@ class Relay:
         bootstrap: str,
         topic_prefix: str,
         pseudonym_key: bytes,
-        batch_size: int = 500,
+        batch_size: int = 2000,
     ) -> None:
         self.app = app
         self.database_url = database_url
@@ -91,7 +93,14 @@ class Relay:
         self.key = pseudonym_key
         self.batch_size = batch_size
         self.table = sql.Identifier(schema, "relay_position")
+        # The notification log read directly: the writers' table lock makes ids commit in order.
+        self.read = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
+            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+        ).format(sql.Identifier(schema, app.recorder.events_table_name))
         self.producer = self._producer()
+        for event in public_events():
+            published(event.topic)  # build every redaction plan now, not while publishing
         with psycopg.connect(database_url, autocommit=True) as conn:
             ensure_position_table(conn, schema)
 
@@ -108,10 +117,12 @@ class Relay:
 
     def _send(self, after: int) -> _Batch | None:
         """Produce the batch after `after`; None when there is nothing new."""
-        notifications = self.app.recorder.select_notifications(start=after + 1, limit=self.batch_size)
-        if not notifications:
+        with self.app.recorder.datastore.transaction(commit=False) as cur:
+            cur.execute(self.read, (after, self.batch_size), prepare=True)
+            rows = cur.fetchall()
+        if not rows:
             return None
-        batch = _Batch(last=notifications[-1].id)
+        batch = _Batch(last=rows[-1]["notification_id"])
 
         def delivered(err: KafkaError | None, msg: Any) -> None:
             batch.pending -= 1
@@ -119,19 +130,16 @@ class Relay:
                 batch.errors.append(f"{msg.topic()}: {err}")
                 batch.fatal = batch.fatal or err.fatal()
 
-        for n in notifications:
-            p = published(n.topic)
-            if p is None:
+        decode = self.app.mapper.decode_state
+        for row in rows:
+            if published(row["topic"]) is None:
                 continue  # an internal guard aggregate
-            m = to_kafka(to_cloudevent(n.topic, n.id, self.app.mapper.decode_state(n), self.key))
+            stored = StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
+            context, key, value = message(row["topic"], row["notification_id"], decode(stored), self.key)
             while True:
                 try:
                     self.producer.produce(
-                        self.topic_prefix + p.context,
-                        key=m.key,
-                        value=m.value,
-                        headers=list(m.headers.items()),
-                        on_delivery=delivered,
+                        self.topic_prefix + context, key=key, value=value, headers=HEADERS, on_delivery=delivered
                     )
                     break
                 except BufferError:  # local queue full: serve callbacks, then retry
@@ -149,6 +157,10 @@ class Relay:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.app.recorder.channel_name)))
             row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
             position = int(row[0])
+            for context in TOPIC_SUFFIXES:
+                # librdkafka fetches an unknown topic's metadata lazily, holding the first
+                # messages for it about half a second; fetch it now.
+                self.producer.list_topics(self.topic_prefix + context, timeout=10)
             log.info("relay active from position %d", position)
             try:
                 self._loop(conn, position, stop)
@@ -158,9 +170,12 @@ class Relay:
     def _loop(self, conn: psycopg.Connection[Any], position: int, stop: threading.Event) -> None:
         sent = position  # last notification id produced
         in_flight: deque[_Batch] = deque()
-        last_report = time.monotonic()
+        last_report = last_rewind_check = time.monotonic()
         while not stop.is_set():
-            rewind = self._rewind_requested(conn)
+            # Checked when idle and at most once a second when busy: a query per batch adds up.
+            check = not in_flight or time.monotonic() - last_rewind_check > 1
+            rewind = self._rewind_requested(conn) if check else None
+            last_rewind_check = time.monotonic() if check else last_rewind_check
             if rewind is not None:
                 self._drain(in_flight, stop)
                 position = sent = rewind
@@ -169,7 +184,9 @@ class Relay:
                     (rewind,),
                 )
                 log.warning("republishing from position %d", rewind)
-            batch = self._send(sent) if len(in_flight) < MAX_IN_FLIGHT else None
+            room = len(in_flight) < MAX_IN_FLIGHT
+            batch = self._send(sent) if room else None
+            caught_up = room and batch is None  # looked, and the store has nothing newer
             if batch is not None:
                 in_flight.append(batch)
                 sent = batch.last
@@ -195,7 +212,7 @@ class Relay:
                     ),
                     (position,),
                 )
-            if batch is None and not in_flight:
+            if caught_up and not in_flight:
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     pass  # the event store committed something: look again
             elif batch is None and len(self.producer) and time.monotonic() - last_report > 10:

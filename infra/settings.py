@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     kafka_port: int = Field(9092, description="port of the embedded broker")
     kafka_session_timeout_ms: int = Field(6000, description="Tansu joins a group after about half of this")
     topic_partitions: int = 3
-    relay_batch_size: int = Field(500, ge=1, le=10_000, description="events the relay reads and sends at a time")
+    relay_batch_size: int = Field(2000, ge=1, le=10_000, description="events the relay reads and sends at a time")
     pseudonym_key: str | None = Field(
         None,
         pattern=r"^([0-9a-fA-F]{2}){16,}$",
