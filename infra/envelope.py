@@ -118,7 +118,11 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
     aggregate_id = state["originator_id"]
     version = state["originator_version"]
     actor = state.get("actor") or {}
-    data = redact(p.plan, {k: v for k, v in state.items() if k not in NOT_IN_DATA}, key)
+    data = state
+    if any(k in state for k in NOT_IN_DATA):
+        data = {k: v for k, v in state.items() if k not in NOT_IN_DATA}
+    if p.plan:
+        data = redact(p.plan, data, key)
     value = {
         "specversion": SPEC_VERSION,
         "id": event_id(aggregate_id, version),

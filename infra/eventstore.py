@@ -38,7 +38,10 @@ class PydanticMapper(Mapper):
         return resolve_topic(stored_event.topic).model_validate(self.decode_state(stored_event))
 
     def decode_state(self, stored_event: StoredEvent) -> dict[str, Any]:
-        data = stored_event.state
+        return self.decode_bytes(stored_event.state)
+
+    def decode_bytes(self, data: bytes) -> dict[str, Any]:
+        """A stored event's state as a dict, without building the event."""
         if self.cipher:
             data = self.cipher.decrypt(data)
         if self.compressor:

@@ -23,7 +23,6 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, Producer
-from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from infra.envelope import HEADERS, TOPIC_SUFFIXES, message, published
@@ -119,10 +118,10 @@ class Relay:
         """Produce the batch after `after`; None when there is nothing new."""
         with self.app.recorder.datastore.transaction(commit=False) as cur:
             cur.execute(self.read, (after, self.batch_size), prepare=True)
-            rows = cur.fetchall()
+            rows = [(r["notification_id"], r["originator_id"], r["topic"], r["state"]) for r in cur.fetchall()]
         if not rows:
             return None
-        batch = _Batch(last=rows[-1]["notification_id"])
+        batch = _Batch(last=rows[-1][0])
 
         def delivered(err: KafkaError | None, msg: Any) -> None:
             batch.pending -= 1
@@ -130,12 +129,11 @@ class Relay:
                 batch.errors.append(f"{msg.topic()}: {err}")
                 batch.fatal = batch.fatal or err.fatal()
 
-        decode = self.app.mapper.decode_state
-        for row in rows:
-            if published(row["topic"]) is None:
+        decode = self.app.mapper.decode_bytes
+        for notification_id, _, topic, state in rows:
+            if published(topic) is None:
                 continue  # an internal guard aggregate
-            stored = StoredEvent(row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"]))
-            context, key, value = message(row["topic"], row["notification_id"], decode(stored), self.key)
+            context, key, value = message(topic, notification_id, decode(state), self.key)
             while True:
                 try:
                     self.producer.produce(

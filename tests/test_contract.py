@@ -186,3 +186,36 @@ def test_the_readme_shows_one_valid_example_per_topic():
         Draft202012Validator(schema).validate(message)
         contexts.add(context)
     assert contexts == set(POLICY)
+
+
+def test_messages_are_what_the_cloudevents_sdk_builds_and_parses():
+    """The relay builds messages without the SDK's objects (for speed); the SDK's Kafka
+    binding must read them as the very event it would have written itself."""
+    from datetime import datetime
+
+    from cloudevents.core.bindings.kafka import KafkaMessage, from_structured, to_structured
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    from infra.envelope import HEADERS, message
+
+    form = working_years_form(3)
+    state = Registration.Submitted(
+        originator_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a10", originator_version=1, originator_topic="x",
+        actor={"id": "candidate-3", "role": "candidate"}, plan_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a11",
+        institution_id="9d5c3c4e-1f0e-4a53-9d2a-2c4c1c3f4a12", form=form, warnings=[],
+        plan=PlanSummary(plan_number="2501", plan_name="人工智能训练师二级", institution_name="深圳市技能人才评价示范中心",
+                         occupation="人工智能训练师", job=None, level=Level.TWO),
+    ).model_dump(mode="json")  # fmt: skip
+    context, key, value = message("domain.registration:Registration.Submitted", 7, state, KEY)
+    ours = from_structured(KafkaMessage(headers=dict(HEADERS), key=key, value=value), JSONFormat())
+
+    attributes = {k: v for k, v in json.loads(value).items() if k != "data"}
+    attributes["time"] = datetime.fromisoformat(attributes["time"])
+    theirs = to_structured(
+        CloudEvent(attributes=attributes, data=json.loads(value)["data"]), JSONFormat(), key_mapper=lambda e: key
+    )
+    assert dict(HEADERS) == theirs.headers and key == theirs.key
+    sdk = from_structured(theirs, JSONFormat())
+    assert ours.get_attributes() == sdk.get_attributes() and ours.get_data() == sdk.get_data()
+    assert context == "registrations" and ours.get_subject() == key.decode() == state["originator_id"]
