@@ -94,8 +94,7 @@ class Relay:
         self.table = sql.Identifier(schema, "relay_position")
         # The notification log read directly: the writers' table lock makes ids commit in order.
         self.read = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
-            " WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            "SELECT notification_id, topic, state FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(sql.Identifier(schema, app.recorder.events_table_name))
         self.producer = self._producer()
         for event in public_events():
@@ -118,7 +117,7 @@ class Relay:
         """Produce the batch after `after`; None when there is nothing new."""
         with self.app.recorder.datastore.transaction(commit=False) as cur:
             cur.execute(self.read, (after, self.batch_size), prepare=True)
-            rows = [(r["notification_id"], r["originator_id"], r["topic"], r["state"]) for r in cur.fetchall()]
+            rows = [(r["notification_id"], r["topic"], r["state"]) for r in cur.fetchall()]
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])
@@ -130,7 +129,7 @@ class Relay:
                 batch.fatal = batch.fatal or err.fatal()
 
         decode = self.app.mapper.decode_bytes
-        for notification_id, _, topic, state in rows:
+        for notification_id, topic, state in rows:
             if published(topic) is None:
                 continue  # an internal guard aggregate
             context, key, value = message(topic, notification_id, decode(state), self.key)
