@@ -19,6 +19,15 @@ class Candidates:
 
     def ddl(self) -> list[str]:
         return [
+            # Tables from before the bus stopped carrying ID numbers (id_number column): they
+            # cannot be filled any more; drop them and their offsets so they are built afresh.
+            """DO $$ BEGIN
+                IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                           AND table_name = 'candidate_registrations' AND column_name = 'id_number') THEN
+                    DROP TABLE candidate_registrations, candidate_reviews;
+                    DELETE FROM projection_offsets WHERE projection = 'candidates';
+                END IF;
+            END $$""",
             """CREATE TABLE IF NOT EXISTS candidate_registrations (
                 registration_id uuid PRIMARY KEY,
                 plan_id uuid NOT NULL,
