@@ -113,11 +113,9 @@ class Relay:
             }
         )
 
-    def _send(self, after: int) -> _Batch | None:
+    def _send(self, conn: psycopg.Connection[Any], after: int) -> _Batch | None:
         """Produce the batch after `after`; None when there is nothing new."""
-        with self.app.recorder.datastore.transaction(commit=False) as cur:
-            cur.execute(self.read, (after, self.batch_size), prepare=True)
-            rows = [(r["notification_id"], r["topic"], r["state"]) for r in cur.fetchall()]
+        rows = conn.execute(self.read, (after, self.batch_size), prepare=True).fetchall()
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])
@@ -131,7 +129,7 @@ class Relay:
         decode = self.app.mapper.decode_bytes
         for notification_id, topic, state in rows:
             if published(topic) is None:
-                continue  # an internal guard aggregate
+                continue  # an internal guard aggregate: read, never decoded
             context, key, value = message(topic, notification_id, decode(state), self.key)
             while True:
                 try:
@@ -182,7 +180,7 @@ class Relay:
                 )
                 log.warning("republishing from position %d", rewind)
             room = len(in_flight) < MAX_IN_FLIGHT
-            batch = self._send(sent) if room else None
+            batch = self._send(conn, sent) if room else None
             caught_up = room and batch is None  # looked, and the store has nothing newer
             if batch is not None:
                 in_flight.append(batch)
