@@ -119,7 +119,7 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
     version = state["originator_version"]
     actor = state.get("actor") or {}
     data = state
-    if any(k in state for k in NOT_IN_DATA):
+    if NOT_IN_DATA[0] in state:  # only creation events carry it
         data = {k: v for k, v in state.items() if k not in NOT_IN_DATA}
     if p.plan:
         data = redact(p.plan, data, key)

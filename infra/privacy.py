@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -131,7 +132,14 @@ def pseudonym(number: str, key: bytes) -> dict[str, str]:
 
 
 def ref(number: str, key: bytes) -> str:
-    return hmac.new(key, number.strip().upper().encode(), hashlib.sha256).hexdigest()
+    h = _keyed(key).copy()  # copying a keyed HMAC is cheaper than keying a new one per number
+    h.update(number.strip().upper().encode())
+    return h.hexdigest()
+
+
+@cache
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def redact_schema(schema: dict[str, Any]) -> dict[str, Any]:
