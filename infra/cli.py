@@ -63,7 +63,9 @@ def relay_run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     key = installation_key(url, s.db_schema, s.pseudonym_key)
-    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size).run(stop)
+    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size, s.relay_message_timeout_ms).run(
+        stop
+    )
     app.close()
 
 

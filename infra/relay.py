@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import sql
 
 from infra.envelope import HEADERS, TOPIC_SUFFIXES, message, published
@@ -70,7 +70,6 @@ class _Batch:
     last: int  # notification id of its last event
     pending: int = 0
     errors: list[str] = field(default_factory=list)
-    fatal: bool = False
 
 
 class Relay:
@@ -83,6 +82,7 @@ class Relay:
         topic_prefix: str,
         pseudonym_key: bytes,
         batch_size: int = 2000,
+        message_timeout_ms: int = 300_000,
     ) -> None:
         self.app = app
         self.database_url = database_url
@@ -91,6 +91,7 @@ class Relay:
         self.topic_prefix = topic_prefix
         self.key = pseudonym_key
         self.batch_size = batch_size
+        self.message_timeout_ms = message_timeout_ms
         self.table = sql.Identifier(schema, "relay_position")
         # The notification log read directly: the writers' table lock makes ids commit in order.
         self.read = sql.SQL(
@@ -109,6 +110,7 @@ class Relay:
                 "enable.idempotence": True,  # with acks=all: no duplicates or reordering from retries
                 "acks": "all",
                 "linger.ms": 5,
+                "message.timeout.ms": self.message_timeout_ms,  # then the batch fails and is sent again
                 "client.id": "skillcert-relay",
             }
         )
@@ -124,7 +126,6 @@ class Relay:
             batch.pending -= 1
             if err is not None:
                 batch.errors.append(f"{msg.topic()}: {err}")
-                batch.fatal = batch.fatal or err.fatal()
 
         decode = self.app.mapper.decode_bytes
         for notification_id, topic, state in rows:
@@ -152,10 +153,7 @@ class Relay:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.app.recorder.channel_name)))
             row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
             position = int(row[0])
-            for context in TOPIC_SUFFIXES:
-                # librdkafka fetches an unknown topic's metadata lazily, holding the first
-                # messages for it about half a second; fetch it now.
-                self.producer.list_topics(self.topic_prefix + context, timeout=10)
+            self._warm_metadata()
             log.info("relay active from position %d", position)
             try:
                 self._loop(conn, position, stop)
@@ -193,8 +191,12 @@ class Relay:
                 if done.errors:
                     log.error("delivery failed, republishing from %d: %s", confirmed, "; ".join(done.errors[:3]))
                     self._drain(in_flight, stop)
-                    if done.fatal:  # e.g. the idempotent producer lost its sequence: only a new one recovers
-                        self.producer = self._producer()
+                    # A new producer (new producer id): after expired messages the idempotent
+                    # producer bumps its epoch, which Tansu answers with PRODUCER_FENCED for
+                    # ever; a fatal error likewise leaves only a new producer usable.
+                    self.producer.purge()
+                    self.producer = self._producer()
+                    self._warm_metadata()
                     sent = confirmed
                     stop.wait(1.0)
                     break
@@ -213,6 +215,15 @@ class Relay:
             elif batch is None and len(self.producer) and time.monotonic() - last_report > 10:
                 log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
                 last_report = time.monotonic()
+
+    def _warm_metadata(self) -> None:
+        # librdkafka fetches an unknown topic's metadata lazily, holding the first messages
+        # for it about half a second; fetch it before publishing.
+        for context in TOPIC_SUFFIXES:
+            try:
+                self.producer.list_topics(self.topic_prefix + context, timeout=10)
+            except KafkaException as e:  # the broker may still be away; publishing will retry
+                log.warning("no metadata for %s yet: %s", context, e)
 
     def _drain(self, in_flight: deque[_Batch], stop: threading.Event) -> None:
         """Wait until nothing is in flight (acknowledged or failed)."""

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(6000, description="Tansu joins a group after about half of this")
     topic_partitions: int = 3
     relay_batch_size: int = Field(2000, ge=1, le=10_000, description="events the relay reads and sends at a time")
+    relay_message_timeout_ms: int = Field(
+        300_000, ge=1000, description="how long the producer retries a message before the relay sends it again"
+    )
     pseudonym_key: str | None = Field(
         None,
         pattern=r"^([0-9a-fA-F]{2}){16,}$",

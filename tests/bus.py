@@ -58,12 +58,12 @@ class Bus:
             "SKILLCERT_TOPIC_PARTITIONS": "3",
         }
 
-    def relay(self, batch_size: int = 500) -> subprocess.Popen[bytes]:
+    def relay(self, batch_size: int = 500, **settings: str) -> subprocess.Popen[bytes]:
         n = len(self.processes)
         log = (self.logs / f"relay-{n}.log").open("wb")
         p = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "relay", "run"],
-            env={**self.env, "SKILLCERT_RELAY_BATCH_SIZE": str(batch_size)},
+            env={**self.env, "SKILLCERT_RELAY_BATCH_SIZE": str(batch_size), **settings},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -151,6 +151,33 @@ def test_commands_succeed_while_the_broker_is_frozen_and_the_relay_catches_up(se
         broker.stop()
 
 
+def test_messages_that_time_out_while_the_broker_is_away_are_sent_again(service, database_url, schema, tmp_path):
+    """The broker stays frozen past the producer's message timeout: the batch fails, the
+    relay records nothing for it, and sends it again once the broker is back."""
+    broker = Broker(free_port())
+    bus = Bus(database_url, schema, broker.bootstrap, tmp_path)
+    try:
+        _, _, code = setup_plan(service, seats=100)
+        relay = bus.relay(batch_size=50, SKILLCERT_RELAY_MESSAGE_TIMEOUT_MS="2000")
+        eventually(lambda: position(service, schema) == head(service), timeout=60)
+        before = head(service)
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        for i in range(1, 21):
+            service.register(candidate(i), code, working_years_form(i))
+        eventually(lambda: "delivery failed" in log_of(relay), timeout=60)
+        assert position(service, schema) == before  # nothing recorded for what failed
+        os.kill(broker.process.pid, signal.SIGCONT)
+        eventually(lambda: position(service, schema) == head(service), timeout=120)
+        ids = Counter(m["id"] for m in everything(bus))
+        assert set(ids) == set(expected(service))
+        assert relay.poll() is None  # it recovered by itself
+    finally:
+        if broker.process.poll() is None:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        bus.stop_all()
+        broker.stop()
+
+
 def test_two_relays_started_together_never_both_publish(service, bus):
     _, _, code = setup_plan(service, seats=100)
     for i in range(1, 31):
