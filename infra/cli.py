@@ -129,6 +129,52 @@ def schemas(write: bool = typer.Option(False, "--write", help="regenerate the fi
     console.print(f"{len(contract.generate())} schemas match the models")
 
 
+projections_cli = typer.Typer(help="Read models: list them, rebuild them from the event store.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("list")
+def projections_list() -> None:
+    """Every projection, the topics it reads and the tables it owns."""
+    from projections import PROJECTIONS
+
+    for p in PROJECTIONS:
+        console.print(f"[bold]{p.name}[/bold]  topics: {', '.join(p.topics)}  tables: {', '.join(p.tables)}")
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    names: list[str] = typer.Argument(None, help="projections to rebuild (default: all)"),  # noqa: B008
+) -> None:
+    """Drop a projection's tables and build them again from the event store, in one transaction."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from infra.privacy import installation_key
+    from projections import BY_NAME, PROJECTIONS
+    from projections.rebuild import rebuild
+    from projections.store import connect
+
+    unknown = [n for n in names or [] if n not in BY_NAME]
+    if unknown:
+        console.print(f"[red]no projection named {', '.join(unknown)}[/red]; there are: {', '.join(BY_NAME)}")
+        raise typer.Exit(2)
+    s = get_settings()
+    url, app = _store(s)
+    key = installation_key(url, s.db_schema, s.pseudonym_key)
+    conn = connect(url, s.db_schema)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            for p in [BY_NAME[n] for n in names] if names else PROJECTIONS:
+                task = progress.add_task(p.name, total=app.recorder.max_notification_id() or 0)
+                started = time.monotonic()
+                applied = rebuild(conn, p, app, key, lambda done, total, t=task: progress.update(t, completed=done))
+                progress.console.print(f"{p.name}: {applied} events applied in {time.monotonic() - started:.1f} s")
+    finally:
+        conn.close()
+        app.close()
+
+
 @cli.command()
 def consumers() -> None:
     """Run the faust-streaming worker that keeps the read models current."""

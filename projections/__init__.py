@@ -2,5 +2,7 @@
 
 from projections.candidates import Candidates
 from projections.catalogue import Catalogue
+from projections.certificates import Corrections, Registry
 
-PROJECTIONS = [Catalogue(), Candidates()]
+PROJECTIONS = [Catalogue(), Candidates(), Registry(), Corrections()]
+BY_NAME = {p.name: p for p in PROJECTIONS}

@@ -1,9 +1,10 @@
 """Applying bus messages to read models exactly once in effect.
 
-Each projection records the Kafka offset it applied per topic partition in the
-same transaction as its rows, so a redelivered message is skipped. A message
-published twice by the relay (after a relay crash) arrives at a new offset; the
-rows' aggregate version guards catch that.
+Each projection records, in the same transaction as its rows, the Kafka offset it
+applied per topic partition (a redelivered message is skipped) and the last version
+it applied of each aggregate (a message the relay published twice, or one a rebuild
+from the event store already applied, is skipped). One aggregate's events arrive in
+order, so the version alone decides.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ CREATE TABLE IF NOT EXISTS projection_offsets (
     PRIMARY KEY (projection, topic, partition)
 )"""
 
+VERSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_versions (
+    projection text NOT NULL,
+    aggregate_id uuid NOT NULL,
+    version int NOT NULL,
+    PRIMARY KEY (projection, aggregate_id)
+)"""
+
 
 def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection[Any]:
     conn = psycopg.connect(database_url, **kwargs)
@@ -47,6 +56,7 @@ def create_tables(conn: psycopg.Connection[Any], projections: list[Projection]) 
         # Serialise concurrent start-ups: CREATE IF NOT EXISTS races on the catalog.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('skillcert-projection-ddl'))")
         conn.execute(OFFSETS_DDL)
+        conn.execute(VERSIONS_DDL)
         for p in projections:
             for statement in p.ddl():
                 conn.execute(statement)
@@ -69,10 +79,28 @@ def apply_message(
         row = cur.fetchone()
         if row is not None and offset <= row[0]:
             return False
-        projection.apply(cur, message)
+        apply_once(cur, projection, message)
         cur.execute(
             "INSERT INTO projection_offsets VALUES (%s, %s, %s, %s) "
             'ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset"',
             (projection.name, topic, partition, offset),
         )
         return True
+
+
+def apply_once(cur: psycopg.Cursor[Any], projection: Projection, message: dict[str, Any]) -> bool:
+    """Apply a message unless this projection already has its aggregate at that version."""
+    cur.execute(
+        "SELECT version FROM projection_versions WHERE projection = %s AND aggregate_id = %s FOR UPDATE",
+        (projection.name, message["aggregateid"]),
+    )
+    row = cur.fetchone()
+    if row is not None and message["aggregateversion"] <= row[0]:
+        return False
+    projection.apply(cur, message)
+    cur.execute(
+        "INSERT INTO projection_versions VALUES (%s, %s, %s)"
+        " ON CONFLICT (projection, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
+        (projection.name, message["aggregateid"], message["aggregateversion"]),
+    )
+    return True

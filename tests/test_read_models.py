@@ -1,0 +1,215 @@
+"""The certificate registry and the correction ledger, applied as the consumer applies bus
+messages; redelivery and republishing change nothing; a rebuild from the event store
+equals the live tables row for row."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import date
+
+import psycopg
+import pytest
+
+from domain.certificate import Correction, Delivery, LossKind
+from domain.registration import AttachmentKind
+from infra.envelope import envelope, published
+from infra.privacy import ref
+from projections import PROJECTIONS
+from projections.certificates import Corrections, Registry, certificate_by_number, certificates_named, certificates_of
+from projections.certificates import correction_of as ledger_entry
+from projections.rebuild import rebuild
+from projections.store import apply_message, connect, create_tables
+from tests.builders import attachment, working_years_form
+from tests.lifecycle import HR, World, queryable_certificates, staff
+
+KEY = bytes(range(32))
+FORM = attachment(AttachmentKind.CERTIFICATE_APPLICATION)
+EVIDENCE = attachment(AttachmentKind.CORRECTION_EVIDENCE)
+
+
+def certificates_in_every_state(w: World, n: int = 12) -> tuple:
+    """n certificates on the query platform; then printing, handover, a proof, an approved
+    and a rejected correction, and a deletion."""
+    iid, cids = queryable_certificates(w, n)
+    c = w.certificates
+    c.receive_forms(staff(iid), iid, 1, 50, "SH-2026-001")
+    for cid in cids[:6]:
+        c.print(staff(iid), cid)
+    c.hand_over(staff(iid), cids[0], Delivery.PICKUP, FORM)
+    w.at(date(2026, 8, 3))
+    c.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    c.issue_proof(staff(iid), cids[0])
+    c.apply_for_correction(staff(iid), cids[1], Correction(name="更正后姓名"), "姓名录入错误", EVIDENCE)
+    c.approve_correction(HR, cids[1])
+    c.apply_for_correction(staff(iid), cids[2], Correction(name="另一姓名"), "申请更正", EVIDENCE)
+    c.reject_correction(HR, cids[2], "证明材料不足")
+    c.record_holder_commitment(staff(iid), cids[3], attachment(AttachmentKind.HOLDER_COMMITMENT))
+    c.delete_data(staff(iid), cids[3], "持证人放弃证书相关待遇")
+    return iid, cids
+
+
+def bus_messages(app) -> list[dict]:
+    out = []
+    for n in app.recorder.select_notifications(start=1, limit=100_000):
+        if published(n.topic) is not None:
+            out.append(envelope(n.topic, n.id, app.mapper.decode_state(n), KEY))
+    return out
+
+
+def as_kafka_delivers(messages: list[dict], partitions: int = 3) -> list[tuple[int, dict]]:
+    """Each aggregate's events in order on its partition; partitions interleaved."""
+    queues: list[list[dict]] = [[] for _ in range(partitions)]
+    for m in messages:
+        queues[zlib.crc32(m["aggregateid"].encode()) % partitions].append(m)
+    out, i = [], 0
+    while any(queues):
+        if queues[i % partitions]:
+            out.append((i % partitions, queues[i % partitions].pop(0)))
+        i += 1
+    return out
+
+
+def rows(conn, table: str) -> list[tuple]:
+    return conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+
+
+@pytest.fixture
+def conn(database_url, schema):
+    c = connect(database_url, schema)
+    create_tables(c, PROJECTIONS)
+    yield c
+    c.close()
+
+
+def apply_live(conn, messages) -> None:
+    offsets: dict[tuple[str, int], int] = {}
+    for partition, m in as_kafka_delivers(messages):
+        topic = "certificates" if m["source"].endswith("certificates") else "other"
+        offset = offsets.get((topic, partition), -1) + 1
+        offsets[(topic, partition)] = offset
+        for p in PROJECTIONS:
+            if m["source"].rpartition("/")[2] in p.topics:
+                apply_message(conn, p, topic, partition, offset, m)
+
+
+def test_the_registry_answers_by_number_holder_and_name_with_status_and_history(world, conn):
+    iid, cids = certificates_in_every_state(world)
+    apply_live(conn, bus_messages(world.registrations))
+    c = world.certificates
+    proofed, corrected, rejected, deleted = (c.certificate(x) for x in cids[:4])
+
+    row = certificate_by_number(conn, proofed.number.lower())
+    assert (row["status"], row["data_status"], row["delivery"]) == ("proof_issued", "queryable", "pickup")
+    assert row["proof_number"] == f"{proofed.number}-Z01" and row["forms_printed"] == 1
+    assert [h["event"] for h in row["history"]] == ["printed", "handed_over", "proof_applied", "proof_issued"]
+    assert row["id_masked"].startswith("4403") and "*" in row["id_masked"]
+
+    row = certificate_by_number(conn, corrected.number)
+    assert (row["status"], row["corrected"], row["holder_name"], row["data_status"]) == (
+        "corrected", True, "更正后姓名", "unreported")  # fmt: skip
+    assert [h["event"] for h in row["history"]][-2:] == ["correction_applied", "correction_approved"]
+    assert certificate_by_number(conn, deleted.number)["data_status"] == "deleted"
+    assert certificate_by_number(conn, rejected.number)["holder_name"] == rejected.holder.name
+    assert certificate_by_number(conn, "S000000000000000000000") is None
+
+    mine = certificates_of(conn, ref(rejected.holder.id_number, KEY))
+    assert [r["number"] for r in mine] == [rejected.number]
+    assert [r["number"] for r in certificates_named(conn, "更正后姓名", str(iid))] == [corrected.number]
+    statuses = {r[0] for r in conn.execute("SELECT status FROM certificate_registry")}
+    assert statuses == {"queryable", "proof_issued", "corrected", "data_deleted"}
+
+
+def test_the_ledger_shows_one_correction_per_certificate_with_its_decision(world, conn):
+    _, cids = certificates_in_every_state(world)
+    apply_live(conn, bus_messages(world.registrations))
+    approved, rejected = ledger_entry(conn, str(cids[1])), ledger_entry(conn, str(cids[2]))
+    assert (approved["decision"], approved["fields"], approved["decided_by"]) == (
+        "approved",
+        {"name": "更正后姓名"},
+        HR.id,
+    )
+    assert approved["report_due"] is not None and approved["number"] == world.certificates.certificate(cids[1]).number
+    assert (rejected["decision"], rejected["decision_reasons"]) == ("rejected", "证明材料不足")
+    assert ledger_entry(conn, str(cids[0])) is None
+    assert conn.execute("SELECT count(*) FROM correction_ledger").fetchone()[0] == 2
+
+
+def test_an_id_number_correction_reaches_the_registry_as_a_new_ref(world, conn):
+    from tests.bus import world_with_personal_data
+
+    numbers = world_with_personal_data(world, 3)
+    apply_live(conn, bus_messages(world.registrations))
+    corrected_number = numbers[3]  # three forms, then the corrected number
+    [row] = certificates_of(conn, ref(corrected_number, KEY))
+    assert row["corrected"] and certificates_of(conn, ref(working_years_form(2).id_number, KEY)) == []
+    entry = ledger_entry(conn, str(row["certificate_id"]))
+    assert entry["fields"]["id_number"]["masked"] == row["id_masked"]  # never the number itself
+    assert corrected_number not in str(entry) and corrected_number not in str(row)
+
+
+def test_redelivered_and_republished_messages_change_nothing(world, conn):
+    certificates_in_every_state(world)
+    messages = bus_messages(world.registrations)
+    apply_live(conn, messages)
+    before = {t: rows(conn, t) for p in PROJECTIONS for t in p.tables}
+    apply_live(conn, messages)  # the same offsets again: a consumer restarted before committing
+    for p in (Registry(), Corrections()):  # the relay published it all twice: new offsets
+        for offset, m in enumerate(messages, start=10_000):
+            if m["source"].endswith("certificates"):
+                apply_message(conn, p, "certificates", 0, offset, m)
+    assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == before
+
+
+def test_a_rebuild_from_the_event_store_equals_the_live_tables_row_for_row(world, conn, database_url, schema):
+    certificates_in_every_state(world)
+    apply_live(conn, bus_messages(world.registrations))
+    live = {t: rows(conn, t) for p in PROJECTIONS for t in p.tables}
+    assert all(live.values())
+    seen = []
+    for p in PROJECTIONS:
+        rebuild(conn, p, world.registrations, KEY, progress=lambda done, total: seen.append((done, total)))
+    assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == live
+    assert seen[-1][0] == seen[-1][1] == world.registrations.recorder.max_notification_id()
+    # The live consumer, running on, skips what the rebuild applied.
+    apply_live(conn, bus_messages(world.registrations))
+    assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == live
+
+
+def test_a_failed_rebuild_leaves_the_old_tables(world, conn):
+    certificates_in_every_state(world, 6)
+    apply_live(conn, bus_messages(world.registrations))
+    live = rows(conn, "certificate_registry")
+
+    class Broken(Registry):
+        def apply(self, cur, m):
+            if m["type"].endswith("made_queryable.v1"):
+                raise RuntimeError("a bug in a projection")
+            super().apply(cur, m)
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        rebuild(conn, Broken(), world.registrations, KEY)
+    assert rows(conn, "certificate_registry") == live
+    with psycopg.connect(conn.info.dsn) as other:  # nothing half-built became visible
+        other.execute(f"SET search_path TO {conn.execute('SHOW search_path').fetchone()[0]}")
+        assert len(other.execute("SELECT * FROM certificate_registry").fetchall()) == len(live)
+
+
+def test_the_rebuild_command_shows_progress_and_refuses_an_unknown_name(world, conn, database_url, schema):
+    import os
+    import subprocess
+    import sys
+
+    certificates_in_every_state(world, 6)
+    apply_live(conn, bus_messages(world.registrations))
+    live = rows(conn, "certificate_registry")
+    conn.commit()  # a reader's open transaction would hold the rebuild's DROP, as any reader's would
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_PSEUDONYM_KEY": KEY.hex()}  # fmt: skip
+    cli = [sys.executable, "-m", "infra.cli", "projections", "rebuild"]
+    done = subprocess.run([*cli, "certificate_registry"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    issued = sum(1 for m in bus_messages(world.registrations) if m["source"].endswith("certificates"))
+    assert f"certificate_registry: {issued} events applied" in done.stdout
+    assert rows(conn, "certificate_registry") == live
+    wrong = subprocess.run([*cli, "certificates"], env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "no projection named certificates" in wrong.stdout
