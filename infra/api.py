@@ -28,6 +28,7 @@ from infra.privacy import installation_key, ref
 from infra.registrations import Decision, Registrations
 from infra.service import shanghai_today
 from projections import candidates, catalogue
+from projections import certificates as registry
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
@@ -204,6 +205,37 @@ def create_app(
     @app.get("/candidates/{id_number}/registrations", tags=["queries"])
     def candidate_registrations(id_number: str, c: Conn) -> list[dict[str, Any]]:
         return candidates.registrations_of(c, ref(id_number, state["key"]))
+
+    @app.get("/certificates/{number}", tags=["queries"])
+    def certificate(number: str, c: Conn) -> dict[str, Any]:
+        """The certificate registry by certificate number, with its history of corrections and proofs."""
+        row = registry.certificate_by_number(c, number)
+        if row is None:
+            raise NotFound(f"no certificate {number} in the registry (yet)")
+        return row
+
+    @app.get("/certificates", tags=["queries"])
+    def certificates(
+        c: Conn,
+        holder_id_number: str | None = None,
+        name: str | None = None,
+        institution_id: UUID | None = None,
+    ) -> list[dict[str, Any]]:
+        """By the holder's ID number, or by name and institution."""
+        if holder_id_number:
+            return registry.certificates_of(c, ref(holder_id_number, state["key"]))
+        if name and institution_id:
+            return registry.certificates_named(c, name, str(institution_id))
+        raise InvalidInput([("holder_id_number", "give an ID number, or a name and an institution_id")])
+
+    @app.get("/certificates/{number}/correction", tags=["queries"])
+    def certificate_correction(number: str, c: Conn) -> dict[str, Any]:
+        """The correction ledger: the certificate's one correction application and its decision."""
+        row = registry.certificate_by_number(c, number)
+        entry = registry.correction_of(c, str(row["certificate_id"])) if row else None
+        if entry is None:
+            raise NotFound(f"no correction application for certificate {number}")
+        return entry
 
     @app.get("/health", tags=["operations"])
     def health(c: Conn) -> dict[str, Any]:

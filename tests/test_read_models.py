@@ -213,3 +213,68 @@ def test_the_rebuild_command_shows_progress_and_refuses_an_unknown_name(world, c
     assert rows(conn, "certificate_registry") == live
     wrong = subprocess.run([*cli, "certificates"], env=env, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "no projection named certificates" in wrong.stdout
+
+
+def test_through_the_broker_the_live_read_models_equal_a_rebuild(world, database_url, schema, bootstrap, tmp_path):
+    """Relay and faust worker as separate processes, a full certificate lifecycle through
+    Kafka; then each projection rebuilt from the event store matches what the worker built."""
+    import subprocess
+    import sys
+
+    from infra.privacy import installation_key
+    from tests.bus import Bus, eventually
+
+    bus = Bus(database_url, schema, bootstrap, tmp_path)
+    env = {**bus.env, "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    worker = subprocess.Popen([sys.executable, "-m", "infra.cli", "consumers"], env=env,
+                              stdout=(tmp_path / "consumers.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    bus.processes.append(worker)
+    try:
+        bus.relay()
+        _, cids = certificates_in_every_state(world)
+        app = world.registrations
+        with connect(database_url, schema, autocommit=True) as reader:
+
+            def caught_up() -> bool:
+                want = {str(c): app.repository.get(c).version for c in cids}
+                got = dict(reader.execute(
+                    "SELECT aggregate_id::text, version FROM projection_versions WHERE projection = 'certificate_registry'"
+                ).fetchall()) if reader.execute("SELECT to_regclass('projection_versions')").fetchone()[0] else {}  # fmt: skip
+                return all(got.get(c) == v for c, v in want.items())
+
+            eventually(caught_up, timeout=120, every=0.5)
+            eventually(lambda: reader.execute("SELECT count(*) FROM correction_ledger").fetchone()[0] == 2, timeout=30)
+            live = {t: rows(reader, t) for p in (Registry(), Corrections()) for t in p.tables}
+            assert len(live["certificate_registry"]) == len(cids)
+        bus.stop_all()  # the worker stops; the rebuild works alone
+        key = installation_key(database_url, schema)
+        with connect(database_url, schema) as c:
+            for p in (Registry(), Corrections()):
+                rebuild(c, p, app, key)
+            assert {t: rows(c, t) for p in (Registry(), Corrections()) for t in p.tables} == live
+    finally:
+        bus.stop_all()
+
+
+def test_the_api_serves_the_registry_and_the_ledger(world, conn, database_url, schema):
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+
+    iid, cids = certificates_in_every_state(world, 6)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    corrected = world.certificates.certificate(cids[1])
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        got = http.get(f"/certificates/{corrected.number}").json()
+        assert (got["status"], got["holder_name"]) == ("corrected", "更正后姓名")
+        assert http.get(f"/certificates/{corrected.number}/correction").json()["decision"] == "approved"
+        by_holder = http.get("/certificates", params={"holder_id_number": corrected.holder.id_number}).json()
+        assert [c["number"] for c in by_holder] == [corrected.number]
+        by_name = http.get("/certificates", params={"name": "更正后姓名", "institution_id": str(iid)}).json()
+        assert [c["number"] for c in by_name] == [corrected.number]
+        missing = http.get("/certificates/S000000000000000000000")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        vague = http.get("/certificates")
+        assert vague.status_code == 422 and vague.json()["errors"][0]["field"] == "holder_id_number"
+        assert http.get(f"/certificates/{world.certificates.certificate(cids[0]).number}/correction").status_code == 404
