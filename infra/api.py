@@ -6,7 +6,7 @@ Errors are RFC 9457 problem+json naming the field or rule at fault.
 
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from infra.registrations import Decision, Registrations
 from infra.service import shanghai_today
 from projections import candidates, catalogue
 from projections import certificates as registry
+from projections.audit import trail as audit_trail
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
@@ -236,6 +237,26 @@ def create_app(
         if entry is None:
             raise NotFound(f"no correction application for certificate {number}")
         return entry
+
+    @app.get("/audit", tags=["queries"])
+    def audit(
+        c: Conn,
+        aggregate_id: UUID | None = None,
+        actor_id: str | None = None,
+        institution_id: UUID | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after: Annotated[int, Query(ge=0, description="position of the last event of the previous page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """The audit trail: events by aggregate, actor or institution in a time range, in store order."""
+        total, items = audit_trail(
+            c, aggregate_id=str(aggregate_id) if aggregate_id else None, actor_id=actor_id,
+            institution_id=str(institution_id) if institution_id else None, since=since, until=until,
+            after=after, limit=limit,
+        )  # fmt: skip
+        return {"total": total, "after": after, "limit": limit, "items": items,
+                "next_after": items[-1]["position"] if len(items) == limit else None}  # fmt: skip
 
     @app.get("/health", tags=["operations"])
     def health(c: Conn) -> dict[str, Any]:

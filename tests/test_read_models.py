@@ -278,3 +278,61 @@ def test_the_api_serves_the_registry_and_the_ledger(world, conn, database_url, s
         vague = http.get("/certificates")
         assert vague.status_code == 422 and vague.json()["errors"][0]["field"] == "holder_id_number"
         assert http.get(f"/certificates/{world.certificates.certificate(cids[0]).number}/correction").status_code == 404
+
+
+def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(world, conn, service):
+    from datetime import UTC, datetime, timedelta
+
+    from domain.institution import DeadlineProfile, Filing
+    from projections.audit import trail
+    from tests.builders import ADMIN, candidate, plan_details, staff_of
+
+    iid, cids = certificates_in_every_state(world, 6)
+    world.at(date(2026, 3, 2))
+    other_iid = service.register_institution(  # another institution, with one candidate
+        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S
+    )
+    _, other_code = service.publish_plan(staff_of(other_iid), other_iid, plan_details("2502", seats=5))
+    service.register(candidate(99), other_code, working_years_form(99))
+    messages = bus_messages(world.registrations)
+    apply_live(conn, messages)
+
+    cid = cids[1]
+    total, page = trail(conn, aggregate_id=str(cid))
+    own = [m for m in messages if m["aggregateid"] == str(cid)]
+    assert total == len(own) and [e["aggregate_version"] for e in page] == list(range(1, len(own) + 1))
+    assert [e["actor_id"] for e in page][-1] == HR.id and page[-1]["actor_role"] == "hr_department"
+
+    total, page = trail(conn, actor_id=HR.id)
+    assert total == 2 and {e["type"].rpartition(".")[0].rpartition(".")[2] for e in page} == {
+        "correction_approved", "correction_rejected"}  # fmt: skip
+
+    # Everything of the first institution, a page at a time; the candidates' own actions included.
+    seen, after = [], 0
+    while True:
+        total, page = trail(conn, institution_id=str(iid), after=after, limit=50)
+        if not page:
+            break
+        seen += page
+        after = page[-1]["position"]
+    assert total == len(seen) and len({e["event_id"] for e in seen}) == len(seen)
+    assert any(e["actor_role"] == "candidate" for e in seen)
+    other_total, other = trail(conn, institution_id=str(other_iid))
+    assert other_total == 4  # registered, plan published, a seat taken, a registration submitted
+    assert total + other_total == len(messages)
+    # A time range: nothing before the first event, everything up to now.
+    first = min(datetime.fromisoformat(m["time"]) for m in messages)
+    assert trail(conn, institution_id=str(iid), until=first)[0] == 0
+    assert trail(conn, institution_id=str(iid), since=first, until=datetime.now(UTC) + timedelta(minutes=1))[0] == total
+
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+
+    conn.commit()
+    with TestClient(create_app(conn.info.dsn, conn.execute("SHOW search_path").fetchone()[0])) as http:
+        page = http.get("/audit", params={"institution_id": str(other_iid), "limit": 3}).json()
+        assert page["total"] == 4 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
+        rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()
+        assert len(rest["items"]) == 1 and rest["next_after"] is None
+        assert http.get("/audit", params={"limit": 0}).status_code == 422

@@ -1,0 +1,101 @@
+"""The audit trail: every published event, by aggregate, by actor, or by institution in a
+time range, with who did it, in which role and when; paged by position.
+
+An event is attributed to the institution its aggregate was created under (plans,
+registrations, sessions, sittings and certificates name it when created), so a
+candidate's own actions count towards the institution whose plan they joined.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+
+class Audit:
+    name = "audit_trail"
+    topics = ("registrations", "exams", "certificates", "stock")
+    tables = ("audit_events", "audit_aggregates")
+
+    def ddl(self) -> list[str]:
+        return [
+            """CREATE TABLE IF NOT EXISTS audit_events (
+                position bigint PRIMARY KEY,
+                event_id uuid NOT NULL UNIQUE,
+                type text NOT NULL,
+                aggregate_id uuid NOT NULL,
+                aggregate_version int NOT NULL,
+                actor_id text NOT NULL,
+                actor_role text NOT NULL,
+                request_id text,
+                institution_id uuid,
+                at timestamptz NOT NULL,
+                data jsonb NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS audit_events_aggregate ON audit_events (aggregate_id, aggregate_version)",
+            "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor_id, position)",
+            "CREATE INDEX IF NOT EXISTS audit_events_institution ON audit_events (institution_id, at, position)",
+            """CREATE TABLE IF NOT EXISTS audit_aggregates (
+                aggregate_id uuid PRIMARY KEY, institution_id uuid NOT NULL
+            )""",
+        ]
+
+    def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
+        d = m["data"]
+        actor = d.get("actor") or {}
+        institution = d.get("institution_id")
+        if m["type"].startswith("cn.skillcert.institution."):
+            institution = m["aggregateid"]
+        if institution is not None:
+            cur.execute(
+                "INSERT INTO audit_aggregates VALUES (%s, %s) ON CONFLICT DO NOTHING", (m["aggregateid"], institution)
+            )
+        else:
+            cur.execute("SELECT institution_id FROM audit_aggregates WHERE aggregate_id = %s", (m["aggregateid"],))
+            row = cur.fetchone()
+            institution = row[0] if row else actor.get("institution_id")
+        cur.execute(
+            "INSERT INTO audit_events VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            (
+                m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"],
+                m["actorrole"], actor.get("request_id"), institution, m["time"], Jsonb(d),
+            ),
+        )  # fmt: skip
+
+
+def trail(
+    conn: psycopg.Connection[Any],
+    *,
+    aggregate_id: str | None = None,
+    actor_id: str | None = None,
+    institution_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, one page of them in position order after position `after`)."""
+    where, args = ["TRUE"], []
+    for column, value in (("aggregate_id", aggregate_id), ("actor_id", actor_id), ("institution_id", institution_id)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if since is not None:
+        where.append("at >= %s")
+        args.append(since)
+    if until is not None:
+        where.append("at < %s")
+        args.append(until)
+    condition = " AND ".join(where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT count(*) AS n FROM audit_events WHERE {condition}", args)
+        total = cur.fetchone()["n"]
+        cur.execute(
+            f"SELECT * FROM audit_events WHERE {condition} AND position > %s ORDER BY position LIMIT %s",
+            [*args, after, limit],
+        )
+        return total, cur.fetchall()
