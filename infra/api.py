@@ -232,8 +232,7 @@ def create_app(
     @app.get("/certificates/{number}/correction", tags=["queries"])
     def certificate_correction(number: str, c: Conn) -> dict[str, Any]:
         """The correction ledger: the certificate's one correction application and its decision."""
-        row = registry.certificate_by_number(c, number)
-        entry = registry.correction_of(c, str(row["certificate_id"])) if row else None
+        entry = registry.correction_of(c, number=number)
         if entry is None:
             raise NotFound(f"no correction application for certificate {number}")
         return entry

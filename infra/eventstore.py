@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 import orjson
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
@@ -74,8 +75,6 @@ def serialise_ddl(conn: Any) -> None:
 
 def open_store(database_url: str, schema: str) -> SkillcertApplication:
     """The application, its tables created by one process at a time."""
-    import psycopg
-
     with psycopg.connect(database_url) as conn, conn.transaction():
         serialise_ddl(conn)
         return SkillcertApplication(database_url, schema)

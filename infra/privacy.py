@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql
 
 from domain.personal import Personal, mask_id_number
+from infra.eventstore import serialise_ddl
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _plan(node: dict[str, Any], defs: dict[str, Any], seen: set[str]) -> Plan | 
         mark = prop.get("x-personal")
         if mark in ACTIONS:
             plan[name] = ACTIONS[Personal(mark)]
-        elif (sub := _plan(prop, defs, seen)) is not None and sub:
+        elif sub := _plan(prop, defs, seen):
             plan[name] = sub
     return plan
 
@@ -200,7 +201,7 @@ def installation_key(database_url: str, schema: str, configured: str | None = No
     table = sql.Identifier(schema, "installation_secrets")
     with psycopg.connect(database_url, autocommit=True) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('skillcert-ddl'))")  # processes start together
+            serialise_ddl(conn)
             conn.execute(
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
             )

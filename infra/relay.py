@@ -19,6 +19,7 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -166,9 +167,9 @@ class Relay:
         last_report = last_rewind_check = time.monotonic()
         while not stop.is_set():
             # Checked when idle and at most once a second when busy: a query per batch adds up.
-            check = not in_flight or time.monotonic() - last_rewind_check > 1
-            rewind = self._rewind_requested(conn) if check else None
-            last_rewind_check = time.monotonic() if check else last_rewind_check
+            rewind = None
+            if not in_flight or time.monotonic() - last_rewind_check > 1:
+                rewind, last_rewind_check = self._rewind_requested(conn), time.monotonic()
             if rewind is not None:
                 self._drain(in_flight, stop)
                 position = sent = rewind
@@ -255,8 +256,6 @@ def status(app: SkillcertApplication, database_url: str, schema: str) -> dict[st
     waiting_since = app.mapper.decode_state(oldest[0])["timestamp"] if oldest else None
     lag_seconds = None
     if waiting_since is not None:
-        from datetime import UTC, datetime
-
         lag_seconds = round((datetime.now(UTC) - datetime.fromisoformat(waiting_since)).total_seconds(), 3)
     return {
         "active": bool(active),

@@ -190,17 +190,16 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 out.add("any")
         return out
 
-    def merged(node: dict[str, Any], root: dict[str, Any], key: str) -> Any:
-        props: dict[str, Any] = {}
-        required: set[str] = set()
-        items = None
-        values = None
+    def merged(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+        """Properties, required names, array items and map values over a node's alternatives."""
+        out: dict[str, Any] = {"properties": {}, "required": set(), "items": None, "values": None}
         for alt in alternatives(node, root):
-            props.update(alt.get("properties", {}))
-            required |= set(alt.get("required", []))
-            items = alt.get("items", items)
-            values = alt["additionalProperties"] if isinstance(alt.get("additionalProperties"), dict) else values
-        return {"properties": props, "required": required, "items": items, "values": values}[key]
+            out["properties"].update(alt.get("properties", {}))
+            out["required"] |= set(alt.get("required", []))
+            out["items"] = alt.get("items", out["items"])
+            if isinstance(alt.get("additionalProperties"), dict):
+                out["values"] = alt["additionalProperties"]
+        return out
 
     def check(o: dict[str, Any], n: dict[str, Any], path: str, depth: int) -> None:
         if depth > 20:
@@ -218,18 +217,15 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         ne = {v for a in alternatives(n, new) for v in a.get("enum", [])}
         if oe and ne and (gone := oe - ne):
             problems.append(f"{path}: values removed: {sorted(map(str, gone))}")
-        old_props, new_props = merged(o, old, "properties"), merged(n, new, "properties")
-        for name in sorted(merged(o, old, "required") - merged(n, new, "required")):
+        om, nm = merged(o, old), merged(n, new)
+        for name in sorted(om["required"] - nm["required"]):
             problems.append(f"{path}.{name}: no longer always present")
-        for name, sub in old_props.items():
-            if name in new_props:
-                check(sub, new_props[name], f"{path}.{name}", depth + 1)
-        oi, ni = merged(o, old, "items"), merged(n, new, "items")
-        if oi is not None and ni is not None:
-            check(oi, ni, f"{path}[]", depth + 1)
-        ov, nv = merged(o, old, "values"), merged(n, new, "values")
-        if ov is not None and nv is not None:
-            check(ov, nv, f"{path}{{}}", depth + 1)
+        for name, sub in om["properties"].items():
+            if name in nm["properties"]:
+                check(sub, nm["properties"][name], f"{path}.{name}", depth + 1)
+        for key, mark in (("items", "[]"), ("values", "{}")):
+            if om[key] is not None and nm[key] is not None:
+                check(om[key], nm[key], f"{path}{mark}", depth + 1)
 
     check(old, new, "$", 0)
     return problems

@@ -155,7 +155,7 @@ class Corrections:
         return [
             """CREATE TABLE IF NOT EXISTS correction_ledger (
                 certificate_id uuid PRIMARY KEY,  -- at most one application per certificate
-                number text NOT NULL,
+                number text NOT NULL UNIQUE,
                 institution_id uuid NOT NULL,
                 fields jsonb NOT NULL,             -- what was asked to change (ID number masked)
                 reasons text NOT NULL,
@@ -228,7 +228,10 @@ def _with_history(conn: psycopg.Connection[Any], where: str, args: list[Any]) ->
     return rows
 
 
-def correction_of(conn: psycopg.Connection[Any], certificate_id: str) -> dict[str, Any] | None:
+def correction_of(
+    conn: psycopg.Connection[Any], *, certificate_id: str | None = None, number: str | None = None
+) -> dict[str, Any] | None:
+    column, value = ("certificate_id", certificate_id) if certificate_id else ("number", (number or "").strip().upper())
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("SELECT * FROM correction_ledger WHERE certificate_id = %s", (certificate_id,))
+        cur.execute(f"SELECT * FROM correction_ledger WHERE {column} = %s", (value,))
         return cur.fetchone()

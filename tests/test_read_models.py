@@ -122,7 +122,10 @@ def test_the_registry_answers_by_number_holder_and_name_with_status_and_history(
 def test_the_ledger_shows_one_correction_per_certificate_with_its_decision(world, conn):
     _, cids = certificates_in_every_state(world)
     apply_live(conn, bus_messages(world.registrations))
-    approved, rejected = ledger_entry(conn, str(cids[1])), ledger_entry(conn, str(cids[2]))
+    approved, rejected = (
+        ledger_entry(conn, certificate_id=str(cids[1])),
+        ledger_entry(conn, certificate_id=str(cids[2])),
+    )
     assert (approved["decision"], approved["fields"], approved["decided_by"]) == (
         "approved",
         {"name": "更正后姓名"},
@@ -130,7 +133,7 @@ def test_the_ledger_shows_one_correction_per_certificate_with_its_decision(world
     )
     assert approved["report_due"] is not None and approved["number"] == world.certificates.certificate(cids[1]).number
     assert (rejected["decision"], rejected["decision_reasons"]) == ("rejected", "证明材料不足")
-    assert ledger_entry(conn, str(cids[0])) is None
+    assert ledger_entry(conn, certificate_id=str(cids[0])) is None
     assert conn.execute("SELECT count(*) FROM correction_ledger").fetchone()[0] == 2
 
 
@@ -142,7 +145,7 @@ def test_an_id_number_correction_reaches_the_registry_as_a_new_ref(world, conn):
     corrected_number = numbers[3]  # three forms, then the corrected number
     [row] = certificates_of(conn, ref(corrected_number, KEY))
     assert row["corrected"] and certificates_of(conn, ref(working_years_form(2).id_number, KEY)) == []
-    entry = ledger_entry(conn, str(row["certificate_id"]))
+    entry = ledger_entry(conn, certificate_id=str(row["certificate_id"]))
     assert entry["fields"]["id_number"]["masked"] == row["id_masked"]  # never the number itself
     assert corrected_number not in str(entry) and corrected_number not in str(row)
 
