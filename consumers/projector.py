@@ -1,7 +1,7 @@
 """faust-streaming worker that keeps the read models current.
 
-One agent per topic; every message is applied to each projection reading that
-topic in its own PostgreSQL transaction together with the offset (see
+One agent per topic; each batch of messages is applied to every projection reading
+that topic in one PostgreSQL transaction together with the offsets and versions (see
 projections.store), so faust's at-least-once delivery has an exactly-once effect.
 """
 
@@ -14,11 +14,15 @@ from typing import Any
 
 import faust
 
+from infra.eventstore import open_store
+from infra.privacy import installation_key
 from infra.settings import Settings
 from projections import PROJECTIONS
-from projections.store import Projection, apply_message, connect, create_tables
+from projections.rebuild import bring_up_to_date
+from projections.store import Projection, apply_batch, connect
 
 log = logging.getLogger("skillcert.consumers")
+BATCH, BATCH_WAIT = 500, 0.02
 
 
 def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
@@ -36,9 +40,15 @@ def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.Ap
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
     )
-    setup = connect(database_url, settings.db_schema)
-    create_tables(setup, PROJECTIONS)
-    setup.close()
+    # New or changed projections are rebuilt from the event store before consuming: the
+    # group's committed offsets are past the history they lack.
+    store = open_store(database_url, settings.db_schema)
+    key = installation_key(database_url, settings.db_schema, settings.pseudonym_key)
+    with connect(database_url, settings.db_schema) as setup:
+        rebuilt = bring_up_to_date(setup, PROJECTIONS, store, key)
+    store.close()
+    if rebuilt:
+        log.warning("rebuilt from the event store: %s", ", ".join(rebuilt))
 
     by_topic: dict[str, list[Projection]] = {}
     for p in PROJECTIONS:
@@ -54,16 +64,16 @@ def _add_agent(app: faust.App, topic_name: str, projections: list[Projection], d
     topic = app.topic(topic_name, internal=False)
     conn = connect(database_url, schema)
 
-    def apply_all(partition: int, offset: int, message: dict[str, Any]) -> None:
-        for p in projections:
-            apply_message(conn, p, topic_name, partition, offset, message)
+    def apply_all(events: list[Any]) -> None:
+        batch = [(e.message.tp.partition, e.message.offset, json.loads(e.value)) for e in events]
+        apply_batch(conn, projections, topic_name, batch)
 
     async def project(stream: Any) -> None:
-        async for event in stream.events():
-            message = json.loads(event.value)
-            tp = event.message.tp
-            # psycopg is synchronous; one agent applies one message at a time, in order.
-            await asyncio.to_thread(apply_all, tp.partition, event.message.offset, message)
+        # Batches of up to BATCH messages, or whatever came within BATCH_WAIT: one transaction
+        # each, so a busy topic costs one commit per batch rather than one per message.
+        async for events in stream.take_events(BATCH, within=BATCH_WAIT):
+            # psycopg is synchronous; one agent applies one batch at a time, in order.
+            await asyncio.to_thread(apply_all, events)
 
     app.agent(topic, name=f"project-{topic_name}")(project)
 

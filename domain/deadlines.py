@@ -52,6 +52,11 @@ PROFILES[DeadlineProfile.T] = {
 }
 
 
+# Whether a step counts working days; the same in every profile.
+IN_WORKING_DAYS = {step for step, (_, working) in PROFILES[DeadlineProfile.S].items() if working}
+assert all({s for s, (_, w) in table.items() if w} == IN_WORKING_DAYS for table in PROFILES.values())
+
+
 class Deadline(Immutable):
     step: Step
     start: date
@@ -90,3 +95,21 @@ def deadline(profile: DeadlineProfile, step: Step, start: date) -> Deadline:
     else:
         due, provisional = start + timedelta(days=count), False
     return Deadline(step=step, start=start, due=due, provisional=provisional)
+
+
+def working_days_between(today: date, due: date) -> int:
+    """Working days left after today up to and including `due` (0: due today); once `due`
+    has passed, minus the working days since it, today included."""
+    first, last, sign = (today, due, 1) if due >= today else (due, today, -1)
+    days = (first + timedelta(days=k) for k in range(1, (last - first).days + 1))
+    return sign * sum(is_working_day(day)[0] for day in days)
+
+
+def recount(d: Deadline) -> Deadline:
+    """A provisional deadline counted again, now that the calendar may know its year. It was
+    counted Monday to Friday, so its length in working days is the weekdays it spans."""
+    if not d.provisional:
+        return d
+    weekdays = sum((d.start + timedelta(days=k)).weekday() < 5 for k in range(1, (d.due - d.start).days + 1))
+    due, provisional = add_working_days(d.start, weekdays)
+    return Deadline(step=d.step, start=d.start, due=due, provisional=provisional)

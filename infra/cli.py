@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -146,7 +147,7 @@ def projections_list() -> None:
 def projections_rebuild(
     names: list[str] = typer.Argument(None, help="projections to rebuild (default: all)"),  # noqa: B008
 ) -> None:
-    """Drop a projection's tables and build them again from the event store, in one transaction."""
+    """Drop projections' tables and build them again from the event store, in one pass and one transaction."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from infra.privacy import installation_key
@@ -158,6 +159,7 @@ def projections_rebuild(
     if unknown:
         console.print(f"[red]no projection named {', '.join(unknown)}[/red]; there are: {', '.join(BY_NAME)}")
         raise typer.Exit(2)
+    chosen = [BY_NAME[n] for n in names] if names else PROJECTIONS
     s = get_settings()
     url, app = _store(s)
     key = installation_key(url, s.db_schema, s.pseudonym_key)
@@ -165,20 +167,50 @@ def projections_rebuild(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console) as progress:
-            for p in [BY_NAME[n] for n in names] if names else PROJECTIONS:
-                task = progress.add_task(p.name, total=app.recorder.max_notification_id() or 0)
-                started = time.monotonic()
-                applied = rebuild(conn, p, app, key, lambda done, total, t=task: progress.update(t, completed=done))
-                progress.console.print(f"{p.name}: {applied} events applied in {time.monotonic() - started:.1f} s")
+            task = progress.add_task(", ".join(p.name for p in chosen), total=app.recorder.max_notification_id() or 0)
+            started = time.monotonic()
+            applied = rebuild(conn, chosen, app, key, lambda done, total: progress.update(task, completed=done))
+            elapsed = time.monotonic() - started
+        for p in chosen:
+            console.print(f"{p.name}: rebuilt")
+        console.print(f"{applied} events applied in {elapsed:.1f} s ({applied / max(elapsed, 1e-9):,.0f} events/s)")
     finally:
         conn.close()
         app.close()
+
+
+@projections_cli.command("lag")
+def projections_lag(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """How far each projection is behind the event store (events and seconds), and its offsets."""
+    from rich.table import Table
+
+    from projections import PROJECTIONS
+    from projections.lag import lag
+    from projections.store import connect, create_tables
+
+    s = get_settings()
+    url, app = _store(s)
+    with connect(url, s.db_schema) as conn:
+        create_tables(conn, PROJECTIONS)
+        report = lag(conn, app, PROJECTIONS)
+    app.close()
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    table = Table("projection", "events behind", "seconds behind", "last applied", "partitions")
+    for r in report:
+        parts = ", ".join(f"{p['topic']}[{p['partition']}]@{p['offset']}" for p in r["partitions"])
+        table.add_row(r["projection"], str(r["events_behind"]), str(r["seconds_behind"]),
+                      str(r["last_applied_at"] or "-"), parts or "-")  # fmt: skip
+    console.print(table)
 
 
 @cli.command()
 def consumers() -> None:
     """Run the faust-streaming worker that keeps the read models current."""
     from consumers.projector import run_worker
+    from infra.envelope import topic_names
+    from infra.kafka import ensure_topics
 
     s = get_settings()
     url, bootstrap = (
@@ -186,6 +218,9 @@ def consumers() -> None:
         _require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
     )
     ensure_schema(url, s.db_schema)
+    # Whichever starts first, relay or worker: a topic the worker's subscription made the broker
+    # auto-create would have the broker's default partitions, not ours.
+    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
     sys.argv = [sys.argv[0]]  # faust's worker reads the command line
     run_worker(s, url, bootstrap)
 

@@ -20,6 +20,7 @@ class Audit:
     name = "audit_trail"
     topics = ("registrations", "exams", "certificates", "stock")
     tables = ("audit_events", "audit_aggregates")
+    version = 1
 
     def ddl(self) -> list[str]:
         return [
@@ -54,15 +55,15 @@ class Audit:
             cur.execute(
                 "INSERT INTO audit_aggregates VALUES (%s, %s) ON CONFLICT DO NOTHING", (m["aggregateid"], institution)
             )
-        else:
-            cur.execute("SELECT institution_id FROM audit_aggregates WHERE aggregate_id = %s", (m["aggregateid"],))
-            row = cur.fetchone()
-            institution = row[0] if row else actor.get("institution_id")
+        # Write-only, so a rebuild can pipeline it: the institution is looked up in the statement.
         cur.execute(
-            "INSERT INTO audit_events VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
+            """INSERT INTO audit_events SELECT %s,%s,%s,%s,%s,%s,%s,%s,
+               coalesce(%s::uuid, (SELECT institution_id FROM audit_aggregates WHERE aggregate_id = %s), %s::uuid),
+               %s,%s ON CONFLICT DO NOTHING""",
             (
                 m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"],
-                m["actorrole"], actor.get("request_id"), institution, m["time"], Jsonb(d),
+                m["actorrole"], actor.get("request_id"), institution, m["aggregateid"], actor.get("institution_id"),
+                m["time"], Jsonb(d),
             ),
         )  # fmt: skip
 

@@ -1,4 +1,6 @@
-"""The candidate's registration record (001 报名记录查看): status, review decisions and reasons."""
+"""The candidate record (001 报名记录查看, 证书进度查询): every registration of one candidate with
+its status, review decisions and reasons, fee, training, exam, scores, score review, and the
+certificate with where its data reporting stands."""
 
 from __future__ import annotations
 
@@ -8,26 +10,31 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-TYPE = "cn.skillcert.registration."
-DECISIONS = {TYPE + "approved.v1": "approved", TYPE + "returned.v1": "returned", TYPE + "rejected.v1": "rejected"}
+from projections.certificates import DATA_STATUS, STATUS
+
+TYPE = "cn.skillcert."
+EXAM = TYPE + "exam_session."
+DECISIONS = ("approved", "returned", "rejected")
+# What the candidate sees of their exam day, after each sitting event.
+ATTENDANCE = {
+    "checked_in": "checked_in",
+    "identity_checked": "identity_checked",
+    "signed_in": "signed_in",
+    "started": "started",
+    "finished": "finished",
+    "marked_absent": "absent",
+}
 
 
 class Candidates:
     name = "candidates"
-    topics = ("registrations",)
-    tables = ("candidate_registrations", "candidate_reviews")
+    topics = ("registrations", "exams", "certificates")
+    tables = ("candidate_registrations", "candidate_reviews", "candidate_sittings", "candidate_results",
+              "candidate_certificates")  # fmt: skip
+    version = 2
 
     def ddl(self) -> list[str]:
         return [
-            # Tables from before the bus stopped carrying ID numbers (id_number column): they
-            # cannot be filled any more; drop them and their offsets so they are built afresh.
-            """DO $$ BEGIN
-                IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
-                           AND table_name = 'candidate_registrations' AND column_name = 'id_number') THEN
-                    DROP TABLE candidate_registrations, candidate_reviews;
-                    DELETE FROM projection_offsets WHERE projection = 'candidates';
-                END IF;
-            END $$""",
             """CREATE TABLE IF NOT EXISTS candidate_registrations (
                 registration_id uuid PRIMARY KEY,
                 plan_id uuid NOT NULL,
@@ -49,9 +56,11 @@ class Candidates:
                 decision_reasons text NOT NULL DEFAULT '',
                 decided_by text,
                 decided_at timestamptz,
+                condition text,
+                fee jsonb,       -- receipt_number, amount, paid_at
+                training jsonb,  -- account, hours, completed_at
                 submitted_at timestamptz NOT NULL,
-                updated_at timestamptz NOT NULL,
-                version int NOT NULL
+                updated_at timestamptz NOT NULL
             )""",
             "CREATE INDEX IF NOT EXISTS candidate_registrations_holder ON candidate_registrations (id_ref)",
             "CREATE INDEX IF NOT EXISTS candidate_registrations_plan ON candidate_registrations (plan_id)",
@@ -65,46 +74,172 @@ class Candidates:
                 decided_at timestamptz NOT NULL,
                 PRIMARY KEY (registration_id, version)
             )""",
+            # One table per source aggregate, joined by registration when read: topics and
+            # partitions are consumed in no particular order relative to each other.
+            """CREATE TABLE IF NOT EXISTS candidate_sittings (
+                sitting_id uuid PRIMARY KEY,
+                registration_id uuid NOT NULL UNIQUE,
+                exam jsonb NOT NULL,  -- exam_id, exam_date, starts_at, location, room, seat, attendance
+                scores jsonb,
+                review jsonb,         -- the score review: subject, reason, requested_on, answer_due, outcome...
+                updated_at timestamptz NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS candidate_results (
+                registration_id uuid PRIMARY KEY,
+                exam_id uuid NOT NULL,
+                attempt int NOT NULL,
+                absent boolean NOT NULL,
+                passed boolean NOT NULL,
+                confirmed boolean NOT NULL DEFAULT false
+            )""",
+            """CREATE TABLE IF NOT EXISTS candidate_certificates (
+                certificate_id uuid PRIMARY KEY,
+                registration_id uuid NOT NULL UNIQUE,
+                certificate jsonb NOT NULL,  -- number, issued_on, status, data_status, delivery, proof_number
+                updated_at timestamptz NOT NULL
+            )""",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
-        t, d, v = m["type"], m["data"], m["aggregateversion"]
-        if t == TYPE + "submitted.v1":
+        t, d = m["type"], m["data"]
+        kind, _, event = t.removeprefix(TYPE).rpartition(".")[0].partition(".")
+        if kind == "registration":
+            self._registration(cur, m, event, d)
+        elif kind == "sitting":
+            self._sitting(cur, event, d)
+        elif t == EXAM + "results_reported.v1":  # a re-report after a return replaces the results
+            cur.executemany(
+                "INSERT INTO candidate_results VALUES (%s, %s, %s, %s, %s, false) ON CONFLICT (registration_id)"
+                " DO UPDATE SET attempt = EXCLUDED.attempt, absent = EXCLUDED.absent, passed = EXCLUDED.passed,"
+                " confirmed = false",
+                [
+                    (e["registration_id"], d["originator_id"], d["attempt"], e["absent"], e["passed"])
+                    for e in d["entries"]
+                ],
+            )
+        elif t == EXAM + "results_confirmed.v1":
+            cur.execute("UPDATE candidate_results SET confirmed = true WHERE exam_id = %s", (d["originator_id"],))
+        elif kind == "certificate":
+            self._certificate(cur, event, d)
+
+    def _registration(self, cur: psycopg.Cursor[Any], m: dict[str, Any], event: str, d: dict[str, Any]) -> None:
+        rid, at = d["originator_id"], d["timestamp"]
+        if event == "submitted":
             f, p = d["form"], d["plan"]
             cur.execute(
-                """INSERT INTO candidate_registrations VALUES
-                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'submitted','',NULL,NULL,%s,%s,%s)
-                   ON CONFLICT DO NOTHING""",
+                """INSERT INTO candidate_registrations (registration_id, plan_id, institution_id, id_type, id_masked,
+                   id_ref, name, plan_number, plan_name, institution_name, occupation, job, level, basis, form,
+                   warnings, status, submitted_at, updated_at)
+                   VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'submitted',%s,%s)""",
                 (
-                    d["originator_id"], d["plan_id"], d["institution_id"], f["id_type"], f["id_number"]["masked"],
+                    rid, d["plan_id"], d["institution_id"], f["id_type"], f["id_number"]["masked"],
                     f["id_number"]["ref"], f["name"],
                     p["plan_number"], p["plan_name"], p["institution_name"], p["occupation"], p["job"], p["level"],
-                    f["basis"], Jsonb(f), Jsonb(d["warnings"]), d["timestamp"], d["timestamp"], v,
+                    f["basis"], Jsonb(f), Jsonb(d["warnings"]), at, at,
                 ),
             )  # fmt: skip
-        elif t == TYPE + "resubmitted.v1":
+        elif event in ("resubmitted", "amended"):
             f = d["form"]
+            status = ", status = 'submitted', decision_reasons = ''" if event == "resubmitted" else ""
             cur.execute(
-                """UPDATE candidate_registrations SET name = %s, basis = %s, form = %s, warnings = %s,
-                   status = 'submitted', decision_reasons = '', updated_at = %s, version = %s
-                   WHERE registration_id = %s AND version < %s""",
-                (f["name"], f["basis"], Jsonb(f), Jsonb(d["warnings"]), d["timestamp"], v, d["originator_id"], v),
-            )
-        elif t in DECISIONS:
+                f"""UPDATE candidate_registrations SET name = %s, id_type = %s, id_masked = %s, id_ref = %s,
+                    basis = %s, form = %s, warnings = %s{status}, updated_at = %s WHERE registration_id = %s""",
+                (
+                    f["name"], f["id_type"], f["id_number"]["masked"], f["id_number"]["ref"], f["basis"], Jsonb(f),
+                    Jsonb(d["warnings"]), at, rid,
+                ),
+            )  # fmt: skip
+        elif event in DECISIONS:
             cur.execute(
                 """UPDATE candidate_registrations SET status = %s, decision_reasons = %s, decided_by = %s,
-                   decided_at = %s, updated_at = %s, version = %s WHERE registration_id = %s AND version < %s""",
-                (DECISIONS[t], d["reasons"], m["actorid"], d["timestamp"], d["timestamp"], v, d["originator_id"], v),
+                   decided_at = %s, condition = %s, updated_at = %s WHERE registration_id = %s""",
+                (event, d["reasons"], m["actorid"], at, d.get("condition"), at, rid),
             )
             cur.execute(
-                "INSERT INTO candidate_reviews VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING",
-                (d["originator_id"], v, DECISIONS[t], d["reasons"], m["actorid"], m["actorrole"], d["timestamp"]),
+                "INSERT INTO candidate_reviews VALUES (%s,%s,%s,%s,%s,%s,%s)",
+                (rid, m["aggregateversion"], event, d["reasons"], m["actorid"], m["actorrole"], at),
+            )
+        elif event == "fee_paid":
+            fee = {"receipt_number": d["receipt_number"], "amount": d["amount"], "paid_at": at}
+            self._set(cur, rid, at, fee=Jsonb(fee))
+        elif event == "training_account_opened":
+            self._set(cur, rid, at, training=Jsonb({"account": d["account"]}))
+        elif event == "training_completed":
+            cur.execute(
+                "UPDATE candidate_registrations SET training = training || %s, updated_at = %s"
+                " WHERE registration_id = %s",
+                (Jsonb({"hours": d["hours"], "completed_at": at}), at, rid),
             )
 
+    def _sitting(self, cur: psycopg.Cursor[Any], event: str, d: dict[str, Any]) -> None:
+        sid, at = d["originator_id"], d["timestamp"]
+        if event == "ticket_issued":
+            exam = {k: d[k] for k in ("exam_id", "exam_date", "starts_at", "location", "room", "seat")}
+            cur.execute(
+                "INSERT INTO candidate_sittings VALUES (%s, %s, %s, NULL, NULL, %s)",
+                (sid, d["registration_id"], Jsonb(exam | {"attendance": "ticket_issued"}), at),
+            )
+        elif event in ATTENDANCE:
+            self._sitting_set(cur, sid, at, "exam = exam || %s", Jsonb({"attendance": ATTENDANCE[event]}))
+        elif event == "scores_recorded":
+            self._sitting_set(cur, sid, at, "scores = %s", Jsonb(d["scores"]))
+        elif event == "review_requested":
+            r = d["request"]
+            review = {k: r[k] for k in ("subject", "reason", "requested_on")} | {"answer_due": r["answer"]["due"]}
+            self._sitting_set(cur, sid, at, "review = %s", Jsonb(review))
+        elif event == "review_answered":
+            answer = {k: d[k] for k in ("outcome", "score", "note", "answered_on", "late")}
+            self._sitting_set(cur, sid, at, "review = review || %s", Jsonb(answer))
+            if d["outcome"] == "changed":
+                self._sitting_set(cur, sid, at, "scores = scores || %s", Jsonb({d["subject"]: d["score"]}))
 
-COLUMNS = """registration_id, plan_id, institution_id, id_type, id_masked AS id_number, name, plan_number, plan_name,
+    @staticmethod
+    def _sitting_set(cur: psycopg.Cursor[Any], sid: str, at: str, assignment: str, value: Any) -> None:
+        cur.execute(
+            f"UPDATE candidate_sittings SET {assignment}, updated_at = %s WHERE sitting_id = %s", (value, at, sid)
+        )
+
+    def _certificate(self, cur: psycopg.Cursor[Any], event: str, d: dict[str, Any]) -> None:
+        cid, at = d["originator_id"], d["timestamp"]
+        if event == "issued":
+            cert = {"number": d["number"], "issued_on": d["issued_on"], "status": "issued", "data_status": "unreported"}
+            cur.execute(
+                "INSERT INTO candidate_certificates VALUES (%s, %s, %s, %s)",
+                (cid, d["registration_id"], Jsonb(cert), at),
+            )
+            return
+        change = {"status": STATUS[event]} if event in STATUS else {}
+        if event in DATA_STATUS:
+            change["data_status"] = DATA_STATUS[event]
+        if event == "proof_issued":
+            change["proof_number"] = d["proof_number"]
+        elif event == "handed_over":
+            change |= {"delivery": d["delivery"], "handed_over_on": d["on"]}
+        if change:
+            cur.execute(
+                "UPDATE candidate_certificates SET certificate = certificate || %s, updated_at = %s"
+                " WHERE certificate_id = %s",
+                (Jsonb(change), at, cid),
+            )
+
+    @staticmethod
+    def _set(cur: psycopg.Cursor[Any], rid: str, at: str, **columns: Any) -> None:
+        sets = "".join(f"{c} = %s, " for c in columns)
+        cur.execute(
+            f"UPDATE candidate_registrations SET {sets}updated_at = %s WHERE registration_id = %s",
+            [*columns.values(), at, rid],
+        )
+
+
+# A registration with its sitting, results and certificate, each from its own table.
+COLUMNS = """r.registration_id, plan_id, institution_id, id_type, id_masked AS id_number, name, plan_number, plan_name,
     institution_name, occupation, job, level, basis, warnings, status, decision_reasons, decided_by, decided_at,
-    submitted_at, updated_at, version"""
+    condition, fee, training, s.exam, s.scores, s.review, res.passed, res.confirmed AS results_confirmed,
+    c.certificate, submitted_at, greatest(r.updated_at, s.updated_at, c.updated_at) AS updated_at"""
+FROM = """candidate_registrations r
+    LEFT JOIN candidate_sittings s ON s.registration_id = r.registration_id
+    LEFT JOIN candidate_results res ON res.registration_id = r.registration_id
+    LEFT JOIN candidate_certificates c ON c.registration_id = r.registration_id"""
 
 
 def _with_reviews(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,7 +255,7 @@ def _with_reviews(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> list[
 
 def get_registration(conn: psycopg.Connection[Any], registration_id: str) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {COLUMNS} FROM candidate_registrations WHERE registration_id = %s", (registration_id,))
+        cur.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.registration_id = %s", (registration_id,))
         rows = _with_reviews(cur, cur.fetchall())
     return rows[0] if rows else None
 
@@ -128,9 +263,7 @@ def get_registration(conn: psycopg.Connection[Any], registration_id: str) -> dic
 def registrations_of(conn: psycopg.Connection[Any], id_ref: str) -> list[dict[str, Any]]:
     """By the holder's ID-number ref (infra.privacy.ref of the number)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"SELECT {COLUMNS} FROM candidate_registrations WHERE id_ref = %s ORDER BY submitted_at DESC", (id_ref,)
-        )
+        cur.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE id_ref = %s ORDER BY submitted_at DESC", (id_ref,))
         return _with_reviews(cur, cur.fetchall())
 
 
@@ -145,8 +278,7 @@ def registrations_for_plan(
         cur.execute(f"SELECT count(*) AS n FROM candidate_registrations WHERE {cond}", args)
         total = cur.fetchone()["n"]
         cur.execute(
-            f"SELECT {COLUMNS} FROM candidate_registrations WHERE {cond} ORDER BY submitted_at, registration_id"
-            " LIMIT %s OFFSET %s",
+            f"SELECT {COLUMNS} FROM {FROM} WHERE {cond} ORDER BY submitted_at, r.registration_id LIMIT %s OFFSET %s",
             [*args, limit, offset],
         )
         return total, _with_reviews(cur, cur.fetchall())

@@ -20,6 +20,7 @@ class Catalogue:
     name = "catalogue"
     topics = ("registrations",)
     tables = ("catalogue_institutions", "catalogue_plans")
+    version = 1
 
     def ddl(self) -> list[str]:
         return [

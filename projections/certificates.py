@@ -29,6 +29,15 @@ STATUS = {
     "proof_issued": "proof_issued",
     "data_deleted": "data_deleted",
 }
+# Where its data reporting stands after each event (a corrected certificate is reported again).
+DATA_STATUS = {
+    "data_reported": "reported",
+    "data_accepted": "accepted",
+    "data_returned": "returned",
+    "made_queryable": "queryable",
+    "correction_approved": "unreported",
+    "data_deleted": "deleted",
+}
 HISTORY = ("correction_applied", "correction_approved", "correction_rejected", "proof_applied", "proof_issued",
            "data_returned", "data_deleted", "printed", "handed_over")  # fmt: skip
 
@@ -41,6 +50,7 @@ class Registry:
     name = "certificate_registry"
     topics = ("certificates",)
     tables = ("certificate_registry", "certificate_history")
+    version = 1
 
     def ddl(self) -> list[str]:
         return [
@@ -105,18 +115,15 @@ class Registry:
         sets: dict[str, Any] = {"updated_at": at}
         if event in STATUS:
             sets["status"] = STATUS[event]
+        if event in DATA_STATUS:
+            sets["data_status"] = DATA_STATUS[event]
         if event == "data_reported":
-            sets["data_status"] = "reported"
             cur.execute(
                 "UPDATE certificate_registry SET report_attempts = report_attempts + 1 WHERE certificate_id = %s",
                 (cid,),
             )
-        elif event == "data_accepted":
-            sets["data_status"] = "accepted"
-        elif event == "data_returned":
-            sets["data_status"] = "returned"
         elif event == "made_queryable":
-            sets |= {"data_status": "queryable", "queryable_on": d["on"]}
+            sets["queryable_on"] = d["on"]
         elif event == "printed":
             cur.execute(
                 "UPDATE certificate_registry SET forms_printed = forms_printed + 1 WHERE certificate_id = %s", (cid,)
@@ -130,10 +137,7 @@ class Registry:
             sets |= {
                 "corrected": True, "holder_name": h["name"], "holder_gender": h["gender"],
                 "id_masked": h["id_number"]["masked"], "id_ref": h["id_number"]["ref"],
-                "data_status": "unreported",  # the corrected data is reported again
             }  # fmt: skip
-        elif event == "data_deleted":
-            sets["data_status"] = "deleted"
         columns = ", ".join(f"{k} = %s" for k in sets)
         cur.execute(f"UPDATE certificate_registry SET {columns} WHERE certificate_id = %s", [*sets.values(), cid])
         if event in HISTORY:
@@ -150,6 +154,7 @@ class Corrections:
     name = "correction_ledger"
     topics = ("certificates",)
     tables = ("correction_ledger", "correction_ledger_certificates")
+    version = 1
 
     def ddl(self) -> list[str]:
         return [

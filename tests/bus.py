@@ -71,6 +71,19 @@ class Bus:
         self.processes.append(p)
         return p
 
+    def consumers(self) -> subprocess.Popen[bytes]:
+        """The faust worker that keeps the read models current."""
+        n = len(self.processes)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", "consumers"],
+            env={**self.env, "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000"},
+            stdout=(self.logs / f"consumers-{n}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        p.log_path = self.logs / f"consumers-{n}.log"  # type: ignore[attr-defined]
+        self.processes.append(p)
+        return p
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=self.env, capture_output=True, text=True)
 

@@ -1,0 +1,217 @@
+"""The deadline monitor: every open deadline of the profile table with its due date, and what
+is overdue today, per institution (DESIGN.md deadline profiles; 000 and 004).
+
+A deadline opens on the event that starts it (the due date travels on that event, counted by
+the domain) and closes on the event that completes it, which records whether it was late.
+Subjects (exam sessions, sittings, certificates) are kept to know each one's institution.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from domain.deadlines import IN_WORKING_DAYS, Deadline, Step, recount, working_days_between
+
+T = "cn.skillcert."
+
+# event type -> (deadline field on the event, step it opens)
+OPENS = {
+    "exam_session.day_closed": [("scores_due", Step.SCORES_PUBLISHED), ("review_window", Step.REVIEW_WINDOW)],
+    "exam_session.results_confirmed": [("numbering", Step.CERTIFICATE_NUMBER)],
+    "sitting.review_requested": [("answer", Step.REVIEW_ANSWERED)],
+    "certificate.issued": [("data_report", Step.DATA_REPORTED), ("queryable", Step.QUERYABLE)],
+    "certificate.data_returned": [("correction", Step.RETURNED_DATA_CORRECTED)],
+    "certificate.correction_approved": [("report", Step.RETURNED_DATA_CORRECTED)],
+    "certificate.made_queryable": [("physical", Step.PHYSICAL_CERTIFICATE)],
+    "certificate.proof_applied": [("proof", Step.LOSS_PROOF)],
+}
+# event type -> (field holding the day it was done, steps it closes)
+CLOSES = {
+    "exam_session.scores_published": ("published_on", [Step.SCORES_PUBLISHED]),
+    "exam_session.results_reported": ("reported_on", [Step.REVIEW_WINDOW]),
+    "sitting.review_answered": ("answered_on", [Step.REVIEW_ANSWERED]),
+    "certificate.data_reported": ("reported_on", [Step.DATA_REPORTED, Step.RETURNED_DATA_CORRECTED]),
+    "certificate.made_queryable": ("on", [Step.QUERYABLE]),
+    "certificate.handed_over": ("on", [Step.PHYSICAL_CERTIFICATE]),
+    "certificate.proof_issued": ("on", [Step.LOSS_PROOF]),
+}
+# A window is open until its day passes; it is never overdue.
+WINDOWS = {Step.REVIEW_WINDOW}
+
+
+class Deadlines:
+    name = "deadline_monitor"
+    topics = ("exams", "certificates")
+    tables = ("deadline_subjects", "deadline_numbering", "deadlines")
+    version = 1
+
+    def ddl(self) -> list[str]:
+        return [
+            """CREATE TABLE IF NOT EXISTS deadline_subjects (
+                subject_id uuid PRIMARY KEY,  -- an exam session, a sitting or a certificate
+                institution_id uuid NOT NULL,
+                label text NOT NULL,          -- plan, session and day; room and seat; or certificate number
+                exam_id uuid                  -- a sitting's session
+            )""",
+            # A session's numbering is done once every pass has a number. Its counts come from two
+            # topics, consumed in either order: each side adds its part, then checks.
+            """CREATE TABLE IF NOT EXISTS deadline_numbering (
+                exam_id uuid PRIMARY KEY,
+                passed int,
+                issued int NOT NULL DEFAULT 0,
+                last_issued_on date
+            )""",
+            """CREATE TABLE IF NOT EXISTS deadlines (
+                subject_id uuid NOT NULL,
+                step text NOT NULL,
+                opened_version int NOT NULL,
+                institution_id uuid NOT NULL,
+                label text NOT NULL,
+                start date NOT NULL,
+                due date NOT NULL,
+                provisional boolean NOT NULL,
+                closed_on date,
+                closed_by text,
+                late boolean,
+                PRIMARY KEY (subject_id, step, opened_version)
+            )""",
+            "CREATE INDEX IF NOT EXISTS deadlines_open ON deadlines (institution_id, due) WHERE closed_on IS NULL",
+        ]
+
+    def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
+        kind = m["type"].removeprefix(T).rpartition(".")[0]
+        d = m["data"]
+        subject = d["originator_id"]
+        if kind == "exam_session.scheduled":
+            self._subject(cur, subject, d["institution_id"], f"{d['plan_number']} {d['session']} {d['exam_date']}")
+        elif kind == "sitting.ticket_issued":
+            self._subject(cur, subject, d["institution_id"], f"{d['room']}-{d['seat']}", d["exam_id"])
+        elif kind == "certificate.issued":
+            self._subject(cur, subject, d["institution_id"], d["number"])
+            cur.execute(
+                """INSERT INTO deadline_numbering (exam_id, issued, last_issued_on) VALUES (%s, 1, %s)
+                   ON CONFLICT (exam_id) DO UPDATE SET issued = deadline_numbering.issued + 1,
+                   last_issued_on = greatest(deadline_numbering.last_issued_on, EXCLUDED.last_issued_on)""",
+                (d["exam_id"], d["issued_on"]),
+            )
+        elif kind == "exam_session.results_reported":
+            cur.execute(
+                "INSERT INTO deadline_numbering (exam_id, passed) VALUES (%s, %s)"
+                " ON CONFLICT (exam_id) DO UPDATE SET passed = EXCLUDED.passed",
+                (subject, sum(e["passed"] for e in d["entries"])),
+            )
+
+        if kind in CLOSES:
+            field, steps = CLOSES[kind]
+            self._close(cur, subject, steps, d[field], kind)
+        elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
+            self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
+        for field, step in OPENS.get(kind, []):
+            due = d["request"][field] if kind == "sitting.review_requested" else d[field]
+            cur.execute(
+                """INSERT INTO deadlines (subject_id, step, opened_version, institution_id, label, start, due,
+                   provisional)
+                   SELECT subject_id, %s, %s, institution_id, label, %s, %s, %s
+                   FROM deadline_subjects WHERE subject_id = %s""",
+                (step, m["aggregateversion"], due["start"], due["due"], due["provisional"], subject),
+            )
+        if kind in ("certificate.issued", "exam_session.results_confirmed", "exam_session.results_reported"):
+            cur.execute(
+                """UPDATE deadlines SET closed_on = n.last_issued_on, closed_by = 'certificate.issued',
+                   late = n.last_issued_on > due
+                   FROM deadline_numbering n WHERE deadlines.subject_id = n.exam_id AND n.exam_id = %s
+                   AND step = %s AND closed_on IS NULL AND n.issued >= n.passed""",
+                (d["exam_id"] if kind == "certificate.issued" else subject, Step.CERTIFICATE_NUMBER),
+            )
+
+    @staticmethod
+    def _subject(cur: psycopg.Cursor[Any], subject: str, institution: str, label: str, exam: str | None = None) -> None:
+        cur.execute("INSERT INTO deadline_subjects VALUES (%s, %s, %s, %s)", (subject, institution, label, exam))
+
+    @staticmethod
+    def _close(cur: psycopg.Cursor[Any], subject: str, steps: list[Step], on: str, by: str, moot: bool = False) -> None:
+        cur.execute(
+            """UPDATE deadlines SET closed_on = %s, closed_by = %s, late = CASE WHEN %s THEN NULL ELSE %s > due END
+               WHERE subject_id = %s AND step = ANY(%s) AND closed_on IS NULL""",
+            (on, by, moot, on, subject, [str(s) for s in steps]),
+        )
+
+
+def _with_days_left(row: dict[str, Any], today: date) -> dict[str, Any]:
+    """Recount a provisional due date (the calendar may know the year by now) and say how many
+    days are left in the step's own unit; negative when overdue."""
+    step = Step(row["step"])
+    if row["provisional"]:
+        fresh = recount(Deadline(step=step, start=row["start"], due=row["due"], provisional=True))
+        row["due"], row["provisional"] = fresh.due, fresh.provisional
+    working = step in IN_WORKING_DAYS
+    row["unit"] = "working_days" if working else "calendar_days"
+    row["days_left"] = working_days_between(today, row["due"]) if working else (row["due"] - today).days
+    row["overdue"] = step not in WINDOWS and row["due"] < today
+    return row
+
+
+def open_deadlines(
+    conn: psycopg.Connection[Any],
+    today: date,
+    *,
+    institution_id: str | None = None,
+    step: str | None = None,
+    overdue: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Open deadlines, soonest first; `overdue` keeps only those past due today."""
+    where, args = ["d.closed_on IS NULL"], []
+    if institution_id:
+        where.append("d.institution_id = %s")
+        args.append(institution_id)
+    if step:
+        where.append("d.step = %s")
+        args.append(step)
+    if overdue:  # a provisional due date may move, so it is recounted before it is judged
+        where.append("(d.due < %s OR d.provisional) AND d.step <> ALL(%s)")
+        args += [today, [str(s) for s in WINDOWS]]
+    cond = " AND ".join(where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT d.subject_id, d.step, d.institution_id, coalesce(s.label || ' ', '') || d.label AS label,
+                       d.start, d.due, d.provisional
+                FROM deadlines d LEFT JOIN deadline_subjects s ON s.subject_id = (
+                    SELECT exam_id FROM deadline_subjects WHERE subject_id = d.subject_id)
+                WHERE {cond} ORDER BY d.due, label, d.step""",
+            args,
+        )
+        rows = [_with_days_left(r, today) for r in cur.fetchall()]
+    if overdue:
+        rows = [r for r in rows if r["overdue"]]
+    return len(rows), rows[offset : offset + limit]
+
+
+def overdue_by_institution(conn: psycopg.Connection[Any], today: date) -> list[dict[str, Any]]:
+    """Per institution: open deadlines, how many are overdue today, per step."""
+    _, rows = open_deadlines(conn, today, limit=10**9)
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        entry = out.setdefault(str(r["institution_id"]), {"institution_id": r["institution_id"], "open": 0,
+                                                           "overdue": 0, "overdue_by_step": {}})  # fmt: skip
+        entry["open"] += 1
+        if r["overdue"]:
+            entry["overdue"] += 1
+            entry["overdue_by_step"][r["step"]] = entry["overdue_by_step"].get(r["step"], 0) + 1
+    return sorted(out.values(), key=lambda e: (-e["overdue"], str(e["institution_id"])))
+
+
+def deadlines_of(conn: psycopg.Connection[Any], subject_id: str) -> list[dict[str, Any]]:
+    """Every deadline of one exam session, sitting or certificate, open and closed."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT step, start, due, provisional, closed_on, closed_by, late FROM deadlines"
+            " WHERE subject_id = %s ORDER BY opened_version, step",
+            (subject_id,),
+        )
+        return cur.fetchall()

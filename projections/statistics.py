@@ -1,0 +1,124 @@
+"""Statistics: certificates issued per institution, occupation, level and month; pass rates per
+plan from the results each exam session reported (confirmed by the centre, or still pending)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+T = "cn.skillcert."
+
+
+class Statistics:
+    name = "statistics"
+    topics = ("exams", "certificates")
+    tables = ("stats_issued", "stats_exams")
+    version = 1
+
+    def ddl(self) -> list[str]:
+        return [
+            """CREATE TABLE IF NOT EXISTS stats_issued (
+                institution_id uuid NOT NULL,
+                institution_name text NOT NULL,
+                occupation text NOT NULL,
+                level int NOT NULL,
+                month date NOT NULL,  -- first day of the month of issue
+                issued int NOT NULL,
+                PRIMARY KEY (institution_id, occupation, level, month)
+            )""",
+            """CREATE TABLE IF NOT EXISTS stats_exams (
+                exam_id uuid PRIMARY KEY,
+                plan_id uuid NOT NULL,
+                plan_number text NOT NULL,
+                institution_id uuid NOT NULL,
+                occupation text NOT NULL,
+                level int NOT NULL,
+                exam_date date NOT NULL,
+                candidates int NOT NULL DEFAULT 0,
+                absent int NOT NULL DEFAULT 0,
+                passed int NOT NULL DEFAULT 0,
+                reported boolean NOT NULL DEFAULT false,
+                confirmed boolean NOT NULL DEFAULT false
+            )""",
+        ]
+
+    def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
+        event, d = m["type"].removeprefix(T).rpartition(".")[0], m["data"]
+        if event == "certificate.issued":
+            cur.execute(
+                """INSERT INTO stats_issued VALUES (%s, %s, %s, %s, date_trunc('month', %s::date), 1)
+                   ON CONFLICT (institution_id, occupation, level, month)
+                   DO UPDATE SET issued = stats_issued.issued + 1""",
+                (d["institution_id"], d["institution_name"], d["occupation"], d["level"], d["issued_on"]),
+            )
+        elif event == "exam_session.scheduled":
+            cur.execute(
+                """INSERT INTO stats_exams (exam_id, plan_id, plan_number, institution_id, occupation, level, exam_date)
+                   VALUES (%s,%s,%s,%s,%s,%s,%s)""",
+                (d["originator_id"], d["plan_id"], d["plan_number"], d["institution_id"], d["occupation"],
+                 d["level"], d["exam_date"]),
+            )  # fmt: skip
+        elif event == "exam_session.results_reported":  # a re-report after a return replaces the figures
+            entries = d["entries"]
+            cur.execute(
+                """UPDATE stats_exams SET candidates = %s, absent = %s, passed = %s, reported = true, confirmed = false
+                   WHERE exam_id = %s""",
+                (len(entries), sum(e["absent"] for e in entries), sum(e["passed"] for e in entries),
+                 d["originator_id"]),
+            )  # fmt: skip
+        elif event in ("exam_session.results_confirmed", "exam_session.results_returned"):
+            cur.execute(
+                "UPDATE stats_exams SET confirmed = %s WHERE exam_id = %s",
+                (event.endswith("confirmed"), d["originator_id"]),
+            )
+
+
+def issued(
+    conn: psycopg.Connection[Any],
+    *,
+    institution_id: str | None = None,
+    occupation: str | None = None,
+    level: int | None = None,
+    year: int | None = None,
+) -> list[dict[str, Any]]:
+    where, args = ["TRUE"], []
+    for column, value in (("institution_id", institution_id), ("occupation", occupation), ("level", level)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            args.append(value)
+    if year is not None:
+        where.append("extract(year FROM month) = %s")
+        args.append(year)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT institution_id, institution_name, occupation, level, to_char(month, 'YYYY-MM') AS month, issued
+                FROM stats_issued WHERE {" AND ".join(where)} ORDER BY month, institution_name, occupation, level""",
+            args,
+        )
+        return cur.fetchall()
+
+
+def pass_rates(
+    conn: psycopg.Connection[Any], *, institution_id: str | None = None, confirmed_only: bool = True
+) -> list[dict[str, Any]]:
+    """Per plan, over its reported exam sessions: candidates, absent, sat, passed and the pass
+    rate among those who sat."""
+    where, args = ["reported"], []
+    if confirmed_only:
+        where.append("confirmed")
+    if institution_id:
+        where.append("institution_id = %s")
+        args.append(institution_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""SELECT plan_id, plan_number, institution_id, occupation, level, count(*) AS sessions,
+                       sum(candidates)::int AS candidates, sum(absent)::int AS absent,
+                       sum(candidates - absent)::int AS sat, sum(passed)::int AS passed,
+                       round(sum(passed)::numeric / nullif(sum(candidates - absent), 0), 4) AS pass_rate
+                FROM stats_exams WHERE {" AND ".join(where)}
+                GROUP BY plan_id, plan_number, institution_id, occupation, level ORDER BY plan_number, plan_id""",
+            args,
+        )
+        return cur.fetchall()
