@@ -10,13 +10,14 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 
+from domain.deadlines import Step
 from domain.eligibility import Evidence
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing
@@ -27,9 +28,10 @@ from infra import relay
 from infra.privacy import installation_key, ref
 from infra.registrations import Decision, Registrations
 from infra.service import shanghai_today
-from projections import candidates, catalogue
+from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
 from projections import certificates as registry
 from projections.audit import trail as audit_trail
+from projections.lag import lag
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
@@ -256,6 +258,71 @@ def create_app(
         )  # fmt: skip
         return {"total": total, "after": after, "limit": limit, "items": items,
                 "next_after": items[-1]["position"] if len(items) == limit else None}  # fmt: skip
+
+    @app.get("/deadlines", tags=["queries"])
+    def open_deadlines(
+        c: Conn,
+        institution_id: UUID | None = None,
+        step: Step | None = None,
+        overdue: Annotated[bool, Query(description="only what is past due today")] = False,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        """Open deadlines, soonest first, with days left in the step's unit (negative: overdue)."""
+        total, items = deadlines.open_deadlines(
+            c, shanghai_today(tz), institution_id=str(institution_id) if institution_id else None,
+            step=step, overdue=overdue, limit=limit, offset=offset,
+        )  # fmt: skip
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+    @app.get("/deadlines/overdue", tags=["queries"])
+    def overdue_deadlines(c: Conn) -> list[dict[str, Any]]:
+        """Per institution: open deadlines and how many are overdue today, by step."""
+        return deadlines.overdue_by_institution(c, shanghai_today(tz))
+
+    @app.get("/institutions/{institution_id}/stock", tags=["queries"])
+    def stock_ledger(institution_id: UUID, c: Conn) -> dict[str, Any]:
+        """The blank stock books: received, in stock, used, spoiled, destroyed, demand, stocktakes."""
+        books = stock.ledger(c, str(institution_id))
+        if books is None:
+            raise NotFound(f"no blank stock for institution {institution_id}")
+        return books
+
+    @app.get("/institutions/{institution_id}/stock/forms/{serial}", tags=["queries"])
+    def stock_form(institution_id: UUID, serial: Annotated[int, Path(ge=1, le=99_999_999)], c: Conn) -> dict[str, Any]:
+        """What became of one blank form: the certificate it printed, or why it was spoiled."""
+        row = stock.form(c, str(institution_id), serial)
+        if row is None:
+            raise NotFound(f"form {serial} of institution {institution_id} was neither used nor spoiled")
+        return row
+
+    @app.get("/statistics/issued", tags=["queries"])
+    def issued_statistics(
+        c: Conn,
+        institution_id: UUID | None = None,
+        occupation: str | None = None,
+        level: Annotated[int | None, Query(ge=1, le=5)] = None,
+        year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    ) -> list[dict[str, Any]]:
+        """Certificates issued per institution, occupation, level and month."""
+        return statistics.issued(
+            c, institution_id=str(institution_id) if institution_id else None, occupation=occupation, level=level,
+            year=year,
+        )  # fmt: skip
+
+    @app.get("/statistics/pass-rates", tags=["queries"])
+    def pass_rates(
+        c: Conn, institution_id: UUID | None = None, include_unconfirmed: bool = False
+    ) -> list[dict[str, Any]]:
+        """Pass rates per plan among those who sat, from the results the sessions reported."""
+        return statistics.pass_rates(
+            c, institution_id=str(institution_id) if institution_id else None, confirmed_only=not include_unconfirmed
+        )
+
+    @app.get("/projections", tags=["operations"])
+    def projection_lag(c: Conn, svc: Svc) -> list[dict[str, Any]]:
+        """Each read model's lag behind the event store (events and seconds) and its Kafka offsets."""
+        return lag(c, svc, PROJECTIONS)
 
     @app.get("/health", tags=["operations"])
     def health(c: Conn) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
+from uuid import uuid4
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -116,3 +117,72 @@ def test_a_worker_killed_mid_stream_and_restarted_applies_everything_exactly_onc
         rebuilt_equals(database_url, schema, app, live)
     finally:
         bus.stop_all()
+
+
+def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(world, database_url, schema):
+    """Three certificates on the query platform since 1 July, not yet handed over; a loss
+    proof applied for on 2 July and not yet issued."""
+    from datetime import date
+
+    from domain.certificate import LossKind
+    from domain.registration import AttachmentKind
+    from projections.deadlines import open_deadlines, overdue_by_institution
+    from tests.builders import attachment
+    from tests.lifecycle import queryable_certificates, staff
+
+    iid, cids = queryable_certificates(world, 3)
+    world.at(date(2026, 7, 2))
+    world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    with connect(database_url, schema) as conn:
+        create_tables(conn, PROJECTIONS)
+        apply_live(conn, bus_messages(world.registrations))
+        total, rows = open_deadlines(conn, date(2026, 7, 2))
+        steps = sorted(r["step"] for r in rows)
+        assert steps == ["loss_proof"] + ["physical_certificate"] * 3
+        proof = next(r for r in rows if r["step"] == "loss_proof")
+        # 5 working days after Thursday 2 July (profile S counts 10): due 16 July.
+        assert (proof["due"], proof["unit"], proof["days_left"], proof["overdue"]) == (
+            date(2026, 7, 16),
+            "working_days",
+            10,
+            False,
+        )
+        assert open_deadlines(conn, date(2026, 7, 15), overdue=True)[0] == 0  # physical: due 15 July
+        assert open_deadlines(conn, date(2026, 7, 16), overdue=True)[0] == 3
+        late_total, late = open_deadlines(conn, date(2026, 7, 20), overdue=True)  # Monday after
+        assert late_total == 4 and {r["days_left"] for r in late if r["step"] == "loss_proof"} == {-2}
+        [summary] = overdue_by_institution(conn, date(2026, 7, 20))
+        assert summary["institution_id"] == iid and summary["overdue_by_step"] == {
+            "physical_certificate": 3,
+            "loss_proof": 1,
+        }
+        assert open_deadlines(conn, date(2026, 7, 20), institution_id=str(uuid4()), overdue=True) == (0, [])
+
+
+def test_the_api_serves_deadlines_stock_statistics_and_lag(world, database_url, schema):
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+
+    life = full_lifecycle(world, 60)
+    with connect(database_url, schema) as conn:
+        create_tables(conn, PROJECTIONS)
+        apply_live(conn, bus_messages(world.registrations))
+        conn.commit()
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        books = http.get(f"/institutions/{life.iid}/stock").json()
+        assert (books["received"], books["spoiled"], books["last_discrepancy"]) == (300, 2, 0)
+        form = http.get(f"/institutions/{life.iid}/stock/forms/{life.reprint_form}").json()
+        assert form["certificate_number"] == world.certificates.certificate(life.corrected).number
+        unused = http.get(f"/institutions/{life.iid}/stock/forms/10000299")
+        assert unused.status_code == 404 and unused.headers["content-type"] == "application/problem+json"
+        [month] = http.get("/statistics/issued", params={"institution_id": str(life.iid), "year": 2026}).json()
+        assert month["issued"] == len(life.passed)
+        [rate] = http.get("/statistics/pass-rates").json()
+        assert rate["passed"] == len(life.passed)
+        assert http.get("/deadlines", params={"institution_id": str(life.iid)}).json()["total"] == 0
+        wrong = http.get("/deadlines", params={"step": "coffee_break"})
+        assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "query.step"
+        lags = http.get("/projections").json()
+        assert {r["projection"] for r in lags} == {p.name for p in PROJECTIONS}
+        assert all(r["events_behind"] == 0 for r in lags)
