@@ -1,0 +1,261 @@
+"""Read models: rebuild speed, and end-to-end lag under a steady load.
+
+    python -m benchmarks.projections                  # embedded PostgreSQL and Tansu
+    python -m benchmarks.projections --plans 42 --runs 3 --seconds 30
+
+Rebuild: a store holding a whole cohort's lifecycle (registrations, sittings, score books,
+result reports, certificates; over 100,000 events with the defaults), built untimed. Each run
+rebuilds every projection in one pass, next to a baseline pass over the same log that reads,
+decodes and reduces each event exactly as the rebuild does but applies nothing.
+
+Lag: the relay and the faust worker run as their own processes, as deployed. Threads submit
+registrations, approve them and record their fees at a steady total rate (default 200 commands
+per second, if the machine can drive it: the rate reached is printed); each
+command's lag is from its commit to the moment its registration's version is applied in the
+candidate record, observed by polling every 10 ms. The baseline, in the same run, is the bus's
+floor: the same number of small messages per second produced to and consumed from the broker.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import typer
+from confluent_kafka import Consumer, Producer
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.issuance import _form
+from benchmarks.relay import KEY, build_store
+from domain.eligibility import Evidence
+from domain.institution import DeadlineProfile, Filing
+from domain.model import Actor, Role
+from infra.embedded import Broker, free_port
+from infra.envelope import envelope, published
+from infra.eventstore import open_store
+from infra.kafka import ensure_topics
+from infra.registrations import Decision, Registrations
+from projections import PROJECTIONS
+from projections.rebuild import rebuild
+from projections.store import connect
+
+console = Console(width=120)
+
+
+def rebuild_run(url: str, schema: str) -> tuple[int, float, int, float]:
+    app = open_store(url, schema)
+    head = app.recorder.max_notification_id() or 0
+    started = time.perf_counter()
+    read = 0
+    for start in range(1, head + 1, 2000):
+        for n in app.recorder.select_notifications(start=start, limit=2000, stop=head):
+            if published(n.topic) is not None:
+                envelope(n.topic, n.id, app.mapper.decode_state(n), KEY)
+                read += 1
+    t_read = time.perf_counter() - started
+    with connect(url, schema) as conn:
+        started = time.perf_counter()
+        applied = rebuild(conn, PROJECTIONS, app, KEY)
+        t_rebuild = time.perf_counter() - started
+    app.close()
+    return applied, t_rebuild, read, t_read
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def bus_floor(bootstrap: str, rate: int, seconds: float) -> list[float]:
+    """Produce `rate` small messages a second and consume them: the broker's own latency."""
+    topic = f"floor-{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, [topic], 3)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": 6000, "fetch.wait.max.ms": 100})  # fmt: skip
+    consumer.subscribe([topic])
+    lags: list[float] = []
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set():
+            m = consumer.poll(0.1)
+            if m is not None and not m.error():
+                lags.append(time.time() - float(m.value()))
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    time.sleep(7)  # group join
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer.list_topics(topic)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        producer.produce(topic, key=uuid.uuid4().bytes, value=str(time.time()).encode())
+        producer.poll(0)
+        time.sleep(1 / rate)
+    producer.flush()
+    time.sleep(2)
+    stop.set()
+    reader.join()
+    consumer.close()
+    return lags
+
+
+def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> tuple[list[float], int]:
+    schema = f"lag_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap, "SKILLCERT_TOPIC_PREFIX": f"{schema}.",
+           "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "SKILLCERT_PSEUDONYM_KEY": KEY.hex()}  # fmt: skip
+    service = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+    admin = Actor(id="bench", role=Role.SYSTEM)
+    iid = service.register_institution(admin, "基准测试机构", Filing(city_code="03", station_serial="015"),
+                                       DeadlineProfile.S)  # fmt: skip
+    staff = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
+    from tests.builders import plan_details
+
+    threads = 16
+    codes = [service.publish_plan(staff, iid, plan_details(f"{2600 + t}", seats=100_000))[1] for t in range(threads)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", *cmd],
+            env=env,
+            stdout=(logs / f"{cmd[0]}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for cmd in (["consumers"], ["relay", "run"])
+    ]
+    committed: dict[tuple[str, int], float] = {}
+    seen: dict[tuple[str, int], float] = {}
+    stop = threading.Event()
+    try:
+        with connect(url, schema, autocommit=True) as conn:
+            ready = f"SELECT count(*) FROM {schema}.projection_schemas"
+            while True:  # the worker has built its tables; give its consumer group time to join
+                try:
+                    if conn.execute(ready).fetchone()[0] == len(PROJECTIONS):
+                        break
+                except psycopg.errors.UndefinedTable:
+                    pass
+                time.sleep(0.2)
+            time.sleep(8)
+
+            def drive(t: int) -> None:
+                k, interval = t * 150_000, threads / rate  # _form(k) is a valid ID number for k < 2.7 million
+                next_at = time.monotonic()
+                while not stop.is_set():
+                    k += 1
+                    who = Actor(id=f"cand-{k}", role=Role.CANDIDATE)
+                    rid = service.register(who, codes[t], _form(k))
+                    committed[(str(rid), 1)] = time.time()
+                    next_at += interval
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                    service.review(staff, rid, Decision.APPROVED, condition="2.1",
+                                   evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5))  # fmt: skip
+                    committed[(str(rid), 2)] = time.time()
+                    next_at += interval
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+                    service.pay_fee(staff, rid, f"R{k:010d}", Decimal("380.00"))
+                    committed[(str(rid), 3)] = time.time()
+                    next_at += interval
+                    time.sleep(max(0.0, next_at - time.monotonic()))
+
+            drivers = [threading.Thread(target=drive, args=(t,)) for t in range(threads)]
+            for d in drivers:
+                d.start()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end + 5:
+                if time.monotonic() > end:
+                    stop.set()
+                now = time.time()
+                rows = conn.execute(
+                    "SELECT aggregate_id::text, version FROM projection_versions WHERE projection = 'candidates'"
+                ).fetchall()
+                for agg, version in rows:
+                    for v in range(1, version + 1):
+                        seen.setdefault((agg, v), now)
+                time.sleep(0.01)
+            for d in drivers:
+                d.join()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(15)
+        service.close()
+    warm = sorted(committed.values())[len(committed) // 10]  # the first tenth is warm-up
+    lags = [seen[k] - t for k, t in committed.items() if t >= warm and k in seen]
+    missing = sum(1 for k, t in committed.items() if t >= warm and k not in seen)
+    return lags, missing
+
+
+def main(
+    database_url: str = typer.Option("", help="PostgreSQL to use; empty starts an embedded one"),
+    bootstrap: str = typer.Option("", help="Kafka bootstrap servers; empty starts an embedded Tansu"),
+    plans: int = typer.Option(42, help="plans of 200 candidates in the rebuild store"),
+    runs: int = typer.Option(3, help="rebuild repetitions; medians are reported"),
+    rate: int = typer.Option(200, help="commands per second in the lag run"),
+    seconds: float = typer.Option(30, help="length of the lag run"),
+) -> None:
+    server = broker = None
+    if not database_url:
+        from infra.embedded import start_postgres
+
+        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
+    if not bootstrap:
+        broker = Broker(free_port())
+        bootstrap = broker.bootstrap
+    try:
+        if plans:
+            schema, events = build_store(database_url, plans, 200)
+            console.print(f"store: {events:,} events ({schema})")
+            rows = []
+            for r in range(runs):
+                applied, t_rebuild, read, t_read = rebuild_run(database_url, schema)
+                rows.append((applied / t_rebuild, read / t_read))
+                console.print(f"run {r + 1}: rebuild {applied:,} events in {t_rebuild:.1f} s; read-only {t_read:.1f} s")
+            table = Table(title=f"rebuild of all {len(PROJECTIONS)} projections, {applied:,} published events")
+            for col in ("run", "rebuild events/s", "read-only pass events/s", "rebuild / read-only"):
+                table.add_column(col, justify="right")
+            for i, (rb, rd) in enumerate(rows, 1):
+                table.add_row(str(i), f"{rb:,.0f}", f"{rd:,.0f}", f"{rb / rd:.2f}")
+            table.add_row("median", f"{statistics.median(r[0] for r in rows):,.0f}",
+                          f"{statistics.median(r[1] for r in rows):,.0f}",
+                          f"{statistics.median(r[0] / r[1] for r in rows):.2f}")  # fmt: skip
+            console.print(table)
+        if seconds:
+            logs = Path(tempfile.mkdtemp(prefix="skillcert-lag-"))
+            lags, missing = lag_run(database_url, bootstrap, rate, seconds, logs)
+            floor = bus_floor(bootstrap, rate, seconds)
+            table = Table(title=f"end-to-end lag at {rate} commands/s for {seconds:.0f} s (logs in {logs})")
+            for col in ("", "samples", "p50 ms", "p95 ms", "max ms"):
+                table.add_column(col, justify="right")
+            for name, xs in (("command -> candidate record", lags), ("bus floor: produce -> consume", floor)):
+                table.add_row(name, str(len(xs)), f"{percentile(xs, 50) * 1000:.0f}",
+                              f"{percentile(xs, 95) * 1000:.0f}", f"{max(xs) * 1000:.0f}")  # fmt: skip
+            console.print(table)
+            achieved = (len(lags) + missing) / (seconds * 0.9)
+            console.print(
+                f"commands measured: {len(lags) + missing} (about {achieved:.0f}/s), never visible: {missing}"
+            )
+            console.print(f"p95 ratio, pipeline / bus floor: {percentile(lags, 95) / percentile(floor, 95):.1f}")
+    finally:
+        if broker is not None:
+            broker.stop()
+        if server is not None:
+            server.cleanup()
+
+
+if __name__ == "__main__":
+    typer.run(main)
