@@ -32,6 +32,7 @@ from projections import PROJECTIONS, candidates, catalogue, deadlines, statistic
 from projections import certificates as registry
 from projections.audit import trail as audit_trail
 from projections.lag import lag
+from projections.store import create_tables
 
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 
@@ -93,6 +94,8 @@ def create_app(
         state["service"] = Registrations(database_url, schema, today=lambda: shanghai_today(tz))
         state["pool"] = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
         state["key"] = installation_key(database_url, schema, pseudonym_key)
+        with state["pool"].connection() as c:  # the read models' bookkeeping, for /projections
+            create_tables(c, [])
         yield
         state["pool"].close()
         state["service"].close()

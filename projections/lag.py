@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from infra.envelope import CONTEXTS
 from infra.eventstore import SkillcertApplication
-from projections.store import Projection, create_tables
+from projections.store import Projection
 
 
 def _patterns(p: Projection) -> list[str]:
@@ -29,7 +29,6 @@ def _patterns(p: Projection) -> list[str]:
 def lag(
     conn: psycopg.Connection[Any], app: SkillcertApplication, projections: list[Projection]
 ) -> list[dict[str, Any]]:
-    create_tables(conn, [])  # the bookkeeping tables, for a store no worker has run on yet
     schema = conn.execute("SELECT current_schema()").fetchone()[0]
     events = sql.Identifier(schema, app.recorder.events_table_name)
     now = datetime.now(UTC)
