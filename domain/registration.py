@@ -232,8 +232,12 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
 
 
 def registration_id(plan_id: UUID, form: RegistrationForm) -> UUID:
+    return registration_key(plan_id, form.id_type, form.id_number)
+
+
+def registration_key(plan_id: UUID, id_type: IdType, id_number: str) -> UUID:
     # Deterministic: one registration per candidate per plan, enforced by the event store.
-    return uuid5(NAMESPACE_URL, f"skillcert:registration:{plan_id}:{form.id_type.value}:{form.id_number}")
+    return uuid5(NAMESPACE_URL, f"skillcert:registration:{plan_id}:{id_type.value}:{id_number}")
 
 
 class PlanSummary(Immutable):

@@ -10,17 +10,21 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
 
 import psycopg
 import typer
 from psycopg import sql
 from rich.console import Console
 
+from domain.model import Role
 from infra.settings import Settings, get_settings
 
 cli = typer.Typer(help="skillcert: occupational skill level certification back end.", no_args_is_help=True)
 console = Console()
+err = Console(stderr=True)
 
 
 def _require(value: str | None, var: str) -> str:
@@ -235,9 +239,155 @@ def api() -> None:
     s = get_settings()
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
-    uvicorn.run(
-        create_app(url, s.db_schema, s.timezone, s.pseudonym_key), host=s.api_host, port=s.api_port, log_level="warning"
-    )
+    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit)
+    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning")
+
+
+tokens_cli = typer.Typer(help="API tokens: create, list, revoke. Only a token's hash is stored.", no_args_is_help=True)
+cli.add_typer(tokens_cli, name="tokens")
+
+
+def _tokens(s: Settings) -> Any:
+    from infra.tokens import Tokens
+
+    url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    tokens = Tokens(url, s.db_schema)
+    tokens.create_table()
+    return tokens
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    role: Annotated[Role, typer.Option(help="staff act for one institution, candidates for themselves")],
+    name: Annotated[str, typer.Option(help="the holder; it is the actor on every event the token causes")],
+    institution: Annotated[UUID | None, typer.Option(help="institution_staff: the institution's id")] = None,
+    id_number: Annotated[
+        str | None, typer.Option(help="candidate: their ID number (kept only as a keyed hash)")
+    ] = None,
+) -> None:
+    """Create a token and print it once (stdout). Give it to its holder: it cannot be shown again."""
+    from domain.errors import DomainError
+    from domain.institution import Institution
+    from infra.privacy import installation_key, ref
+    from infra.registrations import Registrations
+
+    s = get_settings()
+    tokens = _tokens(s)
+    url = s.database_url
+    assert url
+    try:
+        if institution is not None:
+            svc = Registrations(url, s.db_schema)
+            try:
+                svc.get(Institution, institution, "institution")
+            finally:
+                svc.close()
+        candidate_ref = (
+            ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
+        )
+        token_id, token = tokens.create(name, role, institution, candidate_ref)
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {e.message}")
+        raise typer.Exit(2) from None
+    err.print(f"token {token_id} for {name} ({role.value}); keep it secret, it is shown only now")
+    print(token)
+
+
+@tokens_cli.command("list")
+def tokens_list() -> None:
+    """Every token: id, holder, role, scope, created and revoked (never the secret)."""
+    from rich.table import Table
+
+    table = Table("id", "name", "role", "institution", "candidate", "created", "revoked")
+    for t in _tokens(get_settings()).list():
+        table.add_row(t["id"], t["name"], t["role"], str(t["institution_id"] or "-"),
+                      "yes" if t["bound_to_candidate"] else "-", f"{t['created_at']:%Y-%m-%d %H:%M}",
+                      f"{t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else "-")  # fmt: skip
+    console.print(table)
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: str = typer.Argument(..., help="the id shown by `tokens list` (skc_<id>_…)")) -> None:
+    """Revoke a token: every request with it is refused from now on."""
+    if not _tokens(get_settings()).revoke(token_id):
+        err.print(f"[red]no live token {token_id}[/red]")
+        raise typer.Exit(2)
+    console.print(f"token {token_id} revoked")
+
+
+import_cli = typer.Typer(
+    help="Batch imports from CSV or XLSX: every row checked, all stored or none.", no_args_is_help=True
+)
+cli.add_typer(import_cli, name="import")
+
+
+def _principal(s: Settings, token: str) -> Any:
+    from projections.store import connect
+
+    tokens = _tokens(s)
+    with connect(_require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema) as conn:
+        who = tokens.principal(conn, token)
+    if who is None:
+        err.print("[red]the token is unknown or revoked[/red]")
+        raise typer.Exit(2)
+    return who
+
+
+def _run_import(what: str, work: Any) -> None:
+    from domain.errors import DomainError
+
+    try:
+        with console.status(f"checking every row of the {what}"):
+            n = work()
+    except DomainError as e:
+        problems = getattr(e, "problems", None) or [(e.field or "-", e.message)]
+        err.print(f"[red]refused, nothing stored[/red]: {len(problems)} problem(s)")
+        for field, message in problems:
+            err.print(f"  {field}: {message}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"{n} row(s) of the {what} stored")
+
+
+@import_cli.command("candidates")
+def import_candidates(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX, one row per candidate")],
+    plan: Annotated[UUID, typer.Option(help="the plan the candidates register for")],
+    token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
+) -> None:
+    """Register a candidate list (集体报名) for a plan."""
+    from infra import imports
+    from infra.registrations import Registrations
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Registrations(s.database_url or "", s.db_schema)
+    try:
+        _run_import("candidate list", lambda: len(
+            imports.import_candidates(svc, who.actor(), plan, file.read_bytes(), file.name)))  # fmt: skip
+    finally:
+        svc.close()
+
+
+@import_cli.command("scores")
+def import_scores(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX score book")],
+    session: Annotated[UUID, typer.Option(help="the exam session's id")],
+    token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
+) -> None:
+    """Record a session's score book (成绩册)."""
+    from infra import imports
+    from infra.exams import Exams
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Exams(s.database_url or "", s.db_schema)
+    try:
+        _run_import(
+            "score book", lambda: imports.import_scores(svc, who.actor(), session, file.read_bytes(), file.name)
+        )
+    finally:
+        svc.close()
 
 
 @cli.command()

@@ -76,15 +76,7 @@ class Registrations(Service):
                 raise Conflict(
                     f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number"
                 )
-            summary = PlanSummary(
-                plan_number=plan.details.plan_number,
-                plan_name=plan.details.name,
-                institution_name=plan.institution_name,
-                occupation=plan.details.occupation,
-                job=plan.details.job,
-                level=plan.details.level,
-            )
-            registration = Registration.submit(actor, plan.id, plan.institution_id, summary, form)
+            registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form)
             plan.take_seat(actor, registration.id, self.today())
             try:
                 self.save(plan, registration)
@@ -92,6 +84,54 @@ class Registrations(Service):
             except IntegrityError:
                 plan = self.get(EvaluationPlan, plan.id, "plan")  # lost a race: look again
         raise Conflict("too many concurrent registrations; try again")
+
+    def register_many(
+        self, actor: Actor, plan_id: UUID, rows: list[tuple[int, RegistrationForm | None, list[tuple[str, str]]]]
+    ) -> list[UUID]:
+        """A candidate list (row number, form or None, problems found reading it): every row is
+        checked, and either all are registered in one transaction or none, with every bad row named."""
+        plan = self.get(EvaluationPlan, plan_id, "plan")
+        require(actor, STAFF, "import candidate lists", plan.institution_id)
+        problems = [p for _, _, found in rows for p in found]
+        forms: dict[UUID, tuple[int, RegistrationForm]] = {}
+        for n, form, _ in rows:
+            if form is None:
+                continue
+            rid = registration_id(plan.id, form)
+            if rid in forms:
+                problems.append((f"row {n}.id_number", f"{form.id_number} is also in row {forms[rid][0]}"))
+                continue
+            forms[rid] = (n, form)
+            try:
+                Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form)  # its rules, per row
+            except InvalidInput as e:
+                problems += [(f"row {n}.{f}", m) for f, m in e.problems]
+        taken = self.existing(forms)
+        problems += [(f"row {forms[r][0]}.id_number", f"already registered for plan {plan.details.plan_number}")
+                     for r in taken]  # fmt: skip
+        if problems:
+            raise InvalidInput(sorted(problems, key=lambda p: (int(p[0].split(".")[0][4:] or 0), p[0])))
+
+        def attempt() -> list[Aggregate]:
+            # Everything is made afresh on each attempt: a failed save has consumed the events.
+            fresh = self.get(EvaluationPlan, plan_id, "plan")
+            if len(forms) > fresh.seats_left:
+                raise Conflict(
+                    f"the list has {len(forms)} candidates but plan {fresh.details.plan_number} has "
+                    f"{fresh.seats_left} places left", field="file",
+                )  # fmt: skip
+            late = [forms[r][0] for r in self.existing(forms)]
+            if late:
+                raise Conflict(f"rows {late} were registered by someone else meanwhile; nothing was stored")
+            made = [
+                Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f) for _, f in forms.values()
+            ]
+            for r in made:
+                fresh.take_seat(actor, r.id, self.today())
+            return [fresh, *made]
+
+        self.retry(attempt)
+        return list(forms)
 
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
         registration: Registration = self.get(Registration, registration_id, "registration")
@@ -165,3 +205,10 @@ class Registrations(Service):
 
 def registration_id_for(registration: Registration) -> UUID:
     return registration_id(registration.plan_id, registration.form)
+
+
+def summary(plan: EvaluationPlan) -> PlanSummary:
+    """What a candidate confirms of the plan (001 step 4), kept on the registration."""
+    d = plan.details
+    return PlanSummary(plan_number=d.plan_number, plan_name=d.name, institution_name=plan.institution_name,
+                       occupation=d.occupation, job=d.job, level=d.level)  # fmt: skip

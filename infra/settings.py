@@ -32,6 +32,10 @@ class Settings(BaseSettings):
         description="hex key for the ID-number refs on the bus; unset: one generated and kept in the database",
     )
     timezone: str = "Asia/Shanghai"
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="where the public reaches the API: certificates' QR codes point here"
+    )
+    verify_rate_limit: str = Field("60/minute", description="public verifications per client address")
 
 
 @lru_cache

@@ -232,7 +232,7 @@ class Candidates:
 
 
 # A registration with its sitting, results and certificate, each from its own table.
-COLUMNS = """r.registration_id, plan_id, institution_id, id_type, id_masked AS id_number, name, plan_number, plan_name,
+COLUMNS = """r.registration_id, plan_id, institution_id, id_type, id_masked AS id_number, id_ref, name, plan_number, plan_name,
     institution_name, occupation, job, level, basis, warnings, status, decision_reasons, decided_by, decided_at,
     condition, fee, training, s.exam, s.scores, s.review, res.passed, res.confirmed AS results_confirmed,
     c.certificate, submitted_at, greatest(r.updated_at, s.updated_at, c.updated_at) AS updated_at"""

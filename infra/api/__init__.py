@@ -1,0 +1,62 @@
+"""The thin HTTP API: commands into the application services, queries over the read models,
+public certificate verification. Bearer tokens name who acts; errors are RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from infra.api import commands, imports, problems, queries, verify
+from infra.certificates import Certificates
+from infra.exams import Exams
+from infra.privacy import installation_key
+from infra.registrations import Registrations
+from infra.service import shanghai_today
+from infra.tokens import Tokens
+from projections.store import create_tables
+
+
+def create_app(
+    database_url: str,
+    schema: str = "public",
+    tz: str = "Asia/Shanghai",
+    pseudonym_key: str | None = None,
+    verify_rate_limit: str = "60/minute",
+) -> FastAPI:
+    def configure(conn: Any) -> None:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        conn.commit()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        s = app.state
+        today = lambda: shanghai_today(tz)  # noqa: E731
+        s.registrations = Registrations(database_url, schema, today=today)
+        s.exams = Exams(database_url, schema, today=today)
+        s.certificates = Certificates(database_url, schema, today=today)
+        s.pool = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
+        s.key = installation_key(database_url, schema, pseudonym_key)
+        s.tokens = Tokens(database_url, schema)
+        s.tokens.create_table()
+        with s.pool.connection() as c:  # the read models' bookkeeping, for /projections
+            create_tables(c, [])
+        yield
+        s.pool.close()
+        for service in (s.registrations, s.exams, s.certificates):
+            service.close()
+
+    app = FastAPI(
+        title="skillcert",
+        summary="Occupational skill level certification (职业技能等级认定): commands, read models, verification",
+        lifespan=lifespan,
+    )
+    app.state.database_url, app.state.schema, app.state.tz = database_url, schema, tz
+    verify.install_limiter(app, verify_rate_limit)
+    problems.install(app)
+    for router in (commands.router, imports.router, queries.router, verify.router, queries.operations):
+        app.include_router(router)
+    return app

@@ -1,0 +1,561 @@
+"""Every command of the lifecycle, from registering an institution to deleting a certificate's data.
+
+The actor on each event is the token's holder. Roles are checked here and again in the domain;
+staff scope (their own institution) is the domain's rule, candidate scope (their own
+registrations) is checked here against the write side.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+
+from domain.certificate import Correction, Delivery, LossKind
+from domain.eligibility import Evidence
+from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.exam import ReviewOutcome, Room, Subject
+from domain.institution import DeadlineProfile, Filing
+from domain.levels import Level
+from domain.model import Role
+from domain.plan import PlanDetails
+from domain.registration import Attachment, RegistrationForm
+from infra.api.deps import (
+    CENTRE,
+    HR,
+    STAFF,
+    CertSvc,
+    Conn,
+    ExamSvc,
+    RegSvc,
+    RequestId,
+    allow,
+    candidate_owns,
+)
+from infra.privacy import ref
+from infra.registrations import Decision
+from infra.tokens import Principal
+from projections import certificates as registry
+
+router = APIRouter(tags=["commands"])
+
+Staff = Annotated[Principal, Depends(allow(*STAFF))]
+Centre = Annotated[Principal, Depends(allow(*CENTRE))]
+Hr = Annotated[Principal, Depends(allow(*HR))]
+StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
+
+
+class Created(BaseModel):
+    id: UUID
+
+
+class PlanCreated(BaseModel):
+    id: UUID
+    registration_code: str
+
+
+class InstitutionIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    filing: Filing
+    profile: DeadlineProfile
+
+
+class RegistrationIn(BaseModel):
+    registration_code: str = Field(max_length=20, description="the 8-character code from the institution's contact")
+    form: RegistrationForm
+
+
+class ReviewIn(BaseModel):
+    decision: Decision
+    reasons: str = Field("", max_length=500)
+    condition: str | None = Field(None, max_length=10, description="approvals: the eligibility condition met, e.g. 2.1")
+    evidence: Evidence | None = Field(None, description="approvals: what the reviewer verified")
+
+
+class AmendmentIn(BaseModel):
+    form: RegistrationForm
+    explanation: str = Field(min_length=1, max_length=500)
+    document: Attachment
+
+
+class Changed(BaseModel):
+    changed: list[str]
+
+
+class FeeIn(BaseModel):
+    receipt_number: str = Field(min_length=1, max_length=50)
+    amount: Decimal = Field(gt=0, le=100_000, max_digits=10, decimal_places=2)
+
+
+class TrainingAccountIn(BaseModel):
+    account: str = Field(min_length=1, max_length=50)
+
+
+class TrainingIn(BaseModel):
+    hours: Decimal = Field(ge=0, le=10_000, max_digits=7, decimal_places=1)
+    evidence: Attachment
+
+
+class SessionIn(BaseModel):
+    session: str = Field(min_length=1, max_length=20, description="the session's name within the plan, e.g. 01")
+    exam_date: date
+    starts_at: time
+    ends_at: time
+    location: str = Field(min_length=1, max_length=100)
+    rooms: list[Room] = Field(min_length=1, max_length=200)
+
+
+class TicketsIn(BaseModel):
+    registration_ids: list[UUID] | None = Field(
+        None, max_length=5000, description="default: every approved, fee-paid registration without a ticket"
+    )
+
+
+class Seat(BaseModel):
+    registration_id: UUID
+    room: str
+    seat: int
+
+
+class Step(StrEnum):
+    CHECK_IN = "check_in"
+    IDENTITY_CHECK = "identity_check"
+    SIGN_IN = "sign_in"
+    START = "start"
+    FINISH = "finish"
+    ABSENT = "absent"
+
+
+class AttendanceIn(BaseModel):
+    step: Step
+    seat: int | None = Field(None, ge=1, le=500, description="sign_in: the seat the candidate sits at")
+    second_identity_check: bool = Field(False, description="sign_in: the proctor checked identity again")
+    reason: str = Field("", max_length=200, description="absent: why")
+
+
+class Absent(BaseModel):
+    marked_absent: int
+
+
+class ScoreBookIn(BaseModel):
+    book: dict[UUID, dict[Subject, Decimal]] = Field(description="registration id -> subject -> score", max_length=5000)
+
+
+class ScoreReviewIn(BaseModel):
+    subject: Subject
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ReviewAnswerIn(BaseModel):
+    outcome: ReviewOutcome
+    note: str = Field(min_length=1, max_length=500)
+    score: Decimal | None = Field(
+        None, ge=0, le=100, max_digits=5, decimal_places=1, description="changed: the new score"
+    )
+
+
+class ReasonsIn(BaseModel):
+    reasons: str = Field(min_length=1, max_length=500)
+
+
+class IssueIn(BaseModel):
+    registration_ids: list[UUID] | None = Field(None, max_length=5000, description="default: every confirmed pass")
+
+
+class IssuedCertificate(BaseModel):
+    registration_id: UUID
+    number: str
+
+
+class CertificatesIn(BaseModel):
+    certificates: list[str] = Field(min_length=1, max_length=5000, description="certificate ids or numbers")
+
+
+class PrintIn(BaseModel):
+    form_serial: int | None = Field(None, ge=1, le=99_999_999, description="default: the next blank form in stock")
+
+
+class Printed(BaseModel):
+    form_serial: int
+
+
+class HandOverIn(BaseModel):
+    delivery: Delivery
+    application_form: Attachment
+    tracking_number: str | None = Field(None, max_length=50)
+
+
+class ReceiptIn(BaseModel):
+    signed_by: str = Field(min_length=1, max_length=50)
+
+
+class ProofApplicationIn(BaseModel):
+    kind: LossKind
+    application_form: Attachment
+
+
+class Proof(BaseModel):
+    proof_number: str
+
+
+class CorrectionIn(BaseModel):
+    correction: Correction
+    reasons: str = Field(min_length=1, max_length=500)
+    evidence: Attachment
+
+
+class DocumentIn(BaseModel):
+    document: Attachment
+
+
+class DemandIn(BaseModel):
+    year: int = Field(ge=2000, le=2100)
+    per_level: dict[Level, int]
+
+
+class FormsIn(BaseModel):
+    first: int = Field(ge=1, le=99_999_999)
+    last: int = Field(ge=1, le=99_999_999)
+    delivery_note: str = Field(min_length=1, max_length=100)
+
+
+class SpoiledIn(BaseModel):
+    serial: int = Field(ge=1, le=99_999_999)
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class DestroyedIn(BaseModel):
+    serials: list[int] = Field(min_length=1, max_length=10_000)
+    witness: str = Field(min_length=1, max_length=50)
+
+
+class StocktakeIn(BaseModel):
+    period: str = Field(max_length=10, description="the half year, e.g. 2026H1")
+    counted: int = Field(ge=0, le=99_999_999)
+    note: str = Field("", max_length=200)
+
+
+class Discrepancy(BaseModel):
+    discrepancy: int = Field(description="counted minus the books")
+
+
+def key(request: Request) -> bytes:
+    return request.app.state.key
+
+
+Key = Annotated[bytes, Depends(key)]
+CertificateRef = Annotated[str, Path(max_length=40, description="a certificate id, or its 22-character number")]
+
+
+def certificate_id(c: Conn, certificate: str) -> UUID:
+    """A certificate named by id, or by number through the registry (which follows the bus)."""
+    try:
+        return UUID(certificate)
+    except ValueError:
+        pass
+    row = registry.certificate_by_number(c, certificate)
+    if row is None:
+        raise NotFound(f"no certificate {certificate} in the registry (yet)", field="certificate")
+    return row["certificate_id"]
+
+
+# Institutions and plans.
+@router.post("/institutions", status_code=201)
+def register_institution(body: InstitutionIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None) -> Created:
+    return Created(id=svc.register_institution(who.actor(x_request_id), body.name, body.filing, body.profile))
+
+
+@router.post("/institutions/{institution_id}/plans", status_code=201)
+def publish_plan(
+    institution_id: UUID, body: PlanDetails, who: Staff, svc: RegSvc, x_request_id: RequestId = None
+) -> PlanCreated:
+    plan_id, code = svc.publish_plan(who.actor(x_request_id), institution_id, body)
+    return PlanCreated(id=plan_id, registration_code=code)
+
+
+# Registrations.
+@router.post("/registrations", status_code=201)
+def register(
+    body: RegistrationIn, who: StaffOrCandidate, svc: RegSvc, k: Key, x_request_id: RequestId = None
+) -> Created:
+    if who.role is Role.CANDIDATE and ref(body.form.id_number, k) != who.candidate_ref:
+        raise Forbidden("candidates register only themselves: the form's ID number is not the token's")
+    return Created(id=svc.register(who.actor(x_request_id), body.registration_code, body.form))
+
+
+@router.post("/registrations/{registration_id}/resubmission", status_code=204)
+def resubmit(
+    registration_id: UUID, body: RegistrationForm, who: StaffOrCandidate, svc: RegSvc, k: Key,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    candidate_owns(who, svc, registration_id, k)
+    svc.resubmit(who.actor(x_request_id), registration_id, body)
+
+
+@router.post("/registrations/{registration_id}/review", status_code=204)
+def review(registration_id: UUID, body: ReviewIn, who: Staff, svc: RegSvc, x_request_id: RequestId = None) -> None:
+    svc.review(who.actor(x_request_id), registration_id, body.decision, body.reasons, body.condition, body.evidence)
+
+
+@router.post("/registrations/{registration_id}/amendment")
+def amend(registration_id: UUID, body: AmendmentIn, who: Staff, svc: RegSvc, x_request_id: RequestId = None) -> Changed:
+    """A change after confirmation, with a written explanation (000 ②)."""
+    return Changed(
+        changed=svc.amend(who.actor(x_request_id), registration_id, body.form, body.explanation, body.document)
+    )
+
+
+@router.post("/registrations/{registration_id}/fee", status_code=204)
+def pay_fee(registration_id: UUID, body: FeeIn, who: Staff, svc: RegSvc, x_request_id: RequestId = None) -> None:
+    svc.pay_fee(who.actor(x_request_id), registration_id, body.receipt_number, body.amount)
+
+
+@router.post("/registrations/{registration_id}/training-account", status_code=204)
+def open_training_account(
+    registration_id: UUID, body: TrainingAccountIn, who: Staff, svc: RegSvc, x_request_id: RequestId = None
+) -> None:
+    svc.open_training_account(who.actor(x_request_id), registration_id, body.account)
+
+
+@router.post("/registrations/{registration_id}/training", status_code=204)
+def complete_training(
+    registration_id: UUID, body: TrainingIn, who: Staff, svc: RegSvc, x_request_id: RequestId = None
+) -> None:
+    svc.complete_training(who.actor(x_request_id), registration_id, body.hours, body.evidence)
+
+
+# Exam sessions and the exam day.
+@router.post("/plans/{plan_id}/sessions", status_code=201)
+def schedule(plan_id: UUID, body: SessionIn, who: Staff, svc: ExamSvc, x_request_id: RequestId = None) -> Created:
+    return Created(
+        id=svc.schedule(
+            who.actor(x_request_id), plan_id, body.session, body.exam_date, body.starts_at, body.ends_at,
+            body.location, body.rooms,
+        )
+    )  # fmt: skip
+
+
+@router.post("/sessions/{exam_id}/tickets")
+def issue_tickets(
+    exam_id: UUID, body: TicketsIn, who: Staff, svc: ExamSvc, x_request_id: RequestId = None
+) -> list[Seat]:
+    seats = svc.issue_tickets(who.actor(x_request_id), exam_id, body.registration_ids)
+    return [Seat(registration_id=s.registration_id, room=s.room, seat=s.seat) for s in seats]
+
+
+@router.post("/registrations/{registration_id}/attendance", status_code=204)
+def attendance(
+    registration_id: UUID, body: AttendanceIn, who: StaffOrCandidate, svc: ExamSvc, reg: RegSvc, k: Key,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    """One step of the exam day for one candidate; candidates may only check in online."""
+    candidate_owns(who, reg, registration_id, k)
+    actor = who.actor(x_request_id)
+    if body.step is Step.SIGN_IN:
+        if body.seat is None:
+            raise InvalidInput([("seat", "signing in names the seat")])
+        svc.sign_in(actor, registration_id, body.seat, body.second_identity_check)
+    elif body.step is Step.ABSENT:
+        svc.mark_absent(actor, registration_id, body.reason)
+    else:
+        step = {Step.CHECK_IN: svc.check_in, Step.IDENTITY_CHECK: svc.check_identity, Step.START: svc.start,
+                Step.FINISH: svc.finish}[body.step]  # fmt: skip
+        step(actor, registration_id)
+
+
+@router.post("/sessions/{exam_id}/day-closure")
+def close_day(exam_id: UUID, who: Staff, svc: ExamSvc, x_request_id: RequestId = None) -> Absent:
+    """Close the exam day: whoever did not start is absent."""
+    return Absent(marked_absent=svc.close_day(who.actor(x_request_id), exam_id))
+
+
+@router.put("/sessions/{exam_id}/scores", status_code=204)
+def record_scores(exam_id: UUID, body: ScoreBookIn, who: Staff, svc: ExamSvc, x_request_id: RequestId = None) -> None:
+    """The score book, all of it or none. For CSV or XLSX files: POST /sessions/{exam_id}/scores/import."""
+    svc.record_scores(who.actor(x_request_id), exam_id, body.book)
+
+
+@router.post("/sessions/{exam_id}/scores/publication", status_code=204)
+def publish_scores(exam_id: UUID, who: Staff, svc: ExamSvc, x_request_id: RequestId = None) -> None:
+    svc.publish_scores(who.actor(x_request_id), exam_id)
+
+
+@router.post("/registrations/{registration_id}/score-review", status_code=204)
+def request_score_review(
+    registration_id: UUID, body: ScoreReviewIn, who: StaffOrCandidate, svc: ExamSvc, reg: RegSvc, k: Key,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    candidate_owns(who, reg, registration_id, k)
+    svc.request_review(who.actor(x_request_id), registration_id, body.subject, body.reason)
+
+
+@router.post("/registrations/{registration_id}/score-review/answer", status_code=204)
+def answer_score_review(
+    registration_id: UUID, body: ReviewAnswerIn, who: Staff, svc: ExamSvc, x_request_id: RequestId = None
+) -> None:
+    svc.answer_review(who.actor(x_request_id), registration_id, body.outcome, body.note, body.score)
+
+
+@router.post("/sessions/{exam_id}/results/report", status_code=204)
+def report_results(exam_id: UUID, who: Staff, svc: ExamSvc, x_request_id: RequestId = None) -> None:
+    svc.report_results(who.actor(x_request_id), exam_id)
+
+
+@router.post("/sessions/{exam_id}/results/confirmation", status_code=204)
+def confirm_results(exam_id: UUID, who: Centre, svc: ExamSvc, x_request_id: RequestId = None) -> None:
+    svc.confirm_results(who.actor(x_request_id), exam_id)
+
+
+@router.post("/sessions/{exam_id}/results/return", status_code=204)
+def return_results(exam_id: UUID, body: ReasonsIn, who: Centre, svc: ExamSvc, x_request_id: RequestId = None) -> None:
+    svc.return_results(who.actor(x_request_id), exam_id, body.reasons)
+
+
+# Certificates.
+@router.post("/sessions/{exam_id}/certificates", status_code=201)
+def issue_certificates(
+    exam_id: UUID, body: IssueIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None
+) -> list[IssuedCertificate]:
+    issued = svc.issue(who.actor(x_request_id), exam_id, body.registration_ids)
+    return [IssuedCertificate(registration_id=r, number=n) for r, n in issued.items()]
+
+
+@router.post("/certificates/data-report", status_code=204)
+def report_data(body: CertificatesIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None) -> None:
+    svc.report_data(who.actor(x_request_id), [certificate_id(c, x) for x in body.certificates])
+
+
+@router.post("/certificates/data-acceptance", status_code=204)
+def accept_data(body: CertificatesIn, who: Centre, svc: CertSvc, c: Conn, x_request_id: RequestId = None) -> None:
+    svc.accept_data(who.actor(x_request_id), [certificate_id(c, x) for x in body.certificates])
+
+
+@router.post("/certificates/queryability", status_code=204)
+def make_queryable(body: CertificatesIn, who: Centre, svc: CertSvc, c: Conn, x_request_id: RequestId = None) -> None:
+    """Record that the certificates are queryable on the national platform."""
+    svc.make_queryable(who.actor(x_request_id), [certificate_id(c, x) for x in body.certificates])
+
+
+@router.post("/certificates/{certificate}/data-return", status_code=204)
+def return_data(
+    certificate: CertificateRef, body: ReasonsIn, who: Centre, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.return_data(who.actor(x_request_id), certificate_id(c, certificate), body.reasons)
+
+
+@router.post("/certificates/{certificate}/print")
+def print_certificate(
+    certificate: CertificateRef, body: PrintIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> Printed:
+    """Record the certificate printed on a blank form of the institution's stock."""
+    return Printed(form_serial=svc.print(who.actor(x_request_id), certificate_id(c, certificate), body.form_serial))
+
+
+@router.post("/certificates/{certificate}/handover", status_code=204)
+def hand_over(
+    certificate: CertificateRef, body: HandOverIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.hand_over(
+        who.actor(x_request_id), certificate_id(c, certificate), body.delivery, body.application_form,
+        body.tracking_number,
+    )  # fmt: skip
+
+
+@router.post("/certificates/{certificate}/receipt", status_code=204)
+def sign_receipt(
+    certificate: CertificateRef, body: ReceiptIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.sign_receipt(who.actor(x_request_id), certificate_id(c, certificate), body.signed_by)
+
+
+@router.post("/certificates/{certificate}/proof-application", status_code=204)
+def apply_for_proof(
+    certificate: CertificateRef, body: ProofApplicationIn, who: Staff, svc: CertSvc, c: Conn,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    svc.apply_for_proof(who.actor(x_request_id), certificate_id(c, certificate), body.kind, body.application_form)
+
+
+@router.post("/certificates/{certificate}/proof", status_code=201)
+def issue_proof(
+    certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> Proof:
+    return Proof(proof_number=svc.issue_proof(who.actor(x_request_id), certificate_id(c, certificate)))
+
+
+@router.post("/certificates/{certificate}/correction-application", status_code=204)
+def apply_for_correction(
+    certificate: CertificateRef, body: CorrectionIn, who: Staff, svc: CertSvc, c: Conn,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    svc.apply_for_correction(
+        who.actor(x_request_id), certificate_id(c, certificate), body.correction, body.reasons, body.evidence
+    )
+
+
+@router.post("/certificates/{certificate}/correction-approval", status_code=204)
+def approve_correction(
+    certificate: CertificateRef, who: Hr, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    """The HR department where the institution is filed decides (000, 004 §14)."""
+    svc.approve_correction(who.actor(x_request_id), certificate_id(c, certificate))
+
+
+@router.post("/certificates/{certificate}/correction-rejection", status_code=204)
+def reject_correction(
+    certificate: CertificateRef, body: ReasonsIn, who: Hr, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.reject_correction(who.actor(x_request_id), certificate_id(c, certificate), body.reasons)
+
+
+@router.post("/certificates/{certificate}/holder-commitment", status_code=204)
+def record_holder_commitment(
+    certificate: CertificateRef, body: DocumentIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.record_holder_commitment(who.actor(x_request_id), certificate_id(c, certificate), body.document)
+
+
+@router.post("/certificates/{certificate}/deletion", status_code=204)
+def delete_data(
+    certificate: CertificateRef, body: ReasonsIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    svc.delete_data(who.actor(x_request_id), certificate_id(c, certificate), body.reasons)
+
+
+# Blank stock.
+@router.post("/institutions/{institution_id}/stock/demand", status_code=204)
+def file_demand(institution_id: UUID, body: DemandIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None) -> None:
+    svc.file_demand(who.actor(x_request_id), institution_id, body.year, body.per_level)
+
+
+@router.post("/institutions/{institution_id}/stock/receipts", status_code=204)
+def receive_forms(
+    institution_id: UUID, body: FormsIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None
+) -> None:
+    svc.receive_forms(who.actor(x_request_id), institution_id, body.first, body.last, body.delivery_note)
+
+
+@router.post("/institutions/{institution_id}/stock/spoiled", status_code=204)
+def spoil_form(institution_id: UUID, body: SpoiledIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None) -> None:
+    svc.spoil_form(who.actor(x_request_id), institution_id, body.serial, body.reason)
+
+
+@router.post("/institutions/{institution_id}/stock/destroyed", status_code=204)
+def destroy_forms(
+    institution_id: UUID, body: DestroyedIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None
+) -> None:
+    svc.destroy_forms(who.actor(x_request_id), institution_id, body.serials, body.witness)
+
+
+@router.post("/institutions/{institution_id}/stock/stocktakes")
+def take_stock(
+    institution_id: UUID, body: StocktakeIn, who: Staff, svc: CertSvc, x_request_id: RequestId = None
+) -> Discrepancy:
+    return Discrepancy(
+        discrepancy=svc.take_stock(who.actor(x_request_id), institution_id, body.period, body.counted, body.note)
+    )

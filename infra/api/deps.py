@@ -1,0 +1,144 @@
+"""What every route depends on: the services, a database connection, and who is asking."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from domain.errors import Forbidden, NotFound
+from domain.model import Actor, Role
+from domain.registration import Registration
+from infra.api.problems import Unauthenticated
+from infra.certificates import Certificates
+from infra.exams import Exams
+from infra.privacy import ref
+from infra.registrations import Registrations
+from infra.tokens import Principal
+
+STAFF = (Role.INSTITUTION_STAFF,)
+CENTRE = (Role.PROVINCIAL_CENTRE,)
+HR = (Role.HR_DEPARTMENT,)
+OVERSIGHT = (Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.AUDITOR)  # across institutions, read everything
+READERS = (Role.INSTITUTION_STAFF, *OVERSIGHT)
+EVERYONE = (*READERS, Role.CANDIDATE)
+
+bearer = HTTPBearer(auto_error=False, description="an API token from `skillcert tokens create`")
+
+
+def registrations(request: Request) -> Registrations:
+    return request.app.state.registrations
+
+
+def exams(request: Request) -> Exams:
+    return request.app.state.exams
+
+
+def certificates(request: Request) -> Certificates:
+    return request.app.state.certificates
+
+
+def connection(request: Request) -> Iterator[Any]:
+    with request.app.state.pool.connection() as c:
+        yield c
+
+
+Conn = Annotated[Any, Depends(connection)]
+RegSvc = Annotated[Registrations, Depends(registrations)]
+ExamSvc = Annotated[Exams, Depends(exams)]
+CertSvc = Annotated[Certificates, Depends(certificates)]
+
+
+def principal(
+    request: Request, c: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None:
+        raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
+    who = request.app.state.tokens.principal(c, credentials.credentials)
+    if who is None:
+        raise Unauthenticated("the API token is unknown or revoked")
+    return who
+
+
+def allow(*roles: Role) -> Callable[..., Principal]:
+    """A dependency admitting only these roles. The domain checks again; this refuses early and
+    keeps read-only roles (auditors) away from every command."""
+    names = ", ".join(r.value for r in roles)
+
+    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.role not in roles:
+            raise Forbidden(f"a {who.role.value} cannot use this endpoint (it is for: {names})")
+        return who
+
+    return check
+
+
+def acting(who: Principal, x_request_id: str | None = None) -> Actor:
+    return who.actor(x_request_id)
+
+
+RequestId = Annotated[str | None, Header(max_length=100, description="correlation id, kept on the events")]
+
+
+# Scope: staff see their own institution, candidates their own records.
+def own_institution(who: Principal, institution_id: Any, what: str) -> None:
+    if who.role is Role.INSTITUTION_STAFF and str(who.institution_id) != str(institution_id):
+        raise Forbidden(f"staff see and change only their own institution's {what}")
+
+
+def own_record(who: Principal, row: dict[str, Any], what: str) -> None:
+    """A read-model row with institution_id and id_ref: the holder's staff, the holder, or oversight."""
+    own_institution(who, row["institution_id"], what)
+    if who.role is Role.CANDIDATE and row.get("id_ref") != who.candidate_ref:
+        raise Forbidden(f"candidates see only their own {what}")
+
+
+def institution_filter(who: Principal, asked: UUID | None) -> str | None:
+    """Staff queries are narrowed to their institution; asking for another is refused."""
+    if who.role is Role.INSTITUTION_STAFF:
+        if asked is not None and asked != who.institution_id:
+            raise Forbidden("staff see only their own institution's data")
+        return str(who.institution_id)
+    return str(asked) if asked else None
+
+
+def candidate_owns(who: Principal, svc: Registrations, registration_id: UUID, key: bytes) -> None:
+    """A candidate acts only on registrations under their own ID number (checked on the write side)."""
+    if who.role is not Role.CANDIDATE:
+        return
+    try:
+        registration = svc.get(Registration, registration_id, "registration")
+    except NotFound:
+        raise Forbidden("candidates act only on their own registrations") from None
+    if ref(registration.form.id_number, key) != who.candidate_ref:
+        raise Forbidden("candidates act only on their own registrations")
+
+
+class Paging(BaseModel):
+    limit: int
+    offset: int
+
+
+def paging(
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
+) -> Paging:
+    return Paging(limit=limit, offset=offset)
+
+
+Pages = Annotated[Paging, Depends(paging)]
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]
+
+
+def page(items: list[dict[str, Any]], p: Paging) -> Page:
+    """For read-model queries that return a bounded list (a person's records, a month's figures)."""
+    return Page(total=len(items), limit=p.limit, offset=p.offset, items=items[p.offset : p.offset + p.limit])

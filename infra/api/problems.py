@@ -1,0 +1,82 @@
+"""Errors as RFC 9457 problem+json, each naming the field or rule at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+
+STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
+MEDIA_TYPE = "application/problem+json"
+
+
+class Unauthenticated(DomainError):
+    rule = "unauthenticated"
+
+
+class TooManyRequests(DomainError):
+    rule = "rate-limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; `errors` lists every field at fault, so a form is fixed in one go."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+def problem(
+    status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None, **headers: str
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"urn:skillcert:problem:{rule}", "title": title, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers or None)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, e: DomainError) -> JSONResponse:
+        if isinstance(e, Unauthenticated):
+            return problem(401, "Unauthenticated", e.message, e.rule, **{"WWW-Authenticate": "Bearer"})
+        if isinstance(e, TooManyRequests):
+            return problem(429, "TooManyRequests", e.message, e.rule, **{"Retry-After": str(e.retry_after)})
+        status = next((s for cls, s in STATUS.items() if isinstance(e, cls)), 400)
+        errors = [{"field": f, "message": m} for f, m in getattr(e, "problems", [])]
+        if not errors and e.field:
+            errors = [{"field": e.field, "message": e.message}]
+        return problem(status, type(e).__name__, e.message, e.rule, errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in err["loc"] if p not in ("body",)), "message": err["msg"]}
+            for err in e.errors()
+        ]
+        detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
+        return problem(422, "InvalidInput", detail, "invalid-input", errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, e: HTTPException) -> JSONResponse:
+        # Unknown paths, wrong methods: the same problem+json shape as everything else.
+        rule = {404: "not-found", 405: "method-not-allowed"}.get(e.status_code, "http-error")
+        detail = f"{e.detail}: {request.method} {request.url.path} (see /docs)" if e.status_code in (404, 405) else e.detail
+        return problem(e.status_code, rule.replace("-", " ").capitalize(), str(detail), rule, **(e.headers or {}))

@@ -1,0 +1,312 @@
+"""Queries over the read models, narrowed to what the asker may see.
+
+The catalogue of plans is public (candidates browse it before they have any record). Everything
+else needs a token: staff see their own institution, candidates their own records, the provincial
+centre, the HR department and auditors everything.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel
+
+from domain.deadlines import Step
+from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.model import Role
+from infra import relay
+from infra.api.deps import (
+    EVERYONE,
+    OVERSIGHT,
+    READERS,
+    Conn,
+    Page,
+    Pages,
+    RegSvc,
+    allow,
+    institution_filter,
+    own_institution,
+    own_record,
+    page,
+)
+from infra.privacy import ref
+from infra.service import shanghai_today
+from infra.tokens import Principal
+from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
+from projections import certificates as registry
+from projections.audit import trail as audit_trail
+from projections.lag import lag
+
+router = APIRouter(tags=["queries"])
+operations = APIRouter(tags=["operations"])
+
+Anyone = Annotated[Principal, Depends(allow(*EVERYONE))]
+Reader = Annotated[Principal, Depends(allow(*READERS))]
+Overseer = Annotated[Principal, Depends(allow(*OVERSIGHT))]
+
+
+def today(request: Request) -> date:
+    return shanghai_today(request.app.state.tz)
+
+
+Today = Annotated[date, Depends(today)]
+
+
+class Me(BaseModel):
+    token_id: str
+    name: str
+    role: Role
+    institution_id: UUID | None
+
+
+class AuditPage(BaseModel):
+    total: int
+    after: int
+    limit: int
+    items: list[dict[str, Any]]
+    next_after: int | None
+
+
+@router.get("/me")
+def me(who: Anyone) -> Me:
+    """Who this token acts as: the actor its commands put on their events."""
+    return Me(token_id=who.token_id, name=who.name, role=who.role, institution_id=who.institution_id)
+
+
+@router.get("/plans")
+def search_plans(
+    c: Conn,
+    day: Today,
+    p: Pages,
+    level: Annotated[int | None, Query(ge=1, le=5)] = None,
+    occupation: Annotated[str | None, Query(max_length=50)] = None,
+    location: Annotated[str | None, Query(max_length=50)] = None,
+    institution_id: UUID | None = None,
+    registration_open: bool | None = None,
+    sort: Literal["registration_time", "exam_date"] = "registration_time",
+) -> Page:
+    """The public catalogue of evaluation plans (no token needed)."""
+    total, items = catalogue.search_plans(
+        c, today=day, level=level, occupation=occupation, location=location,
+        institution_id=str(institution_id) if institution_id else None, open_only=registration_open,
+        sort=sort, limit=p.limit, offset=p.offset,
+    )  # fmt: skip
+    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+
+
+@router.get("/plans/{plan_id}")
+def get_plan(plan_id: UUID, c: Conn, day: Today) -> dict[str, Any]:
+    """One plan of the public catalogue (no token needed)."""
+    row = catalogue.get_plan(c, str(plan_id), day)
+    if row is None:
+        raise NotFound(f"no plan {plan_id} in the catalogue (yet)")
+    return row
+
+
+@router.get("/plans/{plan_id}/registrations")
+def plan_registrations(
+    plan_id: UUID,
+    c: Conn,
+    day: Today,
+    who: Reader,
+    p: Pages,
+    status: Literal["submitted", "approved", "returned", "rejected"] | None = None,
+) -> Page:
+    plan = catalogue.get_plan(c, str(plan_id), day)
+    if plan is None:
+        raise NotFound(f"no plan {plan_id} in the catalogue (yet)")
+    own_institution(who, plan["institution_id"], "registrations")
+    total, items = candidates.registrations_for_plan(c, str(plan_id), status, p.limit, p.offset)
+    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+
+
+@router.get("/registrations/{registration_id}")
+def get_registration(registration_id: UUID, c: Conn, who: Anyone) -> dict[str, Any]:
+    row = candidates.get_registration(c, str(registration_id))
+    if row is None:
+        raise NotFound(f"no registration {registration_id} in the read model (yet)")
+    own_record(who, row, "registrations")
+    return row
+
+
+@router.get("/candidates/{id_number}/registrations")
+def candidate_registrations(
+    id_number: Annotated[str, Path(max_length=30)], c: Conn, who: Anyone, p: Pages, request: Request
+) -> Page:
+    """A person's registrations by ID number; staff see those with their institution."""
+    holder = ref(id_number.strip().upper(), request.app.state.key)
+    if who.role is Role.CANDIDATE and holder != who.candidate_ref:
+        raise Forbidden("candidates see only their own registrations")
+    rows = candidates.registrations_of(c, holder)
+    if who.role is Role.INSTITUTION_STAFF:
+        rows = [r for r in rows if r["institution_id"] == who.institution_id]
+    return page(rows, p)
+
+
+@router.get("/certificates/{number}")
+def certificate(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> dict[str, Any]:
+    """The certificate registry by certificate number, with its history of corrections and proofs."""
+    row = registry.certificate_by_number(c, number)
+    if row is None:
+        raise NotFound(f"no certificate {number} in the registry (yet)")
+    own_record(who, row, "certificates")
+    return row
+
+
+@router.get("/certificates")
+def certificates(
+    c: Conn,
+    who: Anyone,
+    p: Pages,
+    request: Request,
+    holder_id_number: Annotated[str | None, Query(max_length=30)] = None,
+    name: Annotated[str | None, Query(max_length=50)] = None,
+    institution_id: UUID | None = None,
+) -> Page:
+    """By the holder's ID number, or by name and institution."""
+    if holder_id_number:
+        holder = ref(holder_id_number.strip().upper(), request.app.state.key)
+        if who.role is Role.CANDIDATE and holder != who.candidate_ref:
+            raise Forbidden("candidates see only their own certificates")
+        rows = registry.certificates_of(c, holder)
+    elif name and institution_id:
+        if who.role is Role.CANDIDATE:
+            raise Forbidden("candidates look up their certificates by their own ID number")
+        rows = registry.certificates_named(c, name, str(institution_id))
+    else:
+        raise InvalidInput([("holder_id_number", "give an ID number, or a name and an institution_id")])
+    if who.role is Role.INSTITUTION_STAFF:
+        rows = [r for r in rows if r["institution_id"] == who.institution_id]
+    return page(rows, p)
+
+
+@router.get("/certificates/{number}/correction")
+def certificate_correction(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> dict[str, Any]:
+    """The correction ledger: the certificate's one correction application and its decision."""
+    row = registry.certificate_by_number(c, number)
+    entry = registry.correction_of(c, number=number)
+    if entry is None or row is None:
+        raise NotFound(f"no correction application for certificate {number}")
+    own_record(who, row, "certificates")
+    return entry
+
+
+@router.get("/audit")
+def audit(
+    c: Conn,
+    who: Reader,
+    aggregate_id: UUID | None = None,
+    actor_id: Annotated[str | None, Query(max_length=100)] = None,
+    institution_id: UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int, Query(ge=0, le=2**62, description="position of the last event of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> AuditPage:
+    """The audit trail: events by aggregate, actor or institution in a time range, in store order.
+    Staff see their own institution's."""
+    total, items = audit_trail(
+        c, aggregate_id=str(aggregate_id) if aggregate_id else None, actor_id=actor_id,
+        institution_id=institution_filter(who, institution_id), since=since, until=until, after=after, limit=limit,
+    )  # fmt: skip
+    next_after = items[-1]["position"] if len(items) == limit else None
+    return AuditPage(total=total, after=after, limit=limit, items=items, next_after=next_after)
+
+
+@router.get("/deadlines")
+def open_deadlines(
+    c: Conn,
+    who: Reader,
+    day: Today,
+    p: Pages,
+    institution_id: UUID | None = None,
+    step: Step | None = None,
+    overdue: Annotated[bool, Query(description="only what is past due today")] = False,
+) -> Page:
+    """Open deadlines, soonest first, with days left in the step's unit (negative: overdue)."""
+    total, items = deadlines.open_deadlines(
+        c, day, institution_id=institution_filter(who, institution_id), step=step, overdue=overdue,
+        limit=p.limit, offset=p.offset,
+    )  # fmt: skip
+    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+
+
+@router.get("/deadlines/overdue")
+def overdue_deadlines(c: Conn, who: Reader, day: Today, p: Pages) -> Page:
+    """Per institution: open deadlines and how many are overdue today, by step."""
+    rows = deadlines.overdue_by_institution(c, day)
+    if who.role is Role.INSTITUTION_STAFF:
+        rows = [r for r in rows if str(r["institution_id"]) == str(who.institution_id)]
+    return page(rows, p)
+
+
+@router.get("/institutions/{institution_id}/stock")
+def stock_ledger(institution_id: UUID, c: Conn, who: Reader) -> dict[str, Any]:
+    """The blank stock books: received, in stock, used, spoiled, destroyed, demand, stocktakes."""
+    own_institution(who, institution_id, "blank stock")
+    books = stock.ledger(c, str(institution_id))
+    if books is None:
+        raise NotFound(f"no blank stock for institution {institution_id}")
+    return books
+
+
+@router.get("/institutions/{institution_id}/stock/forms/{serial}")
+def stock_form(
+    institution_id: UUID, serial: Annotated[int, Path(ge=1, le=99_999_999)], c: Conn, who: Reader
+) -> dict[str, Any]:
+    """What became of one blank form: the certificate it printed, or why it was spoiled."""
+    own_institution(who, institution_id, "blank stock")
+    row = stock.form(c, str(institution_id), serial)
+    if row is None:
+        raise NotFound(f"form {serial} of institution {institution_id} was neither used nor spoiled")
+    return row
+
+
+@router.get("/statistics/issued")
+def issued_statistics(
+    c: Conn,
+    who: Reader,
+    p: Pages,
+    institution_id: UUID | None = None,
+    occupation: Annotated[str | None, Query(max_length=50)] = None,
+    level: Annotated[int | None, Query(ge=1, le=5)] = None,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+) -> Page:
+    """Certificates issued per institution, occupation, level and month."""
+    rows = statistics.issued(
+        c, institution_id=institution_filter(who, institution_id), occupation=occupation, level=level, year=year
+    )
+    return page(rows, p)
+
+
+@router.get("/statistics/pass-rates")
+def pass_rates(
+    c: Conn, who: Reader, p: Pages, institution_id: UUID | None = None, include_unconfirmed: bool = False
+) -> Page:
+    """Pass rates per plan among those who sat, from the results the sessions reported."""
+    rows = statistics.pass_rates(
+        c, institution_id=institution_filter(who, institution_id), confirmed_only=not include_unconfirmed
+    )
+    return page(rows, p)
+
+
+@operations.get("/projections")
+def projection_lag(c: Conn, svc: RegSvc, who: Overseer) -> list[dict[str, Any]]:
+    """Each read model's lag behind the event store (events and seconds) and its Kafka offsets."""
+    return lag(c, svc, PROJECTIONS)
+
+
+@operations.get("/bus/relay")
+def relay_lag(svc: RegSvc, who: Overseer, request: Request) -> dict[str, Any]:
+    """The outbox relay: position, the event store's head, lag in events and seconds."""
+    return relay.status(svc, request.app.state.database_url, request.app.state.schema)
+
+
+@operations.get("/health")
+def health(c: Conn, day: Today) -> dict[str, Any]:
+    """No token needed."""
+    c.execute("SELECT 1")
+    return {"status": "ok", "today": day.isoformat()}

@@ -1,0 +1,119 @@
+"""Public certificate verification: the page a certificate's QR code opens. No token, rate limited.
+
+Shows what the certificate itself shows (holder, occupation, job, level, institution, issue date)
+and its status today; the ID number only masked. A certificate whose data was deleted shows its
+number and that it is no longer valid, nothing personal.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.templating import Jinja2Templates
+from limits import parse, storage, strategies
+from pydantic import BaseModel
+
+from domain import certnumber
+from domain.errors import DomainError, InvalidInput, NotFound
+from domain.levels import Level
+from infra.api.deps import Conn
+from infra.api.problems import Problem, TooManyRequests
+from projections import certificates as registry
+
+router = APIRouter(tags=["public verification"])
+templates = Jinja2Templates(directory=FilePath(__file__).parent / "templates")
+
+LABELS = {
+    "valid": "有效 / Valid",
+    "corrected": "有效（已更正）/ Valid (corrected)",
+    "revoked": "无效（已注销）/ Not valid (revoked)",
+}
+
+
+class Verification(BaseModel):
+    number: str
+    status: Literal["valid", "corrected", "revoked"]
+    status_label: str
+    holder_name: str | None
+    id_number: str | None  # masked
+    occupation: str | None
+    job: str | None  # "--" when the occupation has no job, as printed
+    level: str | None  # as printed: 二级/技师
+    institution: str | None
+    issued_on: date | None
+    loss_proof_issued: bool
+    nationally_queryable_since: date | None
+
+
+def verification(row: dict[str, Any]) -> Verification:
+    if row["status"] == "data_deleted":
+        return Verification(
+            number=row["number"], status="revoked", status_label=LABELS["revoked"], holder_name=None, id_number=None,
+            occupation=None, job=None, level=None, institution=None, issued_on=None, loss_proof_issued=False,
+            nationally_queryable_since=None,
+        )  # fmt: skip
+    status = "corrected" if row["corrected"] else "valid"
+    return Verification(
+        number=row["number"], status=status, status_label=LABELS[status], holder_name=row["holder_name"],
+        id_number=row["id_masked"], occupation=row["occupation"], job=row["job"] or "--",
+        level=Level(row["level"]).title, institution=row["institution_name"], issued_on=row["issued_on"],
+        loss_proof_issued=row["proof_number"] is not None, nationally_queryable_since=row["queryable_on"],
+    )  # fmt: skip
+
+
+def rate_limited(request: Request) -> None:
+    state = request.app.state
+    client = request.client.host if request.client else "unknown"
+    if not state.limiter.hit(state.verify_limit, "verify", client):
+        reset = state.limiter.get_window_stats(state.verify_limit, "verify", client).reset_time
+        raise TooManyRequests(
+            f"too many verifications from {client}: at most {state.verify_limit}; try again shortly",
+            retry_after=max(1, int(reset - time.time()) + 1),
+        )
+
+
+def wants_html(request: Request) -> bool:
+    # Browsers (a phone scanning the QR code) ask for text/html; curl and programs get JSON.
+    return "text/html" in request.headers.get("accept", "")
+
+
+@router.get(
+    "/verify/{number}",
+    dependencies=[Depends(rate_limited)],
+    responses={
+        200: {"content": {"text/html": {}}, "description": "JSON, or the HTML page when the client accepts text/html"},
+        404: {"model": Problem, "description": "a well-formed number that no certificate carries"},
+        422: {"model": Problem, "description": "not a certificate number; names the first position at fault"},
+        429: {"model": Problem, "description": "too many verifications from this address"},
+    },
+)
+def verify(number: Annotated[str, Path(max_length=64)], c: Conn, request: Request) -> Verification:
+    """Is this a real certificate, and is it valid? The target of the certificate's QR code."""
+    html = wants_html(request)
+    number = number.strip().upper()
+    try:
+        certnumber.parse(number)
+        row = registry.certificate_by_number(c, number)
+        if row is None:
+            raise NotFound(f"no certificate carries the number {number}", field="number")
+    except DomainError as e:
+        if not html:
+            raise
+        status = 422 if isinstance(e, InvalidInput) else 404
+        return templates.TemplateResponse(  # type: ignore[return-value]
+            request, "verify.html", {"number": number, "error": e.message, "notfound": status == 404},
+            status_code=status,
+        )  # fmt: skip
+    result = verification(row)
+    if html:
+        return templates.TemplateResponse(request, "verify.html", {"number": number, "v": result})  # type: ignore[return-value]
+    return result
+
+
+def install_limiter(app: Any, limit: str) -> None:
+    app.state.verify_limit = parse(limit)
+    app.state.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())

@@ -1,0 +1,258 @@
+"""Batch imports the institutions really do: the candidate list (集体报名) and the score book (成绩册),
+as CSV or XLSX. Every row is checked; a file with any bad row is refused whole, with every bad
+row and its reason, and nothing is stored.
+
+Columns are named as institutions name them (Chinese headers) or by the API's field names.
+Rows are numbered as the spreadsheet shows them: the header is row 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+from openpyxl import load_workbook
+from pydantic import ValidationError
+
+from domain.errors import Conflict, InvalidInput
+from domain.exam import Attendance, ExamSession, Subject
+from domain.model import Actor
+from domain.registration import Alias, AttachmentKind, IdType, Registration, RegistrationForm, registration_key
+from infra.exams import Exams
+from infra.registrations import Registrations
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_ROWS = 5000
+
+CANDIDATE_COLUMNS = {
+    "姓名": "name", "证件类型": "id_type", "证件号码": "id_number", "身份证号码": "id_number", "性别": "gender",
+    "出生日期": "date_of_birth", "文化程度": "education", "从事本职业年限": "years_in_occupation",
+    "考生来源": "candidate_source", "劳动关系": "labour_relation", "手机号码": "phone", "工作单位": "work_unit",
+    "申报依据": "basis", "持有职称或技能证书": "holds_prior_certificate", "承诺": "declaration_accepted",
+}  # fmt: skip
+ATTACHMENT_COLUMNS = {
+    "毕业证": AttachmentKind.DIPLOMA, "学信网备案表": AttachmentKind.CHSI_RECORD, "社保证明": AttachmentKind.SOCIAL_SECURITY,
+    "工作证明": AttachmentKind.WORK_CERTIFICATE, "劳动合同": AttachmentKind.LABOUR_CONTRACT,
+    "职称或技能证书": AttachmentKind.PRIOR_CERTIFICATE,
+}  # fmt: skip
+SCORE_COLUMNS = {"姓名": "name", "证件类型": "id_type", "证件号码": "id_number", "身份证号码": "id_number"}
+SUBJECT_COLUMNS = {s.value: s for s in Subject} | {s.name.lower(): s for s in Subject}
+ABSENT = "缺考"
+YES = {"是", "y", "yes", "true", "1", "√"}
+NO = {"否", "n", "no", "false", "0", ""}
+
+Rows = list[tuple[int, dict[str, str]]]
+
+
+def read_table(content: bytes, filename: str) -> Rows:
+    """(row number, {header: cell}) for every non-empty row of a CSV file or an XLSX workbook's first sheet."""
+    if len(content) > MAX_BYTES:
+        raise InvalidInput([("file", f"is {len(content):,} bytes; the limit is {MAX_BYTES:,}")])
+    if content[:2] == b"PK" or filename.lower().endswith(".xlsx"):
+        table = _xlsx(content)
+    elif filename.lower().endswith((".csv", ".txt")) or not filename:
+        table = _csv(content)
+    else:
+        raise InvalidInput([("file", f"{filename}: give a .csv or .xlsx file")])
+    if not table:
+        raise InvalidInput([("file", "is empty: the first row names the columns")])
+    headers = [h.strip() for h in table[0]]
+    if len(set(h for h in headers if h)) != len([h for h in headers if h]):
+        raise InvalidInput([("file", f"row 1 names a column twice: {headers}")])
+    rows: Rows = []
+    for n, cells in enumerate(table[1:], start=2):
+        if not any(c.strip() for c in cells):
+            continue
+        rows.append((n, {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(headers) if h}))
+    if not rows:
+        raise InvalidInput([("file", "has a header row but no data rows")])
+    if len(rows) > MAX_ROWS:
+        raise InvalidInput([("file", f"has {len(rows)} rows; import at most {MAX_ROWS} at a time")])
+    return rows
+
+
+def _csv(content: bytes) -> list[list[str]]:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = content.decode("gb18030")  # what Excel on a Chinese Windows saves as CSV
+        except UnicodeDecodeError:
+            raise InvalidInput([("file", "is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")]) from None
+    return [row for row in csv.reader(io.StringIO(text))]
+
+
+def _xlsx(content: bytes) -> list[list[str]]:
+    try:
+        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    except Exception as e:  # openpyxl raises many kinds for a file that is not a workbook
+        raise InvalidInput([("file", f"is not a readable XLSX workbook ({type(e).__name__})")]) from None
+    sheet = book.worksheets[0]
+    return [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, datetime):
+        return v.date().isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _columns(rows: Rows, known: dict[str, Any], required: set[str], extra: Callable[[str], bool]) -> None:
+    headers = set(rows[0][1])
+    unknown = sorted(h for h in headers if h not in known and h not in known.values() and not extra(h))
+    named = {known.get(h, h) for h in headers}
+    missing = sorted(required - named)
+    problems = [("file", f"column {h!r} is not one this import reads") for h in unknown]
+    problems += [("file", f"column {m!r} is missing") for m in missing]
+    if problems:
+        raise InvalidInput(problems)
+
+
+def _field(known: dict[str, str], header: str) -> str:
+    return known.get(header, header)
+
+
+def _errors(n: int, e: ValidationError) -> list[tuple[str, str]]:
+    return [(f"row {n}." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+
+
+# The candidate list.
+def _attachment_kind(header: str) -> AttachmentKind | None:
+    if header in ATTACHMENT_COLUMNS:
+        return ATTACHMENT_COLUMNS[header]
+    try:
+        return AttachmentKind(header)
+    except ValueError:
+        return None
+
+
+def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list[tuple[str, str]]]]:
+    """Each row as a registration form, or its problems. Attachment columns hold the scanned
+    file's SHA-256, optionally after its file name: "毕业证.pdf 3f5a…"."""
+    _columns(rows, CANDIDATE_COLUMNS, {"name", "id_number", "gender", "date_of_birth", "education",
+                                       "labour_relation", "basis"}, lambda h: _attachment_kind(h) is not None)  # fmt: skip
+    out = []
+    for n, cells in rows:
+        data: dict[str, Any] = {"attachments": [], "declaration_accepted": True}
+        problems: list[tuple[str, str]] = []
+        for header, value in cells.items():
+            kind = _attachment_kind(header)
+            if kind is not None:
+                if value:
+                    *name, digest = value.split()
+                    data["attachments"].append(
+                        {"kind": kind, "file_name": " ".join(name) or f"{kind.value}.pdf", "sha256": digest.lower()}
+                    )
+                continue
+            field = _field(CANDIDATE_COLUMNS, header)
+            if field in ("holds_prior_certificate", "declaration_accepted"):
+                if value.lower() not in YES | NO:
+                    problems.append((f"row {n}.{field}", f"{value!r}: write 是 or 否"))
+                data[field] = value.lower() in YES
+            elif value != "":
+                data[field] = value
+        data.setdefault("id_type", IdType.RESIDENT_ID)
+        try:
+            form = RegistrationForm.model_validate(data)
+        except ValidationError as e:
+            out.append((n, None, problems + _errors(n, e)))
+            continue
+        out.append((n, form, problems))
+    return out
+
+
+def import_candidates(svc: Registrations, actor: Actor, plan_id: UUID, content: bytes, filename: str) -> list[UUID]:
+    """Register every candidate of the list for the plan, in one transaction, or none."""
+    forms = candidate_forms(read_table(content, filename))
+    return svc.register_many(actor, plan_id, forms)
+
+
+# The score book.
+def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filename: str) -> int:
+    """Record the session's score book from a file: one row per candidate, identified by ID number
+    and name, a column per subject. "缺考" rows are candidates marked absent. Returns rows scored."""
+    rows = read_table(content, filename)
+    _columns(rows, SCORE_COLUMNS, {"name", "id_number"}, lambda h: h in SUBJECT_COLUMNS)
+    session = svc.get(ExamSession, exam_id, "exam session")
+    problems: list[tuple[str, str]] = []
+    book: dict[UUID, dict[Subject, Decimal]] = {}
+    row_of: dict[UUID, int] = {}
+    for n, cells in rows:
+        fields = {_field(SCORE_COLUMNS, h): v for h, v in cells.items() if h not in SUBJECT_COLUMNS}
+        try:
+            id_type = IdType(fields.get("id_type") or IdType.RESIDENT_ID)
+        except ValueError:
+            problems.append((f"row {n}.id_type", f"{fields['id_type']!r} is not an ID type"))
+            continue
+        number = fields.get("id_number", "").upper()
+        rid = _registered(svc, registration_key(session.plan_id, id_type, number))
+        if rid is None or rid not in session.candidates:
+            problems.append(
+                (f"row {n}.id_number", f"{number or '(empty)'} has no ticket for session {session.session}")
+            )
+            continue
+        if rid in row_of:
+            problems.append((f"row {n}.id_number", f"{number} is already scored in row {row_of[rid]}"))
+            continue
+        row_of[rid] = n
+        registration = svc.get(Registration, rid, "registration")
+        if registration.form.name != fields.get("name", ""):
+            problems.append((f"row {n}.name", f"{fields.get('name')!r} is not the name registered with {number}"))
+        marks = {SUBJECT_COLUMNS[h]: v for h, v in cells.items() if h in SUBJECT_COLUMNS and v}
+        if not marks or set(marks.values()) == {ABSENT}:
+            if svc.sitting(rid).attendance is not Attendance.ABSENT:
+                problems.append((f"row {n}", f"no scores, but {fields.get('name')} was not marked absent"))
+            continue
+        scores = {}
+        for subject, v in marks.items():
+            try:
+                scores[subject] = Decimal(v)
+            except InvalidOperation:
+                problems.append((f"row {n}.{subject.value}", f"{v!r} is not a score"))
+        book[rid] = scores
+    if not problems:
+        try:
+            svc.record_scores(actor, exam_id, book)
+        except InvalidInput as e:
+            problems = [_to_row(f, row_of) + (m,) for f, m in e.problems]
+        except Conflict as e:
+            problems = [("file", e.message)]
+    if problems:
+        raise InvalidInput(sorted(problems, key=_row_order))
+    return len(book)
+
+
+def _registered(svc: Exams, key: UUID) -> UUID | None:
+    """The registration under this (plan, ID number) key, following an amended ID number's alias."""
+    if key not in svc.repository:
+        return None
+    held = svc.repository.get(key)
+    return held.registration_id if isinstance(held, Alias) else key
+
+
+def _to_row(field: str, row_of: dict[UUID, int]) -> tuple[str]:
+    # record_scores names "book.<registration id>.<subject>"; the importer names rows.
+    parts = field.split(".", 2)
+    if len(parts) >= 2 and parts[0] == "book":
+        try:
+            n = row_of[UUID(parts[1])]
+        except (ValueError, KeyError):
+            return (field,)
+        return (f"row {n}" + (f".{parts[2]}" if len(parts) == 3 else ""),)
+    return (field,)
+
+
+def _row_order(p: tuple[str, str]) -> tuple[int, str]:
+    head = p[0].split(".")[0]
+    return (int(head[4:]) if head.startswith("row ") and head[4:].isdigit() else 0, p[0])

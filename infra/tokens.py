@@ -1,0 +1,126 @@
+"""API tokens: bearer secrets stored only as SHA-256 hashes, each bound to a role and a scope.
+
+A token reads `skc_<id>_<secret>`: the id names it in listings and revocations, the secret
+(32 random bytes) is shown once at creation. A 256-bit random secret needs no slow hash;
+SHA-256 makes a stolen table useless without making every request pay for bcrypt.
+
+Scopes: institution staff are bound to one institution; a candidate to one ID number, kept as
+its keyed ref (never the number); the provincial centre, the HR department and auditors span
+every institution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from domain.errors import InvalidInput
+from domain.model import Actor, Role
+from infra.eventstore import serialise_ddl
+
+ROLES = (Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.AUDITOR, Role.CANDIDATE)
+PREFIX = "skc_"
+
+DDL = """CREATE TABLE IF NOT EXISTS {} (
+    id text PRIMARY KEY,
+    secret_sha256 bytea NOT NULL UNIQUE,
+    name text NOT NULL,
+    role text NOT NULL,
+    institution_id uuid,
+    candidate_ref text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    revoked_at timestamptz,
+    CHECK ((role = 'institution_staff') = (institution_id IS NOT NULL)),
+    CHECK ((role = 'candidate') = (candidate_ref IS NOT NULL))
+)"""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: the token's holder, its role and its scope."""
+
+    token_id: str
+    name: str
+    role: Role
+    institution_id: UUID | None = None
+    candidate_ref: str | None = None
+
+    def actor(self, request_id: str | None = None) -> Actor:
+        # The event's actor comes from here and nowhere else: never from a request body.
+        extra = {"request_id": request_id} if request_id else {}
+        return Actor(id=self.name, role=self.role, institution_id=self.institution_id, **extra)
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Tokens:
+    def __init__(self, database_url: str, schema: str) -> None:
+        self.url = database_url
+        self.table = sql.Identifier(schema, "api_tokens")
+
+    def create_table(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
+            serialise_ddl(conn)
+            conn.execute(sql.SQL(DDL).format(self.table))
+
+    def create(
+        self, name: str, role: Role, institution_id: UUID | None = None, candidate_ref: str | None = None
+    ) -> tuple[str, str]:
+        """A new token: returns (id, the token itself). Only its hash is kept."""
+        problems = []
+        if not name.strip() or len(name) > 100:
+            problems.append(("name", "name the holder (1-100 characters): it becomes the actor on their events"))
+        if role not in ROLES:
+            problems.append(("role", f"tokens are for {', '.join(r.value for r in ROLES)}, not {role.value}"))
+        if (role is Role.INSTITUTION_STAFF) != (institution_id is not None):
+            problems.append(("institution_id", "institution staff tokens, and only they, name an institution"))
+        if (role is Role.CANDIDATE) != (candidate_ref is not None):
+            problems.append(("id_number", "candidate tokens, and only they, name the candidate's ID number"))
+        if problems:
+            raise InvalidInput(problems)
+        token_id = secrets.token_hex(4)
+        token = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("INSERT INTO {} (id, secret_sha256, name, role, institution_id, candidate_ref)"
+                        " VALUES (%s, %s, %s, %s, %s, %s)").format(self.table),
+                (token_id, _hash(token), name.strip(), role.value, institution_id, candidate_ref),
+            )  # fmt: skip
+        return token_id, token
+
+    def revoke(self, token_id: str) -> bool:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(
+                sql.SQL("UPDATE {} SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL").format(self.table),
+                (token_id,),
+            )
+            return cur.rowcount == 1
+
+    def list(self) -> list[dict[str, Any]]:
+        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+            return conn.execute(
+                sql.SQL("SELECT id, name, role, institution_id, candidate_ref IS NOT NULL AS bound_to_candidate,"
+                        " created_at, revoked_at FROM {} ORDER BY created_at").format(self.table)
+            ).fetchall()  # fmt: skip
+
+    def principal(self, conn: psycopg.Connection[Any], token: str) -> Principal | None:
+        """The holder of a live token, or None for an unknown or revoked one."""
+        if not token.startswith(PREFIX):
+            return None
+        row = conn.execute(
+            sql.SQL("SELECT id, name, role, institution_id, candidate_ref, revoked_at FROM {}"
+                    " WHERE secret_sha256 = %s").format(self.table),
+            (_hash(token),),
+        ).fetchone()  # fmt: skip
+        if row is None or row[5] is not None:
+            return None
+        return Principal(row[0], row[1], Role(row[2]), row[3], row[4])
