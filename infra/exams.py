@@ -141,6 +141,16 @@ class Exams(Service):
 
     def record_scores(self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]) -> None:
         """A score book for the session, in one transaction: all of it or none."""
+        changed, problems = self.check_scores(actor, exam_id, book)
+        if problems:
+            raise InvalidInput(problems)
+        self.save_once(*changed)
+
+    def check_scores(
+        self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]
+    ) -> tuple[list[Sitting], list[tuple[str, str]]]:
+        """Apply a score book to the sittings without saving: the changed sittings, and every
+        problem as ("book.<registration id>[.<subject>]", message)."""
         session = self.get(ExamSession, exam_id, "exam session")
         session.ensure_scoring_open()
         unknown = [r for r in book if r not in session.candidates]
@@ -157,9 +167,7 @@ class Exams(Service):
             except Conflict as e:
                 problems.append((f"book.{rid}", e.message))
             changed.append(s)
-        if problems:
-            raise InvalidInput(problems)
-        self.save_once(*changed)
+        return changed, problems
 
     def publish_scores(self, actor: Actor, exam_id: UUID) -> None:
         session = self.get(ExamSession, exam_id, "exam session")

@@ -214,22 +214,24 @@ def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filen
             if svc.sitting(rid).attendance is not Attendance.ABSENT:
                 problems.append((f"row {n}", f"no scores, but {fields.get('name')} was not marked absent"))
             continue
-        scores = {}
+        scores, unreadable = {}, []
         for subject, v in marks.items():
             try:
                 scores[subject] = Decimal(v)
             except InvalidOperation:
-                problems.append((f"row {n}.{subject.value}", f"{v!r} is not a score"))
-        book[rid] = scores
-    if not problems:
-        try:
-            svc.record_scores(actor, exam_id, book)
-        except InvalidInput as e:
-            problems = [_to_row(f, row_of) + (m,) for f, m in e.problems]
-        except Conflict as e:
-            problems = [("file", e.message)]
+                unreadable.append((f"row {n}.{subject.value}", f"{v!r} is not a score"))
+        if unreadable:
+            problems += unreadable
+        else:
+            book[rid] = scores
+    try:
+        changed, found = svc.check_scores(actor, exam_id, book)
+    except Conflict as e:  # scoring is closed for the session
+        raise InvalidInput([("file", e.message)]) from None
+    problems += [(_to_row(f, row_of), m) for f, m in found]
     if problems:
         raise InvalidInput(sorted(problems, key=_row_order))
+    svc.save_once(*changed)
     return len(book)
 
 
@@ -241,16 +243,10 @@ def _registered(svc: Exams, key: UUID) -> UUID | None:
     return held.registration_id if isinstance(held, Alias) else key
 
 
-def _to_row(field: str, row_of: dict[UUID, int]) -> tuple[str]:
-    # record_scores names "book.<registration id>.<subject>"; the importer names rows.
-    parts = field.split(".", 2)
-    if len(parts) >= 2 and parts[0] == "book":
-        try:
-            n = row_of[UUID(parts[1])]
-        except (ValueError, KeyError):
-            return (field,)
-        return (f"row {n}" + (f".{parts[2]}" if len(parts) == 3 else ""),)
-    return (field,)
+def _to_row(field: str, row_of: dict[UUID, int]) -> str:
+    # check_scores names "book.<registration id>[.<subject>]"; the importer names rows.
+    _, rid, *subject = field.split(".", 2)
+    return f"row {row_of[UUID(rid)]}" + "".join(f".{s}" for s in subject)
 
 
 def _row_order(p: tuple[str, str]) -> tuple[int, str]:

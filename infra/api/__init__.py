@@ -3,7 +3,9 @@ public certificate verification. Bearer tokens name who acts; errors are RFC 945
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import date
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,7 +28,10 @@ def create_app(
     tz: str = "Asia/Shanghai",
     pseudonym_key: str | None = None,
     verify_rate_limit: str = "60/minute",
+    today: Callable[[], date] | None = None,
 ) -> FastAPI:
+    """`today` is the date in Shanghai unless a test moves it."""
+
     def configure(conn: Any) -> None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         conn.commit()
@@ -34,10 +39,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         s = app.state
-        today = lambda: shanghai_today(tz)  # noqa: E731
-        s.registrations = Registrations(database_url, schema, today=today)
-        s.exams = Exams(database_url, schema, today=today)
-        s.certificates = Certificates(database_url, schema, today=today)
+        s.registrations = Registrations(database_url, schema, today=s.today)
+        s.exams = Exams(database_url, schema, today=s.today)
+        s.certificates = Certificates(database_url, schema, today=s.today)
         s.pool = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
         s.key = installation_key(database_url, schema, pseudonym_key)
         s.tokens = Tokens(database_url, schema)
@@ -54,7 +58,8 @@ def create_app(
         summary="Occupational skill level certification (职业技能等级认定): commands, read models, verification",
         lifespan=lifespan,
     )
-    app.state.database_url, app.state.schema, app.state.tz = database_url, schema, tz
+    app.state.database_url, app.state.schema = database_url, schema
+    app.state.today = today or (lambda: shanghai_today(tz))
     verify.install_limiter(app, verify_rate_limit)
     problems.install(app)
     for router in (commands.router, imports.router, queries.router, verify.router, queries.operations):

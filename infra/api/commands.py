@@ -14,11 +14,11 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.certificate import Correction, Delivery, LossKind
 from domain.eligibility import Evidence
-from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.errors import Forbidden, InvalidInput
 from domain.exam import ReviewOutcome, Room, Subject
 from domain.institution import DeadlineProfile, Filing
 from domain.levels import Level
@@ -36,18 +36,24 @@ from infra.api.deps import (
     RequestId,
     allow,
     candidate_owns,
+    certificate_id,
+    staff_scope,
 )
 from infra.privacy import ref
 from infra.registrations import Decision
 from infra.tokens import Principal
-from projections import certificates as registry
 
-router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["commands"], dependencies=[Depends(staff_scope)])
 
 Staff = Annotated[Principal, Depends(allow(*STAFF))]
 Centre = Annotated[Principal, Depends(allow(*CENTRE))]
 Hr = Annotated[Principal, Depends(allow(*HR))]
 StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
+
+
+class Body(BaseModel):
+    # A field the API does not know is an error, not silently dropped: e.g. an "actor" in a body.
+    model_config = ConfigDict(extra="forbid")
 
 
 class Created(BaseModel):
@@ -59,25 +65,25 @@ class PlanCreated(BaseModel):
     registration_code: str
 
 
-class InstitutionIn(BaseModel):
+class InstitutionIn(Body):
     name: str = Field(min_length=1, max_length=100)
     filing: Filing
     profile: DeadlineProfile
 
 
-class RegistrationIn(BaseModel):
+class RegistrationIn(Body):
     registration_code: str = Field(max_length=20, description="the 8-character code from the institution's contact")
     form: RegistrationForm
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Body):
     decision: Decision
     reasons: str = Field("", max_length=500)
     condition: str | None = Field(None, max_length=10, description="approvals: the eligibility condition met, e.g. 2.1")
     evidence: Evidence | None = Field(None, description="approvals: what the reviewer verified")
 
 
-class AmendmentIn(BaseModel):
+class AmendmentIn(Body):
     form: RegistrationForm
     explanation: str = Field(min_length=1, max_length=500)
     document: Attachment
@@ -87,21 +93,21 @@ class Changed(BaseModel):
     changed: list[str]
 
 
-class FeeIn(BaseModel):
+class FeeIn(Body):
     receipt_number: str = Field(min_length=1, max_length=50)
     amount: Decimal = Field(gt=0, le=100_000, max_digits=10, decimal_places=2)
 
 
-class TrainingAccountIn(BaseModel):
+class TrainingAccountIn(Body):
     account: str = Field(min_length=1, max_length=50)
 
 
-class TrainingIn(BaseModel):
+class TrainingIn(Body):
     hours: Decimal = Field(ge=0, le=10_000, max_digits=7, decimal_places=1)
     evidence: Attachment
 
 
-class SessionIn(BaseModel):
+class SessionIn(Body):
     session: str = Field(min_length=1, max_length=20, description="the session's name within the plan, e.g. 01")
     exam_date: date
     starts_at: time
@@ -110,7 +116,7 @@ class SessionIn(BaseModel):
     rooms: list[Room] = Field(min_length=1, max_length=200)
 
 
-class TicketsIn(BaseModel):
+class TicketsIn(Body):
     registration_ids: list[UUID] | None = Field(
         None, max_length=5000, description="default: every approved, fee-paid registration without a ticket"
     )
@@ -131,7 +137,7 @@ class Step(StrEnum):
     ABSENT = "absent"
 
 
-class AttendanceIn(BaseModel):
+class AttendanceIn(Body):
     step: Step
     seat: int | None = Field(None, ge=1, le=500, description="sign_in: the seat the candidate sits at")
     second_identity_check: bool = Field(False, description="sign_in: the proctor checked identity again")
@@ -142,16 +148,16 @@ class Absent(BaseModel):
     marked_absent: int
 
 
-class ScoreBookIn(BaseModel):
+class ScoreBookIn(Body):
     book: dict[UUID, dict[Subject, Decimal]] = Field(description="registration id -> subject -> score", max_length=5000)
 
 
-class ScoreReviewIn(BaseModel):
+class ScoreReviewIn(Body):
     subject: Subject
     reason: str = Field(min_length=1, max_length=500)
 
 
-class ReviewAnswerIn(BaseModel):
+class ReviewAnswerIn(Body):
     outcome: ReviewOutcome
     note: str = Field(min_length=1, max_length=500)
     score: Decimal | None = Field(
@@ -159,11 +165,11 @@ class ReviewAnswerIn(BaseModel):
     )
 
 
-class ReasonsIn(BaseModel):
+class ReasonsIn(Body):
     reasons: str = Field(min_length=1, max_length=500)
 
 
-class IssueIn(BaseModel):
+class IssueIn(Body):
     registration_ids: list[UUID] | None = Field(None, max_length=5000, description="default: every confirmed pass")
 
 
@@ -172,11 +178,11 @@ class IssuedCertificate(BaseModel):
     number: str
 
 
-class CertificatesIn(BaseModel):
+class CertificatesIn(Body):
     certificates: list[str] = Field(min_length=1, max_length=5000, description="certificate ids or numbers")
 
 
-class PrintIn(BaseModel):
+class PrintIn(Body):
     form_serial: int | None = Field(None, ge=1, le=99_999_999, description="default: the next blank form in stock")
 
 
@@ -184,17 +190,17 @@ class Printed(BaseModel):
     form_serial: int
 
 
-class HandOverIn(BaseModel):
+class HandOverIn(Body):
     delivery: Delivery
     application_form: Attachment
     tracking_number: str | None = Field(None, max_length=50)
 
 
-class ReceiptIn(BaseModel):
+class ReceiptIn(Body):
     signed_by: str = Field(min_length=1, max_length=50)
 
 
-class ProofApplicationIn(BaseModel):
+class ProofApplicationIn(Body):
     kind: LossKind
     application_form: Attachment
 
@@ -203,38 +209,38 @@ class Proof(BaseModel):
     proof_number: str
 
 
-class CorrectionIn(BaseModel):
+class CorrectionIn(Body):
     correction: Correction
     reasons: str = Field(min_length=1, max_length=500)
     evidence: Attachment
 
 
-class DocumentIn(BaseModel):
+class DocumentIn(Body):
     document: Attachment
 
 
-class DemandIn(BaseModel):
+class DemandIn(Body):
     year: int = Field(ge=2000, le=2100)
     per_level: dict[Level, int]
 
 
-class FormsIn(BaseModel):
+class FormsIn(Body):
     first: int = Field(ge=1, le=99_999_999)
     last: int = Field(ge=1, le=99_999_999)
     delivery_note: str = Field(min_length=1, max_length=100)
 
 
-class SpoiledIn(BaseModel):
+class SpoiledIn(Body):
     serial: int = Field(ge=1, le=99_999_999)
     reason: str = Field(min_length=1, max_length=200)
 
 
-class DestroyedIn(BaseModel):
+class DestroyedIn(Body):
     serials: list[int] = Field(min_length=1, max_length=10_000)
     witness: str = Field(min_length=1, max_length=50)
 
 
-class StocktakeIn(BaseModel):
+class StocktakeIn(Body):
     period: str = Field(max_length=10, description="the half year, e.g. 2026H1")
     counted: int = Field(ge=0, le=99_999_999)
     note: str = Field("", max_length=200)
@@ -250,18 +256,6 @@ def key(request: Request) -> bytes:
 
 Key = Annotated[bytes, Depends(key)]
 CertificateRef = Annotated[str, Path(max_length=40, description="a certificate id, or its 22-character number")]
-
-
-def certificate_id(c: Conn, certificate: str) -> UUID:
-    """A certificate named by id, or by number through the registry (which follows the bus)."""
-    try:
-        return UUID(certificate)
-    except ValueError:
-        pass
-    row = registry.certificate_by_number(c, certificate)
-    if row is None:
-        raise NotFound(f"no certificate {certificate} in the registry (yet)", field="certificate")
-    return row["certificate_id"]
 
 
 # Institutions and plans.

@@ -10,8 +10,11 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from domain.certificate import Certificate
 from domain.errors import Forbidden, NotFound
+from domain.exam import ExamSession
 from domain.model import Actor, Role
+from domain.plan import EvaluationPlan
 from domain.registration import Registration
 from infra.api.problems import Unauthenticated
 from infra.certificates import Certificates
@@ -19,6 +22,7 @@ from infra.exams import Exams
 from infra.privacy import ref
 from infra.registrations import Registrations
 from infra.tokens import Principal
+from projections import certificates as registry
 
 STAFF = (Role.INSTITUTION_STAFF,)
 CENTRE = (Role.PROVINCIAL_CENTRE,)
@@ -26,6 +30,9 @@ HR = (Role.HR_DEPARTMENT,)
 OVERSIGHT = (Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.AUDITOR)  # across institutions, read everything
 READERS = (Role.INSTITUTION_STAFF, *OVERSIGHT)
 EVERYONE = (*READERS, Role.CANDIDATE)
+
+SCOPED = (("registration_id", Registration, "registration"), ("plan_id", EvaluationPlan, "plan"),
+          ("exam_id", ExamSession, "exam session"))  # fmt: skip
 
 bearer = HTTPBearer(auto_error=False, description="an API token from `skillcert tokens create`")
 
@@ -116,6 +123,38 @@ def candidate_owns(who: Principal, svc: Registrations, registration_id: UUID, ke
         raise Forbidden("candidates act only on their own registrations") from None
     if ref(registration.form.id_number, key) != who.candidate_ref:
         raise Forbidden("candidates act only on their own registrations")
+
+
+def certificate_id(c: Conn, certificate: str) -> UUID:
+    """A certificate named by id, or by number through the registry (which follows the bus)."""
+    try:
+        return UUID(certificate)
+    except ValueError:
+        pass
+    row = registry.certificate_by_number(c, certificate)
+    if row is None:
+        raise NotFound(f"no certificate {certificate} in the registry (yet)", field="certificate")
+    return row["certificate_id"]
+
+
+def staff_scope(request: Request, who: Annotated[Principal, Depends(principal)], svc: RegSvc, c: Conn) -> None:
+    """Staff act only on their own institution's plans, sessions, registrations, certificates and
+    stock: the target named in the path is loaded from the write side and its institution compared
+    before anything else happens, so another institution's staff get 403 whatever its state."""
+    if who.role is not Role.INSTITUTION_STAFF:
+        return
+    params = request.path_params
+    try:
+        if "institution_id" in params:
+            own_institution(who, UUID(params["institution_id"]), "data")
+        for name, cls, what in SCOPED:
+            if name in params:
+                own_institution(who, svc.get(cls, UUID(params[name]), what).institution_id, f"{what}s")
+        if "certificate" in params:
+            cert = svc.get(Certificate, certificate_id(c, params["certificate"]), "certificate")
+            own_institution(who, cert.institution_id, "certificates")
+    except ValueError:
+        return  # not an id: the route's own validation answers 422
 
 
 class Paging(BaseModel):

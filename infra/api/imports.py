@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, UploadFile
 from pydantic import BaseModel
 
 from infra import imports
-from infra.api.deps import STAFF, ExamSvc, RegSvc, RequestId, allow
+from infra.api.deps import STAFF, ExamSvc, RegSvc, RequestId, allow, staff_scope
 from infra.api.problems import Problem
 from infra.tokens import Principal
 
-router = APIRouter(tags=["imports"])
+router = APIRouter(tags=["imports"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]
 REFUSED = {422: {"model": Problem, "description": "the file is refused whole: `errors` names every bad row"}}
 

@@ -78,5 +78,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         # Unknown paths, wrong methods: the same problem+json shape as everything else.
         rule = {404: "not-found", 405: "method-not-allowed"}.get(e.status_code, "http-error")
-        detail = f"{e.detail}: {request.method} {request.url.path} (see /docs)" if e.status_code in (404, 405) else e.detail
+        detail = (
+            f"{e.detail}: {request.method} {request.url.path} (see /docs)" if e.status_code in (404, 405) else e.detail
+        )
         return problem(e.status_code, rule.replace("-", " ").capitalize(), str(detail), rule, **(e.headers or {}))

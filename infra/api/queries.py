@@ -33,7 +33,6 @@ from infra.api.deps import (
     page,
 )
 from infra.privacy import ref
-from infra.service import shanghai_today
 from infra.tokens import Principal
 from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
 from projections import certificates as registry
@@ -49,7 +48,7 @@ Overseer = Annotated[Principal, Depends(allow(*OVERSIGHT))]
 
 
 def today(request: Request) -> date:
-    return shanghai_today(request.app.state.tz)
+    return request.app.state.today()
 
 
 Today = Annotated[date, Depends(today)]
@@ -187,10 +186,12 @@ def certificates(
 def certificate_correction(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> dict[str, Any]:
     """The correction ledger: the certificate's one correction application and its decision."""
     row = registry.certificate_by_number(c, number)
-    entry = registry.correction_of(c, number=number)
-    if entry is None or row is None:
-        raise NotFound(f"no correction application for certificate {number}")
+    if row is None:
+        raise NotFound(f"no certificate {number} in the registry (yet)")
     own_record(who, row, "certificates")
+    entry = registry.correction_of(c, number=number)
+    if entry is None:
+        raise NotFound(f"no correction application for certificate {number}")
     return entry
 
 

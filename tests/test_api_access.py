@@ -1,0 +1,292 @@
+"""The authorisation matrix: every role against every endpoint, over real PostgreSQL.
+
+Institution A has a confirmed exam, issued certificates on the query platform and blank stock;
+institution B's staff, a second candidate, the provincial centre, the HR department and an
+auditor each try everything. A refusal is 403 (401 without a token) and stores nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.exam import Subject
+from domain.institution import DeadlineProfile, Filing
+from domain.model import Role
+from domain.registration import AttachmentKind
+from infra.api import create_app
+from projections.store import connect
+from tests.api import as_json, bearer
+from tests.builders import ADMIN, attachment, plan_details, working_years_form
+from tests.lifecycle import confirmed_exam, staff
+from tests.test_read_models import KEY, apply_live, bus_messages, conn  # noqa: F401 (fixture)
+
+STAFF, OTHER_STAFF, CENTRE, HR, AUDITOR = "staff", "other_staff", "centre", "hr", "auditor"
+CANDIDATE, OTHER_CANDIDATE, ANONYMOUS = "candidate", "other_candidate", "anonymous"
+ROLES = (STAFF, OTHER_STAFF, CENTRE, HR, AUDITOR, CANDIDATE, OTHER_CANDIDATE, ANONYMOUS)
+EVERYONE = set(ROLES)
+TOKENED = EVERYONE - {ANONYMOUS}
+OVERSIGHT = {CENTRE, HR, AUDITOR}
+OWN_INSTITUTION = {STAFF} | OVERSIGHT
+BOTH_STAFF = {STAFF, OTHER_STAFF} | OVERSIGHT
+OWN_RECORD = OWN_INSTITUTION | {CANDIDATE}
+DOCUMENT = as_json(attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+
+
+@dataclass
+class Setup:
+    app: Any
+    http: TestClient
+    headers: dict[str, dict[str, str]]
+    iid: UUID
+    pid: UUID
+    exam_id: UUID
+    rid: UUID
+    number: str
+    id_number: str
+    code: str
+
+    def head(self) -> int:
+        return self.app.state.registrations.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def setup(world, conn, database_url, schema) -> Iterator[Setup]:  # noqa: F811
+    iid, pid, rids, exam_id = confirmed_exam(world, 3)
+    world.at(date(2026, 4, 29))
+    issued = world.certificates.issue(staff(iid), exam_id)
+    world.certificates.receive_forms(staff(iid), iid, 1, 20, "SH-2026-001")
+    other = world.registrations.register_institution(
+        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S
+    )
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    plan = world.registrations.repository.get(pid)
+    me = working_years_form(1)
+    k = KEY.hex()
+    headers = {
+        STAFF: bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid),
+        OTHER_STAFF: bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-gz", other),
+        CENTRE: bearer(database_url, schema, Role.PROVINCIAL_CENTRE, "centre-wang"),
+        HR: bearer(database_url, schema, Role.HR_DEPARTMENT, "hr-zhao"),
+        AUDITOR: bearer(database_url, schema, Role.AUDITOR, "auditor-sun"),
+        CANDIDATE: bearer(database_url, schema, Role.CANDIDATE, "candidate-1", id_number=me.id_number, pseudonym_key=k),
+        OTHER_CANDIDATE: bearer(
+            database_url, schema, Role.CANDIDATE, "candidate-2x", id_number="11010519491231002X", pseudonym_key=k
+        ),
+        ANONYMOUS: {},
+    }
+    app = create_app(database_url, schema, pseudonym_key=k)
+    with TestClient(app) as http:
+        yield Setup(
+            app, http, headers, iid, pid, exam_id, rids[0], issued[rids[0]], me.id_number, plan.registration_code
+        )
+
+
+def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
+    """(method, route, concrete path, JSON body, roles allowed). Commands come last within each
+    group so that an allowed call changing state comes after every refusal was checked."""
+    me = working_years_form(1)
+    cert = s.number
+    return [
+        # Public.
+        ("GET", "/health", "/health", None, EVERYONE),
+        ("GET", "/plans", "/plans", None, EVERYONE),
+        ("GET", "/plans/{plan_id}", f"/plans/{s.pid}", None, EVERYONE),
+        ("GET", "/verify/{number}", f"/verify/{cert}", None, EVERYONE),
+        # Reads.
+        ("GET", "/me", "/me", None, TOKENED),
+        ("GET", "/plans/{plan_id}/registrations", f"/plans/{s.pid}/registrations", None, OWN_INSTITUTION),
+        ("GET", "/registrations/{registration_id}", f"/registrations/{s.rid}", None, OWN_RECORD),
+        ("GET", "/candidates/{id_number}/registrations", f"/candidates/{s.id_number}/registrations", None,
+         OWN_RECORD | {OTHER_STAFF}),  # other staff: filtered to nothing, checked below
+        ("GET", "/certificates/{number}", f"/certificates/{cert}", None, OWN_RECORD),
+        ("GET", "/certificates", f"/certificates?holder_id_number={s.id_number}", None, OWN_RECORD | {OTHER_STAFF}),
+        ("GET", "/certificates/{number}/correction", f"/certificates/{cert}/correction", None, OWN_RECORD),
+        ("GET", "/audit", f"/audit?institution_id={s.iid}", None, OWN_INSTITUTION),
+        ("GET", "/deadlines", f"/deadlines?institution_id={s.iid}", None, OWN_INSTITUTION),
+        ("GET", "/deadlines/overdue", "/deadlines/overdue", None, BOTH_STAFF),
+        ("GET", "/institutions/{institution_id}/stock", f"/institutions/{s.iid}/stock", None, OWN_INSTITUTION),
+        ("GET", "/institutions/{institution_id}/stock/forms/{serial}", f"/institutions/{s.iid}/stock/forms/1", None,
+         OWN_INSTITUTION),
+        ("GET", "/statistics/issued", f"/statistics/issued?institution_id={s.iid}", None, OWN_INSTITUTION),
+        ("GET", "/statistics/pass-rates", f"/statistics/pass-rates?institution_id={s.iid}", None, OWN_INSTITUTION),
+        ("GET", "/projections", "/projections", None, OVERSIGHT),
+        ("GET", "/bus/relay", "/bus/relay", None, OVERSIGHT),
+        # Commands.
+        ("POST", "/institutions", "/institutions",
+         {"name": "佛山某中心", "filing": {"city_code": "06", "station_serial": "001"}, "profile": "T"}, {CENTRE}),
+        ("POST", "/institutions/{institution_id}/plans", f"/institutions/{s.iid}/plans",
+         as_json(plan_details("2602", registration_deadline=date(2030, 1, 1), evaluation_start=date(2030, 2, 1),
+                              evaluation_end=date(2030, 2, 1))), {STAFF}),
+        ("POST", "/registrations", "/registrations", {"registration_code": s.code, "form": as_json(me)},
+         {STAFF, CANDIDATE}),
+        ("POST", "/registrations/{registration_id}/resubmission", f"/registrations/{s.rid}/resubmission", as_json(me),
+         {STAFF, CANDIDATE}),
+        ("POST", "/registrations/{registration_id}/review", f"/registrations/{s.rid}/review",
+         {"decision": "returned", "reasons": "补充材料"}, {STAFF}),
+        ("POST", "/registrations/{registration_id}/amendment", f"/registrations/{s.rid}/amendment",
+         {"form": as_json(me), "explanation": "手机号变更",
+          "document": as_json(attachment(AttachmentKind.WRITTEN_EXPLANATION))}, {STAFF}),
+        ("POST", "/registrations/{registration_id}/fee", f"/registrations/{s.rid}/fee",
+         {"receipt_number": "R1", "amount": "380.00"}, {STAFF}),
+        ("POST", "/registrations/{registration_id}/training-account", f"/registrations/{s.rid}/training-account",
+         {"account": "T-1"}, {STAFF}),
+        ("POST", "/registrations/{registration_id}/training", f"/registrations/{s.rid}/training",
+         {"hours": "40", "evidence": as_json(attachment(AttachmentKind.TRAINING_CERTIFICATE))}, {STAFF}),
+        ("POST", "/plans/{plan_id}/sessions", f"/plans/{s.pid}/sessions",
+         {"session": "B", "exam_date": "2026-04-17", "starts_at": "09:00", "ends_at": "11:00", "location": "考点",
+          "rooms": [{"name": "301", "seats": 30}]}, {STAFF}),
+        ("POST", "/sessions/{exam_id}/tickets", f"/sessions/{s.exam_id}/tickets", {}, {STAFF}),
+        ("POST", "/registrations/{registration_id}/attendance", f"/registrations/{s.rid}/attendance",
+         {"step": "check_in"}, {STAFF, CANDIDATE}),
+        ("POST", "/sessions/{exam_id}/day-closure", f"/sessions/{s.exam_id}/day-closure", None, {STAFF}),
+        ("PUT", "/sessions/{exam_id}/scores", f"/sessions/{s.exam_id}/scores",
+         {"book": {str(s.rid): {Subject.THEORY.value: "80", Subject.SKILLS.value: "80",
+                                Subject.COMPREHENSIVE.value: "80"}}}, {STAFF}),
+        ("POST", "/sessions/{exam_id}/scores/import", f"/sessions/{s.exam_id}/scores/import", "scores", {STAFF}),
+        ("POST", "/sessions/{exam_id}/scores/publication", f"/sessions/{s.exam_id}/scores/publication", None, {STAFF}),
+        ("POST", "/registrations/{registration_id}/score-review", f"/registrations/{s.rid}/score-review",
+         {"subject": Subject.THEORY.value, "reason": "复核理论成绩"}, {STAFF, CANDIDATE}),
+        ("POST", "/registrations/{registration_id}/score-review/answer", f"/registrations/{s.rid}/score-review/answer",
+         {"outcome": "upheld", "note": "维持"}, {STAFF}),
+        ("POST", "/sessions/{exam_id}/results/report", f"/sessions/{s.exam_id}/results/report", None, {STAFF}),
+        ("POST", "/sessions/{exam_id}/results/confirmation", f"/sessions/{s.exam_id}/results/confirmation", None,
+         {CENTRE}),
+        ("POST", "/sessions/{exam_id}/results/return", f"/sessions/{s.exam_id}/results/return",
+         {"reasons": "复核"}, {CENTRE}),
+        ("POST", "/sessions/{exam_id}/certificates", f"/sessions/{s.exam_id}/certificates", {}, {STAFF}),
+        ("POST", "/plans/{plan_id}/registrations/import", f"/plans/{s.pid}/registrations/import", "candidates",
+         {STAFF}),
+        ("POST", "/certificates/data-report", "/certificates/data-report", {"certificates": [cert]}, {STAFF}),
+        ("POST", "/certificates/data-acceptance", "/certificates/data-acceptance", {"certificates": [cert]},
+         {CENTRE}),
+        ("POST", "/certificates/{certificate}/data-return", f"/certificates/{cert}/data-return",
+         {"reasons": "信息有误"}, {CENTRE}),
+        ("POST", "/certificates/queryability", "/certificates/queryability", {"certificates": [cert]}, {CENTRE}),
+        ("POST", "/certificates/{certificate}/print", f"/certificates/{cert}/print", {}, {STAFF}),
+        ("POST", "/certificates/{certificate}/handover", f"/certificates/{cert}/handover",
+         {"delivery": "pickup", "application_form": DOCUMENT}, {STAFF}),
+        ("POST", "/certificates/{certificate}/receipt", f"/certificates/{cert}/receipt", {"signed_by": "考生1"},
+         {STAFF}),
+        ("POST", "/certificates/{certificate}/proof-application", f"/certificates/{cert}/proof-application",
+         {"kind": "lost", "application_form": as_json(attachment(AttachmentKind.PROOF_APPLICATION))}, {STAFF}),
+        ("POST", "/certificates/{certificate}/proof", f"/certificates/{cert}/proof", None, {STAFF}),
+        ("POST", "/certificates/{certificate}/correction-application", f"/certificates/{cert}/correction-application",
+         {"correction": {"name": "更正姓名"}, "reasons": "录入错误",
+          "evidence": as_json(attachment(AttachmentKind.CORRECTION_EVIDENCE))}, {STAFF}),
+        ("POST", "/certificates/{certificate}/correction-approval", f"/certificates/{cert}/correction-approval", None,
+         {HR}),
+        ("POST", "/certificates/{certificate}/correction-rejection", f"/certificates/{cert}/correction-rejection",
+         {"reasons": "材料不足"}, {HR}),
+        ("POST", "/certificates/{certificate}/holder-commitment", f"/certificates/{cert}/holder-commitment",
+         {"document": as_json(attachment(AttachmentKind.HOLDER_COMMITMENT))}, {STAFF}),
+        ("POST", "/institutions/{institution_id}/stock/demand", f"/institutions/{s.iid}/stock/demand",
+         {"year": 2027, "per_level": {"2": 100}}, {STAFF}),
+        ("POST", "/institutions/{institution_id}/stock/receipts", f"/institutions/{s.iid}/stock/receipts",
+         {"first": 21, "last": 40, "delivery_note": "SH-2026-002"}, {STAFF}),
+        ("POST", "/institutions/{institution_id}/stock/spoiled", f"/institutions/{s.iid}/stock/spoiled",
+         {"serial": 20, "reason": "卡纸"}, {STAFF}),
+        ("POST", "/institutions/{institution_id}/stock/destroyed", f"/institutions/{s.iid}/stock/destroyed",
+         {"serials": [20], "witness": "王监督"}, {STAFF}),
+        ("POST", "/institutions/{institution_id}/stock/stocktakes", f"/institutions/{s.iid}/stock/stocktakes",
+         {"period": "2026H2", "counted": 18}, {STAFF}),
+        ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},
+         {STAFF}),
+    ]  # fmt: skip
+
+
+FILES = {
+    "scores": ("scores.csv", "证件号码,姓名,理论知识,操作技能,综合评审\n{id},考生1,80,80,80\n"),
+    "candidates": (
+        "list.csv",
+        "姓名,证件号码,性别,出生日期,文化程度,劳动关系,申报依据\n张三,{id},男,1990-01-01,初中,其他,working_years\n",
+    ),
+}
+
+
+def call(s: Setup, role: str, method: str, path: str, body: Any) -> Any:
+    if isinstance(body, str):  # a file upload
+        name, text = FILES[body]
+        files = {"file": (name, text.format(id=s.id_number).encode(), "text/csv")}
+        return s.http.request(method, path, headers=s.headers[role], files=files)
+    return s.http.request(method, path, headers=s.headers[role], json=body)
+
+
+def test_every_role_against_every_endpoint(setup: Setup) -> None:
+    s = setup
+    table = endpoints(s)
+    routes = {(m.upper(), path) for path, ops in s.app.openapi()["paths"].items() for m in ops}
+    assert routes == {(m, r) for m, r, *_ in table}, "every endpoint is in the matrix"
+
+    refusals = 0
+    for method, _, path, body, allowed in table:
+        for role in sorted(set(ROLES) - allowed):
+            before = s.head()
+            r = call(s, role, method, path, body)
+            expected = 401 if role == ANONYMOUS else 403
+            assert r.status_code == expected, (role, method, path, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert s.head() == before, f"{role} {method} {path} was refused but stored events"
+            refusals += 1
+        for role in sorted(allowed):
+            r = call(s, role, method, path, body)
+            assert r.status_code not in (401, 403), (role, method, path, r.status_code, r.text)
+            assert r.status_code < 500, (role, method, path, r.text)
+    assert refusals > 300
+
+    # Where staff are narrowed rather than refused, another institution's staff see nothing of A's.
+    for path in (f"/candidates/{s.id_number}/registrations", f"/certificates?holder_id_number={s.id_number}"):
+        assert s.http.get(path, headers=s.headers[OTHER_STAFF]).json()["total"] == 0
+        assert s.http.get(path, headers=s.headers[STAFF]).json()["total"] == 1
+
+
+def test_the_actor_on_the_event_is_the_token_holder_never_the_body(setup: Setup, database_url, schema) -> None:
+    s = setup
+    r = s.http.post(
+        f"/registrations/{s.rid}/training-account",
+        headers={**s.headers[STAFF], "X-Actor-Id": "someone-else", "X-Request-Id": "req-42"},
+        json={"account": "T-9", "actor": {"id": "forged", "role": "provincial_centre"}},
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "actor"  # unknown fields are refused
+    r = s.http.post(
+        f"/registrations/{s.rid}/training-account",
+        headers={**s.headers[STAFF], "X-Actor-Id": "someone-else", "X-Request-Id": "req-42"},
+        json={"account": "T-9"},
+    )
+    assert r.status_code == 204, r.text
+    with connect(database_url, schema) as c:
+        app = s.app.state.registrations
+        last = app.recorder.select_notifications(start=s.head(), limit=1)[0]
+        actor = app.mapper.to_domain_event(last).actor
+        assert (actor.id, actor.role, actor.institution_id, actor.request_id) == (
+            "staff-li",
+            Role.INSTITUTION_STAFF,
+            s.iid,
+            "req-42",
+        )
+        del c
+
+
+def test_tokens_are_stored_hashed_and_revocable(setup: Setup, database_url, schema) -> None:
+    from infra.tokens import Tokens
+
+    s = setup
+    secret = s.headers[AUDITOR]["Authorization"].removeprefix("Bearer ")
+    with connect(database_url, schema) as c:
+        stored = c.execute("SELECT string_agg(encode(secret_sha256, 'escape') || id || name, '') FROM api_tokens")
+        assert secret not in stored.fetchone()[0]
+        refs = [r[0] for r in c.execute("SELECT candidate_ref FROM api_tokens WHERE role = 'candidate'")]
+        assert s.id_number not in str(refs) and all(len(r) == 64 for r in refs)
+    assert s.http.get("/me", headers=s.headers[AUDITOR]).json()["name"] == "auditor-sun"
+    token_id = secret.split("_")[1]
+    assert Tokens(database_url, schema).revoke(token_id)
+    r = s.http.get("/me", headers=s.headers[AUDITOR])
+    assert r.status_code == 401 and "revoked" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
+    assert s.http.get("/me", headers={"Authorization": "Bearer skc_00000000_guess"}).status_code == 401

@@ -1,0 +1,162 @@
+"""Batch imports over HTTP: the candidate list and the score book, CSV or XLSX, all rows or none."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from openpyxl import Workbook
+
+from domain.exam import Subject
+from domain.model import Role
+from domain.registration import AttachmentKind, Registration
+from infra.api import create_app
+from tests.api import bearer
+from tests.builders import attachment, candidate, setup_plan, working_years_form
+from tests.lifecycle import approved_cohort, sit_exam
+
+HEADERS = ["姓名", "证件类型", "证件号码", "性别", "出生日期", "文化程度", "从事本职业年限", "考生来源", "劳动关系",
+           "手机号码", "工作单位", "申报依据", "毕业证", "学信网备案表", "社保证明"]  # fmt: skip
+
+
+def row(serial: int, **changes: Any) -> list[Any]:
+    f = working_years_form(serial)
+    digest = {k: attachment(k).sha256 for k in AttachmentKind}
+    cells = {
+        "姓名": f.name, "证件类型": f.id_type.value, "证件号码": f.id_number, "性别": f.gender.value,
+        "出生日期": f.date_of_birth, "文化程度": f.education.value, "从事本职业年限": f.years_in_occupation,
+        "考生来源": f.candidate_source.value, "劳动关系": f.labour_relation.value, "手机号码": f.phone,
+        "工作单位": f.work_unit, "申报依据": f.basis.value, "毕业证": f"毕业证.pdf {digest[AttachmentKind.DIPLOMA]}",
+        "学信网备案表": digest[AttachmentKind.CHSI_RECORD], "社保证明": digest[AttachmentKind.SOCIAL_SECURITY],
+    }  # fmt: skip
+    cells.update(changes)
+    return [cells[h] for h in HEADERS]
+
+
+def csv_bytes(rows: list[list[Any]], encoding: str = "utf-8-sig") -> bytes:
+    lines = [",".join(HEADERS)] + [",".join("" if v is None else str(v) for v in r) for r in rows]
+    return ("\n".join(lines) + "\n").encode(encoding)
+
+
+def xlsx_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
+    book = Workbook()
+    sheet = book.active
+    sheet.append(header)
+    for r in rows:
+        sheet.append(r)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def http(world, database_url, schema) -> Iterator[TestClient]:
+    with TestClient(create_app(database_url, schema, today=world.clock)) as client:
+        yield client
+
+
+def head(world) -> int:
+    return world.registrations.recorder.max_notification_id() or 0
+
+
+def test_a_candidate_list_in_csv_or_xlsx_registers_everyone_in_one_go(world, http, database_url, schema):
+    world.at(date(2026, 3, 2))
+    iid, pid, _ = setup_plan(world.registrations, seats=10)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("名单.csv", csv_bytes([row(1), row(2), row(3)]), "text/csv")})  # fmt: skip
+    assert r.status_code == 201, r.text
+    assert r.json()["rows"] == 3
+    people = [world.registrations.get(Registration, i, "registration") for i in r.json()["registration_ids"]]
+    assert [p.form.name for p in people] == ["考生1", "考生2", "考生3"]
+    assert {a.kind for a in people[0].form.attachments} == {
+        AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY}  # fmt: skip
+    assert people[0].form.attachments[0].file_name == "毕业证.pdf"
+    # Excel's own format, and a CSV saved by Excel on a Chinese Windows (GB18030).
+    book = xlsx_bytes(HEADERS, [row(4), row(5)])
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xlsx", book)})
+    assert r.status_code == 201 and r.json()["rows"] == 2, r.text
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("名单.csv", csv_bytes([row(6)], "gb18030"), "text/csv")})  # fmt: skip
+    assert r.status_code == 201 and r.json()["rows"] == 1, r.text
+    assert world.registrations.repository.get(pid).seats_left == 4
+
+
+def test_a_list_with_any_bad_row_is_refused_whole_naming_every_bad_row(world, http, database_url, schema):
+    world.at(date(2026, 3, 2))
+    iid, pid, code = setup_plan(world.registrations, seats=10)
+    world.registrations.register(candidate(7), code, working_years_form(7))
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    bad_id = working_years_form(3).id_number[:-1] + ("0" if working_years_form(3).id_number[-1] != "0" else "1")
+    rows = [
+        row(1),  # row 2: fine
+        row(2, 出生日期=date(1980, 1, 1)),  # row 3: disagrees with the ID number
+        row(3, 证件号码=bad_id),  # row 4: check digit
+        row(1),  # row 5: row 2 again
+        row(5, 文化程度="大学"),  # row 6: not a level of education
+        row(6, 社保证明=None),  # row 7: no proof of employment
+        row(7),  # row 8: registered already
+    ]
+    before = head(world)
+    r = http.post(
+        f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xlsx", xlsx_bytes(HEADERS, rows))}
+    )
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    by_row = {}
+    for e in r.json()["errors"]:
+        by_row.setdefault(e["field"].split(".")[0], []).append(e["field"])
+    assert sorted(by_row) == ["row 3", "row 4", "row 5", "row 6", "row 7", "row 8"]
+    assert by_row["row 3"] == ["row 3.date_of_birth"] and by_row["row 4"] == ["row 4.id_number"]
+    assert by_row["row 6"] == ["row 6.education"] and by_row["row 7"] == ["row 7.attachments"]
+    assert head(world) == before, "nothing stored"
+    assert world.registrations.repository.get(pid).seats_left == 9
+
+    # A file that is not a table, an unknown column, another institution's staff.
+    assert http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                     files={"file": ("x.xlsx", b"PK\x03\x04 not really")}).json()["errors"][0]["field"] == "file"  # fmt: skip
+    odd = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                    files={"file": ("x.csv", "姓名,籍贯\n张三,广东\n".encode())}).json()  # fmt: skip
+    assert {e["message"] for e in odd["errors"]} >= {"column '籍贯' is not one this import reads",
+                                                     "column 'id_number' is missing"}  # fmt: skip
+    assert head(world) == before
+
+
+def test_the_score_book_is_recorded_from_a_file_or_refused_whole(world, http, database_url, schema):
+    iid, pid, rids = approved_cohort(world, 4)
+    absent = frozenset({rids[3]})
+    exam_id = sit_exam(world, iid, pid, rids, absent)
+    world.at(date(2026, 4, 13))
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "scorer-chen", iid)
+    forms = [world.registrations.get(Registration, r, "registration").form for r in rids]
+    header = ["证件号码", "姓名", "理论知识", "操作技能", "综合评审"]
+    good = [[f.id_number, f.name, 71, 80.5, 90] for f in forms[:3]] + [
+        [forms[3].id_number, forms[3].name, "缺考", "缺考", "缺考"]
+    ]
+    bad = [
+        [forms[0].id_number, "张冠李戴", 71, 80, 90],  # row 2: not the registered name
+        [forms[1].id_number, forms[1].name, 101, 80, 90],  # row 3: out of range
+        [forms[2].id_number, forms[2].name, 70, "八十", 90],  # row 4: not a number
+        [forms[3].id_number, forms[3].name, 70, 80, 90],  # row 5: was absent
+        ["440305199001010011", "路人", 70, 80, 90],  # row 6: no ticket
+    ]
+    before = head(world)
+    r = http.post(
+        f"/sessions/{exam_id}/scores/import", headers=staff, files={"file": ("成绩册.xlsx", xlsx_bytes(header, bad))}
+    )
+    assert r.status_code == 422, r.text
+    fields = [e["field"] for e in r.json()["errors"]]
+    assert fields == ["row 2.name", "row 3.理论知识", "row 4.操作技能", "row 5", "row 6.id_number"], r.json()
+    assert head(world) == before
+    r = http.post(
+        f"/sessions/{exam_id}/scores/import", headers=staff, files={"file": ("成绩册.xlsx", xlsx_bytes(header, good))}
+    )
+    assert r.status_code == 201 and r.json()["rows"] == 3, r.text
+    scored = [world.exams.sitting(rid) for rid in rids]
+    assert [s.scores for s in scored[:3]] == [{Subject.THEORY: 71, Subject.SKILLS: Decimal("80.5"),
+                                               Subject.COMPREHENSIVE: 90}] * 3  # fmt: skip
+    assert scored[0].scored_by == "scorer-chen" and scored[3].scores == {}
