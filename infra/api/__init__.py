@@ -19,6 +19,7 @@ from infra.privacy import installation_key
 from infra.registrations import Registrations
 from infra.service import shanghai_today
 from infra.tokens import Tokens
+from projections import PROJECTIONS
 from projections.store import create_tables
 
 
@@ -46,8 +47,9 @@ def create_app(
         s.key = installation_key(database_url, schema, pseudonym_key)
         s.tokens = Tokens(database_url, schema)
         s.tokens.create_table()
-        with s.pool.connection() as c:  # the read models' bookkeeping, for /projections
-            create_tables(c, [])
+        with s.pool.connection() as c:
+            # Empty read models answer "nothing yet" until the worker fills (or rebuilds) them.
+            create_tables(c, PROJECTIONS)
         yield
         s.pool.close()
         for service in (s.registrations, s.exams, s.certificates):

@@ -1,0 +1,95 @@
+"""Schemathesis against the served OpenAPI schema: generated requests to every operation, with a
+token of a role the operation admits, must never get a server error."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import schemathesis
+import uvicorn
+from hypothesis import HealthCheck, settings
+from psycopg import sql
+
+from domain.institution import DeadlineProfile, Filing
+from domain.model import Role
+from infra.api import create_app
+from infra.embedded import free_port
+from infra.registrations import Registrations
+from tests.api import bearer
+from tests.builders import ADMIN, plan_details, staff_of
+
+EXAMPLES = 25  # per operation: about 1,500 requests in all
+
+CENTRE_ONLY = ("/confirmation", "/results/return", "/data-acceptance", "/queryability", "/data-return")
+HR_ONLY = ("/correction-approval", "/correction-rejection")
+
+
+@pytest.fixture(scope="module")
+def served(database_url: str) -> Iterator[dict[str, Any]]:
+    schema = f"t_fuzz_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    # Something to find: an institution with a plan open for registration.
+    svc = Registrations(database_url, schema, today=lambda: date(2026, 3, 2))
+    iid = svc.register_institution(ADMIN, "深圳示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S)
+    svc.publish_plan(staff_of(iid), iid, plan_details())
+    svc.close()
+    tokens = {
+        "staff": bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid),
+        "centre": bearer(database_url, schema, Role.PROVINCIAL_CENTRE, "centre-wang"),
+        "hr": bearer(database_url, schema, Role.HR_DEPARTMENT, "hr-zhao"),
+        "auditor": bearer(database_url, schema, Role.AUDITOR, "auditor-sun"),
+    }
+    port = free_port()
+    app = create_app(database_url, schema, verify_rate_limit="100000/minute", today=lambda: date(2026, 3, 2))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
+    assert httpx.get(f"{base}/openapi.json").json() == app.openapi()
+    yield {"base": base, "tokens": tokens}
+    server.should_exit = True
+    thread.join(10)
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# The schema the server serves at /openapi.json; building it needs no database.
+schema = schemathesis.openapi.from_dict(create_app("postgresql://schema-only").openapi())
+
+
+def role_for(method: str, path: str) -> str:
+    if method == "GET":
+        return "auditor"
+    if path.endswith(CENTRE_ONLY) or path == "/institutions":
+        return "centre"
+    if path.endswith(HR_ONLY):
+        return "hr"
+    return "staff"
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_generated_request_gets_a_server_error(case: Any, served: dict[str, Any]) -> None:
+    response = case.call(base_url=served["base"], headers=served["tokens"][role_for(case.method, case.path)])
+    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
+    if response.status_code >= 400:
+        kind = response.headers.get("content-type")
+        assert (kind[0] if isinstance(kind, list) else kind) == "application/problem+json", response.text

@@ -1,0 +1,148 @@
+"""Public certificate verification: JSON for programs, the HTML page for the browser a QR code opens.
+
+The browser test renders the certificate's QR code into a PDF with reportlab (as certgen prints
+it), rasterises it with poppler's pdftoppm, decodes it with zbarimg, and opens the URL it holds
+in headless Chromium against a real server.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from reportlab.graphics import renderPDF
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.pdfgen.canvas import Canvas
+
+from certgen.qr import qr_drawing, verification_url
+from infra.api import create_app
+from infra.embedded import free_port
+from tests.test_read_models import KEY, apply_live, bus_messages, certificates_in_every_state, conn  # noqa: F401
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@dataclass
+class Certs:
+    valid: str
+    proof: str
+    corrected: str
+    revoked: str
+    holder: Any
+
+
+@pytest.fixture
+def certs(world, conn) -> Certs:  # noqa: F811
+    _, cids = certificates_in_every_state(world, 6)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    number = [world.certificates.certificate(c).number for c in cids]
+    return Certs(number[4], number[0], number[1], number[3], world.certificates.certificate(cids[4]).holder)
+
+
+def test_verification_answers_for_valid_corrected_revoked_unknown_and_malformed_numbers(certs, database_url, schema):
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex(), verify_rate_limit="1000/minute")) as http:
+        v = http.get(f"/verify/{certs.valid}").json()
+        assert (v["status"], v["holder_name"], v["level"], v["job"]) == ("valid", certs.holder.name, "二级/技师", "--")
+        assert v["occupation"] == "人工智能训练师" and v["institution"] == "深圳市技能人才评价示范中心"
+        assert v["issued_on"] == "2026-04-29" and v["nationally_queryable_since"] == "2026-07-01"
+        number = certs.holder.id_number
+        assert v["id_number"] == number[:4] + "*" * 10 + number[-4:] and number not in str(v)
+        assert http.get(f"/verify/{certs.proof}").json()["loss_proof_issued"] is True
+        corrected = http.get(f"/verify/{certs.corrected.lower()}").json()  # as typed by hand
+        assert (corrected["status"], corrected["holder_name"]) == ("corrected", "更正后姓名")
+        revoked = http.get(f"/verify/{certs.revoked}").json()
+        assert revoked["status"] == "revoked" and revoked["holder_name"] is None and revoked["id_number"] is None
+
+        unknown = certs.valid[:-6] + "999999"
+        r = http.get(f"/verify/{unknown}")
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == f"no certificate carries the number {unknown}"
+        r = http.get("/verify/S00004403201526200000")  # one character short
+        assert r.status_code == 422 and "must be 22 characters, not 21" in r.json()["detail"]
+        r = http.get(f"/verify/{certs.valid[:15]}9{certs.valid[16:]}")
+        assert r.status_code == 422 and "position 16: level must be 1-5, not 9" in r.json()["detail"]
+
+        page = http.get(f"/verify/{certs.valid}", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert 'data-status="valid"' in page.text and certs.holder.name in page.text and number not in page.text
+        missing = http.get(f"/verify/{unknown}", headers={"Accept": "text/html"})
+        assert missing.status_code == 404 and 'data-status="not_found"' in missing.text
+
+
+def test_verification_is_rate_limited_per_address(certs, database_url, schema):
+    with TestClient(create_app(database_url, schema, verify_rate_limit="5/minute")) as http:
+        answers = [http.get(f"/verify/{certs.valid}").status_code for _ in range(7)]
+        assert answers == [200] * 5 + [429] * 2
+        r = http.get(f"/verify/{certs.valid}")
+        assert r.headers["content-type"] == "application/problem+json" and 1 <= int(r.headers["retry-after"]) <= 61
+        assert http.get("/health").status_code == 200  # only verification is limited
+
+
+@pytest.fixture
+def server(certs, database_url, schema) -> Iterator[str]:
+    port = free_port()
+    app = create_app(database_url, schema, pseudonym_key=KEY.hex())
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.1)
+    yield base
+    srv.should_exit = True
+    thread.join(10)
+
+
+def scan(tmp_path: Path, url: str) -> str:
+    """Print the QR code as certgen does, rasterise the page, read the code back."""
+    tmp_path.mkdir(exist_ok=True)
+    pdf = tmp_path / "certificate.pdf"
+    canvas = Canvas(str(pdf), pagesize=landscape(A4))
+    renderPDF.draw(qr_drawing(url, 80), canvas, 700, 40)
+    canvas.save()
+    subprocess.run(["pdftoppm", "-png", "-r", "150", str(pdf), str(tmp_path / "page")], check=True)
+    png = next(tmp_path.glob("page*.png"))
+    return subprocess.run(
+        ["zbarimg", "--raw", "-q", str(png)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: .ci/run installs Debian's chromium")
+def test_the_page_a_qr_code_opens_shows_the_status_in_a_real_browser(certs, server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    urls = {c: scan(tmp_path / c, verification_url(server, getattr(certs, c))) for c in ("valid", "revoked")}
+    assert urls["valid"] == f"{server}/verify/{certs.valid}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(urls["valid"])
+        assert page.get_attribute("#status", "data-status") == "valid"
+        assert page.inner_text("#status") == "有效 / Valid"
+        assert page.inner_text("#holder") == certs.holder.name and page.inner_text("#level") == "二级/技师"
+        assert "*" in page.inner_text("#id-number") and certs.holder.id_number not in page.content()
+        page.goto(urls["revoked"])
+        assert page.get_attribute("#status", "data-status") == "revoked"
+        assert page.locator("#holder").count() == 0
+        page.goto(f"{server}/verify/NOT-A-NUMBER")
+        assert page.get_attribute("#status", "data-status") == "malformed"
+        assert "must be 22 characters" in page.inner_text("#detail")
+        browser.close()
