@@ -19,11 +19,13 @@ import pytest
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
+from domain.model import Role
 from infra.api import create_app
 from infra.embedded import Broker, free_port
 from infra.privacy import installation_key, ref
 from infra.relay import ensure_position_table, status
 from infra.schemas import SCHEMA_DIR
+from tests.api import bearer
 from tests.builders import candidate, setup_plan, working_years_form
 from tests.bus import (
     Bus,
@@ -225,6 +227,7 @@ def test_republishing_history_for_a_wiped_broker_or_a_new_subscriber(service, bu
     shown = json.loads(bus.cli("relay", "status", "--json").stdout)
     assert (shown["active"], shown["position"], shown["lag_events"]) == (False, top - 5, 5)
     with TestClient(create_app(bus.database_url, bus.schema)) as http:
+        http.headers.update(bearer(bus.database_url, bus.schema, Role.AUDITOR, "auditor-sun"))
         assert http.get("/bus/relay").json()["lag_events"] == 5
 
 

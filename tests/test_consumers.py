@@ -10,11 +10,13 @@ from uuid import uuid4
 
 from confluent_kafka import Consumer, TopicPartition
 
+from domain.model import Role
 from infra.privacy import installation_key
 from projections import PROJECTIONS
 from projections.lag import lag
 from projections.rebuild import rebuild
 from projections.store import connect, create_tables
+from tests.api import bearer
 from tests.bus import Bus, eventually
 from tests.lifecycle import full_lifecycle
 from tests.read_models import all_rows, check_read_models
@@ -170,15 +172,16 @@ def test_the_api_serves_deadlines_stock_statistics_and_lag(world, database_url, 
         apply_live(conn, bus_messages(world.registrations))
         conn.commit()
     with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        http.headers.update(bearer(database_url, schema, Role.AUDITOR, "auditor-sun"))
         books = http.get(f"/institutions/{life.iid}/stock").json()
         assert (books["received"], books["spoiled"], books["last_discrepancy"]) == (300, 2, 0)
         form = http.get(f"/institutions/{life.iid}/stock/forms/{life.reprint_form}").json()
         assert form["certificate_number"] == world.certificates.certificate(life.corrected).number
         unused = http.get(f"/institutions/{life.iid}/stock/forms/10000299")
         assert unused.status_code == 404 and unused.headers["content-type"] == "application/problem+json"
-        [month] = http.get("/statistics/issued", params={"institution_id": str(life.iid), "year": 2026}).json()
+        [month] = http.get("/statistics/issued", params={"institution_id": str(life.iid), "year": 2026}).json()["items"]
         assert month["issued"] == len(life.passed)
-        [rate] = http.get("/statistics/pass-rates").json()
+        [rate] = http.get("/statistics/pass-rates").json()["items"]
         assert rate["passed"] == len(life.passed)
         assert http.get("/deadlines", params={"institution_id": str(life.iid)}).json()["total"] == 0
         wrong = http.get("/deadlines", params={"step": "coffee_break"})

@@ -23,7 +23,13 @@ from infra.embedded import free_port
 from infra.eventstore import SkillcertApplication
 from tests.builders import plan_details, working_years_form
 
-ADMIN = {"X-Actor-Id": "centre-admin", "X-Actor-Role": "provincial_centre"}
+
+def token(env: dict[str, str], *options: str) -> dict[str, str]:
+    """A bearer token made the way an operator makes one: `skillcert tokens create`."""
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "tokens", "create", *options], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return {"Authorization": f"Bearer {done.stdout.strip()}"}
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0) -> Any:
@@ -38,7 +44,7 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 
 @pytest.fixture
-def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str, str]]:
+def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str, str, dict[str, str]]]:
     port = free_port()
     prefix = f"{schema}."
     env = {
@@ -58,7 +64,7 @@ def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str,
     base = f"http://127.0.0.1:{port}"
     try:
         eventually(lambda: _healthy(base), timeout=30)
-        yield base, prefix
+        yield base, prefix, env
     finally:
         for p in procs:
             p.terminate()
@@ -78,14 +84,15 @@ def _healthy(base: str) -> bool:
 
 
 def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
-    base, prefix = stack
+    base, prefix, env = stack
     http = httpx.Client(base_url=base, timeout=10)
+    centre = token(env, "--role", "provincial_centre", "--name", "centre-admin")
 
-    r = http.post("/institutions", headers=ADMIN, json={
+    r = http.post("/institutions", headers=centre, json={
         "name": "深圳市技能人才评价示范中心", "filing": {"city_code": "03", "station_serial": "015"}, "profile": "S"})  # fmt: skip
     assert r.status_code == 201, r.text
     iid = r.json()["id"]
-    staff = {"X-Actor-Id": "staff-li", "X-Actor-Role": "institution_staff", "X-Institution-Id": iid}
+    staff = token(env, "--role", "institution_staff", "--name", "staff-li", "--institution", iid)
 
     details = plan_details(
         registration_deadline="2099-12-31", evaluation_start="2099-12-31", evaluation_end="2099-12-31"
@@ -95,7 +102,8 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     plan_id, code = r.json()["id"], r.json()["registration_code"]
 
     form = working_years_form(3)
-    me = {"X-Actor-Id": "candidate-3", "X-Actor-Role": "candidate", "X-Request-Id": "req-e2e-1"}
+    me = token(env, "--role", "candidate", "--name", "candidate-3", "--id-number", form.id_number)
+    me["X-Request-Id"] = "req-e2e-1"
     r = http.post(
         "/registrations", headers=me, json={"registration_code": code, "form": json.loads(form.model_dump_json())}
     )
@@ -108,7 +116,7 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     assert r.status_code == 204, r.text
 
     # The read models catch up through Kafka and the faust worker.
-    record = eventually(lambda: (x := http.get(f"/registrations/{rid}")).status_code == 200
+    record = eventually(lambda: (x := http.get(f"/registrations/{rid}", headers=me)).status_code == 200
                         and x.json()["status"] == "returned" and x.json())  # fmt: skip
     assert record["decision_reasons"] == "补充劳动合同"
     assert record["reviews"][0]["actor_id"] == "staff-li"
@@ -116,7 +124,10 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     plan = eventually(lambda: (x := http.get(f"/plans/{plan_id}")).status_code == 200 and x.json())
     assert plan["seats_left"] == 59 and plan["registration_open"] is True
     assert "registration_code" not in plan  # candidates get it from the institution's contact
-    assert http.get(f"/candidates/{form.id_number}/registrations").json()[0]["registration_id"] == rid
+    mine = http.get(f"/candidates/{form.id_number}/registrations", headers=me).json()
+    assert [r["registration_id"] for r in mine["items"]] == [rid]
+    someone = working_years_form(4).id_number
+    assert http.get(f"/candidates/{someone}/registrations", headers=me).status_code == 403
     found = http.get("/plans", params={"occupation": "人工智能", "level": 2}).json()
     assert found["total"] == 1 and found["items"][0]["plan_id"] == plan_id
 
@@ -144,17 +155,22 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
 
 
 def test_bad_input_gets_a_problem_naming_the_field_and_stores_nothing(stack):
-    base, _ = stack
+    base, _, env = stack
     http = httpx.Client(base_url=base, timeout=10)
-    r = http.post("/institutions", headers=ADMIN, json={
+    centre = token(env, "--role", "provincial_centre", "--name", "centre-admin")
+    r = http.post("/institutions", headers=centre, json={
         "name": "某中心", "filing": {"city_code": "10", "station_serial": "015"}, "profile": "S"})  # fmt: skip
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == "filing.city_code"
+    form = working_years_form()
+    me = token(env, "--role", "candidate", "--name", "candidate-1", "--id-number", form.id_number)
     r = http.post(
-        "/registrations",
-        headers=ADMIN,
-        json={"registration_code": "ABCDEFGH", "form": json.loads(working_years_form().model_dump_json())},
+        "/registrations", headers=me, json={"registration_code": "ABCDEFGH", "form": json.loads(form.model_dump_json())}
     )
     assert r.status_code == 404 and "ABCDEFGH" in r.json()["detail"]
     assert http.get("/plans").json()["total"] == 0
+    refused = subprocess.run([sys.executable, "-m", "infra.cli", "tokens", "create", "--role", "institution_staff",
+                              "--name", "x", "--institution", str(uuid.uuid4())], env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "no institution with id" in refused.stderr

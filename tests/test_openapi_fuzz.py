@@ -39,7 +39,9 @@ def served(database_url: str) -> Iterator[dict[str, Any]]:
         c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     # Something to find: an institution with a plan open for registration.
     svc = Registrations(database_url, schema, today=lambda: date(2026, 3, 2))
-    iid = svc.register_institution(ADMIN, "深圳示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S)
+    iid = svc.register_institution(
+        ADMIN, "深圳示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S
+    )
     svc.publish_plan(staff_of(iid), iid, plan_details())
     svc.close()
     tokens = {

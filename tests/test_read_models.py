@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from domain.certificate import Correction, Delivery, LossKind
+from domain.model import Role
 from domain.registration import AttachmentKind
 from infra.envelope import envelope, published
 from infra.privacy import ref
@@ -19,6 +20,7 @@ from projections.certificates import Corrections, Registry, certificate_by_numbe
 from projections.certificates import correction_of as ledger_entry
 from projections.rebuild import rebuild
 from projections.store import apply_message, connect, create_tables
+from tests.api import bearer
 from tests.builders import attachment, working_years_form
 from tests.lifecycle import HR, World, full_lifecycle, queryable_certificates, staff
 
@@ -227,12 +229,13 @@ def test_the_api_serves_the_registry_and_the_ledger(world, conn, database_url, s
     conn.commit()
     corrected = world.certificates.certificate(cids[1])
     with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        http.headers.update(bearer(database_url, schema, Role.AUDITOR, "auditor-sun"))
         got = http.get(f"/certificates/{corrected.number}").json()
         assert (got["status"], got["holder_name"]) == ("corrected", "更正后姓名")
         assert http.get(f"/certificates/{corrected.number}/correction").json()["decision"] == "approved"
-        by_holder = http.get("/certificates", params={"holder_id_number": corrected.holder.id_number}).json()
+        by_holder = http.get("/certificates", params={"holder_id_number": corrected.holder.id_number}).json()["items"]
         assert [c["number"] for c in by_holder] == [corrected.number]
-        by_name = http.get("/certificates", params={"name": "更正后姓名", "institution_id": str(iid)}).json()
+        by_name = http.get("/certificates", params={"name": "更正后姓名", "institution_id": str(iid)}).json()["items"]
         assert [c["number"] for c in by_name] == [corrected.number]
         missing = http.get("/certificates/S000000000000000000000")
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
@@ -291,7 +294,9 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     from infra.api import create_app
 
     conn.commit()
-    with TestClient(create_app(conn.info.dsn, conn.execute("SHOW search_path").fetchone()[0])) as http:
+    url, search_path = conn.info.dsn, conn.execute("SHOW search_path").fetchone()[0]
+    with TestClient(create_app(url, search_path)) as http:
+        http.headers.update(bearer(url, search_path, Role.AUDITOR, "auditor-sun"))
         page = http.get("/audit", params={"institution_id": str(other_iid), "limit": 3}).json()
         assert page["total"] == 4 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
         rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()

@@ -30,6 +30,8 @@ from infra.embedded import free_port
 from tests.test_read_models import KEY, apply_live, bus_messages, certificates_in_every_state, conn  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+MISSING = [tool for tool, found in (("chromium", CHROMIUM), ("pdftoppm", shutil.which("pdftoppm")),
+                                    ("zbarimg", shutil.which("zbarimg"))) if not found]  # fmt: skip
 
 
 @dataclass
@@ -125,7 +127,9 @@ def scan(tmp_path: Path, url: str) -> str:
     ).stdout.strip()
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: .ci/run installs Debian's chromium")
+@pytest.mark.skipif(
+    bool(MISSING), reason=f"{MISSING} not installed: .ci/run installs chromium, poppler-utils, zbar-tools"
+)
 def test_the_page_a_qr_code_opens_shows_the_status_in_a_real_browser(certs, server, tmp_path):
     from playwright.sync_api import sync_playwright
 
