@@ -392,8 +392,10 @@ def import_scores(
 
 @cli.command()
 def demo() -> None:
-    """Load the sample scenario (an institution, two plans, three reviewed registrations)."""
+    """Load the sample scenario (an institution; plans open for registration with reviewed
+    registrations; a spring 2026 plan through to certificates) and make a token per role."""
     from infra import demo as scenario
+    from infra.privacy import installation_key
     from infra.registrations import Registrations
     from infra.service import shanghai_today
 
@@ -401,9 +403,15 @@ def demo() -> None:
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
     service = Registrations(url, s.db_schema)
-    scenario.load(service, shanghai_today(s.timezone))
+    with console.status("loading the sample scenario"):
+        scenario.load(service, shanghai_today(s.timezone), url, s.db_schema)
     service.close()
-    console.print("sample scenario loaded")
+    made = scenario.tokens(url, s.db_schema, installation_key(url, s.db_schema, s.pseudonym_key))
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    env = s.data_dir / "demo-tokens.env"
+    env.write_text("".join(f"export {role.upper()}='Authorization: Bearer {t}'\n" for role, t in made.items()))
+    env.chmod(0o600)
+    console.print(f"sample scenario loaded; a token per role in {env} (source it for the README's tour)")
 
 
 def _reset_bus_positions(url: str, schema: str) -> None:
@@ -445,8 +453,7 @@ def up() -> None:
         SkillcertApplication(url, s.db_schema).close()
         for command in (["relay", "run"], ["consumers"], ["api"]):
             children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
-        with console.status("loading the sample scenario"):
-            subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
         _wait_for_api(s, children)
         base = f"http://{s.api_host}:{s.api_port}"
         console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")

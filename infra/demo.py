@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date, timedelta
+from datetime import date, time, timedelta
+from decimal import Decimal
 from uuid import UUID
 
 from stdnum.cn import ric
 
+from domain.certificate import certificate_id
 from domain.eligibility import Evidence
 from domain.errors import Conflict
+from domain.exam import Room, Subject
 from domain.institution import DeadlineProfile, Filing, institution_id
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
 from domain.registration import Attachment, AttachmentKind, RegistrationForm
+from infra.certificates import Certificates
+from infra.exams import Exams
 from infra.registrations import Decision, Registrations
 
 SYSTEM = Actor(id="demo-loader", role=Role.SYSTEM)
@@ -29,13 +34,14 @@ def attachment(kind: AttachmentKind) -> Attachment:
     return Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256=hashlib.sha256(kind.value.encode()).hexdigest())
 
 
-def load(service: Registrations, today: date) -> UUID:
+def load(service: Registrations, today: date, database_url: str, schema: str) -> UUID:
     """Idempotent: an institution already loaded is left as it is."""
     iid = institution_id(FILING)
     try:
         service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S)
     except Conflict:
         return iid
+    certified(database_url, schema, iid)  # first: its own clock starts in March
     staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=iid)
     common = dict(
         exam_location="广东省深圳市南山区",
@@ -82,3 +88,109 @@ def load(service: Registrations, today: date) -> UUID:
     service.review(staff, ids[1], Decision.RETURNED, "社保证明缺少近12个月记录，请补充后重新提交")
     service.review(staff, ids[2], Decision.REJECTED, "从业年限不符合二级申报条件")
     return iid
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.today = date(2026, 3, 2)
+
+    def __call__(self) -> date:
+        return self.today
+
+
+CERTIFIED = [("李娜", "44030419920612442", "女", date(1992, 6, 12)), ("刘洋", "44030519870923151", "男", date(1987, 9, 23)),
+             ("黄敏", "44030719930418282", "女", date(1993, 4, 18))]  # fmt: skip
+CENTRE = Actor(id="centre-wang", role=Role.PROVINCIAL_CENTRE)
+
+
+def candidate(base17: str) -> Actor:
+    return Actor(id=f"candidate-{base17[-4:]}", role=Role.CANDIDATE)
+
+
+def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
+    """A plan of spring 2026 taken from registration to certificates on the national query
+    platform, then printed on blank forms: something to verify. Its own clock walks the dates."""
+    clock = Clock()
+    reg, exams, certs = (cls(database_url, schema, today=clock) for cls in (Registrations, Exams, Certificates))
+    try:
+        staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=iid)
+        proctor = Actor(id="proctor-liu", role=Role.INSTITUTION_STAFF, institution_id=iid)
+        pid, code = reg.publish_plan(staff, iid, PlanDetails(
+            plan_number="2501", name="2026年春季人工智能训练师（二级）认定", occupation="人工智能训练师", job=None,
+            level=Level.TWO, max_registrations=30, evaluation_start=date(2026, 4, 10), evaluation_end=date(2026, 4, 10),
+            registration_deadline=date(2026, 3, 20), exam_location="广东省深圳市南山区", contact_name="李老师",
+            contact_phone="0755-88886666", supervising_region="深圳市",
+        ))  # fmt: skip
+        rids = []
+        for i, (name, base, gender, born) in enumerate(CERTIFIED, 1):
+            form = RegistrationForm(
+                name=name, id_number=resident_id(base), gender=gender, date_of_birth=born, education="大学本科",
+                years_in_occupation=9, candidate_source="本企业职工", labour_relation="本企业职工", phone="13900139000",
+                work_unit="深圳市某某智能有限公司", basis="working_years", declaration_accepted=True,
+                attachments=[attachment(k) for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
+                                                     AttachmentKind.SOCIAL_SECURITY)],
+            )  # fmt: skip
+            rid = reg.register(candidate(base), code, form)
+            reg.review(staff, rid, Decision.APPROVED, "材料齐全", condition="2.1",
+                       evidence=Evidence(years_in_occupation=9, prior_level=3, years_since_prior=5))  # fmt: skip
+            reg.pay_fee(staff, rid, f"R2026{i:06d}", Decimal("380.00"))
+            rids.append(rid)
+        clock.today = date(2026, 4, 3)
+        exam_id = exams.schedule(staff, pid, "A", date(2026, 4, 10), time(9), time(11, 30), "深圳市南山区科技园考点",
+                                 [Room(name="301", seats=30)])  # fmt: skip
+        seats = {a.registration_id: a.seat for a in exams.issue_tickets(staff, exam_id)}
+        clock.today = date(2026, 4, 10)
+        for (_, base, _, _), rid in zip(CERTIFIED, rids, strict=True):
+            exams.check_in(candidate(base), rid)
+            exams.check_identity(proctor, rid)
+            exams.sign_in(proctor, rid, seats[rid], second_identity_check=True)
+            exams.start(proctor, rid)
+            exams.finish(proctor, rid)
+        exams.close_day(staff, exam_id)
+        clock.today = date(2026, 4, 13)
+        marks = {Subject.THEORY: Decimal("78"), Subject.SKILLS: Decimal("85.5"), Subject.COMPREHENSIVE: Decimal("80")}
+        exams.record_scores(staff, exam_id, {rid: marks for rid in rids})
+        exams.publish_scores(staff, exam_id)
+        clock.today = date(2026, 4, 27)
+        exams.report_results(staff, exam_id)
+        clock.today = date(2026, 4, 28)
+        exams.confirm_results(CENTRE, exam_id)
+        clock.today = date(2026, 4, 29)
+        numbers = certs.issue(staff, exam_id)
+        ids = [certificate_id(r) for r in numbers]
+        certs.report_data(staff, ids)
+        certs.accept_data(CENTRE, ids)
+        clock.today = date(2026, 7, 1)
+        certs.make_queryable(CENTRE, ids)
+        certs.receive_forms(staff, iid, 10_000_001, 10_000_100, "粤人社证书〔2026〕第15号")
+        for cid in ids:
+            certs.print(staff, cid)
+        return list(numbers.values())
+    finally:
+        for service in (reg, exams, certs):
+            service.close()
+
+
+DEMO_TOKENS = ("staff", "centre", "hr", "auditor", "candidate")
+
+
+def tokens(database_url: str, schema: str, key: bytes) -> dict[str, str]:
+    """A token for each role, for the README's tour. Earlier demo tokens are revoked."""
+    from infra.privacy import ref
+    from infra.tokens import Tokens
+
+    store = Tokens(database_url, schema)
+    store.create_table()
+    for t in store.list():
+        if t["name"].startswith("demo:") and t["revoked_at"] is None:
+            store.revoke(t["id"])
+    iid = institution_id(FILING)
+    holder = ref(resident_id(CERTIFIED[0][1]), key)
+    made = {
+        "staff": store.create("demo:staff-li", Role.INSTITUTION_STAFF, iid),
+        "centre": store.create("demo:centre-wang", Role.PROVINCIAL_CENTRE),
+        "hr": store.create("demo:hr-zhao", Role.HR_DEPARTMENT),
+        "auditor": store.create("demo:auditor-sun", Role.AUDITOR),
+        "candidate": store.create("demo:candidate-lina", Role.CANDIDATE, candidate_ref=holder),
+    }
+    return {role: token for role, (_, token) in made.items()}

@@ -78,7 +78,7 @@ def allow(*roles: Role) -> Callable[..., Principal]:
 
     def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in roles:
-            raise Forbidden(f"a {who.role.value} cannot use this endpoint (it is for: {names})")
+            raise Forbidden(f"the {who.role.value} role cannot use this endpoint (it is for: {names})")
         return who
 
     return check
