@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
+import uvicorn
+
 from domain.model import Role
+from infra.embedded import free_port
 from infra.privacy import installation_key, ref
 from infra.tokens import Tokens
 
@@ -30,3 +37,22 @@ def as_json(model: Any) -> Any:
     import json
 
     return json.loads(model.model_dump_json())
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app on a real port (uvicorn, in a thread), for clients that need a URL: a browser, schemathesis."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -3,8 +3,6 @@ token of a role the operation admits, must never get a server error."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
@@ -14,16 +12,14 @@ import httpx
 import psycopg
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, settings
 from psycopg import sql
 
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Role
 from infra.api import create_app
-from infra.embedded import free_port
 from infra.registrations import Registrations
-from tests.api import bearer
+from tests.api import bearer, serving
 from tests.builders import ADMIN, plan_details, staff_of
 
 EXAMPLES = 25  # per operation: about 1,500 requests in all
@@ -50,25 +46,10 @@ def served(database_url: str) -> Iterator[dict[str, Any]]:
         "hr": bearer(database_url, schema, Role.HR_DEPARTMENT, "hr-zhao"),
         "auditor": bearer(database_url, schema, Role.AUDITOR, "auditor-sun"),
     }
-    port = free_port()
     app = create_app(database_url, schema, verify_rate_limit="100000/minute", today=lambda: date(2026, 3, 2))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.1)
-    assert httpx.get(f"{base}/openapi.json").json() == app.openapi()
-    yield {"base": base, "tokens": tokens}
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as base:
+        assert httpx.get(f"{base}/openapi.json").json() == app.openapi()
+        yield {"base": base, "tokens": tokens}
     with psycopg.connect(database_url, autocommit=True) as c:
         c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from reportlab.graphics import renderPDF
 from reportlab.lib.pagesizes import A4, landscape
@@ -26,7 +22,7 @@ from reportlab.pdfgen.canvas import Canvas
 
 from certgen.qr import qr_drawing, verification_url
 from infra.api import create_app
-from infra.embedded import free_port
+from tests.api import serving
 from tests.test_read_models import KEY, apply_live, bus_messages, certificates_in_every_state, conn  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -93,24 +89,8 @@ def test_verification_is_rate_limited_per_address(certs, database_url, schema):
 
 @pytest.fixture
 def server(certs, database_url, schema) -> Iterator[str]:
-    port = free_port()
-    app = create_app(database_url, schema, pseudonym_key=KEY.hex())
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.1)
-    yield base
-    srv.should_exit = True
-    thread.join(10)
+    with serving(create_app(database_url, schema, pseudonym_key=KEY.hex())) as base:
+        yield base
 
 
 def scan(tmp_path: Path, url: str) -> str:
