@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from domain.certificate import Certificate
 from domain.errors import Forbidden, NotFound
 from domain.exam import ExamSession
-from domain.model import Actor, Role
+from domain.model import Role
 from domain.plan import EvaluationPlan
 from domain.registration import Registration
 from infra.api.problems import Unauthenticated
@@ -82,10 +82,6 @@ def allow(*roles: Role) -> Callable[..., Principal]:
         return who
 
     return check
-
-
-def acting(who: Principal, x_request_id: str | None = None) -> Actor:
-    return who.actor(x_request_id)
 
 
 RequestId = Annotated[str | None, Header(max_length=100, description="correlation id, kept on the events")]

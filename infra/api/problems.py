@@ -74,6 +74,14 @@ def install(app: FastAPI) -> None:
         detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
         return problem(422, "InvalidInput", detail, "invalid-input", errors)
 
+    @app.exception_handler(Exception)
+    async def server_error(_: Request, e: Exception) -> JSONResponse:
+        # Starlette re-raises it afterwards, so the server logs the traceback; the client learns only
+        # that the fault was not theirs.
+        return problem(
+            500, "ServerError", f"the server failed handling the request ({type(e).__name__})", "server-error"
+        )
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         # Unknown paths, wrong methods: the same problem+json shape as everything else.
