@@ -92,8 +92,13 @@ def _xlsx(content: bytes) -> list[list[str]]:
         book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     except Exception as e:  # openpyxl raises many kinds for a file that is not a workbook
         raise InvalidInput([("file", f"is not a readable XLSX workbook ({type(e).__name__})")]) from None
-    sheet = book.worksheets[0]
-    return [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+    table = []
+    # Refuse while reading: a compressed sheet can unpack to far more rows than its size suggests.
+    for row in book.worksheets[0].iter_rows(values_only=True):
+        table.append([_cell(v) for v in row])
+        if len(table) > 2 * MAX_ROWS:
+            raise InvalidInput([("file", f"has more than {2 * MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
+    return table
 
 
 def _cell(v: Any) -> str:

@@ -160,3 +160,49 @@ def test_the_score_book_is_recorded_from_a_file_or_refused_whole(world, http, da
     assert [s.scores for s in scored[:3]] == [{Subject.THEORY: 71, Subject.SKILLS: Decimal("80.5"),
                                                Subject.COMPREHENSIVE: 90}] * 3  # fmt: skip
     assert scored[0].scored_by == "scorer-chen" and scored[3].scores == {}
+
+
+def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothing_of_the_other(world):
+    import threading
+
+    from domain.errors import Conflict, InvalidInput
+    from infra.imports import import_candidates
+    from tests.lifecycle import staff
+
+    world.at(date(2026, 3, 2))
+    iid, pid, _ = setup_plan(world.registrations, seats=40)
+    lists = [csv_bytes([row(i) for i in (1, 2, 3, 4, 5, k)]) for k in range(10, 16)]  # rows 1-5 in every list
+    outcomes: list[object] = []
+    start = threading.Barrier(len(lists))
+
+    def send(content: bytes) -> None:
+        start.wait()
+        try:
+            outcomes.append(import_candidates(world.registrations, staff(iid), pid, content, "list.csv"))
+        except (Conflict, InvalidInput) as e:  # lost in the transaction, or saw the winner while checking rows
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=send, args=(c,)) for c in lists]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored = [o for o in outcomes if isinstance(o, list)]
+    assert len(stored) == 1 and len(outcomes) == len(lists), outcomes
+    assert all("registered" in o.message for o in outcomes if not isinstance(o, list))
+    plan = world.registrations.repository.get(pid)
+    assert plan.holders == set(stored[0]) and plan.seats_left == 40 - 6
+
+
+def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_url, schema):
+    from infra.imports import MAX_ROWS
+
+    world.at(date(2026, 3, 2))
+    iid, pid, _ = setup_plan(world.registrations, seats=10)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    big = csv_bytes([row(1)] * (MAX_ROWS + 1))
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("big.csv", big)})
+    assert (
+        r.status_code == 422
+        and r.json()["detail"] == f"file: has {MAX_ROWS + 1} rows; import at most {MAX_ROWS} at a time"
+    )

@@ -28,7 +28,7 @@ async def import_candidates(
     plan_id: UUID, file: UploadFile, who: Staff, svc: RegSvc, x_request_id: RequestId = None
 ) -> Imported:
     """The candidate list of a collective registration (集体报名), one row per candidate."""
-    content = await file.read()
+    content = await file.read(imports.MAX_BYTES + 1)  # enough to tell it is too big
     ids = imports.import_candidates(svc, who.actor(x_request_id), plan_id, content, file.filename or "")
     return Imported(rows=len(ids), registration_ids=ids)
 
@@ -38,5 +38,5 @@ async def import_scores(
     exam_id: UUID, file: UploadFile, who: Staff, svc: ExamSvc, x_request_id: RequestId = None
 ) -> Imported:
     """The session's score book (成绩册): ID number, name and a column per subject; 缺考 for the absent."""
-    content = await file.read()
+    content = await file.read(imports.MAX_BYTES + 1)  # enough to tell it is too big
     return Imported(rows=imports.import_scores(svc, who.actor(x_request_id), exam_id, content, file.filename or ""))
