@@ -167,13 +167,9 @@ def paging(
 Pages = Annotated[Paging, Depends(paging)]
 
 
-class Page(BaseModel):
-    total: int
-    limit: int
-    offset: int
-    items: list[dict[str, Any]]
-
-
-def page(items: list[dict[str, Any]], p: Paging) -> Page:
-    """For read-model queries that return a bounded list (a person's records, a month's figures)."""
-    return Page(total=len(items), limit=p.limit, offset=p.offset, items=items[p.offset : p.offset + p.limit])
+def page(items: list[dict[str, Any]], p: Paging, total: int | None = None) -> dict[str, Any]:
+    """A page of a query's rows. Without `total` the query returned them all (a person's records, a
+    month's figures: bounded lists) and the page is cut here."""
+    if total is None:
+        total, items = len(items), items[p.offset : p.offset + p.limit]
+    return {"total": total, "limit": p.limit, "offset": p.offset, "items": items}

@@ -8,7 +8,7 @@ centre, the HR department and auditors everything.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -18,12 +18,12 @@ from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.model import Role
 from infra import relay
+from infra.api import views as v
 from infra.api.deps import (
     EVERYONE,
     OVERSIGHT,
     READERS,
     Conn,
-    Page,
     Pages,
     RegSvc,
     allow,
@@ -32,6 +32,7 @@ from infra.api.deps import (
     own_record,
     page,
 )
+from infra.api.views import Page
 from infra.privacy import ref
 from infra.tokens import Principal
 from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
@@ -61,14 +62,6 @@ class Me(BaseModel):
     institution_id: UUID | None
 
 
-class AuditPage(BaseModel):
-    total: int
-    after: int
-    limit: int
-    items: list[dict[str, Any]]
-    next_after: int | None
-
-
 @router.get("/me")
 def me(who: Anyone) -> Me:
     """Who this token acts as: the actor its commands put on their events."""
@@ -86,18 +79,18 @@ def search_plans(
     institution_id: UUID | None = None,
     registration_open: bool | None = None,
     sort: Literal["registration_time", "exam_date"] = "registration_time",
-) -> Page:
+) -> Page[v.Plan]:
     """The public catalogue of evaluation plans (no token needed)."""
     total, items = catalogue.search_plans(
         c, today=day, level=level, occupation=occupation, location=location,
         institution_id=str(institution_id) if institution_id else None, open_only=registration_open,
         sort=sort, limit=p.limit, offset=p.offset,
     )  # fmt: skip
-    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+    return page(items, p, total)  # type: ignore[return-value]
 
 
 @router.get("/plans/{plan_id}")
-def get_plan(plan_id: UUID, c: Conn, day: Today) -> dict[str, Any]:
+def get_plan(plan_id: UUID, c: Conn, day: Today) -> v.Plan:
     """One plan of the public catalogue (no token needed)."""
     row = catalogue.get_plan(c, str(plan_id), day)
     if row is None:
@@ -113,17 +106,17 @@ def plan_registrations(
     who: Reader,
     p: Pages,
     status: Literal["submitted", "approved", "returned", "rejected"] | None = None,
-) -> Page:
+) -> Page[v.Registration]:
     plan = catalogue.get_plan(c, str(plan_id), day)
     if plan is None:
         raise NotFound(f"no plan {plan_id} in the catalogue (yet)")
     own_institution(who, plan["institution_id"], "registrations")
     total, items = candidates.registrations_for_plan(c, str(plan_id), status, p.limit, p.offset)
-    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+    return page(items, p, total)  # type: ignore[return-value]
 
 
 @router.get("/registrations/{registration_id}")
-def get_registration(registration_id: UUID, c: Conn, who: Anyone) -> dict[str, Any]:
+def get_registration(registration_id: UUID, c: Conn, who: Anyone) -> v.Registration:
     row = candidates.get_registration(c, str(registration_id))
     if row is None:
         raise NotFound(f"no registration {registration_id} in the read model (yet)")
@@ -134,7 +127,7 @@ def get_registration(registration_id: UUID, c: Conn, who: Anyone) -> dict[str, A
 @router.get("/candidates/{id_number}/registrations")
 def candidate_registrations(
     id_number: Annotated[str, Path(max_length=30)], c: Conn, who: Anyone, p: Pages, request: Request
-) -> Page:
+) -> Page[v.Registration]:
     """A person's registrations by ID number; staff see those with their institution."""
     holder = ref(id_number.strip().upper(), request.app.state.key)
     if who.role is Role.CANDIDATE and holder != who.candidate_ref:
@@ -142,11 +135,11 @@ def candidate_registrations(
     rows = candidates.registrations_of(c, holder)
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if r["institution_id"] == who.institution_id]
-    return page(rows, p)
+    return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/certificates/{number}")
-def certificate(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> dict[str, Any]:
+def certificate(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> v.Certificate:
     """The certificate registry by certificate number, with its history of corrections and proofs."""
     row = registry.certificate_by_number(c, number)
     if row is None:
@@ -164,7 +157,7 @@ def certificates(
     holder_id_number: Annotated[str | None, Query(max_length=30)] = None,
     name: Annotated[str | None, Query(max_length=50)] = None,
     institution_id: UUID | None = None,
-) -> Page:
+) -> Page[v.Certificate]:
     """By the holder's ID number, or by name and institution."""
     if holder_id_number:
         holder = ref(holder_id_number.strip().upper(), request.app.state.key)
@@ -179,11 +172,11 @@ def certificates(
         raise InvalidInput([("holder_id_number", "give an ID number, or a name and an institution_id")])
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if r["institution_id"] == who.institution_id]
-    return page(rows, p)
+    return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/certificates/{number}/correction")
-def certificate_correction(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> dict[str, Any]:
+def certificate_correction(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> v.CorrectionEntry:
     """The correction ledger: the certificate's one correction application and its decision."""
     row = registry.certificate_by_number(c, number)
     if row is None:
@@ -206,7 +199,7 @@ def audit(
     until: datetime | None = None,
     after: Annotated[int, Query(ge=0, le=2**62, description="position of the last event of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> AuditPage:
+) -> v.AuditPage:
     """The audit trail: events by aggregate, actor or institution in a time range, in store order.
     Staff see their own institution's."""
     total, items = audit_trail(
@@ -214,7 +207,9 @@ def audit(
         institution_id=institution_filter(who, institution_id), since=since, until=until, after=after, limit=limit,
     )  # fmt: skip
     next_after = items[-1]["position"] if len(items) == limit else None
-    return AuditPage(total=total, after=after, limit=limit, items=items, next_after=next_after)
+    return v.AuditPage.model_validate(
+        {"total": total, "after": after, "limit": limit, "items": items, "next_after": next_after}
+    )
 
 
 @router.get("/deadlines")
@@ -226,26 +221,26 @@ def open_deadlines(
     institution_id: UUID | None = None,
     step: Step | None = None,
     overdue: Annotated[bool, Query(description="only what is past due today")] = False,
-) -> Page:
+) -> Page[v.OpenDeadline]:
     """Open deadlines, soonest first, with days left in the step's unit (negative: overdue)."""
     total, items = deadlines.open_deadlines(
         c, day, institution_id=institution_filter(who, institution_id), step=step, overdue=overdue,
         limit=p.limit, offset=p.offset,
     )  # fmt: skip
-    return Page(total=total, limit=p.limit, offset=p.offset, items=items)
+    return page(items, p, total)  # type: ignore[return-value]
 
 
 @router.get("/deadlines/overdue")
-def overdue_deadlines(c: Conn, who: Reader, day: Today, p: Pages) -> Page:
+def overdue_deadlines(c: Conn, who: Reader, day: Today, p: Pages) -> Page[v.InstitutionDeadlines]:
     """Per institution: open deadlines and how many are overdue today, by step."""
     rows = deadlines.overdue_by_institution(c, day)
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if str(r["institution_id"]) == str(who.institution_id)]
-    return page(rows, p)
+    return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/institutions/{institution_id}/stock")
-def stock_ledger(institution_id: UUID, c: Conn, who: Reader) -> dict[str, Any]:
+def stock_ledger(institution_id: UUID, c: Conn, who: Reader) -> v.StockLedger:
     """The blank stock books: received, in stock, used, spoiled, destroyed, demand, stocktakes."""
     own_institution(who, institution_id, "blank stock")
     books = stock.ledger(c, str(institution_id))
@@ -255,9 +250,7 @@ def stock_ledger(institution_id: UUID, c: Conn, who: Reader) -> dict[str, Any]:
 
 
 @router.get("/institutions/{institution_id}/stock/forms/{serial}")
-def stock_form(
-    institution_id: UUID, serial: Annotated[int, Path(ge=1, le=99_999_999)], c: Conn, who: Reader
-) -> dict[str, Any]:
+def stock_form(institution_id: UUID, serial: Annotated[int, Path(ge=1, le=99_999_999)], c: Conn, who: Reader) -> v.Form:
     """What became of one blank form: the certificate it printed, or why it was spoiled."""
     own_institution(who, institution_id, "blank stock")
     row = stock.form(c, str(institution_id), serial)
@@ -275,39 +268,39 @@ def issued_statistics(
     occupation: Annotated[str | None, Query(max_length=50)] = None,
     level: Annotated[int | None, Query(ge=1, le=5)] = None,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-) -> Page:
+) -> Page[v.Issued]:
     """Certificates issued per institution, occupation, level and month."""
     rows = statistics.issued(
         c, institution_id=institution_filter(who, institution_id), occupation=occupation, level=level, year=year
     )
-    return page(rows, p)
+    return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/statistics/pass-rates")
 def pass_rates(
     c: Conn, who: Reader, p: Pages, institution_id: UUID | None = None, include_unconfirmed: bool = False
-) -> Page:
+) -> Page[v.PassRate]:
     """Pass rates per plan among those who sat, from the results the sessions reported."""
     rows = statistics.pass_rates(
         c, institution_id=institution_filter(who, institution_id), confirmed_only=not include_unconfirmed
     )
-    return page(rows, p)
+    return page(rows, p)  # type: ignore[return-value]
 
 
 @operations.get("/projections")
-def projection_lag(c: Conn, svc: RegSvc, who: Overseer) -> list[dict[str, Any]]:
+def projection_lag(c: Conn, svc: RegSvc, who: Overseer) -> list[v.ProjectionLag]:
     """Each read model's lag behind the event store (events and seconds) and its Kafka offsets."""
     return lag(c, svc, PROJECTIONS)
 
 
 @operations.get("/bus/relay")
-def relay_lag(svc: RegSvc, who: Overseer, request: Request) -> dict[str, Any]:
+def relay_lag(svc: RegSvc, who: Overseer, request: Request) -> v.RelayStatus:
     """The outbox relay: position, the event store's head, lag in events and seconds."""
     return relay.status(svc, request.app.state.database_url, request.app.state.schema)
 
 
 @operations.get("/health")
-def health(c: Conn, day: Today) -> dict[str, Any]:
+def health(c: Conn, day: Today) -> v.Health:
     """No token needed."""
     c.execute("SELECT 1")
-    return {"status": "ok", "today": day.isoformat()}
+    return v.Health(status="ok", today=day)

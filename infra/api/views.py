@@ -1,0 +1,286 @@
+"""What the queries answer, as pydantic models: the read models' rows as a client sees them.
+
+Structured details that the read models keep as JSON (a fee, a sitting, an event's data) stay
+objects; their fields are those of the bus contract's schemas (`schemas/`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    total: int
+    limit: int
+    offset: int
+    items: list[T]
+
+
+class Plan(BaseModel):
+    plan_id: UUID
+    institution_id: UUID
+    institution_name: str
+    plan_number: str
+    name: str
+    occupation: str
+    job: str | None
+    level: int
+    max_registrations: int
+    seats_taken: int
+    seats_left: int
+    evaluation_start: date
+    evaluation_end: date
+    registration_deadline: date
+    registration_open: bool
+    exam_location: str
+    contact_name: str
+    contact_phone: str
+    supervising_region: str
+    published_at: datetime
+
+
+class ReviewDecision(BaseModel):
+    decision: str
+    reasons: str
+    actor_id: str
+    actor_role: str
+    decided_at: datetime
+
+
+class Registration(BaseModel):
+    """The candidate record: registration, review, fee, training, exam day, scores, results, certificate."""
+
+    registration_id: UUID
+    plan_id: UUID
+    institution_id: UUID
+    id_type: str
+    id_number: str  # masked
+    name: str
+    plan_number: str
+    plan_name: str
+    institution_name: str
+    occupation: str
+    job: str | None
+    level: int
+    basis: str
+    warnings: list[str]
+    status: str
+    decision_reasons: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    condition: str | None
+    fee: dict[str, Any] | None
+    training: dict[str, Any] | None
+    exam: dict[str, Any] | None
+    scores: dict[str, Any] | None
+    review: dict[str, Any] | None
+    passed: bool | None
+    results_confirmed: bool | None
+    certificate: dict[str, Any] | None
+    submitted_at: datetime
+    updated_at: datetime
+    reviews: list[ReviewDecision]
+
+
+class HistoryEntry(BaseModel):
+    event: str
+    at: datetime
+    actor_id: str
+    actor_role: str
+    detail: dict[str, Any]
+
+
+class Certificate(BaseModel):
+    """The certificate registry: status, data reporting, printing, delivery, and its history."""
+
+    certificate_id: UUID
+    number: str
+    registration_id: UUID
+    exam_id: UUID
+    institution_id: UUID
+    institution_name: str
+    holder_name: str
+    holder_gender: str
+    id_type: str
+    id_masked: str
+    occupation: str
+    job: str | None
+    level: int
+    issued_on: date
+    status: str
+    data_status: str
+    report_attempts: int
+    queryable_on: date | None
+    forms_printed: int
+    delivery: str | None
+    handed_over_on: date | None
+    proof_number: str | None
+    corrected: bool
+    updated_at: datetime
+    history: list[HistoryEntry]
+
+
+class CorrectionEntry(BaseModel):
+    """The correction ledger: a certificate's one correction application and its decision."""
+
+    certificate_id: UUID
+    number: str
+    institution_id: UUID
+    fields: dict[str, Any]
+    reasons: str
+    evidence: dict[str, Any]
+    applied_on: date
+    applied_by: str
+    decision: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_reasons: str | None
+    report_due: date | None
+
+
+class AuditEvent(BaseModel):
+    position: int
+    event_id: UUID
+    type: str
+    aggregate_id: UUID
+    aggregate_version: int
+    actor_id: str
+    actor_role: str
+    request_id: str | None
+    institution_id: UUID | None
+    at: datetime
+    data: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    total: int
+    after: int
+    limit: int
+    items: list[AuditEvent]
+    next_after: int | None
+
+
+class OpenDeadline(BaseModel):
+    subject_id: UUID
+    step: str
+    institution_id: UUID
+    label: str
+    start: date
+    due: date
+    provisional: bool
+    unit: str
+    days_left: int
+    overdue: bool
+
+
+class InstitutionDeadlines(BaseModel):
+    institution_id: UUID
+    open: int
+    overdue: int
+    overdue_by_step: dict[str, int]
+
+
+class LevelUse(BaseModel):
+    level: int
+    used: int
+
+
+class Demand(BaseModel):
+    year: int
+    level: int
+    forms: int
+    filed_on: date
+
+
+class StockLedger(BaseModel):
+    institution_id: UUID
+    stock_id: UUID
+    received: int
+    used: int
+    spoiled: int
+    destroyed: int
+    in_stock: int
+    last_stocktake_period: str | None
+    last_stocktake_on: date | None
+    last_counted: int | None
+    last_discrepancy: int | None
+    updated_at: datetime
+    used_per_level: list[LevelUse]
+    demand: list[Demand]
+    receipts: list[dict[str, Any]]
+    stocktakes: list[dict[str, Any]]
+
+
+class Form(BaseModel):
+    serial: int
+    label: str
+    status: str
+    certificate_id: UUID | None
+    certificate_number: str | None
+    level: int | None
+    reason: str | None
+    at: datetime
+
+
+class Issued(BaseModel):
+    institution_id: UUID
+    institution_name: str
+    occupation: str
+    level: int
+    month: str
+    issued: int
+
+
+class PassRate(BaseModel):
+    plan_id: UUID
+    plan_number: str
+    institution_id: UUID
+    occupation: str
+    level: int
+    sessions: int
+    candidates: int
+    absent: int
+    sat: int
+    passed: int
+    pass_rate: Decimal | None
+
+
+class PartitionOffset(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    position: int | None
+    applied_at: datetime | None
+
+
+class ProjectionLag(BaseModel):
+    projection: str
+    events_behind: int
+    seconds_behind: float
+    last_applied_at: datetime | None
+    rebuilt_at: datetime | None
+    up_to_date_version: bool
+    partitions: list[PartitionOffset]
+
+
+class RelayStatus(BaseModel):
+    active: bool
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float | None  # age of the oldest event the broker has not acknowledged
+    oldest_unpublished_at: str | None
+    last_published_at: str | None
+    rewind_requested_to: int | None
+
+
+class Health(BaseModel):
+    status: str
+    today: date
