@@ -150,6 +150,10 @@ class Certificate(Aggregate):
         form_serial: int
         holder: Holder
 
+    class PrintSpoiled(Aggregate.Event):
+        form_serial: int
+        reason: str
+
     class HandedOver(Aggregate.Event):
         delivery: Delivery
         on: date
@@ -213,6 +217,9 @@ class Certificate(Aggregate):
         self.number = number
         self.registration_id = registration_id
         self.institution_id = institution_id
+        self.institution_name = institution_name
+        self.occupation = occupation
+        self.job = job
         self.profile = profile
         self.holder = holder
         self.level = level
@@ -356,6 +363,23 @@ class Certificate(Aggregate):
         self.needs_print = False
         self.handed_over = None
         self.receipt_signed = False
+
+    def spoil_print(self, actor: Actor, form_serial: int, reason: str) -> None:
+        """The print on this form came out spoiled (a jam, a misfeed): the certificate is printed
+        again on another form; the spoiled one goes to the stock's spoiled forms."""
+        require(actor, STAFF, "record spoiled prints", self.institution_id)
+        if not reason.strip():
+            raise InvalidInput([("reason", "say how the print was spoiled")])
+        if self.needs_print or not self.printed_forms or self.printed_forms[-1] != form_serial:
+            raise Conflict(f"form NO. {form_serial:08d} does not hold certificate {self.number}'s current print",
+                           field="form_serial")  # fmt: skip
+        if self.handed_over is not None:
+            raise Conflict(f"certificate {self.number} was handed over; a lost or damaged one gets a proof")
+        self._print_spoiled(actor, form_serial, reason.strip())
+
+    @event(PrintSpoiled)
+    def _print_spoiled(self, actor: Actor, form_serial: int, reason: str) -> None:
+        self.needs_print = True
 
     def hand_over(
         self,

@@ -65,6 +65,11 @@ class BlankStock(Aggregate):
         serial: int
         reason: str
 
+    class PrintSpoiled(Aggregate.Event):
+        serial: int
+        certificate_number: str
+        reason: str
+
     class FormsDestroyed(Aggregate.Event):
         serials: list[int]
         witness: str
@@ -188,6 +193,18 @@ class BlankStock(Aggregate):
 
     @event(FormSpoiled)
     def _form_spoiled(self, actor: Actor, serial: int, reason: str) -> None:
+        self.spoiled[serial] = reason
+
+    def spoil_print(self, actor: Actor, serial: int, reason: str) -> None:
+        """A form booked as used whose print came out spoiled: it moves to the spoiled forms."""
+        require(actor, STAFF, "record spoiled prints", self.institution_id)
+        if serial not in self.used:
+            raise Conflict(f"{form_label(serial)} was not used for a print", field="form_serial")
+        self._print_spoiled(actor, serial, self.used[serial], reason.strip())
+
+    @event(PrintSpoiled)
+    def _print_spoiled(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
+        del self.used[serial]
         self.spoiled[serial] = reason
 
     def destroy(self, actor: Actor, serials: list[int], witness: str, today: date) -> None:

@@ -147,6 +147,19 @@ class Certificates(Service):
         self.retry(attempt)
         return used
 
+    def spoil_print(self, actor: Actor, certificate_id: UUID, form_serial: int, reason: str) -> None:
+        """Record a spoiled print: the certificate and the stock change in one transaction. Print
+        the certificate again afterwards; it takes the next form."""
+
+        def attempt() -> list[Aggregate]:
+            c = self.certificate(certificate_id)
+            stock = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
+            c.spoil_print(actor, form_serial, reason)
+            stock.spoil_print(actor, form_serial, reason)
+            return [c, stock]
+
+        self.retry(attempt)
+
     def _on_certificate(self, certificate_id: UUID, act: Callable[[Certificate], R]) -> R:
         return self.change(Certificate, certificate_id, "certificate", act)
 

@@ -39,7 +39,7 @@ DATA_STATUS = {
     "data_deleted": "deleted",
 }
 HISTORY = ("correction_applied", "correction_approved", "correction_rejected", "proof_applied", "proof_issued",
-           "data_returned", "data_deleted", "printed", "handed_over")  # fmt: skip
+           "data_returned", "data_deleted", "printed", "print_spoiled", "handed_over")  # fmt: skip
 
 
 def _name(message: dict[str, Any]) -> str:

@@ -113,6 +113,16 @@ class StockLedger:
                 f"INSERT INTO stock_forms SELECT institution_id, %s, 'spoiled', NULL, NULL, NULL, %s, %s {FROM_STOCK}",
                 (d["serial"], d["reason"], at, sid),
             )
+        elif event == "print_spoiled":
+            cur.execute(
+                """UPDATE stock_forms f SET status = 'spoiled', reason = %s, at = %s FROM stock_books b
+                   WHERE b.stock_id = %s AND f.institution_id = b.institution_id AND f.serial = %s""",
+                (d["reason"], at, sid, d["serial"]),
+            )
+            cur.execute(
+                "UPDATE stock_books SET used = used - 1, spoiled = spoiled + 1, updated_at = %s WHERE stock_id = %s",
+                (at, sid),
+            )
         elif event == "forms_destroyed":
             count = len(d["serials"])
             cur.execute(

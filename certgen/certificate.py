@@ -1,0 +1,243 @@
+"""The certificate (004 §11, annex 2 and its layout table), one A4 landscape page each.
+
+Left half: the title, the body naming the institution, the institution and issue date under the
+red seal, both query URLs and the blank form's serial. Right half: the photo, the holder's fields
+(Chinese above, English below) and the QR code that opens the public verification page.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from reportlab.graphics import renderPDF
+from reportlab.lib.colors import Color, black
+from reportlab.lib.pagesizes import A4, landscape
+from reportlab.lib.units import mm
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfgen.canvas import Canvas
+
+from certgen.fonts import KAI, TIMES, covers, register
+from certgen.qr import qr_drawing, verification_url
+from certgen.seal import draw_seal
+from domain.certificate import Certificate
+from domain.levels import Level
+
+PAGE = landscape(A4)  # 297 x 210 mm
+BORDER = (277 * mm, 190 * mm)
+TITLE, TITLE_EN = "职业技能等级证书", "Certificate of Occupational Skill Level"
+CERTIFICATE_QUERY = "http://jndj.osta.org.cn"
+# 004 §11 prints p.jg…, annex 2 pjig…: both read the real 评价机构 query site, pjjg.osta.org.cn.
+INSTITUTION_QUERY = "http://pjjg.osta.org.cn"
+# 004 §11 (4): never on a certificate, except inside the institution's registered name.
+FORBIDDEN = ("中华人民共和国", "中国", "中华", "国家", "全国", "广东省", "广东", "职业资格", "人员资格")
+CJK = re.compile(r"([\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+)")  # split() keeps the Chinese runs
+GREY = Color(0.55, 0.55, 0.55)
+
+
+class ForbiddenWording(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CertificatePage:
+    """What one printed certificate shows."""
+
+    number: str
+    institution: str
+    issued_on: date
+    holder_name: str
+    id_type: str
+    id_number: str
+    occupation: str
+    job: str | None
+    level: Level
+    form_serial: int
+    verify_url: str
+    photo: bytes | None = None  # the holder's colour photo on white; None prints a marked placeholder
+
+    @classmethod
+    def of(cls, c: Certificate, form_serial: int, public_url: str, photo: bytes | None = None) -> CertificatePage:
+        return cls(
+            number=c.number, institution=c.institution_name, issued_on=c.issued_on, holder_name=c.holder.name,
+            id_type=c.holder.id_type.value, id_number=c.holder.id_number, occupation=c.occupation, job=c.job,
+            level=c.level, form_serial=form_serial, verify_url=verification_url(public_url, c.number), photo=photo,
+        )  # fmt: skip
+
+    @property
+    def fields(self) -> list[tuple[str, str, str]]:
+        return [
+            ("姓名", "Name", self.holder_name),
+            ("证件类型", "ID Type", self.id_type),
+            ("证件号码", "ID No.", self.id_number),
+            ("职业名称", "Occupation", self.occupation),
+            ("工种/职业方向", "Job", self.job or "--"),  # never blank (004 §11, 2 (1))
+            ("职业技能等级", "Skill Level", self.level.title),
+            ("证书编号", "Certificate No.", self.number),
+        ]
+
+    def body(self) -> tuple[str, str]:
+        return (
+            f"本证书由{self.institution}颁发，表明持证人通过本机构组织的职业技能等级认定，具备该职业（工种）相应技能等级水平。",
+            "This is to certify that the bearer has demonstrated corresponding competency in this occupation (job) "
+            f"for successful completion of the occupation skill level assessment organized by {self.institution}.",
+        )
+
+    def texts(self) -> list[str]:
+        """Every string the page prints."""
+        return [TITLE, TITLE_EN, *self.body(), self.institution, issue_date(self.issued_on),
+                *(t for f in self.fields for t in f), "职业技能等级认定专用章"]  # fmt: skip
+
+
+def issue_date(d: date) -> str:
+    return f"发证日期：{d.year}年{d.month}月{d.day}日"
+
+
+def check_wording(page: CertificatePage) -> None:
+    """Refuse a certificate whose text holds a forbidden word outside the institution's registered name."""
+    found = sorted({w for t in page.texts() for w in FORBIDDEN if w in t.replace(page.institution, "")})
+    if found:
+        raise ForbiddenWording(
+            f"certificate {page.number} would print {', '.join(found)} outside the institution's registered name "
+            "(004 §11 (4) forbids it)"
+        )
+
+
+def preflight(pages: Iterable[CertificatePage]) -> None:
+    """Everything that could stop a page from printing right, checked before any form is used:
+    the fonts, the forbidden words, a glyph for every character."""
+    register()
+    for p in pages:
+        check_wording(p)
+        for face, part in ((KAI, CJK.findall), (TIMES, lambda t: CJK.sub("", t))):
+            missing = [ch for t in p.texts() for ch in covers(face, "".join(part(t)))]
+            if missing:
+                raise ValueError(f"certificate {p.number}: the {face} face has no glyph for {''.join(missing)}")
+
+
+def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:
+    """One PDF, a page per certificate, fonts embedded."""
+    pages = list(pages)
+    preflight(pages)
+    out = io.BytesIO()
+    canvas = Canvas(out, pagesize=PAGE, pageCompression=1, initialFontName=TIMES)  # no unembedded Helvetica
+    canvas.setTitle("职业技能等级证书")
+    canvas.setCreator("skillcert certgen")
+    for i, p in enumerate(pages, 1):
+        _page(canvas, p)
+        canvas.showPage()
+        if progress:
+            progress(i)
+    canvas.save()
+    return out.getvalue()
+
+
+def mixed(canvas: Canvas, x: float, y: float, text: str, size: float, centred: bool = False) -> float:
+    """Chinese runs in Kai, the rest in Times, as the layout table sets them. Returns the width."""
+    runs = [(t, KAI if CJK.fullmatch(t) else TIMES) for t in CJK.split(text) if t]
+    width = width_of(text, size)
+    if centred:
+        x -= width / 2
+    for t, f in runs:
+        canvas.setFont(f, size)
+        canvas.drawString(x, y, t)
+        x += stringWidth(t, f, size)
+    return width
+
+
+def width_of(text: str, size: float) -> float:
+    return sum(stringWidth(t, KAI if CJK.fullmatch(t) else TIMES, size) for t in CJK.split(text) if t)
+
+
+def wrap_words(text: str, size: float, width: float) -> list[str]:
+    """English wraps between words; a Chinese name inside it counts as one word."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and width_of(candidate, size) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = candidate
+    return [*lines, line] if line else lines
+
+
+def wrap_chars(text: str, font: str, size: float, width: float) -> list[str]:
+    """Chinese wraps between any two characters."""
+    lines, line = [], ""
+    for ch in text:
+        if stringWidth(line + ch, font, size) > width:
+            lines.append(line)
+            line = ch
+        else:
+            line += ch
+    return [*lines, line] if line else lines
+
+
+def _page(canvas: Canvas, p: CertificatePage) -> None:
+    w, h = PAGE
+    bx, by = (w - BORDER[0]) / 2, (h - BORDER[1]) / 2
+    canvas.setStrokeColor(black)
+    canvas.setLineWidth(2)
+    canvas.rect(bx, by, *BORDER)
+    canvas.setLineWidth(0.5)
+    canvas.rect(bx + 2 * mm, by + 2 * mm, BORDER[0] - 4 * mm, BORDER[1] - 4 * mm)
+
+    # Left half.
+    left_x, left_w = bx + 12 * mm, BORDER[0] / 2 - 20 * mm
+    centre = bx + BORDER[0] / 4
+    canvas.setFillColor(black)
+    canvas.setFont(KAI, 30)
+    canvas.drawCentredString(centre, by + 160 * mm, TITLE)
+    canvas.setFont(TIMES, 16)
+    canvas.drawCentredString(centre, by + 150 * mm, TITLE_EN)
+    chinese, english = p.body()
+    y = by + 136 * mm
+    canvas.setFont(KAI, 16)
+    for line in wrap_chars(chinese, KAI, 16, left_w):
+        canvas.drawString(left_x, y, line)
+        y -= 8 * mm
+    y -= 2 * mm
+    for line in wrap_words(english, 16, left_w):
+        mixed(canvas, left_x, y, line, 16)
+        y -= 6.5 * mm
+    canvas.setFont(KAI, 12)
+    canvas.drawCentredString(centre, by + 44 * mm, p.institution)
+    canvas.drawCentredString(centre, by + 38 * mm, issue_date(p.issued_on))
+    draw_seal(canvas, centre, by + 44 * mm, p.institution)  # the seal is struck over name and date
+    canvas.setFillColor(black)
+    mixed(canvas, left_x, by + 20 * mm, f"证书信息查询网址(Certificate Information): {CERTIFICATE_QUERY}", 11)
+    mixed(canvas, left_x, by + 14 * mm, f"机构信息查询网址(Assessment Information): {INSTITUTION_QUERY}", 11)
+    canvas.setFont(TIMES, 11)
+    canvas.drawString(left_x, by + 7 * mm, f"NO. {p.form_serial:08d}")
+
+    # Right half: photo (一寸, 25 x 35 mm), fields, QR code.
+    rx = bx + BORDER[0] / 2 + 14 * mm
+    photo_x, photo_y = bx + BORDER[0] * 3 / 4 - 12.5 * mm, by + 140 * mm
+    if p.photo is not None:
+        canvas.drawImage(ImageReader(io.BytesIO(p.photo)), photo_x, photo_y, 25 * mm, 35 * mm, preserveAspectRatio=True)
+    else:
+        canvas.setStrokeColor(GREY)
+        canvas.setDash(3, 2)
+        canvas.rect(photo_x, photo_y, 25 * mm, 35 * mm)
+        canvas.setDash()
+        canvas.setFillColor(GREY)
+        canvas.setFont(KAI, 9)
+        canvas.drawCentredString(photo_x + 12.5 * mm, photo_y + 19 * mm, "照片待贴")
+        canvas.setFont(TIMES, 8)
+        canvas.drawCentredString(photo_x + 12.5 * mm, photo_y + 14 * mm, "PHOTO PENDING")
+        canvas.setFillColor(black)
+    y = by + 128 * mm
+    for chinese_label, english_label, value in p.fields:
+        canvas.setFont(KAI, 16)
+        canvas.drawString(rx, y, f"{chinese_label}：")
+        mixed(canvas, rx + 50 * mm, y, value, 16)
+        canvas.setFont(TIMES, 16)
+        canvas.drawString(rx, y - 6.5 * mm, english_label)
+        y -= 14 * mm
+    size = 26 * mm
+    renderPDF.draw(qr_drawing(p.verify_url, size), canvas, bx + BORDER[0] - size - 8 * mm, by + 8 * mm)

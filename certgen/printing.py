@@ -1,0 +1,41 @@
+"""Batch printing on the institution's blank stock: each page takes the next form through the
+domain, so the stock ledger shows which serial printed which certificate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+from certgen.certificate import CertificatePage, preflight, render
+from domain.certificate import Certificate, certificate_id
+from domain.errors import InvalidInput
+from domain.exam import ExamSession
+from domain.model import Actor
+from infra.certificates import Certificates
+
+
+def to_print(svc: Certificates, exam_id: UUID) -> list[UUID]:
+    """The session's certificates that await a print (never printed, or spoiled, or corrected)."""
+    session = svc.get(ExamSession, exam_id, "exam session")
+    ids = [certificate_id(e.registration_id) for e in session.passed()]
+    return [i for i in sorted(svc.existing(ids), key=ids.index) if svc.certificate(i).needs_print]
+
+
+def print_certificates(
+    svc: Certificates,
+    actor: Actor,
+    ids: Sequence[UUID],
+    public_url: str,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
+    """Check every page, then book each certificate on the next blank form (one transaction each,
+    with the stock), then render them all into one PDF in form order."""
+    if not ids:
+        raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
+    certificates: list[Certificate] = [svc.certificate(i) for i in dict.fromkeys(ids)]
+    preflight(CertificatePage.of(c, 0, public_url) for c in certificates)  # before any form is used
+    pages = []
+    for c in certificates:
+        serial = svc.print(actor, c.id)
+        pages.append(CertificatePage.of(svc.certificate(c.id), serial, public_url))
+    return render(pages, progress)

@@ -1,0 +1,139 @@
+"""Certificates as PDFs, read back with real tools: poppler's pdftotext, pdffonts and pdfinfo,
+and zbarimg for the QR code."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from certgen import fonts
+from certgen.certificate import CertificatePage, ForbiddenWording, render
+from certgen.printing import print_certificates, to_print
+from certgen.qr import verification_url
+from domain.errors import Conflict
+from tests.lifecycle import confirmed_exam, staff
+
+TOOLS = [t for t in ("pdftotext", "pdffonts", "pdfinfo", "pdftoppm", "zbarimg") if shutil.which(t) is None]
+pytestmark = pytest.mark.skipif(bool(TOOLS), reason=f"{TOOLS} missing: .ci/run installs poppler-utils and zbar-tools")
+PUBLIC = "https://verify.example.org"
+
+
+def run(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def session(world):
+    """Three passes of a confirmed session, their data queryable nationally, 20 blank forms in stock."""
+    from domain.certificate import certificate_id
+    from tests.lifecycle import CENTRE
+
+    iid, _, _, exam_id = confirmed_exam(world, 3)
+    world.at(date(2026, 4, 29))
+    issued = world.certificates.issue(staff(iid), exam_id)
+    ids = [certificate_id(r) for r in issued]
+    world.certificates.report_data(staff(iid), ids)
+    world.certificates.accept_data(CENTRE, ids)
+    world.at(date(2026, 7, 1))
+    world.certificates.make_queryable(CENTRE, ids)
+    world.certificates.receive_forms(staff(iid), iid, 10_000_001, 10_000_020, "SH-2026-001")
+    return iid, exam_id
+
+
+def test_a_session_prints_on_consecutive_forms_and_every_field_reads_back(world, session, tmp_path: Path):
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    assert len(ids) == 3
+    pdf = tmp_path / "session.pdf"
+    pdf.write_bytes(print_certificates(svc, staff(iid), ids, PUBLIC))
+
+    info = run("pdfinfo", str(pdf))
+    assert re.search(r"Pages:\s+3\n", info) and "841.89 x 595.276 pts (A4)" in info  # landscape: wider than high
+    font_rows = run("pdffonts", str(pdf)).splitlines()[2:]
+    assert font_rows and all(row.split()[-5] == "yes" for row in font_rows), font_rows  # the "emb" column
+    assert {row.split()[0].split("+")[1] for row in font_rows} == {"UKaiCN-0", "LiberationSerif"}
+
+    books = svc.stock(iid)
+    for page, cid in enumerate(ids, 1):
+        c = svc.certificate(cid)
+        serial = 10_000_000 + page
+        assert (
+            c.printed_forms == [serial] and books.used[serial] == c.number
+        )  # the ledger: which form, which certificate
+        text = run("pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-")
+        flat = re.sub(r"\s+", "", text)
+        for expected in ("职业技能等级证书", "CertificateofOccupationalSkillLevel", c.holder.name, c.holder.id_type.value,
+                         c.holder.id_number, "人工智能训练师", "二级/技师", c.number, "深圳市技能人才评价示范中心",
+                         "发证日期：2026年4月29日", f"NO.{serial}", "http://jndj.osta.org.cn", "http://pjjg.osta.org.cn",
+                         "职业技能等级认定专用章"):  # fmt: skip
+            assert expected in flat, (expected, text)
+        assert re.search(r"工种/职业方向：\s+--", text)  # no job: "--", never blank
+        run("pdftoppm", "-f", str(page), "-l", str(page), "-r", "100", "-png", str(pdf), str(tmp_path / f"p{page}"))
+        png = next(tmp_path.glob(f"p{page}*.png"))
+        assert run("zbarimg", "--raw", "-q", str(png)).strip() == verification_url(PUBLIC, c.number)
+    assert to_print(svc, exam_id) == []
+
+
+def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_next(world, session, tmp_path):
+    iid, exam_id = session
+    svc = world.certificates
+    first, *rest = to_print(svc, exam_id)
+    print_certificates(svc, staff(iid), [first], PUBLIC)
+    svc.spoil_print(staff(iid), first, 10_000_001, "卡纸")
+    assert to_print(svc, exam_id)[0] == first
+    again = tmp_path / "again.pdf"
+    again.write_bytes(print_certificates(svc, staff(iid), [first], PUBLIC))
+    assert svc.certificate(first).printed_forms == [10_000_001, 10_000_002]
+    books = svc.stock(iid)
+    assert books.spoiled == {10_000_001: "卡纸"} and books.used == {10_000_002: svc.certificate(first).number}
+    assert "NO.10000002" in re.sub(r"\s+", "", run("pdftotext", str(again), "-"))
+    with pytest.raises(Conflict, match="does not hold"):
+        svc.spoil_print(staff(iid), first, 10_000_001, "again")
+    with pytest.raises(Conflict, match="already printed"):
+        print_certificates(svc, staff(iid), [first], PUBLIC)
+
+
+def page_for(**changes) -> CertificatePage:
+    from domain.levels import Level
+
+    base = CertificatePage(
+        number="S000044032015262000001", institution="深圳市技能人才评价示范中心", issued_on=date(2026, 4, 29),
+        holder_name="李娜", id_type="居民身份证", id_number="440304199206124426", occupation="人工智能训练师", job=None,
+        level=Level.TWO, form_serial=10_000_001, verify_url=verification_url(PUBLIC, "S000044032015262000001"),
+    )  # fmt: skip
+    return replace(base, **changes)
+
+
+def test_forbidden_words_never_print_outside_the_institutions_registered_name(world, session, monkeypatch):
+    with pytest.raises(ForbiddenWording, match="中国"):
+        render([page_for(job="中国结艺")])
+    with pytest.raises(ForbiddenWording, match="国家, 职业资格"):
+        render([page_for(occupation="国家职业资格电工")])
+    assert render([page_for(institution="广东省某某职业技能评价中心")]).startswith(b"%PDF")  # in the name: allowed
+    # Nothing is booked when a page of a batch would break the rule (here: were 训练师 forbidden).
+    from certgen import certificate
+
+    monkeypatch.setattr(certificate, "FORBIDDEN", (*certificate.FORBIDDEN, "训练师"))
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    with pytest.raises(ForbiddenWording, match="训练师"):
+        print_certificates(svc, staff(iid), ids, PUBLIC)
+    assert svc.stock(iid).used == {} and all(svc.certificate(i).needs_print for i in ids)
+
+
+def test_a_missing_font_is_refused_naming_the_package_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(fonts, "DIRS", (tmp_path,))
+    fonts.register.cache_clear()
+    try:
+        with pytest.raises(fonts.FontMissing, match="apt-get install fonts-arphic-ukai"):
+            render([page_for()])
+    finally:
+        fonts.register.cache_clear()
