@@ -239,7 +239,7 @@ def api() -> None:
     s = get_settings()
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
-    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit)
+    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url)
     uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning")
 
 
@@ -388,6 +388,91 @@ def import_scores(
         )
     finally:
         svc.close()
+
+
+print_cli = typer.Typer(
+    help="Print certificates on the blank stock: PDFs, each page on the next form.", no_args_is_help=True
+)
+cli.add_typer(print_cli, name="print")
+Token = Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")]
+Out = Annotated[Path, typer.Option("--out", help="the PDF to write", dir_okay=False)]
+
+
+def _print(token: str, out: Path, choose: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from certgen.printing import print_certificates
+    from domain.errors import DomainError
+    from infra.certificates import Certificates
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Certificates(s.database_url or "", s.db_schema)
+    try:
+        ids = choose(svc)
+        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task("pages", total=len(ids))
+            content = print_certificates(svc, who.actor(), ids, s.public_url, lambda n: bar.update(task, completed=n))
+    except DomainError as e:
+        err.print(f"[red]refused, nothing printed:[/red] {e.message}")
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    out.write_bytes(content)
+    console.print(f"{len(ids)} certificate(s) booked on blank forms and written to {out}")
+
+
+@print_cli.command("session")
+def print_session(session: Annotated[UUID, typer.Option(help="the exam session's id")], out: Out, token: Token) -> None:
+    """Every certificate of a session that awaits a print."""
+    from certgen.printing import to_print
+
+    _print(token, out, lambda svc: to_print(svc, session))
+
+
+@print_cli.command("certificates")
+def print_named(
+    numbers: Annotated[list[str], typer.Argument(help="certificate numbers")], out: Out, token: Token
+) -> None:
+    """These certificates: a reprint after a spoiled print."""
+    _print(token, out, lambda svc: [_by_number(svc, n) for n in numbers])
+
+
+def _by_number(svc: Any, number: str) -> UUID:
+    """A certificate's id from its number, through the registry (which follows the bus)."""
+    from domain.errors import NotFound
+    from projections import certificates as registry
+    from projections.store import connect
+
+    with connect(get_settings().database_url or "", svc.schema) as c:
+        row = registry.certificate_by_number(c, number)
+    if row is None:
+        raise NotFound(f"no certificate {number} in the registry (yet)")
+    return row["certificate_id"]
+
+
+@print_cli.command("spoiled")
+def print_spoiled(
+    number: Annotated[str, typer.Argument(help="the certificate number")],
+    form: Annotated[int, typer.Option(help="the form serial the spoiled print is on")],
+    reason: Annotated[str, typer.Option(help="how it was spoiled, e.g. 卡纸")],
+    token: Token,
+) -> None:
+    """Record a spoiled print; print the certificate again afterwards (`print certificates`)."""
+    from domain.errors import DomainError
+    from infra.certificates import Certificates
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Certificates(s.database_url or "", s.db_schema)
+    try:
+        svc.spoil_print(who.actor(), _by_number(svc, number), form, reason)
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {e.message}")
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    console.print(f"form NO. {form:08d} recorded spoiled; certificate {number} awaits a print")
 
 
 @cli.command()

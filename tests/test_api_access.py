@@ -197,6 +197,11 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {"serials": [20], "witness": "王监督"}, {STAFF}),
         ("POST", "/institutions/{institution_id}/stock/stocktakes", f"/institutions/{s.iid}/stock/stocktakes",
          {"period": "2026H2", "counted": 18}, {STAFF}),
+        ("POST", "/sessions/{exam_id}/certificates/print", f"/sessions/{s.exam_id}/certificates/print", None,
+         {STAFF}),
+        ("POST", "/certificates/print", "/certificates/print", {"certificates": [cert]}, {STAFF}),
+        ("POST", "/certificates/{certificate}/spoiled-print", f"/certificates/{cert}/spoiled-print",
+         {"form_serial": 1, "reason": "卡纸"}, {STAFF}),
         ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},
          {STAFF}),
     ]  # fmt: skip

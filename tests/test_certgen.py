@@ -18,6 +18,7 @@ from certgen.printing import print_certificates, to_print
 from certgen.qr import verification_url
 from domain.errors import Conflict
 from tests.lifecycle import confirmed_exam, staff
+from tests.test_read_models import conn  # noqa: F401 (fixture)
 
 TOOLS = [t for t in ("pdftotext", "pdffonts", "pdfinfo", "pdftoppm", "zbarimg") if shutil.which(t) is None]
 pytestmark = pytest.mark.skipif(bool(TOOLS), reason=f"{TOOLS} missing: .ci/run installs poppler-utils and zbar-tools")
@@ -137,3 +138,55 @@ def test_a_missing_font_is_refused_naming_the_package_to_install(monkeypatch, tm
             render([page_for()])
     finally:
         fonts.register.cache_clear()
+
+
+def test_staff_print_over_http_and_the_cli_and_reprint_a_spoiled_one(
+    world,
+    session,
+    conn,
+    database_url,
+    schema,
+    tmp_path,  # noqa: F811 (the fixture)
+):
+    import os
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from domain.model import Role
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.test_read_models import KEY, apply_live, bus_messages
+
+    iid, exam_id = session
+    staff_token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=PUBLIC)) as http:
+        r = http.post(f"/sessions/{exam_id}/certificates/print", headers=staff_token)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
+        (tmp_path / "http.pdf").write_bytes(r.content)
+        assert re.search(r"Pages:\s+3\n", run("pdfinfo", str(tmp_path / "http.pdf")))
+        again = http.post(f"/sessions/{exam_id}/certificates/print", headers=staff_token)
+        assert again.status_code == 422 and "nothing to print" in again.json()["detail"]
+        apply_live(conn, bus_messages(world.registrations))
+        conn.commit()
+        first = world.certificates.certificate(to_print_all(world, exam_id)[0])
+        r = http.post(f"/certificates/{first.number}/spoiled-print", headers=staff_token,
+                      json={"form_serial": first.printed_forms[-1], "reason": "卡纸"})  # fmt: skip
+        assert r.status_code == 204, r.text
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_TOKEN": staff_token["Authorization"].removeprefix("Bearer "), "SKILLCERT_PUBLIC_URL": PUBLIC}  # fmt: skip
+    out = tmp_path / "reprint.pdf"
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "certificates", first.number, "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1 certificate(s) booked" in done.stdout
+    assert world.certificates.certificate(first.id).printed_forms == [first.printed_forms[-1], 10_000_004]
+    assert "NO.10000004" in re.sub(r"\s+", "", run("pdftotext", str(out), "-"))
+
+
+def to_print_all(world, exam_id) -> list:
+    from domain.certificate import certificate_id
+    from domain.exam import ExamSession
+
+    session = world.certificates.get(ExamSession, exam_id, "exam session")
+    return [certificate_id(e.registration_id) for e in session.passed()]

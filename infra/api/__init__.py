@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from infra.api import commands, imports, problems, queries, verify
+from infra.api import commands, imports, printing, problems, queries, verify
 from infra.certificates import Certificates
 from infra.exams import Exams
 from infra.privacy import installation_key
@@ -30,6 +30,7 @@ def create_app(
     pseudonym_key: str | None = None,
     verify_rate_limit: str = "60/minute",
     today: Callable[[], date] | None = None,
+    public_url: str = "http://127.0.0.1:8000",
 ) -> FastAPI:
     """`today` is the date in Shanghai unless a test moves it."""
 
@@ -62,8 +63,9 @@ def create_app(
     )
     app.state.database_url, app.state.schema = database_url, schema
     app.state.today = today or (lambda: shanghai_today(tz))
+    app.state.public_url = public_url  # what certificates' QR codes point to
     verify.install_limiter(app, verify_rate_limit)
     problems.install(app)
-    for router in (commands.router, imports.router, queries.router, verify.router, queries.operations):
+    for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations):
         app.include_router(router)
     return app
