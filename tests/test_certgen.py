@@ -140,14 +140,7 @@ def test_a_missing_font_is_refused_naming_the_package_to_install(monkeypatch, tm
         fonts.register.cache_clear()
 
 
-def test_staff_print_over_http_and_the_cli_and_reprint_a_spoiled_one(
-    world,
-    session,
-    conn,
-    database_url,
-    schema,
-    tmp_path,  # noqa: F811 (the fixture)
-):
+def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, database_url, schema, tmp_path):  # noqa: F811
     import os
     import sys
 
