@@ -25,7 +25,7 @@ def draw_seal(canvas: Canvas, cx: float, cy: float, institution: str) -> None:
     canvas.circle(cx, cy, r - RIM / 2, stroke=1, fill=0)
     # The name on the upper arc: characters spread over up to 240 degrees, centred on the top,
     # each upright towards the centre.
-    size = min(4.2 * mm, 2 * math.pi * (r - 6 * mm) * (240 / 360) / max(len(institution), 1))
+    size = min(3.8 * mm, 2 * math.pi * (r - 6 * mm) * (240 / 360) / max(len(institution), 1))
     text_r = r - RIM - 1.2 * mm - size * 0.8
     span = min(240.0, len(institution) * math.degrees(size * 1.05 / text_r))
     for i, ch in enumerate(institution):
