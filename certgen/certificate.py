@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from reportlab.graphics import renderPDF
 from reportlab.lib.colors import Color, black
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
@@ -22,7 +21,7 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
 from certgen.fonts import KAI, TIMES, covers, register
-from certgen.qr import qr_drawing, verification_url
+from certgen.qr import draw_qr, verification_url
 from certgen.seal import draw_seal
 from domain.certificate import Certificate
 from domain.levels import Level
@@ -239,5 +238,5 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
         canvas.setFont(TIMES, 16)
         canvas.drawString(rx, y - 6.5 * mm, english_label)
         y -= 14 * mm
-    size = 26 * mm
-    renderPDF.draw(qr_drawing(p.verify_url, size), canvas, bx + BORDER[0] - size - 8 * mm, by + 8 * mm)
+    size = 28 * mm
+    draw_qr(canvas, p.verify_url, bx + BORDER[0] - size - 7 * mm, by + 7 * mm, size)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from reportlab.graphics.shapes import STATE_DEFAULTS
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 
@@ -33,8 +32,6 @@ def register() -> None:
             raise FontMissing(f"font file {file} not found under {', '.join(map(str, DIRS))}: install the Debian "
                               f"package {package} (apt-get install {package})")  # fmt: skip
         pdfmetrics.registerFont(TTFont(name, str(found), **options))
-    # reportlab's graphics (the QR code) start every drawing in Helvetica, which is never embedded.
-    STATE_DEFAULTS["fontName"] = TIMES
 
 
 def covers(font: str, text: str) -> list[str]:

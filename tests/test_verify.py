@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from reportlab.graphics import renderPDF
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.qr import qr_drawing, verification_url
+from certgen.qr import draw_qr, verification_url
 from infra.api import create_app
 from tests.api import serving
 from tests.test_read_models import KEY, apply_live, bus_messages, certificates_in_every_state, conn  # noqa: F401
@@ -98,7 +97,7 @@ def scan(tmp_path: Path, url: str) -> str:
     tmp_path.mkdir(exist_ok=True)
     pdf = tmp_path / "certificate.pdf"
     canvas = Canvas(str(pdf), pagesize=landscape(A4))
-    renderPDF.draw(qr_drawing(url, 80), canvas, 700, 40)
+    draw_qr(canvas, url, 700, 40, 80)
     canvas.save()
     subprocess.run(["pdftoppm", "-png", "-r", "150", str(pdf), str(tmp_path / "page")], check=True)
     png = next(tmp_path.glob("page*.png"))
