@@ -97,12 +97,15 @@ def issue_date(d: date) -> str:
 
 
 def check_wording(page: CertificatePage) -> None:
-    """Refuse a certificate whose text holds a forbidden word outside the institution's registered name."""
-    found = sorted({w for t in page.texts() for w in FORBIDDEN if w in t.replace(page.institution, "")})
+    check_text(page.institution, page.texts(), f"certificate {page.number}")
+
+
+def check_text(institution: str, texts: list[str], what: str = "the certificate") -> None:
+    """Refuse text holding a forbidden word outside the institution's registered name (004 §11 (4))."""
+    found = sorted({w for t in texts for w in FORBIDDEN if w in t.replace(institution, "")})
     if found:
         raise ForbiddenWording(
-            f"certificate {page.number} would print {', '.join(found)} outside the institution's registered name "
-            "(004 §11 (4) forbids it)"
+            f"{what} would print {', '.join(found)} outside the institution's registered name (004 §11 (4) forbids it)"
         )
 
 
@@ -112,10 +115,16 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
     register()
     for p in pages:
         check_wording(p)
-        for face, part in ((KAI, CJK.findall), (TIMES, lambda t: CJK.sub("", t))):
-            missing = [ch for t in p.texts() for ch in covers(face, "".join(part(t)))]
-            if missing:
-                raise ValueError(f"certificate {p.number}: the {face} face has no glyph for {''.join(missing)}")
+        check_glyphs(p.texts(), f"certificate {p.number}")
+
+
+def check_glyphs(texts: list[str], what: str) -> None:
+    """Chinese prints in Kai, the rest in Times: refuse a character the face lacks, never print a blank."""
+    register()
+    for face, part in ((KAI, CJK.findall), (TIMES, lambda t: CJK.sub("", t))):
+        missing = [ch for t in texts for ch in covers(face, "".join(part(t)))]
+        if missing:
+            raise ValueError(f"{what}: the {face} face has no glyph for {''.join(dict.fromkeys(missing))}")
 
 
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:

@@ -183,3 +183,50 @@ def to_print_all(world, exam_id) -> list:
 
     session = world.certificates.get(ExamSession, exam_id, "exam session")
     return [certificate_id(e.registration_id) for e in session.passed()]
+
+
+def test_the_proof_the_loss_application_the_demand_form_and_the_ticket_read_back(tmp_path):
+    from datetime import time
+
+    from certgen import documents
+    from domain.levels import Level
+
+    holder = dict(holder_name="李娜", id_number="440304199206124426", occupation="人工智能训练师",
+                  number="S000044032015262000001", level=Level.TWO)  # fmt: skip
+    made = {
+        "proof": documents.certificate_proof(institution="深圳市技能人才评价示范中心", id_type="居民身份证", job=None,
+                                             proof_number="S000044032015262000001-P1", issued_on=date(2026, 8, 3),
+                                             **holder),
+        "application": documents.loss_application(kind="lost", **holder),
+        "demand": documents.demand_form(institution="深圳市技能人才评价示范中心", contact="李老师", phone="0755-88886666",
+                                        address="深圳市南山区科技园", year=2027, per_level={Level.TWO: 120, Level.FIVE: 300},
+                                        filed_on=date(2027, 1, 20)),
+        "ticket": documents.admission_ticket(name="李娜", id_number_masked="4403**********4426",
+                                             plan_name="2026年春季人工智能训练师（二级）认定", occupation="人工智能训练师",
+                                             level=Level.TWO, session="A", exam_date=date(2026, 4, 10), starts_at=time(9),
+                                             location="深圳市南山区科技园考点", room="301", seat=7,
+                                             institution="深圳市技能人才评价示范中心"),
+    }  # fmt: skip
+    expected = {
+        "proof": ["职业技能等级证书证明", "李娜", "440304199206124426", "人工智能训练师", "--", "二级/技师",
+                  "S000044032015262000001", "S000044032015262000001-P1", "深圳市技能人才评价示范中心（盖章）",
+                  "2026年8月3日", "职业技能等级认定专用章", "本证明各项内容涂改无效"],
+        "application": ["证书遗失、损坏补发证明申请表", "李娜", "440304199206124426", "S000044032015262000001",
+                        "证书级别：二级/技师", "■遗失证书", "□损坏证书", "申请人签名"],
+        "demand": ["职业技能等级空白证书需求登记表", "2027年度预估评价合格人数", "技师（二级）120", "初级（五级）300",
+                   "高级技师（一级）0", "合计420", "2027年1月20日"],
+        "ticket": ["职业技能等级认定准考证", "李娜", "4403**********4426", "2026年4月10日09:00", "深圳市南山区科技园考点",
+                   "301", "座位号07"],
+    }  # fmt: skip
+    for name, content in made.items():
+        pdf = tmp_path / f"{name}.pdf"
+        pdf.write_bytes(content)
+        flat = re.sub(r"\s+", "", run("pdftotext", "-layout", str(pdf), "-"))
+        for text in expected[name]:
+            assert re.sub(r"\s+", "", text) in flat, (name, text, flat)
+        rows = run("pdffonts", str(pdf)).splitlines()[2:]
+        assert rows and all(r.split()[-5] == "yes" for r in rows), (name, rows)
+        assert "595.276 x 841.89 pts (A4)" in run("pdfinfo", str(pdf))
+    with pytest.raises(ForbiddenWording, match="国家"):
+        documents.certificate_proof(institution="某中心", id_type="居民身份证", job="国家某工种",
+                                    proof_number="P", issued_on=date(2026, 8, 3), **holder)  # fmt: skip
