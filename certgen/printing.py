@@ -11,6 +11,7 @@ from domain.certificate import Certificate, certificate_id
 from domain.errors import InvalidInput
 from domain.exam import ExamSession
 from domain.model import Actor
+from domain.plan import EvaluationPlan
 from infra.certificates import Certificates
 
 
@@ -19,6 +20,14 @@ def to_print(svc: Certificates, exam_id: UUID) -> list[UUID]:
     session = svc.get(ExamSession, exam_id, "exam session")
     ids = [certificate_id(e.registration_id) for e in session.passed()]
     return [i for i in sorted(svc.existing(ids), key=ids.index) if svc.certificate(i).needs_print]
+
+
+def plan_to_print(svc: Certificates, plan_id: UUID) -> list[UUID]:
+    """Every certificate of the plan's candidates, whichever session they sat, that awaits a print,
+    in certificate number order."""
+    plan = svc.get(EvaluationPlan, plan_id, "plan")
+    waiting = [svc.certificate(i) for i in svc.existing(certificate_id(r) for r in plan.holders)]
+    return [c.id for c in sorted(waiting, key=lambda c: c.number) if c.needs_print]
 
 
 def print_certificates(

@@ -430,6 +430,14 @@ def print_session(session: Annotated[UUID, typer.Option(help="the exam session's
     _print(token, out, lambda svc: to_print(svc, session))
 
 
+@print_cli.command("plan")
+def print_plan(plan: Annotated[UUID, typer.Option(help="the plan's id")], out: Out, token: Token) -> None:
+    """Every certificate of a plan that awaits a print, whichever session its holder sat."""
+    from certgen.printing import plan_to_print
+
+    _print(token, out, lambda svc: plan_to_print(svc, plan))
+
+
 @print_cli.command("certificates")
 def print_named(
     numbers: Annotated[list[str], typer.Argument(help="certificate numbers")], out: Out, token: Token

@@ -199,6 +199,7 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {"period": "2026H2", "counted": 18}, {STAFF}),
         ("POST", "/sessions/{exam_id}/certificates/print", f"/sessions/{s.exam_id}/certificates/print", None,
          {STAFF}),
+        ("POST", "/plans/{plan_id}/certificates/print", f"/plans/{s.pid}/certificates/print", None, {STAFF}),
         ("POST", "/certificates/print", "/certificates/print", {"certificates": [cert]}, {STAFF}),
         ("POST", "/certificates/{certificate}/spoiled-print", f"/certificates/{cert}/spoiled-print",
          {"form_serial": 1, "reason": "卡纸"}, {STAFF}),

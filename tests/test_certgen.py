@@ -146,6 +146,7 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
 
     from fastapi.testclient import TestClient
 
+    from domain.exam import ExamSession
     from domain.model import Role
     from infra.api import create_app
     from tests.api import bearer
@@ -158,7 +159,8 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
         assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
         (tmp_path / "http.pdf").write_bytes(r.content)
         assert re.search(r"Pages:\s+3\n", run("pdfinfo", str(tmp_path / "http.pdf")))
-        again = http.post(f"/sessions/{exam_id}/certificates/print", headers=staff_token)
+        again = http.post(f"/plans/{world.exams.get(ExamSession, exam_id, 'session').plan_id}/certificates/print",
+                          headers=staff_token)  # fmt: skip
         assert again.status_code == 422 and "nothing to print" in again.json()["detail"]
         apply_live(conn, bus_messages(world.registrations))
         conn.commit()

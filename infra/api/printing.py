@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from certgen.printing import print_certificates, to_print
+from certgen.printing import plan_to_print, print_certificates, to_print
 from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, RequestId, allow, certificate_id, staff_scope
 from infra.api.problems import Problem
@@ -41,6 +41,15 @@ def print_session(
     """Every certificate of the session that awaits a print, each booked on the next blank form."""
     content = print_certificates(svc, who.actor(x_request_id), to_print(svc, exam_id), request.app.state.public_url)
     return pdf(content, f"certificates-{exam_id}.pdf")
+
+
+@router.post("/plans/{plan_id}/certificates/print", response_class=Response, responses=PDF)
+def print_plan(plan_id: UUID, who: Staff, svc: CertSvc, request: Request, x_request_id: RequestId = None) -> Response:
+    """Every certificate of the plan that awaits a print, whichever session its holder sat, in number order."""
+    content = print_certificates(
+        svc, who.actor(x_request_id), plan_to_print(svc, plan_id), request.app.state.public_url
+    )
+    return pdf(content, f"certificates-{plan_id}.pdf")
 
 
 @router.post("/certificates/print", response_class=Response, responses=PDF)
