@@ -13,7 +13,7 @@ from reportlab.lib.colors import black
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from certgen.certificate import CERTIFICATE_QUERY, check_glyphs, check_text
 from certgen.fonts import KAI, TIMES, register
@@ -143,11 +143,25 @@ def demand_form(
     return _pdf("职业技能等级空白证书需求登记表", [Paragraph("职业技能等级空白证书需求登记表", TITLE), table])
 
 
-def admission_ticket(
+def admission_ticket(**ticket: Any) -> bytes:
+    """准考证: what the candidate brings with their ID card on the exam day."""
+    return admission_tickets([ticket])
+
+
+def admission_tickets(tickets: Sequence[dict[str, Any]]) -> bytes:
+    """A session's tickets, one page each."""
+    story: list[Any] = []
+    for t in tickets:
+        if story:
+            story.append(PageBreak())
+        story += _ticket(**t)
+    return _pdf("职业技能等级认定准考证", story)
+
+
+def _ticket(
     *, name: str, id_number_masked: str, plan_name: str, occupation: str, level: Level, session: str,
     exam_date: date, starts_at: time, location: str, room: str, seat: int, institution: str,
-) -> bytes:  # fmt: skip
-    """准考证: what the candidate brings with their ID card on the exam day."""
+) -> list[Any]:  # fmt: skip
     check_glyphs([name, id_number_masked, plan_name, occupation, session, location, room, institution], "the ticket")
     rows = [
         ["姓名", name, "证件号码", id_number_masked],
@@ -162,6 +176,5 @@ def admission_ticket(
     table.setStyle(TableStyle([("SPAN", (1, 1), (3, 1)), ("SPAN", (1, 4), (3, 4))]))
     rules = ["考生须知：", "1. 凭本准考证和有效身份证件原件入场，二者缺一不可；", "2. 开考前完成线上签到，入场时核验身份；",
              "3. 按准考证所列考场和座位号就座，监考人员二次核验身份后开始考试。"]  # fmt: skip
-    story = [Paragraph("职业技能等级认定准考证", TITLE), Paragraph(institution, SMALL), Spacer(1, 4 * mm), table,
-             Spacer(1, 8 * mm), *(Paragraph(r, SMALL) for r in rules)]  # fmt: skip
-    return _pdf("职业技能等级认定准考证", story)
+    return [Paragraph("职业技能等级认定准考证", TITLE), Paragraph(institution, SMALL), Spacer(1, 4 * mm), table,
+            Spacer(1, 8 * mm), *(Paragraph(r, SMALL) for r in rules)]  # fmt: skip

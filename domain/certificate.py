@@ -238,6 +238,7 @@ class Certificate(Aggregate):
         self.receipt_signed = False
         self.open_proof: Deadline | None = None
         self.proofs: list[str] = []
+        self.proof_dates: dict[str, date] = {}
         self.correction: Correction | None = None
         self.correction_decided = False
         self.commitment: Attachment | None = None
@@ -462,6 +463,7 @@ class Certificate(Aggregate):
     @event(ProofIssued)
     def _proof_issued(self, actor: Actor, proof_number: str, on: date, late: bool) -> None:
         self.proofs.append(proof_number)
+        self.proof_dates[proof_number] = on
         self.open_proof = None
 
     # Correction (000, 004 §14).

@@ -165,6 +165,31 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
         apply_live(conn, bus_messages(world.registrations))
         conn.commit()
         first = world.certificates.certificate(to_print_all(world, exam_id)[0])
+        # The other documents, as staff download them.
+        from domain.certificate import LossKind
+        from domain.levels import Level
+        from domain.registration import AttachmentKind
+        from tests.builders import attachment
+
+        world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
+        holder = world.certificates.certificate(first.id)
+        world.certificates.apply_for_proof(
+            staff(iid), first.id, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION)
+        )
+        proof_number = world.certificates.issue_proof(staff(iid), first.id)
+        for path, wanted in (
+            (f"/certificates/{first.number}/proof.pdf", [proof_number, holder.holder.id_number, "职业技能等级证书证明"]),
+            (f"/certificates/{first.number}/proof-application.pdf", ["证书遗失、损坏补发证明申请表", first.number]),
+            (f"/institutions/{iid}/stock/demand/2027.pdf?contact=李老师&phone=0755-88886666&address=深圳市南山区",
+             ["技师（二级）80", "合计80", "李老师"]),
+            (f"/sessions/{exam_id}/tickets.pdf", ["职业技能等级认定准考证", "深圳市南山区科技园考点", "2026年4月10日"]),
+        ):  # fmt: skip
+            r = http.get(path, headers=staff_token)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", (path, r.text)
+            (tmp_path / "doc.pdf").write_bytes(r.content)
+            flat = re.sub(r"\s+", "", run("pdftotext", "-layout", str(tmp_path / "doc.pdf"), "-"))
+            assert all(re.sub(r"\s+", "", w) in flat for w in wanted), (path, flat[:300])
+        assert re.search(r"Pages:\s+3\n", run("pdfinfo", str(tmp_path / "doc.pdf")))  # a ticket per candidate
         r = http.post(f"/certificates/{first.number}/spoiled-print", headers=staff_token,
                       json={"form_serial": first.printed_forms[-1], "reason": "卡纸"})  # fmt: skip
         assert r.status_code == 204, r.text

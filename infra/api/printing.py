@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import Field
 
+from certgen import documents
 from certgen.printing import plan_to_print, print_certificates, to_print
+from domain.errors import NotFound
+from domain.exam import ExamSession
+from domain.institution import Institution
+from domain.personal import mask_id_number as mask
+from domain.plan import EvaluationPlan
+from domain.registration import Registration
 from infra.api.commands import Body, CertificateRef, CertificatesIn
-from infra.api.deps import STAFF, CertSvc, Conn, RequestId, allow, certificate_id, staff_scope
+from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
 from infra.api.problems import Problem
 from infra.tokens import Principal
 
@@ -68,3 +75,70 @@ def spoil_print(
 ) -> None:
     """The print on this form came out spoiled: the form goes to the spoiled ones, the certificate awaits a print."""
     svc.spoil_print(who.actor(x_request_id), certificate_id(c, certificate), body.form_serial, body.reason)
+
+
+# The other documents, rendered from the write side.
+@router.get("/certificates/{certificate}/proof.pdf", response_class=Response, responses=PDF)
+def proof_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
+    """The certificate proof (004 annex 4) last issued for a lost or damaged certificate."""
+    cert = svc.certificate(certificate_id(c, certificate))
+    if not cert.proofs:
+        raise NotFound(f"no proof was issued for certificate {cert.number}")
+    number = cert.proofs[-1]
+    content = documents.certificate_proof(
+        institution=cert.institution_name, holder_name=cert.holder.name, id_type=cert.holder.id_type.value,
+        id_number=cert.holder.id_number, occupation=cert.occupation, job=cert.job, level=cert.level,
+        number=cert.number, proof_number=number, issued_on=cert.proof_dates[number],
+    )  # fmt: skip
+    return pdf(content, f"{number}.pdf")
+
+
+@router.get("/certificates/{certificate}/proof-application.pdf", response_class=Response, responses=PDF)
+def proof_application_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
+    """The loss or damage proof application (004 annex 3), filled in for the holder to sign."""
+    cert = svc.certificate(certificate_id(c, certificate))
+    content = documents.loss_application(
+        holder_name=cert.holder.name, id_number=cert.holder.id_number, occupation=cert.occupation,
+        number=cert.number, level=cert.level,
+    )  # fmt: skip
+    return pdf(content, f"{cert.number}-application.pdf")
+
+
+@router.get("/institutions/{institution_id}/stock/demand/{year}.pdf", response_class=Response, responses=PDF)
+def demand_pdf(
+    institution_id: UUID,
+    year: Annotated[int, Path(ge=2000, le=2100)],
+    who: Staff,
+    svc: CertSvc,
+    contact: Annotated[str, Query(min_length=1, max_length=50)],
+    phone: Annotated[str, Query(min_length=1, max_length=30)],
+    address: Annotated[str, Query(min_length=1, max_length=100)],
+) -> Response:
+    """The blank stock demand form (004 annex 1) for a year whose demand was filed."""
+    stock = svc.stock(institution_id)
+    if year not in stock.demands:
+        raise NotFound(f"no blank stock demand was filed for {year}")
+    institution = svc.get(Institution, institution_id, "institution")
+    content = documents.demand_form(institution=institution.name, contact=contact, phone=phone, address=address,
+                                    year=year, per_level=stock.demands[year])  # fmt: skip
+    return pdf(content, f"demand-{year}.pdf")
+
+
+@router.get("/sessions/{exam_id}/tickets.pdf", response_class=Response, responses=PDF)
+def tickets_pdf(exam_id: UUID, who: Staff, exams: ExamSvc) -> Response:
+    """Every admission ticket of the session, one page each, in seat order."""
+    session = exams.get(ExamSession, exam_id, "exam session")
+    plan = exams.get(EvaluationPlan, session.plan_id, "plan")
+    sittings = sorted(exams.sittings(session), key=lambda s: (s.room, s.seat))
+    if not sittings:
+        raise NotFound(f"session {session.session} has issued no admission tickets")
+    tickets = []
+    for s in sittings:
+        form = exams.get(Registration, s.registration_id, "registration").form
+        tickets.append(dict(
+            name=form.name, id_number_masked=mask(form.id_number), plan_name=plan.details.name,
+            occupation=plan.details.occupation, level=plan.details.level, session=session.session,
+            exam_date=session.exam_date, starts_at=session.starts_at, location=session.location, room=s.room,
+            seat=s.seat, institution=plan.institution_name,
+        ))  # fmt: skip
+    return pdf(documents.admission_tickets(tickets), f"tickets-{exam_id}.pdf")
