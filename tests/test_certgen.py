@@ -82,7 +82,7 @@ def test_a_session_prints_on_consecutive_forms_and_every_field_reads_back(world,
     assert to_print(svc, exam_id) == []
 
 
-def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_next(world, session, tmp_path):
+def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_next(world, session, conn, tmp_path):  # noqa: F811
     iid, exam_id = session
     svc = world.certificates
     first, *rest = to_print(svc, exam_id)
@@ -95,6 +95,16 @@ def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_n
     books = svc.stock(iid)
     assert books.spoiled == {10_000_001: "卡纸"} and books.used == {10_000_002: svc.certificate(first).number}
     assert "NO.10000002" in re.sub(r"\s+", "", run("pdftotext", str(again), "-"))
+    # The stock ledger read model, fed the events as the bus delivers them, agrees.
+    from projections import stock as ledger
+    from tests.test_read_models import apply_live, bus_messages
+
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    assert ledger.form(conn, str(iid), 10_000_001)["status"] == "spoiled"
+    assert ledger.form(conn, str(iid), 10_000_002)["certificate_number"] == svc.certificate(first).number
+    books = ledger.ledger(conn, str(iid))
+    assert (books["used"], books["spoiled"], books["in_stock"]) == (1, 1, 18)
     with pytest.raises(Conflict, match="does not hold"):
         svc.spoil_print(staff(iid), first, 10_000_001, "again")
     with pytest.raises(Conflict, match="already printed"):
