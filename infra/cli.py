@@ -483,6 +483,37 @@ def print_spoiled(
     console.print(f"form NO. {form:08d} recorded spoiled; certificate {number} awaits a print")
 
 
+audit_cli = typer.Typer(help="For auditors: the history as it stood at any moment.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("state")
+def audit_state(
+    aggregate_id: Annotated[UUID, typer.Argument(help="a registration, certificate, plan, stock, session… id")],
+    at: Annotated[str | None, typer.Option(help="as of this time, ISO 8601 with offset")] = None,
+    position: Annotated[int | None, typer.Option(help="as of this notification log position")] = None,
+) -> None:
+    """One aggregate as its events up to a time or a log position made it, and the last event applied."""
+    from datetime import datetime
+
+    from domain.errors import DomainError
+    from infra import history
+
+    s = get_settings()
+    url, app = _store(s)
+    try:
+        when = datetime.fromisoformat(at) if at else None
+        console.print_json(json.dumps(history.as_of(app, aggregate_id, when, position), default=str))
+    except ValueError as e:
+        err.print(f"[red]--at:[/red] {e}")
+        raise typer.Exit(2) from None
+    except DomainError as e:
+        err.print(f"[red]{e.message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        app.close()
+
+
 @cli.command()
 def demo() -> None:
     """Load the sample scenario (an institution; plans open for registration with reviewed

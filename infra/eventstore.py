@@ -90,3 +90,4 @@ class SkillcertApplication(Application):
 
     def __init__(self, database_url: str, schema: str = "public") -> None:
         super().__init__(env=eventstore_env(database_url, schema))
+        self.schema = schema

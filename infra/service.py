@@ -29,7 +29,6 @@ class Service(SkillcertApplication):
     def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
         super().__init__(database_url, schema)
         self.today = today
-        self.schema = schema
 
     def get(self, cls: type[A], id: UUID, what: str) -> A:
         try:

@@ -111,6 +111,7 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/certificates/{number}/correction", f"/certificates/{cert}/correction", None, OWN_RECORD),
         ("GET", "/audit", f"/audit?institution_id={s.iid}", None, OWN_INSTITUTION),
         ("GET", "/deadlines", f"/deadlines?institution_id={s.iid}", None, OWN_INSTITUTION),
+        ("GET", "/aggregates/{aggregate_id}", f"/aggregates/{s.rid}", None, OVERSIGHT),
         ("GET", "/deadlines/overdue", "/deadlines/overdue", None, BOTH_STAFF),
         ("GET", "/institutions/{institution_id}/stock", f"/institutions/{s.iid}/stock", None, OWN_INSTITUTION),
         ("GET", "/institutions/{institution_id}/stock/forms/{serial}", f"/institutions/{s.iid}/stock/forms/1", None,

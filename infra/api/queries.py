@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.model import Role
-from infra import relay
+from infra import history, relay
 from infra.api import views as v
 from infra.api.deps import (
     EVERYONE,
@@ -210,6 +210,19 @@ def audit(
     return v.AuditPage.model_validate(
         {"total": total, "after": after, "limit": limit, "items": items, "next_after": next_after}
     )
+
+
+@router.get("/aggregates/{aggregate_id}")
+def aggregate_as_of(
+    aggregate_id: UUID,
+    who: Overseer,
+    svc: RegSvc,
+    at: Annotated[datetime | None, Query(description="its state as of this time (with offset)")] = None,
+    position: Annotated[int | None, Query(ge=1, le=2**62, description="as of this notification log position")] = None,
+) -> v.AggregateState:
+    """Any aggregate (registration, certificate, plan, stock, session…) as the event history stood at a
+    moment: what the system knew then, and the last event it had applied, with who caused it."""
+    return history.as_of(svc, aggregate_id, at, position)  # type: ignore[return-value]
 
 
 @router.get("/deadlines")

@@ -284,3 +284,28 @@ class RelayStatus(BaseModel):
 class Health(BaseModel):
     status: str
     today: date
+
+
+class LastEvent(BaseModel):
+    type: str
+    position: int
+    at: datetime
+    actor_id: str
+    actor_role: str
+
+
+class AsOf(BaseModel):
+    at: datetime | None
+    position: int | None
+
+
+class AggregateState(BaseModel):
+    """One aggregate as its events up to a moment made it (as-of replay)."""
+
+    aggregate_id: UUID
+    type: str
+    version: int
+    current_version: int
+    as_of: AsOf
+    last_event: LastEvent
+    state: dict[str, Any]

@@ -1,0 +1,62 @@
+"""What the system knew about one aggregate at a moment: its state rebuilt from its own events up
+to a time or a position of the notification log, for auditors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+from pydantic_core import to_jsonable_python
+
+from domain.errors import InvalidInput, NotFound
+from infra.eventstore import SkillcertApplication
+
+
+def as_of(
+    app: SkillcertApplication, aggregate_id: UUID, at: datetime | None = None, position: int | None = None
+) -> dict[str, Any]:
+    """The aggregate as its events up to `at` (their recorded time) or up to `position` (the
+    notification log) made it; with neither, as it is now. Says which event was the last applied."""
+    if at is not None and position is not None:
+        raise InvalidInput([("at", "give a time or a position, not both")])
+    if at is not None and at.tzinfo is None:
+        raise InvalidInput([("at", "give the time with its offset, e.g. 2026-06-30T23:59:59+08:00")])
+    table = sql.Identifier(app.schema, app.recorder.events_table_name)  # type: ignore[attr-defined]
+    with app.recorder.datastore.transaction(commit=False) as cur:  # type: ignore[attr-defined]
+        cur.execute(
+            sql.SQL("SELECT originator_version, notification_id FROM {} WHERE originator_id = %s "
+                    "ORDER BY originator_version").format(table),
+            (aggregate_id,),
+        )  # fmt: skip
+        rows = [(r["originator_version"], r["notification_id"]) for r in cur.fetchall()]
+    if not rows:
+        raise NotFound(f"no aggregate {aggregate_id} in the event store")
+    events = {e.originator_version: e for e in app.recorder.select_events(aggregate_id)}
+    known = []
+    for version, notification_id in rows:
+        event = app.mapper.to_domain_event(events[version])
+        if (at is None or event.timestamp <= at) and (position is None or notification_id <= position):
+            known.append((version, notification_id, event))
+    if not known:
+        when = f"at {at.isoformat()}" if at is not None else f"at position {position}"
+        raise NotFound(f"aggregate {aggregate_id} did not exist yet {when}")
+    version, notification_id, last = known[-1]
+    aggregate = app.repository.get(aggregate_id, version=version)
+    state = {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}
+    return {
+        "aggregate_id": aggregate_id,
+        "type": type(aggregate).__name__,
+        "version": version,
+        "current_version": rows[-1][0],
+        "as_of": {"at": at, "position": position},
+        "last_event": {
+            "type": type(last).__name__,
+            "position": notification_id,
+            "at": last.timestamp,
+            "actor_id": last.actor.id,
+            "actor_role": last.actor.role.value,
+        },  # fmt: skip
+        "state": to_jsonable_python(state),
+    }

@@ -1,0 +1,68 @@
+"""As-of replay for auditors: what the system knew about one aggregate at a moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+
+from domain.model import Role
+from infra.api import create_app
+from infra.history import as_of
+from infra.registrations import Decision
+from tests.api import bearer
+from tests.builders import L2_CONDITION, L2_EVIDENCE, candidate, setup_plan, staff_of, working_years_form
+
+
+def moment() -> datetime:
+    time.sleep(0.01)  # events on either side are recorded strictly before and after
+    now = datetime.now(UTC)
+    time.sleep(0.01)
+    return now
+
+
+def test_a_registration_as_it_stood_before_and_after_each_decision(service, database_url, schema):
+    before_anything = moment()
+    iid, _, code = setup_plan(service)
+    rid = service.register(candidate(1), code, working_years_form(1))
+    submitted = moment()
+    service.review(staff_of(iid), rid, Decision.RETURNED, "补充社保证明")
+    returned = moment()
+    service.resubmit(candidate(1), rid, working_years_form(1))
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    position_when_returned = service.recorder.max_notification_id() - 2  # resubmitted and approved came after
+
+    then = as_of(service, rid, at=submitted)
+    assert (then["version"], then["current_version"], then["state"]["status"]) == (1, 4, "submitted")
+    assert then["last_event"]["type"] == "Submitted" and then["last_event"]["actor_id"] == "candidate-1"
+    at_return = as_of(service, rid, at=returned)
+    assert (at_return["version"], at_return["state"]["status"]) == (2, "returned")
+    assert at_return["last_event"]["actor_role"] == "institution_staff"
+    assert as_of(service, rid, position=position_when_returned)["state"]["status"] == "returned"
+    now = as_of(service, rid)
+    assert (now["version"], now["state"]["status"]) == (4, "approved")
+
+    with TestClient(create_app(database_url, schema)) as http:
+        auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-sun")
+        r = http.get(f"/aggregates/{rid}", params={"at": returned.isoformat()}, headers=auditor)
+        assert r.status_code == 200 and r.json()["state"]["status"] == "returned", r.text
+        early = http.get(f"/aggregates/{rid}", params={"at": before_anything.isoformat()}, headers=auditor)
+        assert early.status_code == 404 and "did not exist yet" in early.json()["detail"]
+        both = http.get(f"/aggregates/{rid}", params={"at": returned.isoformat(), "position": 3}, headers=auditor)
+        assert both.status_code == 422 and both.json()["errors"][0]["field"] == "at"
+        naive = http.get(f"/aggregates/{rid}", params={"at": "2026-06-30T12:00:00"}, headers=auditor)
+        assert naive.status_code == 422 and "offset" in naive.json()["detail"]
+        staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        assert http.get(f"/aggregates/{rid}", headers=staff).status_code == 403
+
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema}
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "audit", "state", str(rid), "--at",
+                           (returned + timedelta(microseconds=1)).isoformat()], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"]["status"] == "returned"
