@@ -514,6 +514,30 @@ def audit_state(
         app.close()
 
 
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the whole history, recompute every hash link (log and aggregate), report the first broken one."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from infra import chain
+    from projections.store import connect
+
+    s = get_settings()
+    url, app = _store(s)
+    table = app.recorder.events_table_name
+    total = app.recorder.max_notification_id() or 0
+    app.close()
+    started = time.monotonic()
+    with connect(url, s.db_schema) as conn, Progress(SpinnerColumn(), TextColumn("{task.description}")) as bar:
+        task = bar.add_task(f"verifying {total:,} events")
+        verdict = chain.verify(conn, s.db_schema, table, lambda n: bar.update(task, description=f"{n:,} of {total:,}"))
+    elapsed = time.monotonic() - started
+    if not verdict.intact:
+        console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"intact: {verdict.events:,} events, head {verdict.head.hex()} ({elapsed:.1f} s)")
+
+
 @cli.command()
 def demo() -> None:
     """Load the sample scenario (an institution; plans open for registration with reviewed

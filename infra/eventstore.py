@@ -91,3 +91,7 @@ class SkillcertApplication(Application):
     def __init__(self, database_url: str, schema: str = "public") -> None:
         super().__init__(env=eventstore_env(database_url, schema))
         self.schema = schema
+        from infra import chain  # it uses serialise_ddl from here
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            chain.install(conn, schema, self.recorder.events_table_name)  # type: ignore[attr-defined]

@@ -1,0 +1,84 @@
+"""Tamper evidence: rows edited, deleted and reordered directly in PostgreSQL are each caught, at
+the position where the history stops being the one that was written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from infra.chain import verify
+from infra.registrations import Decision
+from tests.builders import candidate, setup_plan, staff_of, working_years_form
+
+
+@pytest.fixture
+def history(service, database_url, schema):
+    iid, _, code = setup_plan(service)
+    rids = [service.register(candidate(i), code, working_years_form(i)) for i in range(1, 6)]
+    for rid in rids[:3]:
+        service.review(staff_of(iid), rid, Decision.RETURNED, "补充材料")
+    conn = psycopg.connect(database_url)
+    table = sql.Identifier(schema, service.recorder.events_table_name)
+    yield conn, table, service.recorder.events_table_name
+    conn.close()
+
+
+def positions(conn, table) -> list[tuple[int, object, int]]:
+    return conn.execute(sql.SQL("SELECT notification_id, originator_id, originator_version FROM {} "
+                                "ORDER BY notification_id").format(table)).fetchall()  # fmt: skip
+
+
+def test_an_untouched_history_verifies_and_every_write_is_chained(history, schema):
+    conn, table, name = history
+    verdict = verify(conn, schema, name)
+    assert verdict.intact and verdict.events == len(positions(conn, table)) == 16  # 5 registrations, 3 returns
+
+
+def test_an_edited_event_is_caught_at_its_position(history, schema):
+    conn, table, name = history
+    # Someone rewrites a review's reasons in place, straight in the database.
+    n = conn.execute(sql.SQL("SELECT min(notification_id) FROM {} WHERE convert_from(state, 'UTF8') LIKE %s")
+                     .format(table), ("%补充材料%",)).fetchone()[0]  # fmt: skip
+    conn.execute(sql.SQL("UPDATE {} SET state = convert_to(replace(convert_from(state, 'UTF8'), '补充材料', '材料齐全'),"
+                         " 'UTF8') WHERE notification_id = %s").format(table), (n,))  # fmt: skip
+    conn.commit()
+    verdict = verify(conn, schema, name)
+    assert verdict.broken_at == n and "content was changed" in verdict.problem, verdict
+
+
+def test_a_deleted_event_is_caught_at_its_position(history, schema):
+    conn, table, name = history
+    n = positions(conn, table)[9][0]
+    conn.execute(sql.SQL("DELETE FROM {} WHERE notification_id = %s").format(table), (n,))
+    conn.commit()
+    verdict = verify(conn, schema, name)
+    assert verdict.broken_at == n and "deleted" in verdict.problem, verdict
+
+
+def test_reordered_events_are_caught_at_the_first_moved_position(history, schema):
+    conn, table, name = history
+    rows = positions(conn, table)
+    a, b = rows[4][0], rows[7][0]
+    for frm, to in ((a, -1), (b, a), (-1, b)):  # swap two events' places in the log
+        conn.execute(sql.SQL("UPDATE {} SET notification_id = %s WHERE notification_id = %s").format(table), (to, frm))
+    conn.commit()
+    verdict = verify(conn, schema, name)
+    assert verdict.broken_at == a and "moved or renumbered" in verdict.problem, verdict
+
+
+def test_the_verify_command_reports_the_first_broken_link(history, schema, database_url):
+    conn, table, _ = history
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema}
+    cli = [sys.executable, "-m", "infra.cli", "audit", "verify"]
+    ok = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "intact: 16 events" in ok.stdout, ok.stdout + ok.stderr
+    n = positions(conn, table)[2][0]
+    conn.execute(sql.SQL("DELETE FROM {} WHERE notification_id = %s").format(table), (n,))
+    conn.commit()
+    bad = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and f"broken at position {n}" in bad.stdout, bad.stdout + bad.stderr
