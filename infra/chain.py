@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
+from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
+from domain.audit import Checkpoint
+from domain.model import Actor
 from infra.eventstore import serialise_ddl
 
 DDL = """
@@ -118,10 +122,16 @@ class Verdict:
 
 
 def verify(
-    conn: psycopg.Connection[Any], schema: str, events_table: str, progress: Callable[[int], None] | None = None
+    conn: psycopg.Connection[Any],
+    schema: str,
+    events_table: str,
+    progress: Callable[[int], None] | None = None,
+    against: dict[int, bytes] | None = None,
 ) -> Verdict:
     """Walk every stored event and chain link in log order, recomputing both chains; stop at the
-    first link that does not hold."""
+    first link that does not hold, or where the log's head differs from a checkpoint: those
+    recorded in the store, and `against` (position -> head), held outside it, e.g. from the bus."""
+    heads = {**stored_checkpoints(conn, schema, events_table), **(against or {})}
     previous = b""
     own: dict[UUID, tuple[int, bytes]] = {}
     count = 0
@@ -139,6 +149,9 @@ def verify(
             if progress and count % 5000 == 0:
                 progress(count)
             problem, previous = _check(row, previous, own)
+            if not problem and row[0] in heads and heads[row[0]] != previous:
+                problem = (f"the log's head here is {previous.hex()}, but the checkpoint for this position says "
+                           f"{heads[row[0]].hex()}: the history up to here was rewritten")  # fmt: skip
             if problem:
                 return Verdict(count, previous, row[0], problem)
     return Verdict(count, previous)
@@ -166,3 +179,38 @@ def _check(row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, byt
         return f"{oid} version {version} breaks its aggregate's chain", previous
     own[oid] = (version, mine)
     return None, after
+
+
+CHECKPOINT_TOPIC = "domain.audit:Checkpoint.Recorded"
+
+
+def stored_checkpoints(conn: psycopg.Connection[Any], schema: str, events_table: str) -> dict[int, bytes]:
+    rows = conn.execute(
+        sql.SQL("SELECT state FROM {} WHERE topic = %s").format(sql.Identifier(schema, events_table)),
+        (CHECKPOINT_TOPIC,),
+    ).fetchall()
+    conn.commit()
+    checkpoints = (orjson.loads(bytes(state)) for (state,) in rows)
+    return {c["position"]: bytes.fromhex(c["log_hash"]) for c in checkpoints}
+
+
+def record_checkpoint(app: Any, actor: Actor) -> Checkpoint | None:
+    """Record where the chain stands now, as an event the relay publishes on the audit topic. None
+    when nothing was stored since the last checkpoint."""
+    chain = sql.Identifier(app.schema, "event_chain")
+    events = sql.Identifier(app.schema, app.recorder.events_table_name)
+    with app.recorder.datastore.transaction(commit=False) as cur:
+        cur.execute(
+            sql.SQL("SELECT c.position, c.log_hash, e.topic, (SELECT count(*) FROM {chain}) AS events FROM {chain} c "
+                    "JOIN {events} e ON e.notification_id = c.position ORDER BY c.position DESC LIMIT 1")
+            .format(chain=chain, events=events)
+        )  # fmt: skip
+        head = cur.fetchone()
+    if head is None or head["topic"] == CHECKPOINT_TOPIC:
+        return None  # nothing stored, or nothing since the last checkpoint
+    checkpoint = Checkpoint.record(actor, head["position"], bytes(head["log_hash"]).hex(), head["events"])
+    try:
+        app.save(checkpoint)
+    except IntegrityError:
+        return None
+    return checkpoint

@@ -514,14 +514,52 @@ def audit_state(
         app.close()
 
 
+@audit_cli.command("checkpoint")
+def audit_checkpoint(
+    every: Annotated[float, typer.Option(help="seconds between checkpoints; 0 records one and exits")] = 0,
+) -> None:
+    """Record where the hash chain stands (position and head) as an event the relay publishes on the audit
+    topic: a holder of it can later show the history up to there was rewritten."""
+    from domain.model import Actor
+    from infra import chain
+
+    s = get_settings()
+    _, app = _store(s)
+    system = Actor(id="skillcert-audit", role=Role.SYSTEM)
+    try:
+        while True:
+            made = chain.record_checkpoint(app, system)
+            if made is None:
+                console.print("no new events since the last checkpoint")
+            else:
+                console.print(f"checkpoint at position {made.position}: {made.log_hash}")
+            if not every:
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
 @audit_cli.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    against: Annotated[
+        list[str] | None,
+        typer.Option(help="POSITION:HEAD of a checkpoint held outside the store (from the bus); repeatable"),
+    ] = None,
+) -> None:
     """Walk the whole history, recompute every hash link (log and aggregate), report the first broken one."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from infra import chain
     from projections.store import connect
 
+    try:
+        heads = {int(p): bytes.fromhex(h) for p, h in (a.split(":", 1) for a in against or [])}
+    except ValueError:
+        err.print("[red]--against[/red] takes POSITION:HEAD, the head as 64 hex characters")
+        raise typer.Exit(2) from None
     s = get_settings()
     url, app = _store(s)
     table = app.recorder.events_table_name
@@ -530,7 +568,8 @@ def audit_verify() -> None:
     started = time.monotonic()
     with connect(url, s.db_schema) as conn, Progress(SpinnerColumn(), TextColumn("{task.description}")) as bar:
         task = bar.add_task(f"verifying {total:,} events")
-        verdict = chain.verify(conn, s.db_schema, table, lambda n: bar.update(task, description=f"{n:,} of {total:,}"))
+        verdict = chain.verify(conn, s.db_schema, table, lambda n: bar.update(task, description=f"{n:,} of {total:,}"),
+                               heads)  # fmt: skip
     elapsed = time.monotonic() - started
     if not verdict.intact:
         console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)

@@ -35,6 +35,7 @@ CONTEXTS: dict[str, str | None] = {
     "domain.certificate:Certificate": "certificates",
     "domain.certificate:SerialCounter": None,  # the certificate numbers travel on Certificate.Issued
     "domain.stock:BlankStock": "stock",
+    "domain.audit:Checkpoint": "audit",
 }
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 

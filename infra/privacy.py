@@ -55,6 +55,7 @@ POLICY: dict[str, TopicPolicy] = {
         "a certificate names its holder; the national query platform, subsidy and HR systems match on it",
     ),
     "stock": TopicPolicy("wide", frozenset(), "blank certificate forms carry no personal data"),
+    "audit": TopicPolicy("wide", frozenset(), "checkpoints of the hash chain: positions and hashes only"),
 }
 
 PSEUDONYMISED = "pseudonymise"

@@ -82,3 +82,53 @@ def test_the_verify_command_reports_the_first_broken_link(history, schema, datab
     conn.commit()
     bad = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and f"broken at position {n}" in bad.stdout, bad.stdout + bad.stderr
+
+
+def rewrite_consistently(conn, table, schema: str, edited: int) -> None:
+    """What a careful forger would do: change an event, then recompute every chain link after it."""
+    import hashlib
+
+    from infra.chain import link
+
+    conn.execute(sql.SQL("UPDATE {} SET state = convert_to(replace(convert_from(state, 'UTF8'), '补充材料', '材料齐全'),"
+                         " 'UTF8') WHERE notification_id = %s").format(table), (edited,))  # fmt: skip
+    chain = sql.Identifier(schema, "event_chain")
+    rows = conn.execute(sql.SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
+                                "ORDER BY notification_id").format(table)).fetchall()  # fmt: skip
+    previous, own = b"", {}
+    for n, oid, v, topic, state in rows:
+        piece = link(n, oid, v, topic, bytes(state))
+        previous = hashlib.sha256(previous + piece).digest()
+        own[oid] = hashlib.sha256(own.get(oid, b"") + piece).digest()
+        conn.execute(sql.SQL("UPDATE {} SET log_hash = %s, aggregate_hash = %s WHERE position = %s").format(chain),
+                     (previous, own[oid], n))  # fmt: skip
+    conn.commit()
+
+
+def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_the_store(service, history, schema):
+    from domain.model import Actor, Role
+    from infra.chain import CHECKPOINT_TOPIC, record_checkpoint
+    from infra.envelope import published
+
+    conn, table, name = history
+    system = Actor(id="skillcert-audit", role=Role.SYSTEM)
+    checkpoint = record_checkpoint(service, system)
+    assert checkpoint is not None and record_checkpoint(service, system) is None  # nothing new since
+    assert published(CHECKPOINT_TOPIC).context == "audit"  # the relay puts it on the audit topic
+    head = verify(conn, schema, name)
+    assert head.intact and head.events == 17
+
+    n = conn.execute(sql.SQL("SELECT min(notification_id) FROM {} WHERE convert_from(state, 'UTF8') LIKE %s")
+                     .format(table), ("%补充材料%",)).fetchone()[0]  # fmt: skip
+    rewrite_consistently(conn, table, schema, n)
+    caught = verify(conn, schema, name)
+    assert caught.broken_at == checkpoint.position and "rewritten" in caught.problem, caught
+
+    # The forger also deletes the checkpoint from the store: the copy held downstream still shows it.
+    conn.execute(sql.SQL("DELETE FROM {} WHERE topic = %s").format(table), (CHECKPOINT_TOPIC,))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE position > %s").format(sql.Identifier(schema, "event_chain")),
+                 (checkpoint.position,))  # fmt: skip
+    conn.commit()
+    assert verify(conn, schema, name).intact  # internally consistent now
+    held = {checkpoint.position: bytes.fromhex(checkpoint.log_hash)}
+    assert verify(conn, schema, name, against=held).broken_at == checkpoint.position
