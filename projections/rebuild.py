@@ -9,6 +9,7 @@ make the live consumer skip what the rebuild already applied.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -27,10 +28,14 @@ def rebuild(
     app: SkillcertApplication,
     key: bytes,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    until: int | None = None,
 ) -> int:
     """Rebuild in one transaction: readers wait for the new tables rather than see half-built
-    ones, and a failed rebuild leaves the old tables as they were. Returns the events applied."""
+    ones, and a failed rebuild leaves the old tables as they were. Returns the events applied.
+    With `until`, only the log up to that position: the read models as they stood then."""
     head = app.recorder.max_notification_id() or 0
+    if until is not None:
+        head = min(head, until)
     names = [p.name for p in projections]
     by_context: dict[str, list[Projection]] = {}
     for p in projections:
@@ -88,3 +93,18 @@ def bring_up_to_date(
             rebuild(conn, stale, app, key)
     create_tables(conn, projections)
     return [p.name for p in stale]
+
+
+def position_at(app: SkillcertApplication, at: datetime) -> int:
+    """The last log position whose event was recorded at or before `at` (0: none). The log is in
+    commit order and events are stamped just before their commit, so the search is exact up to
+    writers committing within milliseconds of `at`."""
+    low, high = 0, app.recorder.max_notification_id() or 0
+    while low < high:  # the last position stamped <= at lies in (low, high]
+        mid = (low + high + 1) // 2
+        first = app.recorder.select_notifications(start=mid, limit=1)[0]
+        if app.mapper.to_domain_event(first).timestamp <= at:
+            low = first.id
+        else:
+            high = mid - 1
+    return low

@@ -66,3 +66,42 @@ def test_a_registration_as_it_stood_before_and_after_each_decision(service, data
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"]["status"] == "returned"
+
+
+def test_read_models_rebuilt_as_they_stood_at_a_moment_into_a_schema_of_their_own(service, database_url, schema):
+    import psycopg
+    from psycopg import sql
+
+    iid, _, code = setup_plan(service)
+    rid = service.register(candidate(1), code, working_years_form(1))
+    service.review(staff_of(iid), rid, Decision.RETURNED, "补充社保证明")
+    returned = moment()
+    position = service.recorder.max_notification_id()
+    service.resubmit(candidate(1), rid, working_years_form(1))
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema}
+    cli = [sys.executable, "-m", "infra.cli", "projections", "rebuild"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    live = run("candidates")
+    assert live.returncode == 0, live.stderr
+    reports = {"by_time": ("--as-of", returned.isoformat()), "by_position": ("--position", str(position))}
+    try:
+        for suffix, option in reports.items():
+            done = run("candidates", *option, "--into", f"{schema}_{suffix}")
+            assert done.returncode == 0 and f"as of position {position}" in done.stdout, done.stdout + done.stderr
+        with psycopg.connect(database_url) as c:
+            status = "SELECT status FROM {}.candidate_registrations WHERE registration_id = %s"
+            for suffix in reports:
+                then = c.execute(sql.SQL(status).format(sql.Identifier(f"{schema}_{suffix}")), (rid,)).fetchone()[0]
+                assert then == "returned"
+            assert c.execute(sql.SQL(status).format(sql.Identifier(schema)), (rid,)).fetchone()[0] == "approved"
+        same = run("candidates", "--position", "3", "--into", schema)
+        assert same.returncode == 2 and "other than the live one" in same.stderr
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as c:
+            for suffix in reports:
+                c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{schema}_{suffix}")))
