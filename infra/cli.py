@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -568,6 +569,58 @@ def audit_checkpoint(
         pass
     finally:
         app.close()
+
+
+def _signing_seed(s: Settings) -> bytes:
+    from infra.privacy import installation_secret
+
+    return installation_secret(_require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema, "signing_key",
+                               s.signing_key)  # fmt: skip
+
+
+@audit_cli.command("public-key")
+def audit_public_key() -> None:
+    """The installation's public key for audit exports (hex): give it to auditors to pin."""
+    from infra.export import public_key_hex
+
+    print(public_key_hex(_signing_seed(get_settings())))
+
+
+@audit_cli.command("export")
+def audit_export(
+    institution: Annotated[UUID, typer.Option(help="the institution whose events to export")],
+    start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="first day (Shanghai)")],
+    end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="last day (Shanghai), inclusive")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the package to write (.zip)")],
+) -> None:
+    """A signed package of the institution's events in the period, verifiable offline (audit verify-export)."""
+    from infra.export import export
+    from projections.store import connect
+
+    s = get_settings()
+    url, app = _store(s)
+    table = app.recorder.events_table_name
+    app.close()
+    with connect(url, s.db_schema) as conn, console.status("exporting"):
+        package = export(conn, s.db_schema, table, _signing_seed(s), institution, start.date(), end.date(), s.timezone)
+    out.write_bytes(package)
+    console.print(f"written {out} ({len(package):,} bytes); verify with: skillcert audit verify-export {out} "
+                  f"--public-key <the installation's key>", soft_wrap=True)  # fmt: skip
+
+
+@audit_cli.command("verify-export")
+def audit_verify_export(
+    package: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an audit export package")],
+    public_key: Annotated[str, typer.Option(help="the installation's public key (hex), as pinned by the auditor")],
+) -> None:
+    """Offline, no database: the signature, the events file's digest, every event's links in both chains."""
+    from infra.export import verify_package
+
+    check = verify_package(package.read_bytes(), public_key)
+    if not check.ok:
+        console.print(f"[red]not verified[/red]: {check.problem}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"verified: {check.events} events, signed by {public_key}", soft_wrap=True)
 
 
 @audit_cli.command("verify")

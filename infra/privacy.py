@@ -197,6 +197,11 @@ def personal_data_in(schema: dict[str, Any]) -> set[Personal]:
 def installation_key(database_url: str, schema: str, configured: str | None = None) -> bytes:
     """The pseudonym key: SKILLCERT_PSEUDONYM_KEY when set (hex), else one generated on first
     use and kept in the database, so every process of one installation agrees."""
+    return installation_secret(database_url, schema, "pseudonym_key", configured)
+
+
+def installation_secret(database_url: str, schema: str, name: str, configured: str | None = None) -> bytes:
+    """32 bytes: the configured hex value, else generated once and kept in the database."""
     if configured:
         return bytes.fromhex(configured)
     table = sql.Identifier(schema, "installation_secrets")
@@ -207,9 +212,9 @@ def installation_key(database_url: str, schema: str, configured: str | None = No
                 sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
             )
         conn.execute(
-            sql.SQL("INSERT INTO {} VALUES ('pseudonym_key', %s) ON CONFLICT DO NOTHING").format(table),
-            (secrets.token_bytes(32),),
+            sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(table),
+            (name, secrets.token_bytes(32)),
         )
-        row = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = 'pseudonym_key'").format(table)).fetchone()
+        row = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,)).fetchone()
     assert row is not None
     return bytes(row[0])

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         description="hex key for the ID-number refs on the bus; unset: one generated and kept in the database",
     )
     timezone: str = "Asia/Shanghai"
+    signing_key: str | None = Field(
+        None,
+        pattern=r"^([0-9a-fA-F]{2}){32}$",
+        description="hex Ed25519 seed that signs audit exports; unset: one generated and kept in the database",
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="where the public reaches the API: certificates' QR codes point here"
     )

@@ -1,0 +1,128 @@
+"""The audit export: a signed, self-contained package of an institution's events in a period, that
+an auditor verifies offline with nothing but the installation's public key.
+
+The package is a zip of `events.jsonl` (one stored event a line: position, aggregate, version,
+topic, the stored state as text, and its links in both hash chains with their predecessors),
+`manifest.json` (what was exported, the file's SHA-256, the chain head at export) and
+`manifest.sig` (Ed25519 over the manifest's exact bytes, hex). Each line proves itself: its log
+hash is SHA-256(predecessor's log hash || link) and its aggregate hash the same along its
+aggregate, so no line can be changed, and the signature covers every line through the digest.
+The events carry personal data as stored: handle the package as the store itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from psycopg import sql
+
+from infra.chain import link
+
+FORMAT = "skillcert-audit-export/1"
+
+
+def public_key_hex(seed: bytes) -> str:
+    key = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def export(
+    conn: psycopg.Connection[Any], schema: str, events_table: str, seed: bytes, institution_id: UUID,
+    start: date, end: date, tz: str = "Asia/Shanghai",
+) -> bytes:  # fmt: skip
+    """The package for one institution's events recorded from `start` to `end` (inclusive, Shanghai
+    days). Events are chosen through the audit trail read model and read from the store."""
+    from zoneinfo import ZoneInfo
+
+    since = datetime.combine(start, datetime.min.time(), ZoneInfo(tz))
+    until = datetime.combine(end + timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
+    query = sql.SQL("""
+        WITH links AS (
+            SELECT position, log_hash, aggregate_hash,
+                   lag(log_hash) OVER (ORDER BY position) AS prev_log_hash,
+                   lag(aggregate_hash) OVER (PARTITION BY originator_id ORDER BY originator_version) AS prev_aggregate_hash
+            FROM {chain})
+        SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
+               l.prev_log_hash, l.log_hash, l.prev_aggregate_hash, l.aggregate_hash
+        FROM {trail} a JOIN {events} e ON e.notification_id = a.position JOIN links l ON l.position = a.position
+        WHERE a.institution_id = %s AND a.at >= %s AND a.at < %s ORDER BY a.position""").format(
+        chain=sql.Identifier(schema, "event_chain"), trail=sql.Identifier(schema, "audit_events"),
+        events=sql.Identifier(schema, events_table),
+    )  # fmt: skip
+    lines = []
+    for n, oid, version, topic, state, prev_log, log_hash, prev_agg, agg_hash in conn.execute(
+        query, (institution_id, since, until)
+    ):
+        lines.append(json.dumps({
+            "position": n, "originator_id": str(oid), "originator_version": version, "topic": topic,
+            "state": bytes(state).decode(), "prev_log_hash": bytes(prev_log or b"").hex(), "log_hash": bytes(log_hash).hex(),
+            "prev_aggregate_hash": bytes(prev_agg or b"").hex(), "aggregate_hash": bytes(agg_hash).hex(),
+        }, ensure_ascii=False))  # fmt: skip
+    body = ("\n".join(lines) + "\n").encode() if lines else b""
+    head = conn.execute(
+        sql.SQL("SELECT position, log_hash FROM {} ORDER BY position DESC LIMIT 1").format(
+            sql.Identifier(schema, "event_chain")
+        )
+    ).fetchone()
+    manifest = json.dumps({
+        "format": FORMAT, "institution_id": str(institution_id), "from": start.isoformat(), "to": end.isoformat(),
+        "timezone": tz, "events": len(lines), "events_sha256": hashlib.sha256(body).hexdigest(),
+        "chain_head": {"position": head[0], "log_hash": bytes(head[1]).hex()} if head else None,
+        "generated_at": datetime.now(UTC).isoformat(), "public_key": public_key_hex(seed),
+    }, ensure_ascii=False, indent=2).encode()  # fmt: skip
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(manifest)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("events.jsonl", body)
+        z.writestr("manifest.json", manifest)
+        z.writestr("manifest.sig", signature.hex())
+    return out.getvalue()
+
+
+@dataclass
+class Check:
+    ok: bool
+    events: int
+    problem: str | None = None
+
+
+def verify_package(package: bytes, public_key: str) -> Check:
+    """Offline: the signature under the pinned key, the events file's digest, and every line's links."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(package)) as z:
+            body, manifest, signature = z.read("events.jsonl"), z.read("manifest.json"), z.read("manifest.sig")
+    except (zipfile.BadZipFile, KeyError) as e:
+        return Check(False, 0, f"not an audit export package: {e}")
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(
+            bytes.fromhex(signature.decode()), manifest
+        )
+    except (InvalidSignature, ValueError):
+        return Check(False, 0, "the manifest's signature does not verify under the given public key")
+    meta = json.loads(manifest)
+    if meta.get("format") != FORMAT:
+        return Check(False, 0, f"unknown format {meta.get('format')!r}")
+    if hashlib.sha256(body).hexdigest() != meta["events_sha256"]:
+        return Check(False, 0, "events.jsonl is not the file the manifest signed (its SHA-256 differs)")
+    lines = body.decode().splitlines()
+    for i, line in enumerate(lines, 1):
+        e = json.loads(line)
+        piece = link(e["position"], UUID(e["originator_id"]), e["originator_version"], e["topic"], e["state"].encode())
+        if hashlib.sha256(bytes.fromhex(e["prev_log_hash"]) + piece).hexdigest() != e["log_hash"]:
+            return Check(False, i, f"line {i} (position {e['position']}): the event is not what the log chained")
+        if hashlib.sha256(bytes.fromhex(e["prev_aggregate_hash"]) + piece).hexdigest() != e["aggregate_hash"]:
+            return Check(False, i, f"line {i} (position {e['position']}): the event breaks its aggregate's chain")
+    if len(lines) != meta["events"]:
+        return Check(False, len(lines), f"{len(lines)} events, the manifest says {meta['events']}")
+    return Check(True, len(lines))
