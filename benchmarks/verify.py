@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra import demo
-from infra.chain import verify
+from infra.chain import verify, walk
 from infra.registrations import Registrations
 from infra.service import shanghai_today
 
@@ -61,16 +61,10 @@ def build(database_url: str, events: int) -> tuple[str, str]:
 
 
 def plain_read(database_url: str, schema: str, table: str) -> int:
-    query = sql.SQL(
-        "SELECT coalesce(e.notification_id, c.position), e.originator_id, e.originator_version, e.topic, e.state,"
-        " c.originator_id, c.originator_version, c.log_hash, c.aggregate_hash"
-        " FROM {events} e FULL JOIN {chain} c ON c.position = e.notification_id"
-        " ORDER BY coalesce(e.notification_id, c.position)"
-    ).format(events=sql.Identifier(schema, table), chain=sql.Identifier(schema, "event_chain"))
     n = 0
     with psycopg.connect(database_url) as conn, conn.transaction(), conn.cursor(name="plain") as cur:
         cur.itersize = 5000
-        cur.execute(query)
+        cur.execute(walk(schema, table))
         for _ in cur:
             n += 1
     return n

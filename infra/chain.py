@@ -135,15 +135,9 @@ def verify(
     previous = b""
     own: dict[UUID, tuple[int, bytes]] = {}
     count = 0
-    query = sql.SQL(
-        "SELECT coalesce(e.notification_id, c.position), e.originator_id, e.originator_version, e.topic, e.state,"
-        " c.originator_id, c.originator_version, c.log_hash, c.aggregate_hash"
-        " FROM {events} e FULL JOIN {chain} c ON c.position = e.notification_id"
-        " ORDER BY coalesce(e.notification_id, c.position)"
-    ).format(events=sql.Identifier(schema, events_table), chain=sql.Identifier(schema, "event_chain"))
     with conn.transaction(), conn.cursor(name="skillcert_verify") as cur:
         cur.itersize = 5000
-        cur.execute(query)
+        cur.execute(walk(schema, events_table))
         for row in cur:
             count += 1
             if progress and count % 5000 == 0:
@@ -155,6 +149,16 @@ def verify(
             if problem:
                 return Verdict(count, previous, row[0], problem)
     return Verdict(count, previous)
+
+
+def walk(schema: str, events_table: str) -> sql.Composed:
+    """Every position in log order: the stored event, if any, beside the chain's record, if any."""
+    return sql.SQL(
+        "SELECT coalesce(e.notification_id, c.position), e.originator_id, e.originator_version, e.topic, e.state,"
+        " c.originator_id, c.originator_version, c.log_hash, c.aggregate_hash"
+        " FROM {events} e FULL JOIN {chain} c ON c.position = e.notification_id"
+        " ORDER BY coalesce(e.notification_id, c.position)"
+    ).format(events=sql.Identifier(schema, events_table), chain=sql.Identifier(schema, "event_chain"))
 
 
 def _check(row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, bytes]]) -> tuple[str | None, bytes]:
