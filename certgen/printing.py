@@ -19,7 +19,8 @@ def to_print(svc: Certificates, exam_id: UUID) -> list[UUID]:
     """The session's certificates that await a print (never printed, or spoiled, or corrected)."""
     session = svc.get(ExamSession, exam_id, "exam session")
     ids = [certificate_id(e.registration_id) for e in session.passed()]
-    return [i for i in sorted(svc.existing(ids), key=ids.index) if svc.certificate(i).needs_print]
+    issued = svc.existing(ids)
+    return [i for i in ids if i in issued and svc.certificate(i).needs_print]
 
 
 def plan_to_print(svc: Certificates, plan_id: UUID) -> list[UUID]:
@@ -43,8 +44,6 @@ def print_certificates(
         raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
     certificates: list[Certificate] = [svc.certificate(i) for i in dict.fromkeys(ids)]
     preflight(CertificatePage.of(c, 0, public_url) for c in certificates)  # before any form is used
-    pages = []
-    for c in certificates:
-        serial = svc.print(actor, c.id)
-        pages.append(CertificatePage.of(svc.certificate(c.id), serial, public_url))
+    # Printing changes none of what a page shows, so the certificates loaded above make the pages.
+    pages = [CertificatePage.of(c, svc.print(actor, c.id), public_url) for c in certificates]
     return render(pages, progress)

@@ -363,18 +363,24 @@ def _principal(s: Settings, token: str) -> Any:
     return who
 
 
-def _run_import(what: str, work: Any) -> None:
+def _run_import(token: str, what: str, service: Any, work: Any) -> None:
+    """Check every row and store all or none, as the token's holder; list every problem if refused."""
     from domain.errors import DomainError
 
+    s = get_settings()
+    who = _principal(s, token)
+    svc = service(s.database_url or "", s.db_schema)
     try:
         with console.status(f"checking every row of the {what}"):
-            n = work()
+            n = work(svc, who.actor())
     except DomainError as e:
         problems = getattr(e, "problems", None) or [(e.field or "-", e.message)]
         err.print(f"[red]refused, nothing stored[/red]: {len(problems)} problem(s)")
         for field, message in problems:
             err.print(f"  {field}: {message}", soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        svc.close()
     console.print(f"{n} row(s) of the {what} stored")
 
 
@@ -388,14 +394,8 @@ def import_candidates(
     from infra import imports
     from infra.registrations import Registrations
 
-    s = get_settings()
-    who = _principal(s, token)
-    svc = Registrations(s.database_url or "", s.db_schema)
-    try:
-        _run_import("candidate list", lambda: len(
-            imports.import_candidates(svc, who.actor(), plan, file.read_bytes(), file.name)))  # fmt: skip
-    finally:
-        svc.close()
+    _run_import(token, "candidate list", Registrations,
+                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, file.read_bytes(), file.name)))  # fmt: skip
 
 
 @import_cli.command("scores")
@@ -408,15 +408,8 @@ def import_scores(
     from infra import imports
     from infra.exams import Exams
 
-    s = get_settings()
-    who = _principal(s, token)
-    svc = Exams(s.database_url or "", s.db_schema)
-    try:
-        _run_import(
-            "score book", lambda: imports.import_scores(svc, who.actor(), session, file.read_bytes(), file.name)
-        )
-    finally:
-        svc.close()
+    _run_import(token, "score book", Exams,
+                lambda svc, actor: imports.import_scores(svc, actor, session, file.read_bytes(), file.name))  # fmt: skip
 
 
 print_cli = typer.Typer(

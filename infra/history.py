@@ -43,7 +43,9 @@ def as_of(
         when = f"at {at.isoformat()}" if at is not None else f"at position {position}"
         raise NotFound(f"aggregate {aggregate_id} did not exist yet {when}")
     version, notification_id, last = known[-1]
-    aggregate = app.repository.get(aggregate_id, version=version)
+    aggregate = None
+    for _, _, event in known:  # the events already decoded: replay them rather than read them again
+        aggregate = event.mutate(aggregate)
     state = {k: v for k, v in vars(aggregate).items() if not k.startswith("_")}
     return {
         "aggregate_id": aggregate_id,

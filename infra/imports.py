@@ -180,7 +180,10 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
 def import_candidates(svc: Registrations, actor: Actor, plan_id: UUID, content: bytes, filename: str) -> list[UUID]:
     """Register every candidate of the list for the plan, in one transaction, or none."""
     forms = candidate_forms(read_table(content, filename))
-    return svc.register_many(actor, plan_id, forms)
+    try:
+        return svc.register_many(actor, plan_id, forms)
+    except InvalidInput as e:
+        raise InvalidInput(sorted(e.problems, key=_row_order)) from None
 
 
 # The score book.

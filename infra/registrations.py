@@ -110,7 +110,7 @@ class Registrations(Service):
         problems += [(f"row {forms[r][0]}.id_number", f"already registered for plan {plan.details.plan_number}")
                      for r in taken]  # fmt: skip
         if problems:
-            raise InvalidInput(sorted(problems, key=lambda p: (int(p[0].split(".")[0][4:] or 0), p[0])))
+            raise InvalidInput(problems)
 
         def attempt() -> list[Aggregate]:
             # Everything is made afresh on each attempt: a failed save has consumed the events.

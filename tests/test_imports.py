@@ -206,3 +206,38 @@ def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_ur
         r.status_code == 422
         and r.json()["detail"] == f"file: has {MAX_ROWS + 1} rows; import at most {MAX_ROWS} at a time"
     )
+
+
+def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_good_one(
+    world, database_url, schema, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.builders import plan_details, staff_of
+
+    iid, _, _ = setup_plan(world.registrations)
+    later = dict(
+        registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1), evaluation_end=date(2099, 4, 1)
+    )
+    pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details("2999", **later))
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)["Authorization"].removeprefix(
+        "Bearer "
+    )
+    env = {
+        **os.environ,
+        "SKILLCERT_DATABASE_URL": database_url,
+        "SKILLCERT_DB_SCHEMA": schema,
+        "SKILLCERT_TOKEN": token,
+    }
+    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    bad.write_bytes(csv_bytes([row(1), row(2, 出生日期=date(1980, 1, 1))]))
+    good.write_bytes(csv_bytes([row(1), row(2)]))
+    cli = [sys.executable, "-m", "infra.cli", "import", "candidates", "--plan", str(pid)]
+    refused = subprocess.run([*cli, str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "row 3.date_of_birth" in refused.stderr, refused.stderr
+    assert world.registrations.repository.get(pid).seats_left == 60
+    stored = subprocess.run([*cli, str(good)], env=env, capture_output=True, text=True, timeout=60)
+    assert stored.returncode == 0 and "2 row(s) of the candidate list stored" in stored.stdout, stored.stderr
+    assert world.registrations.repository.get(pid).seats_left == 58
