@@ -144,17 +144,14 @@ def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | N
     return out.getvalue()
 
 
-def mixed(canvas: Canvas, x: float, y: float, text: str, size: float, centred: bool = False) -> float:
-    """Chinese runs in Kai, the rest in Times, as the layout table sets them. Returns the width."""
-    runs = [(t, KAI if CJK.fullmatch(t) else TIMES) for t in CJK.split(text) if t]
-    width = width_of(text, size)
-    if centred:
-        x -= width / 2
-    for t, f in runs:
-        canvas.setFont(f, size)
-        canvas.drawString(x, y, t)
-        x += stringWidth(t, f, size)
-    return width
+def mixed(canvas: Canvas, x: float, y: float, text: str, size: float) -> None:
+    """Chinese runs in Kai, the rest in Times, as the layout table sets them."""
+    for t in CJK.split(text):
+        if t:
+            face = KAI if CJK.fullmatch(t) else TIMES
+            canvas.setFont(face, size)
+            canvas.drawString(x, y, t)
+            x += stringWidth(t, face, size)
 
 
 def width_of(text: str, size: float) -> float:
