@@ -30,14 +30,13 @@ from infra.service import shanghai_today
 console = Console()
 
 
-def build(database_url: str, events: int) -> tuple[str, str]:
+def build(database_url: str, events: int) -> tuple[str, str, Registrations]:
     schema = f"bench_verify_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(database_url, autocommit=True) as c:
         c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     svc = Registrations(database_url, schema)
     demo.load(svc, shanghai_today(), database_url, schema)
     table = svc.recorder.events_table_name
-    svc.close()
     events_table = sql.Identifier(schema, table)
     started = time.monotonic()
     with psycopg.connect(database_url) as c:
@@ -57,7 +56,7 @@ def build(database_url: str, events: int) -> tuple[str, str]:
     console.print(
         f"store: {stored:,} events ({len(seed)} demo events copied), built in {time.monotonic() - started:.0f} s"
     )
-    return schema, table
+    return schema, table, svc
 
 
 def plain_read(database_url: str, schema: str, table: str) -> int:
@@ -81,12 +80,12 @@ def main(
 
         server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
     try:
-        schema, table = build(database_url, events)
+        schema, table, svc = build(database_url, events)
         rows = []
         for run in range(1, runs + 1):
             started = time.perf_counter()
             with psycopg.connect(database_url) as conn:
-                verdict = verify(conn, schema, table)
+                verdict = verify(conn, schema, table, svc.mapper.decode_bytes)
             ours = time.perf_counter() - started
             assert verdict.intact, verdict
             started = time.perf_counter()
@@ -101,6 +100,7 @@ def main(
             "median", "", f"{med:.1f}", f"{med_floor:.1f}", f"{med / med_floor:.2f}", f"{rows[0][1] / med:,.0f}"
         )
         console.print(out)
+        svc.close()
     finally:
         if server is not None:
             server.cleanup()

@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import orjson
 import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
 from domain.audit import Checkpoint
 from domain.model import Actor
-from infra.eventstore import serialise_ddl
 
 DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_chain (
@@ -64,7 +62,8 @@ def link(position: int, originator_id: UUID, version: int, topic: str, state: by
 
 
 def install(conn: psycopg.Connection[Any], schema: str, events_table: str) -> None:
-    """Create the chain and its trigger once; chain the events stored before it existed."""
+    """Create the chain and its trigger once; chain the events stored before it existed. The caller
+    holds the DDL lock (serialise_ddl)."""
     exists = conn.execute(
         "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE t.tgname = 'skillcert_chain' AND n.nspname = %s",
@@ -73,7 +72,6 @@ def install(conn: psycopg.Connection[Any], schema: str, events_table: str) -> No
     if exists:
         return
     with conn.transaction():
-        serialise_ddl(conn)
         events = sql.Identifier(schema, events_table)
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))  # no writer while we backfill
         conn.execute(sql.SQL(DDL).format(schema=sql.Identifier(schema), events=sql.Identifier(events_table)))
@@ -125,13 +123,16 @@ def verify(
     conn: psycopg.Connection[Any],
     schema: str,
     events_table: str,
+    decode: Callable[[bytes], dict[str, Any]],
     progress: Callable[[int], None] | None = None,
     against: dict[int, bytes] | None = None,
 ) -> Verdict:
     """Walk every stored event and chain link in log order, recomputing both chains; stop at the
     first link that does not hold, or where the log's head differs from a checkpoint: those
-    recorded in the store, and `against` (position -> head), held outside it, e.g. from the bus."""
-    heads = {**stored_checkpoints(conn, schema, events_table), **(against or {})}
+    recorded in the store (read with `decode`, the mapper's), and `against` (position -> head), held
+    outside it, e.g. from the bus. The chain covers the state as stored, encrypted: verifying needs
+    no key but the checkpoints' own."""
+    heads = {**stored_checkpoints(conn, schema, events_table, decode), **(against or {})}
     previous = b""
     own: dict[UUID, tuple[int, bytes]] = {}
     count = 0
@@ -188,13 +189,15 @@ def _check(row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, byt
 CHECKPOINT_TOPIC = "domain.audit:Checkpoint.Recorded"
 
 
-def stored_checkpoints(conn: psycopg.Connection[Any], schema: str, events_table: str) -> dict[int, bytes]:
+def stored_checkpoints(
+    conn: psycopg.Connection[Any], schema: str, events_table: str, decode: Callable[[bytes], dict[str, Any]]
+) -> dict[int, bytes]:
     rows = conn.execute(
         sql.SQL("SELECT state FROM {} WHERE topic = %s").format(sql.Identifier(schema, events_table)),
         (CHECKPOINT_TOPIC,),
     ).fetchall()
     conn.commit()
-    checkpoints = (orjson.loads(bytes(state)) for (state,) in rows)
+    checkpoints = (decode(bytes(state)) for (state,) in rows)
     return {c["position"]: bytes.fromhex(c["log_hash"]) for c in checkpoints}
 
 

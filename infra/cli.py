@@ -505,6 +505,56 @@ def print_spoiled(
     console.print(f"form NO. {form:08d} recorded spoiled; certificate {number} awaits a print")
 
 
+keys_cli = typer.Typer(
+    help="The master key that encrypts stored events (by wrapping their data keys): make one, rotate it.",
+    no_args_is_help=True,
+)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("new")
+def keys_new() -> None:
+    """Print a new random master key (base64, AES-256) for SKILLCERT_MASTER_KEY. Nothing is stored."""
+    from infra.keys import new_key
+
+    print(new_key())
+
+
+@keys_cli.command("status")
+def keys_status() -> None:
+    """The configured master key's id and, per data key, the master key that wraps it."""
+    from rich.table import Table
+
+    from infra.keys import status
+
+    s = get_settings()
+    url, app = _store(s)  # refuses, naming the key, if the configured keys cannot open the store
+    cipher = app.mapper.cipher
+    app.close()
+    out = Table("data key", "wrapped under master key", "created")
+    for k in status(url, s.db_schema):
+        current = " (current)" if k["master_key_id"] == cipher.master.current_id else ""
+        out.add_row(str(k["data_key"]), k["master_key_id"] + current, k["created_at"])
+    console.print(f"master key {cipher.master.current_id}; new events are written under data key {cipher.current}")
+    console.print(out)
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Rewrap every data key under SKILLCERT_MASTER_KEY (the new key) and start a new data key.
+    Run with the previous key in SKILLCERT_OLD_MASTER_KEYS; afterwards it opens nothing."""
+    from infra.keys import rotate
+
+    s = get_settings()
+    url, app = _store(s)
+    master = app.mapper.cipher.master
+    app.close()
+    rewrapped, new = rotate(url, s.db_schema, master)
+    console.print(f"{rewrapped} data key(s) rewrapped under master key {master.current_id}; new events go under "
+                  f"data key {new} once each process restarts. Remove SKILLCERT_OLD_MASTER_KEYS and destroy the old "
+                  "key.", soft_wrap=True)  # fmt: skip
+
+
 audit_cli = typer.Typer(help="For auditors: the history as it stood at any moment.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
 
@@ -593,9 +643,10 @@ def audit_export(
     s = get_settings()
     url, app = _store(s)
     table = app.recorder.events_table_name
-    app.close()
     with connect(url, s.db_schema) as conn, console.status("exporting"):
-        package = export(conn, s.db_schema, table, _signing_seed(s), institution, start.date(), end.date(), s.timezone)
+        package = export(conn, s.db_schema, table, app.mapper.decode_bytes, _signing_seed(s), institution, start.date(),
+                         end.date(), s.timezone)  # fmt: skip
+    app.close()
     out.write_bytes(package)
     console.print(f"written {out} ({len(package):,} bytes); verify with: skillcert audit verify-export {out} "
                   f"--public-key <the installation's key>", soft_wrap=True)  # fmt: skip
@@ -638,12 +689,12 @@ def audit_verify(
     url, app = _store(s)
     table = app.recorder.events_table_name
     total = app.recorder.max_notification_id() or 0
-    app.close()
     started = time.monotonic()
     with connect(url, s.db_schema) as conn, Progress(SpinnerColumn(), TextColumn("{task.description}")) as bar:
         task = bar.add_task(f"verifying {total:,} events")
-        verdict = chain.verify(conn, s.db_schema, table, lambda n: bar.update(task, description=f"{n:,} of {total:,}"),
-                               heads)  # fmt: skip
+        verdict = chain.verify(conn, s.db_schema, table, app.mapper.decode_bytes,
+                               lambda n: bar.update(task, description=f"{n:,} of {total:,}"), heads)  # fmt: skip
+    app.close()
     elapsed = time.monotonic() - started
     if not verdict.intact:
         console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)
@@ -712,6 +763,11 @@ def up() -> None:
         from infra.eventstore import SkillcertApplication
 
         SkillcertApplication(url, s.db_schema).close()
+        if not s.master_key:
+            from infra.keys import KEY_FILE
+
+            console.print(f"Stored events are encrypted under the master key in {s.data_dir.resolve() / KEY_FILE}: "
+                          "back it up apart from the database", soft_wrap=True)  # fmt: skip
         for command in (["relay", "run"], ["consumers"], ["api"]):
             children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
         subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
@@ -758,5 +814,16 @@ def _wait_for_api(s: Settings, children: list[subprocess.Popen[bytes]]) -> None:
     raise RuntimeError("the API did not answer within 60 s")
 
 
+def main() -> None:
+    """The entry point: a key that cannot open the store is a configuration error, not a crash."""
+    from infra.keys import KeyProblem
+
+    try:
+        cli()
+    except KeyProblem as e:
+        err.print(f"[red]encryption key:[/red] {e}", soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    cli()
+    main()

@@ -74,10 +74,7 @@ def serialise_ddl(conn: Any) -> None:
 
 
 def open_store(database_url: str, schema: str) -> SkillcertApplication:
-    """The application, its tables created by one process at a time."""
-    with psycopg.connect(database_url) as conn, conn.transaction():
-        serialise_ddl(conn)
-        return SkillcertApplication(database_url, schema)
+    return SkillcertApplication(database_url, schema)
 
 
 class SkillcertApplication(Application):
@@ -89,9 +86,13 @@ class SkillcertApplication(Application):
         cls.name = SkillcertApplication.name  # the library would name a table after each subclass
 
     def __init__(self, database_url: str, schema: str = "public") -> None:
-        super().__init__(env=eventstore_env(database_url, schema))
-        self.schema = schema
-        from infra import chain  # it uses serialise_ddl from here
+        from infra import chain, keys  # they use serialise_ddl from here
 
-        with psycopg.connect(database_url, autocommit=True) as conn:
+        # One process at a time creates the tables, installs the chain and makes the first data key:
+        # processes starting together would race on CREATE ... IF NOT EXISTS.
+        with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+            serialise_ddl(conn)
+            super().__init__(env=eventstore_env(database_url, schema))
+            self.schema = schema
             chain.install(conn, schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
+            self.mapper.cipher = keys.cipher_for(conn, database_url, schema)

@@ -2,20 +2,24 @@
 an auditor verifies offline with nothing but the installation's public key.
 
 The package is a zip of `events.jsonl` (one stored event a line: position, aggregate, version,
-topic, the stored state as text, and its links in both hash chains with their predecessors),
+topic, the event as readable JSON ("event"), the state as stored, encrypted, in base64 ("stored":
+what the hash chains cover), and its links in both chains with their predecessors),
 `manifest.json` (what was exported, the file's SHA-256, the chain head at export) and
 `manifest.sig` (Ed25519 over the manifest's exact bytes, hex). Each line proves itself: its log
 hash is SHA-256(predecessor's log hash || link) and its aggregate hash the same along its
-aggregate, so no line can be changed, and the signature covers every line through the digest.
-The events carry personal data as stored: handle the package as the store itself.
+aggregate, so no line's stored state can be changed, and the signature covers every line, the
+readable event included, through the digest. The readable events carry personal data decrypted:
+the package is more sensitive than the store, and goes only to the auditor who asked for it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,7 +33,7 @@ from psycopg import sql
 
 from infra.chain import link
 
-FORMAT = "skillcert-audit-export/1"
+FORMAT = "skillcert-audit-export/2"
 
 
 def public_key_hex(seed: bytes) -> str:
@@ -38,11 +42,12 @@ def public_key_hex(seed: bytes) -> str:
 
 
 def export(
-    conn: psycopg.Connection[Any], schema: str, events_table: str, seed: bytes, institution_id: UUID,
-    start: date, end: date, tz: str = "Asia/Shanghai",
+    conn: psycopg.Connection[Any], schema: str, events_table: str, decode: Callable[[bytes], dict[str, Any]],
+    seed: bytes, institution_id: UUID, start: date, end: date, tz: str = "Asia/Shanghai",
 ) -> bytes:  # fmt: skip
     """The package for one institution's events recorded from `start` to `end` (inclusive, Shanghai
-    days). Events are chosen through the audit trail read model and read from the store."""
+    days). Events are chosen through the audit trail read model, read from the store and decrypted
+    with `decode` (the mapper's)."""
     from zoneinfo import ZoneInfo
 
     since = datetime.combine(start, datetime.min.time(), ZoneInfo(tz))
@@ -66,7 +71,7 @@ def export(
     ):
         lines.append(json.dumps({
             "position": n, "originator_id": str(oid), "originator_version": version, "topic": topic,
-            "state": bytes(state).decode(), "prev_log_hash": bytes(prev_log or b"").hex(), "log_hash": bytes(log_hash).hex(),
+            "event": decode(bytes(state)), "stored": base64.b64encode(state).decode(), "prev_log_hash": bytes(prev_log or b"").hex(), "log_hash": bytes(log_hash).hex(),
             "prev_aggregate_hash": bytes(prev_agg or b"").hex(), "aggregate_hash": bytes(agg_hash).hex(),
         }, ensure_ascii=False))  # fmt: skip
     body = ("\n".join(lines) + "\n").encode() if lines else b""
@@ -118,7 +123,8 @@ def verify_package(package: bytes, public_key: str) -> Check:
     lines = body.decode().splitlines()
     for i, line in enumerate(lines, 1):
         e = json.loads(line)
-        piece = link(e["position"], UUID(e["originator_id"]), e["originator_version"], e["topic"], e["state"].encode())
+        piece = link(e["position"], UUID(e["originator_id"]), e["originator_version"], e["topic"],
+                     base64.b64decode(e["stored"]))  # fmt: skip
         if hashlib.sha256(bytes.fromhex(e["prev_log_hash"]) + piece).hexdigest() != e["log_hash"]:
             return Check(False, i, f"line {i} (position {e['position']}): the event is not what the log chained")
         if hashlib.sha256(bytes.fromhex(e["prev_aggregate_hash"]) + piece).hexdigest() != e["aggregate_hash"]:

@@ -201,20 +201,27 @@ def installation_key(database_url: str, schema: str, configured: str | None = No
 
 
 def installation_secret(database_url: str, schema: str, name: str, configured: str | None = None) -> bytes:
-    """32 bytes: the configured hex value, else generated once and kept in the database."""
+    """32 bytes: the configured hex value, else generated once and kept in the database, encrypted
+    like the events (infra.keys): the pseudonym key beside the refs it keys would let a thief of
+    the database test every possible ID number against them."""
     if configured:
         return bytes.fromhex(configured)
+    from infra.keys import cipher_for
+
     table = sql.Identifier(schema, "installation_secrets")
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        with conn.transaction():
-            serialise_ddl(conn)
-            conn.execute(
-                sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
-            )
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        serialise_ddl(conn)
         conn.execute(
-            sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING").format(table),
-            (name, secrets.token_bytes(32)),
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
         )
+        cipher = cipher_for(conn, database_url, schema)
         row = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,)).fetchone()
-    assert row is not None
-    return bytes(row[0])
+        if row is None:
+            sealed = cipher.encrypt(secrets.token_bytes(32))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table), (name, sealed))
+        elif len(row[0]) == 32:  # kept in the clear by an earlier version: seal it now
+            sealed = cipher.encrypt(bytes(row[0]))
+            conn.execute(sql.SQL("UPDATE {} SET value = %s WHERE name = %s").format(table), (sealed, name))
+        else:
+            sealed = bytes(row[0])
+    return cipher.decrypt(sealed)

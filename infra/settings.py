@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         pattern=r"^([0-9a-fA-F]{2}){32}$",
         description="hex Ed25519 seed that signs audit exports; unset: one generated and kept in the database",
     )
+    master_key: str | None = Field(
+        None,
+        repr=False,
+        description="base64 AES-256 master key that wraps the keys encrypting stored events (skillcert keys new); "
+        "unset: the key file master.key in data_dir, made when the store is new",
+    )
+    old_master_keys: str | None = Field(
+        None, repr=False, description="comma-separated previous master keys, needed only while rotating"
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="where the public reaches the API: certificates' QR codes point here"
     )

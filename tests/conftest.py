@@ -22,6 +22,9 @@ from infra.exams import Exams
 from infra.registrations import Registrations
 from tests.lifecycle import World
 
+# The master key that encrypts stored events (infra.keys), for every store and CLI the tests start.
+os.environ.setdefault("SKILLCERT_MASTER_KEY", "c2tpbGxjZXJ0IHRlc3RzJyBtYXN0ZXIga2V5IDMyYmI=")
+
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

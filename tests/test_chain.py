@@ -33,41 +33,57 @@ def positions(conn, table) -> list[tuple[int, object, int]]:
                                 "ORDER BY notification_id").format(table)).fetchall()  # fmt: skip
 
 
-def test_an_untouched_history_verifies_and_every_write_is_chained(history, schema):
+def test_an_untouched_history_verifies_and_every_write_is_chained(history, schema, service):
     conn, table, name = history
-    verdict = verify(conn, schema, name)
+    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
     assert verdict.intact and verdict.events == len(positions(conn, table)) == 16  # 5 registrations, 3 returns
 
 
-def test_an_edited_event_is_caught_at_its_position(history, schema):
+def first_review(conn, table, service) -> int:
+    """The position of the first review that returned a registration with "补充材料"."""
+    rows = conn.execute(sql.SQL("SELECT notification_id, state FROM {} ORDER BY notification_id").format(table))
+    return next(n for n, state in rows if "补充材料" in str(service.mapper.decode_bytes(bytes(state))))
+
+
+def edit_review(conn, table, service, n: int) -> None:
+    """An insider with the encryption key rewrites a review's reasons in place, straight in the
+    database: the new state decrypts and reads as a valid event."""
+    import orjson
+
+    (state,) = conn.execute(sql.SQL("SELECT state FROM {} WHERE notification_id = %s").format(table), (n,)).fetchone()
+    forged = orjson.dumps(service.mapper.decode_bytes(bytes(state))).replace("补充材料".encode(), "材料齐全".encode())
+    conn.execute(sql.SQL("UPDATE {} SET state = %s WHERE notification_id = %s").format(table),
+                 (service.mapper.cipher.encrypt(forged), n))  # fmt: skip
+
+
+def test_an_edited_event_is_caught_at_its_position(history, schema, service):
     conn, table, name = history
-    # Someone rewrites a review's reasons in place, straight in the database.
-    n = conn.execute(sql.SQL("SELECT min(notification_id) FROM {} WHERE convert_from(state, 'UTF8') LIKE %s")
-                     .format(table), ("%补充材料%",)).fetchone()[0]  # fmt: skip
-    conn.execute(sql.SQL("UPDATE {} SET state = convert_to(replace(convert_from(state, 'UTF8'), '补充材料', '材料齐全'),"
-                         " 'UTF8') WHERE notification_id = %s").format(table), (n,))  # fmt: skip
+    n = first_review(conn, table, service)
+    edit_review(conn, table, service, n)
     conn.commit()
-    verdict = verify(conn, schema, name)
+    (state,) = conn.execute(sql.SQL("SELECT state FROM {} WHERE notification_id = %s").format(table), (n,)).fetchone()
+    assert service.mapper.decode_bytes(bytes(state))["reasons"] == "材料齐全"  # a well-formed event under the key
+    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
     assert verdict.broken_at == n and "content was changed" in verdict.problem, verdict
 
 
-def test_a_deleted_event_is_caught_at_its_position(history, schema):
+def test_a_deleted_event_is_caught_at_its_position(history, schema, service):
     conn, table, name = history
     n = positions(conn, table)[9][0]
     conn.execute(sql.SQL("DELETE FROM {} WHERE notification_id = %s").format(table), (n,))
     conn.commit()
-    verdict = verify(conn, schema, name)
+    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
     assert verdict.broken_at == n and "deleted" in verdict.problem, verdict
 
 
-def test_reordered_events_are_caught_at_the_first_moved_position(history, schema):
+def test_reordered_events_are_caught_at_the_first_moved_position(history, schema, service):
     conn, table, name = history
     rows = positions(conn, table)
     a, b = rows[4][0], rows[7][0]
     for frm, to in ((a, -1), (b, a), (-1, b)):  # swap two events' places in the log
         conn.execute(sql.SQL("UPDATE {} SET notification_id = %s WHERE notification_id = %s").format(table), (to, frm))
     conn.commit()
-    verdict = verify(conn, schema, name)
+    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
     assert verdict.broken_at == a and "moved or renumbered" in verdict.problem, verdict
 
 
@@ -84,14 +100,13 @@ def test_the_verify_command_reports_the_first_broken_link(history, schema, datab
     assert bad.returncode == 1 and f"broken at position {n}" in bad.stdout, bad.stdout + bad.stderr
 
 
-def rewrite_consistently(conn, table, schema: str, edited: int) -> None:
+def rewrite_consistently(conn, table, schema: str, service, edited: int) -> None:
     """What a careful forger would do: change an event, then recompute every chain link after it."""
     import hashlib
 
     from infra.chain import link
 
-    conn.execute(sql.SQL("UPDATE {} SET state = convert_to(replace(convert_from(state, 'UTF8'), '补充材料', '材料齐全'),"
-                         " 'UTF8') WHERE notification_id = %s").format(table), (edited,))  # fmt: skip
+    edit_review(conn, table, service, edited)
     chain = sql.Identifier(schema, "event_chain")
     rows = conn.execute(sql.SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {} "
                                 "ORDER BY notification_id").format(table)).fetchall()  # fmt: skip
@@ -115,13 +130,12 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     checkpoint = record_checkpoint(service, system)
     assert checkpoint is not None and record_checkpoint(service, system) is None  # nothing new since
     assert published(CHECKPOINT_TOPIC).context == "audit"  # the relay puts it on the audit topic
-    head = verify(conn, schema, name)
+    head = verify(conn, schema, name, service.mapper.decode_bytes)
     assert head.intact and head.events == 17
 
-    n = conn.execute(sql.SQL("SELECT min(notification_id) FROM {} WHERE convert_from(state, 'UTF8') LIKE %s")
-                     .format(table), ("%补充材料%",)).fetchone()[0]  # fmt: skip
-    rewrite_consistently(conn, table, schema, n)
-    caught = verify(conn, schema, name)
+    n = first_review(conn, table, service)
+    rewrite_consistently(conn, table, schema, service, n)
+    caught = verify(conn, schema, name, service.mapper.decode_bytes)
     assert caught.broken_at == checkpoint.position and "rewritten" in caught.problem, caught
 
     # The forger also deletes the checkpoint from the store: the copy held downstream still shows it.
@@ -129,6 +143,6 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     conn.execute(sql.SQL("DELETE FROM {} WHERE position > %s").format(sql.Identifier(schema, "event_chain")),
                  (checkpoint.position,))  # fmt: skip
     conn.commit()
-    assert verify(conn, schema, name).intact  # internally consistent now
+    assert verify(conn, schema, name, service.mapper.decode_bytes).intact  # internally consistent now
     held = {checkpoint.position: bytes.fromhex(checkpoint.log_hash)}
-    assert verify(conn, schema, name, against=held).broken_at == checkpoint.position
+    assert verify(conn, schema, name, service.mapper.decode_bytes, against=held).broken_at == checkpoint.position

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -27,7 +28,9 @@ def package(world, conn, schema):  # noqa: F811
     apply_live(conn, bus_messages(world.registrations))
     conn.commit()
     today = date.today()
-    made = export(conn, schema, world.registrations.recorder.events_table_name, SEED, iid, date(2026, 1, 1), today)
+    svc = world.registrations
+    made = export(conn, schema, svc.recorder.events_table_name, svc.mapper.decode_bytes, SEED, iid, date(2026, 1, 1),
+                  today)  # fmt: skip
     total, _ = trail(conn, institution_id=str(iid), limit=1)
     return made, total, iid
 
@@ -46,8 +49,13 @@ def test_an_export_verifies_offline_with_the_pinned_key_and_holds_the_institutio
     assert check.ok and check.events == total > 40, check
     with zipfile.ZipFile(io.BytesIO(made)) as z:
         manifest = json.loads(z.read("manifest.json"))
-        first = json.loads(z.read("events.jsonl").decode().splitlines()[0])
+        lines = [json.loads(line) for line in z.read("events.jsonl").decode().splitlines()]
+    first = lines[0]
     assert (manifest["institution_id"], manifest["events"]) == (str(iid), total)
+    # Readable for the auditor; the chain covers the state as stored, which is ciphertext.
+    numbers = {e["event"]["form"]["id_number"] for e in lines if "form" in e["event"]}
+    assert numbers and all(len(n) == 18 for n in numbers)
+    assert not any(n.encode() in base64.b64decode(e["stored"]) for e in lines for n in numbers)
     assert first["prev_log_hash"] == "" or len(first["prev_log_hash"]) == 64
 
 
@@ -58,7 +66,9 @@ def test_each_kind_of_tampering_is_caught(package):
         body, manifest = z.read("events.jsonl"), json.loads(z.read("manifest.json"))
     lines = body.decode().splitlines()
     edited = json.loads(lines[3])
-    edited["state"] = edited["state"][:-1] + " }"  # still valid JSON, not the stored bytes
+    stored = bytearray(base64.b64decode(edited["stored"]))
+    stored[-1] ^= 1  # one bit of the stored ciphertext
+    edited["stored"] = base64.b64encode(stored).decode()
     forged_body = ("\n".join([*lines[:3], json.dumps(edited, ensure_ascii=False), *lines[4:]]) + "\n").encode()
 
     # An edited line: the signed digest no longer matches.
