@@ -101,6 +101,8 @@ def main(
         )
         console.print(out)
         svc.close()
+        with psycopg.connect(database_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
     finally:
         if server is not None:
             server.cleanup()

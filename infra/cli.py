@@ -602,7 +602,7 @@ def audit_checkpoint(
         while True:
             made = chain.record_checkpoint(app, system)
             if made is None:
-                console.print("no new events since the last checkpoint")
+                console.print("nothing new to checkpoint (no events since the last checkpoint, or none at all)")
             else:
                 console.print(f"checkpoint at position {made.position}: {made.log_hash}")
             if not every:
@@ -768,7 +768,8 @@ def up() -> None:
 
             console.print(f"Stored events are encrypted under the master key in {s.data_dir.resolve() / KEY_FILE}: "
                           "back it up apart from the database", soft_wrap=True)  # fmt: skip
-        for command in (["relay", "run"], ["consumers"], ["api"]):
+        checkpoints = ["audit", "checkpoint", "--every", str(s.checkpoint_every)]
+        for command in (["relay", "run"], ["consumers"], ["api"], checkpoints):
             children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
         subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
         _wait_for_api(s, children)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     old_master_keys: str | None = Field(
         None, repr=False, description="comma-separated previous master keys, needed only while rotating"
     )
+    checkpoint_every: float = Field(
+        3600, gt=0, description="seconds between the chain checkpoints `skillcert up` records and publishes"
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="where the public reaches the API: certificates' QR codes point here"
     )

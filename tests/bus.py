@@ -84,6 +84,15 @@ class Bus:
         self.processes.append(p)
         return p
 
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        """Any long-running skillcert command, stopped with the rest."""
+        n = len(self.processes)
+        p = subprocess.Popen([sys.executable, "-m", "infra.cli", *args], env=self.env,
+                             stdout=(self.logs / f"{args[0]}-{n}.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+        p.log_path = self.logs / f"{args[0]}-{n}.log"  # type: ignore[attr-defined]
+        self.processes.append(p)
+        return p
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=self.env, capture_output=True, text=True)
 

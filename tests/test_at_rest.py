@@ -235,3 +235,19 @@ def test_processes_starting_together_on_a_new_store_agree_on_one_data_key(databa
     assert all(a.mapper.cipher.decrypt(sealed) == b'{"a": 1}' for a in apps)
     for a in apps:
         a.close()
+
+
+def test_events_written_before_encryption_stay_readable_as_written(service, database_url, schema):
+    cipher, service.mapper.cipher = service.mapper.cipher, None  # as an earlier version stored them
+    iid, _, code = setup_plan(service)
+    first = service.register(candidate(1), code, working_years_form(1))
+    service.mapper.cipher = cipher  # from here on, sealed: the plan read in the clear, the new events not
+    second = service.register(candidate(2), code, working_years_form(2))
+    with psycopg.connect(database_url) as conn:
+        states = [bytes(s) for (s,) in conn.execute(sql.SQL("SELECT state FROM {} ORDER BY notification_id").format(
+            sql.Identifier(schema, service.recorder.events_table_name)))]  # fmt: skip
+    assert states[0].startswith(b"{") and states[-1][:1] == b"\x01"
+    reopened = SkillcertApplication(database_url, schema)
+    for rid, serial in ((first, 1), (second, 2)):
+        assert reopened.repository.get(rid).form.id_number == working_years_form(serial).id_number
+    reopened.close()

@@ -14,6 +14,7 @@ from psycopg import sql
 from infra.chain import verify
 from infra.registrations import Decision
 from tests.builders import candidate, setup_plan, staff_of, working_years_form
+from tests.test_bus import bus  # noqa: F401, F811 (fixture)
 
 
 @pytest.fixture
@@ -146,3 +147,45 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     assert verify(conn, schema, name, service.mapper.decode_bytes).intact  # internally consistent now
     held = {checkpoint.position: bytes.fromhex(checkpoint.log_hash)}
     assert verify(conn, schema, name, service.mapper.decode_bytes, against=held).broken_at == checkpoint.position
+
+
+def test_periodic_checkpoints_travel_the_bus_and_their_holder_catches_what_the_store_hides(
+    service,
+    history,
+    schema,
+    bus,  # noqa: F811 (the fixture)
+):
+    """The checkpoint process and the relay as real processes; a subscriber holds what the audit topic carried."""
+    import json
+
+    from infra.chain import CHECKPOINT_TOPIC
+    from tests.bus import eventually, read_topic
+
+    conn, table, name = history
+    bus.relay(batch_size=50)
+    bus.start("audit", "checkpoint", "--every", "0.5")
+
+    def held() -> list[dict]:
+        got = [json.loads(m.value())["data"] for m in read_topic(bus.bootstrap, bus.topic("audit"), quiet=0.5)]
+        return sorted(got, key=lambda c: c["position"])  # one checkpoint aggregate each: any partition
+
+    first = eventually(held)[0]
+    assert (first["position"], first["events"]) == (16, 16)  # the history so far
+    from domain.institution import DeadlineProfile, Filing
+    from tests.builders import ADMIN
+
+    filing = Filing(city_code="03", station_serial="016")  # more is written: the next checkpoint covers it
+    service.register_institution(ADMIN, "广州市技能人才评价中心", filing, DeadlineProfile.S)
+    later = eventually(lambda: [c for c in held() if c["position"] > 17])[0]
+    assert later["events"] > 17
+    bus.stop_all()
+
+    # A forger edits a review, deletes every checkpoint from the store and rechains what is left.
+    conn.execute(sql.SQL("DELETE FROM {} WHERE topic = %s").format(table), (CHECKPOINT_TOPIC,))
+    conn.execute(sql.SQL("DELETE FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {} e WHERE e.notification_id = c.position)")
+                 .format(sql.Identifier(schema, "event_chain"), table))  # fmt: skip
+    rewrite_consistently(conn, table, schema, service, first_review(conn, table, service))
+    assert verify(conn, schema, name, service.mapper.decode_bytes).intact  # the store alone shows nothing
+    for c in (first, later):  # each checkpoint the subscriber holds shows it
+        caught = bus.cli("audit", "verify", "--against", f"{c['position']}:{c['log_hash']}")
+        assert caught.returncode == 1 and f"broken at position {c['position']}" in caught.stdout, caught.stdout
