@@ -85,13 +85,18 @@ class MasterKeys:
                 f"or run where the key file is ({key_file} was not found)"
             )
         key_file.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under another name, then linked into place: a process starting alongside
+        # sees no file or the whole key, and the first link wins.
+        draft = key_file.with_name(f".{key_file.name}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_key() + "\n")
         try:
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(draft, key_file)
         except FileExistsError:
             pass  # another process of this installation made it a moment ago
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(new_key() + "\n")
+        finally:
+            draft.unlink()
         return cls(parse_key(key_file.read_text(), str(key_file)), previous)
 
     def unwrap(self, data_key_id: int, wrapped: bytes, master_id: str) -> bytes:
