@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from infra.export import export, public_key_hex, verify_package
+from infra.service import shanghai_today
 from projections.audit import trail
 from tests.lifecycle import queryable_certificates
 from tests.test_read_models import apply_live, bus_messages, conn  # noqa: F401 (fixture)
@@ -27,7 +28,7 @@ def package(world, conn, schema):  # noqa: F811
     iid, _ = queryable_certificates(world, 4)
     apply_live(conn, bus_messages(world.registrations))
     conn.commit()
-    today = date.today()
+    today = shanghai_today()  # the export's days are Shanghai's: after 16:00 UTC it is already tomorrow
     svc = world.registrations
     made = export(conn, schema, svc.recorder.events_table_name, svc.mapper.decode_bytes, SEED, iid, date(2026, 1, 1),
                   today)  # fmt: skip
@@ -100,7 +101,7 @@ def test_the_cli_exports_and_verifies_offline(package, world, database_url, sche
     key = subprocess.run([*cli, "public-key"], env=env, capture_output=True, text=True, timeout=60).stdout.strip()
     out = tmp_path / "export.zip"
     done = subprocess.run([*cli, "export", "--institution", str(iid), "--from", "2026-01-01", "--to",
-                           date.today().isoformat(), "--out", str(out)], env=env, capture_output=True, text=True,
+                           shanghai_today().isoformat(), "--out", str(out)], env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     offline = {k: v for k, v in os.environ.items() if not k.startswith("SKILLCERT_")}  # no database at all
