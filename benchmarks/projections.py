@@ -44,7 +44,7 @@ from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from infra.embedded import Broker, free_port
 from infra.envelope import envelope, published
-from infra.eventstore import open_store
+from infra.eventstore import SkillcertApplication
 from infra.kafka import ensure_topics
 from infra.registrations import Decision, Registrations
 from projections import PROJECTIONS
@@ -55,7 +55,7 @@ console = Console(width=120)
 
 
 def rebuild_run(url: str, schema: str) -> tuple[int, float, int, float]:
-    app = open_store(url, schema)
+    app = SkillcertApplication(url, schema)
     head = app.recorder.max_notification_id() or 0
     started = time.perf_counter()
     read = 0

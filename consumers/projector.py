@@ -16,7 +16,7 @@ import aiokafka
 import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
-from infra.eventstore import open_store
+from infra.eventstore import SkillcertApplication
 from infra.privacy import installation_key
 from infra.settings import Settings
 from projections import PROJECTIONS
@@ -56,7 +56,7 @@ def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.Ap
     )
     # New or changed projections are rebuilt from the event store before consuming: the
     # group's committed offsets are past the history they lack.
-    store = open_store(database_url, settings.db_schema)
+    store = SkillcertApplication(database_url, settings.db_schema)
     key = installation_key(database_url, settings.db_schema, settings.pseudonym_key)
     with connect(database_url, settings.db_schema) as setup:
         rebuilt = bring_up_to_date(setup, PROJECTIONS, store, key)

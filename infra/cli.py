@@ -45,11 +45,11 @@ cli.add_typer(relay_cli, name="relay")
 
 
 def _store(s: Settings) -> tuple[str, Any]:
-    from infra.eventstore import open_store
+    from infra.eventstore import SkillcertApplication
 
     url = _require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
-    return url, open_store(url, s.db_schema)
+    return url, SkillcertApplication(url, s.db_schema)
 
 
 @relay_cli.command("run")

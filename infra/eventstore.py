@@ -73,10 +73,6 @@ def serialise_ddl(conn: Any) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('skillcert-ddl'))")
 
 
-def open_store(database_url: str, schema: str) -> SkillcertApplication:
-    return SkillcertApplication(database_url, schema)
-
-
 class SkillcertApplication(Application):
     name = "skillcert"  # one table, one notification log for every context
     env: ClassVar[dict[str, str]] = {"IS_SNAPSHOTTING_ENABLED": "n"}

@@ -128,14 +128,14 @@ class DataKeys(Cipher):
     A data key added by another process (a rotation) is loaded when first met."""
 
     def __init__(self, conn: psycopg.Connection[Any], database_url: str, schema: str, master: MasterKeys) -> None:
-        """`conn` holds the DDL lock (serialise_ddl): the first data key is made once."""
+        """`conn` holds the DDL lock (serialise_ddl) and the table exists: the first data key is made once."""
         self.database_url, self.table, self.master = database_url, sql.Identifier(schema, "data_keys"), master
         self.keys: dict[int, AESCipher] = {}
         self.lock = threading.Lock()
-        conn.execute(sql.SQL(DDL).format(self.table))
-        if conn.execute(sql.SQL("SELECT 1 FROM {}").format(self.table)).fetchone() is None:
-            add_data_key(conn, self.table, master)
         self._load(conn)
+        if not self.keys:  # a new store: its first data key
+            add_data_key(conn, self.table, master)
+            self._load(conn)
         self.current = max(self.keys)
         self.header = VERSION + self.current.to_bytes(4, "big")
 
@@ -168,12 +168,9 @@ def cipher_for(conn: psycopg.Connection[Any], database_url: str, schema: str) ->
     from infra.settings import get_settings
 
     s = get_settings()
-    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".data_keys',)).fetchone()
-    fresh = (
-        exists is None
-        or exists[0] is None
-        or conn.execute(sql.SQL("SELECT 1 FROM {}").format(sql.Identifier(schema, "data_keys"))).fetchone() is None
-    )
+    table = sql.Identifier(schema, "data_keys")
+    conn.execute(sql.SQL(DDL).format(table))
+    fresh = conn.execute(sql.SQL("SELECT 1 FROM {}").format(table)).fetchone() is None
     master = MasterKeys.configured(s.master_key, s.old_master_keys, s.data_dir / KEY_FILE, may_create=fresh)
     return DataKeys(conn, database_url, schema, master)
 

@@ -59,37 +59,18 @@ class Bus:
         }
 
     def relay(self, batch_size: int = 500, **settings: str) -> subprocess.Popen[bytes]:
-        n = len(self.processes)
-        log = (self.logs / f"relay-{n}.log").open("wb")
-        p = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "relay", "run"],
-            env={**self.env, "SKILLCERT_RELAY_BATCH_SIZE": str(batch_size), **settings},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        p.log_path = self.logs / f"relay-{n}.log"  # type: ignore[attr-defined]
-        self.processes.append(p)
-        return p
+        return self.start("relay", "run", SKILLCERT_RELAY_BATCH_SIZE=str(batch_size), **settings)
 
     def consumers(self) -> subprocess.Popen[bytes]:
         """The faust worker that keeps the read models current."""
-        n = len(self.processes)
-        p = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "consumers"],
-            env={**self.env, "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000"},
-            stdout=(self.logs / f"consumers-{n}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        p.log_path = self.logs / f"consumers-{n}.log"  # type: ignore[attr-defined]
-        self.processes.append(p)
-        return p
+        return self.start("consumers", SKILLCERT_KAFKA_SESSION_TIMEOUT_MS="6000")
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        """Any long-running skillcert command, stopped with the rest."""
-        n = len(self.processes)
-        p = subprocess.Popen([sys.executable, "-m", "infra.cli", *args], env=self.env,
-                             stdout=(self.logs / f"{args[0]}-{n}.log").open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
-        p.log_path = self.logs / f"{args[0]}-{n}.log"  # type: ignore[attr-defined]
+    def start(self, *args: str, **settings: str) -> subprocess.Popen[bytes]:
+        """A long-running skillcert command, its output in a log of its own, stopped with the rest."""
+        log = self.logs / f"{args[0]}-{len(self.processes)}.log"
+        p = subprocess.Popen([sys.executable, "-m", "infra.cli", *args], env={**self.env, **settings},
+                             stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+        p.log_path = log  # type: ignore[attr-defined]
         self.processes.append(p)
         return p
 
