@@ -2,7 +2,7 @@
 
 import os
 
-from infra.keys import new_key
+from infra.store.keys import new_key
 
 # Their stores are thrown away: encrypt them under a throwaway master key rather than make a key file.
 os.environ.setdefault("SKILLCERT_MASTER_KEY", new_key())

@@ -23,10 +23,10 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from infra import demo
-from infra.eventstore import PydanticMapper
-from infra.registrations import Registrations
-from infra.service import shanghai_today
+from infra.services import demo
+from infra.services.base import shanghai_today
+from infra.services.registrations import Registrations
+from infra.store.eventstore import PydanticMapper
 
 console = Console()
 

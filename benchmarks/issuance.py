@@ -35,8 +35,8 @@ from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails
 from domain.registration import Attachment, AttachmentKind, PlanSummary, Registration, RegistrationForm
-from infra.certificates import CHUNK, Certificates
-from infra.service import Service
+from infra.services.base import Service
+from infra.services.certificates import CHUNK, Certificates
 
 console = Console(width=120)
 CENTRE = Actor(id="centre-bench", role=Role.PROVINCIAL_CENTRE)

@@ -39,16 +39,16 @@ from rich.table import Table
 
 from benchmarks.issuance import _form
 from benchmarks.relay import KEY, build_store
+from consumers.rebuild import rebuild
 from domain.eligibility import Evidence
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
+from infra.bus.envelope import envelope, published
+from infra.bus.kafka import ensure_topics
 from infra.embedded import Broker, free_port
-from infra.envelope import envelope, published
-from infra.eventstore import SkillcertApplication
-from infra.kafka import ensure_topics
-from infra.registrations import Decision, Registrations
+from infra.services.registrations import Decision, Registrations
+from infra.store.eventstore import SkillcertApplication
 from projections import PROJECTIONS
-from projections.rebuild import rebuild
 from projections.store import connect
 
 console = Console(width=120)

@@ -32,11 +32,11 @@ from rich.table import Table
 
 from benchmarks.issuance import CENTRE, Clock, build_cohort
 from domain.exam import ExamSession
-from infra.certificates import Certificates
+from infra.bus.envelope import HEADERS, message, published, topic_names
+from infra.bus.kafka import ensure_topics
+from infra.bus.relay import Relay
 from infra.embedded import Broker, free_port
-from infra.envelope import HEADERS, message, published, topic_names
-from infra.kafka import ensure_topics
-from infra.relay import Relay
+from infra.services.certificates import Certificates
 
 console = Console(width=120)
 KEY = bytes(32)

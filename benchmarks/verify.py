@@ -22,10 +22,10 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from infra import demo
-from infra.chain import verify, walk
-from infra.registrations import Registrations
-from infra.service import shanghai_today
+from infra.services import demo
+from infra.services.base import shanghai_today
+from infra.services.registrations import Registrations
+from infra.store.chain import verify, walk
 
 console = Console()
 

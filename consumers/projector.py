@@ -16,11 +16,11 @@ import aiokafka
 import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 
-from infra.eventstore import SkillcertApplication
-from infra.privacy import installation_key
+from consumers.rebuild import bring_up_to_date
+from infra.bus.privacy import installation_key
 from infra.settings import Settings
+from infra.store.eventstore import SkillcertApplication
 from projections import PROJECTIONS
-from projections.rebuild import bring_up_to_date
 from projections.store import Projection, apply_batch, connect
 
 log = logging.getLogger("skillcert.consumers")

@@ -1,7 +1,7 @@
 """Which fields hold personal information (个人信息保护法, PIPL), marked where they are declared.
 
 The mark travels into the field's JSON Schema as "x-personal", so the bus contract and
-the data sent on it are derived from the same declaration (infra.privacy).
+the data sent on it are derived from the same declaration (infra.bus.privacy).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Candidates:
                 institution_id uuid NOT NULL,
                 id_type text NOT NULL,
                 id_masked text NOT NULL,
-                id_ref text NOT NULL,  -- the bus never carries ID numbers (infra.privacy)
+                id_ref text NOT NULL,  -- the bus never carries ID numbers (infra.bus.privacy)
                 name text NOT NULL,
                 plan_number text NOT NULL,
                 plan_name text NOT NULL,

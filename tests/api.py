@@ -12,9 +12,9 @@ from uuid import UUID
 import uvicorn
 
 from domain.model import Role
+from infra.api.tokens import Tokens
+from infra.bus.privacy import installation_key, ref
 from infra.embedded import free_port
-from infra.privacy import installation_key, ref
-from infra.tokens import Tokens
 
 
 def bearer(

@@ -18,8 +18,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from domain.certificate import Correction
 from domain.registration import AttachmentKind
-from infra.envelope import event_id, published, topic_names
-from infra.eventstore import SkillcertApplication
+from infra.bus.envelope import event_id, published, topic_names
+from infra.store.eventstore import SkillcertApplication
 from tests.builders import attachment, resident_id, working_years_form
 from tests.lifecycle import HR, World, queryable_certificates, staff
 

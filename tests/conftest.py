@@ -16,13 +16,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infra.certificates import Certificates
 from infra.embedded import Broker, free_port, start_postgres
-from infra.exams import Exams
-from infra.registrations import Registrations
+from infra.services.certificates import Certificates
+from infra.services.exams import Exams
+from infra.services.registrations import Registrations
 from tests.lifecycle import World
 
-# The master key that encrypts stored events (infra.keys), for every store and CLI the tests start.
+# The master key that encrypts stored events (infra.store.keys), for every store and CLI the tests start.
 os.environ.setdefault("SKILLCERT_MASTER_KEY", "c2tpbGxjZXJ0IHRlc3RzJyBtYXN0ZXIga2V5IDMyYmI=")
 
 

@@ -11,9 +11,9 @@ from uuid import UUID
 from domain.exam import ReviewOutcome, Room, Subject
 from domain.levels import Level
 from domain.model import Actor, Role
-from infra.certificates import Certificates
-from infra.exams import Exams
-from infra.registrations import Decision, Registrations
+from infra.services.certificates import Certificates
+from infra.services.exams import Exams
+from infra.services.registrations import Decision, Registrations
 from tests.builders import L2_CONDITION, L2_EVIDENCE, candidate, setup_plan, staff_of, working_years_form
 
 EXAM_DAY = date(2026, 4, 10)  # a Friday

@@ -8,7 +8,7 @@ from typing import Any
 
 from domain.certificate import certificate_id
 from domain.exam import sitting_id
-from infra.privacy import ref
+from infra.bus.privacy import ref
 from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
 from projections import certificates as registry
 from projections.audit import trail

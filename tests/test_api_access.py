@@ -288,7 +288,7 @@ def test_the_actor_on_the_event_is_the_token_holder_never_the_body(setup: Setup,
 
 
 def test_tokens_are_stored_hashed_and_revocable(setup: Setup, database_url, schema) -> None:
-    from infra.tokens import Tokens
+    from infra.api.tokens import Tokens
 
     s = setup
     secret = s.headers[AUDITOR]["Authorization"].removeprefix("Bearer ")

@@ -15,14 +15,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from consumers.rebuild import rebuild
 from domain.model import Role
-from infra.eventstore import SkillcertApplication
-from infra.keys import KeyProblem, MasterKeys, key_id, new_key, parse_key, rotate
-from infra.privacy import installation_key, ref
+from infra.api.tokens import Tokens
+from infra.bus.privacy import installation_key, ref
 from infra.settings import get_settings
-from infra.tokens import Tokens
+from infra.store.eventstore import SkillcertApplication
+from infra.store.keys import KeyProblem, MasterKeys, key_id, new_key, parse_key, rotate
 from projections import PROJECTIONS
-from projections.rebuild import rebuild
 from projections.store import connect, create_tables
 from tests.builders import candidate, setup_plan, working_years_form
 from tests.test_read_models import certificates_in_every_state
@@ -98,7 +98,7 @@ def test_a_copy_of_the_database_opens_under_no_other_master_key(service, databas
     service.register(candidate(1), code, working_years_form(1))
     stranger = MasterKeys(parse_key(new_key()))
     with psycopg.connect(database_url, autocommit=True) as conn, pytest.raises(KeyProblem) as refused:
-        from infra.keys import DataKeys
+        from infra.store.keys import DataKeys
 
         DataKeys(conn, database_url, schema, stranger)
     ours = key_id(parse_key(os.environ["SKILLCERT_MASTER_KEY"]))
@@ -134,7 +134,7 @@ def configured(monkeypatch):
 
 
 def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(database_url, schema, configured, clock):
-    from infra.registrations import Registrations
+    from infra.services.registrations import Registrations
 
     old, new = new_key(), new_key()
     configured(old)
@@ -171,7 +171,7 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
     assert now[: len(stored)] == stored  # not one stored event rewritten: the chain still holds
     assert {bytes(s)[1:5] for _, s in now[len(stored) :]} == {(2).to_bytes(4, "big")} and now[-1][0] > head
     assert masters == {key_id(parse_key(new))}
-    from infra.chain import verify
+    from infra.store.chain import verify
 
     with psycopg.connect(database_url) as conn:
         assert verify(conn, schema, after.recorder.events_table_name, after.mapper.decode_bytes).intact

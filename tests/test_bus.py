@@ -21,10 +21,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from domain.model import Role
 from infra.api import create_app
+from infra.bus.privacy import installation_key, ref
+from infra.bus.relay import ensure_position_table, status
+from infra.bus.schemas import SCHEMA_DIR
 from infra.embedded import Broker, free_port
-from infra.privacy import installation_key, ref
-from infra.relay import ensure_position_table, status
-from infra.schemas import SCHEMA_DIR
 from tests.api import bearer
 from tests.builders import candidate, setup_plan, working_years_form
 from tests.bus import (

@@ -14,9 +14,9 @@ import pytest
 
 from certgen import fonts
 from certgen.certificate import CertificatePage, ForbiddenWording, render
-from certgen.printing import print_certificates, to_print
 from certgen.qr import verification_url
 from domain.errors import Conflict
+from infra.services.printing import print_certificates, to_print
 from tests.lifecycle import confirmed_exam, staff
 from tests.test_read_models import conn  # noqa: F401 (fixture)
 

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from infra.chain import verify
-from infra.registrations import Decision
+from infra.services.registrations import Decision
+from infra.store.chain import verify
 from tests.builders import candidate, setup_plan, staff_of, working_years_form
 from tests.test_bus import bus  # noqa: F401, F811 (fixture)
 
@@ -105,7 +105,7 @@ def rewrite_consistently(conn, table, schema: str, service, edited: int) -> None
     """What a careful forger would do: change an event, then recompute every chain link after it."""
     import hashlib
 
-    from infra.chain import link
+    from infra.store.chain import link
 
     edit_review(conn, table, service, edited)
     chain = sql.Identifier(schema, "event_chain")
@@ -123,8 +123,8 @@ def rewrite_consistently(conn, table, schema: str, service, edited: int) -> None
 
 def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_the_store(service, history, schema):
     from domain.model import Actor, Role
-    from infra.chain import CHECKPOINT_TOPIC, record_checkpoint
-    from infra.envelope import published
+    from infra.bus.envelope import published
+    from infra.store.chain import CHECKPOINT_TOPIC, record_checkpoint
 
     conn, table, name = history
     system = Actor(id="skillcert-audit", role=Role.SYSTEM)
@@ -158,7 +158,7 @@ def test_periodic_checkpoints_travel_the_bus_and_their_holder_catches_what_the_s
     """The checkpoint process and the relay as real processes; a subscriber holds what the audit topic carried."""
     import json
 
-    from infra.chain import CHECKPOINT_TOPIC
+    from infra.store.chain import CHECKPOINT_TOPIC
     from tests.bus import eventually, read_topic
 
     conn, table, name = history

@@ -10,11 +10,11 @@ from uuid import uuid4
 
 from confluent_kafka import Consumer, TopicPartition
 
+from consumers.lag import lag
+from consumers.rebuild import rebuild
 from domain.model import Role
-from infra.privacy import installation_key
+from infra.bus.privacy import installation_key
 from projections import PROJECTIONS
-from projections.lag import lag
-from projections.rebuild import rebuild
 from projections.store import connect, create_tables
 from tests.api import bearer
 from tests.bus import Bus, eventually

@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator
 from domain.levels import Level
 from domain.personal import Personal, mask_id_number
 from domain.registration import PlanSummary, Registration
-from infra import schemas
-from infra.envelope import envelope, published
-from infra.privacy import POLICY, personal_data_in, plan_for, redact, ref
+from infra.bus import schemas
+from infra.bus.envelope import envelope, published
+from infra.bus.privacy import POLICY, personal_data_in, plan_for, redact, ref
 from tests.builders import working_years_form
 
 KEY = bytes(range(32))
@@ -206,7 +206,7 @@ def test_messages_are_what_the_cloudevents_sdk_builds_and_parses():
     from cloudevents.core.formats.json import JSONFormat
     from cloudevents.core.v1.event import CloudEvent
 
-    from infra.envelope import HEADERS, message
+    from infra.bus.envelope import HEADERS, message
 
     state, _ = submitted(3)
     context, key, value = message(SUBMITTED, 7, state, KEY)

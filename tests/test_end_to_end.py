@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from infra.embedded import free_port
-from infra.eventstore import SkillcertApplication
+from infra.store.eventstore import SkillcertApplication
 from tests.builders import plan_details, working_years_form
 
 

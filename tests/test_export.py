@@ -14,8 +14,8 @@ from datetime import date
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from infra.export import export, public_key_hex, verify_package
-from infra.service import shanghai_today
+from infra.services.base import shanghai_today
+from infra.store.export import export, public_key_hex, verify_package
 from projections.audit import trail
 from tests.lifecycle import queryable_certificates
 from tests.test_read_models import apply_live, bus_messages, conn  # noqa: F401 (fixture)

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from domain.model import Role
 from infra.api import create_app
-from infra.history import as_of
-from infra.registrations import Decision
+from infra.services.registrations import Decision
+from infra.store.history import as_of
 from tests.api import bearer
 from tests.builders import L2_CONDITION, L2_EVIDENCE, candidate, setup_plan, staff_of, working_years_form
 

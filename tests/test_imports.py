@@ -166,7 +166,7 @@ def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothin
     import threading
 
     from domain.errors import Conflict, InvalidInput
-    from infra.imports import import_candidates
+    from infra.services.imports import import_candidates
     from tests.lifecycle import staff
 
     world.at(date(2026, 3, 2))
@@ -195,7 +195,7 @@ def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothin
 
 
 def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_url, schema):
-    from infra.imports import MAX_ROWS
+    from infra.services.imports import MAX_ROWS
 
     world.at(date(2026, 3, 2))
     iid, pid, _ = setup_plan(world.registrations, seats=10)

@@ -18,7 +18,7 @@ from psycopg import sql
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Role
 from infra.api import create_app
-from infra.registrations import Registrations
+from infra.services.registrations import Registrations
 from tests.api import bearer, serving
 from tests.builders import ADMIN, plan_details, staff_of
 

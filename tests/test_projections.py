@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from infra.envelope import context_of, envelope
+from infra.bus.envelope import context_of, envelope
 from projections import PROJECTIONS
 from projections.catalogue import Catalogue, get_plan
 from projections.store import apply_message, connect, create_tables
@@ -48,7 +48,7 @@ def test_every_aggregate_is_assigned_a_topic_or_kept_internal_on_purpose():
 
     import domain
     from domain.model import Aggregate
-    from infra.envelope import CONTEXTS
+    from infra.bus.envelope import CONTEXTS
 
     for m in pkgutil.iter_modules(domain.__path__):
         importlib.import_module(f"domain.{m.name}")

@@ -10,15 +10,15 @@ from datetime import date
 import psycopg
 import pytest
 
+from consumers.rebuild import rebuild
 from domain.certificate import Correction, Delivery, LossKind
 from domain.model import Role
 from domain.registration import AttachmentKind
-from infra.envelope import envelope, published
-from infra.privacy import ref
+from infra.bus.envelope import envelope, published
+from infra.bus.privacy import ref
 from projections import PROJECTIONS
 from projections.certificates import Corrections, Registry, certificate_by_number, certificates_named, certificates_of
 from projections.certificates import correction_of as ledger_entry
-from projections.rebuild import rebuild
 from projections.store import apply_message, connect, create_tables
 from tests.api import bearer
 from tests.builders import attachment, working_years_form

@@ -9,7 +9,7 @@ import pytest
 from domain.eligibility import Evidence
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.registration import AttachmentKind, Registration
-from infra.registrations import Decision
+from infra.services.registrations import Decision
 from tests.builders import (
     L2_CONDITION,
     L2_EVIDENCE,

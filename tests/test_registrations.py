@@ -14,7 +14,7 @@ from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
-from infra.registrations import Decision, Registrations
+from infra.services.registrations import Decision, Registrations
 from tests.builders import (
     ADMIN,
     L2_CONDITION,

@@ -13,12 +13,12 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from infra.api import commands, imports, printing, problems, queries, verify
-from infra.certificates import Certificates
-from infra.exams import Exams
-from infra.privacy import installation_key
-from infra.registrations import Registrations
-from infra.service import shanghai_today
-from infra.tokens import Tokens
+from infra.api.tokens import Tokens
+from infra.bus.privacy import installation_key
+from infra.services.base import shanghai_today
+from infra.services.certificates import Certificates
+from infra.services.exams import Exams
+from infra.services.registrations import Registrations
 from projections import PROJECTIONS
 from projections.store import create_tables
 

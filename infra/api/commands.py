@@ -39,9 +39,9 @@ from infra.api.deps import (
     certificate_id,
     staff_scope,
 )
-from infra.privacy import ref
-from infra.registrations import Decision
-from infra.tokens import Principal
+from infra.api.tokens import Principal
+from infra.bus.privacy import ref
+from infra.services.registrations import Decision
 
 router = APIRouter(tags=["commands"], dependencies=[Depends(staff_scope)])
 

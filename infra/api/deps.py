@@ -17,11 +17,11 @@ from domain.model import Role
 from domain.plan import EvaluationPlan
 from domain.registration import Registration
 from infra.api.problems import Unauthenticated
-from infra.certificates import Certificates
-from infra.exams import Exams
-from infra.privacy import ref
-from infra.registrations import Registrations
-from infra.tokens import Principal
+from infra.api.tokens import Principal
+from infra.bus.privacy import ref
+from infra.services.certificates import Certificates
+from infra.services.exams import Exams
+from infra.services.registrations import Registrations
 from projections import certificates as registry
 
 STAFF = (Role.INSTITUTION_STAFF,)

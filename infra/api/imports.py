@@ -8,10 +8,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, UploadFile
 from pydantic import BaseModel
 
-from infra import imports
 from infra.api.deps import STAFF, ExamSvc, RegSvc, RequestId, allow, staff_scope
 from infra.api.problems import Problem
-from infra.tokens import Principal
+from infra.api.tokens import Principal
+from infra.services import imports
 
 router = APIRouter(tags=["imports"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]

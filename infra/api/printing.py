@@ -10,7 +10,6 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from certgen import documents
-from certgen.printing import plan_to_print, print_certificates, to_print
 from domain.errors import NotFound
 from domain.exam import ExamSession
 from domain.institution import Institution
@@ -20,7 +19,8 @@ from domain.registration import Registration
 from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
 from infra.api.problems import Problem
-from infra.tokens import Principal
+from infra.api.tokens import Principal
+from infra.services.printing import plan_to_print, print_certificates, to_print
 
 router = APIRouter(tags=["printing"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]

@@ -14,10 +14,10 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 
+from consumers.lag import lag
 from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.model import Role
-from infra import history, relay
 from infra.api import views as v
 from infra.api.deps import (
     EVERYONE,
@@ -32,13 +32,14 @@ from infra.api.deps import (
     own_record,
     page,
 )
+from infra.api.tokens import Principal
 from infra.api.views import Page
-from infra.privacy import ref
-from infra.tokens import Principal
+from infra.bus import relay
+from infra.bus.privacy import ref
+from infra.store import history
 from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
 from projections import certificates as registry
 from projections.audit import trail as audit_trail
-from projections.lag import lag
 
 router = APIRouter(tags=["queries"])
 operations = APIRouter(tags=["operations"])

@@ -18,9 +18,9 @@ from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
 from domain.registration import Attachment, AttachmentKind, RegistrationForm
-from infra.certificates import Certificates
-from infra.exams import Exams
-from infra.registrations import Decision, Registrations
+from infra.services.certificates import Certificates
+from infra.services.exams import Exams
+from infra.services.registrations import Decision, Registrations
 
 SYSTEM = Actor(id="demo-loader", role=Role.SYSTEM)
 FILING = Filing(city_code="03", station_serial="015")
@@ -176,8 +176,8 @@ DEMO_TOKENS = ("staff", "centre", "hr", "auditor", "candidate")
 
 def tokens(database_url: str, schema: str, key: bytes) -> dict[str, str]:
     """A token for each role, for the README's tour. Earlier demo tokens are revoked."""
-    from infra.privacy import ref
-    from infra.tokens import Tokens
+    from infra.api.tokens import Tokens
+    from infra.bus.privacy import ref
 
     store = Tokens(database_url, schema)
     store.create_table()

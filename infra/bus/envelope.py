@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID
 import orjson
 from eventsourcing.utils import resolve_topic
 
-from infra.privacy import Plan, plan_for, redact
+from infra.bus.privacy import Plan, plan_for, redact
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "cn.skillcert"
@@ -40,7 +40,7 @@ CONTEXTS: dict[str, str | None] = {
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 
 # The published version of an event type, by event topic; absent means 1. Raise it when the
-# published schema changes incompatibly (infra.schemas refuses to overwrite such a change),
+# published schema changes incompatibly (infra.bus.schemas refuses to overwrite such a change),
 # and upcast stored events of the old shape in the mapper.
 VERSIONS: dict[str, int] = {}
 

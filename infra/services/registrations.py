@@ -23,7 +23,7 @@ from domain.institution import DeadlineProfile, Filing, Institution
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
 from domain.registration import Alias, Attachment, PlanSummary, Registration, RegistrationForm, registration_id
-from infra.service import MAX_RETRIES, Service
+from infra.services.base import MAX_RETRIES, Service
 
 
 class Decision(StrEnum):

@@ -16,10 +16,10 @@ from typing import Any
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.model import DomainEvent, Role
-from infra.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
-from infra.privacy import redact_schema
+from infra.bus.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
+from infra.bus.privacy import redact_schema
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg import sql
 
-from infra.chain import link
+from infra.store.chain import link
 
 FORMAT = "skillcert-audit-export/2"
 

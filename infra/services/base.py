@@ -14,7 +14,7 @@ from psycopg import sql
 
 from domain.errors import Conflict, NotFound
 from domain.model import Aggregate
-from infra.eventstore import SkillcertApplication
+from infra.store.eventstore import SkillcertApplication
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
 A = TypeVar("A", bound=Aggregate)

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from infra.envelope import envelope, published
-from infra.eventstore import SkillcertApplication
+from infra.bus.envelope import envelope, published
+from infra.store.eventstore import SkillcertApplication
 from projections.store import DDL_LOCK, Projection, create_tables, outdated
 
 BATCH = 2000

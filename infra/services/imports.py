@@ -23,8 +23,8 @@ from domain.errors import Conflict, InvalidInput
 from domain.exam import Attendance, ExamSession, Subject
 from domain.model import Actor
 from domain.registration import Alias, AttachmentKind, IdType, Registration, RegistrationForm, registration_key
-from infra.exams import Exams
-from infra.registrations import Registrations
+from infra.services.exams import Exams
+from infra.services.registrations import Registrations
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 5000

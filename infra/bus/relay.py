@@ -26,9 +26,9 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import sql
 
-from infra.envelope import HEADERS, TOPIC_SUFFIXES, message, published
-from infra.eventstore import SkillcertApplication, serialise_ddl
-from infra.schemas import public_events
+from infra.bus.envelope import HEADERS, TOPIC_SUFFIXES, message, published
+from infra.bus.schemas import public_events
+from infra.store.eventstore import SkillcertApplication, serialise_ddl
 
 log = logging.getLogger("skillcert.relay")
 

@@ -4,11 +4,11 @@ Events are encrypted under a data key; data keys are kept in the database, each 
 AES-GCM encrypted) under the master key, which is never stored there: it comes from configuration
 (SKILLCERT_MASTER_KEY) or, on embedded defaults, a key file beside the embedded database. A stolen
 database holds only ciphertext and wrapped keys. The installation's own secrets (the pseudonym and
-signing keys, infra.privacy.installation_secret) are encrypted under a data key too.
+signing keys, infra.store.secrets) are encrypted under a data key too.
 
 Rotating the master key rewraps the data keys, a handful of rows, and starts a new data key for
 what is written next. Stored events are never re-encrypted: they are immutable and hash-chained
-(infra.chain), so rewriting them would be indistinguishable from tampering.
+(infra.store.chain), so rewriting them would be indistinguishable from tampering.
 
 Stored state: 0x01 || data key id (4 bytes, big-endian) || nonce || tag || ciphertext, the last
 three as eventsourcing's AESCipher writes them. State beginning with "{" is an event written as
@@ -31,7 +31,7 @@ from eventsourcing.persistence import Cipher
 from eventsourcing.utils import Environment
 from psycopg import sql
 
-from infra.eventstore import serialise_ddl
+from infra.store.eventstore import serialise_ddl
 
 VERSION = b"\x01"
 PLAIN_JSON = b"{"

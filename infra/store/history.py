@@ -11,7 +11,7 @@ from psycopg import sql
 from pydantic_core import to_jsonable_python
 
 from domain.errors import InvalidInput, NotFound
-from infra.eventstore import SkillcertApplication
+from infra.store.eventstore import SkillcertApplication
 
 
 def as_of(

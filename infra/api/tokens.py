@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from domain.errors import InvalidInput
 from domain.model import Actor, Role
-from infra.eventstore import serialise_ddl
+from infra.store.eventstore import serialise_ddl
 
 ROLES = (Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.AUDITOR, Role.CANDIDATE)
 PREFIX = "skc_"

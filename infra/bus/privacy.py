@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from domain.personal import Personal, mask_id_number
-from infra.eventstore import serialise_ddl
+from infra.store.secrets import installation_secret
 
 
 @dataclass(frozen=True)
@@ -198,30 +194,3 @@ def installation_key(database_url: str, schema: str, configured: str | None = No
     """The pseudonym key: SKILLCERT_PSEUDONYM_KEY when set (hex), else one generated on first
     use and kept in the database, so every process of one installation agrees."""
     return installation_secret(database_url, schema, "pseudonym_key", configured)
-
-
-def installation_secret(database_url: str, schema: str, name: str, configured: str | None = None) -> bytes:
-    """32 bytes: the configured hex value, else generated once and kept in the database, encrypted
-    like the events (infra.keys): the pseudonym key beside the refs it keys would let a thief of
-    the database test every possible ID number against them."""
-    if configured:
-        return bytes.fromhex(configured)
-    from infra.keys import cipher_for
-
-    table = sql.Identifier(schema, "installation_secrets")
-    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-        serialise_ddl(conn)
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value bytea NOT NULL)").format(table)
-        )
-        cipher = cipher_for(conn, database_url, schema)
-        row = conn.execute(sql.SQL("SELECT value FROM {} WHERE name = %s").format(table), (name,)).fetchone()
-        if row is None:
-            sealed = cipher.encrypt(secrets.token_bytes(32))
-            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table), (name, sealed))
-        elif len(row[0]) == 32:  # kept in the clear by an earlier version: seal it now
-            sealed = cipher.encrypt(bytes(row[0]))
-            conn.execute(sql.SQL("UPDATE {} SET value = %s WHERE name = %s").format(table), (sealed, name))
-        else:
-            sealed = bytes(row[0])
-    return cipher.decrypt(sealed)

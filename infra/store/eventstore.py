@@ -82,7 +82,7 @@ class SkillcertApplication(Application):
         cls.name = SkillcertApplication.name  # the library would name a table after each subclass
 
     def __init__(self, database_url: str, schema: str = "public") -> None:
-        from infra import chain, keys  # they use serialise_ddl from here
+        from infra.store import chain, keys  # they use serialise_ddl from here
 
         # One process at a time creates the tables, installs the chain and makes the first data key:
         # processes starting together would race on CREATE ... IF NOT EXISTS.

@@ -14,7 +14,7 @@ from domain.levels import Level
 from domain.model import Actor, Aggregate
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
-from infra.service import R, Service
+from infra.services.base import R, Service
 
 CHUNK = (
     250  # per transaction: writers are serialised, so bulk steps batch; larger saves stalled psycopg over a unix socket

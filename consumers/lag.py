@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from infra.envelope import CONTEXTS
-from infra.eventstore import SkillcertApplication
+from infra.bus.envelope import CONTEXTS
+from infra.store.eventstore import SkillcertApplication
 from projections.store import Projection
 
 

@@ -12,7 +12,7 @@ from domain.errors import InvalidInput
 from domain.exam import ExamSession
 from domain.model import Actor
 from domain.plan import EvaluationPlan
-from infra.certificates import Certificates
+from infra.services.certificates import Certificates
 
 
 def to_print(svc: Certificates, exam_id: UUID) -> list[UUID]:

@@ -14,7 +14,7 @@ from domain.institution import Institution
 from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
-from infra.service import Service
+from infra.services.base import Service
 
 
 class Exams(Service):

@@ -1,0 +1,162 @@
+"""For auditors: the history as it stood, the chain, signed exports."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+
+from domain.model import Role
+from infra.cli.common import cli, console, err, open_store, require
+from infra.settings import Settings, get_settings
+
+audit_cli = typer.Typer(help="For auditors: the history as it stood at any moment.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("state")
+def audit_state(
+    aggregate_id: Annotated[UUID, typer.Argument(help="a registration, certificate, plan, stock, session… id")],
+    at: Annotated[str | None, typer.Option(help="as of this time, ISO 8601 with offset")] = None,
+    position: Annotated[int | None, typer.Option(help="as of this notification log position")] = None,
+) -> None:
+    """One aggregate as its events up to a time or a log position made it, and the last event applied."""
+    from datetime import datetime
+
+    from domain.errors import DomainError
+    from infra.store import history
+
+    s = get_settings()
+    url, app = open_store(s)
+    try:
+        when = datetime.fromisoformat(at) if at else None
+        console.print_json(json.dumps(history.as_of(app, aggregate_id, when, position), default=str))
+    except ValueError as e:
+        err.print(f"[red]--at:[/red] {e}")
+        raise typer.Exit(2) from None
+    except DomainError as e:
+        err.print(f"[red]{e.message}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        app.close()
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint(
+    every: Annotated[float, typer.Option(help="seconds between checkpoints; 0 records one and exits")] = 0,
+) -> None:
+    """Record where the hash chain stands (position and head) as an event the relay publishes on the audit
+    topic: a holder of it can later show the history up to there was rewritten."""
+    from domain.model import Actor
+    from infra.store import chain
+
+    s = get_settings()
+    _, app = open_store(s)
+    system = Actor(id="skillcert-audit", role=Role.SYSTEM)
+    try:
+        while True:
+            made = chain.record_checkpoint(app, system)
+            if made is None:
+                console.print("nothing new to checkpoint (no events since the last checkpoint, or none at all)")
+            else:
+                console.print(f"checkpoint at position {made.position}: {made.log_hash}")
+            if not every:
+                return
+            time.sleep(every)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
+def _signing_seed(s: Settings) -> bytes:
+    from infra.store.secrets import installation_secret
+
+    return installation_secret(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema, "signing_key",
+                               s.signing_key)  # fmt: skip
+
+
+@audit_cli.command("public-key")
+def audit_public_key() -> None:
+    """The installation's public key for audit exports (hex): give it to auditors to pin."""
+    from infra.store.export import public_key_hex
+
+    print(public_key_hex(_signing_seed(get_settings())))
+
+
+@audit_cli.command("export")
+def audit_export(
+    institution: Annotated[UUID, typer.Option(help="the institution whose events to export")],
+    start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="first day (Shanghai)")],
+    end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="last day (Shanghai), inclusive")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the package to write (.zip)")],
+) -> None:
+    """A signed package of the institution's events in the period, verifiable offline (audit verify-export)."""
+    from infra.store.export import export
+    from projections.store import connect
+
+    s = get_settings()
+    url, app = open_store(s)
+    table = app.recorder.events_table_name
+    with connect(url, s.db_schema) as conn, console.status("exporting"):
+        package = export(conn, s.db_schema, table, app.mapper.decode_bytes, _signing_seed(s), institution, start.date(),
+                         end.date(), s.timezone)  # fmt: skip
+    app.close()
+    out.write_bytes(package)
+    console.print(f"written {out} ({len(package):,} bytes); verify with: skillcert audit verify-export {out} "
+                  f"--public-key <the installation's key>", soft_wrap=True)  # fmt: skip
+
+
+@audit_cli.command("verify-export")
+def audit_verify_export(
+    package: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="an audit export package")],
+    public_key: Annotated[str, typer.Option(help="the installation's public key (hex), as pinned by the auditor")],
+) -> None:
+    """Offline, no database: the signature, the events file's digest, every event's links in both chains."""
+    from infra.store.export import verify_package
+
+    check = verify_package(package.read_bytes(), public_key)
+    if not check.ok:
+        console.print(f"[red]not verified[/red]: {check.problem}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"verified: {check.events} events, signed by {public_key}", soft_wrap=True)
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    against: Annotated[
+        list[str] | None,
+        typer.Option(help="POSITION:HEAD of a checkpoint held outside the store (from the bus); repeatable"),
+    ] = None,
+) -> None:
+    """Walk the whole history, recompute every hash link (log and aggregate), report the first broken one."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from infra.store import chain
+    from projections.store import connect
+
+    try:
+        heads = {int(p): bytes.fromhex(h) for p, h in (a.split(":", 1) for a in against or [])}
+    except ValueError:
+        err.print("[red]--against[/red] takes POSITION:HEAD, the head as 64 hex characters")
+        raise typer.Exit(2) from None
+    s = get_settings()
+    url, app = open_store(s)
+    table = app.recorder.events_table_name
+    total = app.recorder.max_notification_id() or 0
+    started = time.monotonic()
+    with connect(url, s.db_schema) as conn, Progress(SpinnerColumn(), TextColumn("{task.description}")) as bar:
+        task = bar.add_task(f"verifying {total:,} events")
+        verdict = chain.verify(conn, s.db_schema, table, app.mapper.decode_bytes,
+                               lambda n: bar.update(task, description=f"{n:,} of {total:,}"), heads)  # fmt: skip
+    app.close()
+    elapsed = time.monotonic() - started
+    if not verdict.intact:
+        console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"intact: {verdict.events:,} events, head {verdict.head.hex()} ({elapsed:.1f} s)")

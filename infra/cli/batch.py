@@ -1,0 +1,172 @@
+"""Staff work from the command line: imports and printing, as a token's holder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+
+from infra.cli.common import cli, console, err, require
+from infra.cli.tokens import token_store
+from infra.settings import Settings, get_settings
+
+import_cli = typer.Typer(
+    help="Batch imports from CSV or XLSX: every row checked, all stored or none.", no_args_is_help=True
+)
+cli.add_typer(import_cli, name="import")
+
+
+def _principal(s: Settings, token: str) -> Any:
+    from projections.store import connect
+
+    tokens = token_store(s)
+    with connect(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema) as conn:
+        who = tokens.principal(conn, token)
+    if who is None:
+        err.print("[red]the token is unknown or revoked[/red]")
+        raise typer.Exit(2)
+    return who
+
+
+def _run_import(token: str, what: str, service: Any, work: Any) -> None:
+    """Check every row and store all or none, as the token's holder; list every problem if refused."""
+    from domain.errors import DomainError
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = service(s.database_url or "", s.db_schema)
+    try:
+        with console.status(f"checking every row of the {what}"):
+            n = work(svc, who.actor())
+    except DomainError as e:
+        problems = getattr(e, "problems", None) or [(e.field or "-", e.message)]
+        err.print(f"[red]refused, nothing stored[/red]: {len(problems)} problem(s)")
+        for field, message in problems:
+            err.print(f"  {field}: {message}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    console.print(f"{n} row(s) of the {what} stored")
+
+
+@import_cli.command("candidates")
+def import_candidates(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX, one row per candidate")],
+    plan: Annotated[UUID, typer.Option(help="the plan the candidates register for")],
+    token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
+) -> None:
+    """Register a candidate list (集体报名) for a plan."""
+    from infra.services import imports
+    from infra.services.registrations import Registrations
+
+    _run_import(token, "candidate list", Registrations,
+                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, file.read_bytes(), file.name)))  # fmt: skip
+
+
+@import_cli.command("scores")
+def import_scores(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX score book")],
+    session: Annotated[UUID, typer.Option(help="the exam session's id")],
+    token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
+) -> None:
+    """Record a session's score book (成绩册)."""
+    from infra.services import imports
+    from infra.services.exams import Exams
+
+    _run_import(token, "score book", Exams,
+                lambda svc, actor: imports.import_scores(svc, actor, session, file.read_bytes(), file.name))  # fmt: skip
+
+
+print_cli = typer.Typer(
+    help="Print certificates on the blank stock: PDFs, each page on the next form.", no_args_is_help=True
+)
+cli.add_typer(print_cli, name="print")
+Token = Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")]
+Out = Annotated[Path, typer.Option("--out", help="the PDF to write", dir_okay=False)]
+
+
+def _print(token: str, out: Path, choose: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from domain.errors import DomainError
+    from infra.services.certificates import Certificates
+    from infra.services.printing import print_certificates
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Certificates(s.database_url or "", s.db_schema)
+    try:
+        ids = choose(svc)
+        with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task("pages", total=len(ids))
+            content = print_certificates(svc, who.actor(), ids, s.public_url, lambda n: bar.update(task, completed=n))
+    except DomainError as e:
+        err.print(f"[red]refused, nothing printed:[/red] {e.message}")
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    out.write_bytes(content)
+    console.print(f"{len(ids)} certificate(s) booked on blank forms and written to {out}")
+
+
+@print_cli.command("session")
+def print_session(session: Annotated[UUID, typer.Option(help="the exam session's id")], out: Out, token: Token) -> None:
+    """Every certificate of a session that awaits a print."""
+    from infra.services.printing import to_print
+
+    _print(token, out, lambda svc: to_print(svc, session))
+
+
+@print_cli.command("plan")
+def print_plan(plan: Annotated[UUID, typer.Option(help="the plan's id")], out: Out, token: Token) -> None:
+    """Every certificate of a plan that awaits a print, whichever session its holder sat."""
+    from infra.services.printing import plan_to_print
+
+    _print(token, out, lambda svc: plan_to_print(svc, plan))
+
+
+@print_cli.command("certificates")
+def print_named(
+    numbers: Annotated[list[str], typer.Argument(help="certificate numbers")], out: Out, token: Token
+) -> None:
+    """These certificates: a reprint after a spoiled print."""
+    _print(token, out, lambda svc: [_by_number(svc, n) for n in numbers])
+
+
+def _by_number(svc: Any, number: str) -> UUID:
+    """A certificate's id from its number, through the registry (which follows the bus)."""
+    from domain.errors import NotFound
+    from projections import certificates as registry
+    from projections.store import connect
+
+    with connect(get_settings().database_url or "", svc.schema) as c:
+        row = registry.certificate_by_number(c, number)
+    if row is None:
+        raise NotFound(f"no certificate {number} in the registry (yet)")
+    return row["certificate_id"]
+
+
+@print_cli.command("spoiled")
+def print_spoiled(
+    number: Annotated[str, typer.Argument(help="the certificate number")],
+    form: Annotated[int, typer.Option(help="the form serial the spoiled print is on")],
+    reason: Annotated[str, typer.Option(help="how it was spoiled, e.g. 卡纸")],
+    token: Token,
+) -> None:
+    """Record a spoiled print; print the certificate again afterwards (`print certificates`)."""
+    from domain.errors import DomainError
+    from infra.services.certificates import Certificates
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Certificates(s.database_url or "", s.db_schema)
+    try:
+        svc.spoil_print(who.actor(), _by_number(svc, number), form, reason)
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {e.message}")
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    console.print(f"form NO. {form:08d} recorded spoiled; certificate {number} awaits a print")

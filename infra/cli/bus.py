@@ -1,0 +1,98 @@
+"""The bus: the relay and the published contract."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import typer
+
+from infra.cli.common import cli, console, open_store, require
+from infra.settings import get_settings
+
+relay_cli = typer.Typer(help="The outbox relay: event store -> Kafka.", no_args_is_help=True)
+cli.add_typer(relay_cli, name="relay")
+
+
+@relay_cli.command("run")
+def relay_run() -> None:
+    """Publish the notification log to Kafka. One relay is active at a time; another waits."""
+    from infra.bus.envelope import topic_names
+    from infra.bus.kafka import ensure_topics
+    from infra.bus.privacy import installation_key
+    from infra.bus.relay import Relay
+
+    s = get_settings()
+    bootstrap = require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
+    url, app = open_store(s)
+    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    key = installation_key(url, s.db_schema, s.pseudonym_key)
+    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size, s.relay_message_timeout_ms).run(
+        stop
+    )
+    app.close()
+
+
+@relay_cli.command("status")
+def relay_status(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """The relay's position, the event store's head and the lag between them."""
+    from infra.bus.relay import status
+
+    s = get_settings()
+    url, app = open_store(s)
+    st = status(app, url, s.db_schema)
+    app.close()
+    if as_json:
+        console.print_json(data=st)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False)
+    for k, v in st.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+@relay_cli.command("republish")
+def relay_republish(
+    after: int = typer.Option(..., "--from", help="republish every event after this position (0: everything)"),
+) -> None:
+    """Republish history: for a new or wiped broker, or a subscriber that needs to bootstrap.
+    Subscribers deduplicate by event id, so what they already have is harmless."""
+    from infra.bus.relay import RewindRefused, request_republish
+
+    s = get_settings()
+    url, app = open_store(s)
+    try:
+        console.print(request_republish(app, url, s.db_schema, after), soft_wrap=True)
+    except RewindRefused as e:
+        console.print(f"[red]refused:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        app.close()
+
+
+@cli.command()
+def schemas(write: bool = typer.Option(False, "--write", help="regenerate the files under schemas/")) -> None:
+    """Check (or --write) the committed JSON Schemas of the bus against the domain models."""
+    from infra.bus import schemas as contract
+
+    if write:
+        try:
+            changed = contract.write()
+        except contract.BreakingChange as e:
+            console.print(f"[red]refused:[/red] {e}")
+            raise typer.Exit(2) from None
+        console.print(f"{len(changed)} schema file(s) written" + "".join(f"\n  {p}" for p in changed))
+        return
+    problems = contract.differences()
+    for p in problems:
+        console.print(f"[red]{p}[/red]")
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{len(contract.generate())} schemas match the models")

@@ -1,0 +1,162 @@
+"""Running the system: everything at once (up), or each process on its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+from psycopg import sql
+
+from infra.cli.common import cli, console, ensure_schema, require
+from infra.settings import Settings, get_settings
+
+
+@cli.command()
+def consumers() -> None:
+    """Run the faust-streaming worker that keeps the read models current."""
+    from consumers.projector import run_worker
+    from infra.bus.envelope import topic_names
+    from infra.bus.kafka import ensure_topics
+
+    s = get_settings()
+    url, bootstrap = (
+        require(s.database_url, "SKILLCERT_DATABASE_URL"),
+        require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
+    )
+    ensure_schema(url, s.db_schema)
+    # Whichever starts first, relay or worker: a topic the worker's subscription made the broker
+    # auto-create would have the broker's default partitions, not ours.
+    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
+    sys.argv = [sys.argv[0]]  # faust's worker reads the command line
+    run_worker(s, url, bootstrap)
+
+
+@cli.command()
+def api() -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from infra.api import create_app
+
+    s = get_settings()
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url)
+    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning")
+
+
+@cli.command()
+def demo() -> None:
+    """Load the sample scenario (an institution; plans open for registration with reviewed
+    registrations; a spring 2026 plan through to certificates) and make a token per role."""
+    from infra.bus.privacy import installation_key
+    from infra.services import demo as scenario
+    from infra.services.base import shanghai_today
+    from infra.services.registrations import Registrations
+
+    s = get_settings()
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    service = Registrations(url, s.db_schema)
+    with console.status("loading the sample scenario"):
+        scenario.load(service, shanghai_today(s.timezone), url, s.db_schema)
+    service.close()
+    made = scenario.tokens(url, s.db_schema, installation_key(url, s.db_schema, s.pseudonym_key))
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    env = s.data_dir / "demo-tokens.env"
+    env.write_text("".join(f"export {role.upper()}='Authorization: Bearer {t}'\n" for role, t in made.items()))
+    env.chmod(0o600)
+    console.print(f"sample scenario loaded; a token per role in {env} (source it for the README's tour)")
+
+
+def _reset_bus_positions(url: str, schema: str) -> None:
+    """A fresh in-memory broker has no history: republish it all, and forget old offsets."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table, stmt in (("relay_position", "UPDATE {} SET position = 0"), ("projection_offsets", "DELETE FROM {}")):
+            if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()[0]:
+                conn.execute(sql.SQL(stmt).format(sql.Identifier(schema, table)))
+
+
+@cli.command()
+def up() -> None:
+    """Start everything: PostgreSQL and the broker (embedded unless configured), relay, consumers, API, demo data."""
+    from infra.embedded import Broker, start_postgres
+
+    s = get_settings()
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
+    pg_server, broker = None, None
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        url = s.database_url
+        if not url:
+            with console.status("starting embedded PostgreSQL"):
+                pg_server, url = start_postgres(s.data_dir)
+            console.print(f"PostgreSQL (embedded): data in {s.data_dir.resolve() / 'pg'}")
+        bootstrap = s.kafka_bootstrap
+        if not bootstrap:
+            broker = Broker(s.kafka_port)
+            bootstrap = broker.bootstrap
+            console.print(f"Kafka-protocol broker (embedded Tansu, in memory): {bootstrap}")
+        ensure_schema(url, s.db_schema)
+        if broker is not None:
+            _reset_bus_positions(url, s.db_schema)
+        env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap}
+        # Create the event store table once, before three processes race to.
+        from infra.store.eventstore import SkillcertApplication
+
+        SkillcertApplication(url, s.db_schema).close()
+        if not s.master_key:
+            from infra.store.keys import KEY_FILE
+
+            console.print(f"Stored events are encrypted under the master key in {s.data_dir.resolve() / KEY_FILE}: "
+                          "back it up apart from the database", soft_wrap=True)  # fmt: skip
+        checkpoints = ["audit", "checkpoint", "--every", str(s.checkpoint_every)]
+        for command in (["relay", "run"], ["consumers"], ["api"], checkpoints):
+            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
+        subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
+        _wait_for_api(s, children)
+        base = f"http://{s.api_host}:{s.api_port}"
+        console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")
+        console.print(f"  API:  {base}\n  docs: {base}/docs\n  try:  curl '{base}/plans'")
+        console.print("Ctrl-C stops everything.")
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        console.print("[red]a process stopped unexpectedly; shutting down[/red]")
+    except KeyboardInterrupt:
+        console.print("\nstopping…")
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            try:
+                c.wait(15)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+        if broker is not None:
+            broker.stop()
+        if pg_server is not None:
+            pg_server.cleanup()
+        console.print("stopped.")
+
+
+def _wait_for_api(s: Settings, children: list[subprocess.Popen[bytes]]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            raise RuntimeError("a process exited during start-up")
+        try:
+            if httpx.get(f"http://{s.api_host}:{s.api_port}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the API did not answer within 60 s")

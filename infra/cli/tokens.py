@@ -1,0 +1,84 @@
+"""API tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+
+from domain.model import Role
+from infra.cli.common import cli, console, ensure_schema, err, require
+from infra.settings import Settings, get_settings
+
+tokens_cli = typer.Typer(help="API tokens: create, list, revoke. Only a token's hash is stored.", no_args_is_help=True)
+cli.add_typer(tokens_cli, name="tokens")
+
+
+def token_store(s: Settings) -> Any:
+    from infra.api.tokens import Tokens
+
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    ensure_schema(url, s.db_schema)
+    tokens = Tokens(url, s.db_schema)
+    tokens.create_table()
+    return tokens
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    role: Annotated[Role, typer.Option(help="staff act for one institution, candidates for themselves")],
+    name: Annotated[str, typer.Option(help="the holder; it is the actor on every event the token causes")],
+    institution: Annotated[UUID | None, typer.Option(help="institution_staff: the institution's id")] = None,
+    id_number: Annotated[
+        str | None, typer.Option(help="candidate: their ID number (kept only as a keyed hash)")
+    ] = None,
+) -> None:
+    """Create a token and print it once (stdout). Give it to its holder: it cannot be shown again."""
+    from domain.errors import DomainError
+    from domain.institution import Institution
+    from infra.bus.privacy import installation_key, ref
+    from infra.services.registrations import Registrations
+
+    s = get_settings()
+    tokens = token_store(s)
+    url = s.database_url
+    assert url
+    try:
+        if institution is not None:
+            svc = Registrations(url, s.db_schema)
+            try:
+                svc.get(Institution, institution, "institution")
+            finally:
+                svc.close()
+        candidate_ref = (
+            ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
+        )
+        token_id, token = tokens.create(name, role, institution, candidate_ref)
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {e.message}")
+        raise typer.Exit(2) from None
+    err.print(f"token {token_id} for {name} ({role.value}); keep it secret, it is shown only now")
+    print(token)
+
+
+@tokens_cli.command("list")
+def tokens_list() -> None:
+    """Every token: id, holder, role, scope, created and revoked (never the secret)."""
+    from rich.table import Table
+
+    table = Table("id", "name", "role", "institution", "candidate", "created", "revoked")
+    for t in token_store(get_settings()).list():
+        table.add_row(t["id"], t["name"], t["role"], str(t["institution_id"] or "-"),
+                      "yes" if t["bound_to_candidate"] else "-", f"{t['created_at']:%Y-%m-%d %H:%M}",
+                      f"{t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else "-")  # fmt: skip
+    console.print(table)
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: str = typer.Argument(..., help="the id shown by `tokens list` (skc_<id>_…)")) -> None:
+    """Revoke a token: every request with it is refused from now on."""
+    if not token_store(get_settings()).revoke(token_id):
+        err.print(f"[red]no live token {token_id}[/red]")
+        raise typer.Exit(2)
+    console.print(f"token {token_id} revoked")

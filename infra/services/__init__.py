@@ -1,0 +1,1 @@
+"""Application services: one per context, each the only way its commands reach the event store."""
