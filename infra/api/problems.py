@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import OperationalError as StoreOperationalError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 
+log = logging.getLogger("skillcert.api")
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
 MEDIA_TYPE = "application/problem+json"
 
@@ -43,13 +48,35 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-def problem(
-    status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None, **headers: str
-) -> JSONResponse:
+# Documented on every operation: the error answers any of them may give.
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": why, "content": {MEDIA_TYPE: {}}}
+    for status, why in (
+        (401, "no token, or an unknown, revoked or expired one"),
+        (403, "outside the token's role or scope"),
+        (422, "bad input: `errors` names each field at fault"),
+        (503, "the database is unavailable or busy for a moment: try again after Retry-After seconds"),
+    )
+}
+
+
+def problem_body(
+    status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"type": f"urn:skillcert:problem:{rule}", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
+    return body
+
+
+def problem(
+    status: int, title: str, detail: str, rule: str, errors: list[dict[str, str]] | None = None, **headers: str
+) -> JSONResponse:
+    body = problem_body(status, title, detail, rule, errors)
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers or None)
+
+
+UNAVAILABLE = (psycopg.OperationalError, PoolTimeout, StoreOperationalError)  # lock timeouts are OperationalErrors
 
 
 def install(app: FastAPI) -> None:
@@ -73,6 +100,16 @@ def install(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
         return problem(422, "InvalidInput", detail, "invalid-input", errors)
+
+    async def unavailable(_: Request, e: Exception) -> JSONResponse:
+        # PostgreSQL restarting, a connection lost, the write lock not granted within lock_timeout:
+        # none is the client's fault, and trying again shortly works. Not a 500.
+        log.warning("database unavailable: %s: %s", type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        return problem(503, "ServiceUnavailable", "the database is unavailable or busy for a moment; try again",
+                       "unavailable", **{"Retry-After": "2"})  # fmt: skip
+
+    for kind in UNAVAILABLE:
+        app.add_exception_handler(kind, unavailable)
 
     @app.exception_handler(Exception)
     async def server_error(_: Request, e: Exception) -> JSONResponse:

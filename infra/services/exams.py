@@ -158,8 +158,9 @@ class Exams(Service):
             raise InvalidInput([("book", f"{r} has no ticket for session {session.session}") for r in unknown[:20]])
         changed = []
         problems: list[tuple[str, str]] = []
+        sittings = dict(zip(book, self.get_all(Sitting, (sitting_id(r) for r in book), "sitting"), strict=True))
         for rid, scores in book.items():
-            s = self.sitting(rid)
+            s = sittings[rid]
             try:
                 s.record_scores(actor, session, scores)
             except InvalidInput as e:

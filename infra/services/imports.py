@@ -8,26 +8,24 @@ Rows are numbered as the spreadsheet shows them: the header is row 1.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
-from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
-from openpyxl import load_workbook
 from pydantic import ValidationError
 
 from domain.errors import Conflict, InvalidInput
-from domain.exam import Attendance, ExamSession, Subject
+from domain.exam import Attendance, ExamSession, Sitting, Subject, sitting_id
 from domain.model import Actor
 from domain.registration import Alias, AttachmentKind, IdType, Registration, RegistrationForm, registration_key
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
+from infra.services.sheets import MAX_ROWS, Rows, read_table
 
-MAX_BYTES = 10 * 1024 * 1024
-MAX_ROWS = 5000
+__all__ = ["MAX_ROWS", "import_candidates", "import_scores"]
+
+Reader = Callable[[bytes, str], Rows]
 
 CANDIDATE_COLUMNS = {
     "姓名": "name", "证件类型": "id_type", "证件号码": "id_number", "身份证号码": "id_number", "性别": "gender",
@@ -45,72 +43,6 @@ SUBJECT_COLUMNS = {s.value: s for s in Subject} | {s.name.lower(): s for s in Su
 ABSENT = "缺考"
 YES = {"是", "y", "yes", "true", "1", "√"}
 NO = {"否", "n", "no", "false", "0", ""}
-
-Rows = list[tuple[int, dict[str, str]]]
-
-
-def read_table(content: bytes, filename: str) -> Rows:
-    """(row number, {header: cell}) for every non-empty row of a CSV file or an XLSX workbook's first sheet."""
-    if len(content) > MAX_BYTES:
-        raise InvalidInput([("file", f"is {len(content):,} bytes; the limit is {MAX_BYTES:,}")])
-    if content[:2] == b"PK" or filename.lower().endswith(".xlsx"):
-        table = _xlsx(content)
-    elif filename.lower().endswith((".csv", ".txt")) or not filename:
-        table = _csv(content)
-    else:
-        raise InvalidInput([("file", f"{filename}: give a .csv or .xlsx file")])
-    if not table:
-        raise InvalidInput([("file", "is empty: the first row names the columns")])
-    headers = [h.strip() for h in table[0]]
-    if len(set(h for h in headers if h)) != len([h for h in headers if h]):
-        raise InvalidInput([("file", f"row 1 names a column twice: {headers}")])
-    rows: Rows = []
-    for n, cells in enumerate(table[1:], start=2):
-        if not any(c.strip() for c in cells):
-            continue
-        rows.append((n, {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(headers) if h}))
-    if not rows:
-        raise InvalidInput([("file", "has a header row but no data rows")])
-    if len(rows) > MAX_ROWS:
-        raise InvalidInput([("file", f"has {len(rows)} rows; import at most {MAX_ROWS} at a time")])
-    return rows
-
-
-def _csv(content: bytes) -> list[list[str]]:
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = content.decode("gb18030")  # what Excel on a Chinese Windows saves as CSV
-        except UnicodeDecodeError:
-            raise InvalidInput([("file", "is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")]) from None
-    return [row for row in csv.reader(io.StringIO(text))]
-
-
-def _xlsx(content: bytes) -> list[list[str]]:
-    try:
-        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except Exception as e:  # openpyxl raises many kinds for a file that is not a workbook
-        raise InvalidInput([("file", f"is not a readable XLSX workbook ({type(e).__name__})")]) from None
-    table = []
-    # Refuse while reading: a compressed sheet can unpack to far more rows than its size suggests.
-    for row in book.worksheets[0].iter_rows(values_only=True):
-        table.append([_cell(v) for v in row])
-        if len(table) > 2 * MAX_ROWS:
-            raise InvalidInput([("file", f"has more than {2 * MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
-    return table
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, datetime):
-        return v.date().isoformat()
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
 
 
 def _columns(rows: Rows, known: dict[str, Any], required: set[str], extra: Callable[[str], bool]) -> None:
@@ -177,9 +109,12 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
     return out
 
 
-def import_candidates(svc: Registrations, actor: Actor, plan_id: UUID, content: bytes, filename: str) -> list[UUID]:
-    """Register every candidate of the list for the plan, in one transaction, or none."""
-    forms = candidate_forms(read_table(content, filename))
+def import_candidates(
+    svc: Registrations, actor: Actor, plan_id: UUID, content: bytes, filename: str, read: Reader = read_table
+) -> list[UUID]:
+    """Register every candidate of the list for the plan, in one transaction, or none. `read` turns the
+    file into rows: in this process, or (the API) sheets.read_isolated."""
+    forms = candidate_forms(read(content, filename))
     try:
         return svc.register_many(actor, plan_id, forms)
     except InvalidInput as e:
@@ -187,15 +122,18 @@ def import_candidates(svc: Registrations, actor: Actor, plan_id: UUID, content: 
 
 
 # The score book.
-def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filename: str) -> int:
+def import_scores(
+    svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filename: str, read: Reader = read_table
+) -> int:
     """Record the session's score book from a file: one row per candidate, identified by ID number
     and name, a column per subject. "缺考" rows are candidates marked absent. Returns rows scored."""
-    rows = read_table(content, filename)
+    rows = read(content, filename)
     _columns(rows, SCORE_COLUMNS, {"name", "id_number"}, lambda h: h in SUBJECT_COLUMNS)
     session = svc.get(ExamSession, exam_id, "exam session")
     problems: list[tuple[str, str]] = []
     book: dict[UUID, dict[Subject, Decimal]] = {}
     row_of: dict[UUID, int] = {}
+    keyed: list[tuple[int, dict[str, str], dict[str, str], str, UUID]] = []
     for n, cells in rows:
         fields = {_field(SCORE_COLUMNS, h): v for h, v in cells.items() if h not in SUBJECT_COLUMNS}
         try:
@@ -204,7 +142,13 @@ def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filen
             problems.append((f"row {n}.id_type", f"{fields['id_type']!r} is not an ID type"))
             continue
         number = fields.get("id_number", "").upper()
-        rid = _registered(svc, registration_key(session.plan_id, id_type, number))
+        keyed.append((n, cells, fields, number, registration_key(session.plan_id, id_type, number)))
+    # Everything the rows name, loaded in a few queries rather than several per row.
+    registered = _registered(svc, [k for *_, k in keyed])
+    people = svc.get_many(registered.values())
+    sittings = svc.get_many(sitting_id(r) for r in registered.values())
+    for n, cells, fields, number, key in keyed:
+        rid = registered.get(key)
         if rid is None or rid not in session.candidates:
             problems.append(
                 (f"row {n}.id_number", f"{number or '(empty)'} has no ticket for session {session.session}")
@@ -214,12 +158,14 @@ def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filen
             problems.append((f"row {n}.id_number", f"{number} is already scored in row {row_of[rid]}"))
             continue
         row_of[rid] = n
-        registration = svc.get(Registration, rid, "registration")
+        registration = people[rid]
+        assert isinstance(registration, Registration)
         if registration.form.name != fields.get("name", ""):
             problems.append((f"row {n}.name", f"{fields.get('name')!r} is not the name registered with {number}"))
         marks = {SUBJECT_COLUMNS[h]: v for h, v in cells.items() if h in SUBJECT_COLUMNS and v}
         if not marks or set(marks.values()) == {ABSENT}:
-            if svc.sitting(rid).attendance is not Attendance.ABSENT:
+            sitting = sittings.get(sitting_id(rid))
+            if not isinstance(sitting, Sitting) or sitting.attendance is not Attendance.ABSENT:
                 problems.append((f"row {n}", f"no scores, but {fields.get('name')} was not marked absent"))
             continue
         scores, unreadable = {}, []
@@ -243,12 +189,10 @@ def import_scores(svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filen
     return len(book)
 
 
-def _registered(svc: Exams, key: UUID) -> UUID | None:
-    """The registration under this (plan, ID number) key, following an amended ID number's alias."""
-    if key not in svc.repository:
-        return None
-    held = svc.repository.get(key)
-    return held.registration_id if isinstance(held, Alias) else key
+def _registered(svc: Exams, keys: list[UUID]) -> dict[UUID, UUID]:
+    """The registration under each (plan, ID number) key that has one, following an amended ID
+    number's alias to the registration it names."""
+    return {key: held.registration_id if isinstance(held, Alias) else key for key, held in svc.get_many(keys).items()}
 
 
 def _to_row(field: str, row_of: dict[UUID, int]) -> str:

@@ -54,7 +54,7 @@ def eventstore_env(database_url: str, schema: str) -> dict[str, str]:
     """eventsourcing's POSTGRES_* settings from a libpq URL (TCP or socket directory)."""
     info = conninfo_to_dict(database_url)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "infra.store.recorder:Factory",  # one-statement saves (see there)
         "MAPPER_TOPIC": get_topic(PydanticMapper),
         "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
@@ -65,6 +65,9 @@ def eventstore_env(database_url: str, schema: str) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": "2",
         "POSTGRES_MAX_OVERFLOW": "30",
         "POSTGRES_CONNECT_TIMEOUT": "10",
+        # A session idle inside a transaction for this long (a client that stopped mid-way) is ended
+        # by the server, releasing whatever it held. (Dead pooled connections: recorder.check_idle.)
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
     }
 
 

@@ -1,0 +1,235 @@
+"""Spreadsheets in and out: reading the institutions' CSV and XLSX files safely, writing CSV safely.
+
+Reading a file someone uploaded is done in a child process (`read_isolated`) with its own memory
+and CPU limits and a deadline, so a hostile file costs that child, never the API: an XLSX is a
+zip of XML, and a few hundred kilobytes can unpack to gigabytes (a "zip bomb"), declare millions
+of empty cells, or nest XML entities. Before any XML is parsed the zip's directory is checked
+(how many parts, how large each unpacks, in all); the XML is parsed by openpyxl in read-only
+streaming mode through defusedxml (no entities, no external references), counting rows and cells
+as it goes. CSV cells are bounded too. Every cell is held to domain.text's rule.
+
+Writing: a cell that starts with =, +, -, @ (or a tab or carriage return) is a formula to Excel
+and LibreOffice ("CSV injection"): a candidate named =HYPERLINK(...) would run in staff's
+spreadsheet. Such cells are written with a leading apostrophe, which the spreadsheet shows as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+from domain.errors import InvalidInput
+from domain.text import normalise, problem
+
+MAX_BYTES = 10 * 1024 * 1024
+MAX_ROWS = 5000
+MAX_COLUMNS = 64
+MAX_CELL = 1000  # characters: the longest field of a form is 500
+MAX_UNPACKED = 64 * 1024 * 1024  # an XLSX's parts unpacked, in all
+MAX_PARTS = 200
+MAX_SHARED_STRINGS = 16 * 1024 * 1024  # the shared strings part, unpacked
+READ_DEADLINE = 5.0  # seconds the child may take
+CHILD_MEMORY = 768 * 1024 * 1024  # bytes of address space the child may use
+CHILD_CPU = 10  # seconds of CPU
+
+Table = list[list[str]]
+Rows = list[tuple[int, dict[str, str]]]
+
+
+def read_table(content: bytes, filename: str) -> Rows:
+    """(row number, {header: cell}) for every non-empty row; the header is row 1. In this process:
+    for the command line, whose user's own file it is. The API uses read_isolated."""
+    return _rows(_table(content, filename))
+
+
+def read_isolated(content: bytes, filename: str, deadline: float = READ_DEADLINE) -> Rows:
+    """read_table in a child process with memory, CPU and time limits. The refusal of a file (4xx)
+    comes back as InvalidInput; a child that dies or overruns is refused the same way."""
+    if len(content) > MAX_BYTES:
+        raise InvalidInput([("file", f"is {len(content):,} bytes; the limit is {MAX_BYTES:,}")])
+    child = subprocess.Popen(
+        [sys.executable, "-m", "infra.services.sheets", filename],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        out, _ = child.communicate(content, timeout=deadline)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise InvalidInput([("file", f"took longer than {deadline:.0f} s to read; it is too large or malformed")]) \
+            from None  # fmt: skip
+    if child.returncode != 0 or not out:
+        raise InvalidInput([("file", "could not be read within the limits on memory and time; is it a real sheet?")])
+    answer = json.loads(out)
+    if "problems" in answer:
+        raise InvalidInput([tuple(p) for p in answer["problems"]])
+    return [(n, cells) for n, cells in answer["rows"]]
+
+
+def _child() -> None:
+    """The child's side of read_isolated: limits first, then the file from stdin, JSON on stdout."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (CHILD_CPU, CHILD_CPU))
+    content = sys.stdin.buffer.read(MAX_BYTES + 1)
+    try:
+        answer: dict[str, Any] = {"rows": read_table(content, sys.argv[1])}
+    except InvalidInput as e:
+        answer = {"problems": e.problems}
+    sys.stdout.write(json.dumps(answer, ensure_ascii=False))
+
+
+def _table(content: bytes, filename: str) -> Table:
+    if len(content) > MAX_BYTES:
+        raise InvalidInput([("file", f"is {len(content):,} bytes; the limit is {MAX_BYTES:,}")])
+    name = filename.lower()
+    if content[:2] == b"PK" or name.endswith(".xlsx"):
+        return _xlsx(content)
+    if name.endswith((".csv", ".txt")) or not filename:
+        return _csv(content)
+    raise InvalidInput([("file", f"{filename}: give a .csv or .xlsx file")])
+
+
+def _rows(table: Table) -> Rows:
+    if not table:
+        raise InvalidInput([("file", "is empty: the first row names the columns")])
+    headers = [h.strip() for h in table[0]]
+    problems = [(f"row 1.column {i}", why) for i, h in enumerate(headers, start=1) if (why := problem(h))]
+    if problems:
+        raise InvalidInput(problems)
+    if len(set(h for h in headers if h)) != len([h for h in headers if h]):
+        raise InvalidInput([("file", f"row 1 names a column twice: {headers}")])
+    filled = [(n, cells) for n, cells in enumerate(table[1:], start=2) if any(c.strip() for c in cells)]
+    if len(filled) > MAX_ROWS:
+        raise InvalidInput([("file", f"has {len(filled)} rows; import at most {MAX_ROWS} at a time")])
+    rows: Rows = []
+    for n, cells in filled:
+        row = {}
+        for i, h in enumerate(headers):
+            if not h:
+                continue
+            cell = cells[i].strip() if i < len(cells) else ""
+            if why := problem(cell):
+                problems.append((f"row {n}.{h}", why))
+            elif len(cell) > MAX_CELL:
+                problems.append((f"row {n}.{h}", f"holds {len(cell):,} characters; a cell holds at most {MAX_CELL}"))
+            row[normalise(h)] = normalise(cell)
+        rows.append((n, row))
+    if problems:
+        raise InvalidInput(problems)
+    if not rows:
+        raise InvalidInput([("file", "has a header row but no data rows")])
+    return rows
+
+
+def _csv(content: bytes) -> Table:
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = content.decode("gb18030")  # what Excel on a Chinese Windows saves as CSV
+        except UnicodeDecodeError:
+            raise InvalidInput([("file", "is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")]) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    csv.field_size_limit(MAX_CELL * 4)
+    table: Table = []
+    try:
+        for cells in reader:
+            if len(cells) > MAX_COLUMNS:
+                raise InvalidInput([("file", f"row {reader.line_num} has {len(cells)} columns; at most {MAX_COLUMNS}")])
+            table.append(cells)
+            if len(table) > 2 * MAX_ROWS:
+                raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
+    except csv.Error as e:
+        raise InvalidInput([("file", f"line {reader.line_num}: {e} (a cell holds at most {MAX_CELL} characters)")]) \
+            from None  # fmt: skip
+    return table
+
+
+def _check_zip(content: bytes) -> None:
+    try:
+        parts = zipfile.ZipFile(io.BytesIO(content)).infolist()
+    except (zipfile.BadZipFile, ValueError):
+        raise InvalidInput([("file", "is not a readable XLSX workbook (not a zip archive)")]) from None
+    if len(parts) > MAX_PARTS:
+        raise InvalidInput([("file", f"has {len(parts)} parts; a sheet of candidates has a few dozen")])
+    unpacked = sum(p.file_size for p in parts)
+    if unpacked > MAX_UNPACKED:
+        raise InvalidInput([("file", f"unpacks to {unpacked:,} bytes; the limit is {MAX_UNPACKED:,} (a zip bomb?)")])
+    for p in parts:
+        if p.filename.endswith("sharedStrings.xml") and p.file_size > MAX_SHARED_STRINGS:
+            raise InvalidInput([("file", f"its shared strings unpack to {p.file_size:,} bytes; the limit is "
+                                         f"{MAX_SHARED_STRINGS:,}")])  # fmt: skip
+
+
+def _xlsx(content: bytes) -> Table:
+    _check_zip(content)
+    import openpyxl
+
+    # openpyxl parses through defusedxml when it is installed (a dependency of ours): no entity
+    # expansion, no external entities. Checked, not assumed.
+    if not openpyxl.DEFUSEDXML:  # pragma: no cover - the dependency is declared
+        raise RuntimeError("defusedxml is not installed; refusing to parse uploaded XML without it")
+    try:
+        book = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        sheet = book.worksheets[0]
+        table: Table = []
+        cells = 0
+        # Refuse while reading: a sheet can declare far more rows and cells than its size suggests.
+        for row in sheet.iter_rows(values_only=True):
+            cells += len(row)
+            if len(row) > MAX_COLUMNS and any(v is not None for v in row[MAX_COLUMNS:]):
+                raise InvalidInput([("file", f"row {len(table) + 1} has more than {MAX_COLUMNS} columns")])
+            table.append([_cell(v) for v in row[:MAX_COLUMNS]])
+            if len(table) > 2 * MAX_ROWS or cells > 4 * MAX_ROWS * MAX_COLUMNS:
+                raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
+        book.close()
+        return table
+    except InvalidInput:
+        raise
+    except Exception as e:  # openpyxl raises many kinds for a file that is not a workbook
+        raise InvalidInput([("file", f"is not a readable XLSX workbook ({type(e).__name__})")]) from None
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, datetime):
+        return v.date().isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+# Writing.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> str:
+    """A value as a spreadsheet cell that no spreadsheet program evaluates."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def write_csv(header: list[str], rows: Iterable[Iterable[Any]]) -> bytes:
+    """UTF-8 with a BOM, which Excel needs to read Chinese; every cell through safe_cell."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([safe_cell(h) for h in header])
+    for row in rows:
+        writer.writerow([safe_cell(v) for v in row])
+    return ("\ufeff" + out.getvalue()).encode()
+
+
+if __name__ == "__main__":
+    _child()
