@@ -12,15 +12,19 @@ from fastapi import FastAPI
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from infra.api import commands, imports, printing, problems, queries, verify
+from infra.api import commands, hygiene, imports, printing, problems, queries, verify
 from infra.api.tokens import Tokens
 from infra.bus.privacy import installation_key
 from infra.services.base import shanghai_today
 from infra.services.certificates import Certificates
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
+from infra.store.recorder import check_idle
 from projections import PROJECTIONS
 from projections.store import create_tables
+
+MAX_BODY = 4 * 1024 * 1024  # bytes: a score book of 5,000 candidates in JSON is about 600 KB
+SESSION_OPTIONS = "-c statement_timeout=15s -c idle_in_transaction_session_timeout=30s"
 
 
 def create_app(
@@ -44,7 +48,10 @@ def create_app(
         s.registrations = Registrations(database_url, schema, today=s.today)
         s.exams = Exams(database_url, schema, today=s.today)
         s.certificates = Certificates(database_url, schema, today=s.today)
-        s.pool = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True)
+        # Checked before each use: after PostgreSQL restarts, a dead connection is replaced, not handed to a
+        # request. A query that runs away, or a transaction left idle, is ended by the server.
+        s.pool = ConnectionPool(database_url, min_size=1, max_size=8, configure=configure, open=True, timeout=5,
+                                check=check_idle, kwargs={"options": SESSION_OPTIONS})  # fmt: skip
         s.key = installation_key(database_url, schema, pseudonym_key)
         s.tokens = Tokens(database_url, schema)
         s.tokens.create_table()
@@ -60,12 +67,20 @@ def create_app(
         title="skillcert",
         summary="Occupational skill level certification (职业技能等级认定): commands, read models, verification",
         lifespan=lifespan,
+        max_body_size=MAX_BODY,  # the imports allow more, each on its own route
     )
     app.state.database_url, app.state.schema = database_url, schema
     app.state.today = today or (lambda: shanghai_today(tz))
     app.state.public_url = public_url  # what certificates' QR codes point to
     verify.install_limiter(app, verify_rate_limit)
     problems.install(app)
+    app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app))
     for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations):
         app.include_router(router)
     return app
+
+
+def _multiline(app: FastAPI) -> frozenset[str]:
+    if not hasattr(app.state, "multiline"):
+        app.state.multiline = hygiene.multiline_fields(app.openapi())
+    return app.state.multiline

@@ -25,6 +25,7 @@ from domain.levels import Level
 from domain.model import Role
 from domain.plan import PlanDetails
 from domain.registration import Attachment, RegistrationForm
+from domain.text import MULTILINE
 from infra.api.deps import (
     CENTRE,
     HR,
@@ -78,14 +79,14 @@ class RegistrationIn(Body):
 
 class ReviewIn(Body):
     decision: Decision
-    reasons: str = Field("", max_length=500)
+    reasons: str = Field("", max_length=500, json_schema_extra=MULTILINE)
     condition: str | None = Field(None, max_length=10, description="approvals: the eligibility condition met, e.g. 2.1")
     evidence: Evidence | None = Field(None, description="approvals: what the reviewer verified")
 
 
 class AmendmentIn(Body):
     form: RegistrationForm
-    explanation: str = Field(min_length=1, max_length=500)
+    explanation: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
     document: Attachment
 
 
@@ -141,7 +142,7 @@ class AttendanceIn(Body):
     step: Step
     seat: int | None = Field(None, ge=1, le=500, description="sign_in: the seat the candidate sits at")
     second_identity_check: bool = Field(False, description="sign_in: the proctor checked identity again")
-    reason: str = Field("", max_length=200, description="absent: why")
+    reason: str = Field("", max_length=200, description="absent: why", json_schema_extra=MULTILINE)
 
 
 class Absent(BaseModel):
@@ -154,19 +155,19 @@ class ScoreBookIn(Body):
 
 class ScoreReviewIn(Body):
     subject: Subject
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
 
 
 class ReviewAnswerIn(Body):
     outcome: ReviewOutcome
-    note: str = Field(min_length=1, max_length=500)
+    note: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
     score: Decimal | None = Field(
         None, ge=0, le=100, max_digits=5, decimal_places=1, description="changed: the new score"
     )
 
 
 class ReasonsIn(Body):
-    reasons: str = Field(min_length=1, max_length=500)
+    reasons: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
 
 
 class IssueIn(Body):
@@ -211,7 +212,7 @@ class Proof(BaseModel):
 
 class CorrectionIn(Body):
     correction: Correction
-    reasons: str = Field(min_length=1, max_length=500)
+    reasons: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
     evidence: Attachment
 
 
@@ -232,7 +233,7 @@ class FormsIn(Body):
 
 class SpoiledIn(Body):
     serial: int = Field(ge=1, le=99_999_999)
-    reason: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=200, json_schema_extra=MULTILINE)
 
 
 class DestroyedIn(Body):
@@ -243,7 +244,7 @@ class DestroyedIn(Body):
 class StocktakeIn(Body):
     period: str = Field(max_length=10, description="the half year, e.g. 2026H1")
     counted: int = Field(ge=0, le=99_999_999)
-    note: str = Field("", max_length=200)
+    note: str = Field("", max_length=200, json_schema_extra=MULTILINE)
 
 
 class Discrepancy(BaseModel):

@@ -84,7 +84,10 @@ def allow(*roles: Role) -> Callable[..., Principal]:
     return check
 
 
-RequestId = Annotated[str | None, Header(max_length=100, description="correlation id, kept on the events")]
+RequestId = Annotated[
+    str | None,
+    Header(max_length=100, pattern=r"^[!-~]+$", description="correlation id (visible ASCII), kept on the events"),
+]
 
 
 # Scope: staff see their own institution, candidates their own records.

@@ -16,6 +16,7 @@ from domain.institution import Institution
 from domain.personal import mask_id_number as mask
 from domain.plan import EvaluationPlan
 from domain.registration import Registration
+from domain.text import MULTILINE
 from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
 from infra.api.problems import Problem
@@ -32,7 +33,7 @@ PDF = {
 
 class SpoiledIn(Body):
     form_serial: int = Field(ge=1, le=99_999_999, description="the form the spoiled print is on")
-    reason: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=200, json_schema_extra=MULTILINE)
 
 
 def pdf(content: bytes, name: str) -> Response:

@@ -1,0 +1,57 @@
+"""Text people type, as the system accepts it: one rule for every field, at every edge.
+
+Names, occupations and reasons reach the system through forms, spreadsheets and the command line.
+What is stored must print on a certificate, sit in PostgreSQL and read the same to everyone:
+- normalised to NFC, so 张 typed as one code point or composed from parts is one name;
+- no NUL or other control characters (C0, DEL, C1), except tab and line breaks in a field that
+  is multi-line (reasons, notes, explanations); PostgreSQL cannot even store a NUL in text;
+- no Unicode bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C),
+  which make a name display as something other than its characters ("Trojan Source");
+- no lone surrogates, which are not characters and cannot be encoded;
+- not only invisible characters (zero-width spaces and joiners, the BOM) where text is expected.
+Zero-width joiners inside other text stay: some scripts and emoji need them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MULTILINE_ALLOWED = frozenset("\t\n\r")
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e")
+
+# The JSON Schema mark of a field whose text may hold tabs and line breaks.
+MULTILINE = {"x-multiline": True}
+
+
+def _name(ch: str) -> str:
+    return f"U+{ord(ch):04X}" + (f" ({unicodedata.name(ch)})" if unicodedata.name(ch, "") else "")
+
+
+def problem(value: str, multiline: bool = False) -> str | None:
+    """Why this text is refused, naming the character and where it is; None when it is acceptable."""
+    for i, ch in enumerate(value, start=1):
+        code = ord(ch)
+        if ch in MULTILINE_ALLOWED:
+            if not multiline:
+                return f"contains a line break or tab ({_name(ch)}) at character {i}; this field is one line"
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            return f"contains the control character U+{code:04X} at character {i}"
+        elif ch in BIDI_CONTROLS:
+            return f"contains the bidirectional control {_name(ch)} at character {i}, which changes how text displays"
+        elif 0xD800 <= code <= 0xDFFF:
+            return f"contains a lone surrogate U+{code:04X} at character {i}, which is not a character"
+    if value and all(ch in INVISIBLE or ch.isspace() for ch in value):
+        return "holds only invisible characters"
+    return None
+
+
+def normalise(value: str) -> str:
+    return unicodedata.normalize("NFC", value)
+
+
+def accept(value: str, multiline: bool = False) -> str:
+    """The text NFC-normalised, or ValueError saying what is wrong with it."""
+    if (why := problem(value, multiline)) is not None:
+        raise ValueError(why)
+    return normalise(value)

@@ -1,0 +1,179 @@
+"""Every text the API receives passes domain.text's rule before any route sees it.
+
+One middleware covers the path, every query parameter and every string in a JSON body (values and
+object keys, at any depth), whatever the operation: a route added later is covered without a
+line of its own. Refused text answers 422 naming the field ("query.location", "form.name",
+"path"); accepted text reaches the route NFC-normalised. Files (the multipart imports) are checked
+cell by cell by their reader, which names rows and columns instead.
+
+Which body fields may hold line breaks comes from the models: a field marked with
+domain.text.MULTILINE in its JSON Schema, by name (the test suite checks that no name is
+multi-line in one model and single-line in another).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlencode
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.text import normalise, problem
+from infra.api.problems import problem_body
+
+Problems = list[tuple[str, str]]
+
+
+def multiline_fields(openapi: dict[str, Any]) -> frozenset[str]:
+    """Names of the body properties marked multi-line anywhere in the API's schemas."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, prop in (node.get("properties") or {}).items():
+                if isinstance(prop, dict) and prop.get("x-multiline"):
+                    names.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(openapi)
+    return frozenset(names)
+
+
+def clean_json(value: Any, at: str, multiline: frozenset[str], problems: Problems, key: str = "") -> Any:
+    """The value with every string NFC-normalised; what is refused goes into `problems`."""
+    if isinstance(value, str):
+        why = problem(value, multiline=key in multiline)
+        if why:
+            problems.append((at or "body", why))
+        return normalise(value)
+    if isinstance(value, list):
+        return [clean_json(v, f"{at}.{i}" if at else str(i), multiline, problems) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            why = problem(k)
+            where = f"{at}.{_shown(k)}" if at else _shown(k)
+            if why:
+                problems.append((where, f"the name of this field {why}"))
+            out[normalise(k)] = clean_json(v, where, multiline, problems, key=k)
+        return out
+    return value
+
+
+class TextHygiene:
+    def __init__(self, app: ASGIApp, multiline: Callable[[], frozenset[str]]) -> None:
+        self.app = app
+        self.multiline = multiline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problems: Problems = []
+        try:
+            # The server decodes the path leniently (invalid UTF-8 becomes U+FFFD); look at the bytes sent.
+            unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()).decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(("path", "is not UTF-8 once percent-decoded"))
+        for segment in scope["path"].split("/"):  # each segment is a value of its own: an id, a number
+            if why := problem(segment):
+                problems.append(("path", why))
+                break
+        query = self._query(scope, problems)
+        headers = Headers(scope=scope)
+        body: bytes | None = None
+        if headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            raw = await _read(receive)
+            body = self._body(raw, problems)
+        if problems:
+            await _refuse(problems, scope, receive, send)
+            return
+        scope = dict(scope)
+        if query is not None:
+            scope["query_string"] = query
+        if body is not None:
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+            scope["headers"].append((b"content-length", str(len(body)).encode()))
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    def _query(self, scope: Scope, problems: Problems) -> bytes | None:
+        raw: bytes = scope.get("query_string", b"")
+        if not raw:
+            return None
+        cleaned = []
+        for piece in raw.split(b"&"):
+            if not piece:
+                continue
+            name_raw, _, value_raw = piece.partition(b"=")
+            try:
+                name = unquote_to_bytes(name_raw.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append(("query", "a parameter's name is not UTF-8 once percent-decoded"))
+                continue
+            try:
+                value = unquote_to_bytes(value_raw.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                problems.append((f"query.{_shown(name)}", "is not UTF-8 once percent-decoded"))
+                continue
+            for text, what in ((name, "the parameter's name"), (value, "")):
+                if why := problem(text):
+                    problems.append((f"query.{_shown(name)}", f"{what} {why}".strip()))
+            cleaned.append((normalise(name), normalise(value)))
+        return urlencode(cleaned).encode()
+
+    def _body(self, raw: bytes, problems: Problems) -> bytes | None:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return raw  # not JSON: the route's own validation says so
+        found: Problems = []
+        cleaned = clean_json(data, "", self.multiline(), found)
+        problems += found
+        # Refused text may not even be encodable (a lone surrogate): only accepted text is re-encoded.
+        return None if found else json.dumps(cleaned, ensure_ascii=False).encode()
+
+
+def _shown(name: str) -> str:
+    """A field's name fit to put in an answer: a refused one may not even be encodable."""
+    return name.encode("unicode_escape").decode() if problem(name) else name
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: the disconnect, when it comes
+
+    return replay
+
+
+async def _refuse(problems: Problems, scope: Scope, receive: Receive, send: Send) -> None:
+    from starlette.responses import JSONResponse
+
+    detail = "; ".join(f"{f}: {m}" for f, m in problems)
+    body = problem_body(422, "InvalidInput", detail, "invalid-text", [{"field": f, "message": m} for f, m in problems])
+    await JSONResponse(body, status_code=422, media_type="application/problem+json")(scope, receive, send)

@@ -1,0 +1,217 @@
+"""Hostile text at every door: NUL and other controls, bidi overrides, lone surrogates, invisible-only
+values, sent in every string of every operation (query parameters, path parameters, JSON bodies at
+any depth), as a candidate's token could. Each is refused with a 422 naming the field; nothing is
+stored; nothing answers 5xx. Accepted text arrives NFC-normalised.
+
+Before, "张\\u0000三" as a name answered 201 and then stopped the read models for good, and
+/plans?location=%00 answered 500 to anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from domain.model import Role
+from domain.text import BIDI_CONTROLS, INVISIBLE, problem
+from infra.api import create_app
+from infra.api.hygiene import multiline_fields
+from tests.api import bearer
+from tests.builders import setup_plan, working_years_form
+
+CONTROLS = [chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))]
+SURROGATES = ["\ud800", "\udfff"]
+BAD = CONTROLS + sorted(BIDI_CONTROLS) + SURROGATES
+
+
+@st.composite
+def hostile(draw: Any, multiline: bool = False) -> str:
+    """Ordinary text with at least one character the rule refuses somewhere in it, or only invisible ones."""
+    if draw(st.booleans()) and not multiline:
+        return draw(st.text(alphabet=sorted(INVISIBLE) + [" "], min_size=1, max_size=5).filter(lambda s: s.strip(" ")))
+    text = draw(st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "Zs"]), max_size=12))
+    at = draw(st.integers(0, len(text)))
+    bad = draw(st.sampled_from(BAD if multiline else [*BAD, "\n", "\t", "\r"]))
+    return text[:at] + bad + text[at:]
+
+
+@given(st.data())
+def test_the_rule_refuses_every_hostile_string_and_accepts_ordinary_text(data: Any) -> None:
+    assert problem(data.draw(hostile())) is not None
+    assert problem(data.draw(hostile(multiline=True)), multiline=True) is not None
+    ordinary = data.draw(st.text(alphabet=st.characters(codec="utf-8", categories=["L", "M", "N", "P", "S", "Zs"])))
+    assert problem(ordinary) is None or ordinary.strip() == "" or set(ordinary) <= INVISIBLE | {" "}
+    assert problem("第一行\n第二行\t（附件见后）", multiline=True) is None
+
+
+# Every string an operation takes, as (where, JSON path or parameter name).
+def _strings(schema: dict[str, Any], node: dict[str, Any], path: tuple[Any, ...], seen: frozenset[str]) -> Iterator:
+    if "$ref" in node:
+        name = node["$ref"].rpartition("/")[2]
+        if name not in seen:
+            yield from _strings(schema, schema["components"]["schemas"][name], path, seen | {name})
+        return
+    for alt in node.get("anyOf", []) + node.get("allOf", []) + node.get("oneOf", []):
+        yield from _strings(schema, alt, path, seen)
+    kind = node.get("type")
+    if kind == "string" and "enum" not in node and "const" not in node:
+        yield path
+    if kind == "array" and isinstance(node.get("items"), dict):
+        yield from _strings(schema, node["items"], (*path, 0), seen)
+    if kind == "object":
+        for name, prop in node.get("properties", {}).items():
+            yield from _strings(schema, prop, (*path, name), seen)
+        if isinstance(node.get("additionalProperties"), dict):
+            yield (*path, "*key*")
+
+
+def operations(app: Any) -> list[tuple[str, str, str, tuple[Any, ...]]]:
+    """(method, path template, where, field) for every string field of every operation."""
+    schema = app.openapi()
+    found = []
+    for template, methods in schema["paths"].items():
+        for method, op in methods.items():
+            for p in op.get("parameters", []):
+                if p["in"] in ("query", "path") and "string" in json.dumps(p["schema"]):
+                    found.append((method, template, p["in"], (p["name"],)))
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if body:
+                for path in set(_strings(schema, body, (), frozenset())):
+                    found.append((method, template, "body", path))
+    return sorted(found, key=repr)
+
+
+def _nest(path: tuple[Any, ...], value: str) -> Any:
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if head == 0:
+        return [_nest(rest, value)]
+    if head == "*key*":
+        return {value: 1}
+    return {head: _nest(rest, value)}
+
+
+@pytest.fixture
+def client(world: Any, database_url: str, schema: str) -> Iterator[TestClient]:
+    with TestClient(create_app(database_url, schema, today=world.clock), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_every_string_of_every_operation_refuses_hostile_text_and_stores_nothing(world, client, database_url,
+                                                                                 schema) -> None:  # fmt: skip
+    iid, pid, code = setup_plan(world.registrations)
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    app = client.app
+    fields = operations(app)
+    assert len(fields) > 150, len(fields)  # every operation's strings, not a sample
+    multiline = multiline_fields(app.openapi())
+    head = world.registrations.recorder.max_notification_id()
+
+    # No shrinking: each example sends every field; the failing request is in the assertion.
+    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+              phases=[Phase.generate])
+    @given(st.data())
+    def send(data: Any) -> None:
+        for method, template, where, path in fields:
+            field_multiline = where == "body" and path and path[-1] in multiline
+            value = data.draw(hostile(multiline=bool(field_multiline)))
+            url = template.replace("{plan_id}", str(pid)).replace("{institution_id}", str(iid))
+            for name in ("registration_id", "exam_id", "certificate", "serial", "year", "number", "aggregate_id"):
+                url = url.replace("{" + name + "}", "x")
+            kwargs: dict[str, Any] = {"headers": token}
+            if where == "query":
+                url += "?" + quote(path[0]) + "=" + quote(value.encode("utf-8", "surrogatepass"), safe="")
+            elif where == "path":
+                url = template.replace("{" + path[0] + "}", quote(value.encode("utf-8", "surrogatepass"), safe=""))
+                url = url.replace("{plan_id}", str(pid)).replace("{institution_id}", str(iid))
+                for name in ("registration_id", "exam_id", "certificate", "serial", "year", "number", "aggregate_id"):
+                    url = url.replace("{" + name + "}", "x")
+            else:
+                raw = json.dumps(_nest(path, value), ensure_ascii=True)  # \\ud800 survives as JSON escapes
+                kwargs["content"] = raw.encode()
+                kwargs["headers"] = {**token, "Content-Type": "application/json"}
+            r = client.request(method.upper(), url, **kwargs)
+            assert r.status_code < 500, (method, template, where, path, value, r.text)
+            assert r.status_code == 422, (method, template, where, path, value, r.status_code, r.text)
+            named = [e["field"] for e in r.json()["errors"]]
+            if where == "query":
+                assert f"query.{path[0]}" in named, named
+            elif where == "path":
+                assert "path" in named, (named, method, url, value)
+            else:
+                expected = ".".join(str(p) for p in path if p != "*key*")
+                assert any(n == expected or n.startswith(expected + ".") or n == expected.rstrip(".") for n in named), \
+                    (named, expected)  # fmt: skip
+
+    send()
+    assert world.registrations.recorder.max_notification_id() == head, "nothing was stored"
+
+
+def test_accepted_text_is_stored_nfc_normalised_and_multi_line_fields_keep_their_lines(world, client, database_url,
+                                                                                        schema) -> None:  # fmt: skip
+    iid, pid, code = setup_plan(world.registrations)
+    form = json.loads(working_years_form(1).model_dump_json())
+    decomposed = unicodedata.normalize("NFD", "Zoë 考生")
+    assert decomposed != unicodedata.normalize("NFC", decomposed)
+    form["name"] = decomposed
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    r = client.post("/registrations", headers=staff, json={"registration_code": code, "form": form})
+    assert r.status_code == 201, r.text
+    from domain.registration import Registration
+
+    stored = world.registrations.get(Registration, r.json()["id"], "registration")
+    assert stored.form.name == unicodedata.normalize("NFC", "Zoë 考生")
+
+    # Reasons may span lines; a name may not.
+    r = client.post(f"/registrations/{stored.id}/review", headers=staff,
+                    json={"decision": "returned", "reasons": "社保证明缺页：\n请补第2页"})  # fmt: skip
+    assert r.status_code == 204, r.text
+    form["name"] = "张\n三"
+    r = client.post("/registrations", headers=staff, json={"registration_code": code, "form": form})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "form.name", r.text
+
+
+def test_no_field_name_is_multi_line_in_one_request_and_one_line_in_another(client) -> None:
+    """The middleware allows line breaks by a field's name; that is exact only while names agree."""
+    schema = client.app.openapi()
+    components = schema["components"]["schemas"]
+    marked, plain, seen = set(), set(), set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node and (name := node["$ref"].rpartition("/")[2]) not in seen:
+                seen.add(name)
+                walk(components[name])
+            for name, prop in (node.get("properties") or {}).items():
+                if isinstance(prop, dict) and '"string"' in json.dumps(prop):
+                    (marked if prop.get("x-multiline") else plain).add(name)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for methods in schema["paths"].values():
+        for op in methods.values():
+            walk(op.get("requestBody", {}))
+    assert not marked & plain, marked & plain
+    assert marked == {"reasons", "reason", "note", "explanation"}
+
+
+def test_the_request_id_header_takes_visible_ascii_only(world, client, database_url, schema) -> None:
+    iid, pid, code = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    form = json.loads(working_years_form(1).model_dump_json())
+    hidden = "abc\u202edef".encode()  # the UTF-8 bytes of a bidi override, as a header carries them
+    r = client.post("/registrations", headers={**staff, "X-Request-Id": hidden},
+                    json={"registration_code": code, "form": form})  # fmt: skip
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "header.x-request-id", r.text
