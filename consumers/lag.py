@@ -57,14 +57,22 @@ def lag(
             partitions = cur.fetchall()
             cur.execute("SELECT version, rebuilt_at FROM projection_schemas WHERE projection = %s", (p.name,))
             built = cur.fetchone() or {}
+            cur.execute(
+                'SELECT topic, partition, "offset", position, event_id, event_type, error, attempts, since, last_attempt'
+                " FROM projection_stalls WHERE projection = %s ORDER BY since",
+                (p.name,),
+            )
+            stalls = cur.fetchall()
             out.append({
                 "projection": p.name,
+                "status": "stalled" if stalls else "behind" if behind["behind"] else "current",
                 "events_behind": behind["behind"],
                 "seconds_behind": round(max(seconds, 0.0), 3),
                 "last_applied_at": max((r["applied_at"] for r in partitions if r["applied_at"]), default=None),
                 "rebuilt_at": built.get("rebuilt_at"),
                 "up_to_date_version": built.get("version") == p.version,
                 "partitions": partitions,
+                "stalls": stalls,
             })  # fmt: skip
     conn.commit()
     return out

@@ -1,31 +1,68 @@
 """faust-streaming worker that keeps the read models current.
 
-One agent per topic; each batch of messages is applied to every projection reading
-that topic in one PostgreSQL transaction together with the offsets and versions (see
-projections.store), so faust's at-least-once delivery has an exactly-once effect.
+One agent per topic; each batch of messages is applied to every projection reading that topic in
+one PostgreSQL transaction together with their versions and offsets (projections.store), so faust's
+at-least-once delivery has an exactly-once effect.
+
+What keeps it right when things go wrong:
+- PostgreSQL's offsets are the only truth of where to resume: on every assignment the worker seeks
+  each partition there. Kafka's own committed offsets are never used. Each offset is recorded with
+  the name of the log it counts; the relay names a new log, before creating its topics, whenever it
+  starts over on a new or emptied broker. Offsets of another log are forgotten and the partitions
+  read from offset 0, at assignment and also mid-stream: the first batch that arrives after the
+  relay named a new log makes the worker read the topic again from the start (it may have been
+  reset into the new log without telling faust, which then drops what lies below its old offset).
+  The version guards make the replay a no-op.
+- A batch that cannot be applied (PostgreSQL away, a bug) is retried with backoff, never skipped;
+  the stall and its cause are recorded where /projections shows them, and the connection is made
+  again when it was lost. The agent does not move past the batch until it is applied.
+- A message whose version jumps (the bus lost some) is preceded by the missing events, read from
+  the event store.
+- The worker never creates topics, not even by asking for their metadata: a topic a consumer's
+  request made the broker create would have the broker's partition count, and would hide that the
+  broker lost its topics. The relay creates them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
+import aiokafka.client
+import aiokafka.protocol.metadata
 import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
+import psycopg
+from faust.types import TP
+from psycopg import sql
 
 from consumers.rebuild import bring_up_to_date
+from infra.bus.envelope import message as bus_message
+from infra.bus.envelope import published
 from infra.bus.privacy import installation_key
+from infra.bus.relay import current_log
 from infra.settings import Settings
 from infra.store.eventstore import SkillcertApplication
 from projections import PROJECTIONS
-from projections.store import Projection, apply_batch, connect
+from projections.store import (
+    Message,
+    Projection,
+    apply_batch,
+    connect,
+    decode,
+    offsets_from_another_log,
+    record_stall,
+    resume_at,
+)
 
 log = logging.getLogger("skillcert.consumers")
 BATCH, BATCH_WAIT = 500, 0.02
 FETCH_WAIT_MS = 100
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts at a batch that failed
 
 
 class _Consumer(aiokafka.AIOKafkaConsumer):
@@ -36,20 +73,167 @@ class _Consumer(aiokafka.AIOKafkaConsumer):
         super().__init__(*args, **{**kwargs, "fetch_max_wait_ms": FETCH_WAIT_MS})
 
 
+class _NoAutoCreate(aiokafka.protocol.metadata.MetadataRequest):
+    """aiokafka asks for topic metadata allowing the broker to create missing topics; never here."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = None) -> None:
+        super().__init__(topics, allow_auto_topic_creation=False)
+
+
 faust_aiokafka.aiokafka.AIOKafkaConsumer = _Consumer  # type: ignore[misc]
+aiokafka.client.MetadataRequest = _NoAutoCreate  # type: ignore[misc]
 
 
-def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.App:
+class Resume:
+    """Where each assigned partition resumes: after the offset PostgreSQL recorded in the log the
+    relay is filling; from the start when there is none."""
+
+    def __init__(self, database_url: str, schema: str, by_topic: dict[str, list[Projection]]) -> None:
+        self.database_url, self.schema, self.by_topic = database_url, schema, by_topic
+
+    def offsets(self, assigned: set[TP]) -> dict[TP, int]:
+        with connect(self.database_url, self.schema, autocommit=True) as conn:
+            log_id = current_log(conn, self.schema)
+            offsets = {tp: 0 for tp in assigned}
+            for topic in {tp.topic for tp in assigned}:
+                with conn.transaction():
+                    if offsets_from_another_log(conn, self.by_topic.get(topic, []), topic, log_id):
+                        log.warning("%s: the relay has started a new log since these offsets were recorded (a new or "
+                                    "emptied broker); reading it again from the start", topic)  # fmt: skip
+                    reached = resume_at(conn, self.by_topic.get(topic, []), topic, log_id)
+                for tp in assigned:
+                    if tp.topic == topic and tp.partition in reached:
+                        offsets[tp] = reached[tp.partition] + 1
+        return offsets
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    resume: Resume  # set by build_app
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Called by faust after every rebalance: seek to PostgreSQL's offsets, not Kafka's."""
+        consumer = self._ensure_consumer()
+        assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment()}
+        offsets = await asyncio.to_thread(self.resume.offsets, assigned)
+
+        def seek() -> None:
+            for tp, offset in offsets.items():
+                consumer.seek(aiokafka.TopicPartition(tp.topic, tp.partition), offset)
+
+        await self.call_thread(seek)
+        return offsets
+
+
+class _FaustConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+faust_aiokafka.Transport.Consumer = _FaustConsumer  # type: ignore[misc]
+
+
+class Applier:
+    """One agent's connection to PostgreSQL and its patience: a batch is applied, however many
+    attempts it takes, or the worker is stopping."""
+
+    def __init__(self, database_url: str, schema: str, topic: str, projections: list[Projection],
+                 store: SkillcertApplication, key: bytes, stopping: threading.Event) -> None:  # fmt: skip
+        self.database_url, self.schema, self.topic, self.projections = database_url, schema, topic, projections
+        self.store, self.key, self.stopping = store, key, stopping
+        self.conn: psycopg.Connection[Any] | None = None
+        self.events = sql.Identifier(schema, store.recorder.events_table_name)  # type: ignore[attr-defined]
+        self.log_query = sql.SQL("SELECT log_id FROM {} WHERE name = 'relay'").format(
+            sql.Identifier(schema, "relay_position"))  # fmt: skip
+        # After the relay started a new log: the partitions read from its offset 0 since. Until a
+        # partition has been, its offsets are not recorded (a message still buffered from the old log
+        # must not be taken for a place in the new one).
+        self.restarted: set[int] | None = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = connect(self.database_url, self.schema)
+        return self.conn
+
+    def apply(self, batch: list[tuple[int, int, Message]]) -> bool:
+        """Apply the batch, however many attempts it takes (or until the worker stops). True when the
+        relay has started a new log since this topic's offsets were recorded: the caller reads the
+        topic again from the start."""
+        wait, attempts = RETRY_FIRST, 0
+        while True:
+            try:
+                changed = self._apply(batch)
+                if attempts:
+                    log.warning("%s: applied after %d failed attempts", self.topic, attempts)
+                return changed
+            except Exception as e:  # anything: the batch is retried, never skipped
+                attempts += 1
+                partition, offset, first = batch[0]
+                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+                log.error("%s: cannot apply %d messages from %s at position %s (attempt %d): %s; retrying in %.1f s",
+                          self.topic, len(batch), first.get("type"), first.get("position"), attempts, why, wait)  # fmt: skip
+                self._record(partition, offset, first, why)
+                if self.stopping.wait(wait):
+                    return False  # stopping: nothing of the batch applied, so the next start resumes before it
+                wait = min(wait * 2, RETRY_MAX)
+
+    def _apply(self, batch: list[tuple[int, int, Message]]) -> bool:
+        conn = self._connection()
+        with conn.transaction():
+            row = conn.execute(self.log_query).fetchone()
+            log_id = row[0] if row else None
+            changed = offsets_from_another_log(conn, self.projections, self.topic, log_id)
+        if changed:
+            self.restarted = set()
+        skip: frozenset[int] = frozenset()
+        if self.restarted is not None:
+            self.restarted |= {p for p, offset, _ in batch if offset == 0}
+            skip = frozenset(p for p, _, _ in batch if p not in self.restarted)
+        apply_batch(conn, self.projections, self.topic, batch, fill=self.fill, log_id=log_id, skip_offsets=skip)
+        return changed
+
+    def _record(self, partition: int, offset: int, first: Message, why: str) -> None:
+        try:
+            conn = self._connection()
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            record_stall(conn, self.projections, self.topic, partition, offset, first, why)
+        except psycopg.Error:
+            if self.conn is not None:
+                self.conn.close()  # PostgreSQL is away: the next attempt reconnects
+            self.conn = None
+
+    def fill(self, aggregate_id: str, after: int, before: int) -> list[Message]:
+        """The events of one aggregate between two versions, as the bus would carry them, from the store."""
+        query = sql.SQL("SELECT notification_id, topic, state FROM {} WHERE originator_id = %s"
+                        " AND originator_version > %s AND originator_version < %s ORDER BY originator_version")  # fmt: skip
+        with connect(self.database_url, self.schema, autocommit=True) as conn:
+            rows = conn.execute(query.format(self.events), (aggregate_id, after, before)).fetchall()
+        log.warning("%s: versions %d..%d of %s never arrived on the bus; applying them from the event store",
+                    self.topic, after + 1, before - 1, aggregate_id)  # fmt: skip
+        decode_state = self.store.mapper.decode_bytes  # type: ignore[attr-defined]
+        return [decode(bus_message(topic, n, decode_state(bytes(state)), self.key)[2])
+                for n, topic, state in rows if published(topic) is not None]  # fmt: skip
+
+
+def build_app(settings: Settings, database_url: str, bootstrap: str, stopping: threading.Event) -> faust.App:
+    from infra.bus.kafka import faust_credentials
+
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}projections",
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
+        datadir=str(settings.data_dir / "faust"),  # not the working directory
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # the relay creates the topics
         consumer_auto_offset_reset="earliest",
+        consumer_metadata_max_age_ms=5000,  # notice new or recreated topics within seconds
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
@@ -60,7 +244,6 @@ def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.Ap
     key = installation_key(database_url, settings.db_schema, settings.pseudonym_key)
     with connect(database_url, settings.db_schema) as setup:
         rebuilt = bring_up_to_date(setup, PROJECTIONS, store, key)
-    store.close()
     if rebuilt:
         log.warning("rebuilt from the event store: %s", ", ".join(rebuilt))
 
@@ -68,31 +251,40 @@ def build_app(settings: Settings, database_url: str, bootstrap: str) -> faust.Ap
     for p in PROJECTIONS:
         for suffix in p.topics:
             by_topic.setdefault(settings.topic_prefix + suffix, []).append(p)
-
+    with connect(database_url, settings.db_schema, autocommit=True) as conn:
+        current_log(conn, settings.db_schema)  # the relay's table, which the appliers read, exists
+    _ConsumerThread.resume = Resume(database_url, settings.db_schema, by_topic)
     for topic_name, projections in by_topic.items():
-        _add_agent(app, topic_name, projections, database_url, settings.db_schema)
+        applier = Applier(database_url, settings.db_schema, topic_name, projections, store, key, stopping)
+        _add_agent(app, topic_name, applier)
     return app
 
 
-def _add_agent(app: faust.App, topic_name: str, projections: list[Projection], database_url: str, schema: str) -> None:
+def _add_agent(app: faust.App, topic_name: str, applier: Applier) -> None:
     topic = app.topic(topic_name, internal=False)
-    conn = connect(database_url, schema)
-
-    def apply_all(events: list[Any]) -> None:
-        batch = [(e.message.tp.partition, e.message.offset, json.loads(e.value)) for e in events]
-        apply_batch(conn, projections, topic_name, batch)
 
     async def project(stream: Any) -> None:
         # Batches of up to BATCH messages, or whatever came within BATCH_WAIT: one transaction
         # each, so a busy topic costs one commit per batch rather than one per message.
         async for events in stream.take_events(BATCH, within=BATCH_WAIT):
+            batch = [(e.message.tp.partition, e.message.offset, decode(e.value)) for e in events]
             # psycopg is synchronous; one agent applies one batch at a time, in order.
-            await asyncio.to_thread(apply_all, events)
+            try:
+                changed = await asyncio.to_thread(applier.apply, batch)
+            except asyncio.CancelledError:  # the worker is stopping: let a batch being retried go
+                applier.stopping.set()
+                raise
+            if changed:
+                mine = [tp for tp in app.consumer.assignment() if tp.topic == topic_name]
+                log.warning("%s: the relay has started a new log (a new or emptied broker); reading partitions %s "
+                            "again from the start", topic_name, sorted(tp.partition for tp in mine))  # fmt: skip
+                for tp in mine:
+                    await app.consumer.seek(tp, 0)
 
     app.agent(topic, name=f"project-{topic_name}")(project)
 
 
 def run_worker(settings: Settings, database_url: str, bootstrap: str) -> None:
-    app = build_app(settings, database_url, bootstrap)
+    app = build_app(settings, database_url, bootstrap, threading.Event())
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

@@ -4,10 +4,15 @@ The rebuild reads the notification log once, in order, and applies each event of
 projections' topics exactly as the consumer would, as the bus would carry it. The
 projections' Kafka offsets are forgotten; their per-aggregate versions (written at the end)
 make the live consumer skip what the rebuild already applied.
+
+One event cannot stop a rebuild: a batch that fails is applied again event by event, each in a
+savepoint, and an event a projection cannot apply is left out and recorded in projection_stalls
+(partition -1: found by a rebuild), which /projections and the command show.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -15,9 +20,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from infra.bus.envelope import envelope, published
+from infra.bus.envelope import message, published
 from infra.store.eventstore import SkillcertApplication
-from projections.store import DDL_LOCK, Projection, create_tables, outdated
+from projections.store import DDL_LOCK, Message, Projection, create_tables, decode, outdated
+
+log = logging.getLogger("skillcert.rebuild")
 
 BATCH = 2000
 
@@ -53,21 +60,18 @@ def rebuild(
         create_tables(conn, projections)
         for table in ("projection_offsets", "projection_versions"):
             cur.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,))
+        cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
         start = 1
         while start <= head:
             batch = app.recorder.select_notifications(start=start, limit=BATCH, stop=head)
             if not batch:
                 break
-            with conn.pipeline():
-                for n in batch:
-                    p = published(n.topic)
-                    if p is None or p.context not in by_context:
-                        continue
-                    message = envelope(n.topic, n.id, app.mapper.decode_state(n), key)
-                    for projection in by_context[p.context]:
-                        projection.apply(cur, message)
-                        versions[(projection.name, message["aggregateid"])] = message["aggregateversion"]
-                    applied += 1
+            events = []
+            for n in batch:
+                p = published(n.topic)
+                if p is not None and p.context in by_context:
+                    events.append((p.context, decode(message(n.topic, n.id, app.mapper.decode_state(n), key)[2])))
+            applied += _apply(conn, cur, events, by_context, versions)
             start = batch[-1].id + 1
             progress(batch[-1].id, head)
         with cur.copy("COPY projection_versions (projection, aggregate_id, version) FROM STDIN") as copy:
@@ -79,6 +83,52 @@ def rebuild(
             [(p.name, p.version) for p in projections],
         )
     return applied
+
+
+def _apply(
+    conn: psycopg.Connection[Any],
+    cur: psycopg.Cursor[Any],
+    events: list[tuple[str, Message]],
+    by_context: dict[str, list[Projection]],
+    versions: dict[tuple[str, str], int],
+) -> int:
+    """Apply a batch in one pipeline within a savepoint; if anything in it fails, again one event at
+    a time, leaving out (and recording) what a projection cannot apply."""
+    try:
+        with conn.transaction(), conn.pipeline():
+            for context, m in events:
+                for projection in by_context[context]:
+                    projection.apply(cur, m)
+    except Exception:  # whatever it was, the slow path finds the event and says which
+        log.warning("a rebuild batch failed; applying it event by event to find what cannot be applied")
+    else:
+        for context, m in events:
+            for projection in by_context[context]:
+                versions[(projection.name, m["aggregateid"])] = m["aggregateversion"]
+        return len(events)
+    for context, m in events:
+        for projection in by_context[context]:
+            try:
+                with conn.transaction():
+                    projection.apply(cur, m)
+            except Exception as e:
+                log.error("%s cannot apply %s at position %s: %r", projection.name, m["type"], m["position"], e)
+                cur.execute(
+                    "INSERT INTO projection_stalls VALUES (%s, %s, -1, NULL, %s, %s, %s, %s, 1, now(), now())"
+                    " ON CONFLICT (projection, topic, partition) DO NOTHING",
+                    (projection.name, context, m["position"], m["id"], m["type"], f"{type(e).__name__}: {e}"[:2000]),
+                )
+            versions[(projection.name, m["aggregateid"])] = m["aggregateversion"]
+    return len(events)
+
+
+def failures(conn: psycopg.Connection[Any], projections: list[Projection]) -> list[dict[str, Any]]:
+    """The events the last rebuild of these projections had to leave out, and why."""
+    return conn.execute(
+        "SELECT projection, topic, position, event_type, error FROM projection_stalls"
+        " WHERE partition = -1 AND projection = ANY(%s) ORDER BY position",
+        ([p.name for p in projections],),
+    ).fetchall()
 
 
 def bring_up_to_date(

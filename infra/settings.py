@@ -21,7 +21,13 @@ class Settings(BaseSettings):
     api_port: int = 8000
     kafka_port: int = Field(9092, description="port of the embedded broker")
     kafka_session_timeout_ms: int = Field(6000, description="Tansu joins a group after about half of this")
-    topic_partitions: int = 3
+    topic_partitions: int = Field(3, ge=1, le=1000, description="partitions of each topic the relay creates")
+    kafka_replication_factor: int = Field(1, ge=1, description="replicas of each topic (production: 3)")
+    kafka_min_insync_replicas: int | None = Field(None, ge=1, description="topics' min.insync.replicas (production: 2)")
+    kafka_client_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka settings every Kafka client gets, as JSON: security.protocol, sasl.*, ssl.*",
+    )
     relay_batch_size: int = Field(2000, ge=1, le=10_000, description="events the relay reads and sends at a time")
     relay_message_timeout_ms: int = Field(
         300_000, ge=1000, description="how long the producer retries a message before the relay sends it again"

@@ -1,16 +1,26 @@
 """Applying bus messages to read models exactly once in effect.
 
-Each projection records, in the same transaction as its rows, the Kafka offset it
-applied per topic partition (a redelivered message is skipped) and the last version
-it applied of each aggregate (a message the relay published twice, or one a rebuild
-from the event store already applied, is skipped). One aggregate's events arrive in
-order, so the version alone decides.
+Each projection records, in the same transaction as its rows, the last version it applied of
+each aggregate: a message Kafka redelivers, the relay published twice, or a rebuild from the event
+store already applied is skipped. One aggregate's events arrive in order on one partition, so the
+version alone decides. A message whose version jumps past the next one means the bus lost some:
+the caller fetches the missing ones from the event store (`fill`) and they are applied first.
+
+The Kafka offset reached per topic partition is recorded in the same transaction too, with the
+name of the log it counts (the relay names a new log whenever it starts over on a new or emptied
+broker). It is where a worker resumes (consumers.projector seeks there on every assignment); it
+never decides whether a message applies. Offsets that counted another log are forgotten.
+
+A projection that cannot apply a batch is stalled, not skipped: the worker retries it and records
+why in `projection_stalls`, which /projections shows, until it applies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -34,6 +44,7 @@ CREATE TABLE IF NOT EXISTS projection_offsets (
     "offset" bigint NOT NULL,
     position bigint,          -- the event store position of the message at that offset
     applied_at timestamptz,
+    log_id text,              -- which log the offset counts: the relay names a new one on a new broker
     PRIMARY KEY (projection, topic, partition)
 )"""
 
@@ -53,7 +64,45 @@ CREATE TABLE IF NOT EXISTS projection_versions (
 )"""
 
 
+STALLS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_stalls (
+    projection text NOT NULL,
+    topic text NOT NULL,
+    partition int NOT NULL,
+    "offset" bigint,
+    position bigint,          -- the event store position of the first message it could not apply
+    event_id text,
+    event_type text,
+    error text NOT NULL,
+    attempts int NOT NULL,
+    since timestamptz NOT NULL,
+    last_attempt timestamptz NOT NULL,
+    PRIMARY KEY (projection, topic, partition)
+)"""
+
 DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('skillcert-projection-ddl'))"
+
+Message = dict[str, Any]
+# (aggregate id, last version applied, version that arrived) -> the messages in between, in order.
+Fill = Callable[[str, int, int], list[Message]]
+
+
+def decode(raw: bytes) -> Message:
+    """A bus message as projections apply it. PostgreSQL's text and jsonb cannot hold U+0000, so one
+    that an older version let into the store is shown as U+FFFD rather than stopping every
+    projection behind it (the API refuses it now: domain.text)."""
+    message = orjson.loads(raw)
+    return _without_nul(message) if b"\\u0000" in raw else message
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value
 
 
 def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -68,11 +117,12 @@ def create_tables(conn: psycopg.Connection[Any], projections: list[Projection]) 
     with conn.transaction():
         # Serialise concurrent start-ups: CREATE IF NOT EXISTS races on the catalog.
         conn.execute(DDL_LOCK)
-        for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL):
+        for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, STALLS_DDL):
             conn.execute(ddl)
         # Offsets tables from before positions were recorded.
         conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS position bigint")
         conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS applied_at timestamptz")
+        conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS log_id text")
         for p in projections:
             for statement in p.ddl():
                 conn.execute(statement)
@@ -84,7 +134,7 @@ def apply_message(
     topic: str,
     partition: int,
     offset: int,
-    message: dict[str, Any],
+    message: Message,
 ) -> bool:
     """Apply one message in one transaction. False when it was applied before."""
     return apply_batch(conn, [projection], topic, [(partition, offset, message)]) > 0
@@ -94,35 +144,49 @@ def apply_batch(
     conn: psycopg.Connection[Any],
     projections: list[Projection],
     topic: str,
-    batch: list[tuple[int, int, dict[str, Any]]],
+    batch: list[tuple[int, int, Message]],
+    fill: Fill | None = None,
+    log_id: str | None = None,
+    skip_offsets: frozenset[int] = frozenset(),
 ) -> int:
     """Apply a batch of one topic's messages, (partition, offset, message) in offset order per
-    partition, to each projection, in one transaction with their offsets and versions: a
+    partition, to each projection, in one transaction with their versions and offsets: a
     consumer killed mid-batch has applied none of it. Returns how many applications were new."""
     names = [p.name for p in projections]
     aggregates = list({m["aggregateid"] for _, _, m in batch})
     applied = 0
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            'SELECT projection, partition, "offset" FROM projection_offsets'
-            " WHERE projection = ANY(%s) AND topic = %s FOR UPDATE",
-            (names, topic),
-        )
-        done = {(name, part): off for name, part, off in cur.fetchall()}
-        cur.execute(
             "SELECT projection, aggregate_id::text, version FROM projection_versions"
             " WHERE projection = ANY(%s) AND aggregate_id = ANY(%s::uuid[]) FOR UPDATE",
             (names, aggregates),
         )
         versions = {(name, agg): v for name, agg, v in cur.fetchall()}
+        missing: dict[tuple[str, int, int], list[Message]] = {}
+        if fill is not None:  # before the pipeline: filling reads
+            known = dict(versions)
+            for _, _, m in batch:
+                agg, v = m["aggregateid"], m["aggregateversion"]
+                for p in projections:
+                    have = known.get((p.name, agg), 0)
+                    if v > have + 1 and (agg, have, v) not in missing:
+                        missing[(agg, have, v)] = fill(agg, have, v)
+                    known[(p.name, agg)] = max(have, v)
         offsets: dict[tuple[str, int], tuple[int, int]] = {}
         changed: set[tuple[str, str]] = set()
         with conn.pipeline():  # every apply is write-only: its statements need not wait for each other
             for partition, offset, m in batch:
                 for p in projections:
-                    offsets[(p.name, partition)] = (offset, m["position"])
+                    if partition not in skip_offsets:
+                        offsets[(p.name, partition)] = (offset, m["position"])
                     key = (p.name, m["aggregateid"])
-                    if offset <= done.get((p.name, partition), -1) or m["aggregateversion"] <= versions.get(key, 0):
+                    have = versions.get(key, 0)
+                    if m["aggregateversion"] > have + 1:
+                        for earlier in missing.get((m["aggregateid"], have, m["aggregateversion"]), []):
+                            p.apply(cur, earlier)
+                            versions[key] = earlier["aggregateversion"]
+                            changed.add(key)
+                    if m["aggregateversion"] <= versions.get(key, 0):
                         continue  # redelivered by Kafka, or published twice by the relay, or rebuilt
                     p.apply(cur, m)
                     versions[key] = m["aggregateversion"]
@@ -134,13 +198,63 @@ def apply_batch(
                 [(name, agg, versions[(name, agg)]) for name, agg in changed],
             )
             cur.executemany(
-                "INSERT INTO projection_offsets VALUES (%s, %s, %s, %s, %s, now())"
+                "INSERT INTO projection_offsets VALUES (%s, %s, %s, %s, %s, now(), %s)"
                 ' ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset",'
-                " position = EXCLUDED.position, applied_at = EXCLUDED.applied_at"
-                ' WHERE projection_offsets."offset" < EXCLUDED."offset"',
-                [(name, topic, part, off, pos) for (name, part), (off, pos) in offsets.items()],
+                " position = EXCLUDED.position, applied_at = EXCLUDED.applied_at, log_id = EXCLUDED.log_id",
+                [(name, topic, part, off, pos, log_id) for (name, part), (off, pos) in offsets.items()],
             )
+            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND topic = %s", (names, topic))
     return applied
+
+
+def record_stall(
+    conn: psycopg.Connection[Any], projections: list[Projection], topic: str, partition: int, offset: int,
+    message: Message | None, error: str,
+) -> None:  # fmt: skip
+    """What a projection could not apply, and why: /projections shows it until a retry applies it."""
+    m = message or {}
+    with conn.transaction():
+        conn.cursor().executemany(
+            """INSERT INTO projection_stalls VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, now(), now())
+               ON CONFLICT (projection, topic, partition) DO UPDATE SET attempts = projection_stalls.attempts + 1,
+               last_attempt = now(), error = EXCLUDED.error""",
+            [(p.name, topic, partition, offset, m.get("position"), m.get("id"), m.get("type"), error[:2000])
+             for p in projections],
+        )  # fmt: skip
+
+
+def resume_at(
+    conn: psycopg.Connection[Any], projections: list[Projection], topic: str, log_id: str | None
+) -> dict[int, int]:
+    """Per partition of the topic, the earliest offset any of these projections reached in the log
+    named `log_id`: a worker resumes after it. Offsets that counted another log are forgotten; a
+    partition without an offset of this log for every projection is absent (read it from the start)."""
+    if offsets_from_another_log(conn, projections, topic, log_id):
+        return {}
+    names = [p.name for p in projections]
+    rows = conn.execute(
+        'SELECT partition, projection, "offset" FROM projection_offsets WHERE projection = ANY(%s) AND topic = %s',
+        (names, topic),
+    ).fetchall()
+    reached: dict[int, dict[str, int]] = {}
+    for partition, name, offset in rows:
+        reached.setdefault(partition, {})[name] = offset
+    return {part: min(by.values()) for part, by in reached.items() if set(by) == set(names)}
+
+
+def offsets_from_another_log(
+    conn: psycopg.Connection[Any], projections: list[Projection], topic: str, log_id: str | None
+) -> bool:
+    """Did these projections record offsets of this topic in a log other than `log_id`? Then that log
+    is gone (a new or emptied broker): forget them, and say so."""
+    names = [p.name for p in projections]
+    labels = {row[0] for row in conn.execute(
+        "SELECT DISTINCT log_id FROM projection_offsets WHERE projection = ANY(%s) AND topic = %s", (names, topic)
+    )}  # fmt: skip
+    if not labels or labels == {log_id}:
+        return False
+    conn.execute("DELETE FROM projection_offsets WHERE projection = ANY(%s) AND topic = %s", (names, topic))
+    return True
 
 
 def outdated(conn: psycopg.Connection[Any], projections: list[Projection]) -> list[Projection]:

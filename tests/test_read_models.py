@@ -179,19 +179,49 @@ def test_a_rebuild_from_the_event_store_equals_the_live_tables_row_for_row(world
     assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == live
 
 
-def test_a_failed_rebuild_leaves_the_old_tables(world, conn):
+def test_one_event_a_projection_cannot_apply_does_not_stop_a_rebuild_and_is_shown(world, conn):
+    from consumers.lag import lag
+    from consumers.rebuild import failures
+
     certificates_in_every_state(world, 6)
     apply_live(conn, bus_messages(world.registrations))
     live = rows(conn, "certificate_registry")
 
     class Broken(Registry):
         def apply(self, cur, m):
-            if m["type"].endswith("made_queryable.v1"):
+            if m["type"].endswith("made_queryable.v1") and m["position"] % 2:
                 raise RuntimeError("a bug in a projection")
             super().apply(cur, m)
 
-    with pytest.raises(RuntimeError, match="a bug"):
-        rebuild(conn, [Broken()], world.registrations, KEY)
+    applied = rebuild(conn, [Broken()], world.registrations, KEY)
+    conn.commit()
+    left_out = failures(conn, [Registry()])
+    assert left_out and all("a bug in a projection" in error for *_, error in left_out)
+    assert applied > len(left_out)
+    # Everything else was applied: only the odd positions' queryability is missing.
+    rebuilt = rows(conn, "certificate_registry")
+    assert len(rebuilt) == len(live) and rebuilt != live
+    [report] = [r for r in lag(conn, world.registrations, [Registry()])]
+    assert report["status"] == "stalled" and {s["position"] for s in report["stalls"]} == {
+        p for _, _, p, *_ in left_out
+    }
+
+    rebuild(conn, [Registry()], world.registrations, KEY)  # the bug fixed: rebuilt whole, nothing left out
+    conn.commit()
+    assert rows(conn, "certificate_registry") == live and not failures(conn, [Registry()])
+
+
+def test_a_rebuild_stopped_part_way_leaves_the_old_tables(world, conn):
+    certificates_in_every_state(world, 6)
+    apply_live(conn, bus_messages(world.registrations))
+    live = rows(conn, "certificate_registry")
+
+    def interrupted(done: int, total: int) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while it runs
+
+    with pytest.raises(KeyboardInterrupt):
+        rebuild(conn, [Registry()], world.registrations, KEY, interrupted)
+    conn.rollback()
     assert rows(conn, "certificate_registry") == live
     with psycopg.connect(conn.info.dsn) as other:  # nothing half-built became visible
         other.execute(f"SET search_path TO {conn.execute('SHOW search_path').fetchone()[0]}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -260,14 +260,32 @@ class PartitionOffset(BaseModel):
     applied_at: datetime | None
 
 
+class Stall(BaseModel):
+    """An event a projection could not apply: the live worker retries it until it applies
+    (partition >= 0); a rebuild had to leave it out (partition -1) until the next rebuild."""
+
+    topic: str
+    partition: int
+    offset: int | None
+    position: int | None
+    event_id: str | None
+    event_type: str | None
+    error: str
+    attempts: int
+    since: datetime
+    last_attempt: datetime
+
+
 class ProjectionLag(BaseModel):
     projection: str
+    status: Literal["current", "behind", "stalled"]
     events_behind: int
     seconds_behind: float
     last_applied_at: datetime | None
     rebuilt_at: datetime | None
     up_to_date_version: bool
     partitions: list[PartitionOffset]
+    stalls: list[Stall]
 
 
 class RelayStatus(BaseModel):

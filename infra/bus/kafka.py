@@ -1,20 +1,83 @@
-"""Kafka plumbing shared by the relay, the consumers and the tests."""
+"""Kafka plumbing shared by the relay, the consumers, the subscriber and the tests.
+
+Only the relay creates topics, with the configured partitions and replication; no client of ours
+lets a request create one by asking about it. A topic the broker made on its own would have the
+broker's defaults and would hide that the broker had lost its topics.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.settings import Settings
 
-def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+def client_config(s: Settings) -> dict[str, Any]:
+    """Settings every librdkafka client of ours gets on top of its own: security.protocol, sasl.*,
+    ssl.* (SKILLCERT_KAFKA_CLIENT_CONFIG)."""
+    return dict(s.kafka_client_config)
+
+
+def faust_credentials(s: Settings) -> Any:
+    """The same security settings in the form faust (aiokafka) takes; None for a plaintext broker."""
+    config = client_config(s)
+    protocol = str(config.get("security.protocol", "PLAINTEXT")).upper()
+    if protocol == "PLAINTEXT":
+        return None
+    import ssl
+
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=config.get("ssl.ca.location"))
+        if config.get("ssl.certificate.location"):
+            context.load_cert_chain(config["ssl.certificate.location"], config.get("ssl.key.location"),
+                                    config.get("ssl.key.password"))  # fmt: skip
+        if str(config.get("enable.ssl.certificate.verification", "true")).lower() == "false":
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    if protocol.startswith("SASL"):
+        return SASLCredentials(
+            username=config.get("sasl.username"), password=config.get("sasl.password"),
+            mechanism=config.get("sasl.mechanism", "PLAIN"), ssl_context=context,
+        )  # fmt: skip
+    return SSLCredentials(context)
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    replication: int = 1,
+    min_insync_replicas: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns those it created."""
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+    settings = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
+    missing = [NewTopic(n, partitions, replication, config=settings) for n in names if n not in existing]
+    created = []
     if not missing:
-        return
+        return created
     for name, future in admin.create_topics(missing).items():
         try:
             future.result(timeout=10)
+            created.append(name)
         except KafkaException as e:
             if e.args[0].code() != e.args[0].TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"could not create topic {name}: {e}") from e
+    return created
+
+
+def topics_from(s: Settings) -> dict[str, Any]:
+    """ensure_topics' arguments from the settings."""
+    return {
+        "partitions": s.topic_partitions,
+        "replication": s.kafka_replication_factor,
+        "min_insync_replicas": s.kafka_min_insync_replicas,
+        "config": client_config(s),
+    }

@@ -9,6 +9,13 @@ One relay is active per schema: it holds a PostgreSQL advisory lock on a session
 own and records its position through that same session, so a relay that has lost its
 lock (its session ended) can no longer record anything. A second relay waits for the lock.
 New events wake the relay through the event store's NOTIFY; it does not poll.
+
+It outlives what it depends on. PostgreSQL restarting ends its session: it connects again with
+backoff, takes the lock again and resumes from its recorded position. The broker restarting
+empty (Tansu keeps topics in memory) or losing its topics is noticed within seconds, by the
+broker's cluster id or our topics being gone: the relay recreates the topics with the configured
+partitions and republishes everything from position 0 with a new producer, by itself. Its
+producer never creates topics.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
@@ -26,13 +34,16 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import sql
 
-from infra.bus.envelope import HEADERS, TOPIC_SUFFIXES, message, published
+from infra.bus.envelope import HEADERS, TOPIC_SUFFIXES, message, published, topic_names
+from infra.bus.kafka import ensure_topics
 from infra.bus.schemas import public_events
 from infra.store.eventstore import SkillcertApplication, serialise_ddl
 
 log = logging.getLogger("skillcert.relay")
 
 MAX_IN_FLIGHT = 8  # batches sent but not yet all acknowledged
+BROKER_CHECK_EVERY = 2.0  # seconds between looks at the broker's identity and our topics
+RECONNECT_FIRST, RECONNECT_MAX = 1.0, 10.0
 
 
 class DeliveryFailed(RuntimeError):
@@ -46,7 +57,7 @@ def lock_key(schema: str) -> int:
 def ensure_position_table(conn: psycopg.Connection[Any], schema: str) -> None:
     table = sql.Identifier(schema, "relay_position")
     ready = conn.execute(
-        "SELECT count(*) = 4 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'relay_position'",
+        "SELECT count(*) = 6 FROM information_schema.columns WHERE table_schema = %s AND table_name = 'relay_position'",
         (schema,),
     ).fetchone()[0]
     if ready and conn.execute(sql.SQL("SELECT 1 FROM {} WHERE name = 'relay'").format(table)).fetchone():
@@ -59,7 +70,9 @@ def ensure_position_table(conn: psycopg.Connection[Any], schema: str) -> None:
                 " rewind_to bigint, published_at timestamptz)"
             ).format(table)
         )
-        for column in ("rewind_to bigint", "published_at timestamptz"):  # tables from before these columns
+        # Older tables lack the later columns. log_id names the log the relay is filling: a new one each
+        # time it starts over on a new or emptied broker (consumers.projector reads it).
+        for column in ("rewind_to bigint", "published_at timestamptz", "cluster_id text", "log_id text"):
             conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS " + column).format(table))
         conn.execute(
             sql.SQL("INSERT INTO {} (name, position) VALUES ('relay', 0) ON CONFLICT DO NOTHING").format(table)
@@ -84,6 +97,7 @@ class Relay:
         pseudonym_key: bytes,
         batch_size: int = 2000,
         message_timeout_ms: int = 300_000,
+        topics: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.database_url = database_url
@@ -93,6 +107,10 @@ class Relay:
         self.key = pseudonym_key
         self.batch_size = batch_size
         self.message_timeout_ms = message_timeout_ms
+        self.topics = topics or {"partitions": 3}  # ensure_topics' arguments (kafka.topics_from)
+        self.client = dict(self.topics.get("config") or {})
+        self.names = topic_names(topic_prefix)
+        self.cluster_id: str | None = None  # of the broker it publishes to, once seen
         self.table = sql.Identifier(schema, "relay_position")
         # The notification log read directly: the writers' table lock makes ids commit in order.
         self.read = sql.SQL(
@@ -107,7 +125,9 @@ class Relay:
     def _producer(self) -> Producer:
         return Producer(
             {
+                **self.client,
                 "bootstrap.servers": self.bootstrap,
+                "allow.auto.create.topics": False,  # only ensure_topics creates them, as configured
                 "enable.idempotence": True,  # with acks=all: no duplicates or reordering from retries
                 "acks": "all",
                 "linger.ms": 5,
@@ -146,12 +166,27 @@ class Relay:
         return batch
 
     def run(self, stop: threading.Event) -> None:
+        """Publish until stopped, through PostgreSQL and broker restarts."""
+        wait = RECONNECT_FIRST
+        while not stop.is_set():
+            try:
+                self._run(stop)
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                log.warning("PostgreSQL unavailable (%s); connecting again in %.0f s", reason, wait)
+                stop.wait(wait)
+                wait = min(wait * 2, RECONNECT_MAX)
+
+    def _run(self, stop: threading.Event) -> None:
         with psycopg.connect(self.database_url, autocommit=True, application_name="skillcert-relay") as conn:
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),)).fetchone()[0]:
                 log.info("another relay is active; waiting")
                 if stop.wait(1.0):
                     return
+            ensure_position_table(conn, self.schema)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.app.recorder.channel_name)))
+            self._check_broker(conn)
             row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
             position = int(row[0])
             self._warm_metadata()
@@ -159,13 +194,65 @@ class Relay:
             try:
                 self._loop(conn, position, stop)
             finally:
-                self.producer.flush(5)
+                if not conn.broken:
+                    self.producer.flush(5)
+
+    def _check_broker(self, conn: psycopg.Connection[Any]) -> bool:
+        """Is the broker the one we have been publishing to, with our topics? If it is new (another
+        cluster id) or has lost our topics, name a new log, make the topics and ask for everything to
+        be published again. True when a republish was asked for. A broker that does not answer is
+        left to librdkafka, which keeps trying."""
+        try:
+            metadata = self.producer.list_topics(timeout=2)
+        except KafkaException:
+            return False
+        recorded, position = conn.execute(
+            sql.SQL("SELECT cluster_id, position FROM {} WHERE name = 'relay'").format(self.table)
+        ).fetchone()
+        known = self.cluster_id or recorded
+        missing = [n for n in self.names if n not in metadata.topics or metadata.topics[n].error is not None]
+        replaced = known is not None and metadata.cluster_id != known
+        # Recorded with the next position, not now: a start takes no row lock a running relay might hold.
+        self.cluster_id = metadata.cluster_id
+        if not missing and not replaced:
+            return False
+        if position == 0 and not replaced:  # a first start: nothing was published, nothing to publish again
+            ensure_topics(self.bootstrap, self.names, **self.topics)
+            return False
+        # The new log is named before any topic exists to carry it: a consumer that reads anything
+        # from it finds the new name already recorded, and knows its offsets counted another log.
+        log_id = uuid.uuid4().hex
+        with conn.transaction():
+            (position,) = conn.execute(
+                sql.SQL("SELECT position FROM {} WHERE name = 'relay' FOR UPDATE").format(self.table)
+            ).fetchone()
+            conn.execute(sql.SQL("UPDATE {} SET position = 0, rewind_to = NULL, cluster_id = %s, log_id = %s"
+                                 " WHERE name = 'relay'").format(self.table), (metadata.cluster_id, log_id))  # fmt: skip
+        created = ensure_topics(self.bootstrap, self.names, **self.topics)
+        log.warning(
+            "the broker %s (cluster %s%s); topics created: %s; republishing everything from position 0 (was %d)",
+            "is a new one" if replaced else "has lost our topics", metadata.cluster_id,
+            f", was {known}" if replaced else "", ", ".join(created) or "none", position,
+        )  # fmt: skip
+        return True
 
     def _loop(self, conn: psycopg.Connection[Any], position: int, stop: threading.Event) -> None:
         sent = position  # last notification id produced
         in_flight: deque[_Batch] = deque()
-        last_report = last_rewind_check = time.monotonic()
+        last_report = last_rewind_check = last_broker_check = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - last_broker_check > BROKER_CHECK_EVERY:
+                last_broker_check = time.monotonic()
+                if self._check_broker(conn):
+                    # What is in flight went to a broker that has forgotten it: drop it, and start a
+                    # producer of its own for the new broker (the old one's sequence numbers mean nothing there).
+                    self.producer.purge()
+                    self.producer.flush(0)
+                    self.producer = self._producer()
+                    self._warm_metadata()
+                    in_flight.clear()
+                    position = sent = 0
+                    continue
             # Checked when idle and at most once a second when busy: a query per batch adds up.
             rewind = None
             if not in_flight or time.monotonic() - last_rewind_check > 1:
@@ -205,10 +292,11 @@ class Relay:
             if confirmed != position:
                 position = confirmed
                 conn.execute(
-                    sql.SQL("UPDATE {} SET position = %s, published_at = now() WHERE name = 'relay'").format(
-                        self.table
-                    ),
-                    (position,),
+                    sql.SQL(
+                        "UPDATE {} SET position = %s, published_at = now(), cluster_id = %s,"
+                        " log_id = coalesce(log_id, %s) WHERE name = 'relay'"
+                    ).format(self.table),
+                    (position, self.cluster_id, uuid.uuid4().hex),
                 )
             if caught_up and not in_flight:
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
@@ -235,6 +323,14 @@ class Relay:
     def _rewind_requested(self, conn: psycopg.Connection[Any]) -> int | None:
         row = conn.execute(sql.SQL("SELECT rewind_to FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+
+def current_log(conn: psycopg.Connection[Any], schema: str) -> str | None:
+    """The name of the log the relay is filling (None before it has published anything)."""
+    ensure_position_table(conn, schema)
+    row = conn.execute(sql.SQL("SELECT log_id FROM {} WHERE name = 'relay'").format(sql.Identifier(schema,
+                       "relay_position"))).fetchone()  # fmt: skip
+    return row[0] if row else None
 
 
 def status(app: SkillcertApplication, database_url: str, schema: str) -> dict[str, Any]:

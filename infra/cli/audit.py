@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
+import psycopg
 import typer
 
 from domain.model import Role
-from infra.cli.common import cli, console, err, open_store, require
+from infra.cli.common import cli, console, err, open_store, require, when_database_answers
 from infra.settings import Settings, get_settings
 
 audit_cli = typer.Typer(help="For auditors: the history as it stood at any moment.", no_args_is_help=True)
@@ -52,15 +54,29 @@ def audit_checkpoint(
 ) -> None:
     """Record where the hash chain stands (position and head) as an event the relay publishes on the audit
     topic: a holder of it can later show the history up to there was rewritten."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
     from domain.model import Actor
     from infra.store import chain
 
     s = get_settings()
-    _, app = open_store(s)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop quietly on SIGTERM as on Ctrl-C
+    try:
+        _, app = when_database_answers(lambda: open_store(s), "checkpoint") if every else open_store(s)
+    except KeyboardInterrupt:
+        return
     system = Actor(id="skillcert-audit", role=Role.SYSTEM)
     try:
         while True:
-            made = chain.record_checkpoint(app, system)
+            try:
+                made = chain.record_checkpoint(app, system)
+            except (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError) as e:
+                if not every:
+                    raise
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                err.print(f"checkpoint: PostgreSQL unavailable ({reason}); trying again in 5 s", soft_wrap=True)
+                time.sleep(min(every, 5.0))
+                continue
             if made is None:
                 console.print("nothing new to checkpoint (no events since the last checkpoint, or none at all)")
             else:

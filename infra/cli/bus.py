@@ -8,7 +8,7 @@ import threading
 
 import typer
 
-from infra.cli.common import cli, console, open_store, require
+from infra.cli.common import cli, console, open_store, require, when_database_answers
 from infra.settings import get_settings
 
 relay_cli = typer.Typer(help="The outbox relay: event store -> Kafka.", no_args_is_help=True)
@@ -18,23 +18,21 @@ cli.add_typer(relay_cli, name="relay")
 @relay_cli.command("run")
 def relay_run() -> None:
     """Publish the notification log to Kafka. One relay is active at a time; another waits."""
-    from infra.bus.envelope import topic_names
-    from infra.bus.kafka import ensure_topics
+    from infra.bus.kafka import topics_from
     from infra.bus.privacy import installation_key
     from infra.bus.relay import Relay
 
     s = get_settings()
     bootstrap = require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
-    url, app = open_store(s)
-    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
+    url, app = when_database_answers(lambda: open_store(s), "relay")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    key = installation_key(url, s.db_schema, s.pseudonym_key)
-    Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size, s.relay_message_timeout_ms).run(
-        stop
-    )
+    key = when_database_answers(lambda: installation_key(url, s.db_schema, s.pseudonym_key), "relay")
+    relay = Relay(app, url, s.db_schema, bootstrap, s.topic_prefix, key, s.relay_batch_size,
+                  s.relay_message_timeout_ms, topics_from(s))  # fmt: skip
+    relay.run(stop)
     app.close()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 import typer
@@ -11,6 +13,7 @@ from rich.console import Console
 
 from infra.settings import Settings
 
+T = TypeVar("T")
 cli = typer.Typer(help="skillcert: occupational skill level certification back end.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
@@ -21,6 +24,25 @@ def require(value: str | None, var: str) -> str:
         console.print(f"[red]{var} is not set[/red] (or use `skillcert up`, which starts embedded servers)")
         raise typer.Exit(2)
     return value
+
+
+def when_database_answers(attempt: Callable[[], T], what: str, patience: float = 300.0) -> T:
+    """For the long-running processes' start: PostgreSQL may be starting or restarting, as it
+    does under compose or after a crash. Try again with backoff, one line each time, rather than
+    exit; give up after `patience` seconds."""
+    from eventsourcing.persistence import InterfaceError, OperationalError
+
+    deadline, wait = time.monotonic() + patience, 1.0
+    while True:
+        try:
+            return attempt()
+        except (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError) as e:
+            if time.monotonic() > deadline:
+                raise
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            err.print(f"{what}: PostgreSQL unavailable ({reason}); trying again in {wait:.0f} s", soft_wrap=True)
+            time.sleep(wait)
+            wait = min(wait * 2, 10.0)
 
 
 def ensure_schema(database_url: str, schema: str) -> None:

@@ -40,7 +40,7 @@ def projections_rebuild(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from consumers.rebuild import position_at, rebuild
+    from consumers.rebuild import failures, position_at, rebuild
     from infra.bus.privacy import installation_key
     from projections import BY_NAME, PROJECTIONS
     from projections.store import connect
@@ -83,6 +83,12 @@ def projections_rebuild(
         for p in chosen:
             console.print(f"{p.name}: rebuilt" + (f" in schema {into} as of position {until}" if historical else ""))
         console.print(f"{applied} events applied in {elapsed:.1f} s ({applied / max(elapsed, 1e-9):,.0f} events/s)")
+        left_out = failures(conn, chosen)
+        for name, _, position, kind, error in left_out:
+            err.print(f"[red]{name} could not apply[/red] {kind} at position {position}: {error}", soft_wrap=True)
+        if left_out:
+            err.print(f"{len(left_out)} event(s) left out; the rest is rebuilt. Fix the cause and rebuild again.")
+            raise typer.Exit(1)
     finally:
         conn.close()
         app.close()
@@ -106,9 +112,16 @@ def projections_lag(as_json: bool = typer.Option(False, "--json", help="print JS
     if as_json:
         console.print_json(json.dumps(report, default=str))
         return
-    table = Table("projection", "events behind", "seconds behind", "last applied", "partitions")
+    table = Table("projection", "status", "events behind", "seconds behind", "last applied", "partitions")
     for r in report:
         parts = ", ".join(f"{p['topic']}[{p['partition']}]@{p['offset']}" for p in r["partitions"])
-        table.add_row(r["projection"], str(r["events_behind"]), str(r["seconds_behind"]),
+        table.add_row(r["projection"], r["status"], str(r["events_behind"]), str(r["seconds_behind"]),
                       str(r["last_applied_at"] or "-"), parts or "-")  # fmt: skip
     console.print(table)
+    for r in report:
+        for stall in r["stalls"]:
+            where = (
+                "left out by the last rebuild" if stall["partition"] < 0 else f"retrying ({stall['attempts']} attempts)"
+            )
+            console.print(f"[red]{r['projection']} stalled[/red] at position {stall['position']} "
+                          f"({stall['event_type']}), {where}: {stall['error']}", soft_wrap=True)  # fmt: skip

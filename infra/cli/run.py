@@ -8,31 +8,25 @@ import subprocess
 import sys
 import time
 
-import psycopg
-from psycopg import sql
-
-from infra.cli.common import cli, console, ensure_schema, require
+from infra.cli.common import cli, console, ensure_schema, require, when_database_answers
 from infra.settings import Settings, get_settings
+from infra.supervisor import Supervisor
 
 
 @cli.command()
 def consumers() -> None:
     """Run the faust-streaming worker that keeps the read models current."""
     from consumers.projector import run_worker
-    from infra.bus.envelope import topic_names
-    from infra.bus.kafka import ensure_topics
 
     s = get_settings()
     url, bootstrap = (
         require(s.database_url, "SKILLCERT_DATABASE_URL"),
         require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
     )
-    ensure_schema(url, s.db_schema)
-    # Whichever starts first, relay or worker: a topic the worker's subscription made the broker
-    # auto-create would have the broker's default partitions, not ours.
-    ensure_topics(bootstrap, topic_names(s.topic_prefix), s.topic_partitions)
+    when_database_answers(lambda: ensure_schema(url, s.db_schema), "consumers")
+    # The topics are the relay's to create: until it has, the worker waits for them.
     sys.argv = [sys.argv[0]]  # faust's worker reads the command line
-    run_worker(s, url, bootstrap)
+    when_database_answers(lambda: run_worker(s, url, bootstrap), "consumers")
 
 
 @cli.command()
@@ -44,9 +38,12 @@ def api() -> None:
 
     s = get_settings()
     url = require(s.database_url, "SKILLCERT_DATABASE_URL")
-    ensure_schema(url, s.db_schema)
+    when_database_answers(lambda: ensure_schema(url, s.db_schema), "api")
     app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url)
-    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning")
+    # The client's address is the peer's unless the peer is a trusted proxy (infra/api/verify.py), so
+    # uvicorn must not rewrite it from X-Forwarded-For itself.
+    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning", proxy_headers=False,
+                timeout_graceful_shutdown=5)  # fmt: skip
 
 
 @cli.command()
@@ -73,14 +70,6 @@ def demo() -> None:
     console.print(f"sample scenario loaded; a token per role in {env} (source it for the README's tour)")
 
 
-def _reset_bus_positions(url: str, schema: str) -> None:
-    """A fresh in-memory broker has no history: republish it all, and forget old offsets."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for table, stmt in (("relay_position", "UPDATE {} SET position = 0"), ("projection_offsets", "DELETE FROM {}")):
-            if conn.execute("SELECT to_regclass(%s)", (f"{schema}.{table}",)).fetchone()[0]:
-                conn.execute(sql.SQL(stmt).format(sql.Identifier(schema, table)))
-
-
 @cli.command()
 def up() -> None:
     """Start everything: PostgreSQL and the broker (embedded unless configured), relay, consumers, API, demo data."""
@@ -90,7 +79,7 @@ def up() -> None:
     started = time.monotonic()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
     pg_server, broker = None, None
-    children: list[subprocess.Popen[bytes]] = []
+    children = Supervisor({}, lambda line: console.print(line, soft_wrap=True))
     try:
         url = s.database_url
         if not url:
@@ -99,13 +88,13 @@ def up() -> None:
             console.print(f"PostgreSQL (embedded): data in {s.data_dir.resolve() / 'pg'}")
         bootstrap = s.kafka_bootstrap
         if not bootstrap:
+            # In memory, with a new cluster id each time: the relay sees a new broker and publishes
+            # everything again, and the consumers see that their offsets counted another log.
             broker = Broker(s.kafka_port)
             bootstrap = broker.bootstrap
             console.print(f"Kafka-protocol broker (embedded Tansu, in memory): {bootstrap}")
         ensure_schema(url, s.db_schema)
-        if broker is not None:
-            _reset_bus_positions(url, s.db_schema)
-        env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap}
+        children.env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap}
         # Create the event store table once, before three processes race to.
         from infra.store.eventstore import SkillcertApplication
 
@@ -115,30 +104,23 @@ def up() -> None:
 
             console.print(f"Stored events are encrypted under the master key in {s.data_dir.resolve() / KEY_FILE}: "
                           "back it up apart from the database", soft_wrap=True)  # fmt: skip
-        checkpoints = ["audit", "checkpoint", "--every", str(s.checkpoint_every)]
-        for command in (["relay", "run"], ["consumers"], ["api"], checkpoints):
-            children.append(subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env))
-        subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=env, check=True)
+        children.start("relay", "relay", "run")
+        children.start("consumers", "consumers")
+        children.start("api", "api")
+        children.start("checkpoints", "audit", "checkpoint", "--every", str(s.checkpoint_every))
+        subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=children.env, check=True)
         _wait_for_api(s, children)
         base = f"http://{s.api_host}:{s.api_port}"
         console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")
         console.print(f"  API:  {base}\n  docs: {base}/docs\n  try:  curl '{base}/plans'")
         console.print("Ctrl-C stops everything.")
-        while all(c.poll() is None for c in children):
+        while (why := children.watch()) is None:
             time.sleep(0.5)
-        console.print("[red]a process stopped unexpectedly; shutting down[/red]")
+        console.print(f"[red]{why}; stopping everything[/red]", soft_wrap=True)
     except KeyboardInterrupt:
         console.print("\nstopping…")
     finally:
-        for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
-        for c in children:
-            try:
-                c.wait(15)
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
+        children.stop(["api", "consumers", "checkpoints", "relay"])
         if broker is not None:
             broker.stop()
         if pg_server is not None:
@@ -146,12 +128,12 @@ def up() -> None:
         console.print("stopped.")
 
 
-def _wait_for_api(s: Settings, children: list[subprocess.Popen[bytes]]) -> None:
+def _wait_for_api(s: Settings, children: Supervisor) -> None:
     import httpx
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
+        if not children.alive():
             raise RuntimeError("a process exited during start-up")
         try:
             if httpx.get(f"http://{s.api_host}:{s.api_port}/health", timeout=1).status_code == 200:
