@@ -117,8 +117,9 @@ def test_every_string_of_every_operation_refuses_hostile_text_and_stores_nothing
     head = world.registrations.recorder.max_notification_id()
 
     # No shrinking: each example sends every field; the failing request is in the assertion.
-    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-              phases=[Phase.generate])
+    @settings(
+        max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), database=None, phases=[Phase.generate]
+    )
     @given(st.data())
     def send(data: Any) -> None:
         for method, template, where, path in fields:
