@@ -59,6 +59,10 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000", description="where the public reaches the API: certificates' QR codes point here"
     )
     verify_rate_limit: str = Field("60/minute", description="public verifications per client address")
+    trusted_proxies: str = Field(
+        "", description="proxies whose X-Forwarded-For names the client, comma-separated addresses or networks"
+    )
+    token_days: int = Field(90, ge=1, le=3650, description="days a new API token is valid")
 
 
 @lru_cache

@@ -43,7 +43,7 @@ def as_json(model: Any) -> Any:
 def serving(app: Any) -> Iterator[str]:
     """The app on a real port (uvicorn, in a thread), for clients that need a URL: a browser, schemathesis."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

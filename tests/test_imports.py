@@ -241,3 +241,37 @@ def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_goo
     stored = subprocess.run([*cli, str(good)], env=env, capture_output=True, text=True, timeout=60)
     assert stored.returncode == 0 and "2 row(s) of the candidate list stored" in stored.stdout, stored.stderr
     assert world.registrations.repository.get(pid).seats_left == 58
+
+
+def test_the_registrations_spreadsheet_writes_formula_like_names_as_text(world, http, database_url, schema):
+    """A candidate named =HYPERLINK(...) must not run in staff's Excel: the cell is written as text."""
+    import csv
+    import io as stdio
+
+    world.at(date(2026, 3, 2))
+    iid, pid, code = setup_plan(world.registrations, seats=10)
+    hostile = ['=HYPERLINK("http://evil.example","点我")', "+1+2", "-3", "@SUM(A1)", "张三"]
+    for i, name in enumerate(hostile, start=1):
+        world.registrations.register(candidate(i), code, working_years_form(i, name=name))
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    from projections import PROJECTIONS
+    from projections.store import apply_message, connect
+    from tests.test_projections import messages
+
+    with connect(database_url, schema) as conn:  # the candidate record, as the worker would build it
+        for offset, m in enumerate(messages(world.registrations)):
+            for p in PROJECTIONS:
+                if "registrations" in p.topics:
+                    apply_message(conn, p, "registrations", 0, offset, m)
+    r = http.get(f"/plans/{pid}/registrations.csv", headers=staff)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    assert r.content.startswith("\ufeff".encode())  # Excel reads Chinese only with the BOM
+    rows = list(csv.reader(stdio.StringIO(r.content.decode("utf-8-sig"))))
+    assert rows[0][0] == "姓名"
+    names = [row[0] for row in rows[1:]]
+    assert names == ["'" + n if n[0] in "=+-@" else n for n in hostile], names
+    assert all(row[2].count("*") >= 10 for row in rows[1:])  # the ID number masked
+    import uuid
+
+    other = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-wu", uuid.uuid4())  # another institution
+    assert http.get(f"/plans/{pid}/registrations.csv", headers=other).status_code == 403

@@ -35,6 +35,7 @@ def create_app(
     verify_rate_limit: str = "60/minute",
     today: Callable[[], date] | None = None,
     public_url: str = "http://127.0.0.1:8000",
+    trusted_proxies: str | None = None,
 ) -> FastAPI:
     """`today` is the date in Shanghai unless a test moves it."""
 
@@ -72,7 +73,7 @@ def create_app(
     app.state.database_url, app.state.schema = database_url, schema
     app.state.today = today or (lambda: shanghai_today(tz))
     app.state.public_url = public_url  # what certificates' QR codes point to
-    verify.install_limiter(app, verify_rate_limit)
+    verify.install_limiter(app, verify_rate_limit, trusted_proxies)
     problems.install(app)
     app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app))
     for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations):

@@ -17,7 +17,7 @@ from domain.model import Role
 from domain.plan import EvaluationPlan
 from domain.registration import Registration
 from infra.api.problems import Unauthenticated
-from infra.api.tokens import Principal
+from infra.api.tokens import Principal, Refused
 from infra.bus.privacy import ref
 from infra.services.certificates import Certificates
 from infra.services.exams import Exams
@@ -65,10 +65,10 @@ def principal(
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
-    who = request.app.state.tokens.principal(c, credentials.credentials)
-    if who is None:
-        raise Unauthenticated("the API token is unknown or revoked")
-    return who
+    try:
+        return request.app.state.tokens.principal(c, credentials.credentials)
+    except Refused as e:
+        raise Unauthenticated(str(e)) from None
 
 
 def allow(*roles: Role) -> Callable[..., Principal]:

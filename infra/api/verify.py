@@ -7,6 +7,7 @@ number and that it is no longer valid, nothing personal.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from datetime import date
 from pathlib import Path as FilePath
@@ -65,9 +66,37 @@ def verification(row: dict[str, Any]) -> Verification:
     )  # fmt: skip
 
 
+def client_address(request: Request) -> str:
+    """Who is asking: the peer's address, unless the peer is a proxy we were told to trust; then the
+    address that proxy says it forwarded for (X-Forwarded-For, read from the right, skipping our own
+    proxies). Anyone can write the header, so from anyone else it means nothing."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = request.app.state.trusted_proxies
+    if not trusted or not _within(peer, trusted):
+        return peer
+    forwarded = [a.strip() for h in request.headers.getlist("x-forwarded-for") for a in h.split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if not _within(address, trusted):
+            return address
+    return forwarded[0] if forwarded else peer
+
+
+def _within(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def trusted_networks(spec: str | None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """SKILLCERT_TRUSTED_PROXIES: addresses or networks, comma-separated ("10.0.0.5, 10.1.0.0/16")."""
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in (spec or "").split(",") if part.strip()]
+
+
 def rate_limited(request: Request) -> None:
     state = request.app.state
-    client = request.client.host if request.client else "unknown"
+    client = client_address(request)
     if not state.limiter.hit(state.verify_limit, "verify", client):
         reset = state.limiter.get_window_stats(state.verify_limit, "verify", client).reset_time
         raise TooManyRequests(
@@ -114,6 +143,7 @@ def verify(number: Annotated[str, Path(max_length=64)], c: Conn, request: Reques
     return result
 
 
-def install_limiter(app: Any, limit: str) -> None:
+def install_limiter(app: Any, limit: str, trusted_proxies: str | None = None) -> None:
     app.state.verify_limit = parse(limit)
+    app.state.trusted_proxies = trusted_networks(trusted_proxies)
     app.state.limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())

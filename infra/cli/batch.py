@@ -19,15 +19,16 @@ cli.add_typer(import_cli, name="import")
 
 
 def _principal(s: Settings, token: str) -> Any:
+    from infra.api.tokens import Refused
     from projections.store import connect
 
     tokens = token_store(s)
     with connect(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema) as conn:
-        who = tokens.principal(conn, token)
-    if who is None:
-        err.print("[red]the token is unknown or revoked[/red]")
-        raise typer.Exit(2)
-    return who
+        try:
+            return tokens.principal(conn, token)
+        except Refused as e:
+            err.print(f"[red]{e}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 def _run_import(token: str, what: str, service: Any, work: Any) -> None:

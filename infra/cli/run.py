@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def api() -> None:
     s = get_settings()
     url = require(s.database_url, "SKILLCERT_DATABASE_URL")
     when_database_answers(lambda: ensure_schema(url, s.db_schema), "api")
-    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url)
+    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url,
+                     trusted_proxies=s.trusted_proxies)  # fmt: skip
     # The client's address is the peer's unless the peer is a trusted proxy (infra/api/verify.py), so
     # uvicorn must not rewrite it from X-Forwarded-For itself.
     uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning", proxy_headers=False,
@@ -62,12 +64,19 @@ def demo() -> None:
     with console.status("loading the sample scenario"):
         scenario.load(service, shanghai_today(s.timezone), url, s.db_schema)
     service.close()
-    made = scenario.tokens(url, s.db_schema, installation_key(url, s.db_schema, s.pseudonym_key))
     s.data_dir.mkdir(parents=True, exist_ok=True)
     env = s.data_dir / "demo-tokens.env"
-    env.write_text("".join(f"export {role.upper()}='Authorization: Bearer {t}'\n" for role, t in made.items()))
-    env.chmod(0o600)
-    console.print(f"sample scenario loaded; a token per role in {env} (source it for the README's tour)")
+    kept = dict(re.findall(r"^export (\w+)='Authorization: Bearer (skc_[\w-]+)'$", env.read_text(), re.M)) \
+        if env.exists() else {}  # fmt: skip
+    kept = {role.lower(): token for role, token in kept.items()}
+    made = scenario.tokens(url, s.db_schema, installation_key(url, s.db_schema, s.pseudonym_key), kept)
+    if made != kept:
+        env.write_text("".join(f"export {role.upper()}='Authorization: Bearer {t}'\n" for role, t in made.items()))
+        env.chmod(0o600)
+        console.print(f"sample scenario loaded; a token per role in {env}, valid {scenario.DEMO_TOKEN_DAYS} days "
+                      "(source it for the README's tour)", soft_wrap=True)  # fmt: skip
+    else:
+        console.print(f"sample scenario loaded; the tokens in {env} still open the API", soft_wrap=True)
 
 
 @cli.command()

@@ -11,7 +11,10 @@ from domain.model import Role
 from infra.cli.common import cli, console, ensure_schema, err, require
 from infra.settings import Settings, get_settings
 
-tokens_cli = typer.Typer(help="API tokens: create, list, revoke. Only a token's hash is stored.", no_args_is_help=True)
+tokens_cli = typer.Typer(
+    help="API tokens: create, list, rotate, revoke. Only a token's hash is stored; each expires.", no_args_is_help=True
+)
+Days = Annotated[int | None, typer.Option("--days", help="days the token is valid (default SKILLCERT_TOKEN_DAYS, 90)")]
 cli.add_typer(tokens_cli, name="tokens")
 
 
@@ -33,6 +36,7 @@ def tokens_create(
     id_number: Annotated[
         str | None, typer.Option(help="candidate: their ID number (kept only as a keyed hash)")
     ] = None,
+    days: Days = None,
 ) -> None:
     """Create a token and print it once (stdout). Give it to its holder: it cannot be shown again."""
     from domain.errors import DomainError
@@ -54,23 +58,43 @@ def tokens_create(
         candidate_ref = (
             ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
         )
-        token_id, token = tokens.create(name, role, institution, candidate_ref)
+        token_id, token = tokens.create(name, role, institution, candidate_ref, days or s.token_days)
     except DomainError as e:
         err.print(f"[red]refused:[/red] {e.message}")
         raise typer.Exit(2) from None
-    err.print(f"token {token_id} for {name} ({role.value}); keep it secret, it is shown only now")
+    err.print(f"token {token_id} for {name} ({role.value}), valid {days or s.token_days} days; keep it secret, it is "
+              "shown only now", soft_wrap=True)  # fmt: skip
+    print(token)
+
+
+@tokens_cli.command("rotate")
+def tokens_rotate(
+    token_id: Annotated[str, typer.Argument(help="the id shown by `tokens list`")], days: Days = None
+) -> None:
+    """Revoke a token (expired or not) and print its successor, for the same holder, role and scope."""
+    from domain.errors import DomainError
+
+    s = get_settings()
+    try:
+        new_id, token = token_store(s).rotate(token_id, days or s.token_days)
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {e.message}")
+        raise typer.Exit(2) from None
+    err.print(f"token {token_id} revoked; its successor {new_id} is valid {days or s.token_days} days and shown only "
+              "now", soft_wrap=True)  # fmt: skip
     print(token)
 
 
 @tokens_cli.command("list")
 def tokens_list() -> None:
-    """Every token: id, holder, role, scope, created and revoked (never the secret)."""
+    """Every token: id, holder, role, scope, created, expires, revoked (never the secret)."""
     from rich.table import Table
 
-    table = Table("id", "name", "role", "institution", "candidate", "created", "revoked")
+    table = Table("id", "name", "role", "institution", "candidate", "created", "expires", "revoked")
     for t in token_store(get_settings()).list():
         table.add_row(t["id"], t["name"], t["role"], str(t["institution_id"] or "-"),
                       "yes" if t["bound_to_candidate"] else "-", f"{t['created_at']:%Y-%m-%d %H:%M}",
+                      f"{t['expires_at']:%Y-%m-%d %H:%M}" if t["expires_at"] else "-",
                       f"{t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else "-")  # fmt: skip
     console.print(table)
 

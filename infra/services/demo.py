@@ -174,23 +174,41 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
 DEMO_TOKENS = ("staff", "centre", "hr", "auditor", "candidate")
 
 
-def tokens(database_url: str, schema: str, key: bytes) -> dict[str, str]:
-    """A token for each role, for the README's tour. Earlier demo tokens are revoked."""
-    from infra.api.tokens import Tokens
+DEMO_TOKEN_DAYS = 30
+
+
+def tokens(database_url: str, schema: str, key: bytes, kept: dict[str, str] | None = None) -> dict[str, str]:
+    """A token for each role, for the README's tour, valid DEMO_TOKEN_DAYS days. The tokens in `kept`
+    (the file a second shell has sourced) stay while every one of them still opens the API; otherwise
+    the demo's tokens are revoked and made again."""
+    import psycopg
+
+    from infra.api.tokens import Refused, Tokens
     from infra.bus.privacy import ref
 
     store = Tokens(database_url, schema)
     store.create_table()
+    if kept and set(kept) == set(DEMO_ROLES):
+        try:
+            with psycopg.connect(database_url) as conn:
+                conn.execute(f'SET search_path TO "{schema}"')
+                if all(store.principal(conn, token).name == f"demo:{DEMO_ROLES[role]}" for role, token in kept.items()):
+                    return kept
+        except Refused:
+            pass
     for t in store.list():
         if t["name"].startswith("demo:") and t["revoked_at"] is None:
             store.revoke(t["id"])
     iid = institution_id(FILING)
     holder = ref(resident_id(CERTIFIED[0][1]), key)
-    made = {
-        "staff": store.create("demo:staff-li", Role.INSTITUTION_STAFF, iid),
-        "centre": store.create("demo:centre-wang", Role.PROVINCIAL_CENTRE),
-        "hr": store.create("demo:hr-zhao", Role.HR_DEPARTMENT),
-        "auditor": store.create("demo:auditor-sun", Role.AUDITOR),
-        "candidate": store.create("demo:candidate-lina", Role.CANDIDATE, candidate_ref=holder),
+    scope = {"staff": {"institution_id": iid}, "candidate": {"candidate_ref": holder}}
+    return {
+        role: store.create(f"demo:{name}", Role(ROLE_OF[role]), days=DEMO_TOKEN_DAYS, **scope.get(role, {}))[1]
+        for role, name in DEMO_ROLES.items()
     }
-    return {role: token for role, (_, token) in made.items()}
+
+
+DEMO_ROLES = {"staff": "staff-li", "centre": "centre-wang", "hr": "hr-zhao", "auditor": "auditor-sun",
+              "candidate": "candidate-lina"}  # fmt: skip
+ROLE_OF = {"staff": "institution_staff", "centre": "provincial_centre", "hr": "hr_department", "auditor": "auditor",
+           "candidate": "candidate"}  # fmt: skip

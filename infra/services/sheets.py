@@ -35,7 +35,8 @@ MAX_CELL = 1000  # characters: the longest field of a form is 500
 MAX_UNPACKED = 64 * 1024 * 1024  # an XLSX's parts unpacked, in all
 MAX_PARTS = 200
 MAX_SHARED_STRINGS = 16 * 1024 * 1024  # the shared strings part, unpacked
-READ_DEADLINE = 5.0  # seconds the child may take
+MAX_CELLS = MAX_ROWS * MAX_COLUMNS  # cells a sheet may declare, empty ones included
+READ_DEADLINE = 4.0  # seconds the child may take: a refusal reaches the client within 5
 CHILD_MEMORY = 768 * 1024 * 1024  # bytes of address space the child may use
 CHILD_CPU = 10  # seconds of CPU
 
@@ -189,8 +190,11 @@ def _xlsx(content: bytes) -> Table:
             if len(row) > MAX_COLUMNS and any(v is not None for v in row[MAX_COLUMNS:]):
                 raise InvalidInput([("file", f"row {len(table) + 1} has more than {MAX_COLUMNS} columns")])
             table.append([_cell(v) for v in row[:MAX_COLUMNS]])
-            if len(table) > 2 * MAX_ROWS or cells > 4 * MAX_ROWS * MAX_COLUMNS:
+            if len(table) > 2 * MAX_ROWS:
                 raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
+            if cells > MAX_CELLS:
+                raise InvalidInput([("file", f"declares more than {MAX_CELLS:,} cells ({MAX_ROWS:,} rows of "
+                                             f"{MAX_COLUMNS} columns), most of them empty; save only the table")])  # fmt: skip
         book.close()
         return table
     except InvalidInput:

@@ -1,0 +1,105 @@
+"""Tokens that expire and rotate; a verification rate limit that a forged X-Forwarded-For cannot dodge."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import psycopg
+from fastapi.testclient import TestClient
+
+from domain.model import Role
+from infra.api import create_app
+from infra.embedded import free_port
+from tests.api import bearer
+
+
+def _cli(database_url: str, schema: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def test_a_token_expires_and_is_refused_saying_so_and_rotation_gives_its_holder_a_new_one(
+    database_url: str, schema: str
+) -> None:
+    made = _cli(database_url, schema, "tokens", "create", "--role", "auditor", "--name", "auditor-sun", "--days", "30")
+    assert made.returncode == 0 and "valid 30 days" in made.stderr, made.stderr
+    token = made.stdout.strip()
+    token_id = token.split("_")[1]
+    with TestClient(create_app(database_url, schema)) as http:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert http.get("/me", headers=headers).status_code == 200
+        with psycopg.connect(database_url) as conn:  # thirty days pass
+            conn.execute(f"UPDATE {schema}.api_tokens SET expires_at = now() - interval '1 minute' WHERE id = %s",
+                         (token_id,))  # fmt: skip
+        r = http.get("/me", headers=headers)
+        assert r.status_code == 401 and "expired on" in r.json()["detail"], r.text
+        assert f"skillcert tokens rotate {token_id}" in r.json()["detail"]
+
+        rotated = _cli(database_url, schema, "tokens", "rotate", token_id)
+        assert rotated.returncode == 0, rotated.stderr
+        new = {"Authorization": f"Bearer {rotated.stdout.strip()}"}
+        me = http.get("/me", headers=new)
+        assert me.status_code == 200 and me.json()["name"] == "auditor-sun" and me.json()["role"] == "auditor"
+        r = http.get("/me", headers=headers)
+        assert r.status_code == 401 and "was revoked on" in r.json()["detail"], r.text
+    with psycopg.connect(database_url) as conn:
+        principals = conn.execute(f"SELECT DISTINCT principal_id FROM {schema}.api_tokens WHERE name = 'auditor-sun'")
+        assert len(principals.fetchall()) == 1, "the holder keeps one principal id across rotations"
+    listed = _cli(database_url, schema, "tokens", "list")
+    assert "expires" in listed.stdout and token_id in listed.stdout
+
+
+def test_a_token_name_with_control_characters_is_refused(database_url: str, schema: str) -> None:
+    made = _cli(database_url, schema, "tokens", "create", "--role", "auditor", "--name", "auditor\u202esun")
+    assert made.returncode == 2 and "bidirectional" in made.stderr, made.stderr
+
+
+def _verify_many(base: str, forwarded: list[str]) -> list[int]:
+    number = "S000044032015262000001"  # well formed; no certificate carries it: 404 until limited
+    with httpx.Client(base_url=base) as client:
+        return [client.get(f"/verify/{number}", headers={"X-Forwarded-For": f}).status_code for f in forwarded]
+
+
+@contextmanager
+def api_process(database_url: str, schema: str, **settings: str) -> Iterator[str]:
+    """`skillcert api` as deployed: uvicorn as the command starts it, not as a test would."""
+    port = free_port()
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_API_PORT": str(port), **settings}  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def test_x_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str, schema: str, world: Any) -> None:
+    bearer(database_url, schema, Role.AUDITOR, "auditor")  # the tokens table, as the API expects it
+    # No trusted proxy (the default): each request names another client, and all are one client.
+    with api_process(database_url, schema, SKILLCERT_VERIFY_RATE_LIMIT="3/minute") as base:
+        assert _verify_many(base, [f"203.0.113.{i}" for i in range(5)]) == [404, 404, 404, 429, 429]
+    # Behind a trusted proxy (here the test itself, at 127.0.0.1), the client is the address the proxy
+    # appended, the rightmost one it does not trust; what the client wrote before it counts for nothing.
+    with api_process(database_url, schema, SKILLCERT_VERIFY_RATE_LIMIT="3/minute",
+                     SKILLCERT_TRUSTED_PROXIES="127.0.0.1") as base:  # fmt: skip
+        assert _verify_many(base, [f"203.0.113.{i}" for i in range(5)]) == [404] * 5
+        assert _verify_many(base, [f"198.51.100.{i}, 192.0.2.7" for i in range(5)]) == [404, 404, 404, 429, 429]
