@@ -157,26 +157,36 @@ class Applier:
         return self.conn
 
     def apply(self, batch: list[tuple[int, int, Message]]) -> bool:
-        """Apply the batch, however many attempts it takes (or until the worker stops). True when the
-        relay has started a new log since this topic's offsets were recorded: the caller reads the
-        topic again from the start."""
-        wait, attempts = RETRY_FIRST, 0
+        """Apply the batch, however many attempts it takes (or until the worker stops). When it fails, the
+        messages before the one at fault are applied one by one and that one is retried with backoff,
+        recorded as the projection's stall. True when the relay has started a new log since this topic's
+        offsets were recorded: the caller reads the topic again from the start."""
+        wait, attempts, changed, pending = RETRY_FIRST, 0, False, batch
         while True:
             try:
-                changed = self._apply(batch)
+                changed |= self._apply(pending)
                 if attempts:
                     log.warning("%s: applied after %d failed attempts", self.topic, attempts)
                 return changed
             except Exception as e:  # anything: the batch is retried, never skipped
-                attempts += 1
-                partition, offset, first = batch[0]
-                why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                log.error("%s: cannot apply %d messages from %s at position %s (attempt %d): %s; retrying in %.1f s",
-                          self.topic, len(batch), first.get("type"), first.get("position"), attempts, why, wait)  # fmt: skip
-                self._record(partition, offset, first, why)
-                if self.stopping.wait(wait):
-                    return False  # stopping: nothing of the batch applied, so the next start resumes before it
-                wait = min(wait * 2, RETRY_MAX)
+                error = e
+            for i, one in enumerate(pending):  # which message is at fault? apply those before it
+                try:
+                    changed |= self._apply([one])
+                except Exception as e:
+                    error, pending = e, pending[i:]
+                    break
+            else:
+                return changed  # it was not a message: applied one by one after all
+            attempts += 1
+            partition, offset, first = pending[0]
+            why = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            log.error("%s: cannot apply %s at position %s (attempt %d): %s; retrying in %.1f s", self.topic,
+                      first.get("type"), first.get("position"), attempts, why, wait)  # fmt: skip
+            self._record(partition, offset, first, why)
+            if self.stopping.wait(wait):
+                return changed  # stopping: the rest is not applied, so the next start resumes before it
+            wait = min(wait * 2, RETRY_MAX)
 
     def _apply(self, batch: list[tuple[int, int, Message]]) -> bool:
         conn = self._connection()

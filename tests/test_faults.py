@@ -359,3 +359,62 @@ def test_the_api_killed_during_an_import_stores_nothing_of_it(stack: Stack) -> N
     assert not stored & names, f"{len(stored & names)} rows of the killed import were stored"
     assert seats_taken == len(stored) > 0  # what the other staff registered meanwhile, and only that
     no_server_errors(load)
+
+
+def test_a_projection_that_cannot_apply_stalls_visibly_and_resumes_without_skipping(stack: Stack) -> None:
+    """An operator's mistake makes the candidate record refuse new rows: the worker retries the batch,
+    /projections names the event it is stuck on, and once the mistake is undone everything is applied."""
+    code, headers, _ = open_plan(stack)
+    start_all(stack)
+    auditor = Tokens(stack.url, stack.schema).create("auditor-sun", Role.AUDITOR)[1]
+    with psycopg.connect(stack.url, autocommit=True) as conn:
+        deadline = time.monotonic() + 60
+        while not conn.execute("SELECT to_regclass(%s)", (f"{stack.schema}.candidate_registrations",)).fetchone()[0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        conn.execute(
+            f"ALTER TABLE {stack.schema}.candidate_registrations ADD CONSTRAINT mistake CHECK (false) NOT VALID"
+        )
+    load = Load(stack, code, headers, rate=10)
+    load.run(3).join()
+
+    def stalled() -> list[Any]:
+        report = httpx.get(f"{stack.base}/projections", headers={"Authorization": f"Bearer {auditor}"}).json()
+        return [r for r in report if r["status"] == "stalled"]
+
+    def retried() -> list[Any]:
+        return [s for r in stalled() if r["projection"] == "candidates" for s in r["stalls"] if s["attempts"] >= 2]
+
+    deadline = time.monotonic() + 30
+    while not (stalls := retried()):  # retried, not skipped
+        assert time.monotonic() < deadline, stack.log("consumers")[-2000:]
+        time.sleep(0.5)
+    [stall] = stalls
+    assert stall["event_type"] == "cn.skillcert.registration.submitted.v1" and "mistake" in stall["error"], stall
+    with psycopg.connect(stack.url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {stack.schema}.candidate_registrations DROP CONSTRAINT mistake")
+    print(converged(stack, load, time.monotonic()))
+    assert not stalled()
+    assert stack.processes["consumers"].poll() is None
+
+
+def test_a_session_holding_the_write_lock_makes_writers_fail_clearly_not_freeze(stack: Stack) -> None:
+    """Something outside skillcert (a forgotten psql) holds the event store's lock: a command answers 503
+    after the lock timeout instead of waiting for ever, and /health answers throughout."""
+    code, headers, _ = open_plan(stack)
+    stack.start("api")
+    stack.wait_for_api()
+    holder = psycopg.connect(stack.url)
+    holder.execute(f"LOCK TABLE {stack.schema}.skillcert_events IN EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        r = httpx.post(f"{stack.base}/registrations", headers=headers, timeout=30,
+                       json={"registration_code": code, "form": _json(form(1))})  # fmt: skip
+        took = time.monotonic() - started
+        assert r.status_code == 503 and r.headers["retry-after"] and 9 < took < 15, (r.status_code, took, r.text)
+        assert httpx.get(f"{stack.base}/health", timeout=1).status_code == 200
+    finally:
+        holder.close()
+    r = httpx.post(f"{stack.base}/registrations", headers=headers, timeout=30,
+                   json={"registration_code": code, "form": _json(form(1))})  # fmt: skip
+    assert r.status_code == 201, r.text

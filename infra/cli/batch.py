@@ -157,14 +157,17 @@ def print_spoiled(
     token: Token,
 ) -> None:
     """Record a spoiled print; print the certificate again afterwards (`print certificates`)."""
-    from domain.errors import DomainError
+    from domain.errors import DomainError, InvalidInput
+    from domain.text import normalise, problem
     from infra.services.certificates import Certificates
 
     s = get_settings()
     who = _principal(s, token)
     svc = Certificates(s.database_url or "", s.db_schema)
     try:
-        svc.spoil_print(who.actor(), _by_number(svc, number), form, reason)
+        if why := problem(reason, multiline=True):  # the API's rule for typed text, here too
+            raise InvalidInput([("--reason", why)])
+        svc.spoil_print(who.actor(), _by_number(svc, number), form, normalise(reason))
     except DomainError as e:
         err.print(f"[red]refused:[/red] {e.message}")
         raise typer.Exit(1) from None
