@@ -23,6 +23,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from infra.bus.privacy import installation_key
 from infra.services import demo
 from infra.services.base import shanghai_today
 from infra.services.registrations import Registrations
@@ -54,7 +55,7 @@ def main(
         c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     svc = Registrations(database_url, schema)
     try:
-        demo.load(svc, shanghai_today(), database_url, schema)
+        demo.load(svc, shanghai_today(), database_url, schema, installation_key(database_url, schema))
         events = [svc.mapper.to_domain_event(n) for n in svc.recorder.select_notifications(start=1, limit=100_000)]
         encrypted, plain = svc.mapper, PydanticMapper(transcoder=svc.mapper.transcoder)
         n = len(events) * rounds

@@ -91,7 +91,7 @@ def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[u
                               occupation=details.occupation, job=None, level=Level.TWO)  # fmt: skip
         registrations = []
         for k in range(per_plan):
-            r = Registration.submit(staff, plan.id, institution.id, summary, _form(p * per_plan + k))
+            r = Registration.submit(staff, plan.id, institution.id, summary, _form(p * per_plan + k), app.id_key)
             plan.take_seat(staff, r.id, date(2026, 3, 2))
             r.approve(staff, "2.1", evidence, date(2026, 3, 10))
             r.pay_fee(staff, f"R{p:04d}{k:05d}", Decimal("380"))

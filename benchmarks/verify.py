@@ -22,6 +22,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
+from infra.bus.privacy import installation_key
 from infra.services import demo
 from infra.services.base import shanghai_today
 from infra.services.registrations import Registrations
@@ -35,7 +36,7 @@ def build(database_url: str, events: int) -> tuple[str, str, Registrations]:
     with psycopg.connect(database_url, autocommit=True) as c:
         c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     svc = Registrations(database_url, schema)
-    demo.load(svc, shanghai_today(), database_url, schema)
+    demo.load(svc, shanghai_today(), database_url, schema, installation_key(database_url, schema))
     table = svc.recorder.events_table_name
     events_table = sql.Identifier(schema, table)
     started = time.monotonic()

@@ -38,7 +38,7 @@ def subjects_for(level: Level) -> tuple[Subject, ...]:
 
 
 class Room(Immutable):
-    name: str = Field(min_length=1, max_length=30)
+    name: str = Field(min_length=1, max_length=30, json_schema_extra=personal(Personal.NONE))
     seats: int = Field(gt=0, le=500)
 
 

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 
 from domain.errors import InvalidInput
 from domain.model import Actor, Aggregate, Immutable
+from domain.personal import Personal, personal
 
 # 004 table 2: where the institution (station) is, as positions 8-9 of a certificate number.
 CITY_CODES: dict[str, str] = {
@@ -73,7 +74,7 @@ def institution_id(filing: Filing) -> UUID:
 class Institution(Aggregate):
     class Registered(Aggregate.Created):
         actor: Actor
-        name: str
+        name: str = Field(json_schema_extra=personal(Personal.NONE))  # the institution's
         filing: Filing
         profile: DeadlineProfile
 

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
+from domain.personal import Personal, personal
 
 # 8 characters from an alphabet without look-alikes (0/O, 1/I/L): it is read out over the phone.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -29,7 +30,9 @@ class PlanDetails(Immutable):
     """Everything a candidate sees when confirming the plan (001 step 4)."""
 
     plan_number: str = Field(min_length=1, max_length=30, pattern=r"^[0-9A-Za-z-]+$")
-    name: str = Field(min_length=1, max_length=100, description="评价计划名称")
+    name: str = Field(
+        min_length=1, max_length=100, description="评价计划名称", json_schema_extra=personal(Personal.NONE)
+    )
     occupation: str = Field(min_length=1, max_length=50, description="职业名称")
     job: str | None = Field(None, max_length=50, description="工种名称; none when the occupation has none")
     level: Level
@@ -38,8 +41,18 @@ class PlanDetails(Immutable):
     evaluation_end: date
     registration_deadline: date = Field(description="registrations are accepted through this day")
     exam_location: str = Field(min_length=1, max_length=100, description="考试地点")
-    contact_name: str = Field(min_length=1, max_length=50)
-    contact_phone: str = Field(min_length=5, max_length=30)
+    contact_name: str = Field(
+        min_length=1,
+        max_length=50,
+        description="评价业务联系人, shown with the plan (001)",
+        json_schema_extra=personal(Personal.BUSINESS_CONTACT),
+    )
+    contact_phone: str = Field(
+        min_length=5,
+        max_length=30,
+        description="联系电话 of the institution's contact, shown with the plan (001)",
+        json_schema_extra=personal(Personal.BUSINESS_CONTACT),
+    )
     supervising_region: str = Field(min_length=1, max_length=50, description="业务监管地")
 
     @model_validator(mode="after")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import UUID
 
 from eventsourcing.domain import event
 from pydantic import Field, field_validator
@@ -231,13 +233,19 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
     return warnings
 
 
-def registration_id(plan_id: UUID, form: RegistrationForm) -> UUID:
-    return registration_key(plan_id, form.id_type, form.id_number)
+def registration_id(plan_id: UUID, form: RegistrationForm, key: bytes) -> UUID:
+    return registration_key(plan_id, form.id_type, form.id_number, key)
 
 
-def registration_key(plan_id: UUID, id_type: IdType, id_number: str) -> UUID:
-    # Deterministic: one registration per candidate per plan, enforced by the event store.
-    return uuid5(NAMESPACE_URL, f"skillcert:registration:{plan_id}:{id_type.value}:{id_number}")
+def registration_key(plan_id: UUID, id_type: IdType, id_number: str, key: bytes) -> UUID:
+    """Deterministic, so the event store enforces one registration per candidate per plan; keyed, so
+    nobody without the installation's secret can go from an id back to the number. Unkeyed, the id
+    (on the bus, in certificates' events) and the public plan list plus a masked number left few
+    enough candidates to try them all in a minute."""
+    if len(key) < 16:
+        raise ValueError("a registration id needs the installation's secret key")
+    material = f"skillcert:registration:{plan_id}:{id_type.value}:{id_number}".encode()
+    return UUID(bytes=hmac.new(key, material, hashlib.sha256).digest()[:16], version=4)
 
 
 class PlanSummary(Immutable):
@@ -331,12 +339,13 @@ class Registration(Aggregate):
         institution_id: UUID,
         plan: PlanSummary,
         form: RegistrationForm,
+        id_key: bytes,
         hr_work_unit: str | None = None,
     ) -> Registration:
         warnings = check_form(form, plan.level, hr_work_unit)
         return cls._create(
             cls.Submitted,
-            id=registration_id(plan_id, form),
+            id=registration_id(plan_id, form, id_key),
             actor=actor,
             plan_id=plan_id,
             institution_id=institution_id,

@@ -9,11 +9,13 @@ from datetime import date
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
+from pydantic import Field
 
 from domain.access import STAFF, require
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
+from domain.personal import Personal, personal
 
 MAX_FORM = 99_999_999  # "NO. 88888888": eight digits
 DEMAND_DUE = (1, 25)  # the yearly demand form is filed by 25 January (004 §2)
@@ -72,7 +74,7 @@ class BlankStock(Aggregate):
 
     class FormsDestroyed(Aggregate.Event):
         serials: list[int]
-        witness: str
+        witness: str = Field(json_schema_extra=personal(Personal.IDENTITY))
         on: date
 
     class StocktakeRecorded(Aggregate.Event):

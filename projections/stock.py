@@ -25,7 +25,7 @@ class StockLedger:
     name = "stock_ledger"
     topics = ("stock",)
     tables = ("stock_books", "stock_receipts", "stock_forms", "stock_demand", "stock_stocktakes")
-    version = 1
+    version = 2  # destroyed forms no longer name the witness
 
     def ddl(self) -> list[str]:
         return [
@@ -129,7 +129,8 @@ class StockLedger:
                 """UPDATE stock_forms f SET status = 'destroyed', reason = f.reason || '; ' || %s, at = %s
                    FROM stock_books b WHERE b.stock_id = %s AND f.institution_id = b.institution_id
                    AND f.serial = ANY(%s)""",
-                (d["witness"], at, sid, d["serials"]),
+                # The witness's name stays in the event store: the stock topic carries no personal data.
+                ("已销毁（有监销人）", at, sid, d["serials"]),
             )
             books["forms_destroyed"] = "destroyed"
         elif event == "demand_filed":

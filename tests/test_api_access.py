@@ -121,6 +121,8 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/statistics/pass-rates", f"/statistics/pass-rates?institution_id={s.iid}", None, OWN_INSTITUTION),
         ("GET", "/projections", "/projections", None, OVERSIGHT),
         ("GET", "/bus/relay", "/bus/relay", None, OVERSIGHT),
+        ("GET", "/principals", "/principals", None, {AUDITOR}),
+        ("GET", "/principals/{principal_id}", "/principals/p_nobody", None, {AUDITOR}),
         # Commands.
         ("POST", "/institutions", "/institutions",
          {"name": "佛山某中心", "filing": {"city_code": "06", "station_serial": "001"}, "profile": "T"}, {CENTRE}),
@@ -279,12 +281,19 @@ def test_the_actor_on_the_event_is_the_token_holder_never_the_body(setup: Setup,
         app = s.app.state.registrations
         last = app.recorder.select_notifications(start=s.head(), limit=1)[0]
         actor = app.mapper.to_domain_event(last).actor
+        me = s.http.get("/me", headers=s.headers[STAFF]).json()
         assert (actor.id, actor.role, actor.institution_id, actor.request_id) == (
-            "staff-li",
+            me["principal_id"],  # a pseudonymous principal id, never the holder's name
             Role.INSTITUTION_STAFF,
             s.iid,
             "req-42",
         )
+        assert actor.id.startswith("p_") and "staff-li" not in actor.id
+        # An auditor, and only an auditor, resolves it to the name and role.
+        who = s.http.get(f"/principals/{actor.id}", headers=s.headers[AUDITOR]).json()
+        assert (who["name"], who["role"], who["institution_id"]) == ("staff-li", "institution_staff", str(s.iid))
+        assert [t["token_id"] for t in who["tokens"]] == [me["token_id"]]
+        assert s.http.get(f"/principals/{actor.id}", headers=s.headers[CENTRE]).status_code == 403
         del c
 
 

@@ -177,16 +177,14 @@ def test_the_redaction_follows_nested_lists_and_maps():
         "entries": [{"holder": {"name": "甲", "id_number": "440305199001010011"}, "phone": "13800138000"}],
         "by_room": {"301": {"holder": {"name": "乙", "id_number": "X1234567"}, "phone": None}},
     }
-    out = redact(plan_for(schema), data, KEY)
+    out = redact(plan_for(schema, POLICY["certificates"].carries), data, KEY)
     assert out["entries"][0] == {"holder": {"name": "甲", "id_number": {"masked": "4403**********0011", "ref": ref("440305199001010011", KEY)}}}  # fmt: skip
     assert out["by_room"]["301"]["holder"]["id_number"]["masked"] == "X1****67"
     assert "phone" not in out["by_room"]["301"] and data["entries"][0]["phone"] == "13800138000"  # a copy
 
 
-def test_the_readme_shows_one_valid_example_per_topic():
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Bus contract") :]
-    section = section[: section.index("\n## ", 4)]
+def test_the_contract_shows_one_valid_example_per_topic():
+    section = (ROOT / "docs" / "bus.md").read_text()
     blocks = [json.loads(b.split("```")[0]) for b in section.split("```json\n")[1:]]
     contexts = set()
     for message in blocks:
@@ -221,3 +219,44 @@ def test_messages_are_what_the_cloudevents_sdk_builds_and_parses():
     sdk = from_structured(theirs, JSONFormat())
     assert ours.get_attributes() == sdk.get_attributes() and ours.get_data() == sdk.get_data()
     assert context == "registrations" and ours.get_subject() == key.decode() == state["originator_id"]
+
+
+def test_every_field_of_every_published_schema_is_classified():
+    """A new string field without a class (personal, or in domain.personal.NOT_PERSONAL) fails here."""
+    from domain.personal import NOT_PERSONAL
+
+    unclassified, both = [], []
+    marked_personal: set[str] = set()
+
+    def walk(node, path, defs, seen):
+        if isinstance(node, list):
+            for v in node:
+                walk(v, path, defs, seen)
+            return
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            name = node["$ref"].rpartition("/")[2]
+            if name not in seen and name != "PublishedIdNumber":  # an ID number's published form: classified above
+                walk(defs[name], path, defs, seen | {name})
+        for name, prop in (node.get("properties") or {}).items():
+            if not isinstance(prop, dict):
+                continue
+            text = json.dumps(prop)
+            stringish = '"string"' in text and "enum" not in prop and "const" not in prop
+            if "x-personal" in prop:
+                if prop["x-personal"] != "none":
+                    marked_personal.add(name)
+                continue  # classified: what is inside is covered by the class
+            if stringish and "$ref" not in prop and "properties" not in prop:
+                unclassified.append(f"{path}.{name}")
+            walk(prop, f"{path}.{name}", defs, seen)
+        for key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf"):
+            if key in node:
+                walk(node[key], path, defs, seen)
+
+    for file, schema in schemas.committed().items():
+        walk(schema, file, schema.get("$defs", {}), frozenset())
+    assert unclassified == [], unclassified[:20]
+    both = sorted(marked_personal & NOT_PERSONAL)
+    assert both == [], f"named as carrying no personal data, yet marked personal somewhere: {both}"

@@ -219,7 +219,7 @@ def sat_cohort(svc: Service, n: int, exam_day: date) -> tuple[UUID, UUID, list[U
     evidence = Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5)
     registrations = []
     for k in range(n):
-        r = Registration.submit(staff, plan.id, institution.id, summary(plan), form(k))
+        r = Registration.submit(staff, plan.id, institution.id, summary(plan), form(k), svc.id_key)
         plan.take_seat(staff, r.id, exam_day - timedelta(days=30))
         r.approve(staff, "2.1", evidence, exam_day - timedelta(days=25))
         r.pay_fee(staff, f"R{k:06d}", Decimal("380"))

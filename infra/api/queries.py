@@ -60,6 +60,7 @@ Today = Annotated[date, Depends(today)]
 
 class Me(BaseModel):
     token_id: str
+    principal_id: str
     name: str
     role: Role
     institution_id: UUID | None
@@ -67,8 +68,32 @@ class Me(BaseModel):
 
 @router.get("/me")
 def me(who: Anyone) -> Me:
-    """Who this token acts as: the actor its commands put on their events."""
-    return Me(token_id=who.token_id, name=who.name, role=who.role, institution_id=who.institution_id)
+    """Who this token acts as: its principal id is the actor its commands put on their events."""
+    return Me(token_id=who.token_id, principal_id=who.principal_id, name=who.name, role=who.role,
+              institution_id=who.institution_id)  # fmt: skip
+
+
+Auditor = Annotated[Principal, Depends(allow(Role.AUDITOR))]
+
+
+@operations.get("/principals")
+def principals(
+    c: Conn,
+    request: Request,
+    who: Auditor,
+    name: Annotated[str | None, Query(max_length=100)] = None,
+    role: Role | None = None,
+) -> list[v.PrincipalView]:
+    """For auditors: who the actors on events are. Events name a principal id, never a name."""
+    return request.app.state.tokens.everyone(c, name, role.value if role else None)
+
+
+@operations.get("/principals/{principal_id}")
+def principal(
+    principal_id: Annotated[str, Path(max_length=40)], c: Conn, request: Request, who: Auditor
+) -> v.PrincipalView:
+    """For auditors: one principal's name, role and scope, and the life of each of its tokens."""
+    return request.app.state.tokens.who(c, principal_id)
 
 
 @router.get("/plans")

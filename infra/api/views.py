@@ -260,6 +260,24 @@ class PartitionOffset(BaseModel):
     applied_at: datetime | None
 
 
+class TokenLife(BaseModel):
+    token_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class PrincipalView(BaseModel):
+    """Who acts: the id events carry as their actor, and what it stands for."""
+
+    principal_id: str
+    name: str
+    role: str
+    institution_id: UUID | None
+    created_at: datetime
+    tokens: list[TokenLife] = []
+
+
 class Stall(BaseModel):
     """An event a projection could not apply: the live worker retries it until it applies
     (partition >= 0); a rebuild had to leave it out (partition -1) until the next rebuild."""

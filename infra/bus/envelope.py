@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID
 import orjson
 from eventsourcing.utils import resolve_topic
 
-from infra.bus.privacy import Plan, plan_for, redact
+from infra.bus.privacy import POLICY, Plan, plan_for, redact
 
 SPEC_VERSION = "1.0"
 TYPE_PREFIX = "cn.skillcert"
@@ -42,7 +42,10 @@ TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 # The published version of an event type, by event topic; absent means 1. Raise it when the
 # published schema changes incompatibly (infra.bus.schemas refuses to overwrite such a change),
 # and upcast stored events of the old shape in the mapper.
-VERSIONS: dict[str, int] = {}
+VERSIONS: dict[str, int] = {
+    # v2: the witness of a destruction is no longer published: the stock topic carries no personal data.
+    "domain.stock:BlankStock.FormsDestroyed": 2,
+}
 
 # Published beside `data` in the envelope rather than in it.
 NOT_IN_DATA = ("originator_topic",)
@@ -101,7 +104,8 @@ def published(event_topic: str) -> Published | None:
     if context is None:
         return None
     model = resolve_topic(event_topic)
-    return Published(context, event_type(event_topic), plan_for(model.model_json_schema(mode="serialization")))
+    schema = model.model_json_schema(mode="serialization")
+    return Published(context, event_type(event_topic), plan_for(schema, POLICY[context].carries))
 
 
 HEADERS = [("content-type", b"application/cloudevents+json")]  # structured mode, JSON event format
@@ -130,6 +134,7 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
         "source": f"/skillcert/{p.context}",
         "type": p.type,
         "subject": aggregate_id,
+        "dataschema": f"urn:skillcert:schema:{p.type}",
         "time": state["timestamp"],  # RFC 3339, as pydantic wrote it
         "datacontenttype": "application/json",
         "aggregateid": aggregate_id,

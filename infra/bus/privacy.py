@@ -6,9 +6,10 @@ The event store keeps the full record; the bus carries what subscribers need:
   the same ref across events and topics, a system that already holds a number and is given
   the key can match it, and nobody else can recover the number (an unkeyed hash of an ID
   number is guessed in hours: the birth date and area code leave few possibilities).
-- Phone numbers are not published at all.
+- A candidate's or holder's phone number is not published at all.
 - Everything else marked personal (domain.personal) is published as is, and only on the
-  topics whose policy below says so. A test holds each topic's schemas to its policy.
+  topics whose policy below carries its class; on other topics the field is left out. A test
+  holds each topic's schemas to its policy.
 
 Both the published schemas and the published data are derived from the "x-personal"
 marks in the domain models' JSON Schemas, so they cannot disagree.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from domain.personal import Personal, mask_id_number
+from domain.personal import NOT_PERSONAL, Personal, mask_id_number
 from infra.store.secrets import installation_secret
 
 
@@ -37,8 +38,9 @@ P = Personal
 POLICY: dict[str, TopicPolicy] = {
     "registrations": TopicPolicy(
         "restricted",
-        frozenset({P.IDENTITY, P.ID_NUMBER, P.BACKGROUND}),
-        "skillcert's read models and the provincial supervision system review who applied and on what basis",
+        frozenset({P.IDENTITY, P.ID_NUMBER, P.BACKGROUND, P.BUSINESS_CONTACT}),
+        "skillcert's read models and the provincial supervision system review who applied and on what basis; "
+        "plans carry the contact the institution publishes with them (001)",
     ),
     "exams": TopicPolicy(
         "restricted",
@@ -56,7 +58,17 @@ POLICY: dict[str, TopicPolicy] = {
 
 PSEUDONYMISED = "pseudonymise"
 OMITTED = "omit"
-ACTIONS = {P.ID_NUMBER: PSEUDONYMISED, P.CONTACT: OMITTED}
+
+
+def action(kind: Personal, carries: frozenset[Personal]) -> str | None:
+    """What happens to a field of this class on a topic carrying `carries`: published as it is (None),
+    pseudonymised (ID numbers), or left out (a class the topic does not carry; phone numbers always)."""
+    if kind is P.NONE:
+        return None
+    if kind not in carries or kind is P.CONTACT:
+        return OMITTED
+    return PSEUDONYMISED if kind is P.ID_NUMBER else None
+
 
 PSEUDONYM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -72,31 +84,32 @@ Plan = dict[str, Any]  # field -> action, or a nested plan for an object, array 
 EVERY_VALUE = "*"  # not a field name: JSON Schema property names here are Python identifiers
 
 
-def plan_for(schema: dict[str, Any]) -> Plan:
-    """What to do to each personal field of data valid under `schema` (a pydantic JSON Schema)."""
-    return _plan(schema, schema.get("$defs", {}), set()) or {}
+def plan_for(schema: dict[str, Any], carries: frozenset[Personal]) -> Plan:
+    """What to do to each personal field of data valid under `schema` (a pydantic JSON Schema) on a
+    topic carrying `carries`."""
+    return _plan(schema, schema.get("$defs", {}), set(), carries) or {}
 
 
-def _plan(node: dict[str, Any], defs: dict[str, Any], seen: set[str]) -> Plan | None:
+def _plan(node: dict[str, Any], defs: dict[str, Any], seen: set[str], carries: frozenset[Personal]) -> Plan | None:
     if "$ref" in node:
         name = node["$ref"].rpartition("/")[2]
         if name in seen:
             return None
-        return _plan(defs[name], defs, seen | {name})
+        return _plan(defs[name], defs, seen | {name}, carries)
     plan: Plan = {}
     for alt in node.get("anyOf", []) + node.get("oneOf", []) + node.get("allOf", []):
-        plan.update(_plan(alt, defs, seen) or {})
+        plan.update(_plan(alt, defs, seen, carries) or {})
     if isinstance(node.get("items"), dict):
-        plan.update(_plan(node["items"], defs, seen) or {})
+        plan.update(_plan(node["items"], defs, seen, carries) or {})
     if isinstance(node.get("additionalProperties"), dict) and (
-        values := _plan(node["additionalProperties"], defs, seen)
+        values := _plan(node["additionalProperties"], defs, seen, carries)
     ):
         plan[EVERY_VALUE] = values
     for name, prop in node.get("properties", {}).items():
         mark = prop.get("x-personal")
-        if mark in ACTIONS:
-            plan[name] = ACTIONS[Personal(mark)]
-        elif sub := _plan(prop, defs, seen):
+        if mark is not None and (todo := action(Personal(mark), carries)) is not None:
+            plan[name] = todo
+        elif sub := _plan(prop, defs, seen, carries):
             plan[name] = sub
     return plan
 
@@ -140,9 +153,10 @@ def _keyed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
-def redact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema of what `redact` publishes; also drops additionalProperties: false, since
-    subscribers must tolerate fields added later."""
+def redact_schema(schema: dict[str, Any], carries: frozenset[Personal]) -> dict[str, Any]:
+    """The schema of what `redact` publishes on a topic carrying `carries`; also drops
+    additionalProperties: false, since subscribers must tolerate fields added later, and marks every
+    string field named in domain.personal.NOT_PERSONAL as carrying none."""
 
     def walk(node: Any) -> Any:
         if isinstance(node, list):
@@ -153,12 +167,14 @@ def redact_schema(schema: dict[str, Any]) -> dict[str, Any]:
         props = out.get("properties")
         if isinstance(props, dict):
             for name, prop in list(props.items()):
-                action = ACTIONS.get(Personal(prop["x-personal"])) if "x-personal" in prop else None
-                if action == OMITTED:
+                todo = action(Personal(prop["x-personal"]), carries) if "x-personal" in prop else None
+                if "x-personal" not in prop and name in NOT_PERSONAL:
+                    props[name] = {**prop, "x-personal": Personal.NONE.value}
+                if todo == OMITTED:
                     del props[name]
                     if name in out.get("required", []):
                         out["required"] = [r for r in out["required"] if r != name]
-                elif action == PSEUDONYMISED:
+                elif todo == PSEUDONYMISED:
                     nullable = any(a.get("type") == "null" for a in prop.get("anyOf", []))
                     ref_node: dict[str, Any] = {"$ref": "#/$defs/PublishedIdNumber"}
                     props[name] = {
@@ -178,7 +194,7 @@ def personal_data_in(schema: dict[str, Any]) -> set[Personal]:
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if "x-personal" in node:
+            if "x-personal" in node and node["x-personal"] != Personal.NONE.value:
                 found.add(Personal(node["x-personal"]))
             for v in node.values():
                 walk(v)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.domain import CanInitAggregate
 from eventsourcing.utils import get_topic, resolve_topic
 
 from domain.model import DomainEvent, Role
 from infra.bus.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
-from infra.bus.privacy import redact_schema
+from infra.bus.privacy import POLICY, redact_schema
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -42,9 +43,12 @@ def public_events() -> list[PublicEvent]:
             continue
         aggregate = resolve_topic(aggregate_topic)
         models = [m for m in vars(aggregate).values() if isinstance(m, type) and issubclass(m, DomainEvent)]
+        own_creation = any(m.__name__ != "Created" and issubclass(m, CanInitAggregate) for m in models)
         for model in models:
             if any(other is not model and issubclass(other, model) for other in models):
                 continue  # a base class (the aggregate's Event, Created): never stored itself
+            if model.__name__ == "Created" and own_creation:
+                continue  # the library makes one per aggregate; this aggregate is created by an event of its own
             topic = get_topic(model)
             found.append(PublicEvent(model, topic, context, event_type(topic)))
     return sorted(found, key=lambda e: e.path)
@@ -58,11 +62,12 @@ def message_schema(event: PublicEvent) -> dict[str, Any]:
         if name in data.get("required", []):
             data["required"] = [r for r in data["required"] if r != name]
     defs["Data"] = data
+    defs = _string_keys(defs, defs)
     uuid = {"type": "string", "format": "uuid"}
     return redact_schema(
         {
             "$schema": DRAFT,
-            "$id": f"urn:skillcert:schema:{event.type}",
+            "$id": schema_id(event.type),
             "title": event.type,
             "description": (
                 f"{event.model.__qualname__} on the {event.context} topic: a CloudEvent in structured JSON,"
@@ -75,6 +80,11 @@ def message_schema(event: PublicEvent) -> dict[str, Any]:
                 "source": {"const": f"/skillcert/{event.context}"},
                 "type": {"const": event.type},
                 "subject": {**uuid, "description": "the aggregate id"},
+                "dataschema": {
+                    "const": schema_id(event.type),
+                    "description": "this schema's $id; the file is schemas/<topic>/<type>.json, also served "
+                    "by the API at /schemas/<topic>/<type>.json",
+                },
                 "time": {"type": "string", "format": "date-time"},
                 "datacontenttype": {"const": "application/json"},
                 "aggregateid": uuid,
@@ -90,6 +100,7 @@ def message_schema(event: PublicEvent) -> dict[str, Any]:
                 "source",
                 "type",
                 "subject",
+                "dataschema",
                 "time",
                 "datacontenttype",
                 "aggregateid",
@@ -100,8 +111,30 @@ def message_schema(event: PublicEvent) -> dict[str, Any]:
                 "data",
             ],  # fmt: skip
             "$defs": defs,
-        }
+        },
+        POLICY[event.context].carries,
     )
+
+
+def schema_id(event_type: str) -> str:
+    return f"urn:skillcert:schema:{event_type}"
+
+
+def _string_keys(node: Any, defs: dict[str, Any]) -> Any:
+    """JSON object keys are strings: a map keyed by an integer enum (dict[Level, int]) is described by
+    pydantic with propertyNames of that enum, which no JSON object can satisfy. Say the keys' strings."""
+    if isinstance(node, list):
+        return [_string_keys(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _string_keys(v, defs) for k, v in node.items()}
+    names = out.get("propertyNames")
+    if isinstance(names, dict):
+        target = defs.get(names.get("$ref", "").rpartition("/")[2], names)
+        if target.get("type") == "integer" and "enum" in target:
+            out["propertyNames"] = {"enum": [str(v) for v in target["enum"]],
+                                    "description": f"{target.get('title', 'the key')}, as a string"}  # fmt: skip
+    return out
 
 
 def generate() -> dict[str, dict[str, Any]]:
@@ -151,6 +184,9 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(dumps(schema))
             changed.append(p)
+    for p in sorted(files.keys() - now.keys()):  # a type no longer emitted, or a version replaced
+        (directory / p).unlink()
+        changed.append(f"{p} (removed: no event is published with it any more)")
     return changed
 
 

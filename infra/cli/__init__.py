@@ -16,9 +16,13 @@ __all__ = ["cli", "main"]
 def main() -> None:
     """The entry point: a key that cannot open the store is a configuration error, not a crash."""
     from infra.store.keys import KeyProblem
+    from infra.store.secrets import StoreTooOld
 
     try:
         cli()
     except KeyProblem as e:
         err.print(f"[red]encryption key:[/red] {e}", soft_wrap=True)
+        raise SystemExit(2) from None
+    except StoreTooOld as e:
+        err.print(f"[red]refused:[/red] {e}", soft_wrap=True)
         raise SystemExit(2) from None

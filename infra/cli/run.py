@@ -62,7 +62,8 @@ def demo() -> None:
     ensure_schema(url, s.db_schema)
     service = Registrations(url, s.db_schema)
     with console.status("loading the sample scenario"):
-        scenario.load(service, shanghai_today(s.timezone), url, s.db_schema)
+        scenario.load(service, shanghai_today(s.timezone), url, s.db_schema,
+                      installation_key(url, s.db_schema, s.pseudonym_key))  # fmt: skip
     service.close()
     s.data_dir.mkdir(parents=True, exist_ok=True)
     env = s.data_dir / "demo-tokens.env"
@@ -117,7 +118,9 @@ def up() -> None:
         children.start("consumers", "consumers")
         children.start("api", "api")
         children.start("checkpoints", "audit", "checkpoint", "--every", str(s.checkpoint_every))
-        subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=children.env, check=True)
+        if subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=children.env).returncode:
+            console.print("[red]the sample scenario could not be loaded (see above); stopping[/red]")
+            return
         _wait_for_api(s, children)
         base = f"http://{s.api_host}:{s.api_port}"
         console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")

@@ -34,15 +34,45 @@ def attachment(kind: AttachmentKind) -> Attachment:
     return Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256=hashlib.sha256(kind.value.encode()).hexdigest())
 
 
-def load(service: Registrations, today: date, database_url: str, schema: str) -> UUID:
+# The scenario's people, as principals (infra.api.tokens): every event names its actor by these ids.
+PEOPLE = {
+    "staff": ("p_demo_staff", "staff-li", Role.INSTITUTION_STAFF),
+    "proctor": ("p_demo_proctor", "proctor-liu", Role.INSTITUTION_STAFF),
+    "centre": ("p_demo_centre", "centre-wang", Role.PROVINCIAL_CENTRE),
+    "hr": ("p_demo_hr", "hr-zhao", Role.HR_DEPARTMENT),
+    "auditor": ("p_demo_auditor", "auditor-sun", Role.AUDITOR),
+}
+
+
+def actor(who: str, iid: UUID | None = None) -> Actor:
+    principal_id, _, role = PEOPLE[who]
+    return Actor(id=principal_id, role=role, institution_id=iid if role is Role.INSTITUTION_STAFF else None)
+
+
+def register_people(database_url: str, schema: str, key: bytes) -> None:
+    from infra.api.tokens import Tokens
+    from infra.bus.privacy import ref
+
+    store = Tokens(database_url, schema)
+    store.create_table()
+    iid = institution_id(FILING)
+    for principal_id, name, role in PEOPLE.values():
+        store.register(name, role, iid if role is Role.INSTITUTION_STAFF else None, principal_id=principal_id)
+    for i, (_, base, _, _) in enumerate(CANDIDATES + CERTIFIED, 1):
+        store.register(f"candidate-{i}", Role.CANDIDATE, candidate_ref=ref(resident_id(base), key),
+                       principal_id=candidate(base).id)  # fmt: skip
+
+
+def load(service: Registrations, today: date, database_url: str, schema: str, key: bytes) -> UUID:
     """Idempotent: an institution already loaded is left as it is."""
     iid = institution_id(FILING)
+    register_people(database_url, schema, key)
     try:
         service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S)
     except Conflict:
         return iid
     certified(database_url, schema, iid)  # first: its own clock starts in March
-    staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=iid)
+    staff = actor("staff", iid)
     common = dict(
         exam_location="广东省深圳市南山区",
         contact_name="李老师",
@@ -67,11 +97,8 @@ def load(service: Registrations, today: date, database_url: str, schema: str) ->
             evaluation_end=today + timedelta(days=46), registration_deadline=today + timedelta(days=21), **common,
         ),
     )  # fmt: skip
-    people = [("张伟", "44030519900307231", "男", date(1990, 3, 7)), ("王芳", "44030319880815262", "女", date(1988, 8, 15)),
-              ("陈磊", "44030119950120353", "男", date(1995, 1, 20))]  # fmt: skip
     ids = []
-    for name, base, gender, born in people:
-        candidate = Actor(id=f"candidate-{base[-4:]}", role=Role.CANDIDATE)
+    for name, base, gender, born in CANDIDATES:
         form = RegistrationForm(
             name=name, id_number=resident_id(base), gender=gender, date_of_birth=born, education="大学本科",
             years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
@@ -80,7 +107,7 @@ def load(service: Registrations, today: date, database_url: str, schema: str) ->
                                                  AttachmentKind.SOCIAL_SECURITY, AttachmentKind.LABOUR_CONTRACT)],
             declaration_accepted=True,
         )  # fmt: skip
-        ids.append(service.register(candidate, ai_code, form))
+        ids.append(service.register(candidate(base), ai_code, form))
     service.review(
         staff, ids[0], Decision.APPROVED, "材料齐全，符合申报条件", condition="2.1",
         evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5),
@@ -100,11 +127,15 @@ class Clock:
 
 CERTIFIED = [("李娜", "44030419920612442", "女", date(1992, 6, 12)), ("刘洋", "44030519870923151", "男", date(1987, 9, 23)),
              ("黄敏", "44030719930418282", "女", date(1993, 4, 18))]  # fmt: skip
-CENTRE = Actor(id="centre-wang", role=Role.PROVINCIAL_CENTRE)
+CANDIDATES = [("张伟", "44030519900307231", "男", date(1990, 3, 7)), ("王芳", "44030319880815262", "女", date(1988, 8, 15)),
+              ("陈磊", "44030119950120353", "男", date(1995, 1, 20))]  # fmt: skip
+CENTRE = actor("centre")
 
 
 def candidate(base17: str) -> Actor:
-    return Actor(id=f"candidate-{base17[-4:]}", role=Role.CANDIDATE)
+    """A candidate of the scenario, by a principal id of their own (never derived from their ID number)."""
+    i = [b for _, b, _, _ in CANDIDATES + CERTIFIED].index(base17) + 1
+    return Actor(id=f"p_demo_candidate{i}", role=Role.CANDIDATE)
 
 
 def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
@@ -113,8 +144,8 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
     clock = Clock()
     reg, exams, certs = (cls(database_url, schema, today=clock) for cls in (Registrations, Exams, Certificates))
     try:
-        staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=iid)
-        proctor = Actor(id="proctor-liu", role=Role.INSTITUTION_STAFF, institution_id=iid)
+        staff = actor("staff", iid)
+        proctor = actor("proctor", iid)
         pid, code = reg.publish_plan(staff, iid, PlanDetails(
             plan_number="2501", name="2026年春季人工智能训练师（二级）认定", occupation="人工智能训练师", job=None,
             level=Level.TWO, max_registrations=30, evaluation_start=date(2026, 4, 10), evaluation_end=date(2026, 4, 10),
@@ -171,44 +202,46 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
             service.close()
 
 
-DEMO_TOKENS = ("staff", "centre", "hr", "auditor", "candidate")
-
-
 DEMO_TOKEN_DAYS = 30
+HOLDERS = {"staff": "staff", "centre": "centre", "hr": "hr", "auditor": "auditor"}  # token role -> person
 
 
 def tokens(database_url: str, schema: str, key: bytes, kept: dict[str, str] | None = None) -> dict[str, str]:
     """A token for each role, for the README's tour, valid DEMO_TOKEN_DAYS days. The tokens in `kept`
     (the file a second shell has sourced) stay while every one of them still opens the API; otherwise
-    the demo's tokens are revoked and made again."""
+    the demo's tokens are revoked and made again, for the same principals."""
     import psycopg
 
     from infra.api.tokens import Refused, Tokens
-    from infra.bus.privacy import ref
 
     store = Tokens(database_url, schema)
     store.create_table()
-    if kept and set(kept) == set(DEMO_ROLES):
+    wanted = {**{role: PEOPLE[who][0] for role, who in HOLDERS.items()}, "candidate": candidate(CERTIFIED[0][1]).id}
+    if kept and set(kept) == set(wanted):
         try:
             with psycopg.connect(database_url) as conn:
                 conn.execute(f'SET search_path TO "{schema}"')
-                if all(store.principal(conn, token).name == f"demo:{DEMO_ROLES[role]}" for role, token in kept.items()):
+                if all(store.principal(conn, token).principal_id == wanted[role] for role, token in kept.items()):
                     return kept
         except Refused:
             pass
     for t in store.list():
-        if t["name"].startswith("demo:") and t["revoked_at"] is None:
+        if t["principal_id"] in wanted.values() and t["revoked_at"] is None:
             store.revoke(t["id"])
-    iid = institution_id(FILING)
-    holder = ref(resident_id(CERTIFIED[0][1]), key)
-    scope = {"staff": {"institution_id": iid}, "candidate": {"candidate_ref": holder}}
+    register_people(database_url, schema, key)
     return {
-        role: store.create(f"demo:{name}", Role(ROLE_OF[role]), days=DEMO_TOKEN_DAYS, **scope.get(role, {}))[1]
-        for role, name in DEMO_ROLES.items()
-    }
+        role: store.create(*_holder(store, database_url, schema, principal_id), days=DEMO_TOKEN_DAYS,
+                           principal_id=principal_id)[1]
+        for role, principal_id in wanted.items()
+    }  # fmt: skip
 
 
-DEMO_ROLES = {"staff": "staff-li", "centre": "centre-wang", "hr": "hr-zhao", "auditor": "auditor-sun",
-              "candidate": "candidate-lina"}  # fmt: skip
-ROLE_OF = {"staff": "institution_staff", "centre": "provincial_centre", "hr": "hr_department", "auditor": "auditor",
-           "candidate": "candidate"}  # fmt: skip
+def _holder(store: object, database_url: str, schema: str, principal_id: str) -> tuple[object, ...]:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        name, role, institution, candidate_ref = conn.execute(
+            f'SELECT name, role, institution_id, candidate_ref FROM "{schema}".principals WHERE principal_id = %s',
+            (principal_id,),
+        ).fetchone()
+    return name, Role(role), institution, candidate_ref

@@ -142,7 +142,7 @@ def import_scores(
             problems.append((f"row {n}.id_type", f"{fields['id_type']!r} is not an ID type"))
             continue
         number = fields.get("id_number", "").upper()
-        keyed.append((n, cells, fields, number, registration_key(session.plan_id, id_type, number)))
+        keyed.append((n, cells, fields, number, registration_key(session.plan_id, id_type, number, svc.id_key)))
     # Everything the rows name, loaded in a few queries rather than several per row.
     registered = _registered(svc, [k for *_, k in keyed])
     people = svc.get_many(registered.values())

@@ -22,7 +22,15 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing, Institution
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
-from domain.registration import Alias, Attachment, PlanSummary, Registration, RegistrationForm, registration_id
+from domain.registration import (
+    Alias,
+    Attachment,
+    PlanSummary,
+    Registration,
+    RegistrationForm,
+    registration_id,
+    registration_key,
+)
 from infra.services.base import MAX_RETRIES, Service
 
 
@@ -70,13 +78,13 @@ class Registrations(Service):
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
         plan = self.plan_for_code(code)
         require(actor, STAFF_OR_CANDIDATE, "register candidates", plan.institution_id)
-        rid = registration_id(plan.id, form)
+        rid = registration_id(plan.id, form, self.id_key)
         for _ in range(MAX_RETRIES):
             if rid in self.repository:
                 raise Conflict(
                     f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number"
                 )
-            registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form)
+            registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
             plan.take_seat(actor, registration.id, self.today())
             try:
                 self.save(plan, registration)
@@ -97,13 +105,13 @@ class Registrations(Service):
         for n, form, _ in rows:
             if form is None:
                 continue
-            rid = registration_id(plan.id, form)
+            rid = registration_id(plan.id, form, self.id_key)
             if rid in forms:
                 problems.append((f"row {n}.id_number", f"{form.id_number} is also in row {forms[rid][0]}"))
                 continue
             forms[rid] = (n, form)
             try:
-                Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form)  # its rules, per row
+                Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)  # its rules
             except InvalidInput as e:
                 problems += [(f"row {n}.{f}", m) for f, m in e.problems]
         taken = self.existing(forms)
@@ -124,7 +132,8 @@ class Registrations(Service):
             if late:
                 raise Conflict(f"rows {late} were registered by someone else meanwhile; nothing was stored")
             made = [
-                Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f) for _, f in forms.values()
+                Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f, self.id_key)
+                for _, f in forms.values()
             ]
             for r in made:
                 fresh.take_seat(actor, r.id, self.today())
@@ -175,10 +184,10 @@ class Registrations(Service):
         """A change after confirmation. A new ID number is claimed for the plan, so the same person
         cannot also register again under it."""
         registration = self.get(Registration, registration_id, "registration")
-        old_key = registration_id_for(registration)
+        old_key = self.key_of(registration)
         changed = registration.amend(actor, form, explanation, document)
         aggregates: list[Aggregate] = [registration]
-        new_key = registration_id_for(registration)
+        new_key = self.key_of(registration)
         if new_key != old_key and new_key != registration.id:
             aggregates.append(Alias.claim(actor, new_key, registration.id))
         try:
@@ -191,6 +200,11 @@ class Registrations(Service):
             raise Conflict("changed by someone else meanwhile; reload and try again") from None
         return changed
 
+    def key_of(self, registration: Registration) -> UUID:
+        """The (plan, ID number) key a registration's current form claims."""
+        form = registration.form
+        return registration_key(registration.plan_id, form.id_type, form.id_number, self.id_key)
+
     def pay_fee(self, actor: Actor, registration_id: UUID, receipt_number: str, amount: Decimal) -> None:
         self.change(Registration, registration_id, "registration", lambda r: r.pay_fee(actor, receipt_number, amount))
 
@@ -201,10 +215,6 @@ class Registrations(Service):
         self.change(
             Registration, registration_id, "registration", lambda r: r.complete_training(actor, hours, evidence)
         )
-
-
-def registration_id_for(registration: Registration) -> UUID:
-    return registration_id(registration.plan_id, registration.form)
 
 
 def summary(plan: EvaluationPlan) -> PlanSummary:

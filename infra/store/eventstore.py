@@ -85,7 +85,7 @@ class SkillcertApplication(Application):
         cls.name = SkillcertApplication.name  # the library would name a table after each subclass
 
     def __init__(self, database_url: str, schema: str = "public") -> None:
-        from infra.store import chain, keys  # they use serialise_ddl from here
+        from infra.store import chain, keys, secrets  # they use serialise_ddl from here
 
         # One process at a time creates the tables, installs the chain and makes the first data key:
         # processes starting together would race on CREATE ... IF NOT EXISTS.
@@ -95,3 +95,6 @@ class SkillcertApplication(Application):
             self.schema = schema
             chain.install(conn, schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
             self.mapper.cipher = keys.cipher_for(conn, database_url, schema)
+            self.database_url = database_url
+            events = self.recorder.events_table_name  # type: ignore[attr-defined]
+            self.id_key = secrets.registration_id_key(conn, self.mapper.cipher, schema, events)
