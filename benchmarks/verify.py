@@ -86,7 +86,7 @@ def main(
         for run in range(1, runs + 1):
             started = time.perf_counter()
             with psycopg.connect(database_url) as conn:
-                verdict = verify(conn, schema, table, svc.mapper.decode_bytes)
+                verdict = verify(conn, schema, table)
             ours = time.perf_counter() - started
             assert verdict.intact, verdict
             started = time.perf_counter()

@@ -33,7 +33,7 @@ def personal(kind: Personal) -> dict[str, Any]:
 NOT_PERSONAL = frozenset(
     # Identifiers: random or keyed (domain.registration.registration_key), never derived from a person.
     "originator_id originator_topic institution_id plan_id registration_id exam_id certificate_id aggregate_id "
-    "request_id id subject aggregateid actorid log_hash sha256 "
+    "request_id id subject aggregateid actorid log_hash signature public_key sha256 "
     # Times and dates of the process, not of a person.
     "timestamp time start due on applied_on reported_on issued_on exam_date starts_at ends_at evaluation_start "
     "evaluation_end registration_deadline answered_on published_on requested_on filed_on "

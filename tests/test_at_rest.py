@@ -174,7 +174,7 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
     from infra.store.chain import verify
 
     with psycopg.connect(database_url) as conn:
-        assert verify(conn, schema, after.recorder.events_table_name, after.mapper.decode_bytes).intact
+        assert verify(conn, schema, after.recorder.events_table_name).intact
     after.close()
     # And the old key alone opens nothing any more.
     configured(old)

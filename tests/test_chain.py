@@ -36,7 +36,7 @@ def positions(conn, table) -> list[tuple[int, object, int]]:
 
 def test_an_untouched_history_verifies_and_every_write_is_chained(history, schema, service):
     conn, table, name = history
-    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
+    verdict = verify(conn, schema, name)
     assert verdict.intact and verdict.events == len(positions(conn, table)) == 16  # 5 registrations, 3 returns
 
 
@@ -64,7 +64,7 @@ def test_an_edited_event_is_caught_at_its_position(history, schema, service):
     conn.commit()
     (state,) = conn.execute(sql.SQL("SELECT state FROM {} WHERE notification_id = %s").format(table), (n,)).fetchone()
     assert service.mapper.decode_bytes(bytes(state))["reasons"] == "材料齐全"  # a well-formed event under the key
-    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
+    verdict = verify(conn, schema, name)
     assert verdict.broken_at == n and "content was changed" in verdict.problem, verdict
 
 
@@ -73,7 +73,7 @@ def test_a_deleted_event_is_caught_at_its_position(history, schema, service):
     n = positions(conn, table)[9][0]
     conn.execute(sql.SQL("DELETE FROM {} WHERE notification_id = %s").format(table), (n,))
     conn.commit()
-    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
+    verdict = verify(conn, schema, name)
     assert verdict.broken_at == n and "deleted" in verdict.problem, verdict
 
 
@@ -84,7 +84,7 @@ def test_reordered_events_are_caught_at_the_first_moved_position(history, schema
     for frm, to in ((a, -1), (b, a), (-1, b)):  # swap two events' places in the log
         conn.execute(sql.SQL("UPDATE {} SET notification_id = %s WHERE notification_id = %s").format(table), (to, frm))
     conn.commit()
-    verdict = verify(conn, schema, name, service.mapper.decode_bytes)
+    verdict = verify(conn, schema, name)
     assert verdict.broken_at == a and "moved or renumbered" in verdict.problem, verdict
 
 
@@ -125,18 +125,20 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     from domain.model import Actor, Role
     from infra.bus.envelope import published
     from infra.store.chain import CHECKPOINT_TOPIC, record_checkpoint
+    from infra.store.signing import installation_signing_key
 
     conn, table, name = history
     system = Actor(id="skillcert-audit", role=Role.SYSTEM)
-    checkpoint = record_checkpoint(service, system)
-    assert checkpoint is not None and record_checkpoint(service, system) is None  # nothing new since
+    sign = installation_signing_key(service.database_url, schema).sign
+    checkpoint = record_checkpoint(service, system, sign)
+    assert checkpoint is not None and record_checkpoint(service, system, sign) is None  # nothing new since
     assert published(CHECKPOINT_TOPIC).context == "audit"  # the relay puts it on the audit topic
-    head = verify(conn, schema, name, service.mapper.decode_bytes)
+    head = verify(conn, schema, name)
     assert head.intact and head.events == 17
 
     n = first_review(conn, table, service)
     rewrite_consistently(conn, table, schema, service, n)
-    caught = verify(conn, schema, name, service.mapper.decode_bytes)
+    caught = verify(conn, schema, name)
     assert caught.broken_at == checkpoint.position and "rewritten" in caught.problem, caught
 
     # The forger also deletes the checkpoint from the store: the copy held downstream still shows it.
@@ -144,9 +146,9 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     conn.execute(sql.SQL("DELETE FROM {} WHERE position > %s").format(sql.Identifier(schema, "event_chain")),
                  (checkpoint.position,))  # fmt: skip
     conn.commit()
-    assert verify(conn, schema, name, service.mapper.decode_bytes).intact  # internally consistent now
+    assert verify(conn, schema, name).intact  # internally consistent now
     held = {checkpoint.position: bytes.fromhex(checkpoint.log_hash)}
-    assert verify(conn, schema, name, service.mapper.decode_bytes, against=held).broken_at == checkpoint.position
+    assert verify(conn, schema, name, against=held).broken_at == checkpoint.position
 
 
 def test_periodic_checkpoints_travel_the_bus_and_their_holder_catches_what_the_store_hides(
@@ -185,7 +187,49 @@ def test_periodic_checkpoints_travel_the_bus_and_their_holder_catches_what_the_s
     conn.execute(sql.SQL("DELETE FROM {} c WHERE NOT EXISTS (SELECT 1 FROM {} e WHERE e.notification_id = c.position)")
                  .format(sql.Identifier(schema, "event_chain"), table))  # fmt: skip
     rewrite_consistently(conn, table, schema, service, first_review(conn, table, service))
-    assert verify(conn, schema, name, service.mapper.decode_bytes).intact  # the store alone shows nothing
+    # The relay's position still says more was published than the store now holds.
+    assert "truncated" in verify(conn, schema, name).problem
+    head = conn.execute(sql.SQL("SELECT max(notification_id) FROM {}").format(table)).fetchone()[0]
+    conn.execute(f'UPDATE "{schema}".relay_position SET position = %s', (head,))  # the forger covers that too
+    conn.commit()
+    assert verify(conn, schema, name).intact  # the store alone shows nothing
     for c in (first, later):  # each checkpoint the subscriber holds shows it
         caught = bus.cli("audit", "verify", "--against", f"{c['position']}:{c['log_hash']}")
         assert caught.returncode == 1 and f"broken at position {c['position']}" in caught.stdout, caught.stdout
+
+
+def test_history_cut_short_is_caught_with_the_checkpoint_a_subscriber_read_off_the_audit_topic(
+    service,
+    history,
+    schema,
+    bus,  # noqa: F811 (the fixture)
+):
+    import json
+
+    from domain.institution import DeadlineProfile, Filing
+    from tests.builders import ADMIN
+    from tests.bus import eventually, read_topic
+
+    conn, table, name = history
+    bus.relay(batch_size=50)
+    bus.start("audit", "checkpoint", "--every", "0.5")
+
+    def held() -> list[dict]:
+        got = [json.loads(m.value())["data"] for m in read_topic(bus.bootstrap, bus.topic("audit"), quiet=0.5)]
+        return sorted(got, key=lambda c: c["position"])
+
+    eventually(held)  # the first checkpoint, of the history so far (16 events)
+    service.register_institution(ADMIN, "广州市技能人才评价中心", Filing(city_code="01", station_serial="009"),
+                                 DeadlineProfile.S)  # fmt: skip
+    newest = eventually(lambda: [c for c in held() if c["position"] > 17])[-1]
+    bus.stop_all()
+    # A forger deletes the newest events, the checkpoints among them, and winds the relay's position back.
+    keep = 16
+    for t, column in ((table, "notification_id"), (sql.Identifier(schema, "event_chain"), "position")):
+        conn.execute(sql.SQL("DELETE FROM {} WHERE {} > %s").format(t, sql.Identifier(column)), (keep,))
+    conn.execute(f'UPDATE "{schema}".relay_position SET position = %s', (keep,))
+    conn.commit()
+    alone = bus.cli("audit", "verify")
+    assert alone.returncode == 0, alone.stdout + alone.stderr  # the store alone cannot tell
+    caught = bus.cli("audit", "verify", "--against", f"{newest['position']}:{newest['log_hash']}")
+    assert caught.returncode == 1 and f"history truncated after position {keep}" in caught.stdout, caught.stdout

@@ -72,9 +72,12 @@ def test_each_kind_of_tampering_is_caught(package):
     edited["stored"] = base64.b64encode(stored).decode()
     forged_body = ("\n".join([*lines[:3], json.dumps(edited, ensure_ascii=False), *lines[4:]]) + "\n").encode()
 
-    # An edited line: the signed digest no longer matches.
+    # An edited line: the signed digest no longer matches, and the check names the line.
     check = verify_package(repack(made, events_jsonl=forged_body), key)
-    assert not check.ok and "SHA-256 differs" in check.problem
+    assert not check.ok and check.problem == "line 4 of events.jsonl is not the line the manifest signed"
+    # A line taken out: the first line that differs is named.
+    shorter = ("\n".join([*lines[:2], *lines[3:]]) + "\n").encode()
+    assert verify_package(repack(made, events_jsonl=shorter), key).problem.startswith("line 3 ")
     # The forger fixes the digest too: the signature no longer verifies.
     import hashlib
 

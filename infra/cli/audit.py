@@ -58,6 +58,7 @@ def audit_checkpoint(
 
     from domain.model import Actor
     from infra.store import chain
+    from infra.store.signing import installation_signing_key
 
     s = get_settings()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop quietly on SIGTERM as on Ctrl-C
@@ -66,10 +67,11 @@ def audit_checkpoint(
     except KeyboardInterrupt:
         return
     system = Actor(id="skillcert-audit", role=Role.SYSTEM)
+    signer = installation_signing_key(app.database_url, s.db_schema, s.signing_key)
     try:
         while True:
             try:
-                made = chain.record_checkpoint(app, system)
+                made = chain.record_checkpoint(app, system, signer.sign)
             except (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError) as e:
                 if not every:
                     raise
@@ -90,19 +92,26 @@ def audit_checkpoint(
         app.close()
 
 
+EVENTS = "skillcert_events"  # the event store's table (infra.store.eventstore: the application's name)
+
+
 def _signing_seed(s: Settings) -> bytes:
     from infra.store.secrets import installation_secret
+    from infra.store.signing import NAME, installation_signing_key
 
-    return installation_secret(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema, "signing_key",
-                               s.signing_key)  # fmt: skip
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    installation_signing_key(url, s.db_schema, s.signing_key)  # its public half, published beside it
+    return installation_secret(url, s.db_schema, NAME, s.signing_key)
 
 
 @audit_cli.command("public-key")
 def audit_public_key() -> None:
-    """The installation's public key for audit exports (hex): give it to auditors to pin."""
-    from infra.store.export import public_key_hex
+    """The installation's public key (hex), which signs checkpoints and audit exports: give it to auditors to pin."""
+    from infra.store.signing import installation_signing_key
 
-    print(public_key_hex(_signing_seed(get_settings())))
+    s = get_settings()
+    print(installation_signing_key(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema, s.signing_key)
+          .public_hex)  # fmt: skip
 
 
 @audit_cli.command("export")
@@ -113,16 +122,21 @@ def audit_export(
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the package to write (.zip)")],
 ) -> None:
     """A signed package of the institution's events in the period, verifiable offline (audit verify-export)."""
-    from infra.store.export import export
+    from infra.store.export import NotExported, export
     from projections.store import connect
 
     s = get_settings()
     url, app = open_store(s)
     table = app.recorder.events_table_name
-    with connect(url, s.db_schema) as conn, console.status("exporting"):
-        package = export(conn, s.db_schema, table, app.mapper.decode_bytes, _signing_seed(s), institution, start.date(),
-                         end.date(), s.timezone)  # fmt: skip
-    app.close()
+    try:
+        with connect(url, s.db_schema) as conn, console.status("verifying the history, then exporting"):
+            package = export(conn, s.db_schema, table, app.mapper.decode_bytes, _signing_seed(s), institution,
+                             start.date(), end.date(), s.timezone)  # fmt: skip
+    except NotExported as e:
+        err.print(f"[red]nothing exported:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(1 if e.broken else 2) from None
+    finally:
+        app.close()
     out.write_bytes(package)
     console.print(f"written {out} ({len(package):,} bytes); verify with: skillcert audit verify-export {out} "
                   f"--public-key <the installation's key>", soft_wrap=True)  # fmt: skip
@@ -149,30 +163,54 @@ def audit_verify(
         list[str] | None,
         typer.Option(help="POSITION:HEAD of a checkpoint held outside the store (from the bus); repeatable"),
     ] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="the installation's public key (hex) the checkpoints must be signed with")
+    ] = None,
 ) -> None:
-    """Walk the whole history, recompute every hash link (log and aggregate), report the first broken one."""
+    """Walk the whole history, recompute every hash link (log and aggregate), compare with every checkpoint,
+    report the first break. Needs no key and only reads: a read-only database role will do.
+    Exit status: 0 intact, 1 broken, 2 could not verify."""
     from rich.progress import Progress, SpinnerColumn, TextColumn
 
     from infra.store import chain
-    from projections.store import connect
 
     try:
         heads = {int(p): bytes.fromhex(h) for p, h in (a.split(":", 1) for a in against or [])}
+        if any(len(h) != 32 for h in heads.values()) or (public_key and len(bytes.fromhex(public_key)) != 32):
+            raise ValueError
     except ValueError:
-        err.print("[red]--against[/red] takes POSITION:HEAD, the head as 64 hex characters")
+        err.print("[red]could not verify:[/red] --against takes POSITION:HEAD (64 hex characters), --public-key 64 hex")
         raise typer.Exit(2) from None
     s = get_settings()
-    url, app = open_store(s)
-    table = app.recorder.events_table_name
-    total = app.recorder.max_notification_id() or 0
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
     started = time.monotonic()
-    with connect(url, s.db_schema) as conn, Progress(SpinnerColumn(), TextColumn("{task.description}")) as bar:
-        task = bar.add_task(f"verifying {total:,} events")
-        verdict = chain.verify(conn, s.db_schema, table, app.mapper.decode_bytes,
-                               lambda n: bar.update(task, description=f"{n:,} of {total:,}"), heads)  # fmt: skip
-    app.close()
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            conn.read_only = True  # an auditor's check writes nothing, whatever the role may do
+            if conn.execute("SELECT to_regclass(%s)", (f'"{s.db_schema}".{EVENTS}',)).fetchone()[0] is None:
+                raise LookupError(f"there is no event store in schema {s.db_schema}")
+            conn.commit()
+            # A progress line only for a person at a terminal: a script reads one line, or none.
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True,
+                          disable=not err.is_terminal) as bar:  # fmt: skip
+                task = bar.add_task("verifying")
+                verdict = chain.verify(conn, s.db_schema, EVENTS,
+                                       lambda n: bar.update(task, description=f"{n:,} events"), heads, public_key)  # fmt: skip
+    except (psycopg.Error, LookupError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        err.print(f"[red]could not verify:[/red] {reason}", soft_wrap=True)
+        raise typer.Exit(2) from None
     elapsed = time.monotonic() - started
+    for c in verdict.checkpoints:
+        console.print(f"compared with the checkpoint for {c.describe()}", soft_wrap=True)
+    for first, last in verdict.unused:
+        span = f"position {first}" if first == last else f"positions {first}–{last}"
+        console.print(f"{span}: never used (a transaction that was rolled back takes positions and keeps none)",
+                      soft_wrap=True)  # fmt: skip
+    for note in verdict.notes:
+        console.print(f"note: {note}", soft_wrap=True)
     if not verdict.intact:
         console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"intact: {verdict.events:,} events, head {verdict.head.hex()} ({elapsed:.1f} s)")
+    console.print(f"intact: {verdict.events:,} events up to position {verdict.head_position}, head "
+                  f"{verdict.head.hex()} ({elapsed:.1f} s)", soft_wrap=True)  # fmt: skip

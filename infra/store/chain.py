@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import orjson
 import psycopg
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from domain.audit import Checkpoint
+from domain.audit import Checkpoint, Signer, signed_bytes
 from domain.model import Actor
+from infra.store.signing import published_public_key, signed_by
 
 DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_chain (
@@ -108,11 +110,29 @@ def _heads(conn: psycopg.Connection[Any], schema: str, position: int) -> tuple[b
 
 
 @dataclass
+class Checkpointed:
+    """A checkpoint verify compares the history with: where it came from, and what it says."""
+
+    position: int
+    log_hash: bytes
+    source: str  # "store" (read from the store, signature checked) or "held" (given, e.g. from the bus)
+    at: int | None = None  # the checkpoint event's own position, for one read from the store
+
+    def describe(self) -> str:
+        where = f"recorded at position {self.at}" if self.source == "store" else "held outside the store"
+        return f"position {self.position} ({where})"
+
+
+@dataclass
 class Verdict:
     events: int
     head: bytes
+    head_position: int = 0
     broken_at: int | None = None
     problem: str | None = None
+    checkpoints: list[Checkpointed] = field(default_factory=list)
+    unused: list[tuple[int, int]] = field(default_factory=list)  # position ranges no transaction kept
+    notes: list[str] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -123,33 +143,73 @@ def verify(
     conn: psycopg.Connection[Any],
     schema: str,
     events_table: str,
-    decode: Callable[[bytes], dict[str, Any]],
     progress: Callable[[int], None] | None = None,
     against: dict[int, bytes] | None = None,
+    public_key: str | None = None,
 ) -> Verdict:
     """Walk every stored event and chain link in log order, recomputing both chains; stop at the
-    first link that does not hold, or where the log's head differs from a checkpoint: those
-    recorded in the store (read with `decode`, the mapper's), and `against` (position -> head), held
-    outside it, e.g. from the bus. The chain covers the state as stored, encrypted: verifying needs
-    no key but the checkpoints' own."""
-    heads = {**stored_checkpoints(conn, schema, events_table, decode), **(against or {})}
-    previous = b""
+    first link that does not hold, or where the log's head differs from a checkpoint: the signed
+    ones recorded in the store, and `against` (position -> head), held outside it, e.g. from the bus.
+    A checkpoint beyond the last stored position means the history was cut short. The chain covers
+    the state as stored, encrypted, and checkpoints are stored in the clear: verifying needs no key,
+    and only reads. `public_key` (hex) pins the installation's key the checkpoints must be signed
+    with; without it, the key the store names is used."""
+    key = public_key or published_public_key(conn, schema)
+    stored, problem = stored_checkpoints(conn, schema, events_table, key)
+    held = [Checkpointed(p, h, "held") for p, h in sorted((against or {}).items())]
+    checkpoints = sorted(stored + held, key=lambda c: (c.position, c.source))
+    verdict = Verdict(0, b"", checkpoints=checkpoints)
+    if problem:
+        verdict.broken_at, verdict.problem = problem
+        return verdict
+    if key is None and stored:
+        verdict.notes.append("the store names no public key: checkpoints' signatures were checked against none")
+    heads: dict[int, list[Checkpointed]] = {}
+    for c in checkpoints:
+        heads.setdefault(c.position, []).append(c)
+    previous, last = b"", 0
     own: dict[UUID, tuple[int, bytes]] = {}
-    count = 0
     with conn.transaction(), conn.cursor(name="skillcert_verify") as cur:
         cur.itersize = 5000
         cur.execute(walk(schema, events_table))
         for row in cur:
-            count += 1
-            if progress and count % 5000 == 0:
-                progress(count)
-            problem, previous = _check(row, previous, own)
-            if not problem and row[0] in heads and heads[row[0]] != previous:
-                problem = (f"the log's head here is {previous.hex()}, but the checkpoint for this position says "
-                           f"{heads[row[0]].hex()}: the history up to here was rewritten")  # fmt: skip
-            if problem:
-                return Verdict(count, previous, row[0], problem)
-    return Verdict(count, previous)
+            position = row[0]
+            if row[1] is not None:
+                verdict.events += 1
+            if progress and verdict.events % 5000 == 0:
+                progress(verdict.events)
+            found, after = _check(row, previous, own, last)
+            if found is None and position > last + 1:
+                verdict.unused.append((last + 1, position - 1))  # the chain goes on across them: nothing was there
+            if found is None:
+                for c in heads.get(position, []):
+                    if c.log_hash != after:
+                        found = (f"the log's head here is {after.hex()}, but the checkpoint for this position "
+                                 f"({c.describe()}) says {c.log_hash.hex()}: the history up to here was rewritten")  # fmt: skip
+                        break
+            if found:
+                verdict.head, verdict.head_position, verdict.broken_at, verdict.problem = (
+                    previous,
+                    last,
+                    position,
+                    found,
+                )
+                return verdict
+            previous, last = after, position
+    verdict.head, verdict.head_position = previous, last
+    beyond = [c for c in checkpoints if c.position > last]
+    if beyond:
+        c = beyond[0]
+        verdict.broken_at = last + 1
+        verdict.problem = (f"history truncated after position {last}: a checkpoint covers position {c.position} "
+                           f"({c.describe()}), which the store no longer holds")  # fmt: skip
+        return verdict
+    published = _relay_position(conn, schema)
+    if published is not None and published > last:
+        verdict.broken_at = last + 1
+        verdict.problem = (f"history truncated after position {last}: the relay had published up to position "
+                           f"{published}")  # fmt: skip
+    return verdict
 
 
 def walk(schema: str, events_table: str) -> sql.Composed:
@@ -162,7 +222,9 @@ def walk(schema: str, events_table: str) -> sql.Composed:
     ).format(events=sql.Identifier(schema, events_table), chain=sql.Identifier(schema, "event_chain"))
 
 
-def _check(row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, bytes]]) -> tuple[str | None, bytes]:
+def _check(
+    row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, bytes]], last: int
+) -> tuple[str | None, bytes]:
     """One position: what is wrong with it, if anything, and the log's hash after it."""
     position, oid, version, topic, state, c_oid, c_version, log_hash, aggregate_hash = row
     if oid is None:
@@ -176,34 +238,62 @@ def _check(row: tuple[Any, ...], previous: bytes, own: dict[UUID, tuple[int, byt
     if version != last_version + 1:
         return f"{oid} jumps from version {last_version} to {version}: an event is missing or moved", previous
     piece = link(position, oid, version, topic, bytes(state))
-    after = hashlib.sha256(previous + piece).digest()
-    if after != bytes(log_hash):
-        return f"{oid} version {version} is not what was chained: its content was changed", previous
     mine = hashlib.sha256(last_hash + piece).digest()
     if mine != bytes(aggregate_hash):
-        return f"{oid} version {version} breaks its aggregate's chain", previous
+        return f"{oid} version {version} is not what was chained: its content was changed", previous
+    after = hashlib.sha256(previous + piece).digest()
+    if after != bytes(log_hash):
+        if position > last + 1:
+            return (f"the log's chain does not go on from position {last} to {position}: what was stored at "
+                    f"positions {last + 1}–{position - 1} was deleted together with its chain records"), previous  # fmt: skip
+        return f"the log's chain does not go on from position {last}: its chain record was rewritten", previous
     own[oid] = (version, mine)
     return None, after
+
+
+def _relay_position(conn: psycopg.Connection[Any], schema: str) -> int | None:
+    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".relay_position',)).fetchone()[0] is None:
+        return None
+    row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(
+        sql.Identifier(schema, "relay_position"))).fetchone()  # fmt: skip
+    conn.commit()
+    return int(row[0]) if row else None
 
 
 CHECKPOINT_TOPIC = "domain.audit:Checkpoint.Recorded"
 
 
 def stored_checkpoints(
-    conn: psycopg.Connection[Any], schema: str, events_table: str, decode: Callable[[bytes], dict[str, Any]]
-) -> dict[int, bytes]:
+    conn: psycopg.Connection[Any], schema: str, events_table: str, public_key: str | None
+) -> tuple[list[Checkpointed], tuple[int, str] | None]:
+    """The checkpoints recorded in the store, each checked to be signed by `public_key`; the first
+    that is not is a break (position of the checkpoint event, why)."""
     rows = conn.execute(
-        sql.SQL("SELECT state FROM {} WHERE topic = %s").format(sql.Identifier(schema, events_table)),
+        sql.SQL("SELECT notification_id, state FROM {} WHERE topic = %s ORDER BY notification_id").format(
+            sql.Identifier(schema, events_table)
+        ),
         (CHECKPOINT_TOPIC,),
     ).fetchall()
     conn.commit()
-    checkpoints = (decode(bytes(state)) for (state,) in rows)
-    return {c["position"]: bytes.fromhex(c["log_hash"]) for c in checkpoints}
+    found = []
+    for at, state in rows:
+        if bytes(state)[:1] != b"{":  # encrypted by a version that did not store checkpoints in the clear
+            continue
+        c = orjson.loads(bytes(state))
+        data = signed_bytes(c["position"], c["log_hash"], c["events"])
+        if not c.get("signature"):
+            return found, (at, f"the checkpoint recorded here (for position {c['position']}) is not signed: "
+                               "skillcert signs every checkpoint it records, so this one was made by someone else")  # fmt: skip
+        if public_key is None or c.get("public_key") != public_key or not signed_by(public_key, data, c["signature"]):
+            return found, (at, f"the checkpoint recorded here (for position {c['position']}) is not signed by the "
+                               f"installation's key {public_key}: it was made by someone else")  # fmt: skip
+        found.append(Checkpointed(c["position"], bytes.fromhex(c["log_hash"]), "store", at))
+    return found, None
 
 
-def record_checkpoint(app: Any, actor: Actor) -> Checkpoint | None:
-    """Record where the chain stands now, as an event the relay publishes on the audit topic. None
-    when nothing was stored since the last checkpoint."""
+def record_checkpoint(app: Any, actor: Actor, sign: Signer) -> Checkpoint | None:
+    """Record where the chain stands now, signed, as an event the relay publishes on the audit topic.
+    None when nothing was stored since the last checkpoint."""
     chain = sql.Identifier(app.schema, "event_chain")
     events = sql.Identifier(app.schema, app.recorder.events_table_name)
     with app.recorder.datastore.transaction(commit=False) as cur:
@@ -215,7 +305,7 @@ def record_checkpoint(app: Any, actor: Actor) -> Checkpoint | None:
         head = cur.fetchone()
     if head is None or head["topic"] == CHECKPOINT_TOPIC:
         return None  # nothing stored, or nothing since the last checkpoint
-    checkpoint = Checkpoint.record(actor, head["position"], bytes(head["log_hash"]).hex(), head["events"])
+    checkpoint = Checkpoint.record(actor, head["position"], bytes(head["log_hash"]).hex(), head["events"], sign)
     try:
         app.save(checkpoint)
     except IntegrityError:

@@ -4,8 +4,9 @@ an auditor verifies offline with nothing but the installation's public key.
 The package is a zip of `events.jsonl` (one stored event a line: position, aggregate, version,
 topic, the event as readable JSON ("event"), the state as stored, encrypted, in base64 ("stored":
 what the hash chains cover), and its links in both chains with their predecessors),
-`manifest.json` (what was exported, the file's SHA-256, the chain head at export) and
-`manifest.sig` (Ed25519 over the manifest's exact bytes, hex). Each line proves itself: its log
+`manifest.json` (what was exported, the file's SHA-256 and each line's, the chain head recomputed at
+export) and `manifest.sig` (Ed25519 over the manifest's exact bytes, hex). Nothing is exported from a
+store whose chain does not verify: the export would sign a forgery. Each line proves itself: its log
 hash is SHA-256(predecessor's log hash || link) and its aggregate hash the same along its
 aggregate, so no line's stored state can be changed, and the signature covers every line, the
 readable event included, through the digest. The readable events carry personal data decrypted:
@@ -28,17 +29,24 @@ from uuid import UUID
 import psycopg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from psycopg import sql
 
-from infra.store.chain import link
+from infra.store.chain import link, verify
+from infra.store.signing import SigningKey
 
-FORMAT = "skillcert-audit-export/2"
+FORMAT = "skillcert-audit-export/3"
 
 
 def public_key_hex(seed: bytes) -> str:
-    key = Ed25519PrivateKey.from_private_bytes(seed).public_key()
-    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return SigningKey(seed).public_hex
+
+
+class NotExported(Exception):
+    """The store's history does not verify, or an event cannot be read: nothing is exported."""
+
+    def __init__(self, message: str, broken: bool) -> None:
+        super().__init__(message)
+        self.broken = broken  # the chain is broken (exit 1), not merely unreadable (exit 2)
 
 
 def export(
@@ -50,6 +58,12 @@ def export(
     with `decode` (the mapper's)."""
     from zoneinfo import ZoneInfo
 
+    if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".audit_events',)).fetchone()[0] is None:
+        raise NotExported("the audit trail read model, which chooses the events, is not built yet: start the "
+                          "consumers, or run skillcert projections rebuild audit_trail", False)  # fmt: skip
+    verdict = verify(conn, schema, events_table, public_key=SigningKey(seed).public_hex)
+    if not verdict.intact:
+        raise NotExported(f"the history is broken at position {verdict.broken_at}: {verdict.problem}", True)
     since = datetime.combine(start, datetime.min.time(), ZoneInfo(tz))
     until = datetime.combine(end + timedelta(days=1), datetime.min.time(), ZoneInfo(tz))
     query = sql.SQL("""
@@ -69,21 +83,22 @@ def export(
     for n, oid, version, topic, state, prev_log, log_hash, prev_agg, agg_hash in conn.execute(
         query, (institution_id, since, until)
     ):
+        try:
+            event = decode(bytes(state))
+        except Exception as e:  # a data key this installation cannot open, or a state that is not an event
+            raise NotExported(f"the event at position {n} cannot be read: {e}", False) from None
         lines.append(json.dumps({
             "position": n, "originator_id": str(oid), "originator_version": version, "topic": topic,
-            "event": decode(bytes(state)), "stored": base64.b64encode(state).decode(), "prev_log_hash": bytes(prev_log or b"").hex(), "log_hash": bytes(log_hash).hex(),
-            "prev_aggregate_hash": bytes(prev_agg or b"").hex(), "aggregate_hash": bytes(agg_hash).hex(),
+            "event": event, "stored": base64.b64encode(state).decode(), "prev_log_hash": bytes(prev_log or b"").hex(),
+            "log_hash": bytes(log_hash).hex(), "prev_aggregate_hash": bytes(prev_agg or b"").hex(),
+            "aggregate_hash": bytes(agg_hash).hex(),
         }, ensure_ascii=False))  # fmt: skip
     body = ("\n".join(lines) + "\n").encode() if lines else b""
-    head = conn.execute(
-        sql.SQL("SELECT position, log_hash FROM {} ORDER BY position DESC LIMIT 1").format(
-            sql.Identifier(schema, "event_chain")
-        )
-    ).fetchone()
     manifest = json.dumps({
         "format": FORMAT, "institution_id": str(institution_id), "from": start.isoformat(), "to": end.isoformat(),
         "timezone": tz, "events": len(lines), "events_sha256": hashlib.sha256(body).hexdigest(),
-        "chain_head": {"position": head[0], "log_hash": bytes(head[1]).hex()} if head else None,
+        "lines_sha256": [hashlib.sha256(line.encode()).hexdigest() for line in lines],
+        "chain_head": {"position": verdict.head_position, "log_hash": verdict.head.hex(), "events": verdict.events},
         "generated_at": datetime.now(UTC).isoformat(), "public_key": public_key_hex(seed),
     }, ensure_ascii=False, indent=2).encode()  # fmt: skip
     signature = Ed25519PrivateKey.from_private_bytes(seed).sign(manifest)
@@ -118,9 +133,13 @@ def verify_package(package: bytes, public_key: str) -> Check:
     meta = json.loads(manifest)
     if meta.get("format") != FORMAT:
         return Check(False, 0, f"unknown format {meta.get('format')!r}")
+    lines = body.decode(errors="replace").splitlines()
     if hashlib.sha256(body).hexdigest() != meta["events_sha256"]:
-        return Check(False, 0, "events.jsonl is not the file the manifest signed (its SHA-256 differs)")
-    lines = body.decode().splitlines()
+        signed = meta.get("lines_sha256", [])
+        for i, line in enumerate(lines, 1):
+            if i > len(signed) or hashlib.sha256(line.encode()).hexdigest() != signed[i - 1]:
+                return Check(False, i - 1, f"line {i} of events.jsonl is not the line the manifest signed")
+        return Check(False, len(lines), f"events.jsonl has {len(lines)} lines; the manifest signed {len(signed)}")
     for i, line in enumerate(lines, 1):
         e = json.loads(line)
         piece = link(e["position"], UUID(e["originator_id"]), e["originator_version"], e["topic"],
