@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -242,6 +243,7 @@ def build_app(settings: Settings, database_url: str, bootstrap: str, stopping: t
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # the relay creates the topics
+        topic_disable_leader=True,  # no leader-only work here; its topic would be one more to create
         consumer_auto_offset_reset="earliest",
         consumer_metadata_max_age_ms=5000,  # notice new or recreated topics within seconds
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
@@ -294,7 +296,38 @@ def _add_agent(app: faust.App, topic_name: str, applier: Applier) -> None:
     app.agent(topic, name=f"project-{topic_name}")(project)
 
 
+class Throttle(logging.Filter):
+    """One line per kind of complaint per interval. While the broker is away, aiokafka says "Unable
+    connect to node" ten times a second; an operator needs to read that once, with a count."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self.seen: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("skillcert"):
+            return True  # ours are already paced
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last, hidden = self.seen.get(key, (0.0, 0))
+        if now - last < self.every:
+            self.seen[key] = (last, hidden + 1)
+            return False
+        self.seen[key] = (now, 0)
+        if hidden:
+            record.msg = f"{record.msg} ({hidden} more like this in the last {self.every:.0f} s)"
+        return True
+
+
 def run_worker(settings: Settings, database_url: str, bootstrap: str) -> None:
     app = build_app(settings, database_url, bootstrap, threading.Event())
+    throttle = Throttle()
+
+    @app.task
+    async def pace_logs() -> None:  # once the worker has set up its log handlers
+        for handler in logging.root.handlers:
+            handler.addFilter(throttle)
+
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

@@ -77,10 +77,26 @@ def main(
     store: Annotated[Path, typer.Option(help="SQLite file to keep received events in")] = DEFAULT_STORE,
     idle_exit: Annotated[float, typer.Option(help="stop after this many quiet seconds (0: run until stopped)")] = 0,
     quiet: Annotated[bool, typer.Option(help="do not print each new event")] = False,
+    config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-X",
+            "--config",
+            help="a librdkafka setting, KEY=VALUE, as kcat takes it: security.protocol=SASL_SSL,"
+            " sasl.mechanism=SCRAM-SHA-512, sasl.username=…, ssl.ca.location=…; repeatable",
+        ),
+    ] = None,
 ) -> None:
+    settings = {}
+    for item in config or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="-X")
+        settings[name.strip()] = value
     db = open_store(store)
     consumer = Consumer(
         {
+            **settings,  # security first; what the subscriber itself relies on below wins
             "bootstrap.servers": bootstrap,
             "group.id": group,
             "auto.offset.reset": "earliest",  # a new system starts from the beginning

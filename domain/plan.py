@@ -7,7 +7,7 @@ from datetime import date
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
@@ -55,13 +55,22 @@ class PlanDetails(Immutable):
     )
     supervising_region: str = Field(min_length=1, max_length=50, description="业务监管地")
 
-    @model_validator(mode="after")
-    def _dates(self) -> PlanDetails:
-        if self.evaluation_end < self.evaluation_start:
-            raise ValueError("evaluation_end is before evaluation_start")
-        if self.registration_deadline > self.evaluation_start:
-            raise ValueError("registration_deadline is after evaluation_start")
-        return self
+    # Field validators (not one for the model) so that a refusal names the field at fault.
+    @field_validator("evaluation_end")
+    @classmethod
+    def _ends_after_start(cls, end: date, info: ValidationInfo) -> date:
+        start = info.data.get("evaluation_start")
+        if start is not None and end < start:
+            raise ValueError(f"evaluation_end {end} is before evaluation_start {start}")
+        return end
+
+    @field_validator("registration_deadline")
+    @classmethod
+    def _closes_before_start(cls, deadline: date, info: ValidationInfo) -> date:
+        start = info.data.get("evaluation_start")
+        if start is not None and deadline > start:
+            raise ValueError(f"registration_deadline {deadline} is after evaluation_start {start}")
+        return deadline
 
 
 def plan_id(institution_id: UUID, plan_number: str) -> UUID:

@@ -8,17 +8,22 @@ What is stored must print on a certificate, sit in PostgreSQL and read the same 
 - no Unicode bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C),
   which make a name display as something other than its characters ("Trojan Source");
 - no lone surrogates, which are not characters and cannot be encoded;
-- not only invisible characters (zero-width spaces and joiners, the BOM) where text is expected.
-Zero-width joiners inside other text stay: some scripts and emoji need them.
+- no Unicode tag characters (U+E0000–U+E007F), invisible letters that smuggle text past a reader;
+- not only invisible characters where text is expected: a value needs one letter, digit,
+  punctuation or symbol that shows (zero-width spaces, the BOM, variation selectors, combining
+  marks with no base, Hangul fillers and the blank braille cell do not).
+Zero-width joiners, variation selectors and combining marks inside other text stay: some scripts
+and emoji need them. U+2028 and U+2029 are line breaks like any other.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-MULTILINE_ALLOWED = frozenset("\t\n\r")
+MULTILINE_ALLOWED = frozenset("\t\n\r\u2028\u2029")
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
-INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e")
+# Letters and symbols by category that nonetheless show nothing.
+BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 # The JSON Schema mark of a field whose text may hold tabs and line breaks.
 MULTILINE = {"x-multiline": True}
@@ -41,9 +46,20 @@ def problem(value: str, multiline: bool = False) -> str | None:
             return f"contains the bidirectional control {_name(ch)} at character {i}, which changes how text displays"
         elif 0xD800 <= code <= 0xDFFF:
             return f"contains a lone surrogate U+{code:04X} at character {i}, which is not a character"
-    if value and all(ch in INVISIBLE or ch.isspace() for ch in value):
+        elif 0xE0000 <= code <= 0xE007F:
+            return f"contains the invisible tag character U+{code:04X} at character {i}"
+    if value and not any(_shows(ch) for ch in value):
         return "holds only invisible characters"
     return None
+
+
+def _shows(ch: str) -> bool:
+    # Unassigned (to this Python's Unicode) counts as showing: a newer CJK extension may be a name.
+    return (
+        unicodedata.category(ch)[0] in "LNPSC"
+        and unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+        and ch not in BLANK
+    )
 
 
 def normalise(value: str) -> str:

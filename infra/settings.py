@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +66,18 @@ class Settings(BaseSettings):
     token_days: int = Field(90, ge=1, le=3650, description="days a new API token is valid")
 
 
+class BadSettings(SystemExit):
+    """Settings the environment got wrong, said in one line per variable (not a traceback)."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as e:
+        lines = [
+            f"SKILLCERT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        ]
+        print("skillcert: the settings are wrong:\n  " + "\n  ".join(lines), file=sys.stderr)
+        raise BadSettings(2) from None

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from certgen import fonts
@@ -267,3 +268,40 @@ def test_the_proof_the_loss_application_the_demand_form_and_the_ticket_read_back
     with pytest.raises(ForbiddenWording, match="国家"):
         documents.certificate_proof(institution="某中心", id_type="居民身份证", job="国家某工种",
                                     proof_number="P", issued_on=date(2026, 8, 3), **holder)  # fmt: skip
+
+
+def test_rendering_a_long_document_holds_no_transaction_open(session, database_url, schema, monkeypatch):  # noqa: F811
+    """Before, the token lookup's transaction stayed open while 5,000 tickets rendered; PostgreSQL
+    ended it after 30 s idle and the request failed at COMMIT. With idle transactions ended after
+    1 s here, a render of 2.5 s must still answer, and leave nothing idle in a transaction."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from certgen import documents
+    from domain.model import Role
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.test_read_models import KEY
+
+    monkeypatch.setattr(
+        "infra.api.SESSION_OPTIONS", "-c statement_timeout=15s -c idle_in_transaction_session_timeout=1s"
+    )
+    render = documents.admission_tickets
+    idle_during = []
+
+    def slow(tickets):
+        time.sleep(2.5)
+        with psycopg.connect(database_url, autocommit=True) as c:
+            idle_during.extend(c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()"
+                " AND pid <> pg_backend_pid()").fetchall())  # fmt: skip
+        return render(tickets)
+
+    monkeypatch.setattr(documents, "admission_tickets", slow)
+    iid, exam_id = session
+    staff_token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-wu", iid)
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=PUBLIC)) as http:
+        r = http.get(f"/sessions/{exam_id}/tickets.pdf", headers=staff_token)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
+    assert idle_during == []

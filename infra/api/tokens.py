@@ -66,6 +66,8 @@ ALTER TABLE {tokens} ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 ALTER TABLE {tokens} ADD COLUMN IF NOT EXISTS principal_id text;
 UPDATE {tokens} SET expires_at = created_at + interval '90 days' WHERE expires_at IS NULL;
 UPDATE {tokens} SET principal_id = 'p_' || id WHERE principal_id IS NULL;
+-- Every token ends: one without an end would open the API for ever.
+ALTER TABLE {tokens} ALTER COLUMN expires_at SET NOT NULL;
 INSERT INTO {principals} (principal_id, name, role, institution_id, candidate_ref, created_at)
     SELECT DISTINCT ON (principal_id) principal_id, name, role, institution_id, candidate_ref, created_at
     FROM {tokens} ORDER BY principal_id, created_at ON CONFLICT DO NOTHING;
@@ -260,7 +262,7 @@ class Tokens:
         token_id, name, role, institution_id, candidate_ref, revoked_at, expires_at, now, principal_id = row
         if revoked_at is not None:
             raise Refused(f"the API token {token_id} was revoked on {_day(revoked_at)}")
-        if expires_at is not None and expires_at <= now:
+        if expires_at <= now:
             raise Refused(f"the API token {token_id} expired on {_day(expires_at)}; its holder needs a new one "
                           f"(skillcert tokens rotate {token_id})")  # fmt: skip
         return Principal(token_id, name, Role(role), institution_id, candidate_ref, principal_id)

@@ -269,6 +269,8 @@ class Relay:
             batch = self._send(conn, sent) if room else None
             caught_up = room and batch is None  # looked, and the store has nothing newer
             if batch is not None:
+                if not in_flight:
+                    last_report = time.monotonic()  # waiting for acknowledgements starts now
                 in_flight.append(batch)
                 sent = batch.last
             # Record what is acknowledged, in order.
@@ -291,6 +293,7 @@ class Relay:
                 confirmed = done.last
             if confirmed != position:
                 position = confirmed
+                last_report = time.monotonic()  # acknowledgements arrive: not slow
                 conn.execute(
                     sql.SQL(
                         "UPDATE {} SET position = %s, published_at = now(), cluster_id = %s,"
@@ -302,6 +305,7 @@ class Relay:
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
                     pass  # the event store committed something: look again
             elif batch is None and len(self.producer) and time.monotonic() - last_report > 10:
+                # Ten seconds without one acknowledgement, not merely messages in flight.
                 log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
                 last_report = time.monotonic()
 

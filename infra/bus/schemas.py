@@ -150,6 +150,63 @@ def committed(directory: Path = SCHEMA_DIR) -> dict[str, dict[str, Any]]:
     return {str(p.relative_to(directory)): json.loads(p.read_text()) for p in sorted(directory.glob("*/*.json"))}
 
 
+ASYNCAPI = "asyncapi.json"
+SAMPLES = "samples"  # samples/<context>/<type>.json: one message of each type from a lifecycle run
+
+
+def asyncapi_problems(directory: Path = SCHEMA_DIR) -> list[str]:
+    from infra.bus.asyncapi import document
+
+    path = directory / ASYNCAPI
+    if not path.exists():
+        return [f"{ASYNCAPI}: not committed (run `skillcert schemas --write`)"]
+    if json.loads(path.read_text()) != document():
+        return [
+            f"{ASYNCAPI}: the models or topics changed; the committed document did not (run `skillcert schemas --write`)"
+        ]
+    return []
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as our own messages must meet it: no property it does not name, anywhere.
+    (Subscribers must ignore unknown fields; the publisher must not send undocumented ones.)"""
+
+    def tighten(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: tighten(v) for k, v in node.items()}
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            return node
+        if isinstance(node, list):
+            return [tighten(v) for v in node]
+        return node
+
+    return tighten(schema)
+
+
+def validate_strictly(schema: dict[str, Any], message: dict[str, Any]) -> list[str]:
+    """Every way `message` fails the strict schema, formats (uuid, date, date-time) checked too."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    validator = Draft202012Validator(strict(schema), format_checker=FormatChecker())
+    return [f"{'/'.join(str(p) for p in e.absolute_path) or '(message)'}: {e.message}" for e in
+            sorted(validator.iter_errors(message), key=lambda e: list(map(str, e.absolute_path)))]  # fmt: skip
+
+
+def sample_problems(directory: Path = SCHEMA_DIR) -> list[str]:
+    """Each published type has a committed sample (a real message from a lifecycle run) that its
+    committed schema accepts strictly; no sample is of a type no longer published."""
+    files = committed(directory)
+    samples = {str(p.relative_to(directory / SAMPLES)): json.loads(p.read_text())
+               for p in sorted((directory / SAMPLES).glob("*/*.json"))}  # fmt: skip
+    out = [f"{p}: no sample of this type was ever emitted (run the lifecycle: see docs/bus.md)"
+           for p in sorted(files.keys() - samples.keys())]  # fmt: skip
+    out += [f"{SAMPLES}/{p}: a sample of a type that has no schema" for p in sorted(samples.keys() - files.keys())]
+    for p in sorted(files.keys() & samples.keys()):
+        out += [f"{SAMPLES}/{p}: {why}" for why in validate_strictly(files[p], samples[p])]
+    return out
+
+
 def differences(directory: Path = SCHEMA_DIR) -> list[str]:
     """What differs between the models and the committed files; empty when in step."""
     now, files = generate(), committed(directory)
@@ -160,7 +217,7 @@ def differences(directory: Path = SCHEMA_DIR) -> list[str]:
         for p in sorted(now.keys() & files.keys())
         if now[p] != files[p]
     ]
-    return out
+    return out + asyncapi_problems(directory)
 
 
 class BreakingChange(ValueError):
@@ -187,6 +244,11 @@ def write(directory: Path = SCHEMA_DIR) -> list[str]:
     for p in sorted(files.keys() - now.keys()):  # a type no longer emitted, or a version replaced
         (directory / p).unlink()
         changed.append(f"{p} (removed: no event is published with it any more)")
+    if asyncapi_problems(directory):
+        from infra.bus.asyncapi import document
+
+        (directory / ASYNCAPI).write_text(dumps(document()))
+        changed.append(ASYNCAPI)
     return changed
 
 

@@ -77,7 +77,8 @@ def relay_republish(
 
 @cli.command()
 def schemas(write: bool = typer.Option(False, "--write", help="regenerate the files under schemas/")) -> None:
-    """Check (or --write) the committed JSON Schemas of the bus against the domain models."""
+    """Check (or --write) the bus contract: the JSON Schemas and the AsyncAPI document against the
+    domain models, and each type's sample message (from a lifecycle run) against its schema, strictly."""
     from infra.bus import schemas as contract
 
     if write:
@@ -86,11 +87,14 @@ def schemas(write: bool = typer.Option(False, "--write", help="regenerate the fi
         except contract.BreakingChange as e:
             console.print(f"[red]refused:[/red] {e}")
             raise typer.Exit(2) from None
-        console.print(f"{len(changed)} schema file(s) written" + "".join(f"\n  {p}" for p in changed))
+        console.print(f"{len(changed)} file(s) written" + "".join(f"\n  {p}" for p in changed))
         return
-    problems = contract.differences()
+    problems = contract.differences() + contract.sample_problems()
     for p in problems:
-        console.print(f"[red]{p}[/red]")
+        console.print(f"[red]{p}[/red]", soft_wrap=True)
     if problems:
         raise typer.Exit(1)
-    console.print(f"{len(contract.generate())} schemas match the models")
+    n = len(contract.generate())
+    console.print(
+        f"{n} schemas and {contract.ASYNCAPI} match the models; {n} sample messages validate strictly", soft_wrap=True
+    )

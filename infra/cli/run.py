@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
+
+import typer
 
 from infra.cli.common import cli, console, ensure_schema, require, when_database_answers
 from infra.settings import Settings, get_settings
@@ -83,10 +86,21 @@ def demo() -> None:
 @cli.command()
 def up() -> None:
     """Start everything: PostgreSQL and the broker (embedded unless configured), relay, consumers, API, demo data."""
-    from infra.embedded import Broker, start_postgres
+    from infra.embedded import Broker, port_taken, postgres_running, restart_postgres, start_postgres
 
     s = get_settings()
     started = time.monotonic()
+    # Before anything starts: a port already answered is another skillcert (or another service), and
+    # sharing its broker would mix two systems' events.
+    taken = [f"{what} port {port} (set {var})" for what, port, var, wanted in (
+        ("the API's", s.api_port, "SKILLCERT_API_PORT", True),
+        ("the embedded broker's", s.kafka_port, "SKILLCERT_KAFKA_PORT", not s.kafka_bootstrap),
+    ) if wanted and port_taken(s.api_host if "API" in what else "127.0.0.1", port)]  # fmt: skip
+    if taken:
+        console.print(f"[red]already in use: {'; '.join(taken)}. Is another `skillcert up` running? "
+                      "Stop it, or give this one other ports.[/red]", soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
+    failed = False
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
     pg_server, broker = None, None
     children = Supervisor({}, lambda line: console.print(line, soft_wrap=True))
@@ -119,8 +133,7 @@ def up() -> None:
         children.start("api", "api")
         children.start("checkpoints", "audit", "checkpoint", "--every", str(s.checkpoint_every))
         if subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=children.env).returncode:
-            console.print("[red]the sample scenario could not be loaded (see above); stopping[/red]")
-            return
+            raise RuntimeError("the sample scenario could not be loaded (see above)")
         _wait_for_api(s, children)
         base = f"http://{s.api_host}:{s.api_port}"
         console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")
@@ -128,7 +141,20 @@ def up() -> None:
         console.print("Ctrl-C stops everything.")
         while (why := children.watch()) is None:
             time.sleep(0.5)
+            # The embedded servers are ours to keep running too. The broker comes back empty, with
+            # a new cluster id: the relay republishes and the consumers start over on the new log.
+            if broker is not None and (code := broker.exited()) is not None:
+                console.print(f"the embedded broker exited (code {code}); starting a new, empty one", soft_wrap=True)
+                broker = _restarted_broker(s.kafka_port)
+            if pg_server is not None and not postgres_running(pg_server):
+                console.print("the embedded PostgreSQL stopped; starting it again", soft_wrap=True)
+                restart_postgres(pg_server)
+                console.print("the embedded PostgreSQL is back; the processes reconnect by themselves", soft_wrap=True)
         console.print(f"[red]{why}; stopping everything[/red]", soft_wrap=True)
+        failed = True
+    except RuntimeError as e:  # a server or process that could not start: said in one line
+        console.print(f"[red]{e}; stopping[/red]", soft_wrap=True)
+        failed = True
     except KeyboardInterrupt:
         console.print("\nstopping…")
     finally:
@@ -138,6 +164,20 @@ def up() -> None:
         if pg_server is not None:
             pg_server.cleanup()
         console.print("stopped.")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _restarted_broker(port: int) -> Any:
+    from infra.embedded import Broker
+
+    for attempt in range(10):  # the dead one's port may take a moment to be free
+        try:
+            return Broker(port)
+        except RuntimeError:
+            if attempt == 9:
+                raise
+            time.sleep(1)
 
 
 def _wait_for_api(s: Settings, children: Supervisor) -> None:

@@ -58,11 +58,11 @@ def tokens_create(
         candidate_ref = (
             ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
         )
-        token_id, token = tokens.create(name, role, institution, candidate_ref, days or s.token_days)
+        token_id, token = tokens.create(name, role, institution, candidate_ref, s.token_days if days is None else days)
     except DomainError as e:
         err.print(f"[red]refused:[/red] {e.message}")
         raise typer.Exit(2) from None
-    err.print(f"token {token_id} for {name} ({role.value}), valid {days or s.token_days} days; keep it secret, it is "
+    err.print(f"token {token_id} for {name} ({role.value}), valid {s.token_days if days is None else days} days; keep it secret, it is "
               "shown only now", soft_wrap=True)  # fmt: skip
     print(token)
 
@@ -76,11 +76,11 @@ def tokens_rotate(
 
     s = get_settings()
     try:
-        new_id, token = token_store(s).rotate(token_id, days or s.token_days)
+        new_id, token = token_store(s).rotate(token_id, s.token_days if days is None else days)
     except DomainError as e:
         err.print(f"[red]refused:[/red] {e.message}")
         raise typer.Exit(2) from None
-    err.print(f"token {token_id} revoked; its successor {new_id} is valid {days or s.token_days} days and shown only "
+    err.print(f"token {token_id} revoked; its successor {new_id} is valid {s.token_days if days is None else days} days and shown only "
               "now", soft_wrap=True)  # fmt: skip
     print(token)
 
