@@ -414,8 +414,8 @@ class Sitting(Aggregate):
         self.attendance = Attendance.TICKETED
         self.scores: dict[Subject, Decimal] = {}
         self.scored_by: str | None = None
-        self.review: ReviewRequest | None = None
-        self.review_answered = False
+        self.reviews: dict[Subject, ReviewRequest] = {}  # one request per subject (000; see the README)
+        self.answered: set[Subject] = set()
 
     @classmethod
     def issue_ticket(cls, actor: Actor, session: ExamSession, assignment: SeatAssignment) -> Sitting:
@@ -523,14 +523,20 @@ class Sitting(Aggregate):
         self.scored_by = actor.id
 
     def request_review(self, actor: Actor, session: ExamSession, subject: Subject, reason: str, today: date) -> None:
-        """One written request per candidate per exam, inside the window from the exam (000)."""
+        """A written request inside the window from the exam (000 成绩复核: 10 working days). The seed
+        sets no number; one per subject per exam is the reading here: a candidate may dispute the
+        theory paper and the skills test, each once."""
         require(actor, STAFF_OR_CANDIDATE, "request a score review", self.institution_id)
         if session.published_on is None or session.review_window is None:
             raise Conflict("a score review is requested after the scores are published")
         if today > session.review_window.due:
             raise Conflict(f"the score review window closed on {session.review_window.due}")
-        if self.review is not None:
-            raise Conflict(f"a score review was already requested on {self.review.requested_on}; only one per exam")
+        if subject in self.reviews:
+            raise Conflict(
+                f"a review of the {subject.value} score was already requested on {self.reviews[subject].requested_on}; "
+                "one per subject per exam",
+                field="subject",
+            )
         if subject not in self.scores:
             raise InvalidInput([("subject", f"the candidate has no {subject.value} score to review")])
         if not reason.strip():
@@ -545,17 +551,32 @@ class Sitting(Aggregate):
 
     @event(ReviewRequested)
     def _review_requested(self, actor: Actor, request: ReviewRequest) -> None:
-        self.review = request
+        self.reviews = {**self.reviews, request.subject: request}
 
     def answer_review(
-        self, actor: Actor, outcome: ReviewOutcome, today: date, score: Decimal | None = None, note: str = ""
+        self,
+        actor: Actor,
+        outcome: ReviewOutcome,
+        today: date,
+        score: Decimal | None = None,
+        note: str = "",
+        subject: Subject | None = None,
     ) -> None:
+        """Answer the open request for `subject` (may be left out while only one is open)."""
         require(actor, STAFF, "answer score reviews", self.institution_id)
-        if self.review is None or self.review_answered:
+        waiting = [s for s in self.reviews if s not in self.answered]
+        if not waiting:
             raise Conflict("no score review request awaits an answer")
+        if subject is None:
+            if len(waiting) > 1:
+                raise InvalidInput(
+                    [("subject", f"reviews of {', '.join(s.value for s in waiting)} await answers: name one")]
+                )
+            subject = waiting[0]
+        elif subject not in waiting:
+            raise Conflict(f"no review of the {subject.value} score awaits an answer", field="subject")
         if actor.id == self.scored_by:
             raise Conflict("a score review is answered by someone other than who recorded the scores")
-        subject = self.review.subject
         if outcome is ReviewOutcome.UPHELD:
             if score is not None and score != self.scores[subject]:
                 raise InvalidInput([("score", "an upheld score stays as it was; use outcome 'changed'")])
@@ -564,7 +585,8 @@ class Sitting(Aggregate):
             raise InvalidInput([("score", "a changed outcome gives the new score, 0-100, different from the old")])
         if not note.strip():
             raise InvalidInput([("note", "say what the review found")])
-        self._review_answered(actor, outcome, subject, score, note.strip(), today, self.review.answer.missed_by(today))
+        late = self.reviews[subject].answer.missed_by(today)
+        self._review_answered(actor, outcome, subject, score, note.strip(), today, late)
 
     @event(ReviewAnswered)
     def _review_answered(
@@ -578,11 +600,11 @@ class Sitting(Aggregate):
         late: bool,
     ) -> None:
         self.scores = {**self.scores, subject: score}
-        self.review_answered = True
+        self.answered = self.answered | {subject}
 
     @property
     def review_open(self) -> bool:
-        return self.review is not None and not self.review_answered
+        return any(s not in self.answered for s in self.reviews)
 
     def result(self, subjects: tuple[Subject, ...], holder: Holder) -> ResultEntry:
         if self.attendance is Attendance.ABSENT:

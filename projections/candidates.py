@@ -31,7 +31,7 @@ class Candidates:
     topics = ("registrations", "exams", "certificates")
     tables = ("candidate_registrations", "candidate_reviews", "candidate_sittings", "candidate_results",
               "candidate_certificates")  # fmt: skip
-    version = 2
+    version = 3
 
     def ddl(self) -> list[str]:
         return [
@@ -81,7 +81,7 @@ class Candidates:
                 registration_id uuid NOT NULL UNIQUE,
                 exam jsonb NOT NULL,  -- exam_id, exam_date, starts_at, location, room, seat, attendance
                 scores jsonb,
-                review jsonb,         -- the score review: subject, reason, requested_on, answer_due, outcome...
+                review jsonb,         -- score reviews by subject: reason, requested_on, answer_due, outcome...
                 updated_at timestamptz NOT NULL
             )""",
             """CREATE TABLE IF NOT EXISTS candidate_results (
@@ -186,10 +186,15 @@ class Candidates:
         elif event == "review_requested":
             r = d["request"]
             review = {k: r[k] for k in ("subject", "reason", "requested_on")} | {"answer_due": r["answer"]["due"]}
-            self._sitting_set(cur, sid, at, "review = %s", Jsonb(review))
+            # One per subject: the record keeps them by subject.
+            self._sitting_set(cur, sid, at, "review = coalesce(review, '{}') || %s", Jsonb({r["subject"]: review}))
         elif event == "review_answered":
             answer = {k: d[k] for k in ("outcome", "score", "note", "answered_on", "late")}
-            self._sitting_set(cur, sid, at, "review = review || %s", Jsonb(answer))
+            cur.execute(
+                "UPDATE candidate_sittings SET review = jsonb_set(review, %s, (review -> %s) || %s), updated_at = %s"
+                " WHERE sitting_id = %s",
+                ([d["subject"]], d["subject"], Jsonb(answer), at, sid),
+            )
             if d["outcome"] == "changed":
                 self._sitting_set(cur, sid, at, "scores = scores || %s", Jsonb({d["subject"]: d["score"]}))
 

@@ -47,7 +47,7 @@ class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
     tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 1
+    version = 2
 
     def ddl(self) -> list[str]:
         return [
@@ -71,6 +71,7 @@ class Deadlines:
                 opened_version int NOT NULL,
                 institution_id uuid NOT NULL,
                 label text NOT NULL,
+                part text NOT NULL DEFAULT '',  -- which of several at once: a score review's subject
                 start date NOT NULL,
                 due date NOT NULL,
                 provisional boolean NOT NULL,
@@ -107,17 +108,25 @@ class Deadlines:
 
         if kind in CLOSES:
             field, steps = CLOSES[kind]
-            self._close(cur, subject, steps, d[field], kind)
+            self._close(
+                cur,
+                subject,
+                steps,
+                d[field],
+                kind,
+                part=d.get("subject", "") if kind == "sitting.review_answered" else None,
+            )
         elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
             self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
         for field, step in OPENS.get(kind, []):
             due = d["request"][field] if kind == "sitting.review_requested" else d[field]
+            part = d["request"]["subject"] if kind == "sitting.review_requested" else ""
             cur.execute(
-                """INSERT INTO deadlines (subject_id, step, opened_version, institution_id, label, start, due,
+                """INSERT INTO deadlines (subject_id, step, opened_version, institution_id, label, part, start, due,
                    provisional)
-                   SELECT subject_id, %s, %s, institution_id, label, %s, %s, %s
+                   SELECT subject_id, %s, %s, institution_id, label, %s, %s, %s, %s
                    FROM deadline_subjects WHERE subject_id = %s""",
-                (step, m["aggregateversion"], due["start"], due["due"], due["provisional"], subject),
+                (step, m["aggregateversion"], part, due["start"], due["due"], due["provisional"], subject),
             )
         if kind in ("certificate.issued", "exam_session.results_confirmed", "exam_session.results_reported"):
             cur.execute(
@@ -133,11 +142,14 @@ class Deadlines:
         cur.execute("INSERT INTO deadline_subjects VALUES (%s, %s, %s, %s)", (subject, institution, label, exam))
 
     @staticmethod
-    def _close(cur: psycopg.Cursor[Any], subject: str, steps: list[Step], on: str, by: str, moot: bool = False) -> None:
+    def _close(
+        cur: psycopg.Cursor[Any], subject: str, steps: list[Step], on: str, by: str, moot: bool = False,
+        part: str | None = None,
+    ) -> None:  # fmt: skip
         cur.execute(
             """UPDATE deadlines SET closed_on = %s, closed_by = %s, late = CASE WHEN %s THEN NULL ELSE %s > due END
-               WHERE subject_id = %s AND step = ANY(%s) AND closed_on IS NULL""",
-            (on, by, moot, on, subject, [str(s) for s in steps]),
+               WHERE subject_id = %s AND step = ANY(%s) AND closed_on IS NULL AND (%s::text IS NULL OR part = %s)""",
+            (on, by, moot, on, subject, [str(s) for s in steps], part, part),
         )
 
 
@@ -179,7 +191,7 @@ def open_deadlines(
     cond = " AND ".join(where)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            f"""SELECT d.subject_id, d.step, d.institution_id, coalesce(s.label || ' ', '') || d.label AS label,
+            f"""SELECT d.subject_id, d.step, d.institution_id, coalesce(s.label || ' ', '') || d.label || coalesce(' ' || nullif(d.part, ''), '') AS label,
                        d.start, d.due, d.provisional
                 FROM deadlines d LEFT JOIN deadline_subjects s ON s.subject_id = (
                     SELECT exam_id FROM deadline_subjects WHERE subject_id = d.subject_id)
@@ -210,7 +222,7 @@ def deadlines_of(conn: psycopg.Connection[Any], subject_id: str) -> list[dict[st
     """Every deadline of one exam session, sitting or certificate, open and closed."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT step, start, due, provisional, closed_on, closed_by, late FROM deadlines"
+            "SELECT step, part, start, due, provisional, closed_on, closed_by, late FROM deadlines"
             " WHERE subject_id = %s ORDER BY opened_version, step",
             (subject_id,),
         )

@@ -34,7 +34,7 @@ def check_read_models(conn: Any, w: World, life: Lifecycle, key: bytes) -> None:
     [seven] = candidates.registrations_of(conn, ref(working_years_form(7).id_number, key))
     assert (seven["status"], seven["condition"], seven["fee"]["receipt_number"]) == ("approved", "2.1", "R2026000007")
     assert seven["training"]["hours"] == "64" and seven["exam"]["attendance"] == "finished"
-    assert seven["scores"]["理论知识"] == "60.5" and seven["review"]["outcome"] == "changed"
+    assert seven["scores"]["理论知识"] == "60.5" and seven["review"]["理论知识"]["outcome"] == "changed"
     assert seven["passed"] and seven["results_confirmed"]
     number = life.numbers[life.rids[6]]
     assert life.deleted == certificate_id(life.rids[6])  # and later gave up the certificate's benefits

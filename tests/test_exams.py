@@ -163,19 +163,29 @@ def published(world):
     return iid, exam, rids
 
 
-def test_one_score_review_per_candidate_inside_the_window(world, published):
+def test_one_score_review_per_subject_per_candidate_inside_the_window(world, published):
     iid, exam, rids = published
     world.at(REVIEW_CLOSES)
     before = stored(world)
     with pytest.raises(InvalidInput, match="says what is disputed"):
         world.exams.request_review(candidate(1), rids[0], Subject.THEORY, " ")
     world.exams.request_review(candidate(1), rids[0], Subject.THEORY, "理论成绩有误")
-    with pytest.raises(Conflict, match="only one per exam"):
-        world.exams.request_review(candidate(1), rids[0], Subject.SKILLS, "技能成绩也有误")
+    with pytest.raises(Conflict, match="one per subject per exam"):
+        world.exams.request_review(candidate(1), rids[0], Subject.THEORY, "理论成绩还是有误")
+    world.exams.request_review(candidate(1), rids[0], Subject.SKILLS, "技能成绩也有误")  # another subject: its own
     world.at(date(2026, 4, 25))
     with pytest.raises(Conflict, match="window closed on 2026-04-24"):
         world.exams.request_review(candidate(2), rids[1], Subject.THEORY, "有误")
-    assert stored(world) == before + 1
+    assert stored(world) == before + 2
+    # Two open: an answer names its subject; each is answered once.
+    reviewer = staff(iid, REVIEWER)
+    with pytest.raises(InvalidInput, match="name one"):
+        world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误")
+    world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误", subject=Subject.SKILLS)
+    with pytest.raises(Conflict, match="no review of the"):
+        world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误", subject=Subject.SKILLS)
+    world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误")  # the one left
+    assert stored(world) == before + 4
 
 
 def test_two_review_requests_at_the_same_moment_one_is_refused(world, published):

@@ -56,8 +56,17 @@ def test_verification_answers_for_valid_corrected_revoked_unknown_and_malformed_
         number = certs.holder.id_number
         assert v["id_number"] == number[:4] + "*" * 10 + number[-4:] and number not in str(v)
         assert http.get(f"/verify/{certs.proof}").json()["loss_proof_issued"] is True
-        corrected = http.get(f"/verify/{certs.corrected.lower()}").json()  # as typed by hand
+        corrected = http.get(f"/verify/{certs.corrected}").json()
         assert (corrected["status"], corrected["holder_name"]) == ("corrected", "更正后姓名")
+        # Typed in lower case, or with a space: refused, naming the position, not repaired.
+        r = http.get(f"/verify/{certs.corrected.lower()}")
+        assert (
+            r.status_code == 422
+            and r.json()["errors"][0]["field"] == "certificate_number"
+            and "position 1" in r.json()["detail"]
+        )
+        r = http.get(f"/verify/%20{certs.corrected}")
+        assert r.status_code == 422 and "23" in r.json()["detail"]
         revoked = http.get(f"/verify/{certs.revoked}").json()
         assert revoked["status"] == "revoked" and revoked["holder_name"] is None and revoked["id_number"] is None
 

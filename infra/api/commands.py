@@ -160,6 +160,9 @@ class ScoreReviewIn(Body):
 
 class ReviewAnswerIn(Body):
     outcome: ReviewOutcome
+    subject: Subject | None = Field(
+        None, description="the subject whose review this answers; may be left out while only one is open"
+    )
     note: str = Field(min_length=1, max_length=500, json_schema_extra=MULTILINE)
     score: Decimal | None = Field(
         None, ge=0, le=100, max_digits=5, decimal_places=1, description="changed: the new score"
@@ -393,7 +396,7 @@ def request_score_review(
 def answer_score_review(
     registration_id: UUID, body: ReviewAnswerIn, who: Staff, svc: ExamSvc, x_request_id: RequestId = None
 ) -> None:
-    svc.answer_review(who.actor(x_request_id), registration_id, body.outcome, body.note, body.score)
+    svc.answer_review(who.actor(x_request_id), registration_id, body.outcome, body.note, body.score, body.subject)
 
 
 @router.post("/sessions/{exam_id}/results/report", status_code=204)

@@ -123,7 +123,8 @@ def wants_html(request: Request) -> bool:
 def verify(number: Annotated[str, Path(max_length=64)], c: Conn, request: Request) -> Verification:
     """Is this a real certificate, and is it valid? The target of the certificate's QR code."""
     html = wants_html(request)
-    number = number.strip().upper()
+    # Taken exactly as given: a lower-case or padded number is not the number printed on a
+    # certificate, and repairing it silently would tell a forger which mistakes pass.
     try:
         certnumber.parse(number)
         row = registry.certificate_by_number(c, number)

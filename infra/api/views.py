@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ class Registration(BaseModel):
     training: dict[str, Any] | None
     exam: dict[str, Any] | None
     scores: dict[str, Any] | None
-    review: dict[str, Any] | None
+    review: dict[str, Any] | None = Field(None, description="score reviews by subject (theory, skills, …): one each")
     passed: bool | None
     results_confirmed: bool | None
     certificate: dict[str, Any] | None

@@ -185,9 +185,15 @@ class Exams(Service):
         self.save_once(s)
 
     def answer_review(
-        self, actor: Actor, registration_id: UUID, outcome: ReviewOutcome, note: str, score: Decimal | None = None
+        self,
+        actor: Actor,
+        registration_id: UUID,
+        outcome: ReviewOutcome,
+        note: str,
+        score: Decimal | None = None,
+        subject: Subject | None = None,
     ) -> None:
-        self._on_sitting(registration_id, lambda s: s.answer_review(actor, outcome, self.today(), score, note))
+        self._on_sitting(registration_id, lambda s: s.answer_review(actor, outcome, self.today(), score, note, subject))
 
     def report_results(self, actor: Actor, exam_id: UUID) -> None:
         session = self.get(ExamSession, exam_id, "exam session")
