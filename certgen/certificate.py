@@ -20,11 +20,13 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import KAI, TIMES, covers, register
+from certgen.fonts import FANGSONG, KAI, SONG, TIMES, covers, register
 from certgen.qr import draw_qr, verification_url
+from certgen.seal import BOTTOM as SEAL_BOTTOM
 from certgen.seal import draw_seal
 from domain.certificate import Certificate
 from domain.levels import Level
+from domain.wording import forbidden_words
 
 PAGE = landscape(A4)  # 297 x 210 mm
 BORDER = (277 * mm, 190 * mm)
@@ -33,9 +35,11 @@ CERTIFICATE_QUERY = "http://jndj.osta.org.cn"
 # 004 §11 prints p.jg…, annex 2 pjig…: both read the real 评价机构 query site, pjjg.osta.org.cn.
 INSTITUTION_QUERY = "http://pjjg.osta.org.cn"
 # 004 §11 (4): never on a certificate, except inside the institution's registered name.
-FORBIDDEN = ("中华人民共和国", "中国", "中华", "国家", "全国", "广东省", "广东", "职业资格", "人员资格")
 CJK = re.compile(r"([\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+)")  # split() keeps the Chinese runs
 GREY = Color(0.55, 0.55, 0.55)
+
+
+FILL_SIZE = 12  # 小四号 (small four), in points
 
 
 class ForbiddenWording(ValueError):
@@ -86,6 +90,15 @@ class CertificatePage:
             f"for successful completion of the occupation skill level assessment organized by {self.institution}.",
         )
 
+    def wording(self) -> list[str]:
+        """What the document and the institution say: everything but the holder's own particulars."""
+        return [TITLE, TITLE_EN, *self.body(), issue_date(self.issued_on), self.occupation, self.job or "--",
+                self.level.title, "职业技能等级认定专用章", *(f[0] for f in self.fields), *(f[1] for f in self.fields)]  # fmt: skip
+
+    def filled(self) -> list[str]:
+        """The values filled in: the institution, the date and each field's value."""
+        return [self.institution, issue_date(self.issued_on), *(f[2] for f in self.fields)]
+
     def texts(self) -> list[str]:
         """Every string the page prints."""
         return [TITLE, TITLE_EN, *self.body(), self.institution, issue_date(self.issued_on),
@@ -97,12 +110,14 @@ def issue_date(d: date) -> str:
 
 
 def check_wording(page: CertificatePage) -> None:
-    check_text(page.institution, page.texts(), f"certificate {page.number}")
+    check_text(page.institution, page.wording(), f"certificate {page.number}")
 
 
 def check_text(institution: str, texts: list[str], what: str = "the certificate") -> None:
-    """Refuse text holding a forbidden word outside the institution's registered name (004 §11 (4))."""
-    found = sorted({w for t in texts for w in FORBIDDEN if w in t.replace(institution, "")})
+    """Refuse wording holding a forbidden word outside the institution's registered name (004 §11 (4)).
+    Given the document's own wording only: a holder's name is theirs, whatever it contains. Plans are
+    checked when published (domain.wording); this catches a plan published before that check."""
+    found = sorted({w for t in texts for w in forbidden_words(t, institution)})
     if found:
         raise ForbiddenWording(
             f"{what} would print {', '.join(found)} outside the institution's registered name (004 §11 (4) forbids it)"
@@ -115,14 +130,22 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
     register()
     for p in pages:
         check_wording(p)
-        check_glyphs(p.texts(), f"certificate {p.number}")
+        check_glyphs(p.wording(), f"certificate {p.number}", p.filled())
+        if missing := covers(SONG, p.institution + SEAL_BOTTOM):
+            raise ValueError(f"the seal of certificate {p.number}: the {SONG} face has no glyph for {''.join(missing)}")
 
 
-def check_glyphs(texts: list[str], what: str) -> None:
-    """Chinese prints in Kai, the rest in Times: refuse a character the face lacks, never print a blank."""
+def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -> None:
+    """Fixed Chinese prints in Kai, English in Times, filled-in values in FangSong: refuse a character
+    the face lacks, never print a blank."""
     register()
-    for face, part in ((KAI, CJK.findall), (TIMES, lambda t: CJK.sub("", t))):
-        missing = [ch for t in texts for ch in covers(face, "".join(part(t)))]
+    checks = [
+        (KAI, CJK.findall, texts),
+        (TIMES, lambda t: CJK.sub("", t), texts),
+        (FANGSONG, lambda t: [t], filled or []),
+    ]
+    for face, part, these in checks:
+        missing = [ch for t in these for ch in covers(face, "".join(part(t)))]
         if missing:
             raise ValueError(f"{what}: the {face} face has no glyph for {''.join(dict.fromkeys(missing))}")
 
@@ -210,7 +233,7 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     for line in wrap_words(english, 16, left_w):
         mixed(canvas, left_x, y, line, 16)
         y -= 6.5 * mm
-    canvas.setFont(KAI, 12)
+    canvas.setFont(FANGSONG, FILL_SIZE)  # filled in: 小四号仿宋 (004 §11 二(1))
     canvas.drawCentredString(centre, by + 44 * mm, p.institution)
     canvas.drawCentredString(centre, by + 38 * mm, issue_date(p.issued_on))
     draw_seal(canvas, centre, by + 44 * mm, p.institution)  # the seal is struck over name and date
@@ -240,7 +263,8 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     for chinese_label, english_label, value in p.fields:
         canvas.setFont(KAI, 16)
         canvas.drawString(rx, y, f"{chinese_label}：")
-        mixed(canvas, rx + 50 * mm, y, value, 16)
+        canvas.setFont(FANGSONG, FILL_SIZE)  # the value, filled in: 小四号仿宋 (004 §11 二(1))
+        canvas.drawString(rx + 50 * mm, y, value)
         canvas.setFont(TIMES, 16)
         canvas.drawString(rx, y - 6.5 * mm, english_label)
         y -= 14 * mm

@@ -64,7 +64,7 @@ def certificate_proof(
 ) -> bytes:  # fmt: skip
     """职业技能等级证书证明 (004 annex 4): for a lost or damaged certificate, under the institution's seal."""
     values = [institution, holder_name, id_type, id_number, occupation, job or "", number, proof_number]
-    check_text(institution, values, f"the proof of certificate {number}")
+    check_text(institution, [occupation, job or ""], f"the proof of certificate {number}")  # not the holder's name
     check_glyphs(values, f"the proof of certificate {number}")
     rows = [
         [bilingual("姓名：", "Name"), holder_name, bilingual("证件类型：", "ID Type"), id_type],
@@ -105,12 +105,22 @@ def loss_application(
         ["取证方式", Paragraph("□ 到受理点领取　□ 邮政快递（到付，邮费需要签收人支付。）<br/>□ EMS 速递单号：", BODY), "", ""],
         ["申请人声明", Paragraph("本申请表所填内容正确无误，所提交的身份证明文件真实有效。如有虚假愿承担法律责任。<br/><br/>"
                                   "申请人签名：　　　　　　联系电话：<br/>日期：　　年　　月　　日", BODY), "", ""],
+        ["以下栏目由受理部门填写", "", "", ""],
+        ["受理部门意见", f"受理日期：{date_cn(None)}", "", ""],
+        ["备注", "", "", ""],
     ]  # fmt: skip
     table = Table(rows, colWidths=[30 * mm, 42 * mm, 50 * mm, 44 * mm])
     table.setStyle(GRID)
     table.setStyle(
         TableStyle(
-            [("SPAN", (0, 1), (0, 2)), ("SPAN", (2, 1), (3, 1)), *[("SPAN", (1, r), (3, r)) for r in range(3, 7)]]
+            [
+                ("SPAN", (0, 1), (0, 2)),
+                ("SPAN", (2, 1), (3, 1)),
+                *[("SPAN", (1, r), (3, r)) for r in range(3, 7)],
+                ("SPAN", (0, 7), (3, 7)),
+                ("ALIGN", (0, 7), (3, 7), "CENTER"),
+                *[("SPAN", (1, r), (3, r)) for r in (8, 9)],
+            ]
         )
     )
     return _pdf("证书遗失、损坏补发证明申请表", [Paragraph("证书遗失、损坏补发证明申请表", TITLE), table])
@@ -132,9 +142,7 @@ def demand_form(
         *[[names[lv], str(per_level.get(lv, 0)), "", ""] for lv in names],
         ["合计", str(sum(per_level.values())), "", ""],
         ["填报单位意见", f"负责人签字（盖章）：　　　　{date_cn(filed_on)}", "", ""],
-        ["备注", "", "", ""],
-        ["受理部门意见", f"受理日期：{date_cn(None)}", "", ""],
-        ["备注", "", "", ""],
+        ["备注", "", "", ""],  # annex 1 ends here; the receiving department's rows belong to annex 3
     ]
     table = Table(rows, colWidths=[34 * mm, 60 * mm, 30 * mm, 42 * mm])
     table.setStyle(GRID)

@@ -1,5 +1,6 @@
 """The institution's round seal (004 annex 2): 40 mm across, a 1 mm rim, the institution's name
-along the upper arc from left to right, a blank centre, 职业技能等级认定专用章 straight across the bottom."""
+along the upper arc from left to right, a blank centre, 职业技能等级认定专用章 straight across the bottom,
+lettered in simplified Song (简化的宋体, 004 §11 二)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from reportlab.lib.colors import Color
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import KAI
+from certgen.fonts import SONG
 
 RED = Color(0.85, 0.1, 0.1)
 DIAMETER, RIM = 40 * mm, 1 * mm
@@ -34,9 +35,9 @@ def draw_seal(canvas: Canvas, cx: float, cy: float, institution: str) -> None:
         canvas.saveState()
         canvas.translate(cx + text_r * math.cos(a), cy + text_r * math.sin(a))
         canvas.rotate(angle - 90)
-        canvas.setFont(KAI, size)
+        canvas.setFont(SONG, size)
         canvas.drawCentredString(0, -size * 0.35, ch)
         canvas.restoreState()
-    canvas.setFont(KAI, 2.6 * mm)
+    canvas.setFont(SONG, 2.6 * mm)
     canvas.drawCentredString(cx, cy - r * 0.5, BOTTOM)
     canvas.restoreState()

@@ -3,6 +3,7 @@ corrections and deletion (000, 004 §3 and §11-14; DESIGN.md steps 8-13)."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date
 from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -429,6 +430,11 @@ class Certificate(Aggregate):
             raise Conflict(f"certificate {self.number} has no mailed delivery awaiting a signature")
         if not signed_by.strip():
             raise InvalidInput([("signed_by", "who signed for the delivery")])
+        # 000 (physical certificate): mailed to the application form's address "并本人签收", signed for by
+        # the holder in person. The seeds allow no one else, with or without an authorisation.
+        if unicodedata.normalize("NFC", signed_by.strip()) != unicodedata.normalize("NFC", self.holder.name):
+            raise InvalidInput([("signed_by", f"a mailed certificate is signed for by its holder {self.holder.name} in "
+                                              f"person (000: 本人签收), not by {signed_by.strip()}")])  # fmt: skip
         self._receipt_signed(actor, today, signed_by.strip())
 
     @event(ReceiptSigned)

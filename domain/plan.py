@@ -9,6 +9,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 from pydantic import Field, ValidationInfo, field_validator
 
+from domain import wording
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
@@ -117,6 +118,12 @@ class EvaluationPlan(Aggregate):
         details: PlanDetails,
         registration_code: str,
     ) -> EvaluationPlan:
+        # The occupation and job are printed on every certificate of the plan: the wording rule
+        # applies to them here, where the institution writes them.
+        problems = [(field, why) for field in ("occupation", "job")
+                    if (why := wording.problem(getattr(details, field) or "", institution_name))]  # fmt: skip
+        if problems:
+            raise InvalidInput(problems)
         return cls._create(
             cls.Published,
             id=plan_id(institution_id, details.plan_number),

@@ -214,7 +214,7 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
             certs.hand_over(
                 staff(iid), cid, Delivery.MAIL, attachment(AttachmentKind.CERTIFICATE_APPLICATION), f"SF{k:010d}"
             )
-            certs.sign_receipt(staff(iid), cid, "本人")
+            certs.sign_receipt(staff(iid), cid, certs.certificate(cid).holder.name)  # 本人签收
         else:
             certs.hand_over(staff(iid), cid, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION))
 

@@ -13,11 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from certgen import fonts
+from certgen import documents, fonts
 from certgen.certificate import CertificatePage, ForbiddenWording, render
 from certgen.qr import verification_url
 from domain.errors import Conflict
+from domain.levels import Level
 from infra.services.printing import print_certificates, to_print
+from tests.builders import setup_plan
 from tests.lifecycle import confirmed_exam, staff
 from tests.test_read_models import conn  # noqa: F401 (fixture)
 
@@ -60,7 +62,17 @@ def test_a_session_prints_on_consecutive_forms_and_every_field_reads_back(world,
     assert re.search(r"Pages:\s+3\n", info) and "841.89 x 595.276 pts (A4)" in info  # landscape: wider than high
     font_rows = run("pdffonts", str(pdf)).splitlines()[2:]
     assert font_rows and all(row.split()[-5] == "yes" for row in font_rows), font_rows  # the "emb" column
-    assert {row.split()[0].split("+")[1] for row in font_rows} == {"UKaiCN-0", "LiberationSerif"}
+    # Kai for the fixed wording, Times (Liberation Serif) for English, and for the filled-in values
+    # and the seal the Song face (AR PL SungtiL GB): no free FangSong covers simplified Chinese.
+    assert {row.split()[0].split("+")[1] for row in font_rows} == {"UKaiCN-0", "LiberationSerif", "BousungEG-Light-GB"}
+    # The filled-in values are 小四 (12 pt); the labels 16 pt (word boxes' heights, in points).
+    boxes = re.findall(r'yMin="([\d.]+)" xMax="[\d.]+" yMax="([\d.]+)">([^<]+)</word>',
+                       run("pdftotext", "-f", "1", "-l", "1", "-bbox", str(pdf), "-"))  # fmt: skip
+    height = {word: round(float(y1) - float(y0), 1) for y0, y1, word in boxes}
+    first = svc.certificate(ids[0])
+    for value in (first.holder.name, first.holder.id_number, first.number, "人工智能训练师", "发证日期：2026年4月29日"):
+        assert height[value] == 12.0, (value, height.get(value))
+    assert height["姓名："] == 16.0 and height["职业技能等级证书"] == 30.0
 
     books = svc.stock(iid)
     for page, cid in enumerate(ids, 1):
@@ -130,15 +142,42 @@ def test_forbidden_words_never_print_outside_the_institutions_registered_name(wo
         render([page_for(occupation="国家职业资格电工")])
     assert render([page_for(institution="广东省某某职业技能评价中心")]).startswith(b"%PDF")  # in the name: allowed
     # Nothing is booked when a page of a batch would break the rule (here: were 训练师 forbidden).
-    from certgen import certificate
+    from domain import wording
 
-    monkeypatch.setattr(certificate, "FORBIDDEN", (*certificate.FORBIDDEN, "训练师"))
+    monkeypatch.setattr(wording, "FORBIDDEN", (*wording.FORBIDDEN, "训练师"))
     iid, exam_id = session
     svc = world.certificates
     ids = to_print(svc, exam_id)
     with pytest.raises(ForbiddenWording, match="训练师"):
         print_certificates(svc, staff(iid), ids, PUBLIC)
     assert svc.stock(iid).used == {} and all(svc.certificate(i).needs_print for i in ids)
+
+
+def test_holders_whose_names_hold_the_words_get_certificates_and_proofs(tmp_path):
+    """The rule is about the document's wording, never a person's lawful name (004 §11 一(4))."""
+    for name in ("王中华", "张国家"):
+        pdf = tmp_path / "c.pdf"
+        pdf.write_bytes(render([page_for(holder_name=name)]))
+        assert name in re.sub(r"\s+", "", run("pdftotext", str(pdf), "-"))
+        pdf.write_bytes(documents.certificate_proof(
+            institution="深圳市技能人才评价示范中心", holder_name=name, id_type="居民身份证", id_number="440304199206124426",
+            occupation="人工智能训练师", job=None, level=Level.TWO, number="S000044032015262000001",
+            proof_number="S000044032015262000001-Z01", issued_on=date(2026, 8, 3)))  # fmt: skip
+        assert name in re.sub(r"\s+", "", run("pdftotext", str(pdf), "-"))
+
+
+def test_a_plan_whose_job_or_occupation_holds_a_forbidden_word_is_refused_at_publication(world):
+    from domain.errors import InvalidInput
+    from tests.builders import plan_details
+
+    iid, _, _ = setup_plan(world.registrations)
+    before = world.registrations.recorder.max_notification_id()
+    with pytest.raises(InvalidInput) as e:
+        world.registrations.publish_plan(
+            staff(iid), iid, plan_details(number="2599", job="国家级电工", occupation="中国结艺师")
+        )
+    assert [f for f, _ in e.value.problems] == ["occupation", "job"] and "国家" in str(e.value)
+    assert world.registrations.recorder.max_notification_id() == before
 
 
 def test_a_missing_font_is_refused_naming_the_package_to_install(monkeypatch, tmp_path):
@@ -265,6 +304,22 @@ def test_the_proof_the_loss_application_the_demand_form_and_the_ticket_read_back
         rows = run("pdffonts", str(pdf)).splitlines()[2:]
         assert rows and all(r.split()[-5] == "yes" for r in rows), (name, rows)
         assert "595.276 x 841.89 pts (A4)" in run("pdfinfo", str(pdf))
+    # Annexes 1 and 3 carry exactly their own rows, in the seed's order (004 附件1, 附件3), and not each other's.
+    own = {
+        "demand": ["填报单位", "联系人", "联系电话", "详细地址", "级别", "初级（五级）", "中级（四级）", "高级（三级）",
+                   "技师（二级）", "高级技师（一级）", "合计", "填报单位意见", "负责人签字（盖章）", "备注"],
+        "application": ["申请人姓名", "身份证号", "职业名称", "证书编号", "证书级别", "申办事项",
+                        "遗失声明", "取证方式", "申请人声明", "以下栏目由受理部门填写", "受理部门意见", "受理日期", "备注"],
+    }  # fmt: skip
+    foreign = {"demand": ["受理部门", "受理日期", "申请人"], "application": ["填报单位", "负责人签字", "合计"]}
+    for name in own:
+        flat = re.sub(r"\s+", "", run("pdftotext", "-layout", str(tmp_path / f"{name}.pdf"), "-"))
+        at = [flat.find(label) for label in own[name]]
+        assert -1 not in at and at == sorted(at), (name, dict(zip(own[name], at)))
+        assert [w for w in foreign[name] if w in flat] == [] and flat.count("备注") == 1, (name, flat)
+    assert "证书基本信息" in re.sub(
+        r"\s+", "", run("pdftotext", str(tmp_path / "application.pdf"), "-")
+    )  # spans two rows
     with pytest.raises(ForbiddenWording, match="国家"):
         documents.certificate_proof(institution="某中心", id_type="居民身份证", job="国家某工种",
                                     proof_number="P", issued_on=date(2026, 8, 3), **holder)  # fmt: skip

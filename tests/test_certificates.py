@@ -168,12 +168,17 @@ def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
     assert stored(world) == before
     world.certificates.hand_over(staff(iid), cids[0], Delivery.MAIL, FORM, "SF1234567890")
     assert not world.certificates.certificate(cids[0]).receipt_signed
-    world.certificates.sign_receipt(staff(iid), cids[0], "本人")
+    holder = world.certificates.certificate(cids[0]).holder.name
+    for someone_else in ("本人", "张三（代签）", holder + "之母"):  # 000: 本人签收, by the holder in person
+        with pytest.raises(InvalidInput, match="signed for by its holder"):
+            world.certificates.sign_receipt(staff(iid), cids[0], someone_else)
+    assert stored(world) == before + 1
+    world.certificates.sign_receipt(staff(iid), cids[0], holder)
     world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
     with pytest.raises(Conflict, match="already handed over"):
         world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
     with pytest.raises(Conflict, match="no mailed delivery"):
-        world.certificates.sign_receipt(staff(iid), cids[1], "本人")
+        world.certificates.sign_receipt(staff(iid), cids[1], world.certificates.certificate(cids[1]).holder.name)
 
 
 def test_a_lost_certificate_gets_a_proof_with_its_own_number(world):
