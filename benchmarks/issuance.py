@@ -30,7 +30,7 @@ from stdnum.cn import ric
 from domain.certnumber import parse
 from domain.eligibility import Evidence
 from domain.exam import ExamSession, Room, Sitting, Subject
-from domain.institution import DeadlineProfile, Filing, Institution
+from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails
@@ -41,6 +41,8 @@ from infra.services.certificates import CHUNK, Certificates
 console = Console(width=120)
 CENTRE = Actor(id="centre-bench", role=Role.PROVINCIAL_CENTRE)
 EXAM_DAY, ISSUE_DAY = date(2026, 4, 10), date(2026, 4, 29)
+
+SCOPE = [ScopeEntry(occupation="人工智能训练师", job=None, levels=list(Level))]  # what the plans are filed for
 
 
 class Clock:
@@ -73,7 +75,7 @@ def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[u
     """Institution, plans, approved registrations, sessions sat, scored, published and reported."""
     system = Actor(id="bench", role=Role.SYSTEM)
     institution = Institution.register(
-        system, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S
+        system, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S, SCOPE
     )
     staff = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=institution.id)
     app.save(institution)

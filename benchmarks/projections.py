@@ -121,8 +121,10 @@ def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> 
            "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "SKILLCERT_PSEUDONYM_KEY": KEY.hex()}  # fmt: skip
     service = Registrations(url, schema, today=lambda: date(2026, 3, 2))
     admin = Actor(id="bench", role=Role.SYSTEM)
+    from tests.builders import SCOPE
+
     iid = service.register_institution(admin, "基准测试机构", Filing(city_code="03", station_serial="015"),
-                                       DeadlineProfile.S)  # fmt: skip
+                                       DeadlineProfile.S, SCOPE)  # fmt: skip
     staff = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
     from tests.builders import plan_details
 

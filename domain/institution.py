@@ -1,4 +1,7 @@
-"""Evaluation institutions and their filing with the HR department (004 §3)."""
+"""Evaluation institutions, their filing with the HR department (004 §3) and the evaluation scope
+filed with it (备案的评价范围, 004 §8 and §11 二(2)): the occupations, jobs and levels the institution
+may evaluate and certify. Only the provincial centre files and amends the scope, as events; a plan
+outside it is refused at publication, and no certificate outside it is ever issued."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 from pydantic import Field, field_validator
 
-from domain.errors import InvalidInput
+from domain.access import CENTRE, require
+from domain.errors import Conflict, InvalidInput
+from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable
 from domain.personal import Personal, personal
 
@@ -66,6 +71,37 @@ class Filing(Immutable):
         return f"{self.category}000044{self.city_code}{STATION_CATEGORY}{self.station_serial}"
 
 
+class ScopeEntry(Immutable):
+    """One filed occupation (and job, where the occupation has jobs) with the levels filed for it."""
+
+    occupation: str = Field(min_length=1, max_length=50, description="职业名称 as filed")
+    job: str | None = Field(
+        None, max_length=50, description="工种/职业方向 as filed; none when the occupation has none"
+    )
+    levels: list[Level] = Field(min_length=1, max_length=5, description="the levels filed for it")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[Level]) -> list[Level]:
+        return sorted(set(v))
+
+    @property
+    def label(self) -> str:
+        return f"{self.occupation}（{self.job}）" if self.job else self.occupation
+
+
+MAX_SCOPE = 500
+
+
+def _checked(scope: list[ScopeEntry]) -> list[ScopeEntry]:
+    if len(scope) > MAX_SCOPE:
+        raise InvalidInput([("scope", f"at most {MAX_SCOPE} occupations and jobs")])
+    seen = [(e.occupation, e.job) for e in scope]
+    if len(set(seen)) != len(seen):
+        raise InvalidInput([("scope", "each occupation and job appears once; give all its levels there")])
+    return scope
+
+
 def institution_id(filing: Filing) -> UUID:
     # Deterministic: a second institution with the same filing collides on save.
     return uuid5(NAMESPACE_URL, f"skillcert:institution:{filing.prefix}")
@@ -77,15 +113,26 @@ class Institution(Aggregate):
         name: str = Field(json_schema_extra=personal(Personal.NONE))  # the institution's
         filing: Filing
         profile: DeadlineProfile
+        scope: list[ScopeEntry] = Field([], description="the evaluation scope filed (004 §8); empty: none filed yet")
+
+    class ScopeAmended(Aggregate.Event):
+        actor: Actor
+        scope: list[ScopeEntry] = Field(description="the whole scope as filed from now on")
+        reason: str = Field(max_length=200, description="why, e.g. the HR department's filing notice")
 
     @event(Registered)
-    def __init__(self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile) -> None:
+    def __init__(
+        self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
+    ) -> None:
         self.name = name
         self.filing = filing
         self.profile = profile
+        self.scope = list(scope or [])
 
     @classmethod
-    def register(cls, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile) -> Institution:
+    def register(
+        cls, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
+    ) -> Institution:
         name = name.strip()
         if not name or len(name) > 100:
             raise InvalidInput([("name", "must be the registered name, 1-100 characters")])
@@ -96,4 +143,35 @@ class Institution(Aggregate):
             name=name,
             filing=filing,
             profile=profile,
+            scope=_checked(list(scope or [])),
         )
+
+    def amend_scope(self, actor: Actor, scope: list[ScopeEntry], reason: str) -> None:
+        """The provincial centre files a new scope (the whole of it), saying why."""
+        require(actor, CENTRE, "amend an institution's evaluation scope")
+        if not reason.strip():
+            raise InvalidInput([("reason", "say why the scope changes (the filing notice)")])
+        if _checked(scope) == self.scope:
+            raise Conflict("the scope filed is already this one")
+        self._scope_amended(actor, scope, reason.strip())
+
+    @event(ScopeAmended)
+    def _scope_amended(self, actor: Actor, scope: list[ScopeEntry], reason: str) -> None:
+        self.scope = list(scope)
+
+    def check_scope(self, occupation: str, job: str | None, level: Level) -> None:
+        """Refuse what lies outside the filed scope, naming the field that does (004 §8, §11 二(2))."""
+        entries = [e for e in self.scope if e.occupation == occupation]
+        if not self.scope:
+            raise Conflict(f"{self.name} has no evaluation scope filed; the provincial centre files it first",
+                           field="occupation")  # fmt: skip
+        if not entries:
+            raise InvalidInput([("occupation", f"{occupation} is not in {self.name}'s filed evaluation scope "
+                                               f"({'、'.join(dict.fromkeys(e.occupation for e in self.scope))})")])  # fmt: skip
+        entry = next((e for e in entries if e.job == (job or None)), None)
+        if entry is None:
+            filed = "、".join(e.job or "（无工种）" for e in entries)
+            raise InvalidInput([("job", f"{occupation} is filed with the jobs {filed}, not {job or '（无工种）'}")])
+        if level not in entry.levels:
+            raise InvalidInput([("level", f"{entry.label} is filed for levels "
+                                           f"{'、'.join(lv.title for lv in entry.levels)}, not {level.title}")])  # fmt: skip

@@ -118,12 +118,7 @@ class EvaluationPlan(Aggregate):
         details: PlanDetails,
         registration_code: str,
     ) -> EvaluationPlan:
-        # The occupation and job are printed on every certificate of the plan: the wording rule
-        # applies to them here, where the institution writes them.
-        problems = [(field, why) for field in ("occupation", "job")
-                    if (why := wording.problem(getattr(details, field) or "", institution_name))]  # fmt: skip
-        if problems:
-            raise InvalidInput(problems)
+        cls.check_wording(details, institution_name)
         return cls._create(
             cls.Published,
             id=plan_id(institution_id, details.plan_number),
@@ -133,6 +128,15 @@ class EvaluationPlan(Aggregate):
             details=details,
             registration_code=normalise_code(registration_code),
         )
+
+    @staticmethod
+    def check_wording(details: PlanDetails, institution_name: str) -> None:
+        """The occupation and job are printed on every certificate of the plan: the wording rule
+        (004 §11 一(4)) applies to them where the institution writes them."""
+        problems = [(field, why) for field in ("occupation", "job")
+                    if (why := wording.problem(getattr(details, field) or "", institution_name))]  # fmt: skip
+        if problems:
+            raise InvalidInput(problems)
 
     @property
     def seats_left(self) -> int:

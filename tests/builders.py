@@ -9,7 +9,7 @@ from typing import Any
 from stdnum.cn import ric
 
 from domain.eligibility import Evidence
-from domain.institution import DeadlineProfile, Filing
+from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
@@ -71,10 +71,14 @@ def candidate(serial: int = 1) -> Actor:
     return Actor(id=f"candidate-{serial}", role=Role.CANDIDATE)
 
 
+# What the test institutions are filed for (004 §8): the occupation of every test plan, at every level.
+SCOPE = [ScopeEntry(occupation="人工智能训练师", job=None, levels=list(Level))]
+
+
 def setup_plan(service: Any, seats: int = 60, level: Level = Level.TWO, number: str = "2501") -> tuple[Any, Any, str]:
     """An institution with one published plan. Returns (institution_id, plan_id, code)."""
     iid = service.register_institution(
-        ADMIN, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S
+        ADMIN, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S, SCOPE
     )
     pid, code = service.publish_plan(staff_of(iid), iid, plan_details(number, level, seats))
     return iid, pid, code

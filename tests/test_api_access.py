@@ -23,7 +23,7 @@ from domain.registration import AttachmentKind
 from infra.api import create_app
 from projections.store import connect
 from tests.api import as_json, bearer
-from tests.builders import ADMIN, attachment, plan_details, working_years_form
+from tests.builders import ADMIN, SCOPE, attachment, plan_details, working_years_form
 from tests.lifecycle import confirmed_exam, staff
 from tests.test_read_models import KEY, apply_live, bus_messages, conn  # noqa: F401 (fixture)
 
@@ -63,7 +63,7 @@ def setup(world, conn, database_url, schema) -> Iterator[Setup]:  # noqa: F811
     issued = world.certificates.issue(staff(iid), exam_id)
     world.certificates.receive_forms(staff(iid), iid, 1, 20, "SH-2026-001")
     other = world.registrations.register_institution(
-        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S
+        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S, SCOPE
     )
     apply_live(conn, bus_messages(world.registrations))
     conn.commit()
@@ -129,7 +129,11 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/principals/{principal_id}", "/principals/p_nobody", None, {AUDITOR}),
         # Commands.
         ("POST", "/institutions", "/institutions",
-         {"name": "佛山某中心", "filing": {"city_code": "06", "station_serial": "001"}, "profile": "T"}, {CENTRE}),
+         {"name": "佛山某中心", "filing": {"city_code": "06", "station_serial": "001"}, "profile": "T",
+          "scope": [as_json(SCOPE[0])]}, {CENTRE}),
+        ("PUT", "/institutions/{institution_id}/scope", f"/institutions/{s.iid}/scope",
+         {"scope": [as_json(s) for s in SCOPE] + [{"occupation": "焊工", "job": None, "levels": [4]}], "reason": "新增"},
+         {CENTRE}),
         ("POST", "/institutions/{institution_id}/plans", f"/institutions/{s.iid}/plans",
          as_json(plan_details("2602", registration_deadline=date(2030, 1, 1), evaluation_start=date(2030, 2, 1),
                               evaluation_end=date(2030, 2, 1))), {STAFF}),

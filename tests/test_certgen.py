@@ -315,7 +315,7 @@ def test_the_proof_the_loss_application_the_demand_form_and_the_ticket_read_back
     for name in own:
         flat = re.sub(r"\s+", "", run("pdftotext", "-layout", str(tmp_path / f"{name}.pdf"), "-"))
         at = [flat.find(label) for label in own[name]]
-        assert -1 not in at and at == sorted(at), (name, dict(zip(own[name], at)))
+        assert -1 not in at and at == sorted(at), (name, dict(zip(own[name], at, strict=True)))
         assert [w for w in foreign[name] if w in flat] == [] and flat.count("备注") == 1, (name, flat)
     assert "证书基本信息" in re.sub(
         r"\s+", "", run("pdftotext", str(tmp_path / "application.pdf"), "-")

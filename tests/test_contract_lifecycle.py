@@ -18,12 +18,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from domain.certificate import certificate_id
+from domain.institution import ScopeEntry
+from domain.levels import Level
 from domain.model import Actor, Role
 from infra.bus import schemas
 from infra.bus.schemas import SAMPLES, SCHEMA_DIR, public_events, validate_strictly
 from infra.services.registrations import Decision
 from infra.store.chain import record_checkpoint
-from tests.builders import L2_CONDITION, L2_EVIDENCE, candidate, plan_details, working_years_form
+from tests.builders import SCOPE, L2_CONDITION, L2_EVIDENCE, candidate, plan_details, working_years_form
 from tests.lifecycle import (
     CENTRE,
     CONFIRM_DAY,
@@ -74,6 +76,7 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
     certs.make_queryable(CENTRE, [printed])
     certs.print(staff(iid), printed)
     certs.spoil_print(staff(iid), printed, certs.certificate(printed).printed_forms[-1], "打印错位")
+    reg.amend_scope(CENTRE, iid, [*SCOPE, ScopeEntry(occupation="焊工", job="电焊", levels=[Level.FOUR])], "新增焊工")
     record_checkpoint(reg, Actor(id="skillcert-audit", role=Role.SYSTEM), sign(reg, schema))
     return bus_messages(reg)
 

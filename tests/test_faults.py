@@ -40,7 +40,7 @@ from infra.embedded import free_port
 from infra.services.base import Service
 from projections import PROJECTIONS
 from projections.store import connect
-from tests.builders import plan_details
+from tests.builders import SCOPE, plan_details
 from tests.read_models import all_rows
 from tests.servers import KillableBroker, Postgres
 from tests.test_large_imports import candidate_list, form
@@ -196,7 +196,7 @@ def stack(postgres: Postgres, broker: KillableBroker, tmp_path: Path) -> Iterato
 def open_plan(stack: Stack, seats: int = 3000) -> tuple[str, dict[str, str], Any]:
     svc = Service(stack.url, stack.schema)
     institution = Institution.register(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
-                                       DeadlineProfile.S)  # fmt: skip
+                                       DeadlineProfile.S, SCOPE)  # fmt: skip
     staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=institution.id)
     later = {"registration_deadline": date(2099, 3, 1), "evaluation_start": date(2099, 4, 1),
              "evaluation_end": date(2099, 4, 1)}  # fmt: skip

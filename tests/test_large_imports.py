@@ -36,7 +36,7 @@ from infra.api.tokens import Tokens
 from infra.embedded import free_port
 from infra.services.base import Service, shanghai_today
 from infra.services.registrations import summary
-from tests.builders import plan_details
+from tests.builders import SCOPE, plan_details
 from tests.servers import Postgres
 
 ROWS = 5000
@@ -152,7 +152,7 @@ def test_a_5000_row_candidate_list_is_stored_whole_while_health_answers(url: str
     base, schema = api
     svc = Service(url, schema)
     institution = Institution.register(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
-                                       DeadlineProfile.S)  # fmt: skip
+                                       DeadlineProfile.S, SCOPE)  # fmt: skip
     staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=institution.id)
     later = {"registration_deadline": date(2099, 3, 1), "evaluation_start": date(2099, 4, 1),
              "evaluation_end": date(2099, 4, 1)}  # fmt: skip
@@ -211,7 +211,7 @@ def sat_cohort(svc: Service, n: int, exam_day: date) -> tuple[UUID, UUID, list[U
     """n candidates registered, approved, fee paid, seated and through the exam, built through the
     domain and saved in large transactions (quick), as the benchmarks build theirs."""
     institution = Institution.register(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
-                                       DeadlineProfile.S)  # fmt: skip
+                                       DeadlineProfile.S, SCOPE)  # fmt: skip
     staff = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=institution.id)
     details = plan_details("2602", seats=n, registration_deadline=exam_day - timedelta(days=20),
                            evaluation_start=exam_day, evaluation_end=exam_day)  # fmt: skip

@@ -20,7 +20,7 @@ from domain.model import Role
 from infra.api import create_app
 from infra.services.registrations import Registrations
 from tests.api import bearer, serving
-from tests.builders import ADMIN, plan_details, staff_of
+from tests.builders import ADMIN, SCOPE, plan_details, staff_of
 
 EXAMPLES = 25  # per operation: about 1,500 requests in all
 
@@ -36,7 +36,7 @@ def served(database_url: str) -> Iterator[dict[str, Any]]:
     # Something to find: an institution with a plan open for registration.
     svc = Registrations(database_url, schema, today=lambda: date(2026, 3, 2))
     iid = svc.register_institution(
-        ADMIN, "深圳示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S
+        ADMIN, "深圳示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S, SCOPE
     )
     svc.publish_plan(staff_of(iid), iid, plan_details())
     svc.close()

@@ -21,7 +21,7 @@ from projections.certificates import Corrections, Registry, certificate_by_numbe
 from projections.certificates import correction_of as ledger_entry
 from projections.store import apply_message, connect, create_tables
 from tests.api import bearer
-from tests.builders import attachment, working_years_form
+from tests.builders import SCOPE, attachment, working_years_form
 from tests.lifecycle import HR, World, full_lifecycle, queryable_certificates, staff
 
 KEY = bytes(range(32))
@@ -285,7 +285,7 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     iid, cids = certificates_in_every_state(world, 6)
     world.at(date(2026, 3, 2))
     other_iid = service.register_institution(  # another institution, with one candidate
-        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S
+        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S, SCOPE
     )
     _, other_code = service.publish_plan(staff_of(other_iid), other_iid, plan_details("2502", seats=5))
     service.register(candidate(99), other_code, working_years_form(99))

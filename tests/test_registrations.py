@@ -19,6 +19,7 @@ from tests.builders import (
     ADMIN,
     L2_CONDITION,
     L2_EVIDENCE,
+    SCOPE,
     candidate,
     plan_details,
     setup_plan,
@@ -74,7 +75,7 @@ def test_an_institution_is_registered_once_per_filing(service):
 def test_staff_cannot_publish_for_another_institution(service):
     iid, _, _ = setup_plan(service)
     other = service.register_institution(
-        ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T
+        ADMIN, "广州某中心", Filing(city_code="01", station_serial="001"), DeadlineProfile.T, SCOPE
     )
     before = stored(service)
     with pytest.raises(Forbidden):

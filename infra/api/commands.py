@@ -20,7 +20,7 @@ from domain.certificate import Correction, Delivery, LossKind
 from domain.eligibility import Evidence
 from domain.errors import Forbidden, InvalidInput
 from domain.exam import ReviewOutcome, Room, Subject
-from domain.institution import DeadlineProfile, Filing
+from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
 from domain.model import Role
 from domain.plan import PlanDetails
@@ -70,6 +70,12 @@ class InstitutionIn(Body):
     name: str = Field(min_length=1, max_length=100)
     filing: Filing
     profile: DeadlineProfile
+    scope: list[ScopeEntry] = Field(min_length=1, max_length=500, description="the evaluation scope filed (004 §8)")
+
+
+class ScopeIn(Body):
+    scope: list[ScopeEntry] = Field(min_length=1, max_length=500, description="the whole scope as filed from now on")
+    reason: str = Field(min_length=1, max_length=200, description="why: the filing notice", json_schema_extra=MULTILINE)
 
 
 class RegistrationIn(Body):
@@ -265,7 +271,15 @@ CertificateRef = Annotated[str, Path(max_length=40, description="a certificate i
 # Institutions and plans.
 @router.post("/institutions", status_code=201)
 def register_institution(body: InstitutionIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None) -> Created:
-    return Created(id=svc.register_institution(who.actor(x_request_id), body.name, body.filing, body.profile))
+    return Created(
+        id=svc.register_institution(who.actor(x_request_id), body.name, body.filing, body.profile, body.scope)
+    )
+
+
+@router.put("/institutions/{institution_id}/scope", status_code=204)
+def amend_scope(institution_id: UUID, body: ScopeIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None) -> None:
+    """The provincial centre files the institution's evaluation scope anew (the whole of it)."""
+    svc.amend_scope(who.actor(x_request_id), institution_id, body.scope, body.reason)
 
 
 @router.post("/institutions/{institution_id}/plans", status_code=201)

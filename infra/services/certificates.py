@@ -53,6 +53,9 @@ class Certificates(Service):
         if not wanted:
             return {}
         institution = self.get(Institution, wanted[0][0].institution_id, "institution")
+        # Never a certificate outside the filed scope, also when it was narrowed after the plan was published.
+        for occupation, job, level in sorted({(s.occupation, s.job or "", s.level) for s, _ in wanted}):
+            institution.check_scope(occupation, job or None, level)
         issued: dict[UUID, str] = {}
         for start in range(0, len(wanted), chunk):
             issued.update(self._issue_chunk(actor, institution, wanted[start : start + chunk]))

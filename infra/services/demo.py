@@ -13,7 +13,7 @@ from domain.certificate import certificate_id
 from domain.eligibility import Evidence
 from domain.errors import Conflict
 from domain.exam import Room, Subject
-from domain.institution import DeadlineProfile, Filing, institution_id
+from domain.institution import DeadlineProfile, Filing, ScopeEntry, institution_id
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
@@ -63,12 +63,19 @@ def register_people(database_url: str, schema: str, key: bytes) -> None:
                        principal_id=candidate(base).id)  # fmt: skip
 
 
+# The evaluation scope the HR department filed for the sample institution (004 §8).
+SCOPE = [
+    ScopeEntry(occupation="人工智能训练师", job=None, levels=[Level.TWO, Level.THREE, Level.FOUR, Level.FIVE]),
+    ScopeEntry(occupation="中式烹调师", job="中式烹调", levels=[Level.THREE, Level.FOUR, Level.FIVE]),
+]
+
+
 def load(service: Registrations, today: date, database_url: str, schema: str, key: bytes) -> UUID:
     """Idempotent: an institution already loaded is left as it is."""
     iid = institution_id(FILING)
     register_people(database_url, schema, key)
     try:
-        service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S)
+        service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S, SCOPE)
     except Conflict:
         return iid
     certified(database_url, schema, iid)  # first: its own clock starts in March

@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.institution import DeadlineProfile, Filing, Institution
+from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
 from domain.registration import (
@@ -41,9 +41,11 @@ class Decision(StrEnum):
 
 
 class Registrations(Service):
-    def register_institution(self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile) -> UUID:
+    def register_institution(
+        self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
+    ) -> UUID:
         require(actor, (Role.SYSTEM, Role.PROVINCIAL_CENTRE), "register institutions")
-        institution = Institution.register(actor, name, filing, profile)
+        institution = Institution.register(actor, name, filing, profile, scope)
         try:
             self.save(institution)
         except IntegrityError:
@@ -52,9 +54,14 @@ class Registrations(Service):
             ) from None
         return institution.id
 
+    def amend_scope(self, actor: Actor, institution_id: UUID, scope: list[ScopeEntry], reason: str) -> None:
+        self.change(Institution, institution_id, "institution", lambda i: i.amend_scope(actor, scope, reason))
+
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         require(actor, STAFF, "publish plans", institution_id)
         institution: Institution = self.get(Institution, institution_id, "institution")
+        EvaluationPlan.check_wording(details, institution.name)
+        institution.check_scope(details.occupation, details.job, details.level)
         for _ in range(5):  # a random 8-character code collides rarely; draw again
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
             plan = EvaluationPlan.publish(actor, institution.id, institution.name, details, code)
