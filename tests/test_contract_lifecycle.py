@@ -25,7 +25,7 @@ from infra.bus import schemas
 from infra.bus.schemas import SAMPLES, SCHEMA_DIR, public_events, validate_strictly
 from infra.services.registrations import Decision
 from infra.store.chain import record_checkpoint
-from tests.builders import SCOPE, L2_CONDITION, L2_EVIDENCE, candidate, plan_details, working_years_form
+from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, candidate, plan_details, working_years_form
 from tests.lifecycle import (
     CENTRE,
     CONFIRM_DAY,
