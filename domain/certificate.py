@@ -134,13 +134,16 @@ class Certificate(Aggregate):
         attempt: int
         reported_on: date
         late: bool
+        centre_review: Deadline | None = Field(None, description="the provincial centre's 30 working days")
 
     class DataAccepted(Aggregate.Event):
-        pass
+        on: date | None = Field(None, description="accepted and forwarded to the ministry centre on")
+        ministry: Deadline | None = Field(None, description="the ministry centre's 15 working days to queryable")
 
     class DataReturned(Aggregate.Event):
         reasons: str
         correction: Deadline
+        returned_on: date | None = None
 
     class MadeQueryable(Aggregate.Event):
         on: date
@@ -294,18 +297,21 @@ class Certificate(Aggregate):
         if self.data_status not in (DataStatus.UNREPORTED, DataStatus.RETURNED):
             raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}; nothing to report")
         due = self.correction_due or self.data_report
-        self._data_reported(actor, self.report_attempts + 1, today, due.missed_by(today))
+        centre = deadline(self.profile, Step.CENTRE_REVIEWED, today)
+        self._data_reported(actor, self.report_attempts + 1, today, due.missed_by(today), centre)
 
     @event(DataReported)
-    def _data_reported(self, actor: Actor, attempt: int, reported_on: date, late: bool) -> None:
+    def _data_reported(
+        self, actor: Actor, attempt: int, reported_on: date, late: bool, centre_review: Deadline | None = None
+    ) -> None:
         self.report_attempts = attempt
         self.data_status = DataStatus.REPORTED
         self.correction_due = None
 
-    def accept_data(self, actor: Actor) -> None:
+    def accept_data(self, actor: Actor, today: date) -> None:
         require(actor, CENTRE, "accept certificate data")
         self._awaiting_centre()
-        self._data_accepted(actor)
+        self._data_accepted(actor, today, deadline(self.profile, Step.MINISTRY_QUERYABLE, today))
 
     def _awaiting_centre(self) -> None:
         self._live()
@@ -313,7 +319,7 @@ class Certificate(Aggregate):
             raise Conflict(f"certificate {self.number}'s data is {self.data_status.value}, not reported")
 
     @event(DataAccepted)
-    def _data_accepted(self, actor: Actor) -> None:
+    def _data_accepted(self, actor: Actor, on: date | None = None, ministry: Deadline | None = None) -> None:
         self.data_status = DataStatus.ACCEPTED
 
     def return_data(self, actor: Actor, reasons: str, today: date) -> None:
@@ -321,10 +327,11 @@ class Certificate(Aggregate):
         self._awaiting_centre()
         if not reasons.strip():
             raise InvalidInput([("reasons", "say what the institution must correct")])
-        self._data_returned(actor, reasons.strip(), deadline(self.profile, Step.RETURNED_DATA_CORRECTED, today))
+        correction = deadline(self.profile, Step.RETURNED_DATA_CORRECTED, today)
+        self._data_returned(actor, reasons.strip(), correction, today)
 
     @event(DataReturned)
-    def _data_returned(self, actor: Actor, reasons: str, correction: Deadline) -> None:
+    def _data_returned(self, actor: Actor, reasons: str, correction: Deadline, returned_on: date | None = None) -> None:
         self.data_status = DataStatus.RETURNED
         self.correction_due = correction
 

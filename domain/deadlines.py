@@ -26,6 +26,8 @@ class Step(StrEnum):
     CERTIFICATE_NUMBER = "certificate_number"  # after result confirmation
     DATA_REPORTED = "data_reported"  # after issue, calendar days
     RETURNED_DATA_CORRECTED = "returned_data_corrected"  # after the return
+    CENTRE_REVIEWED = "centre_reviewed"  # the provincial centre reviews and forwards reported data
+    MINISTRY_QUERYABLE = "ministry_queryable"  # the ministry centre makes forwarded data queryable
     QUERYABLE = "queryable"  # after issue
     PHYSICAL_CERTIFICATE = "physical_certificate"  # after queryable
     LOSS_PROOF = "loss_proof"  # after the application
@@ -40,6 +42,10 @@ PROFILES: dict[DeadlineProfile, dict[Step, tuple[int, bool]]] = {
         Step.CERTIFICATE_NUMBER: (10, True),
         Step.DATA_REPORTED: (30, False),
         Step.RETURNED_DATA_CORRECTED: (20, True),
+        # 000 (证书数据报备): "省鉴定中心30个工作日内审核并上报，部中心15个工作日内" — the same for technical
+        # schools, whose data goes the same way (004 §10 names no other).
+        Step.CENTRE_REVIEWED: (30, True),
+        Step.MINISTRY_QUERYABLE: (15, True),
         Step.QUERYABLE: (75, True),
         Step.PHYSICAL_CERTIFICATE: (10, True),
         Step.LOSS_PROOF: (10, True),

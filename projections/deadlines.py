@@ -25,6 +25,8 @@ OPENS = {
     "sitting.review_requested": [("answer", Step.REVIEW_ANSWERED)],
     "certificate.issued": [("data_report", Step.DATA_REPORTED), ("queryable", Step.QUERYABLE)],
     "certificate.data_returned": [("correction", Step.RETURNED_DATA_CORRECTED)],
+    "certificate.data_reported": [("centre_review", Step.CENTRE_REVIEWED)],
+    "certificate.data_accepted": [("ministry", Step.MINISTRY_QUERYABLE)],
     "certificate.correction_approved": [("report", Step.RETURNED_DATA_CORRECTED)],
     "certificate.made_queryable": [("physical", Step.PHYSICAL_CERTIFICATE)],
     "certificate.proof_applied": [("proof", Step.LOSS_PROOF)],
@@ -35,7 +37,9 @@ CLOSES = {
     "exam_session.results_reported": ("reported_on", [Step.REVIEW_WINDOW]),
     "sitting.review_answered": ("answered_on", [Step.REVIEW_ANSWERED]),
     "certificate.data_reported": ("reported_on", [Step.DATA_REPORTED, Step.RETURNED_DATA_CORRECTED]),
-    "certificate.made_queryable": ("on", [Step.QUERYABLE]),
+    "certificate.made_queryable": ("on", [Step.QUERYABLE, Step.MINISTRY_QUERYABLE]),
+    "certificate.data_accepted": ("on", [Step.CENTRE_REVIEWED]),
+    "certificate.data_returned": ("returned_on", [Step.CENTRE_REVIEWED]),
     "certificate.handed_over": ("on", [Step.PHYSICAL_CERTIFICATE]),
     "certificate.proof_issued": ("on", [Step.LOSS_PROOF]),
 }
@@ -47,7 +51,7 @@ class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
     tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 2
+    version = 3
 
     def ddl(self) -> list[str]:
         return [
@@ -106,7 +110,7 @@ class Deadlines:
                 (subject, sum(e["passed"] for e in d["entries"])),
             )
 
-        if kind in CLOSES:
+        if kind in CLOSES and d.get(CLOSES[kind][0]) is not None:  # events stored before a step was tracked lack it
             field, steps = CLOSES[kind]
             self._close(
                 cur,
@@ -119,7 +123,9 @@ class Deadlines:
         elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
             self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
         for field, step in OPENS.get(kind, []):
-            due = d["request"][field] if kind == "sitting.review_requested" else d[field]
+            due = d["request"][field] if kind == "sitting.review_requested" else d.get(field)
+            if due is None:
+                continue  # stored before the step was tracked
             part = d["request"]["subject"] if kind == "sitting.review_requested" else ""
             cur.execute(
                 """INSERT INTO deadlines (subject_id, step, opened_version, institution_id, label, part, start, due,

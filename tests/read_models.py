@@ -69,6 +69,16 @@ def check_read_models(conn: Any, w: World, life: Lifecycle, key: bytes) -> None:
     assert [(r["step"], r["late"]) for r in review] == [("review_answered", False)]
     returned = deadlines.deadlines_of(conn, str(certificate_id(life.passed[0])))
     assert [r["step"] for r in returned].count("returned_data_corrected") == 1
+    # The provincial centre's 30 working days (twice: reported, returned, reported again) and the
+    # ministry centre's 15 (000 证书数据报备), tracked like the institution's own.
+    assert [r["closed_by"] for r in returned if r["step"] == "centre_reviewed"] == [
+        "certificate.data_returned", "certificate.data_accepted"]  # fmt: skip
+    accepted = {r["step"]: r for r in deadlines.deadlines_of(conn, str(certificate_id(life.passed[2])))}
+    centre, ministry = accepted["centre_reviewed"], accepted["ministry_queryable"]
+    assert (centre["start"], centre["closed_on"], centre["late"]) == (date(2026, 5, 20), date(2026, 6, 1), False)
+    # Accepted on Monday 1 June: 15 working days, the Dragon Boat Festival (19 June) not among them.
+    assert (ministry["start"], ministry["due"], ministry["closed_on"]) == (date(2026, 6, 1), date(2026, 6, 23), date(2026, 7, 1))
+    assert ministry["late"] is True
 
     # Blank stock ledger.
     books = stock.ledger(conn, str(life.iid))

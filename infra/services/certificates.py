@@ -121,7 +121,8 @@ class Certificates(Service):
         self._each(ids, lambda c: c.report_data(actor, today))
 
     def accept_data(self, actor: Actor, ids: Sequence[UUID]) -> None:
-        self._each(ids, lambda c: c.accept_data(actor))
+        today = self.today()
+        self._each(ids, lambda c: c.accept_data(actor, today))
 
     def return_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
         c = self.certificate(certificate_id)
