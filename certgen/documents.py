@@ -90,6 +90,33 @@ def certificate_proof(
     return _pdf("职业技能等级证书证明", story)
 
 
+def proof_receipt(
+    *, institution: str, holder_name: str, number: str, receipt_number: str, kind: str, applied_on: date,
+    due: date,
+) -> bytes:  # fmt: skip
+    """受理回执: the acceptance receipt of a loss or damage proof application (004 §13 (三)); the
+    holder collects the proof (annex 4) with it and the original ID card."""
+    what = {"lost": "遗失", "damaged": "损坏"}.get(kind, kind)
+    check_glyphs([institution, holder_name, number, receipt_number], f"the receipt {receipt_number}")
+    rows = [
+        ["回执编号", receipt_number],
+        ["申请人", holder_name],
+        ["证书编号", number],
+        ["申办事项", f"证书{what}，申请补发证明"],
+        ["受理日期", date_cn(applied_on)],
+        ["办结期限", f"{date_cn(due)}前"],
+    ]
+    table = Table(rows, colWidths=[36 * mm, 130 * mm])
+    table.setStyle(GRID)
+    sign = Table([[Seal(institution), Paragraph(f"{institution}（盖章）<br/>{date_cn(applied_on)}", BODY)]],
+                 colWidths=[DIAMETER + 6 * mm, 90 * mm], hAlign="RIGHT", style=[("FONTNAME", (0, 0), (-1, -1), KAI)])  # fmt: skip
+    notes = ["领取须知：", f"请于{date_cn(due)}后，凭本人身份证件原件和本回执领取《职业技能等级证书证明》（004 第十三条）。",
+             "本回执遗失的，凭身份证件原件到受理点核实后领取。"]  # fmt: skip
+    story = [Paragraph("证书遗失、损坏补发证明受理回执", TITLE), Spacer(1, 5 * mm), table, Spacer(1, 10 * mm), sign,
+             Spacer(1, 10 * mm), *(Paragraph(n, SMALL) for n in notes)]  # fmt: skip
+    return _pdf("证书遗失、损坏补发证明受理回执", story)
+
+
 def loss_application(
     *, holder_name: str, id_number: str, occupation: str, number: str, level: Level, kind: str | None = None,
 ) -> bytes:  # fmt: skip

@@ -94,6 +94,13 @@ class Delivery(StrEnum):
     MAIL = "mail"  # to the application form's address, signed for
 
 
+class IdDocument(StrEnum):
+    """How the holder's identity was checked when they applied for or collected a proof."""
+
+    ORIGINAL_SEEN = "original_seen"  # 身份证原件 shown to staff (004 §13 (二), (三))
+    COPY_RECEIVED = "copy_received"  # 身份证复印件 handed in with the application (000)
+
+
 class LossKind(StrEnum):
     LOST = "lost"
     DAMAGED = "damaged"
@@ -174,6 +181,19 @@ class Certificate(Aggregate):
         application_form: Attachment
         applied_on: date
         proof: Deadline
+        receipt_number: str | None = Field(
+            None, description="the 受理回执's number: the holder collects the proof with it"
+        )
+        id_checked: IdDocument | None = Field(
+            None, description="how the applicant's ID was checked against the holder's"
+        )
+        id_copy: Attachment | None = Field(None, description="the ID card copy handed in (profile S)")
+
+    class ProofHandedOver(Aggregate.Event):
+        proof_number: str
+        receipt_number: str
+        on: date
+        id_checked: IdDocument = Field(description="004 §13 (三): the original ID card, with the receipt")
 
     class ProofIssued(Aggregate.Event):
         proof_number: str
@@ -242,6 +262,10 @@ class Certificate(Aggregate):
         self.receipt_signed = False
         self.open_proof: Deadline | None = None
         self.proofs: list[str] = []
+        self.receipts: list[str] = []  # each proof application's acceptance receipt, in order
+        self.receipt_details: dict[str, tuple[LossKind, date, Deadline]] = {}  # receipt -> kind, applied, due
+        self.proof_receipts: dict[str, str] = {}  # proof number -> the receipt it is collected with
+        self.proofs_handed_over: set[str] = set()
         self.proof_dates: dict[str, date] = {}
         self.correction: Correction | None = None
         self.correction_decided = False
@@ -449,20 +473,66 @@ class Certificate(Aggregate):
         self.receipt_signed = True
 
     # Loss or damage (000, 004 §13): no reissue; a certificate proof with its own number.
-    def apply_for_proof(self, actor: Actor, kind: LossKind, application_form: Attachment, today: date) -> None:
+    def apply_for_proof(
+        self,
+        actor: Actor,
+        kind: LossKind,
+        application_form: Attachment,
+        today: date,
+        id_number: str | None = None,
+        id_document: IdDocument | None = None,
+        id_copy: Attachment | None = None,
+    ) -> str:
+        """Accept a proof application after checking the applicant's ID against the holder's; returns
+        the number of the acceptance receipt (受理回执) against which the proof is collected.
+        004 §13 (profile T): the original ID card is shown. 000 (profile S): a copy is handed in."""
         require(actor, STAFF, "accept proof applications", self.institution_id)
         self._live()
         if self.open_proof is not None:
             raise Conflict(f"a proof application for certificate {self.number} is already being handled")
+        problems = []
         if application_form.kind is not AttachmentKind.PROOF_APPLICATION:
-            raise InvalidInput([("application_form", "must be the signed loss/damage proof application (annex 3)")])
-        self._proof_applied(actor, kind, application_form, today, deadline(self.profile, Step.LOSS_PROOF, today))
+            problems.append(("application_form", "must be the signed loss/damage proof application (annex 3)"))
+        problems += self._id_problems(id_number, id_document)
+        if self.profile is DeadlineProfile.T and id_document is not IdDocument.ORIGINAL_SEEN:
+            problems.append(("id_document", "the applicant shows the original ID card (004 §13 (二)): original_seen"))
+        if self.profile is DeadlineProfile.S:
+            if id_document is not IdDocument.COPY_RECEIVED:
+                problems.append(("id_document", "the applicant hands in a copy of the ID card (000): copy_received"))
+            if id_copy is None or id_copy.kind is not AttachmentKind.ID_CARD_COPY:
+                problems.append(("id_copy", "the ID card copy handed in with the application (000: 身份证复印件 1 份)"))
+        if problems:
+            raise InvalidInput(problems)
+        receipt = f"{self.number}-R{len(self.receipts) + 1:02d}"
+        proof = deadline(self.profile, Step.LOSS_PROOF, today)
+        self._proof_applied(actor, kind, application_form, today, proof, receipt, id_document, id_copy)
+        return receipt
+
+    def _id_problems(self, id_number: str | None, id_document: IdDocument | None) -> list[tuple[str, str]]:
+        if not id_number or not id_number.strip():
+            return [("id_number", "the number on the ID card presented, checked against the holder's")]
+        if id_number.strip().upper() != self.holder.id_number:
+            return [("id_number", "the ID card presented is not the holder's: the numbers differ")]
+        if id_document is None:
+            return [("id_document", "how the ID was checked: original_seen or copy_received")]
+        return []
 
     @event(ProofApplied)
     def _proof_applied(
-        self, actor: Actor, kind: LossKind, application_form: Attachment, applied_on: date, proof: Deadline
+        self,
+        actor: Actor,
+        kind: LossKind,
+        application_form: Attachment,
+        applied_on: date,
+        proof: Deadline,
+        receipt_number: str | None = None,
+        id_checked: IdDocument | None = None,
+        id_copy: Attachment | None = None,
     ) -> None:
         self.open_proof = proof
+        if receipt_number is not None:
+            self.receipts.append(receipt_number)
+            self.receipt_details[receipt_number] = (kind, applied_on, proof)
 
     def issue_proof(self, actor: Actor, today: date) -> str:
         require(actor, STAFF, "issue certificate proofs", self.institution_id)
@@ -473,8 +543,31 @@ class Certificate(Aggregate):
         self._proof_issued(actor, number, today, self.open_proof.missed_by(today))
         return number
 
+    def hand_over_proof(self, actor: Actor, receipt_number: str, id_number: str, today: date) -> str:
+        """The holder collects the proof with the original ID card and the acceptance receipt
+        (004 §13 (三)); returns the proof's number."""
+        require(actor, STAFF, "hand over certificate proofs", self.institution_id)
+        proof = next((p for p, r in self.proof_receipts.items() if r == receipt_number.strip()), None)
+        if proof is None:
+            raise InvalidInput([("receipt_number", f"no proof of certificate {self.number} was issued against "
+                                                   f"receipt {receipt_number.strip()}")])  # fmt: skip
+        if proof in self.proofs_handed_over:
+            raise Conflict(f"proof {proof} was already handed over")
+        if problems := self._id_problems(id_number, IdDocument.ORIGINAL_SEEN):
+            raise InvalidInput(problems)
+        self._proof_handed_over(actor, proof, receipt_number.strip(), today, IdDocument.ORIGINAL_SEEN)
+        return proof
+
+    @event(ProofHandedOver)
+    def _proof_handed_over(
+        self, actor: Actor, proof_number: str, receipt_number: str, on: date, id_checked: IdDocument
+    ) -> None:
+        self.proofs_handed_over = self.proofs_handed_over | {proof_number}
+
     @event(ProofIssued)
     def _proof_issued(self, actor: Actor, proof_number: str, on: date, late: bool) -> None:
+        if self.receipts:  # applications accepted before receipts were numbered have none
+            self.proof_receipts[proof_number] = self.receipts[-1]
         self.proofs.append(proof_number)
         self.proof_dates[proof_number] = on
         self.open_proof = None

@@ -82,6 +82,7 @@ class AttachmentKind(StrEnum):
     PROOF_APPLICATION = "proof_application"  # 证书遗失、损坏补发证明申请表 (004 annex 3)
     HOLDER_COMMITMENT = "holder_commitment"  # 证书持有人承诺书
     CORRECTION_EVIDENCE = "correction_evidence"  # ID card copy and what shows the right data
+    ID_CARD_COPY = "id_card_copy"  # 身份证复印件, with a proof application (000)
 
 
 class Attachment(Immutable):

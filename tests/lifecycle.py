@@ -41,6 +41,18 @@ class World:
         return self
 
 
+def id_check(certs: Certificates, cid: UUID) -> dict:
+    """The holder's ID checked at a proof application, as profile S wants it (000): the number on the
+    card presented, and a copy handed in."""
+    from domain.certificate import IdDocument
+    from domain.registration import AttachmentKind
+    from tests.builders import attachment
+
+    holder = certs.certificate(cid).holder
+    return {"id_number": holder.id_number, "id_document": IdDocument.COPY_RECEIVED,
+            "id_copy": attachment(AttachmentKind.ID_CARD_COPY)}  # fmt: skip
+
+
 def staff(iid: UUID, who: str = "staff-li") -> Actor:
     return Actor(id=who, role=Role.INSTITUTION_STAFF, institution_id=iid)
 
@@ -221,7 +233,8 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     # After handover: a loss proof, an approved correction, a rejected one, a deletion.
     lost, corrected, refused, deleted = cids[3], cids[4], cids[5], cids[6]
     w.at(date(2026, 9, 1))
-    certs.apply_for_proof(staff(iid), lost, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    certs.apply_for_proof(staff(iid), lost, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                          **id_check(certs, lost))  # fmt: skip
     proof = certs.issue_proof(staff(iid), lost)
     evidence = attachment(AttachmentKind.CORRECTION_EVIDENCE)
     certs.apply_for_correction(staff(iid), corrected, Correction(name="考生改名"), "公安机关更名证明", evidence)

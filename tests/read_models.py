@@ -77,7 +77,11 @@ def check_read_models(conn: Any, w: World, life: Lifecycle, key: bytes) -> None:
     centre, ministry = accepted["centre_reviewed"], accepted["ministry_queryable"]
     assert (centre["start"], centre["closed_on"], centre["late"]) == (date(2026, 5, 20), date(2026, 6, 1), False)
     # Accepted on Monday 1 June: 15 working days, the Dragon Boat Festival (19 June) not among them.
-    assert (ministry["start"], ministry["due"], ministry["closed_on"]) == (date(2026, 6, 1), date(2026, 6, 23), date(2026, 7, 1))
+    assert (ministry["start"], ministry["due"], ministry["closed_on"]) == (
+        date(2026, 6, 1),
+        date(2026, 6, 23),
+        date(2026, 7, 1),
+    )
     assert ministry["late"] is True
 
     # Blank stock ledger.

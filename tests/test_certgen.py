@@ -20,7 +20,7 @@ from domain.errors import Conflict
 from domain.levels import Level
 from infra.services.printing import print_certificates, to_print
 from tests.builders import setup_plan
-from tests.lifecycle import confirmed_exam, staff
+from tests.lifecycle import confirmed_exam, id_check, staff
 from tests.test_read_models import conn  # noqa: F401 (fixture)
 
 TOOLS = [t for t in ("pdftotext", "pdffonts", "pdfinfo", "pdftoppm", "zbarimg") if shutil.which(t) is None]
@@ -224,12 +224,18 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
         world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
         holder = world.certificates.certificate(first.id)
         world.certificates.apply_for_proof(
-            staff(iid), first.id, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION)
+            staff(iid),
+            first.id,
+            LossKind.LOST,
+            attachment(AttachmentKind.PROOF_APPLICATION),
+            **id_check(world.certificates, first.id),
         )
         proof_number = world.certificates.issue_proof(staff(iid), first.id)
         for path, wanted in (
             (f"/certificates/{first.number}/proof.pdf", [proof_number, holder.holder.id_number, "职业技能等级证书证明"]),
             (f"/certificates/{first.number}/proof-application.pdf", ["证书遗失、损坏补发证明申请表", first.number]),
+            (f"/certificates/{first.number}/proof-receipt.pdf", ["证书遗失、损坏补发证明受理回执", f"{first.number}-R01",
+             holder.holder.name, "凭本人身份证件原件和本回执领取"]),
             (f"/institutions/{iid}/stock/demand/2027.pdf?contact=李老师&phone=0755-88886666&address=深圳市南山区",
              ["技师（二级）80", "合计80", "李老师"]),
             (f"/sessions/{exam_id}/tickets.pdf", ["职业技能等级认定准考证", "深圳市南山区科技园考点", "2026年4月10日"]),

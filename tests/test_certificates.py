@@ -11,7 +11,16 @@ from uuid import uuid4
 
 import pytest
 
-from domain.certificate import Certificate, Correction, DataStatus, Delivery, LossKind, certificate_id, counter_id
+from domain.certificate import (
+    Certificate,
+    Correction,
+    DataStatus,
+    Delivery,
+    IdDocument,
+    LossKind,
+    certificate_id,
+    counter_id,
+)
 from domain.certnumber import parse
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.levels import Level
@@ -24,6 +33,7 @@ from tests.lifecycle import (
     ISSUE_DAY,
     approved_cohort,
     confirmed_exam,
+    id_check,
     queryable_certificates,
     score_and_publish,
     sit_exam,
@@ -184,21 +194,59 @@ def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
 def test_a_lost_certificate_gets_a_proof_with_its_own_number(world):
     iid, cids = queryable_certificates(world, 1)
     cid = cids[0]
+    certs = world.certificates
     with pytest.raises(Conflict, match="no proof application"):
-        world.certificates.issue_proof(staff(iid), cid)
+        certs.issue_proof(staff(iid), cid)
     with pytest.raises(InvalidInput, match="annex 3"):
-        world.certificates.apply_for_proof(staff(iid), cid, LossKind.LOST, FORM)
+        certs.apply_for_proof(staff(iid), cid, LossKind.LOST, FORM, **id_check(certs, cid))
     world.at(date(2026, 8, 3))
-    world.certificates.apply_for_proof(staff(iid), cid, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    certs.apply_for_proof(staff(iid), cid, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                          **id_check(certs, cid))  # fmt: skip
     with pytest.raises(Conflict, match="already being handled"):
-        world.certificates.apply_for_proof(
-            staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION)
-        )
-    first = world.certificates.issue_proof(staff(iid), cid)
-    world.certificates.apply_for_proof(staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION))
-    second = world.certificates.issue_proof(staff(iid), cid)
-    number = world.certificates.certificate(cid).number
+        certs.apply_for_proof(staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION),
+                              **id_check(certs, cid))  # fmt: skip
+    first = certs.issue_proof(staff(iid), cid)
+    certs.apply_for_proof(staff(iid), cid, LossKind.DAMAGED, attachment(AttachmentKind.PROOF_APPLICATION),
+                          **id_check(certs, cid))  # fmt: skip
+    second = certs.issue_proof(staff(iid), cid)
+    number = certs.certificate(cid).number
     assert (first, second) == (f"{number}-Z01", f"{number}-Z02")
+
+
+def test_a_proof_application_checks_the_holders_id_and_the_proof_is_collected_with_its_receipt(world):
+    """000 (profile S): a copy of the ID card is handed in; 004 §13 (三): the proof is collected with
+    the original ID card and the acceptance receipt (受理回执), which has a number of its own."""
+    iid, cids = queryable_certificates(world, 1)
+    cid = cids[0]
+    certs = world.certificates
+    form = attachment(AttachmentKind.PROOF_APPLICATION)
+    good = id_check(certs, cid)
+    before = stored(world)
+    for wrong, field in (
+        ({"id_number": "11010519491231002X"}, "id_number"),  # someone else's card
+        ({"id_number": None}, "id_number"),
+        ({"id_document": IdDocument.ORIGINAL_SEEN}, "id_document"),  # profile S wants the copy handed in
+        ({"id_copy": None}, "id_copy"),
+        ({"id_copy": attachment(AttachmentKind.DIPLOMA)}, "id_copy"),
+    ):
+        with pytest.raises(InvalidInput) as e:
+            certs.apply_for_proof(staff(iid), cid, LossKind.LOST, form, **(good | wrong))
+        assert field in {f for f, _ in e.value.problems}, (wrong, e.value.problems)
+    assert stored(world) == before
+    world.at(date(2026, 8, 3))
+    receipt = certs.apply_for_proof(staff(iid), cid, LossKind.LOST, form, **good)
+    number = certs.certificate(cid).number
+    assert receipt == f"{number}-R01"
+    with pytest.raises(InvalidInput, match="receipt"):
+        certs.hand_over_proof(staff(iid), cid, receipt, good["id_number"])  # not issued yet
+    proof = certs.issue_proof(staff(iid), cid)
+    with pytest.raises(InvalidInput, match="receipt"):
+        certs.hand_over_proof(staff(iid), cid, f"{number}-R02", good["id_number"])
+    with pytest.raises(InvalidInput, match="not the holder's"):
+        certs.hand_over_proof(staff(iid), cid, receipt, "11010519491231002X")
+    assert certs.hand_over_proof(staff(iid), cid, receipt, good["id_number"]) == proof
+    with pytest.raises(Conflict, match="already handed over"):
+        certs.hand_over_proof(staff(iid), cid, receipt, good["id_number"])
 
 
 def test_one_correction_application_per_certificate_even_when_two_arrive_at_once(world):
@@ -285,7 +333,11 @@ def test_deleting_data_needs_the_holders_commitment_and_keeps_the_history(world)
     for act in (
         lambda: world.certificates.report_data(staff(iid), [cid]),
         lambda: world.certificates.apply_for_proof(
-            staff(iid), cid, LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION)
+            staff(iid),
+            cid,
+            LossKind.LOST,
+            attachment(AttachmentKind.PROOF_APPLICATION),
+            **id_check(world.certificates, cid),
         ),
         lambda: world.certificates.delete_data(staff(iid), cid, "again"),
     ):

@@ -18,7 +18,7 @@ from projections import PROJECTIONS
 from projections.store import connect, create_tables
 from tests.api import bearer
 from tests.bus import Bus, eventually
-from tests.lifecycle import full_lifecycle
+from tests.lifecycle import full_lifecycle, id_check
 from tests.read_models import all_rows, check_read_models
 from tests.test_read_models import KEY, apply_live, bus_messages
 
@@ -134,7 +134,8 @@ def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(wor
 
     iid, cids = queryable_certificates(world, 3)
     world.at(date(2026, 7, 2))
-    world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                                       **id_check(world.certificates, cids[0]))  # fmt: skip
     with connect(database_url, schema) as conn:
         create_tables(conn, PROJECTIONS)
         apply_live(conn, bus_messages(world.registrations))

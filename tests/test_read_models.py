@@ -22,7 +22,7 @@ from projections.certificates import correction_of as ledger_entry
 from projections.store import apply_message, connect, create_tables
 from tests.api import bearer
 from tests.builders import SCOPE, attachment, working_years_form
-from tests.lifecycle import HR, World, full_lifecycle, queryable_certificates, staff
+from tests.lifecycle import HR, World, full_lifecycle, id_check, queryable_certificates, staff
 
 KEY = bytes(range(32))
 FORM = attachment(AttachmentKind.CERTIFICATE_APPLICATION)
@@ -39,7 +39,8 @@ def certificates_in_every_state(w: World, n: int = 12) -> tuple:
         c.print(staff(iid), cid)
     c.hand_over(staff(iid), cids[0], Delivery.PICKUP, FORM)
     w.at(date(2026, 8, 3))
-    c.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION))
+    c.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                      **id_check(c, cids[0]))  # fmt: skip
     c.issue_proof(staff(iid), cids[0])
     c.apply_for_correction(staff(iid), cids[1], Correction(name="更正后姓名"), "姓名录入错误", EVIDENCE)
     c.approve_correction(HR, cids[1])

@@ -16,13 +16,14 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.certificate import Correction, Delivery, LossKind
+from domain.certificate import Correction, Delivery, IdDocument, LossKind
 from domain.eligibility import Evidence
 from domain.errors import Forbidden, InvalidInput
 from domain.exam import ReviewOutcome, Room, Subject
 from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
 from domain.model import Role
+from domain.personal import Personal, personal
 from domain.plan import PlanDetails
 from domain.registration import Attachment, RegistrationForm
 from domain.text import MULTILINE
@@ -213,6 +214,20 @@ class ReceiptIn(Body):
 class ProofApplicationIn(Body):
     kind: LossKind
     application_form: Attachment
+    id_number: str = Field(min_length=5, max_length=30, description="the number on the ID card presented",
+                           json_schema_extra=personal(Personal.ID_NUMBER))  # fmt: skip
+    id_document: IdDocument = Field(description="profile T: original_seen (004 §13); profile S: copy_received (000)")
+    id_copy: Attachment | None = Field(None, description="profile S: the ID card copy handed in")
+
+
+class ProofAccepted(BaseModel):
+    receipt_number: str = Field(description="the 受理回执's number; GET …/proof-receipt.pdf prints it")
+
+
+class ProofHandoverIn(Body):
+    receipt_number: str = Field(min_length=1, max_length=40)
+    id_number: str = Field(min_length=5, max_length=30, description="the number on the original ID card presented",
+                           json_schema_extra=personal(Personal.ID_NUMBER))  # fmt: skip
 
 
 class Proof(BaseModel):
@@ -485,12 +500,26 @@ def sign_receipt(
     svc.sign_receipt(who.actor(x_request_id), certificate_id(c, certificate), body.signed_by)
 
 
-@router.post("/certificates/{certificate}/proof-application", status_code=204)
+@router.post("/certificates/{certificate}/proof-application", status_code=201)
 def apply_for_proof(
     certificate: CertificateRef, body: ProofApplicationIn, who: Staff, svc: CertSvc, c: Conn,
     x_request_id: RequestId = None,
-) -> None:  # fmt: skip
-    svc.apply_for_proof(who.actor(x_request_id), certificate_id(c, certificate), body.kind, body.application_form)
+) -> ProofAccepted:  # fmt: skip
+    """Accept a loss or damage proof application (004 annex 3) after checking the applicant's ID;
+    answers the acceptance receipt's number (受理回执)."""
+    receipt = svc.apply_for_proof(who.actor(x_request_id), certificate_id(c, certificate), body.kind,
+                                  body.application_form, body.id_number, body.id_document, body.id_copy)  # fmt: skip
+    return ProofAccepted(receipt_number=receipt)
+
+
+@router.post("/certificates/{certificate}/proof-handover", status_code=201)
+def hand_over_proof(
+    certificate: CertificateRef, body: ProofHandoverIn, who: Staff, svc: CertSvc, c: Conn,
+    x_request_id: RequestId = None,
+) -> Proof:  # fmt: skip
+    """The holder collects the proof with the original ID card and the acceptance receipt (004 §13 (三))."""
+    cid = certificate_id(c, certificate)
+    return Proof(proof_number=svc.hand_over_proof(who.actor(x_request_id), cid, body.receipt_number, body.id_number))
 
 
 @router.post("/certificates/{certificate}/proof", status_code=201)

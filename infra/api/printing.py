@@ -94,6 +94,21 @@ def proof_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) ->
     return pdf(content, f"{number}.pdf")
 
 
+@router.get("/certificates/{certificate}/proof-receipt.pdf", response_class=Response, responses=PDF)
+def proof_receipt_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
+    """The acceptance receipt (受理回执) of the last proof application: the holder collects the proof with it."""
+    cert = svc.certificate(certificate_id(c, certificate))
+    if not cert.receipts:
+        raise NotFound(f"no proof application of certificate {cert.number} has a receipt")
+    receipt = cert.receipts[-1]
+    kind, applied_on, due = cert.receipt_details[receipt]
+    content = documents.proof_receipt(
+        institution=cert.institution_name, holder_name=cert.holder.name, number=cert.number, receipt_number=receipt,
+        kind=kind.value, applied_on=applied_on, due=due.due,
+    )  # fmt: skip
+    return pdf(content, f"{receipt}.pdf")
+
+
 @router.get("/certificates/{certificate}/proof-application.pdf", response_class=Response, responses=PDF)
 def proof_application_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
     """The loss or damage proof application (004 annex 3), filled in for the holder to sign."""

@@ -6,7 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
-from domain.certificate import Certificate, Correction, Delivery, LossKind, SerialCounter, certificate_id, counter_id
+from domain.certificate import (
+    Certificate,
+    Correction,
+    Delivery,
+    IdDocument,
+    LossKind,
+    SerialCounter,
+    certificate_id,
+    counter_id,
+)
 from domain.errors import Conflict, InvalidInput
 from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
@@ -183,8 +192,26 @@ class Certificates(Service):
         self._on_certificate(certificate_id, lambda c: c.sign_receipt(actor, self.today(), signed_by))
 
     # Loss or damage.
-    def apply_for_proof(self, actor: Actor, certificate_id: UUID, kind: LossKind, application_form: Attachment) -> None:
-        self._on_certificate(certificate_id, lambda c: c.apply_for_proof(actor, kind, application_form, self.today()))
+    def apply_for_proof(
+        self,
+        actor: Actor,
+        certificate_id: UUID,
+        kind: LossKind,
+        application_form: Attachment,
+        id_number: str | None = None,
+        id_document: IdDocument | None = None,
+        id_copy: Attachment | None = None,
+    ) -> str:
+        """Returns the acceptance receipt's number."""
+        return self._on_certificate(
+            certificate_id,
+            lambda c: c.apply_for_proof(actor, kind, application_form, self.today(), id_number, id_document, id_copy),
+        )
+
+    def hand_over_proof(self, actor: Actor, certificate_id: UUID, receipt_number: str, id_number: str) -> str:
+        return self._on_certificate(
+            certificate_id, lambda c: c.hand_over_proof(actor, receipt_number, id_number, self.today())
+        )
 
     def issue_proof(self, actor: Actor, certificate_id: UUID) -> str:
         return self._on_certificate(certificate_id, lambda c: c.issue_proof(actor, self.today()))
