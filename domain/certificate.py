@@ -13,13 +13,13 @@ from pydantic import Field, field_validator
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
-from domain.access import CENTRE, HR, STAFF, require
+from domain.access import ASSOCIATION, CENTRE, HR, STAFF, require
 from domain.certnumber import MAX_SERIAL, format_number
 from domain.deadlines import Deadline, Step, deadline
-from domain.errors import Conflict, InvalidInput
+from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable
+from domain.model import Actor, Aggregate, Immutable, Role
 from domain.personal import Personal, personal
 from domain.registration import Attachment, AttachmentKind, Gender, Holder, IdType
 
@@ -206,9 +206,19 @@ class Certificate(Aggregate):
         evidence: Attachment
         applied_on: date
 
+    class CorrectionChecked(Aggregate.Event):
+        """Profile S (000 二3): the association checked whether the certificate's data is queryable on
+        the national network; for data that is not, it files a work order for the skills centre."""
+
+        queryable_nationally: bool
+        work_order: str | None = Field(
+            None, max_length=40, description="技能等级认定需求工单 number, when not queryable"
+        )
+        checked_on: date
+
     class CorrectionApproved(Aggregate.Event):
         holder: Holder  # as corrected
-        report: Deadline  # the corrected data is re-reported like returned data
+        report: Deadline  # re-reported within the new-certificate reporting deadline (000 二4)
 
     class CorrectionRejected(Aggregate.Event):
         reasons: str
@@ -268,6 +278,7 @@ class Certificate(Aggregate):
         self.proofs_handed_over: set[str] = set()
         self.proof_dates: dict[str, date] = {}
         self.correction: Correction | None = None
+        self.correction_checked = False  # profile S: by the association, before the centre decides
         self.correction_decided = False
         self.commitment: Attachment | None = None
 
@@ -611,20 +622,64 @@ class Certificate(Aggregate):
     ) -> None:
         self.correction = correction
 
-    def _awaiting_hr(self, actor: Actor, what: str) -> None:
-        require(actor, HR, what)
+    # Who decides a correction (DESIGN.md, seeds 000 二3 and 004 §14):
+    # - profile T: the HR department where the institution is filed;
+    # - profile S: first the association checks whether the data is queryable nationally (and files a
+    #   work order when it is not), then the skills centre of the institution's region decides
+    #   (属地管理: the provincial centre, or the city's).
+    @property
+    def filed_in(self) -> str:
+        """The institution's filing region: positions 8-9 of the certificate number (004 table 2)."""
+        return self.number[7:9]
+
+    def check_correction(self, actor: Actor, queryable_nationally: bool, work_order: str | None, today: date) -> None:
+        require(actor, ASSOCIATION, "check correction applications against the national network")
+        self._live()
+        if self.profile is not DeadlineProfile.S:
+            raise Conflict(
+                "the association's check belongs to profile S (000 二3); profile T goes to the HR department"
+            )
+        if self.correction is None or self.correction_decided or self.correction_checked:
+            raise Conflict(f"no correction application for certificate {self.number} awaits the association's check")
+        work_order = (work_order or "").strip() or None
+        if not queryable_nationally and work_order is None:
+            raise InvalidInput([("work_order", "data not queryable nationally goes to the skills centre on a work order "
+                                               "(技能等级认定需求工单): give its number")])  # fmt: skip
+        self._correction_checked(actor, queryable_nationally, work_order, today)
+
+    @event(CorrectionChecked)
+    def _correction_checked(
+        self, actor: Actor, queryable_nationally: bool, work_order: str | None, checked_on: date
+    ) -> None:
+        self.correction_checked = True
+
+    def _awaiting_decision(self, actor: Actor, what: str) -> None:
+        if self.profile is DeadlineProfile.T:
+            require(actor, HR, what)
+            if actor.role is Role.HR_DEPARTMENT and actor.jurisdiction != self.filed_in:
+                raise Forbidden(f"only the HR department where the institution is filed (region {self.filed_in}) may "
+                                f"{what} for it; this one acts for {actor.jurisdiction or 'no region'}")  # fmt: skip
+        else:
+            require(actor, CENTRE, what)
+            if actor.jurisdiction not in (None, "00", self.filed_in):
+                raise Forbidden(f"the skills centre of region {self.filed_in} or the provincial centre may {what} for "
+                                f"this institution (属地管理), not the centre of {actor.jurisdiction}")  # fmt: skip
         self._live()
         if self.correction is None or self.correction_decided:
             raise Conflict(f"no correction application for certificate {self.number} awaits a decision")
+        if self.profile is DeadlineProfile.S and not self.correction_checked:
+            raise Conflict(f"the association has not yet checked certificate {self.number} against the national "
+                           "network (000 二3)")  # fmt: skip
 
     def approve_correction(self, actor: Actor, today: date) -> None:
-        """Changes the certificate; its data is reported again and it is printed on a new form."""
-        self._awaiting_hr(actor, "approve corrections")
+        """Changes the certificate; its data is reported again (within the new-certificate reporting
+        deadline, 000 二4: 办理期限按新证书申报时间为准) and it is printed on a new form."""
+        self._awaiting_decision(actor, "approve corrections")
         assert self.correction is not None
         self._correction_approved(
             actor,
             self.holder.model_copy(update=self.correction.model_dump(exclude_none=True)),
-            deadline(self.profile, Step.RETURNED_DATA_CORRECTED, today),
+            deadline(self.profile, Step.DATA_REPORTED, today),
         )
 
     @event(CorrectionApproved)
@@ -636,7 +691,7 @@ class Certificate(Aggregate):
         self.needs_print = True
 
     def reject_correction(self, actor: Actor, reasons: str) -> None:
-        self._awaiting_hr(actor, "reject corrections")
+        self._awaiting_decision(actor, "reject corrections")
         if not reasons.strip():
             raise InvalidInput([("reasons", "say why the correction is not approved")])
         self._correction_rejected(actor, reasons.strip())

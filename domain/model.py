@@ -30,7 +30,8 @@ class Role(StrEnum):
     SYSTEM = "system"
     INSTITUTION_STAFF = "institution_staff"
     PROVINCIAL_CENTRE = "provincial_centre"
-    HR_DEPARTMENT = "hr_department"  # where the institution is filed; approves corrections
+    HR_DEPARTMENT = "hr_department"  # where the institution is filed; approves corrections (profile T)
+    ASSOCIATION = "association"  # 协会: checks a profile S correction against the national network (000 二3)
     AUDITOR = "auditor"
     CANDIDATE = "candidate"
 
@@ -41,6 +42,11 @@ class Actor(Immutable):
     id: str = Field(min_length=1, max_length=100)
     role: Role
     institution_id: UUID | None = None
+    jurisdiction: str | None = Field(
+        None,
+        pattern=r"^\d{2}$",
+        description="the filing region an HR department or skills centre acts for (004 table 2)",
+    )
     request_id: str = Field(default_factory=lambda: uuid4().hex, max_length=100)
 
 

@@ -36,11 +36,12 @@ NOT_PERSONAL = frozenset(
     "request_id id subject aggregateid actorid log_hash signature public_key sha256 "
     # Times and dates of the process, not of a person.
     "timestamp time start due on applied_on reported_on issued_on exam_date starts_at ends_at evaluation_start "
-    "evaluation_end registration_deadline answered_on published_on requested_on filed_on returned_on "
+    "evaluation_end registration_deadline answered_on published_on requested_on filed_on returned_on checked_on "
     # Codes, numbers and names of the process, the institution and the plan.
     "number certificate_number proof_number plan_number plan_name occupation job institution_name category "
     "city_code station_serial registration_code session location exam_location supervising_region room "
-    "file_name tracking_number receipt_number account amount hours condition changed period delivery_note "
+    "file_name tracking_number receipt_number work_order jurisdiction account amount hours condition changed period "
+    "delivery_note "
     # Staff's reasons and notes about a case (staff are told not to put ID or phone numbers in them).
     "reasons reason note explanation warnings".split()
 )

@@ -73,7 +73,7 @@ def trail(
     *,
     aggregate_id: str | None = None,
     actor_id: str | None = None,
-    institution_id: str | None = None,
+    institution_id: str | list[str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     after: int = 0,
@@ -82,7 +82,10 @@ def trail(
     """(how many match, one page of them in position order after position `after`)."""
     where, args = ["TRUE"], []
     for column, value in (("aggregate_id", aggregate_id), ("actor_id", actor_id), ("institution_id", institution_id)):
-        if value is not None:
+        if isinstance(value, list):  # several institutions: an HR department's jurisdiction
+            where.append(f"{column} = ANY(%s::uuid[])")
+            args.append(value)
+        elif value is not None:
             where.append(f"{column} = %s")
             args.append(value)
     if since is not None:

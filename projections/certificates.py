@@ -154,7 +154,7 @@ class Corrections:
     name = "correction_ledger"
     topics = ("certificates",)
     tables = ("correction_ledger", "correction_ledger_certificates")
-    version = 1
+    version = 2
 
     def ddl(self) -> list[str]:
         return [
@@ -167,6 +167,7 @@ class Corrections:
                 evidence jsonb NOT NULL,
                 applied_on date NOT NULL,
                 applied_by text NOT NULL,
+                checked jsonb,                     -- profile S: the association's check (000 二3)
                 decision text NOT NULL DEFAULT 'pending',
                 decided_by text,
                 decided_at timestamptz,
@@ -195,6 +196,10 @@ class Corrections:
                    FROM correction_ledger_certificates WHERE certificate_id = %s""",
                 (Jsonb(fields), d["reasons"], Jsonb(d["evidence"]), d["applied_on"], m["actorid"], cid),
             )
+        elif event == "correction_checked":
+            check = {"queryable_nationally": d["queryable_nationally"], "work_order": d.get("work_order"),
+                     "checked_on": d["checked_on"], "checked_by": m["actorid"]}  # fmt: skip
+            cur.execute("UPDATE correction_ledger SET checked = %s WHERE certificate_id = %s", (Jsonb(check), cid))
         elif event in ("correction_approved", "correction_rejected"):
             cur.execute(
                 """UPDATE correction_ledger SET decision = %s, decided_by = %s, decided_at = %s,

@@ -27,7 +27,7 @@ OPENS = {
     "certificate.data_returned": [("correction", Step.RETURNED_DATA_CORRECTED)],
     "certificate.data_reported": [("centre_review", Step.CENTRE_REVIEWED)],
     "certificate.data_accepted": [("ministry", Step.MINISTRY_QUERYABLE)],
-    "certificate.correction_approved": [("report", Step.RETURNED_DATA_CORRECTED)],
+    "certificate.correction_approved": [("report", Step.DATA_REPORTED)],  # as a new certificate's (000 二4)
     "certificate.made_queryable": [("physical", Step.PHYSICAL_CERTIFICATE)],
     "certificate.proof_applied": [("proof", Step.LOSS_PROOF)],
 }
@@ -51,7 +51,7 @@ class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
     tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 3
+    version = 4
 
     def ddl(self) -> list[str]:
         return [
@@ -177,7 +177,7 @@ def open_deadlines(
     conn: psycopg.Connection[Any],
     today: date,
     *,
-    institution_id: str | None = None,
+    institution_id: str | list[str] | None = None,
     step: str | None = None,
     overdue: bool = False,
     limit: int = 100,
@@ -185,7 +185,10 @@ def open_deadlines(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Open deadlines, soonest first; `overdue` keeps only those past due today."""
     where, args = ["d.closed_on IS NULL"], []
-    if institution_id:
+    if isinstance(institution_id, list):  # several institutions: an HR department's jurisdiction
+        where.append("d.institution_id = ANY(%s::uuid[])")
+        args.append(institution_id)
+    elif institution_id:
         where.append("d.institution_id = %s")
         args.append(institution_id)
     if step:

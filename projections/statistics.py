@@ -78,14 +78,17 @@ class Statistics:
 def issued(
     conn: psycopg.Connection[Any],
     *,
-    institution_id: str | None = None,
+    institution_id: str | list[str] | None = None,
     occupation: str | None = None,
     level: int | None = None,
     year: int | None = None,
 ) -> list[dict[str, Any]]:
     where, args = ["TRUE"], []
     for column, value in (("institution_id", institution_id), ("occupation", occupation), ("level", level)):
-        if value is not None:
+        if isinstance(value, list):  # several institutions: an HR department's jurisdiction
+            where.append(f"{column} = ANY(%s::uuid[])")
+            args.append(value)
+        elif value is not None:
             where.append(f"{column} = %s")
             args.append(value)
     if year is not None:
@@ -101,14 +104,17 @@ def issued(
 
 
 def pass_rates(
-    conn: psycopg.Connection[Any], *, institution_id: str | None = None, confirmed_only: bool = True
+    conn: psycopg.Connection[Any], *, institution_id: str | list[str] | None = None, confirmed_only: bool = True
 ) -> list[dict[str, Any]]:
     """Per plan, over its reported exam sessions: candidates, absent, sat, passed and the pass
     rate among those who sat."""
     where, args = ["reported"], []
     if confirmed_only:
         where.append("confirmed")
-    if institution_id:
+    if isinstance(institution_id, list):
+        where.append("institution_id = ANY(%s::uuid[])")
+        args.append(institution_id)
+    elif institution_id:
         where.append("institution_id = %s")
         args.append(institution_id)
     with conn.cursor(row_factory=dict_row) as cur:

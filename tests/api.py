@@ -25,11 +25,14 @@ def bearer(
     institution_id: UUID | None = None,
     id_number: str | None = None,
     pseudonym_key: str | None = None,
+    jurisdiction: str | None = None,
 ) -> dict[str, str]:
     tokens = Tokens(database_url, schema)
     tokens.create_table()
     holder = ref(id_number, installation_key(database_url, schema, pseudonym_key)) if id_number else None
-    _, token = tokens.create(name, role, institution_id, holder)
+    if role is Role.HR_DEPARTMENT and jurisdiction is None:
+        jurisdiction = "03"  # Shenzhen: where the test institutions are filed
+    _, token = tokens.create(name, role, institution_id, holder, jurisdiction=jurisdiction)
     return {"Authorization": f"Bearer {token}"}
 
 

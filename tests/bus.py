@@ -21,7 +21,7 @@ from domain.registration import AttachmentKind
 from infra.bus.envelope import event_id, published, topic_names
 from infra.store.eventstore import SkillcertApplication
 from tests.builders import attachment, resident_id, working_years_form
-from tests.lifecycle import HR, World, queryable_certificates, staff
+from tests.lifecycle import World, approve_correction, queryable_certificates, staff
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
@@ -184,5 +184,5 @@ def world_with_personal_data(w: World, n: int) -> list[str]:
     w.certificates.apply_for_correction(
         staff(iid), second, Correction(id_number=corrected), "身份证号录入错误", evidence
     )
-    w.certificates.approve_correction(HR, second)
+    approve_correction(w.certificates, second)
     return [f.id_number for f in forms] + [corrected] + [f.phone for f in forms if f.phone]

@@ -24,7 +24,8 @@ REPORT_DAY = date(2026, 4, 27)
 CONFIRM_DAY = date(2026, 4, 28)
 ISSUE_DAY = date(2026, 4, 29)
 CENTRE = Actor(id="centre-wang", role=Role.PROVINCIAL_CENTRE)
-HR = Actor(id="hr-zhao", role=Role.HR_DEPARTMENT)
+HR = Actor(id="hr-zhao", role=Role.HR_DEPARTMENT, jurisdiction="03")  # Shenzhen, where the test institution is filed
+ASSOCIATION = Actor(id="assoc-lin", role=Role.ASSOCIATION)
 SCORER = "scorer-chen"
 REVIEWER = "reviewer-he"
 
@@ -51,6 +52,30 @@ def id_check(certs: Certificates, cid: UUID) -> dict:
     holder = certs.certificate(cid).holder
     return {"id_number": holder.id_number, "id_document": IdDocument.COPY_RECEIVED,
             "id_copy": attachment(AttachmentKind.ID_CARD_COPY)}  # fmt: skip
+
+
+def approve_correction(certs: Certificates, cid: UUID) -> None:
+    """Through the route of the certificate's profile: S (000 二3) the association's check, then the
+    skills centre; T (004 §14) the HR department where the institution is filed."""
+    _route(certs, cid).approve_correction(_decider(certs, cid), cid)
+
+
+def reject_correction(certs: Certificates, cid: UUID, reasons: str) -> None:
+    _route(certs, cid).reject_correction(_decider(certs, cid), cid, reasons)
+
+
+def _route(certs: Certificates, cid: UUID) -> Certificates:
+    from domain.institution import DeadlineProfile
+
+    if certs.certificate(cid).profile is DeadlineProfile.S:
+        certs.check_correction(ASSOCIATION, cid, queryable_nationally=True)
+    return certs
+
+
+def _decider(certs: Certificates, cid: UUID) -> Actor:
+    from domain.institution import DeadlineProfile
+
+    return CENTRE if certs.certificate(cid).profile is DeadlineProfile.S else HR
 
 
 def staff(iid: UUID, who: str = "staff-li") -> Actor:
@@ -239,8 +264,8 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     evidence = attachment(AttachmentKind.CORRECTION_EVIDENCE)
     certs.apply_for_correction(staff(iid), corrected, Correction(name="考生改名"), "公安机关更名证明", evidence)
     certs.apply_for_correction(staff(iid), refused, Correction(name="另一个名字"), "本人要求", evidence)
-    certs.approve_correction(HR, corrected)
-    certs.reject_correction(HR, refused, "非录入错误，不属纠错范围")
+    approve_correction(certs, corrected)
+    reject_correction(certs, refused, "非录入错误，不属纠错范围")
     certs.report_data(staff(iid), [corrected])
     certs.accept_data(CENTRE, [corrected])
     certs.make_queryable(CENTRE, [corrected])

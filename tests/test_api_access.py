@@ -16,11 +16,13 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.errors import InvalidInput
 from domain.exam import Subject
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Role
 from domain.registration import AttachmentKind
 from infra.api import create_app
+from infra.api.tokens import Tokens
 from projections.store import connect
 from tests.api import as_json, bearer
 from tests.builders import ADMIN, SCOPE, attachment, plan_details, working_years_form
@@ -28,8 +30,8 @@ from tests.lifecycle import confirmed_exam, staff
 from tests.test_read_models import KEY, apply_live, bus_messages, conn  # noqa: F401 (fixture)
 
 STAFF, OTHER_STAFF, CENTRE, HR, AUDITOR = "staff", "other_staff", "centre", "hr", "auditor"
-CANDIDATE, OTHER_CANDIDATE, ANONYMOUS = "candidate", "other_candidate", "anonymous"
-ROLES = (STAFF, OTHER_STAFF, CENTRE, HR, AUDITOR, CANDIDATE, OTHER_CANDIDATE, ANONYMOUS)
+CANDIDATE, OTHER_CANDIDATE, ANONYMOUS, ASSOCIATION = "candidate", "other_candidate", "anonymous", "association"
+ROLES = (STAFF, OTHER_STAFF, CENTRE, HR, AUDITOR, CANDIDATE, OTHER_CANDIDATE, ASSOCIATION, ANONYMOUS)
 EVERYONE = set(ROLES)
 TOKENED = EVERYONE - {ANONYMOUS}
 OVERSIGHT = {CENTRE, HR, AUDITOR}
@@ -80,6 +82,7 @@ def setup(world, conn, database_url, schema) -> Iterator[Setup]:  # noqa: F811
         OTHER_CANDIDATE: bearer(
             database_url, schema, Role.CANDIDATE, "candidate-2x", id_number="11010519491231002X", pseudonym_key=k
         ),
+        ASSOCIATION: bearer(database_url, schema, Role.ASSOCIATION, "assoc-lin"),
         ANONYMOUS: {},
     }
     app = create_app(database_url, schema, pseudonym_key=k)
@@ -111,9 +114,10 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/registrations/{registration_id}", f"/registrations/{s.rid}", None, OWN_RECORD),
         ("GET", "/candidates/{id_number}/registrations", f"/candidates/{s.id_number}/registrations", None,
          OWN_RECORD | {OTHER_STAFF}),  # other staff: filtered to nothing, checked below
-        ("GET", "/certificates/{number}", f"/certificates/{cert}", None, OWN_RECORD),
+        ("GET", "/certificates/{number}", f"/certificates/{cert}", None, OWN_RECORD | {ASSOCIATION}),
         ("GET", "/certificates", f"/certificates?holder_id_number={s.id_number}", None, OWN_RECORD | {OTHER_STAFF}),
-        ("GET", "/certificates/{number}/correction", f"/certificates/{cert}/correction", None, OWN_RECORD),
+        ("GET", "/certificates/{number}/correction", f"/certificates/{cert}/correction", None,
+         OWN_RECORD | {ASSOCIATION}),
         ("GET", "/audit", f"/audit?institution_id={s.iid}", None, OWN_INSTITUTION),
         ("GET", "/deadlines", f"/deadlines?institution_id={s.iid}", None, OWN_INSTITUTION),
         ("GET", "/aggregates/{aggregate_id}", f"/aggregates/{s.rid}", None, OVERSIGHT),
@@ -197,10 +201,13 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("POST", "/certificates/{certificate}/correction-application", f"/certificates/{cert}/correction-application",
          {"correction": {"name": "更正姓名"}, "reasons": "录入错误",
           "evidence": as_json(attachment(AttachmentKind.CORRECTION_EVIDENCE))}, {STAFF}),
+        # Profile S (the test institution): the association checks, the skills centre decides (000 二3).
+        ("POST", "/certificates/{certificate}/correction-check", f"/certificates/{cert}/correction-check",
+         {"queryable_nationally": True}, {ASSOCIATION}),
         ("POST", "/certificates/{certificate}/correction-approval", f"/certificates/{cert}/correction-approval", None,
-         {HR}),
+         {CENTRE}),
         ("POST", "/certificates/{certificate}/correction-rejection", f"/certificates/{cert}/correction-rejection",
-         {"reasons": "材料不足"}, {HR}),
+         {"reasons": "材料不足"}, {CENTRE}),
         ("POST", "/certificates/{certificate}/holder-commitment", f"/certificates/{cert}/holder-commitment",
          {"document": as_json(attachment(AttachmentKind.HOLDER_COMMITMENT))}, {STAFF}),
         ("POST", "/institutions/{institution_id}/stock/demand", f"/institutions/{s.iid}/stock/demand",
@@ -327,3 +334,28 @@ def test_tokens_are_stored_hashed_and_revocable(setup: Setup, database_url, sche
     r = s.http.get("/me", headers=s.headers[AUDITOR])
     assert r.status_code == 401 and "revoked" in r.json()["detail"] and r.headers["www-authenticate"] == "Bearer"
     assert s.http.get("/me", headers={"Authorization": "Bearer skc_00000000_guess"}).status_code == 401
+
+
+def test_an_hr_department_reads_only_what_concerns_the_institutions_filed_in_its_region(
+    setup: Setup, database_url, schema
+) -> None:
+    """Shenzhen's HR department (03) sees the Shenzhen institution's data; Guangzhou's (01) sees none
+    of it: 403 when it names it, nothing when it lists."""
+    shenzhen = setup.headers[HR]
+    guangzhou = bearer(database_url, schema, Role.HR_DEPARTMENT, "hr-gz", jurisdiction="01")
+    http = setup.http
+    for path in (f"/certificates/{setup.number}", f"/registrations/{setup.rid}", f"/aggregates/{setup.rid}",
+                 f"/institutions/{setup.iid}/stock", f"/deadlines?institution_id={setup.iid}",
+                 f"/audit?institution_id={setup.iid}"):  # fmt: skip
+        assert http.get(path, headers=shenzhen).status_code == 200, path
+        r = http.get(path, headers=guangzhou)
+        assert r.status_code == 403 and "region 01" in r.json()["detail"], (path, r.status_code, r.text)
+    for path in ("/deadlines", "/deadlines/overdue", "/statistics/issued", "/statistics/pass-rates",
+                 f"/certificates?holder_id_number={setup.id_number}", f"/candidates/{setup.id_number}/registrations"):  # fmt: skip
+        mine, theirs = http.get(path, headers=shenzhen).json(), http.get(path, headers=guangzhou).json()
+        rows = theirs["items"] if isinstance(theirs, dict) else theirs
+        assert rows == [], (path, rows)
+        assert (mine["items"] if isinstance(mine, dict) else mine) or path.startswith("/deadlines"), path
+    # An HR token must name its region.
+    with pytest.raises(InvalidInput, match="jurisdiction"):
+        Tokens(database_url, schema).create("hr-nowhere", Role.HR_DEPARTMENT)

@@ -27,14 +27,17 @@ from domain.levels import Level
 from domain.registration import AttachmentKind
 from tests.builders import attachment, resident_id
 from tests.lifecycle import (
+    ASSOCIATION,
     CENTRE,
     CONFIRM_DAY,
     HR,
     ISSUE_DAY,
+    approve_correction,
     approved_cohort,
     confirmed_exam,
     id_check,
     queryable_certificates,
+    reject_correction,
     score_and_publish,
     sit_exam,
     staff,
@@ -270,7 +273,7 @@ def test_one_correction_application_per_certificate_even_when_two_arrive_at_once
     assert c.correction is not None and c.holder == holder  # nothing changes before approval
     with pytest.raises(Forbidden):
         world.certificates.approve_correction(staff(iid), cid)
-    world.certificates.reject_correction(HR, cid, "证明材料不足")
+    reject_correction(world.certificates, cid, "证明材料不足")
     with pytest.raises(Conflict, match="already had its one correction application"):
         world.certificates.apply_for_correction(staff(iid), cid, Correction(gender="女"), "再次申请", EVIDENCE)
 
@@ -306,9 +309,13 @@ def test_an_approved_correction_is_reported_again_and_printed_on_a_new_form(worl
     world.certificates.print(staff(iid), cid)
     world.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, FORM)
     world.certificates.apply_for_correction(staff(iid), cid, Correction(name="考生一更正"), "录入错误", EVIDENCE)
-    world.certificates.approve_correction(HR, cid)
+    world.at(date(2026, 9, 1))
+    approve_correction(world.certificates, cid)
     c = world.certificates.certificate(cid)
     assert (c.holder.name, c.data_status, c.needs_print) == ("考生一更正", DataStatus.UNREPORTED, True)
+    # Re-reported within the new-certificate reporting deadline (000 二4): 30 days, not the 20 working
+    # days a returned report gets.
+    assert (c.correction_due.step, c.correction_due.due) == ("data_reported", date(2026, 10, 1))
     with pytest.raises(Conflict, match="after its corrected data is re-reported"):
         world.certificates.print(staff(iid), cid)
     world.certificates.report_data(staff(iid), [cid])
@@ -353,3 +360,69 @@ def test_a_cohort_is_issued_together_and_only_once(world):
     issued = world.certificates.issue_cohort(staff(iid), [exam, exam], chunk=3)
     assert sorted(parse(n).serial for n in issued.values()) == list(range(1, 8))  # candidate 7 failed
     assert world.certificates.issue_cohort(staff(iid), [exam]) == {}
+
+
+def test_profile_s_corrections_go_through_the_association_then_the_skills_centre_of_the_region(world):
+    """000 二3: the association first checks whether the data is queryable nationally; data that is not
+    goes on a work order to the provincial or city skills centre (属地管理), which decides."""
+    iid, cids = queryable_certificates(world, 2)  # the test institution: profile S, filed in Shenzhen (03)
+    certs = world.certificates
+    for cid in cids:
+        certs.apply_for_correction(staff(iid), cid, Correction(name="更正姓名"), "录入错误", EVIDENCE)
+    before = stored(world)
+    with pytest.raises(Conflict, match="association has not yet checked"):
+        certs.approve_correction(CENTRE, cids[0])
+    with pytest.raises(Forbidden):
+        certs.approve_correction(HR, cids[0])  # profile S: not the HR department
+    with pytest.raises(Forbidden):
+        certs.check_correction(staff(iid), cids[0], queryable_nationally=True)
+    with pytest.raises(InvalidInput, match="work order"):
+        certs.check_correction(ASSOCIATION, cids[0], queryable_nationally=False)
+    assert stored(world) == before
+    certs.check_correction(ASSOCIATION, cids[0], queryable_nationally=False, work_order="GD-2026-0815")
+    with pytest.raises(Conflict, match="awaits the association's check"):
+        certs.check_correction(ASSOCIATION, cids[0], queryable_nationally=True)
+    guangzhou = CENTRE.model_copy(update={"jurisdiction": "01"})
+    with pytest.raises(Forbidden, match="属地管理"):
+        certs.approve_correction(guangzhou, cids[0])
+    shenzhen = CENTRE.model_copy(update={"jurisdiction": "03"})
+    certs.approve_correction(shenzhen, cids[0])  # the city's centre
+    certs.check_correction(ASSOCIATION, cids[1], queryable_nationally=True)
+    certs.reject_correction(CENTRE, cids[1], "证明材料不足")  # the provincial centre
+    assert stored(world) == before + 4
+
+
+def test_profile_t_corrections_are_decided_by_the_hr_department_where_the_institution_is_filed(world):
+    """004 §14: the HR department of the filing region; another region's is refused."""
+    from decimal import Decimal
+
+    from domain.institution import DeadlineProfile, Filing
+    from infra.services.registrations import Decision
+    from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, candidate, plan_details, working_years_form
+
+    svc = world.registrations
+    iid = svc.register_institution(CENTRE, "广州市技工学校评价中心", Filing(city_code="01", station_serial="101"),
+                                   DeadlineProfile.T, SCOPE)  # fmt: skip
+    world.at(date(2026, 3, 2))
+    pid, code = svc.publish_plan(staff(iid), iid, plan_details("2701", seats=2))
+    rids = [svc.register(candidate(i), code, working_years_form(i)) for i in (1, 2)]
+    for i, rid in enumerate(rids, 1):
+        svc.review(staff(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+        svc.pay_fee(staff(iid), rid, f"T{i:08d}", Decimal("380.00"))
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    world.at(date(2026, 4, 27))
+    world.exams.report_results(staff(iid), exam)
+    world.at(CONFIRM_DAY)
+    world.exams.confirm_results(CENTRE, exam)
+    world.at(ISSUE_DAY)
+    cid = certificate_id(rids[0])
+    world.certificates.issue(staff(iid), exam)
+    world.certificates.apply_for_correction(staff(iid), cid, Correction(name="更正姓名"), "录入错误", EVIDENCE)
+    with pytest.raises(Conflict, match="profile S"):
+        world.certificates.check_correction(ASSOCIATION, cid, queryable_nationally=True)
+    for wrong in (HR, CENTRE, HR.model_copy(update={"jurisdiction": None})):  # Shenzhen's HR; the centre; no region
+        with pytest.raises(Forbidden):
+            world.certificates.approve_correction(wrong, cid)
+    world.certificates.approve_correction(HR.model_copy(update={"jurisdiction": "01"}), cid)
+    assert world.certificates.certificate(cid).holder.name == "更正姓名"

@@ -77,7 +77,9 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
     certs.print(staff(iid), printed)
     certs.spoil_print(staff(iid), printed, certs.certificate(printed).printed_forms[-1], "打印错位")
     lost = life.lost  # its proof was issued in the lifecycle: collected now against the receipt
-    certs.hand_over_proof(staff(iid), lost, certs.certificate(lost).receipts[-1], certs.certificate(lost).holder.id_number)
+    certs.hand_over_proof(
+        staff(iid), lost, certs.certificate(lost).receipts[-1], certs.certificate(lost).holder.id_number
+    )
     reg.amend_scope(CENTRE, iid, [*SCOPE, ScopeEntry(occupation="焊工", job="电焊", levels=[Level.FOUR])], "新增焊工")
     record_checkpoint(reg, Actor(id="skillcert-audit", role=Role.SYSTEM), sign(reg, schema))
     return bus_messages(reg)

@@ -89,7 +89,8 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     centre = token(env, "--role", "provincial_centre", "--name", "centre-admin")
 
     r = http.post("/institutions", headers=centre, json={
-        "name": "深圳市技能人才评价示范中心", "filing": {"city_code": "03", "station_serial": "015"}, "profile": "S"})  # fmt: skip
+        "name": "深圳市技能人才评价示范中心", "filing": {"city_code": "03", "station_serial": "015"}, "profile": "S",
+        "scope": [{"occupation": "人工智能训练师", "job": None, "levels": [2, 3]}]})  # fmt: skip
     assert r.status_code == 201, r.text
     iid = r.json()["id"]
     staff = token(env, "--role", "institution_staff", "--name", "staff-li", "--institution", iid)
@@ -161,7 +162,8 @@ def test_bad_input_gets_a_problem_naming_the_field_and_stores_nothing(stack):
     http = httpx.Client(base_url=base, timeout=10)
     centre = token(env, "--role", "provincial_centre", "--name", "centre-admin")
     r = http.post("/institutions", headers=centre, json={
-        "name": "某中心", "filing": {"city_code": "10", "station_serial": "015"}, "profile": "S"})  # fmt: skip
+        "name": "某中心", "filing": {"city_code": "10", "station_serial": "015"}, "profile": "S",
+        "scope": [{"occupation": "人工智能训练师", "levels": [2]}]})  # fmt: skip
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["errors"][0]["field"] == "filing.city_code"

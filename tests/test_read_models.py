@@ -22,7 +22,17 @@ from projections.certificates import correction_of as ledger_entry
 from projections.store import apply_message, connect, create_tables
 from tests.api import bearer
 from tests.builders import SCOPE, attachment, working_years_form
-from tests.lifecycle import HR, World, full_lifecycle, id_check, queryable_certificates, staff
+from tests.lifecycle import (
+    ASSOCIATION,
+    CENTRE,
+    World,
+    approve_correction,
+    full_lifecycle,
+    id_check,
+    queryable_certificates,
+    reject_correction,
+    staff,
+)
 
 KEY = bytes(range(32))
 FORM = attachment(AttachmentKind.CERTIFICATE_APPLICATION)
@@ -43,9 +53,9 @@ def certificates_in_every_state(w: World, n: int = 12) -> tuple:
                       **id_check(c, cids[0]))  # fmt: skip
     c.issue_proof(staff(iid), cids[0])
     c.apply_for_correction(staff(iid), cids[1], Correction(name="更正后姓名"), "姓名录入错误", EVIDENCE)
-    c.approve_correction(HR, cids[1])
+    approve_correction(c, cids[1])
     c.apply_for_correction(staff(iid), cids[2], Correction(name="另一姓名"), "申请更正", EVIDENCE)
-    c.reject_correction(HR, cids[2], "证明材料不足")
+    reject_correction(c, cids[2], "证明材料不足")
     c.record_holder_commitment(staff(iid), cids[3], attachment(AttachmentKind.HOLDER_COMMITMENT))
     c.delete_data(staff(iid), cids[3], "持证人放弃证书相关待遇")
     return iid, cids
@@ -130,11 +140,13 @@ def test_the_ledger_shows_one_correction_per_certificate_with_its_decision(world
         ledger_entry(conn, certificate_id=str(cids[1])),
         ledger_entry(conn, certificate_id=str(cids[2])),
     )
+    # Profile S (000 二3): the association checked it, the skills centre decided.
     assert (approved["decision"], approved["fields"], approved["decided_by"]) == (
         "approved",
         {"name": "更正后姓名"},
-        HR.id,
+        CENTRE.id,
     )
+    assert approved["checked"]["queryable_nationally"] is True and approved["checked"]["checked_by"] == ASSOCIATION.id
     assert approved["report_due"] is not None and approved["number"] == world.certificates.certificate(cids[1]).number
     assert (rejected["decision"], rejected["decision_reasons"]) == ("rejected", "证明材料不足")
     assert ledger_entry(conn, certificate_id=str(cids[0])) is None
@@ -297,11 +309,11 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     total, page = trail(conn, aggregate_id=str(cid))
     own = [m for m in messages if m["aggregateid"] == str(cid)]
     assert total == len(own) and [e["aggregate_version"] for e in page] == list(range(1, len(own) + 1))
-    assert [e["actor_id"] for e in page][-1] == HR.id and page[-1]["actor_role"] == "hr_department"
+    assert [e["actor_id"] for e in page][-1] == CENTRE.id and page[-1]["actor_role"] == "provincial_centre"
+    assert [e["actor_id"] for e in page][-2] == ASSOCIATION.id and page[-2]["actor_role"] == "association"
 
-    total, page = trail(conn, actor_id=HR.id)
-    assert total == 2 and {e["type"].rpartition(".")[0].rpartition(".")[2] for e in page} == {
-        "correction_approved", "correction_rejected"}  # fmt: skip
+    total, page = trail(conn, actor_id=ASSOCIATION.id)
+    assert total == 2 and {e["type"].rpartition(".")[0].rpartition(".")[2] for e in page} == {"correction_checked"}
 
     # Everything of the first institution, a page at a time; the candidates' own actions included.
     seen, after = [], 0

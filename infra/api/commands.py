@@ -50,6 +50,10 @@ router = APIRouter(tags=["commands"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]
 Centre = Annotated[Principal, Depends(allow(*CENTRE))]
 Hr = Annotated[Principal, Depends(allow(*HR))]
+# Who decides a correction: the HR department (profile T) or the skills centre (profile S); the domain
+# checks which, and the region.
+Decider = Annotated[Principal, Depends(allow(Role.HR_DEPARTMENT, Role.PROVINCIAL_CENTRE))]
+Association = Annotated[Principal, Depends(allow(Role.ASSOCIATION))]
 StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
 
 
@@ -539,17 +543,33 @@ def apply_for_correction(
     )
 
 
+class CorrectionCheckIn(Body):
+    queryable_nationally: bool = Field(description="is the certificate's data queryable on the national network?")
+    work_order: str | None = Field(None, max_length=40, description="技能等级认定需求工单 number, when it is not")
+
+
+@router.post("/certificates/{certificate}/correction-check", status_code=204)
+def check_correction(
+    certificate: CertificateRef, body: CorrectionCheckIn, who: Association, svc: CertSvc, c: Conn,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    """Profile S (000 二3): the association checks the data against the national network first."""
+    svc.check_correction(who.actor(x_request_id), certificate_id(c, certificate), body.queryable_nationally,
+                         body.work_order)  # fmt: skip
+
+
 @router.post("/certificates/{certificate}/correction-approval", status_code=204)
 def approve_correction(
-    certificate: CertificateRef, who: Hr, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+    certificate: CertificateRef, who: Decider, svc: CertSvc, c: Conn, x_request_id: RequestId = None
 ) -> None:
-    """The HR department where the institution is filed decides (000, 004 §14)."""
+    """Profile T: the HR department where the institution is filed (004 §14). Profile S: after the
+    association's check, the skills centre of the institution's region (000 二3)."""
     svc.approve_correction(who.actor(x_request_id), certificate_id(c, certificate))
 
 
 @router.post("/certificates/{certificate}/correction-rejection", status_code=204)
 def reject_correction(
-    certificate: CertificateRef, body: ReasonsIn, who: Hr, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+    certificate: CertificateRef, body: ReasonsIn, who: Decider, svc: CertSvc, c: Conn, x_request_id: RequestId = None
 ) -> None:
     svc.reject_correction(who.actor(x_request_id), certificate_id(c, certificate), body.reasons)
 

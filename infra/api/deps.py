@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -73,7 +74,12 @@ def principal(
     if credentials is None:
         raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
     try:
-        return request.app.state.tokens.principal(c, credentials.credentials)
+        who = request.app.state.tokens.principal(c, credentials.credentials)
+        if who.regional:  # what it reads is narrowed to the institutions filed in its region
+            rows = c.execute("SELECT institution_id::text FROM catalogue_institutions WHERE city_code = %s",
+                             (who.jurisdiction,)).fetchall()  # fmt: skip
+            who = dataclasses.replace(who, institutions=frozenset(r[0] for r in rows))
+        return who
     except Refused as e:
         raise Unauthenticated(str(e)) from None
     finally:
@@ -105,6 +111,10 @@ RequestId = Annotated[
 def own_institution(who: Principal, institution_id: Any, what: str) -> None:
     if who.role is Role.INSTITUTION_STAFF and str(who.institution_id) != str(institution_id):
         raise Forbidden(f"staff see and change only their own institution's {what}")
+    if who.regional and str(institution_id) not in (who.institutions or ()):
+        raise Forbidden(
+            f"a {who.role.value} of region {who.jurisdiction} sees only the {what} of institutions filed there"
+        )
 
 
 def own_record(who: Principal, row: dict[str, Any], what: str) -> None:
@@ -114,12 +124,18 @@ def own_record(who: Principal, row: dict[str, Any], what: str) -> None:
         raise Forbidden(f"candidates see only their own {what}")
 
 
-def institution_filter(who: Principal, asked: UUID | None) -> str | None:
-    """Staff queries are narrowed to their institution; asking for another is refused."""
+def institution_filter(who: Principal, asked: UUID | None) -> str | list[str] | None:
+    """Staff queries are narrowed to their institution, a regional HR department's (or city centre's)
+    to the institutions filed in its region; asking for another is refused."""
     if who.role is Role.INSTITUTION_STAFF:
         if asked is not None and asked != who.institution_id:
             raise Forbidden("staff see only their own institution's data")
         return str(who.institution_id)
+    if who.regional:
+        if asked is not None:
+            own_institution(who, asked, "data")
+            return str(asked)
+        return sorted(who.institutions or ())
     return str(asked) if asked else None
 
 

@@ -48,6 +48,8 @@ router = APIRouter(tags=["queries"])
 operations = APIRouter(tags=["operations"])
 
 Anyone = Annotated[Principal, Depends(allow(*EVERYONE))]
+# The association reads the certificates whose corrections it checks (000 二3), and nothing else.
+CertificateReader = Annotated[Principal, Depends(allow(*EVERYONE, Role.ASSOCIATION))]
 Reader = Annotated[Principal, Depends(allow(*READERS))]
 Overseer = Annotated[Principal, Depends(allow(*OVERSIGHT))]
 
@@ -68,7 +70,7 @@ class Me(BaseModel):
 
 
 @router.get("/me")
-def me(who: Anyone) -> Me:
+def me(who: CertificateReader) -> Me:
     """Who this token acts as: its principal id is the actor its commands put on their events."""
     return Me(token_id=who.token_id, principal_id=who.principal_id, name=who.name, role=who.role,
               institution_id=who.institution_id)  # fmt: skip
@@ -196,11 +198,13 @@ def candidate_registrations(
     rows = candidates.registrations_of(c, holder)
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if r["institution_id"] == who.institution_id]
+    if who.regional:
+        rows = [r for r in rows if str(r["institution_id"]) in (who.institutions or ())]
     return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/certificates/{number}")
-def certificate(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> v.Certificate:
+def certificate(number: Annotated[str, Path(max_length=40)], c: Conn, who: CertificateReader) -> v.Certificate:
     """The certificate registry by certificate number, with its history of corrections and proofs."""
     row = registry.certificate_by_number(c, number)
     if row is None:
@@ -233,11 +237,15 @@ def certificates(
         raise InvalidInput([("holder_id_number", "give an ID number, or a name and an institution_id")])
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if r["institution_id"] == who.institution_id]
+    if who.regional:
+        rows = [r for r in rows if str(r["institution_id"]) in (who.institutions or ())]
     return page(rows, p)  # type: ignore[return-value]
 
 
 @router.get("/certificates/{number}/correction")
-def certificate_correction(number: Annotated[str, Path(max_length=40)], c: Conn, who: Anyone) -> v.CorrectionEntry:
+def certificate_correction(
+    number: Annotated[str, Path(max_length=40)], c: Conn, who: CertificateReader
+) -> v.CorrectionEntry:
     """The correction ledger: the certificate's one correction application and its decision."""
     row = registry.certificate_by_number(c, number)
     if row is None:
@@ -283,7 +291,11 @@ def aggregate_as_of(
 ) -> v.AggregateState:
     """Any aggregate (registration, certificate, plan, stock, session…) as the event history stood at a
     moment: what the system knew then, and the last event it had applied, with who caused it."""
-    return history.as_of(svc, aggregate_id, at, position)  # type: ignore[return-value]
+    found = history.as_of(svc, aggregate_id, at, position)
+    if who.regional:  # an HR department of a region reads the aggregates of institutions filed there
+        institution = found["state"].get("institution_id") or (aggregate_id if found["type"] == "Institution" else None)
+        own_institution(who, institution, "aggregates")
+    return found  # type: ignore[return-value]
 
 
 @router.get("/deadlines")
@@ -310,6 +322,8 @@ def overdue_deadlines(c: Conn, who: Reader, day: Today, p: Pages) -> Page[v.Inst
     rows = deadlines.overdue_by_institution(c, day)
     if who.role is Role.INSTITUTION_STAFF:
         rows = [r for r in rows if str(r["institution_id"]) == str(who.institution_id)]
+    if who.regional:
+        rows = [r for r in rows if str(r["institution_id"]) in (who.institutions or ())]
     return page(rows, p)  # type: ignore[return-value]
 
 

@@ -29,11 +29,16 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from domain.errors import InvalidInput, NotFound
+from domain.institution import CITY_CODES
 from domain.model import Actor, Role
 from domain.text import normalise, problem
 from infra.store.eventstore import serialise_ddl
 
-ROLES = (Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.AUDITOR, Role.CANDIDATE)
+ROLES = (Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Role.ASSOCIATION, Role.AUDITOR,
+         Role.CANDIDATE)  # fmt: skip
+# Who acts for a region: an HR department always (the one where institutions are filed), a skills
+# centre when it is a city's (属地管理); the provincial centre acts for all ("00" or none).
+REGIONAL = (Role.HR_DEPARTMENT, Role.PROVINCIAL_CENTRE)
 PREFIX = "skc_"
 DEFAULT_DAYS = 90
 
@@ -64,6 +69,8 @@ CREATE TABLE IF NOT EXISTS {tokens} (
 -- their creation, and a principal each.
 ALTER TABLE {tokens} ADD COLUMN IF NOT EXISTS expires_at timestamptz;
 ALTER TABLE {tokens} ADD COLUMN IF NOT EXISTS principal_id text;
+-- The region an HR department (or a city's skills centre) acts for: 004 table 2's city code.
+ALTER TABLE {principals} ADD COLUMN IF NOT EXISTS jurisdiction text;
 UPDATE {tokens} SET expires_at = created_at + interval '90 days' WHERE expires_at IS NULL;
 UPDATE {tokens} SET principal_id = 'p_' || id WHERE principal_id IS NULL;
 -- Every token ends: one without an end would open the API for ever.
@@ -88,12 +95,21 @@ class Principal:
     institution_id: UUID | None = None
     candidate_ref: str | None = None
     principal_id: str = ""
+    jurisdiction: str | None = None  # an HR department's (or a city skills centre's) filing region
+    # The institutions filed in that region (from the catalogue), for narrowing what it reads.
+    institutions: frozenset[str] | None = None
 
     def actor(self, request_id: str | None = None) -> Actor:
         # The event's actor comes from here and nowhere else: never from a request body. It is the
         # principal's id, not its name: the bus and the store carry no staff names.
         extra = {"request_id": request_id} if request_id else {}
-        return Actor(id=self.principal_id, role=self.role, institution_id=self.institution_id, **extra)
+        return Actor(id=self.principal_id, role=self.role, institution_id=self.institution_id,
+                     jurisdiction=self.jurisdiction, **extra)  # fmt: skip
+
+    @property
+    def regional(self) -> bool:
+        """Reads narrowed to the institutions filed in its region."""
+        return self.role in REGIONAL and self.jurisdiction not in (None, "00")
 
 
 def _hash(token: str) -> bytes:
@@ -123,6 +139,7 @@ class Tokens:
         candidate_ref: str | None = None,
         principal_id: str | None = None,
         conn: psycopg.Connection[Any] | None = None,
+        jurisdiction: str | None = None,
     ) -> str:
         """A principal (idempotent for a given id): who can then be given tokens, or named as the
         actor of events made without one (the sample scenario's proctor)."""
@@ -137,12 +154,18 @@ class Tokens:
             problems.append(("institution_id", "institution staff tokens, and only they, name an institution"))
         if (role is Role.CANDIDATE) != (candidate_ref is not None):
             problems.append(("id_number", "candidate tokens, and only they, name the candidate's ID number"))
+        if role is Role.HR_DEPARTMENT and jurisdiction is None:
+            problems.append(("jurisdiction", "an HR department acts for the region where institutions are filed: give "
+                                             "its city code (004 table 2; 00 for the province)"))  # fmt: skip
+        if jurisdiction is not None and (role not in REGIONAL or jurisdiction not in CITY_CODES):
+            problems.append(("jurisdiction", f"a city code of 004 table 2 ({', '.join(CITY_CODES)}), for HR "
+                                             "departments and skills centres only"))  # fmt: skip
         if problems:
             raise InvalidInput(problems)
         principal_id = principal_id or new_principal_id()
-        insert = sql.SQL("INSERT INTO {} (principal_id, name, role, institution_id, candidate_ref)"
-                         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING").format(self.principals)  # fmt: skip
-        values = (principal_id, normalise(name.strip()), role.value, institution_id, candidate_ref)
+        insert = sql.SQL("INSERT INTO {} (principal_id, name, role, institution_id, candidate_ref, jurisdiction)"
+                         " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING").format(self.principals)  # fmt: skip
+        values = (principal_id, normalise(name.strip()), role.value, institution_id, candidate_ref, jurisdiction)
         if conn is not None:
             conn.execute(insert, values)
         else:
@@ -158,6 +181,7 @@ class Tokens:
         candidate_ref: str | None = None,
         days: int = DEFAULT_DAYS,
         principal_id: str | None = None,
+        jurisdiction: str | None = None,
     ) -> tuple[str, str]:
         """A new token for a new principal, or for `principal_id` (registered if it is not yet).
         Returns (token id, the token itself); only its hash is kept."""
@@ -172,7 +196,7 @@ class Tokens:
             if clash:
                 raise InvalidInput([("name", f"a live token already names {name.strip()!r} (principal {clash[0]}): "
                                              "give this holder another name, or rotate that token")])  # fmt: skip
-            principal_id = self.register(name, role, institution_id, candidate_ref, principal_id, conn)
+            principal_id = self.register(name, role, institution_id, candidate_ref, principal_id, conn, jurisdiction)
             return self._token(conn, principal_id, days)
 
     def _token(self, conn: psycopg.Connection[Any], principal_id: str, days: int) -> tuple[str, str]:
@@ -253,19 +277,20 @@ class Tokens:
         if not token.startswith(PREFIX):
             raise Refused("the API token is unknown (tokens begin skc_)")
         row = conn.execute(
-            sql.SQL("SELECT id, name, role, institution_id, candidate_ref, revoked_at, expires_at, now(), principal_id"
-                    " FROM {} WHERE secret_sha256 = %s").format(self.table),
+            sql.SQL("SELECT t.id, t.name, t.role, t.institution_id, t.candidate_ref, t.revoked_at, t.expires_at, now(),"
+                    " t.principal_id, p.jurisdiction FROM {} t LEFT JOIN {} p USING (principal_id)"
+                    " WHERE t.secret_sha256 = %s").format(self.table, self.principals),
             (_hash(token),),
         ).fetchone()  # fmt: skip
         if row is None:
             raise Refused("the API token is unknown")
-        token_id, name, role, institution_id, candidate_ref, revoked_at, expires_at, now, principal_id = row
+        token_id, name, role, institution_id, candidate_ref, revoked_at, expires_at, now, principal_id, region = row
         if revoked_at is not None:
             raise Refused(f"the API token {token_id} was revoked on {_day(revoked_at)}")
         if expires_at <= now:
             raise Refused(f"the API token {token_id} expired on {_day(expires_at)}; its holder needs a new one "
                           f"(skillcert tokens rotate {token_id})")  # fmt: skip
-        return Principal(token_id, name, Role(role), institution_id, candidate_ref, principal_id)
+        return Principal(token_id, name, Role(role), institution_id, candidate_ref, principal_id, region)
 
 
 def _day(moment: datetime) -> str:

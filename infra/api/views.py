@@ -138,6 +138,10 @@ class CorrectionEntry(BaseModel):
     evidence: dict[str, Any]
     applied_on: date
     applied_by: str
+    checked: dict[str, Any] | None = Field(
+        None,
+        description="profile S: the association's check (queryable_nationally, work_order, checked_on, checked_by)",
+    )
     decision: str | None
     decided_by: str | None
     decided_at: datetime | None

@@ -37,6 +37,13 @@ def tokens_create(
         str | None, typer.Option(help="candidate: their ID number (kept only as a keyed hash)")
     ] = None,
     days: Days = None,
+    jurisdiction: Annotated[
+        str | None,
+        typer.Option(
+            help="hr_department (required) or a city's skills centre: the region it acts for, a city code of "
+            "004 table 2 (03 Shenzhen, 01 Guangzhou, …; 00 the province)"
+        ),
+    ] = None,
 ) -> None:
     """Create a token and print it once (stdout). Give it to its holder: it cannot be shown again."""
     from domain.errors import DomainError
@@ -58,7 +65,8 @@ def tokens_create(
         candidate_ref = (
             ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
         )
-        token_id, token = tokens.create(name, role, institution, candidate_ref, s.token_days if days is None else days)
+        token_id, token = tokens.create(name, role, institution, candidate_ref, s.token_days if days is None else days,
+                                        jurisdiction=jurisdiction)  # fmt: skip
     except DomainError as e:
         err.print(f"[red]refused:[/red] {e.message}")
         raise typer.Exit(2) from None

@@ -227,6 +227,13 @@ class Certificates(Service):
 
         self.retry(attempt)
 
+    def check_correction(
+        self, actor: Actor, certificate_id: UUID, queryable_nationally: bool, work_order: str | None = None
+    ) -> None:
+        self._on_certificate(
+            certificate_id, lambda c: c.check_correction(actor, queryable_nationally, work_order, self.today())
+        )
+
     def approve_correction(self, actor: Actor, certificate_id: UUID) -> None:
         self._on_certificate(certificate_id, lambda c: c.approve_correction(actor, self.today()))
 

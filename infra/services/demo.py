@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date, time, timedelta
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from stdnum.cn import ric
@@ -40,13 +41,17 @@ PEOPLE = {
     "proctor": ("p_demo_proctor", "proctor-liu", Role.INSTITUTION_STAFF),
     "centre": ("p_demo_centre", "centre-wang", Role.PROVINCIAL_CENTRE),
     "hr": ("p_demo_hr", "hr-zhao", Role.HR_DEPARTMENT),
+    "association": ("p_demo_association", "assoc-lin", Role.ASSOCIATION),
     "auditor": ("p_demo_auditor", "auditor-sun", Role.AUDITOR),
 }
+# The HR department the sample institution is filed with: Shenzhen's (004 table 2: 03).
+REGION = {"hr": FILING.city_code}
 
 
 def actor(who: str, iid: UUID | None = None) -> Actor:
     principal_id, _, role = PEOPLE[who]
-    return Actor(id=principal_id, role=role, institution_id=iid if role is Role.INSTITUTION_STAFF else None)
+    return Actor(id=principal_id, role=role, institution_id=iid if role is Role.INSTITUTION_STAFF else None,
+                 jurisdiction=REGION.get(who))  # fmt: skip
 
 
 def register_people(database_url: str, schema: str, key: bytes) -> None:
@@ -56,8 +61,9 @@ def register_people(database_url: str, schema: str, key: bytes) -> None:
     store = Tokens(database_url, schema)
     store.create_table()
     iid = institution_id(FILING)
-    for principal_id, name, role in PEOPLE.values():
-        store.register(name, role, iid if role is Role.INSTITUTION_STAFF else None, principal_id=principal_id)
+    for who, (principal_id, name, role) in PEOPLE.items():
+        store.register(name, role, iid if role is Role.INSTITUTION_STAFF else None, principal_id=principal_id,
+                       jurisdiction=REGION.get(who))  # fmt: skip
     for i, (_, base, _, _) in enumerate(CANDIDATES + CERTIFIED, 1):
         store.register(f"candidate-{i}", Role.CANDIDATE, candidate_ref=ref(resident_id(base), key),
                        principal_id=candidate(base).id)  # fmt: skip
@@ -210,7 +216,7 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
 
 
 DEMO_TOKEN_DAYS = 30
-HOLDERS = {"staff": "staff", "centre": "centre", "hr": "hr", "auditor": "auditor"}  # token role -> person
+HOLDERS = {"staff": "staff", "centre": "centre", "hr": "hr", "association": "association", "auditor": "auditor"}
 
 
 def tokens(database_url: str, schema: str, key: bytes, kept: dict[str, str] | None = None) -> dict[str, str]:
@@ -237,18 +243,24 @@ def tokens(database_url: str, schema: str, key: bytes, kept: dict[str, str] | No
             store.revoke(t["id"])
     register_people(database_url, schema, key)
     return {
-        role: store.create(*_holder(store, database_url, schema, principal_id), days=DEMO_TOKEN_DAYS,
-                           principal_id=principal_id)[1]
+        role: _create(store, _holder(store, database_url, schema, principal_id), principal_id)
         for role, principal_id in wanted.items()
     }  # fmt: skip
+
+
+def _create(store: Any, holder: tuple[object, ...], principal_id: str) -> str:
+    name, role, institution, candidate_ref, region = holder
+    return store.create(name, role, institution, candidate_ref, days=DEMO_TOKEN_DAYS, principal_id=principal_id,
+                        jurisdiction=region)[1]  # fmt: skip
 
 
 def _holder(store: object, database_url: str, schema: str, principal_id: str) -> tuple[object, ...]:
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        name, role, institution, candidate_ref = conn.execute(
-            f'SELECT name, role, institution_id, candidate_ref FROM "{schema}".principals WHERE principal_id = %s',
+        name, role, institution, candidate_ref, region = conn.execute(
+            f'SELECT name, role, institution_id, candidate_ref, jurisdiction FROM "{schema}".principals'
+            " WHERE principal_id = %s",
             (principal_id,),
         ).fetchone()
-    return name, Role(role), institution, candidate_ref
+    return name, Role(role), institution, candidate_ref, region
