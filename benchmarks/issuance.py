@@ -79,7 +79,9 @@ def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[u
     )
     staff = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=institution.id)
     app.save(institution)
-    evidence = Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5)
+    evidence = Evidence(
+        years_in_occupation=8, prior_level=3, years_since_prior=5, insured_work_unit="深圳市某某科技有限公司"
+    )
     exams = []
     for p in range(plans):
         details = PlanDetails(

@@ -165,7 +165,8 @@ def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> 
                     next_at += interval
                     time.sleep(max(0.0, next_at - time.monotonic()))
                     service.review(staff, rid, Decision.APPROVED, condition="2.1",
-                                   evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5))  # fmt: skip
+                                   evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5,
+                                                     insured_work_unit="深圳市某某科技有限公司"))  # fmt: skip
                     committed[(str(rid), 2)] = time.time()
                     next_at += interval
                     time.sleep(max(0.0, next_at - time.monotonic()))

@@ -229,6 +229,9 @@ class Certificate(Aggregate):
     class DataDeleted(Aggregate.Event):
         reasons: str
 
+    class PhotoAttached(Aggregate.Event):
+        photo: Attachment
+
     @event(Issued)
     def __init__(
         self,
@@ -281,6 +284,7 @@ class Certificate(Aggregate):
         self.correction_checked = False  # profile S: by the association, before the centre decides
         self.correction_decided = False
         self.commitment: Attachment | None = None
+        self.photo: Attachment | None = None  # the holder's, printed at the photo's place
 
     @classmethod
     def issue(
@@ -396,6 +400,11 @@ class Certificate(Aggregate):
             )
         if not self.ever_queryable:
             raise Conflict(f"certificate {self.number} is printed once its data is queryable nationally")
+        if self.photo is None:
+            raise Conflict(
+                f"certificate {self.number} has no holder photo: attach one (PUT /certificates/{{id}}/photo) "
+                "before printing (004 §11.2(1))"
+            )
         if self.printed_forms and self.data_status in (DataStatus.UNREPORTED, DataStatus.RETURNED):
             raise Conflict(f"certificate {self.number} is reprinted after its corrected data is re-reported")
         self._printed(actor, form_serial, self.holder)
@@ -711,6 +720,21 @@ class Certificate(Aggregate):
     @event(HolderCommitmentRecorded)
     def _commitment_recorded(self, actor: Actor, document: Attachment) -> None:
         self.commitment = document
+
+    def attach_photo(self, actor: Actor, photo: Attachment) -> None:
+        """The holder's recent colour photo on white (004 §11.2(1)); a later one replaces it for the
+        next print (a corrected certificate is printed again)."""
+        require(actor, STAFF, "attach holder photos", self.institution_id)
+        self._live()
+        if photo.kind is not AttachmentKind.PHOTO:
+            raise InvalidInput([("photo", "must be a photo attachment (kind photo)")])
+        if self.photo == photo:
+            return
+        self._photo_attached(actor, photo)
+
+    @event(PhotoAttached)
+    def _photo_attached(self, actor: Actor, photo: Attachment) -> None:
+        self.photo = photo
 
     def delete_data(self, actor: Actor, reasons: str) -> None:
         require(actor, STAFF, "delete certificate data", self.institution_id)

@@ -14,6 +14,7 @@ from pydantic import Field
 from domain.errors import InvalidInput
 from domain.levels import Level
 from domain.model import Immutable
+from domain.personal import Personal, personal
 
 
 class Basis(StrEnum):
@@ -68,6 +69,12 @@ class Evidence(Immutable):
     title: Title | None = None
     years_since_title: int = Field(0, ge=0, le=60)
     school: School | None = None
+    insured_work_unit: str | None = Field(
+        None,
+        max_length=25,
+        description="the work unit on the social insurance record (社保记录), as the reviewer read it (000 ②)",
+        json_schema_extra=personal(Personal.BACKGROUND),
+    )
 
 
 _ANY_SCHOOL = frozenset(School) - {School.TECHNICIAN_CLASS_STUDENT}

@@ -83,6 +83,7 @@ class AttachmentKind(StrEnum):
     HOLDER_COMMITMENT = "holder_commitment"  # 证书持有人承诺书
     CORRECTION_EVIDENCE = "correction_evidence"  # ID card copy and what shows the right data
     ID_CARD_COPY = "id_card_copy"  # 身份证复印件, with a proof application (000)
+    PHOTO = "photo"  # 近半年内一寸彩色白底照片, printed on the certificate (004 §11.2(1))
 
 
 class Attachment(Immutable):
@@ -387,7 +388,29 @@ class Registration(Aggregate):
         age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
         evidence = evidence.model_copy(update={"age": age})
         met = check_eligibility(condition, self.plan.level, self.form.basis, evidence)
+        self._check_insured_work_unit(evidence)
         self._approved(actor, reasons.strip(), met.id, evidence)
+
+    def _check_insured_work_unit(self, evidence: Evidence) -> None:
+        """000 ②: the reviewer compares the employer on the social insurance record with the declared
+        one; where they differ, only a stamped work certificate from the actual employer proves the
+        working years."""
+        insured = (evidence.insured_work_unit or "").strip()
+        if self.form.basis is not Basis.WORKING_YEARS:
+            if insured:
+                raise InvalidInput([("evidence.insured_work_unit", "is recorded for working-years applications only")])
+            return
+        if not insured:
+            if AttachmentKind.SOCIAL_SECURITY in {a.kind for a in self.form.attachments}:
+                raise InvalidInput([("evidence.insured_work_unit",
+                                     "record the work unit on the social insurance record (000 ②)")])  # fmt: skip
+            return  # the years are proved by a work certificate or a labour contract instead
+        if insured != (self.form.work_unit or "").strip() and AttachmentKind.WORK_CERTIFICATE not in {
+            a.kind for a in self.form.attachments
+        }:
+            raise InvalidInput([("attachments", f"the social insurance record names {insured}, not the declared "
+                                 f"{self.form.work_unit}: a stamped work certificate from the actual employer is "
+                                 "required (000 ②); return the registration for it")])  # fmt: skip
 
     def return_for_rework(self, actor: Actor, reasons: str) -> None:
         self._check_reviewer(actor)

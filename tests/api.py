@@ -59,3 +59,14 @@ def serving(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def store_with_samples(database_url: str, schema: str) -> None:
+    """The store's tables made, and the sample files (infra.services.samples) held, as uploads would,
+    before separately started processes race to make the tables."""
+    from infra.services import samples
+    from infra.services.base import Service
+
+    service = Service(database_url, schema)
+    samples.hold(service.attachments, "test-uploader")
+    service.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, timedelta
 from typing import Any
 
@@ -13,7 +12,8 @@ from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
-from domain.registration import Attachment, AttachmentKind, RegistrationForm
+from domain.registration import AttachmentKind, RegistrationForm
+from infra.services import samples
 
 ADMIN = Actor(id="centre-admin", role=Role.PROVINCIAL_CENTRE)
 
@@ -24,8 +24,7 @@ def resident_id(area: str, born: date, serial: int) -> str:
     return base + ric.calc_check_digit(base + "0")
 
 
-def attachment(kind: AttachmentKind) -> Attachment:
-    return Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256=hashlib.sha256(kind.value.encode()).hexdigest())
+attachment = samples.attachment  # real files, held by the store (samples.hold)
 
 
 def plan_details(number: str = "2501", level: Level = Level.TWO, seats: int = 60, **overrides: Any) -> PlanDetails:
@@ -86,4 +85,6 @@ def setup_plan(service: Any, seats: int = 60, level: Level = Level.TWO, number: 
 
 # A level-2 candidate on condition 2.1: a level-3 certificate held for 5 years, 8 years in the trade.
 L2_CONDITION = "2.1"
-L2_EVIDENCE = Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5)
+L2_EVIDENCE = Evidence(
+    years_in_occupation=8, prior_level=3, years_since_prior=5, insured_work_unit="深圳市某某科技有限公司"
+)  # as declared on working_years_form

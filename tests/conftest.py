@@ -17,6 +17,7 @@ import pytest
 from psycopg import sql
 
 from infra.embedded import Broker, free_port, start_postgres
+from infra.services import samples
 from infra.services.certificates import Certificates
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
@@ -76,6 +77,7 @@ def clock() -> Clock:
 @pytest.fixture
 def service(database_url: str, schema: str, clock: Clock) -> Iterator[Registrations]:
     svc = Registrations(database_url, schema, today=clock)
+    samples.hold(svc.attachments, "test-uploader")  # what tests.builders.attachment refers to
     yield svc
     svc.close()
 
@@ -87,3 +89,18 @@ def world(database_url: str, schema: str, clock: Clock, service: Registrations) 
     yield World(service, exams, certificates, clock)
     exams.close()
     certificates.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A skipped test is a test that did not run: name every one, and the one command that runs them."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    terminalreporter.section(f"{len(skipped)} test(s) did not run", sep="=", yellow=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        terminalreporter.write_line(f"  {report.nodeid}: {reason.removeprefix('Skipped: ')}")
+    terminalreporter.write_line(
+        "  to run them: `sudo .ci/run` installs the Debian packages they drive (kcat, chromium, poppler-utils, "
+        "zbar-tools, the certificate's fonts) and runs the suite"
+    )

@@ -14,6 +14,7 @@ from domain.model import Actor, Role
 from infra.services.certificates import Certificates
 from infra.services.exams import Exams
 from infra.services.registrations import Decision, Registrations
+from infra.services.samples import photo_attachment
 from tests.builders import L2_CONDITION, L2_EVIDENCE, candidate, setup_plan, staff_of, working_years_form
 
 EXAM_DAY = date(2026, 4, 10)  # a Friday
@@ -148,9 +149,9 @@ def confirmed_exam(w: World, n: int, absent_every: int = 0) -> tuple[UUID, UUID,
     return iid, pid, rids, exam_id
 
 
-def queryable_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
-    """n candidates through to certificates on the national query platform. Returns the
-    institution and the certificate ids."""
+def queryable_certificates(w: World, n: int, photos: bool = True) -> tuple[UUID, list[UUID]]:
+    """n candidates through to certificates on the national query platform, their photos attached
+    unless told not to. Returns the institution and the certificate ids."""
     from domain.certificate import certificate_id
 
     iid, _, _, exam_id = confirmed_exam(w, n)
@@ -160,6 +161,8 @@ def queryable_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
     w.certificates.accept_data(CENTRE, cids)
     w.at(date(2026, 7, 1))
     w.certificates.make_queryable(CENTRE, cids)
+    for k, cid in enumerate(cids if photos else ()):  # the holders' photos, handed in with their applications
+        w.certificates.attach_photo(staff(iid), cid, photo_attachment(k))
     return iid, cids
 
 
@@ -243,6 +246,7 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     for k, cid in enumerate(cids):
         if k in (10, 11):
             certs.spoil_form(staff(iid), iid, certs.stock(iid).next_form(), "卡纸")
+        certs.attach_photo(staff(iid), cid, photo_attachment(k))
         certs.print(staff(iid), cid)
     certs.destroy_forms(staff(iid), iid, [10_000_011, 10_000_013], "监销人：王主任")
     w.at(date(2026, 7, 8))

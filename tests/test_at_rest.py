@@ -17,8 +17,10 @@ from psycopg import sql
 
 from consumers.rebuild import rebuild
 from domain.model import Role
+from domain.registration import AttachmentKind
 from infra.api.tokens import Tokens
 from infra.bus.privacy import installation_key, ref
+from infra.services import samples
 from infra.settings import get_settings
 from infra.store.eventstore import SkillcertApplication
 from infra.store.keys import KeyProblem, MasterKeys, key_id, new_key, parse_key, rotate
@@ -139,6 +141,7 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
     old, new = new_key(), new_key()
     configured(old)
     before = Registrations(database_url, schema, today=clock)
+    samples.hold(before.attachments, "test-uploader")
     iid, _, code = setup_plan(before)
     rid = before.register(candidate(1), code, working_years_form(1))
     head = before.recorder.max_notification_id()
@@ -162,6 +165,8 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
     configured(new)
     after = Registrations(database_url, schema, today=clock)
     assert after.repository.get(rid).form.id_number == working_years_form(1).id_number
+    diploma = samples.attachment(AttachmentKind.DIPLOMA).sha256  # files: their keys sit under the data keys too
+    assert after.attachments.content(diploma) == samples.document(AttachmentKind.DIPLOMA)
     after.register(candidate(2), code, working_years_form(2))
     with psycopg.connect(database_url) as conn:
         now = conn.execute(sql.SQL("SELECT notification_id, state FROM {} ORDER BY 1").format(

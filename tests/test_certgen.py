@@ -19,6 +19,7 @@ from certgen.qr import verification_url
 from domain.errors import Conflict
 from domain.levels import Level
 from infra.services.printing import print_certificates, to_print
+from infra.services.samples import photo_attachment
 from tests.builders import setup_plan
 from tests.lifecycle import confirmed_exam, id_check, staff
 from tests.test_read_models import conn  # noqa: F401 (fixture)
@@ -46,6 +47,8 @@ def session(world):
     world.certificates.accept_data(CENTRE, ids)
     world.at(date(2026, 7, 1))
     world.certificates.make_queryable(CENTRE, ids)
+    for k, cid in enumerate(ids):
+        world.certificates.attach_photo(staff(iid), cid, photo_attachment(k))
     world.certificates.receive_forms(staff(iid), iid, 10_000_001, 10_000_020, "SH-2026-001")
     return iid, exam_id
 

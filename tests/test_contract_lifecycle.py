@@ -24,6 +24,7 @@ from domain.model import Actor, Role
 from infra.bus import schemas
 from infra.bus.schemas import SAMPLES, SCHEMA_DIR, public_events, validate_strictly
 from infra.services.registrations import Decision
+from infra.services.samples import photo_attachment
 from infra.store.chain import record_checkpoint
 from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, candidate, plan_details, working_years_form
 from tests.lifecycle import (
@@ -74,6 +75,7 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
     certs.accept_data(CENTRE, [printed])
     world.at(date(2026, 10, 9))
     certs.make_queryable(CENTRE, [printed])
+    certs.attach_photo(staff(iid), printed, photo_attachment())
     certs.print(staff(iid), printed)
     certs.spoil_print(staff(iid), printed, certs.certificate(printed).printed_forms[-1], "打印错位")
     lost = life.lost  # its proof was issued in the lifecycle: collected now against the receipt

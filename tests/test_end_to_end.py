@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from infra.embedded import free_port
-from infra.store.eventstore import SkillcertApplication
+from tests.api import store_with_samples
 from tests.builders import plan_details, working_years_form
 
 
@@ -56,7 +56,7 @@ def stack(database_url: str, bootstrap: str, schema: str) -> Iterator[tuple[str,
         "SKILLCERT_API_PORT": str(port),
     }
     # As `skillcert up` does: create the event store table before three processes race to.
-    SkillcertApplication(database_url, schema).close()
+    store_with_samples(database_url, schema)  # and the files the test forms refer to
     procs = [
         subprocess.Popen([sys.executable, "-m", "infra.cli", *c], env=env)
         for c in (["relay", "run"], ["consumers"], ["api"])

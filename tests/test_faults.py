@@ -40,6 +40,7 @@ from infra.embedded import free_port
 from infra.services.base import Service
 from projections import PROJECTIONS
 from projections.store import connect
+from tests.api import store_with_samples
 from tests.builders import SCOPE, plan_details
 from tests.read_models import all_rows
 from tests.servers import KillableBroker, Postgres
@@ -188,7 +189,7 @@ def stack(postgres: Postgres, broker: KillableBroker, tmp_path: Path) -> Iterato
     s = Stack(postgres.socket_url, broker.bootstrap, tmp_path)
     with psycopg.connect(s.url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {s.schema}")
-    Service(s.url, s.schema).close()
+    store_with_samples(s.url, s.schema)
     yield s
     s.stop()
 

@@ -31,18 +31,21 @@ from domain.exam import ExamSession, Room, Sitting, Subject
 from domain.institution import DeadlineProfile, Filing, Institution
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
-from domain.registration import Attachment, AttachmentKind, Registration, RegistrationForm
+from domain.registration import AttachmentKind, Registration, RegistrationForm
 from infra.api.tokens import Tokens
 from infra.embedded import free_port
+from infra.services import samples
 from infra.services.base import Service, shanghai_today
 from infra.services.registrations import summary
+from tests.api import store_with_samples
 from tests.builders import SCOPE, plan_details
 from tests.servers import Postgres
 
 ROWS = 5000
 SYSTEM = Actor(id="tests", role=Role.SYSTEM)
 HEADERS = "姓名,证件号码,性别,出生日期,文化程度,从事本职业年限,考生来源,劳动关系,工作单位,申报依据,毕业证,学信网备案表,社保证明"
-DIGEST = "0" * 64
+KINDS = (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)
+DIGESTS = ",".join(samples.attachment(kind).sha256 for kind in KINDS)  # scans the store holds (store_with_samples)
 
 
 def form(k: int) -> RegistrationForm:
@@ -50,8 +53,7 @@ def form(k: int) -> RegistrationForm:
     serial = 100 + k // 7000
     base = f"440305{born:%Y%m%d}{serial:03d}"
     number = base + ric.calc_check_digit(base + "0")
-    attachments = [Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256=DIGEST)
-                   for kind in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
+    attachments = [samples.attachment(kind) for kind in KINDS]
     return RegistrationForm(
         name=f"考生{k}", id_number=number, gender="男" if serial % 2 else "女", date_of_birth=born,
         education="大学本科", years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
@@ -64,7 +66,7 @@ def candidate_list(n: int) -> bytes:
     for k in range(n):
         f = form(k)
         lines.append(f"{f.name},{f.id_number},{f.gender.value},{f.date_of_birth},大学本科,8,本企业职工,本企业职工,"
-                     f"深圳市某某科技有限公司,working_years,{DIGEST},{DIGEST},{DIGEST}")  # fmt: skip
+                     f"深圳市某某科技有限公司,working_years,{DIGESTS}")  # fmt: skip
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -90,7 +92,7 @@ def api(url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    Service(url, schema).close()  # the store's tables, before the API and the test race to make them
+    store_with_samples(url, schema)  # the store's tables and sample files, before the API and the test race
     log = (tmp_path / "api.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
@@ -216,7 +218,9 @@ def sat_cohort(svc: Service, n: int, exam_day: date) -> tuple[UUID, UUID, list[U
     details = plan_details("2602", seats=n, registration_deadline=exam_day - timedelta(days=20),
                            evaluation_start=exam_day, evaluation_end=exam_day)  # fmt: skip
     plan = EvaluationPlan.publish(staff, institution.id, institution.name, details, "BGB2K2SA")
-    evidence = Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5)
+    evidence = Evidence(
+        years_in_occupation=8, prior_level=3, years_since_prior=5, insured_work_unit="深圳市某某科技有限公司"
+    )
     registrations = []
     for k in range(n):
         r = Registration.submit(staff, plan.id, institution.id, summary(plan), form(k), svc.id_key)

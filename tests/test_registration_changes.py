@@ -128,3 +128,25 @@ def test_an_id_number_another_registration_holds_cannot_be_taken(service, submit
     with pytest.raises(Conflict, match="already registered for this plan"):
         service.amend(staff_of(iid), rid, taken, "身份证号录入错误", EXPLANATION)
     assert stored(service) == before
+
+
+def test_the_reviewer_compares_the_insured_work_unit_and_a_different_one_needs_a_work_certificate(service):
+    """000 ②: the work unit on the social insurance record against the declared one."""
+    iid, _, code = setup_plan(service)
+    plain = service.register(candidate(1), code, working_years_form(1))
+    with_certificate = service.register(candidate(2), code, working_years_form(2, attachments=[
+        *working_years_form(2).attachments, attachment(AttachmentKind.WORK_CERTIFICATE)]))  # fmt: skip
+    before = stored(service)
+    unrecorded = L2_EVIDENCE.model_copy(update={"insured_work_unit": None})
+    with pytest.raises(InvalidInput) as e:
+        service.review(staff_of(iid), plain, Decision.APPROVED, condition=L2_CONDITION, evidence=unrecorded)
+    assert e.value.problems[0][0] == "evidence.insured_work_unit"
+    elsewhere = L2_EVIDENCE.model_copy(update={"insured_work_unit": "广州市另一家公司"})
+    with pytest.raises(InvalidInput, match="names 广州市另一家公司, not the declared 深圳市某某科技有限公司: a stamped "
+                                           "work certificate from the actual employer is required"):  # fmt: skip
+        service.review(staff_of(iid), plain, Decision.APPROVED, condition=L2_CONDITION, evidence=elsewhere)
+    assert stored(service) == before
+    service.review(staff_of(iid), with_certificate, Decision.APPROVED, condition=L2_CONDITION, evidence=elsewhere)
+    service.review(staff_of(iid), plain, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    approved = [service.mapper.to_domain_event(n) for n in service.recorder.select_notifications(before + 1, 10)]
+    assert [a.evidence.insured_work_unit for a in approved] == ["广州市另一家公司", "深圳市某某科技有限公司"]

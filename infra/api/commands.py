@@ -581,6 +581,19 @@ def record_holder_commitment(
     svc.record_holder_commitment(who.actor(x_request_id), certificate_id(c, certificate), body.document)
 
 
+class PhotoIn(Body):
+    photo: Attachment = Field(description="uploaded with POST /attachments?kind=photo; kind photo")
+
+
+@router.put("/certificates/{certificate}/photo", status_code=204)
+def attach_photo(
+    certificate: CertificateRef, body: PhotoIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> None:
+    """The holder's recent colour photo on white (004 §11.2(1)), printed on the certificate; required
+    before printing. A later one replaces it for the next print."""
+    svc.attach_photo(who.actor(x_request_id), certificate_id(c, certificate), body.photo)
+
+
 @router.post("/certificates/{certificate}/deletion", status_code=204)
 def delete_data(
     certificate: CertificateRef, body: ReasonsIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None

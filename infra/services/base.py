@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
 from typing import TypeVar
@@ -11,9 +13,12 @@ from zoneinfo import ZoneInfo
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg import sql
+from pydantic import BaseModel
 
-from domain.errors import Conflict, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.model import Aggregate
+from domain.registration import Attachment, AttachmentKind
+from infra.store.attachments import Attachments
 from infra.store.eventstore import SkillcertApplication
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
@@ -29,6 +34,36 @@ class Service(SkillcertApplication):
     def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
         super().__init__(database_url, schema)
         self.today = today
+        self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher)  # type: ignore[attr-defined]
+
+    def save(self, *objs, **kwargs):  # type: ignore[no-untyped-def,override]
+        """Events refer only to attachments the store holds (a photo only to one that passed the photo
+        rules); each reference is recorded, as who may read the file, before the events are saved."""
+        references: list[tuple[str, UUID, UUID | None]] = []
+        for agg in objs:
+            found: list[Attachment] = []
+            for e in getattr(agg, "pending_events", ()):
+                _attachments_in(e, found)
+            references += [(a.sha256, agg.id, getattr(agg, "institution_id", None)) for a in found]
+            self._check_held(found)
+        self.attachments.refer(references)
+        return super().save(*objs, **kwargs)
+
+    def _check_held(self, found: list[Attachment]) -> None:
+        if not found:
+            return
+        held = self.attachments.readable(sorted({a.sha256 for a in found}))
+        problems = []
+        for a in found:
+            if a.sha256 not in held:
+                problems.append(("attachments", f"{a.kind.value} {a.file_name!r} ({a.sha256[:12]}…) is not held by "
+                                 "the store: upload it first (POST /attachments)"))  # fmt: skip
+            elif a.kind is AttachmentKind.PHOTO and not held[a.sha256].photo:
+                problems.append(
+                    ("photo", f"{a.file_name!r} was not uploaded as a photo (POST /attachments?kind=photo)")
+                )
+        if problems:
+            raise InvalidInput(list(dict.fromkeys(problems)))
 
     def get(self, cls: type[A], id: UUID, what: str) -> A:
         try:
@@ -99,3 +134,31 @@ class Service(SkillcertApplication):
             if not isinstance(found.get(i), cls):
                 raise NotFound(f"no {what} with id {i}")
         return [found[i] for i in wanted]  # type: ignore[misc]
+
+
+def _attachments_in(value: object, found: list[Attachment]) -> None:
+    """Every Attachment inside an event, however deep (a form's list, an optional copy)."""
+    if isinstance(value, Attachment):
+        found.append(value)
+    elif isinstance(value, BaseModel) and _may_hold(type(value)):
+        for name in type(value).model_fields:
+            _attachments_in(getattr(value, name), found)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _attachments_in(item, found)
+
+
+@functools.cache
+def _may_hold(cls: type[BaseModel]) -> bool:
+    """Whether a model's fields can hold an Attachment: most events cannot, and are not walked."""
+
+    def walk(t: object, seen: frozenset[object]) -> bool:
+        if t is Attachment:
+            return True
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t in seen:
+                return False
+            return any(walk(f.annotation, seen | {t}) for f in t.model_fields.values())
+        return any(walk(a, seen) for a in typing.get_args(t))
+
+    return walk(cls, frozenset())

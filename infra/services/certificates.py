@@ -9,6 +9,7 @@ from uuid import UUID
 from domain.certificate import (
     Certificate,
     Correction,
+    DataStatus,
     Delivery,
     IdDocument,
     LossKind,
@@ -243,8 +244,25 @@ class Certificates(Service):
     def record_holder_commitment(self, actor: Actor, certificate_id: UUID, document: Attachment) -> None:
         self._on_certificate(certificate_id, lambda c: c.record_holder_commitment(actor, document))
 
+    def attach_photo(self, actor: Actor, certificate_id: UUID, photo: Attachment) -> None:
+        self._on_certificate(certificate_id, lambda c: c.attach_photo(actor, photo))
+
     def delete_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
+        """The data goes, and with it every file the certificate and its registration referred to that
+        nothing else refers to (their keys erased: the blobs are unreadable wherever they were copied)."""
+        c = self.certificate(certificate_id)
         self._on_certificate(certificate_id, lambda c: c.delete_data(actor, reasons))
+        self.attachments.erase_for([c.id, c.registration_id], f"data of certificate {c.number} deleted")
+
+    def erased_with_data(self, certificate_id: UUID) -> bool:
+        """Whether this certificate's data was deleted; finishes the erasure a crash may have cut short."""
+        if certificate_id not in self.existing([certificate_id]):
+            return False
+        c = self.certificate(certificate_id)
+        if c.data_status is not DataStatus.DELETED:
+            return False
+        self.attachments.erase_for([c.id, c.registration_id], f"data of certificate {c.number} deleted")
+        return True
 
     # Blank stock (004 §1-7).
     def stock(self, institution_id: UUID) -> BlankStock:

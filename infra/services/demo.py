@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,7 +17,8 @@ from domain.institution import DeadlineProfile, Filing, ScopeEntry, institution_
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import PlanDetails
-from domain.registration import Attachment, AttachmentKind, RegistrationForm
+from domain.registration import AttachmentKind, RegistrationForm
+from infra.services import samples
 from infra.services.certificates import Certificates
 from infra.services.exams import Exams
 from infra.services.registrations import Decision, Registrations
@@ -31,8 +31,7 @@ def resident_id(base17: str) -> str:
     return base17 + ric.calc_check_digit(base17 + "0")  # it ignores the last character
 
 
-def attachment(kind: AttachmentKind) -> Attachment:
-    return Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256=hashlib.sha256(kind.value.encode()).hexdigest())
+attachment = samples.attachment  # real files, held by the store (samples.hold)
 
 
 # The scenario's people, as principals (infra.api.tokens): every event names its actor by these ids.
@@ -80,6 +79,7 @@ def load(service: Registrations, today: date, database_url: str, schema: str, ke
     """Idempotent: an institution already loaded is left as it is."""
     iid = institution_id(FILING)
     register_people(database_url, schema, key)
+    samples.hold(service.attachments, PEOPLE["staff"][0])  # the scans and photos the scenario refers to
     try:
         service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S, SCOPE)
     except Conflict:
@@ -123,7 +123,8 @@ def load(service: Registrations, today: date, database_url: str, schema: str, ke
         ids.append(service.register(candidate(base), ai_code, form))
     service.review(
         staff, ids[0], Decision.APPROVED, "材料齐全，符合申报条件", condition="2.1",
-        evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5),
+        evidence=Evidence(years_in_occupation=8, prior_level=3, years_since_prior=5,
+                          insured_work_unit="深圳市某某科技有限公司"),
     )  # fmt: skip
     service.review(staff, ids[1], Decision.RETURNED, "社保证明缺少近12个月记录，请补充后重新提交")
     service.review(staff, ids[2], Decision.REJECTED, "从业年限不符合二级申报条件")
@@ -176,7 +177,8 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
             )  # fmt: skip
             rid = reg.register(candidate(base), code, form)
             reg.review(staff, rid, Decision.APPROVED, "材料齐全", condition="2.1",
-                       evidence=Evidence(years_in_occupation=9, prior_level=3, years_since_prior=5))  # fmt: skip
+                       evidence=Evidence(years_in_occupation=9, prior_level=3, years_since_prior=5,
+                                         insured_work_unit="深圳市某某智能有限公司"))  # fmt: skip
             reg.pay_fee(staff, rid, f"R2026{i:06d}", Decimal("380.00"))
             rids.append(rid)
         clock.today = date(2026, 4, 3)
@@ -207,7 +209,8 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
         clock.today = date(2026, 7, 1)
         certs.make_queryable(CENTRE, ids)
         certs.receive_forms(staff, iid, 10_000_001, 10_000_100, "粤人社证书〔2026〕第15号")
-        for cid in ids:
+        for i, cid in enumerate(ids):
+            certs.attach_photo(staff, cid, samples.photo_attachment(i))
             certs.print(staff, cid)
         return list(numbers.values())
     finally:

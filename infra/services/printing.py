@@ -7,11 +7,13 @@ from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from certgen.certificate import CertificatePage, preflight, render
+from domain.access import require
 from domain.certificate import Certificate, certificate_id
-from domain.errors import InvalidInput
+from domain.errors import Conflict, InvalidInput
 from domain.exam import ExamSession
-from domain.model import Actor
+from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
+from infra.services.attachments import recent
 from infra.services.certificates import Certificates
 
 
@@ -43,7 +45,35 @@ def print_certificates(
     if not ids:
         raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
     certificates: list[Certificate] = [svc.certificate(i) for i in dict.fromkeys(ids)]
-    preflight(CertificatePage.of(c, 0, public_url) for c in certificates)  # before any form is used
+    for c in certificates:  # who may print comes before what is missing
+        require(actor, (Role.INSTITUTION_STAFF,), "print certificates", c.institution_id)
+    photos = holder_photos(svc, certificates)
+    preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
     # Printing changes none of what a page shows, so the certificates loaded above make the pages.
-    pages = [CertificatePage.of(c, svc.print(actor, c.id), public_url) for c in certificates]
+    pages = [CertificatePage.of(c, svc.print(actor, c.id), public_url, photos[c.id]) for c in certificates]
     return render(pages, progress)
+
+
+def holder_photos(svc: Certificates, certificates: list[Certificate]) -> dict[UUID, bytes]:
+    """Every certificate's photo, or a refusal naming each certificate without a usable one, before
+    any blank form is booked: a form printed with no photo is a spent form."""
+    problems: list[tuple[str, str]] = []
+    photos: dict[UUID, bytes] = {}
+    today = svc.today()
+    for c in certificates:
+        if c.photo is None:
+            problems.append((c.number, "no holder photo: attach one (PUT /certificates/{id}/photo)"))
+            continue
+        held = svc.attachments.held(c.photo.sha256)
+        content = svc.attachments.content(c.photo.sha256)
+        if held is None or content is None:
+            problems.append((c.number, "its photo is no longer held: upload and attach it again"))
+        elif not recent(held.uploaded_at.date(), today):
+            problems.append((c.number, f"its photo was uploaded on {held.uploaded_at.date()}, more than half a year "
+                                       "ago (004 §11.2(1) 近半年内): attach a recent one"))  # fmt: skip
+        else:
+            photos[c.id] = content
+    if problems:
+        raise Conflict("; ".join(f"certificate {n}: {p}" for n, p in problems[:20])
+                       + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))  # fmt: skip
+    return photos

@@ -1,0 +1,235 @@
+"""The files events refer to (diploma scans, ID card copies, signed forms, the holder's photo):
+content-addressed, encrypted at rest, erasable.
+
+An attachment is addressed by the SHA-256 of its content: the events carry that hash, never the
+file. Each file is encrypted (AES-256-GCM) under a key of its own; that key is kept in the
+`attachments` table wrapped by the store's current data key (infra.store.keys), so the master key
+guards files as it guards events. Erasing an attachment deletes its wrapped key and its blob: the
+ciphertext, wherever a backup or an object store kept it, can no longer be read. Events stay as they
+are (immutable, hash-chained): they keep the hash, which reveals nothing of a scan.
+
+Where the ciphertext lives is a `Blobs` (docs/attachments.md): `PostgresBlobs`, the default, keeps
+it in the same database; `DirectoryBlobs` in a directory (a mounted volume); an object store needs
+only the same three methods. The metadata, the wrapped keys and who refers to what stay in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import Cipher
+from psycopg import sql
+
+from infra.store.keys import _aes
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Blobs(Protocol):
+    """Where encrypted attachment content is kept, by address (the plaintext's SHA-256)."""
+
+    def put(self, address: str, ciphertext: bytes) -> None: ...
+    def get(self, address: str) -> bytes | None: ...
+    def delete(self, address: str) -> None: ...
+
+
+class PostgresBlobs:
+    """The default: a table beside the events."""
+
+    def __init__(self, datastore: Any, schema: str) -> None:
+        self.datastore, self.table = datastore, sql.Identifier(schema, "attachment_blobs")
+        with datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (sha256 text PRIMARY KEY, content bytea NOT NULL)")
+                        .format(self.table))  # fmt: skip
+
+    def put(self, address: str, ciphertext: bytes) -> None:
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (sha256) DO UPDATE SET content = "
+                                "excluded.content").format(self.table), (address, ciphertext))  # fmt: skip
+
+    def get(self, address: str) -> bytes | None:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(sql.SQL("SELECT content FROM {} WHERE sha256 = %s").format(self.table), (address,))
+            row = cur.fetchone()
+        return None if row is None else bytes(row["content"])
+
+    def delete(self, address: str) -> None:
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE sha256 = %s").format(self.table), (address,))
+
+
+class DirectoryBlobs:
+    """A directory, e.g. a mounted volume: one file per address, written whole or not at all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, address: str) -> Path:
+        if not SHA256.match(address):
+            raise ValueError("not an attachment address")
+        return self.root / address[:2] / address
+
+    def put(self, address: str, ciphertext: bytes) -> None:
+        path = self._path(address)
+        path.parent.mkdir(exist_ok=True)
+        partial = path.with_suffix(f".{secrets.token_hex(4)}.partial")
+        partial.write_bytes(ciphertext)
+        os.replace(partial, path)
+
+    def get(self, address: str) -> bytes | None:
+        try:
+            return self._path(address).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def delete(self, address: str) -> None:
+        self._path(address).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Held:
+    """What the store knows of an attachment, without its content."""
+
+    sha256: str
+    media_type: str
+    size: int
+    photo: bool  # passed the photo rules (infra.services.attachments.check_photo) on upload
+    width: int | None
+    height: int | None
+    uploaded_by: str
+    uploaded_at: datetime
+    erased_at: datetime | None
+
+
+DDL = """
+CREATE TABLE IF NOT EXISTS {meta} (
+    sha256 text PRIMARY KEY,
+    media_type text NOT NULL,
+    size integer NOT NULL,
+    photo boolean NOT NULL DEFAULT false,
+    width integer,
+    height integer,
+    wrapped_key bytea,                -- NULL once erased
+    uploaded_by text NOT NULL,        -- the principal id
+    uploaded_at timestamptz NOT NULL DEFAULT now(),
+    erased_at timestamptz,
+    erased_because text
+);
+CREATE TABLE IF NOT EXISTS {refs} (
+    sha256 text NOT NULL,
+    originator_id uuid NOT NULL,      -- the registration or certificate whose event refers to it
+    institution_id uuid,
+    PRIMARY KEY (sha256, originator_id)
+);
+CREATE INDEX IF NOT EXISTS {refs_by_originator} ON {refs} (originator_id);
+"""
+
+
+class Attachments:
+    """Files in, files out, and the references events make to them. `cipher` is the store's data-key
+    cipher (wraps each file's own key); `datastore` eventsourcing's PostgreSQL datastore."""
+
+    def __init__(self, datastore: Any, schema: str, cipher: Cipher, blobs: Blobs | None = None) -> None:
+        self.datastore, self.cipher = datastore, cipher
+        self.meta, self.refs = sql.Identifier(schema, "attachments"), sql.Identifier(schema, "attachment_refs")
+        with datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL(DDL).format(meta=self.meta, refs=self.refs,
+                                            refs_by_originator=sql.Identifier("attachment_refs_by_originator")))  # fmt: skip
+        self.blobs = blobs or PostgresBlobs(datastore, schema)
+
+    def put(self, content: bytes, sha256: str, media_type: str, uploaded_by: str,
+            photo_size: tuple[int, int] | None = None) -> Held:  # fmt: skip
+        """Keep `content` (already checked by the caller) unless it is held; an erased file uploaded
+        again is kept anew, under a new key."""
+        held = self.held(sha256)
+        if held is not None and held.erased_at is None:
+            if photo_size and not held.photo:  # first uploaded as a document, now checked as a photo
+                with self.datastore.transaction(commit=True) as cur:
+                    cur.execute(sql.SQL("UPDATE {} SET photo = true, width = %s, height = %s WHERE sha256 = %s")
+                                .format(self.meta), (*photo_size, sha256))  # fmt: skip
+                return self.held(sha256)  # type: ignore[return-value]
+            return held
+        file_key = secrets.token_bytes(32)
+        self.blobs.put(sha256, _aes(file_key).encrypt(content))
+        width, height = photo_size or (None, None)
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (sha256, media_type, size, photo, width, height, wrapped_key, uploaded_by) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO UPDATE SET "
+                    "media_type = excluded.media_type, size = excluded.size, photo = excluded.photo, "
+                    "width = excluded.width, height = excluded.height, wrapped_key = excluded.wrapped_key, "
+                    "uploaded_by = excluded.uploaded_by, uploaded_at = now(), erased_at = NULL, erased_because = NULL"
+                ).format(self.meta),
+                (sha256, media_type, len(content), photo_size is not None, width, height,
+                 self.cipher.encrypt(file_key), uploaded_by),
+            )  # fmt: skip
+        return self.held(sha256)  # type: ignore[return-value]
+
+    def held(self, sha256: str) -> Held | None:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(
+                sql.SQL("SELECT sha256, media_type, size, photo, width, height, uploaded_by, uploaded_at, erased_at "
+                        "FROM {} WHERE sha256 = %s").format(self.meta), (sha256,))  # fmt: skip
+            row = cur.fetchone()
+        return None if row is None else Held(**row)
+
+    def readable(self, sha256s: list[str]) -> dict[str, Held]:
+        """Those of these attachments the store holds and has not erased."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(
+                sql.SQL("SELECT sha256, media_type, size, photo, width, height, uploaded_by, uploaded_at, erased_at "
+                        "FROM {} WHERE sha256 = ANY(%s) AND erased_at IS NULL").format(self.meta), (sha256s,))  # fmt: skip
+            return {row["sha256"]: Held(**row) for row in cur.fetchall()}
+
+    def content(self, sha256: str) -> bytes | None:
+        """The plaintext, or None when not held or erased."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(sql.SQL("SELECT wrapped_key FROM {} WHERE sha256 = %s AND erased_at IS NULL")
+                        .format(self.meta), (sha256,))  # fmt: skip
+            row = cur.fetchone()
+        if row is None or row["wrapped_key"] is None:
+            return None
+        ciphertext = self.blobs.get(sha256)
+        if ciphertext is None:
+            return None
+        return _aes(self.cipher.decrypt(bytes(row["wrapped_key"]))).decrypt(ciphertext)
+
+    def refer(self, references: list[tuple[str, UUID, UUID | None]]) -> None:
+        """Record that an aggregate (of an institution) refers to these attachments: who may read them."""
+        if not references:
+            return
+        with self.datastore.transaction(commit=True) as cur:
+            cur.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING").format(self.refs),
+                            references)  # fmt: skip
+
+    def referrers(self, sha256: str) -> list[tuple[UUID, UUID | None]]:
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(sql.SQL("SELECT originator_id, institution_id FROM {} WHERE sha256 = %s").format(self.refs),
+                        (sha256,))  # fmt: skip
+            return [(r["originator_id"], r["institution_id"]) for r in cur.fetchall()]
+
+    def erase_for(self, originators: list[UUID], because: str) -> list[str]:
+        """Forget these aggregates' references; erase every attachment nothing else refers to (its key
+        and its blob). Idempotent. Answers the addresses erased."""
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s) RETURNING sha256").format(self.refs),
+                        (originators,))  # fmt: skip
+            dropped = sorted({r["sha256"] for r in cur.fetchall()})
+            cur.execute(
+                sql.SQL("UPDATE {meta} m SET wrapped_key = NULL, erased_at = now(), erased_because = %s "
+                        "WHERE sha256 = ANY(%s) AND erased_at IS NULL "
+                        "AND NOT EXISTS (SELECT 1 FROM {refs} r WHERE r.sha256 = m.sha256) RETURNING sha256")
+                .format(meta=self.meta, refs=self.refs), (because, dropped))  # fmt: skip
+            erased = [r["sha256"] for r in cur.fetchall()]
+        for address in erased:
+            self.blobs.delete(address)
+        return erased

@@ -1,0 +1,249 @@
+"""Attachments are files: sniffed, limited, encrypted at rest, referred to only when held, read
+within scope, erased with the certificate's data; the holder's photo is checked and printed."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageChops, ImageDraw, ImageStat
+
+from domain.certificate import certificate_id
+from domain.errors import Conflict, InvalidInput
+from domain.model import Role
+from domain.registration import Attachment, AttachmentKind
+from infra.api import create_app
+from infra.services import samples
+from infra.services.attachments import digest
+from infra.services.printing import print_certificates
+from infra.store.attachments import Attachments, DirectoryBlobs
+from tests.api import as_json, bearer
+from tests.builders import candidate, resident_id, setup_plan, working_years_form
+from tests.lifecycle import queryable_certificates, staff
+from tests.test_read_models import KEY, conn  # noqa: F401  (the fixture)
+
+PUBLIC = "https://verify.example.cn"
+
+
+def jpeg(size=(354, 496), background="white", colour=(40, 80, 160), mode="RGB") -> bytes:
+    image = Image.new("RGB", size, background)
+    w, h = size
+    ImageDraw.Draw(image).ellipse((w // 6, h // 2, 5 * w // 6, h + h // 4), fill=colour)
+    image = image.convert(mode)
+    out = io.BytesIO()
+    image.save(out, "JPEG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def http(world, database_url, schema):
+    app = create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=PUBLIC, today=world.clock)
+    with TestClient(app) as client:
+        yield client
+
+
+def upload(http, token, content: bytes, name: str = "scan.pdf", kind: str | None = None):
+    return http.post("/attachments" + (f"?kind={kind}" if kind else ""), headers=token,
+                     files={"file": (name, content, "application/octet-stream")})  # fmt: skip
+
+
+def stored_events(world) -> int:
+    return world.registrations.recorder.max_notification_id() or 0
+
+
+def test_uploads_are_sniffed_from_their_bytes_and_bad_files_refused_naming_the_problem(world, http, database_url,
+                                                                                          schema):  # fmt: skip
+    iid, _, _ = setup_plan(world.registrations)
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    pdf = b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+    r = upload(http, token, pdf, "looks-like.jpg")  # the name lies; the bytes decide
+    assert r.status_code == 201 and r.json()["media_type"] == "application/pdf" and r.json()["sha256"] == digest(pdf)
+    png = io.BytesIO()
+    Image.new("RGB", (40, 40), "red").save(png, "PNG")
+    assert upload(http, token, png.getvalue(), "x.pdf").json()["media_type"] == "image/png"
+
+    refused = {
+        "text": b"name,id\n\xe5\xbc\xa0\xe4\xb8\x89,1\n",
+        "empty": b"",
+        "truncated jpeg": jpeg()[:400],
+        "cut pdf": b"%PDF-1.4\n" + b"0" * 5000,
+        "html in disguise": b"<html><script>alert(1)</script>",
+    }
+    for what, content in refused.items():
+        r = upload(http, token, content)
+        assert r.status_code == 422, (what, r.text)
+        assert r.json()["errors"][0]["field"] == "file", what
+    # A decompression bomb: 20,000 x 20,000 pixels of one colour, a few hundred KB as PNG.
+    bomb = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(bomb, "PNG")
+    r = upload(http, token, bomb.getvalue(), "bomb.png")
+    assert r.status_code == 422 and "pixels" in r.json()["detail"], r.text
+    r = upload(http, token, b"%PDF-1.4\n" + b"0" * (11 * 1024 * 1024) + b"%%EOF")
+    assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    # Who may upload: staff and candidates, not an auditor.
+    auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-sun")
+    assert upload(http, auditor, pdf).status_code == 403
+
+
+def test_the_holder_photo_rules_colour_white_background_proportions_resolution(world, http, database_url, schema):
+    iid, _, _ = setup_plan(world.registrations)
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    r = upload(http, token, samples.photo(1), "photo.jpg", kind="photo")
+    assert r.status_code == 201 and r.json()["photo"] and (r.json()["width"], r.json()["height"]) == (354, 496)
+    bad = {
+        "grey-scale": (jpeg(mode="L"), "colour"),
+        "blue background": (jpeg(background=(60, 120, 220), colour=(200, 40, 40)), "white"),
+        "square": (jpeg(size=(413, 413)), "proportions"),
+        "too small": (jpeg(size=(150, 210)), "at least 295"),
+        "a PDF": (b"%PDF-1.4\n%%EOF\n", "not a PDF"),
+    }
+    for what, (content, says) in bad.items():
+        r = upload(http, token, content, "p.jpg", kind="photo")
+        assert r.status_code == 422 and says in r.json()["detail"], (what, r.text)
+
+
+def test_events_refer_only_to_held_files_and_a_photo_only_to_a_checked_one(world, http, database_url, schema):
+    iid, _, code = setup_plan(world.registrations)
+    unknown = Attachment(kind=AttachmentKind.DIPLOMA, file_name="毕业证.pdf", sha256="ab" * 32)
+    form = working_years_form(1)
+    form = form.model_copy(update={"attachments": [*form.attachments[1:], unknown]})
+    before = stored_events(world)
+    with pytest.raises(InvalidInput, match="is not held by the store"):
+        world.registrations.register(candidate(1), code, form)
+    assert stored_events(world) == before
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    r = http.post("/registrations", headers=token, json={"registration_code": code, "form": as_json(form)})
+    assert r.status_code == 422 and "ababababab" in r.json()["detail"] and "upload it first" in r.json()["detail"], (
+        r.text
+    )
+    assert stored_events(world) == before
+    # Uploaded, the same form goes in.
+    content = b"%PDF-1.4\n% diploma of candidate 1\n%%EOF\n"
+    held = upload(http, token, content).json()
+    form = form.model_copy(update={"attachments": [*form.attachments[:-1], unknown.model_copy(
+        update={"sha256": held["sha256"]})]})  # fmt: skip
+    assert http.post("/registrations", headers=token, json={"registration_code": code, "form": as_json(form)}).status_code == 201  # fmt: skip
+
+
+def test_a_document_is_no_photo_until_it_passed_the_photo_rules(world, http, database_url, schema):
+    iid, cids = queryable_certificates(world, 1)
+    cert_staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    held = upload(http, cert_staff, b"%PDF-1.4\n% a scan\n%%EOF\n").json()
+    not_checked = Attachment(kind=AttachmentKind.PHOTO, file_name="p.pdf", sha256=held["sha256"])
+    r = http.put(f"/certificates/{cids[0]}/photo", headers=cert_staff, json={"photo": as_json(not_checked)})
+    assert r.status_code == 422 and "not uploaded as a photo" in r.json()["detail"], r.text
+    r = http.put(f"/certificates/{cids[0]}/photo", headers=cert_staff, json={
+        "photo": as_json(samples.attachment(AttachmentKind.DIPLOMA))})  # fmt: skip
+    assert r.status_code == 422 and "must be a photo" in r.json()["detail"]
+
+
+def test_files_are_encrypted_at_rest_and_read_only_within_scope(world, http, database_url, schema, conn):  # noqa: F811
+    iid, cids = queryable_certificates(world, 2)
+    svc = world.certificates
+    content = b"%PDF-1.4\n% correction evidence: 1990-01-01 birth certificate of holder\n%%EOF\n"
+    mine = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    sha = upload(http, mine, content).json()["sha256"]
+    blob = conn.execute(f'SELECT content FROM "{schema}".attachment_blobs WHERE sha256 = %s', (sha,)).fetchone()[0]
+    assert b"birth certificate" not in bytes(blob) and len(blob) > len(content)
+    assert svc.attachments.content(sha) == content
+
+    evidence = Attachment(kind=AttachmentKind.CORRECTION_EVIDENCE, file_name="出生证明.pdf", sha256=sha)
+    svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
+    svc.print(staff(iid), cids[0])
+    from domain.certificate import Correction, Delivery
+
+    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
+
+    holder = svc.certificate(cids[0]).holder.id_number
+    readers = {
+        "uploader": mine,
+        "the holder": bearer(database_url, schema, Role.CANDIDATE, "holder", id_number=holder, pseudonym_key=KEY.hex()),
+        "the centre": bearer(database_url, schema, Role.PROVINCIAL_CENTRE, "centre"),
+        "HR of the filing region": bearer(database_url, schema, Role.HR_DEPARTMENT, "hr", jurisdiction="03"),
+    }
+    from tests.test_read_models import apply_live, bus_messages
+
+    apply_live(conn, bus_messages(world.registrations))  # the catalogue tells HR which institutions are its
+    conn.commit()
+    for who, token in readers.items():
+        r = http.get(f"/attachments/{sha}", headers=token)
+        assert r.status_code == 200 and r.content == content, (who, r.text)
+        assert r.headers["content-type"] == "application/pdf" and r.headers["x-content-type-options"] == "nosniff"
+    strangers = {
+        "another institution's staff": bearer(
+            database_url, schema, Role.INSTITUTION_STAFF, "other", institution_id=certificate_id(cids[1])
+        ),  # fmt: skip
+        "another candidate": bearer(
+            database_url,
+            schema,
+            Role.CANDIDATE,
+            "c2",
+            id_number=resident_id("440305", date(1990, 1, 1), 11),
+            pseudonym_key=KEY.hex(),
+        ),
+        "HR of another region": bearer(database_url, schema, Role.HR_DEPARTMENT, "hr-gz", jurisdiction="01"),
+    }
+    for who, token in strangers.items():
+        assert http.get(f"/attachments/{sha}", headers=token).status_code == 404, who
+    assert http.get(f"/attachments/{sha}", headers=bearer(database_url, schema, Role.AUDITOR, "a")).status_code == 403
+
+
+def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world, database_url, schema, conn):  # noqa: F811
+    iid, cids = queryable_certificates(world, 2)
+    svc = world.certificates
+    own = b"%PDF-1.4\n% commitment signed by holder 1\n%%EOF\n"
+    svc.attachments.put(own, digest(own), "application/pdf", "p_staff")
+    commitment = Attachment(kind=AttachmentKind.HOLDER_COMMITMENT, file_name="承诺书.pdf", sha256=digest(own))
+    svc.record_holder_commitment(staff(iid), cids[0], commitment)
+    shared = samples.attachment(AttachmentKind.DIPLOMA)  # the sample diploma both registrations refer to
+    photo = svc.certificate(cids[0]).photo
+    svc.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")
+    assert svc.attachments.content(digest(own)) is None
+    assert svc.attachments.content(photo.sha256) is None  # photo 0 was only this holder's
+    row = conn.execute(f'SELECT wrapped_key, erased_at FROM "{schema}".attachments WHERE sha256 = %s',
+                       (digest(own),)).fetchone()  # fmt: skip
+    assert row[0] is None and row[1] is not None
+    assert conn.execute(f'SELECT count(*) FROM "{schema}".attachment_blobs WHERE sha256 = %s',
+                        (digest(own),)).fetchone()[0] == 0  # fmt: skip
+    assert svc.attachments.content(shared.sha256) == samples.document(AttachmentKind.DIPLOMA)  # still the other's
+    assert svc.certificate(cids[1]).photo is not None
+    assert svc.attachments.content(svc.certificate(cids[1]).photo.sha256) == samples.photo(1)
+
+
+def test_printing_needs_a_photo_before_any_form_is_booked_and_prints_it(world, tmp_path: Path):
+    iid, cids = queryable_certificates(world, 2, photos=False)
+    svc = world.certificates
+    svc.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    svc.attach_photo(staff(iid), cids[0], samples.photo_attachment(0))
+    before = (svc.books(iid).in_stock, stored_events(world))
+    with pytest.raises(Conflict, match=f"certificate {svc.certificate(cids[1]).number}: no holder photo"):
+        print_certificates(svc, staff(iid), cids, PUBLIC)  # the batch is refused whole, before any form
+    with pytest.raises(Conflict, match="no holder photo"):
+        svc.print(staff(iid), cids[1])
+    assert (svc.books(iid).in_stock, stored_events(world)) == before
+
+    pdf = tmp_path / "c.pdf"
+    pdf.write_bytes(print_certificates(svc, staff(iid), cids[:1], PUBLIC))
+    listing = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["pdfimages", "-png", str(pdf), str(tmp_path / "img")], check=True)
+    uploaded = Image.open(io.BytesIO(samples.photo(0))).convert("RGB")
+    differences = [
+        max(ImageStat.Stat(ImageChops.difference(found, uploaded)).mean)
+        for found in (Image.open(p).convert("RGB") for p in sorted(tmp_path.glob("img-*.png")))
+        if found.size == uploaded.size
+    ]
+    assert differences and min(differences) < 2, listing  # the uploaded pixels, not a placeholder
+
+
+def test_the_blob_store_is_an_interface_a_directory_meets(world, tmp_path: Path):
+    svc = world.certificates
+    store = Attachments(svc.recorder.datastore, svc.schema, svc.mapper.cipher, DirectoryBlobs(tmp_path / "blobs"))
+    content = jpeg(colour=(10, 150, 90))  # not among the samples the store already holds
+    store.put(content, digest(content), "image/jpeg", "p_staff", (354, 496))
+    on_disk = next((tmp_path / "blobs").rglob(digest(content)))
+    assert on_disk.read_bytes() != content and store.content(digest(content)) == content
