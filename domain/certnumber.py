@@ -18,8 +18,9 @@ MAX_SERIAL = 999_999
 class InvalidNumber(InvalidInput):
     """Names the first position at fault (1-based, as 004 counts them)."""
 
-    def __init__(self, number: str, position: int, message: str) -> None:
+    def __init__(self, number: str, position: int, message: str, zh: str) -> None:
         self.position = position
+        self.zh = f"第 {position} 位：{zh}"  # for the public verification page, which speaks Chinese first
         super().__init__([("certificate_number", f"{number!r} position {position}: {message}")])
 
 
@@ -45,36 +46,63 @@ def parse(number: str) -> CertificateNumber:
     """Validate and split a certificate number; raise InvalidNumber at the first bad position."""
     if len(number) != LENGTH:
         # the first position that is missing, or the first one too many
-        raise InvalidNumber(number, min(len(number), LENGTH) + 1, f"must be {LENGTH} characters, not {len(number)}")
+        raise InvalidNumber(
+            number,
+            min(len(number), LENGTH) + 1,
+            f"must be {LENGTH} characters, not {len(number)}",
+            f"证书编号应为 {LENGTH} 位，此编号为 {len(number)} 位",
+        )
 
     def digits(start: int, end: int) -> str:
         part = number[start - 1 : end]
         for i, ch in enumerate(part, start):
             if not ("0" <= ch <= "9"):
-                raise InvalidNumber(number, i, f"{ch!r} is not a digit (positions {start}-{end} are digits)")
+                raise InvalidNumber(
+                    number,
+                    i,
+                    f"{ch!r} is not a digit (positions {start}-{end} are digits)",
+                    f"{ch!r} 不是数字（第 {start}–{end} 位为数字）",
+                )
         return part
 
     if number[0] != CATEGORY_SOCIAL:
-        raise InvalidNumber(number, 1, f"institution category must be {CATEGORY_SOCIAL!r}, not {number[0]!r}")
+        raise InvalidNumber(
+            number,
+            1,
+            f"institution category must be {CATEGORY_SOCIAL!r}, not {number[0]!r}",
+            f"机构类别应为 {CATEGORY_SOCIAL}，而非 {number[0]!r}",
+        )
     for i in range(2, 6):
         if number[i - 1] != "0":
-            raise InvalidNumber(number, i, f"positions 2-5 are the fixed '0000', found {number[1:5]!r}")
+            raise InvalidNumber(
+                number,
+                i,
+                f"positions 2-5 are the fixed '0000', found {number[1:5]!r}",
+                f"第 2–5 位固定为 0000，此处为 {number[1:5]!r}",
+            )
     province = digits(6, 7)
     if province != "44":
-        raise InvalidNumber(number, 6, f"province must be 44 (Guangdong), not {province}")
+        raise InvalidNumber(
+            number, 6, f"province must be 44 (Guangdong), not {province}", f"省份代码应为 44（广东），而非 {province}"
+        )
     city = digits(8, 9)
     if city not in CITY_CODES:
-        raise InvalidNumber(number, 8, f"{city} is not a city code of 004 table 2")
+        raise InvalidNumber(number, 8, f"{city} is not a city code of 004 table 2", f"{city} 不是广东省地市代码")
     if number[9] != STATION_CATEGORY:
-        raise InvalidNumber(number, 10, f"station category must be {STATION_CATEGORY!r}, not {number[9]!r}")
+        raise InvalidNumber(
+            number,
+            10,
+            f"station category must be {STATION_CATEGORY!r}, not {number[9]!r}",
+            f"站点类别应为 {STATION_CATEGORY}，而非 {number[9]!r}",
+        )
     station = digits(11, 13)
     year = digits(14, 15)
     level = digits(16, 16)
     if not "1" <= level <= "5":
-        raise InvalidNumber(number, 16, f"level must be 1-5, not {level}")
+        raise InvalidNumber(number, 16, f"level must be 1-5, not {level}", f"等级应为 1–5，而非 {level}")
     serial = digits(17, 22)
     if serial == "000000":
-        raise InvalidNumber(number, 17, "serials start at 000001")
+        raise InvalidNumber(number, 17, "serials start at 000001", "流水号从 000001 开始")
     return CertificateNumber(
         prefix=number[:13],
         city_code=city,

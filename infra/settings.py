@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -70,10 +73,25 @@ class BadSettings(SystemExit):
     """Settings the environment got wrong, said in one line per variable (not a traceback)."""
 
 
+RUN_FILE = "run.json"
+
+
+def running(data_dir: Path) -> dict[str, Any] | None:
+    """What a live `skillcert up` on this data directory recorded (infra.cli.run): its pid and, once
+    its servers are up, where they are. None when none is running (a file left by a killed one is
+    ignored)."""
+    try:
+        run = json.loads((data_dir / RUN_FILE).read_text())
+        os.kill(int(run["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return run if isinstance(run, dict) else None
+
+
 @lru_cache
 def get_settings() -> Settings:
     try:
-        return Settings()
+        s = Settings()
     except ValidationError as e:
         lines = [
             f"SKILLCERT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} (got {err.get('input')!r})"
@@ -81,3 +99,9 @@ def get_settings() -> Settings:
         ]
         print("skillcert: the settings are wrong:\n  " + "\n  ".join(lines), file=sys.stderr)
         raise BadSettings(2) from None
+    # Nothing configured, but `skillcert up` runs on this data directory: a second shell's commands
+    # reach the servers it started, with no variables to copy.
+    if s.database_url is None and (run := running(s.data_dir)) and run.get("database_url"):
+        s = s.model_copy(update={"database_url": run["database_url"],
+                                 "kafka_bootstrap": s.kafka_bootstrap or run.get("kafka_bootstrap")})  # fmt: skip
+    return s

@@ -23,6 +23,7 @@ from domain.model import Role
 from domain.registration import AttachmentKind
 from infra.api import create_app
 from infra.api.tokens import Tokens
+from infra.services.samples import photo_attachment
 from projections.store import connect
 from tests.api import as_json, bearer
 from tests.builders import ADMIN, SCOPE, attachment, plan_details, working_years_form
@@ -236,10 +237,17 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {"form_serial": 1, "reason": "卡纸"}, {STAFF}),
         ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},
          {STAFF}),
+        ("GET", "/snapshots", "/snapshots", None, {AUDITOR}),
+        ("POST", "/attachments", "/attachments", "attachment", {STAFF, OTHER_STAFF, CANDIDATE, OTHER_CANDIDATE}),
+        ("GET", "/attachments/{sha256}", f"/attachments/{attachment(AttachmentKind.DIPLOMA).sha256}", None,
+         {STAFF, OTHER_STAFF, CENTRE, HR, CANDIDATE, OTHER_CANDIDATE}),
+        ("PUT", "/certificates/{certificate}/photo", f"/certificates/{cert}/photo",
+         {"photo": as_json(photo_attachment(1))}, {STAFF}),
     ]  # fmt: skip
 
 
 FILES = {
+    "attachment": ("scan.pdf", "%PDF-1.4\n% a scan\n%%EOF\n"),
     "scores": ("scores.csv", "证件号码,姓名,理论知识,操作技能,综合评审\n{id},考生1,80,80,80\n"),
     "candidates": (
         "list.csv",

@@ -308,3 +308,16 @@ def test_the_api_serves_the_committed_contract_without_a_token(database_url, sch
         missing = http.get("/schemas/certificates/cn.skillcert.certificate.nothing.v1.json")
         assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
         assert http.get("/schemas/..%2Fpyproject/x.json").status_code in (404, 422)
+
+
+def test_every_published_type_has_its_chinese_name_in_the_glossary_and_the_bus_documentation():
+    from pathlib import Path
+
+    from domain.glossary import EVENTS, event_label, event_name
+    from infra.bus import schemas
+
+    types = sorted(Path(path).name.removesuffix(".json") for path in schemas.committed())
+    assert types and all(event_name(t) in EVENTS for t in types), [t for t in types if event_name(t) not in EVENTS]
+    bus = (Path(__file__).parent.parent / "docs" / "bus.md").read_text()
+    for t in types:
+        assert f"| `{t}` | {event_label(t)} |" in bus, t

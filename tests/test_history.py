@@ -101,7 +101,31 @@ def test_read_models_rebuilt_as_they_stood_at_a_moment_into_a_schema_of_their_ow
             assert c.execute(sql.SQL(status).format(sql.Identifier(schema)), (rid,)).fetchone()[0] == "approved"
         same = run("candidates", "--position", "3", "--into", schema)
         assert same.returncode == 2 and "other than the live one" in same.stderr
+
+        # Every read model as of that moment: recorded, listed for auditors, read through the API.
+        whole = run("--as-of", returned.isoformat(), "--into", f"{schema}_whole")
+        assert whole.returncode == 0, whole.stderr
+        from fastapi.testclient import TestClient
+
+        from infra.api import create_app
+
+        with TestClient(create_app(database_url, schema)) as http:
+            auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-sun")
+            listed = {x["name"]: x for x in http.get("/snapshots", headers=auditor).json()}
+            assert listed[f"{schema}_whole"]["position"] == position and listed[f"{schema}_whole"]["complete"]
+            assert datetime.fromisoformat(listed[f"{schema}_whole"]["as_of"]) == returned
+            assert not listed[f"{schema}_by_time"]["complete"]  # only the candidates read model
+            path = f"/registrations/{rid}"
+            assert http.get(path, headers=auditor).json()["status"] == "approved"
+            then = http.get(path, headers={**auditor, "X-As-Of": f"{schema}_whole"})
+            assert then.status_code == 200 and then.json()["status"] == "returned", then.text
+            assert http.get(path, headers=auditor).json()["status"] == "approved"  # the pooled connection is live again
+            staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+            assert http.get(path, headers={**staff, "X-As-Of": f"{schema}_whole"}).status_code == 403
+            assert http.get(path, headers={**auditor, "X-As-Of": f"{schema}_by_time"}).status_code == 404
+            assert http.get(path, headers={**auditor, "X-As-Of": "nothing"}).status_code == 404
+            assert http.get("/snapshots", headers=staff).status_code == 403
     finally:
         with psycopg.connect(database_url, autocommit=True) as c:
-            for suffix in reports:
+            for suffix in (*reports, "whole"):
                 c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{schema}_{suffix}")))

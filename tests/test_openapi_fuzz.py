@@ -1,5 +1,6 @@
 """Schemathesis against the served OpenAPI schema: generated requests to every operation, with a
-token of a role the operation admits, must never get a server error."""
+token of a role the operation admits, must never get a server error, and every answer's status and
+content type must be the ones the schema documents for the operation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from psycopg import sql
+from schemathesis.checks import content_type_conformance, status_code_conformance
 
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Role
@@ -76,3 +78,5 @@ def test_no_generated_request_gets_a_server_error(case: Any, served: dict[str, A
     if response.status_code >= 400:
         kind = response.headers.get("content-type")
         assert (kind[0] if isinstance(kind, list) else kind) == "application/problem+json", response.text
+    # Every status it answered is documented for the operation, with the content type it came in.
+    case.validate_response(response, checks=[status_code_conformance, content_type_conformance])

@@ -346,3 +346,10 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
         rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()
         assert len(rest["items"]) == 1 and rest["next_after"] is None
         assert http.get("/audit", params={"limit": 0}).status_code == 422
+        # The event types by the glossary's names: Chinese when asked first, the type's own words otherwise.
+        zh = http.get("/audit", params={"institution_id": str(other_iid)},
+                      headers={"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}).json()["items"]  # fmt: skip
+        en = http.get("/audit", params={"institution_id": str(other_iid)},
+                      headers={"Accept-Language": "en-GB, zh;q=0.5"}).json()["items"]  # fmt: skip
+        assert zh[0]["type"] == "cn.skillcert.institution.registered.v1" and zh[0]["label"] == "评价机构备案登记"
+        assert en[0]["label"] == "institution registered"

@@ -99,6 +99,11 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
             tmp_path / "other")}, capture_output=True, text=True, timeout=60)  # fmt: skip
         assert second.returncode == 2 and "already in use" in second.stdout, second.stdout + second.stderr
         assert "Tansu" not in second.stdout and not (tmp_path / "other" / "pg").exists()
+        # On the same data, with free ports: refused too, naming the one running.
+        third = subprocess.run([sys.executable, "-m", "infra.cli", "up"], env={**env, "SKILLCERT_API_PORT": str(
+            free_port()), "SKILLCERT_KAFKA_PORT": str(free_port())}, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert third.returncode == 2 and f"already running on {tmp_path / 'data'} (pid {up.pid}" in " ".join(
+            third.stdout.split()), third.stdout  # fmt: skip
 
         pgdata = tmp_path / "data" / "pg"
         url = PostmasterInfo.read_from_pgdata(pgdata).get_uri()
@@ -108,8 +113,9 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
         institution = httpx.get(f"{base}/me", headers=staff).json()["institution_id"]
 
         def current() -> bool:
-            lag = subprocess.run([sys.executable, "-m", "infra.cli", "projections", "lag", "--json"],
-                                 env={**env, "SKILLCERT_DATABASE_URL": url}, capture_output=True, text=True)  # fmt: skip
+            # A second shell: no variables, only the data directory `up` recorded its servers in.
+            lag = subprocess.run([sys.executable, "-m", "infra.cli", "projections", "lag", "--json"], env=env,
+                                 capture_output=True, text=True)  # fmt: skip
             return lag.returncode == 0 and all(p["status"] == "current" for p in __import__("json").loads(lag.stdout))
 
         def in_catalogue(number: str) -> bool:
@@ -144,3 +150,4 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
                 up.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
+    assert not (tmp_path / "data" / "run.json").exists()  # stopped: nothing for a second shell to find

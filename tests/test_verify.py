@@ -136,5 +136,71 @@ def test_the_page_a_qr_code_opens_shows_the_status_in_a_real_browser(certs, serv
         assert page.locator("#holder").count() == 0
         page.goto(f"{server}/verify/NOT-A-NUMBER")
         assert page.get_attribute("#status", "data-status") == "malformed"
-        assert "must be 22 characters" in page.inner_text("#detail")
+        detail = page.inner_text("#detail")
+        assert detail.startswith("第 13 位：证书编号应为 22 位") and "must be 22 characters" in detail, detail
+        page.goto(f"{server}/verify/{certs.valid[:-1]}9")
+        assert page.inner_text("#status").startswith("查无此证书") and page.inner_text("#detail").startswith("编号")
         browser.close()
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed: .ci/run installs chromium")
+def test_the_page_reads_on_a_phone_without_scrolling_sideways(certs, server, tmp_path):
+    """390 x 844 (a common phone) and 320 x 640 (the narrowest): nothing wider than the screen, the
+    number and the masked ID whole on the page, system fonts. SKILLCERT_WRITE_SAMPLES=1 refreshes
+    docs/verify-phone.png from the 390-wide screenshot."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        for width, height in ((390, 844), (320, 640)):
+            page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=2, is_mobile=True)
+            for number in (certs.valid, f"{certs.valid}X", certs.revoked):
+                page.goto(f"{server}/verify/{number}")
+                widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+                assert widths[0] <= widths[1], (width, number, widths)
+                for selector in ("#number", "#id-number", "#detail"):
+                    if page.locator(selector).count():
+                        box = page.locator(selector).bounding_box()
+                        assert box["x"] >= 0 and box["x"] + box["width"] <= width, (width, selector, box)
+            page.goto(f"{server}/verify/{certs.valid}")
+            assert page.evaluate("getComputedStyle(document.body).fontFamily").startswith("system-ui")
+            shot = tmp_path / f"verify-{width}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if width == 390 and os.environ.get("SKILLCERT_WRITE_SAMPLES"):
+                Path(__file__).parent.parent.joinpath("docs", "verify-phone.png").write_bytes(shot.read_bytes())
+            page.close()
+        browser.close()
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed: .ci/run installs chromium")
+def test_the_interactive_docs_render_with_no_network_but_the_api(server):
+    """/docs and /redoc in Chromium with every request to another host refused, as on an intranet."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    ours = urlsplit(server).netloc
+    refused: list[str] = []
+
+    def only_ours(route):  # type: ignore[no-untyped-def]
+        if urlsplit(route.request.url).netloc == ours:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.route("**/*", only_ours)
+        page.goto(f"{server}/docs")
+        page.wait_for_selector(".opblock", timeout=20_000)
+        assert page.locator(".opblock").count() > 50
+        page.goto(f"{server}/redoc")
+        page.wait_for_selector("[data-section-id^='operation/']", state="attached", timeout=30_000)
+        assert page.locator("[data-section-id^='operation/']").count() > 50
+        browser.close()
+    # Only ReDoc's "powered by" logo is fetched from elsewhere; refused, nothing is missing but that picture.
+    assert all(u == "https://cdn.redoc.ly/redoc/logo-mini.svg" for u in refused), refused

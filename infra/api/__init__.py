@@ -12,7 +12,19 @@ from fastapi import FastAPI
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from infra.api import commands, contract, hygiene, imports, limits, printing, problems, queries, verify
+from infra.api import (
+    attachments,
+    commands,
+    contract,
+    docs,
+    hygiene,
+    imports,
+    limits,
+    printing,
+    problems,
+    queries,
+    verify,
+)
 from infra.api.tokens import Tokens
 from infra.bus.privacy import installation_key
 from infra.services.base import shanghai_today
@@ -69,14 +81,18 @@ def create_app(
         summary="Occupational skill level certification (职业技能等级认定): commands, read models, verification",
         lifespan=lifespan,
         max_body_size=MAX_BODY,  # the imports allow more, each on its own route
+        docs_url=None,  # infra.api.docs serves them with their assets
+        redoc_url=None,
     )
     app.state.database_url, app.state.schema = database_url, schema
     app.state.today = today or (lambda: shanghai_today(tz))
     app.state.public_url = public_url  # what certificates' QR codes point to
     verify.install_limiter(app, verify_rate_limit, trusted_proxies)
     problems.install(app)
+    problems.document(app)
+    docs.install(app)
     app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app), routes=lambda: _paths(app))
-    for router in (commands.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
+    for router in (commands.router, attachments.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
                    contract.router):  # fmt: skip
         app.include_router(router)
     return app

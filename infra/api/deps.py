@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import sql
 from pydantic import BaseModel
 
 from domain.certificate import Certificate
@@ -24,6 +25,7 @@ from infra.services.certificates import Certificates
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
 from projections import certificates as registry
+from projections.snapshots import SNAPSHOTS
 
 STAFF = (Role.INSTITUTION_STAFF,)
 CENTRE = (Role.PROVINCIAL_CENTRE,)
@@ -50,9 +52,51 @@ def certificates(request: Request) -> Certificates:
     return request.app.state.certificates
 
 
+AS_OF = "x-as-of"  # an auditor's request header naming read models rebuilt as of a moment (GET /snapshots)
+
+
 def connection(request: Request) -> Iterator[Any]:
+    wanted = request.headers.get(AS_OF)
     with request.app.state.pool.connection() as c:
-        yield c
+        if not wanted:
+            yield c
+            return
+        _enter_snapshot(request, c, wanted)
+        try:
+            yield c
+        finally:  # pooled: the next request reads the live read models again
+            c.rollback()
+            c.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(request.app.state.schema)))
+            c.commit()
+
+
+def _enter_snapshot(request: Request, c: Any, name: str) -> None:
+    """Read models as they stood at a recorded moment (`skillcert projections rebuild --as-of … --into NAME`),
+    for auditors only: every query of this request reads them instead of the live ones."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
+    try:
+        who = request.app.state.tokens.principal(c, token.strip())
+    except Refused as e:
+        raise Unauthenticated(str(e)) from None
+    finally:
+        c.rollback()
+    if who.role is not Role.AUDITOR:
+        raise Forbidden("only auditors read the read models as of a moment (X-As-Of)")
+    row = c.execute(sql.SQL("SELECT complete FROM {} WHERE name = %s").format(
+        sql.Identifier(request.app.state.schema, SNAPSHOTS)), (name,)).fetchone() if _has_snapshots(request, c) else None  # fmt: skip
+    c.rollback()
+    if row is None:
+        raise NotFound(f"no read models rebuilt as of a moment are named {name!r}: GET /snapshots lists them")
+    if not row[0]:
+        raise NotFound(f"{name!r} holds only some of the read models; rebuild them all into it to read it here")
+    c.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(name)))
+    c.commit()
+
+
+def _has_snapshots(request: Request, c: Any) -> bool:
+    return c.execute("SELECT to_regclass(%s)", (f'"{request.app.state.schema}".{SNAPSHOTS}',)).fetchone()[0] is not None
 
 
 def quick_connection(request: Request) -> Iterator[Any]:

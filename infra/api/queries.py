@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from consumers.lag import lag
 from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.glossary import event_label, event_name
 from domain.model import Role
 from infra.api import views as v
 from infra.api.deps import (
@@ -43,6 +44,7 @@ from infra.store import history
 from projections import PROJECTIONS, candidates, catalogue, deadlines, statistics, stock
 from projections import certificates as registry
 from projections.audit import trail as audit_trail
+from projections.snapshots import listed
 
 router = APIRouter(tags=["queries"])
 operations = APIRouter(tags=["operations"])
@@ -257,10 +259,24 @@ def certificate_correction(
     return entry
 
 
+def wants_chinese(request: Request) -> bool:
+    """`Accept-Language: zh`, `zh-CN`, `zh-Hans;q=0.9, en;q=0.8`: Chinese ranks first among those named."""
+    ranked = []
+    for part in request.headers.get("accept-language", "").split(","):
+        tag, _, q = part.strip().partition(";q=")
+        try:
+            ranked.append((float(q or 1), tag.strip().lower()))
+        except ValueError:
+            continue
+    ranked.sort(key=lambda x: -x[0])
+    return bool(ranked) and ranked[0][1].startswith("zh")
+
+
 @router.get("/audit")
 def audit(
     c: Conn,
     who: Reader,
+    request: Request,
     aggregate_id: UUID | None = None,
     actor_id: Annotated[str | None, Query(max_length=100)] = None,
     institution_id: UUID | None = None,
@@ -276,6 +292,11 @@ def audit(
         institution_id=institution_filter(who, institution_id), since=since, until=until, after=after, limit=limit,
     )  # fmt: skip
     next_after = items[-1]["position"] if len(items) == limit else None
+    chinese = wants_chinese(request)
+    for item in items:
+        item["label"] = (
+            event_label(item["type"]) if chinese else event_name(item["type"]).replace(".", " ").replace("_", " ")
+        )
     return v.AuditPage.model_validate(
         {"total": total, "after": after, "limit": limit, "items": items, "next_after": next_after}
     )
@@ -379,6 +400,14 @@ def pass_rates(
 def projection_lag(c: Conn, svc: RegSvc, who: Overseer) -> list[v.ProjectionLag]:
     """Each read model's lag behind the event store (events and seconds) and its Kafka offsets."""
     return lag(c, svc, PROJECTIONS)
+
+
+@operations.get("/snapshots")
+def snapshots(c: Conn, who: Auditor, request: Request) -> list[v.Snapshot]:
+    """Read models rebuilt as of a moment (`skillcert projections rebuild --as-of … --into NAME`): the
+    moment, the log position they stand at, when they were built. Send `X-As-Of: NAME` with any query
+    to read them instead of the live ones."""
+    return listed(c, request.app.state.schema)  # type: ignore[return-value]
 
 
 @operations.get("/bus/relay")

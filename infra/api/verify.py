@@ -134,8 +134,9 @@ def verify(number: Annotated[str, Path(max_length=64)], c: Conn, request: Reques
         if not html:
             raise
         status = 422 if isinstance(e, InvalidInput) else 404
+        zh = getattr(e, "zh", None) or f"编号 {number} 未登记任何证书，请核对证书上的编号。"
         return templates.TemplateResponse(  # type: ignore[return-value]
-            request, "verify.html", {"number": number, "error": e.message, "notfound": status == 404},
+            request, "verify.html", {"number": number, "error": e.message, "error_zh": zh, "notfound": status == 404},
             status_code=status,
         )  # fmt: skip
     result = verification(row)

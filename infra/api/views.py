@@ -153,6 +153,7 @@ class AuditEvent(BaseModel):
     position: int
     event_id: UUID
     type: str
+    label: str = Field(description="what happened, in Chinese with `Accept-Language: zh` (domain/glossary.py)")
     aggregate_id: UUID
     aggregate_version: int
     actor_id: str
@@ -161,6 +162,15 @@ class AuditEvent(BaseModel):
     institution_id: UUID | None
     at: datetime
     data: dict[str, Any]
+
+
+class Snapshot(BaseModel):
+    name: str = Field(description="send it as the X-As-Of header to read these read models")
+    position: int = Field(description="the last event log position they include")
+    as_of: datetime | None = Field(description="the moment asked for, when the rebuild was given one")
+    built_at: datetime
+    projections: list[str]
+    complete: bool = Field(description="every read model was rebuilt: only then can the API read it")
 
 
 class AuditPage(BaseModel):

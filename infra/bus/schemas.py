@@ -9,6 +9,7 @@ test suite fails when a model changed and its schema file did not.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from domain.model import DomainEvent, Role
 from infra.bus.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
 from infra.bus.privacy import POLICY, redact_schema
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# The checkout's schemas/ (an editable install), or where an image put them (the Dockerfile sets it).
+SCHEMA_DIR = Path(os.environ.get("SKILLCERT_SCHEMA_DIR") or Path(__file__).resolve().parents[2] / "schemas")
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 

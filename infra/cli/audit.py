@@ -214,3 +214,43 @@ def audit_verify(
         raise typer.Exit(1)
     console.print(f"intact: {verdict.events:,} events up to position {verdict.head_position}, head "
                   f"{verdict.head.hex()} ({elapsed:.1f} s)", soft_wrap=True)  # fmt: skip
+
+
+@audit_cli.command("report")
+def audit_report(
+    start: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="first day (Shanghai)")],
+    end: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="last day (Shanghai), inclusive")],
+    out: Annotated[Path, typer.Option("--out", file_okay=False, help="directory for report.pdf and report.csv")],
+    institution: Annotated[UUID | None, typer.Option(help="one institution (default: all)")] = None,
+) -> None:
+    """A report in Chinese for reading: who did what to which registration or certificate and when (times in
+    the installation's zone), counts per event type, every correction, deletion and spoiled form, the hash
+    chain's state and its last checkpoint. report.csv holds every event; report.pdf the same for reading.
+    Only reads: a read-only database role will do."""
+    from certgen.report import render
+    from infra.services.report import COLUMNS, gather
+    from infra.services.sheets import write_csv
+
+    s = get_settings()
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    if end < start:
+        err.print("[red]--to is before --from[/red]")
+        raise typer.Exit(2)
+    try:
+        with psycopg.connect(url, connect_timeout=10) as conn, console.status("walking the chain, reading the trail"):
+            conn.read_only = True
+            conn.execute(psycopg.sql.SQL("SET search_path TO {}").format(psycopg.sql.Identifier(s.db_schema)))
+            report = gather(conn, s.db_schema, EVENTS, institution, start.date(), end.date(), s.timezone)
+    except (psycopg.Error, LookupError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        err.print(f"[red]no report:[/red] {reason}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.csv").write_bytes(write_csv(COLUMNS, report.rows))
+    (out / "report.pdf").write_bytes(render(
+        scope=report.institution, first=report.first, last=report.last, zone=report.zone, made_at=report.made_at,
+        chain=report.chain, counts=report.counts, columns=COLUMNS, corrections=report.corrections,
+        deletions=report.deletions, spoiled=report.spoiled, rows=report.rows,
+    ))  # fmt: skip
+    console.print(f"{len(report.rows):,} events of {report.institution} from {report.first} to {report.last}: "
+                  f"{out / 'report.pdf'}, {out / 'report.csv'}", soft_wrap=True)  # fmt: skip

@@ -52,7 +52,7 @@ def relay_status(as_json: bool = typer.Option(False, "--json", help="print JSON"
 
     table = Table(show_header=False)
     for k, v in st.items():
-        table.add_row(k, str(v))
+        table.add_row(k.replace("_", " "), "— (none yet)" if v is None else str(v))
     console.print(table)
 
 

@@ -82,6 +82,14 @@ def projections_rebuild(
             elapsed = time.monotonic() - started
         for p in chosen:
             console.print(f"{p.name}: rebuilt" + (f" in schema {into} as of position {until}" if historical else ""))
+        if historical:  # recorded in the live schema: auditors list and read it (GET /snapshots, X-As-Of)
+            from projections.snapshots import record
+
+            stands_at = min(until or 0, app.recorder.max_notification_id() or 0)
+            with connect(url, s.db_schema) as live:
+                record(live, s.db_schema, into, stands_at, when, [p.name for p in chosen],
+                       {p.name for p in chosen} >= {p.name for p in PROJECTIONS})  # fmt: skip
+                live.commit()
         console.print(f"{applied} events applied in {elapsed:.1f} s ({applied / max(elapsed, 1e-9):,.0f} events/s)")
         left_out = failures(conn, chosen)
         for name, _, position, kind, error in left_out:

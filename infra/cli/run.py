@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from infra.cli.common import cli, console, ensure_schema, require, when_database_answers
-from infra.settings import Settings, get_settings
+from infra.cli.common import cli, console, ensure_schema, err, require, when_database_answers
+from infra.settings import RUN_FILE, Settings, get_settings, running
 from infra.supervisor import Supervisor
 
 
@@ -52,7 +52,11 @@ def api() -> None:
 
 
 @cli.command()
-def demo() -> None:
+def demo(
+    print_tokens: bool = typer.Option(
+        False, "--print-tokens", help="write the tokens' env file to stdout (a container's data dir is not kept)"
+    ),
+) -> None:
     """Load the sample scenario (an institution; plans open for registration with reviewed
     registrations; a spring 2026 plan through to certificates) and make a token per role."""
     from infra.bus.privacy import installation_key
@@ -64,10 +68,14 @@ def demo() -> None:
     url = require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
     service = Registrations(url, s.db_schema)
-    with console.status("loading the sample scenario"):
+    with (err if print_tokens else console).status("loading the sample scenario"):
         scenario.load(service, shanghai_today(s.timezone), url, s.db_schema,
                       installation_key(url, s.db_schema, s.pseudonym_key))  # fmt: skip
     service.close()
+    if print_tokens:
+        made = scenario.tokens(url, s.db_schema, installation_key(url, s.db_schema, s.pseudonym_key), {})
+        print("".join(f"export {role.upper()}='Authorization: Bearer {t}'\n" for role, t in made.items()), end="")
+        return
     s.data_dir.mkdir(parents=True, exist_ok=True)
     env = s.data_dir / "demo-tokens.env"
     kept = dict(re.findall(r"^export (\w+)='Authorization: Bearer (skc_[\w-]+)'$", env.read_text(), re.M)) \
@@ -90,6 +98,12 @@ def up() -> None:
 
     s = get_settings()
     started = time.monotonic()
+    if (other := running(s.data_dir)) is not None:
+        console.print(f"[red]skillcert up is already running on {s.data_dir.resolve()} (pid {other['pid']}, since "
+                      f"{other.get('started_at', '?')}). Stop it first (Ctrl-C in its terminal, or kill "
+                      f"{other['pid']}); the skillcert commands of any other shell reach it as it is.[/red]",
+                      soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
     # Before anything starts: a port already answered is another skillcert (or another service), and
     # sharing its broker would mix two systems' events.
     taken = [f"{what} port {port} (set {var})" for what, port, var, wanted in (
@@ -100,6 +114,10 @@ def up() -> None:
         console.print(f"[red]already in use: {'; '.join(taken)}. Is another `skillcert up` running? "
                       "Stop it, or give this one other ports.[/red]", soft_wrap=True)  # fmt: skip
         raise typer.Exit(2)
+    run_file = s.data_dir / RUN_FILE
+    record: dict[str, Any] = {"pid": os.getpid(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    _write_run_file(run_file, record)
     failed = False
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
     pg_server, broker = None, None
@@ -118,6 +136,10 @@ def up() -> None:
             bootstrap = broker.bootstrap
             console.print(f"Kafka-protocol broker (embedded Tansu, in memory): {bootstrap}")
         ensure_schema(url, s.db_schema)
+        # Where the servers are, for the commands of a second shell (infra.settings.running).
+        record |= {"database_url": url, "kafka_bootstrap": bootstrap, "api": f"http://{s.api_host}:{s.api_port}",
+                   "schema": s.db_schema}  # fmt: skip
+        _write_run_file(run_file, record)
         children.env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap}
         # Create the event store table once, before three processes race to.
         from infra.store.eventstore import SkillcertApplication
@@ -163,9 +185,19 @@ def up() -> None:
             broker.stop()
         if pg_server is not None:
             pg_server.cleanup()
+        run_file.unlink(missing_ok=True)
         console.print("stopped.")
     if failed:
         raise typer.Exit(1)
+
+
+def _write_run_file(path: Any, record: dict[str, Any]) -> None:
+    import json
+
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=1))
+    partial.chmod(0o600)
+    partial.replace(path)
 
 
 def _restarted_broker(port: int) -> Any:
