@@ -34,7 +34,8 @@ from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails
-from domain.registration import Attachment, AttachmentKind, PlanSummary, Registration, RegistrationForm
+from domain.registration import AttachmentKind, PlanSummary, Registration, RegistrationForm
+from infra.services import samples
 from infra.services.base import Service
 from infra.services.certificates import CHUNK, Certificates
 
@@ -58,8 +59,8 @@ def _form(k: int) -> RegistrationForm:
     serial = 100 + k // 3000
     base = f"440305{born:%Y%m%d}{serial:03d}"
     number = base + ric.calc_check_digit(base + "0")
-    att = [Attachment(kind=kind, file_name=f"{kind.value}.pdf", sha256="0" * 64)
-           for kind in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
+    att = [samples.attachment(kind) for kind in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
+                                                 AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
     return RegistrationForm(
         name=f"考生{k}", id_number=number, gender="男" if serial % 2 else "女", date_of_birth=born,
         education="大学本科", years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
@@ -74,6 +75,7 @@ def _code(p: int) -> str:
 def build_cohort(app: Service, plans: int, per_plan: int) -> tuple[Actor, list[uuid.UUID]]:
     """Institution, plans, approved registrations, sessions sat, scored, published and reported."""
     system = Actor(id="bench", role=Role.SYSTEM)
+    samples.hold(app.attachments)  # the scans the forms refer to
     institution = Institution.register(
         system, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"), DeadlineProfile.S, SCOPE
     )

@@ -46,6 +46,7 @@ from domain.model import Actor, Role
 from infra.bus.envelope import envelope, published
 from infra.bus.kafka import ensure_topics
 from infra.embedded import Broker, free_port
+from infra.services import samples
 from infra.services.registrations import Decision, Registrations
 from infra.store.eventstore import SkillcertApplication
 from projections import PROJECTIONS
@@ -120,6 +121,7 @@ def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> 
            "SKILLCERT_KAFKA_BOOTSTRAP": bootstrap, "SKILLCERT_TOPIC_PREFIX": f"{schema}.",
            "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "SKILLCERT_PSEUDONYM_KEY": KEY.hex()}  # fmt: skip
     service = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+    samples.hold(service.attachments)  # the scans the forms refer to
     admin = Actor(id="bench", role=Role.SYSTEM)
     from tests.builders import SCOPE
 

@@ -56,7 +56,11 @@ def render(*, scope: str, first: date, last: date, zone: str, made_at: datetime,
     story: list[Any] = [
         Paragraph("职业技能等级认定　审计报告", TITLE),
         _p(f"范围：{scope}　　期间：{first:%Y年%m月%d日} 至 {last:%Y年%m月%d日}（{zone}）", BODY),
-        _p(f"生成时间：{made_at:%Y-%m-%d %H:%M:%S}（{zone}）　　事件总数：{len(rows):,}", BODY),
+        _p(f"生成时间：{made_at:%Y-%m-%d %H:%M:%S}（{zone}）　　期间内发布的事件：{len(rows):,}", BODY),
+        _p(
+            "哈希链的事件数计入全部存储的事件，包括不对外发布的内部事件（报名码、证书编号计数器），且不限于本期间。",
+            CELL,
+        ),
         Paragraph("一、哈希链状态", HEAD),
         _table(["项目", "状态"], chain, (40, 220)),
         Paragraph("二、按事件类型统计", HEAD),

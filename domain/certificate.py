@@ -6,6 +6,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import date
 from enum import StrEnum
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -19,7 +20,7 @@ from domain.deadlines import Deadline, Step, deadline
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable, Role
+from domain.model import Actor, Aggregate, Immutable, Role, Snapshot
 from domain.personal import Personal, personal
 from domain.registration import Attachment, AttachmentKind, Gender, Holder, IdType
 
@@ -50,6 +51,16 @@ class SerialCounter(Aggregate):
         self.year = year
         self.level = level
         self.last = 0
+
+    Snapshot = Snapshot  # a counter allocates for ever: loaded from its latest snapshot
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return {"institution_id": str(self.institution_id), "prefix": self.prefix, "year": self.year,
+                "level": int(self.level), "last": self.last}  # fmt: skip
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "institution_id": UUID(state["institution_id"]), "level": Level(state["level"])}
 
     @classmethod
     def open(cls, actor: Actor, institution_id: UUID, prefix: str, year: int, level: Level) -> SerialCounter:

@@ -16,8 +16,10 @@ from eventsourcing.domain import (
     BaseAggregate,
     CanInitAggregate,
     CanMutateAggregate,
+    CanSnapshotAggregate,
     datetime_now_with_tzinfo,
 )
+from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -68,3 +70,26 @@ class Aggregate(BaseAggregate[UUID]):
 
     class Created(Event, CanInitAggregate[UUID]):
         originator_topic: str
+
+
+class Snapshot(DomainEvent, CanSnapshotAggregate[UUID]):
+    """An aggregate's state at a version, for an aggregate whose history grows without bound (a plan
+    taking 100,000 seats): loading it reads the latest snapshot and only the events after it. The
+    aggregate says what its state is (snapshot_state, a JSON-able dict) and how to restore it
+    (restore_state), so the snapshot is as small as that state and never a copy of its history."""
+
+    topic: str
+    state: dict[str, Any]
+
+    @classmethod
+    def take(cls, aggregate: Any) -> Snapshot:
+        return cls(originator_id=aggregate.id, originator_version=aggregate.version, topic=get_topic(type(aggregate)),
+                   state=aggregate.snapshot_state())  # fmt: skip
+
+    def mutate(self, _: None) -> Any:
+        cls = resolve_topic(self.topic)
+        aggregate = object.__new__(cls)
+        aggregate.__dict__.update(cls.restore_state(self.state))
+        aggregate.__dict__.update(_id=self.originator_id, _version=self.originator_version, _pending_events=[],
+                                  _created_on=self.timestamp, _modified_on=self.timestamp)  # fmt: skip
+        return aggregate

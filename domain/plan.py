@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import date
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -12,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from domain import wording
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable
+from domain.model import Actor, Aggregate, Immutable, Snapshot
 from domain.personal import Personal, personal
 
 # 8 characters from an alphabet without look-alikes (0/O, 1/I/L): it is read out over the phone.
@@ -107,7 +109,33 @@ class EvaluationPlan(Aggregate):
         self.institution_name = institution_name
         self.details = details
         self.registration_code = registration_code
-        self.holders: set[UUID] = set()
+        # How many places are taken: a count, not the set of holders, so the plan's state (and its
+        # snapshot) stays the same size however many register. Who holds a place is in the events
+        # (holders()); one registration per candidate per plan is the registration's own id.
+        self.taken = 0
+
+    Snapshot = Snapshot
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return {"institution_id": str(self.institution_id), "institution_name": self.institution_name,
+                "details": self.details.model_dump(mode="json"), "registration_code": self.registration_code,
+                "taken": self.taken}  # fmt: skip
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "institution_id": UUID(state["institution_id"]),
+                "details": PlanDetails.model_validate(state["details"])}  # fmt: skip
+
+    @staticmethod
+    def holders(events: Iterable[Any]) -> set[UUID]:
+        """Who holds a place, from the plan's events (a session's tickets, a plan's prints need it)."""
+        held: set[UUID] = set()
+        for e in events:
+            if isinstance(e, EvaluationPlan.SeatTaken):
+                held.add(e.registration_id)
+            elif isinstance(e, EvaluationPlan.SeatReleased):
+                held.discard(e.registration_id)
+        return held
 
     @classmethod
     def publish(
@@ -140,7 +168,7 @@ class EvaluationPlan(Aggregate):
 
     @property
     def seats_left(self) -> int:
-        return self.details.max_registrations - len(self.holders)
+        return self.details.max_registrations - self.taken
 
     def take_seat(self, actor: Actor, registration_id: UUID, today: date) -> None:
         if today > self.details.registration_deadline:
@@ -149,8 +177,6 @@ class EvaluationPlan(Aggregate):
                 f"{self.details.registration_deadline.isoformat()}",
                 field="registration_code",
             )
-        if registration_id in self.holders:
-            raise Conflict("this registration already holds a seat")
         if self.seats_left <= 0:
             raise Conflict(
                 f"plan {self.details.plan_number} is full: all {self.details.max_registrations} places are taken",
@@ -160,15 +186,15 @@ class EvaluationPlan(Aggregate):
 
     @event(SeatTaken)
     def _seat_taken(self, actor: Actor, registration_id: UUID) -> None:
-        self.holders.add(registration_id)
+        self.taken += 1
 
     def release_seat(self, actor: Actor, registration_id: UUID, reason: str) -> None:
-        if registration_id in self.holders:
-            self._seat_released(actor, registration_id, reason)
+        """The caller releases a registration's place once: a registration is rejected only once."""
+        self._seat_released(actor, registration_id, reason)
 
     @event(SeatReleased)
     def _seat_released(self, actor: Actor, registration_id: UUID, reason: str) -> None:
-        self.holders.discard(registration_id)
+        self.taken -= 1
 
 
 def code_id(code: str) -> UUID:

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".skillcert"), description="embedded PostgreSQL data, kept across runs")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API worker processes; commands from many clients scale with them (each has "
+        "its own connections: PostgreSQL's max_connections bounds the product)",
+    )
     kafka_port: int = Field(9092, description="port of the embedded broker")
     kafka_session_timeout_ms: int = Field(6000, description="Tansu joins a group after about half of this")
     topic_partitions: int = Field(3, ge=1, le=1000, description="partitions of each topic the relay creates")

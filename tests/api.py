@@ -68,5 +68,5 @@ def store_with_samples(database_url: str, schema: str) -> None:
     from infra.services.base import Service
 
     service = Service(database_url, schema)
-    samples.hold(service.attachments, "test-uploader")
+    samples.hold(service.attachments)
     service.close()

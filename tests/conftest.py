@@ -77,7 +77,7 @@ def clock() -> Clock:
 @pytest.fixture
 def service(database_url: str, schema: str, clock: Clock) -> Iterator[Registrations]:
     svc = Registrations(database_url, schema, today=clock)
-    samples.hold(svc.attachments, "test-uploader")  # what tests.builders.attachment refers to
+    samples.hold(svc.attachments)  # what tests.builders.attachment refers to
     yield svc
     svc.close()
 

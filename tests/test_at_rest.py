@@ -141,7 +141,7 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
     old, new = new_key(), new_key()
     configured(old)
     before = Registrations(database_url, schema, today=clock)
-    samples.hold(before.attachments, "test-uploader")
+    samples.hold(before.attachments)
     iid, _, code = setup_plan(before)
     rid = before.register(candidate(1), code, working_years_form(1))
     head = before.recorder.max_notification_id()

@@ -7,12 +7,13 @@ import io
 import subprocess
 from datetime import date
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
-from domain.certificate import certificate_id
+from domain.certificate import Correction, Delivery, certificate_id
 from domain.errors import Conflict, InvalidInput
 from domain.model import Role
 from domain.registration import Attachment, AttachmentKind
@@ -84,6 +85,7 @@ def test_uploads_are_sniffed_from_their_bytes_and_bad_files_refused_naming_the_p
     assert r.status_code == 422 and "pixels" in r.json()["detail"], r.text
     r = upload(http, token, b"%PDF-1.4\n" + b"0" * (11 * 1024 * 1024) + b"%%EOF")
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert "(10,551,296 bytes)" in r.json()["detail"], r.text  # the upload route's own limit, not the app's
     # Who may upload: staff and candidates, not an auditor.
     auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-sun")
     assert upload(http, auditor, pdf).status_code == 403
@@ -197,19 +199,29 @@ def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world
     iid, cids = queryable_certificates(world, 2)
     svc = world.certificates
     own = b"%PDF-1.4\n% commitment signed by holder 1\n%%EOF\n"
-    svc.attachments.put(own, digest(own), "application/pdf", "p_staff")
+    svc.attachments.put(own, digest(own), "application/pdf", staff(iid).id, None, iid)
     commitment = Attachment(kind=AttachmentKind.HOLDER_COMMITMENT, file_name="承诺书.pdf", sha256=digest(own))
     svc.record_holder_commitment(staff(iid), cids[0], commitment)
     shared = samples.attachment(AttachmentKind.DIPLOMA)  # the sample diploma both registrations refer to
     photo = svc.certificate(cids[0]).photo
+    evidence_bytes = b"%PDF-1.4\n% the holder's birth certificate\n%%EOF\n"
+    svc.attachments.put(evidence_bytes, digest(evidence_bytes), "application/pdf", staff(iid).id, None, iid)
+    evidence = Attachment(kind=AttachmentKind.CORRECTION_EVIDENCE, file_name="出生证明.pdf",
+                          sha256=digest(evidence_bytes))  # fmt: skip
+    svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
+    svc.print(staff(iid), cids[0])
+    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
     svc.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")
-    assert svc.attachments.content(digest(own)) is None
+    # The holder's signed commitment stays: the institution's proof of consent to the deletion.
+    assert svc.attachments.content(digest(own)) == own
     assert svc.attachments.content(photo.sha256) is None  # photo 0 was only this holder's
+    assert svc.attachments.content(digest(evidence_bytes)) is None
     row = conn.execute(f'SELECT wrapped_key, erased_at FROM "{schema}".attachments WHERE sha256 = %s',
-                       (digest(own),)).fetchone()  # fmt: skip
+                       (digest(evidence_bytes),)).fetchone()  # fmt: skip
     assert row[0] is None and row[1] is not None
     assert conn.execute(f'SELECT count(*) FROM "{schema}".attachment_blobs WHERE sha256 = %s',
-                        (digest(own),)).fetchone()[0] == 0  # fmt: skip
+                        (digest(evidence_bytes),)).fetchone()[0] == 0  # fmt: skip
     assert svc.attachments.content(shared.sha256) == samples.document(AttachmentKind.DIPLOMA)  # still the other's
     assert svc.certificate(cids[1]).photo is not None
     assert svc.attachments.content(svc.certificate(cids[1]).photo.sha256) == samples.photo(1)
@@ -244,6 +256,66 @@ def test_the_blob_store_is_an_interface_a_directory_meets(world, tmp_path: Path)
     svc = world.certificates
     store = Attachments(svc.recorder.datastore, svc.schema, svc.mapper.cipher, DirectoryBlobs(tmp_path / "blobs"))
     content = jpeg(colour=(10, 150, 90))  # not among the samples the store already holds
-    store.put(content, digest(content), "image/jpeg", "p_staff", (354, 496))
+    store.put(content, digest(content), "image/jpeg", "system:test", (354, 496))
     on_disk = next((tmp_path / "blobs").rglob(digest(content)))
     assert on_disk.read_bytes() != content and store.content(digest(content)) == content
+
+
+def test_a_registrations_files_are_read_through_it_and_nobody_refers_to_a_file_they_cannot_read(world, http,
+                                                                                                 database_url, schema):  # fmt: skip
+    """What an outsider found: files referred to by a registration were readable only by their uploader,
+    the refusal named the registration, and referring to anyone's file (its hash is on the bus) made it
+    readable."""
+    iid, _, code = setup_plan(world.registrations)
+    form = working_years_form(1)
+    me = bearer(database_url, schema, Role.CANDIDATE, "考生1", id_number=form.id_number, pseudonym_key=KEY.hex())
+    diploma = b"%PDF-1.4\n% the diploma of candidate 1\n%%EOF\n"
+    sha = upload(http, me, diploma).json()["sha256"]
+    mine = Attachment(kind=AttachmentKind.DIPLOMA, file_name="毕业证.pdf", sha256=sha)
+    form = form.model_copy(update={"attachments": [mine, *form.attachments[1:]]})
+    assert http.post("/registrations", headers=me, json={"registration_code": code, "form": as_json(form)}).status_code == 201  # fmt: skip
+    colleague = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-wu", iid)  # not the uploader
+    centre = bearer(database_url, schema, Role.PROVINCIAL_CENTRE, "centre")
+    for who, token in (("the candidate", me), ("a reviewer of the institution", colleague), ("the centre", centre)):
+        r = http.get(f"/attachments/{sha}", headers=token)
+        assert r.status_code == 200 and r.content == diploma, (who, r.text)
+    other = bearer(database_url, schema, Role.INSTITUTION_STAFF, "other", institution_id=uuid4())
+    refused, unknown = (
+        http.get(f"/attachments/{sha}", headers=other),
+        http.get(f"/attachments/{'c' * 64}", headers=other),
+    )
+    assert refused.status_code == unknown.status_code == 404
+    assert refused.json()["detail"] == f"no attachment {sha}" and "registration" not in refused.text
+
+    # Another candidate's upload, never referred to: staff cannot refer to it, so cannot read it either.
+    stranger_form = working_years_form(2)
+    stranger = bearer(database_url, schema, Role.CANDIDATE, "考生2", id_number=stranger_form.id_number,
+                      pseudonym_key=KEY.hex())  # fmt: skip
+    theirs = upload(http, stranger, b"%PDF-1.4\n% candidate 2's ID card\n%%EOF\n").json()["sha256"]
+    before = stored_events(world)
+    borrowed = Attachment(kind=AttachmentKind.DIPLOMA, file_name="x.pdf", sha256=theirs)
+    sneaky = working_years_form(3).model_copy(
+        update={"attachments": [borrowed, *working_years_form(3).attachments[1:]]}
+    )
+    r = http.post("/registrations", headers=colleague, json={"registration_code": code, "form": as_json(sneaky)})
+    assert r.status_code == 422 and "not the actor's to refer to" in r.json()["detail"], r.text
+    assert stored_events(world) == before and http.get(f"/attachments/{theirs}", headers=colleague).status_code == 404
+    # The same bytes uploaded by someone else are theirs to read too.
+    assert upload(http, colleague, b"%PDF-1.4\n% candidate 2's ID card\n%%EOF\n").json()["sha256"] == theirs
+    assert http.get(f"/attachments/{theirs}", headers=colleague).status_code == 200
+
+
+def test_a_phone_photo_stored_sideways_is_judged_and_printed_upright(world, http, database_url, schema):
+    from infra.services.attachments import upright
+
+    iid, _, _ = setup_plan(world.registrations)
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    portrait = Image.open(io.BytesIO(samples.photo(0)))
+    sideways = portrait.transpose(Image.Transpose.ROTATE_90)  # stored 496 x 354, as phones write it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    out = io.BytesIO()
+    sideways.save(out, "JPEG", exif=exif.tobytes())
+    r = upload(http, token, out.getvalue(), "IMG_0001.jpg", kind="photo")
+    assert r.status_code == 201 and (r.json()["width"], r.json()["height"]) == (354, 496), r.text
+    assert Image.open(io.BytesIO(upright(out.getvalue()))).size == (354, 496)

@@ -176,8 +176,48 @@ def test_thirty_candidates_race_for_the_last_five_seats(service):
     refusals = [o for o in outcomes if o != "accepted"]
     assert len(refusals) == 25 and all("full: all 10 places are taken" in r for r in refusals)
     plan: EvaluationPlan = service.repository.get(pid)
-    assert plan.seats_left == 0 and len(plan.holders) == 10
-    assert all(service.repository.get(r).plan_id == pid for r in plan.holders)
+    holders = service.plan_holders(pid)
+    assert plan.seats_left == 0 and plan.taken == len(holders) == 10
+    assert all(service.repository.get(r).plan_id == pid for r in holders)
+
+
+def test_candidates_racing_across_snapshots_fill_a_plan_exactly_and_a_snapshot_is_the_history(service, database_url,
+                                                                                             schema):  # fmt: skip
+    """The plan is loaded from its latest snapshot (every SNAPSHOT_EVERY events) and the events after it;
+    60 racers for the last 45 of 100 places cross a snapshot boundary and still take exactly 45."""
+    import psycopg
+
+    from infra.store.eventstore import SNAPSHOT_EVERY
+
+    iid, pid, code = setup_plan(service, seats=100)
+    for i in range(55):
+        service.register(candidate(i), code, working_years_form(i))
+    barrier = Barrier(60)
+
+    def attempt(i: int) -> str:
+        barrier.wait()
+        try:
+            service.register(candidate(i), code, working_years_form(i))
+            return "accepted"
+        except Conflict as e:
+            return e.message
+
+    with ThreadPoolExecutor(60) as pool:
+        outcomes = list(pool.map(attempt, range(200, 260)))
+    assert outcomes.count("accepted") == 45, [o for o in outcomes if o != "accepted"][:3]
+    plan: EvaluationPlan = service.repository.get(pid)
+    assert plan.taken == len(service.plan_holders(pid)) == 100 and plan.seats_left == 0
+    # The state a snapshot restores is the state the whole history replays to.
+    replayed = None
+    for e in service.events.get(pid):
+        replayed = e.mutate(replayed)
+    assert replayed.snapshot_state() == plan.snapshot_state() and replayed.version == plan.version
+    with psycopg.connect(database_url) as c:
+        versions = [v for (v,) in c.execute(f'SELECT originator_version FROM "{schema}".skillcert_snapshots '
+                                            "WHERE originator_id = %s ORDER BY 1", (pid,))]  # fmt: skip
+        states = [bytes(s) for (s,) in c.execute(f'SELECT state FROM "{schema}".skillcert_snapshots')]
+    assert versions == [SNAPSHOT_EVERY, 2 * SNAPSHOT_EVERY], versions
+    assert all("人工智能训练师".encode() not in s and b"registration_code" not in s for s in states)  # encrypted
 
 
 def test_the_same_candidate_racing_twice_registers_once(service):

@@ -108,3 +108,14 @@ def _multiline(app: FastAPI) -> frozenset[str]:
     if not hasattr(app.state, "multiline"):
         app.state.multiline = hygiene.multiline_fields(app.openapi())
     return app.state.multiline
+
+
+def from_settings() -> FastAPI:
+    """The app as `skillcert api` configures it (infra.settings): the factory each uvicorn worker
+    process calls when SKILLCERT_API_WORKERS is more than one."""
+    from infra.settings import get_settings
+
+    s = get_settings()
+    assert s.database_url, "SKILLCERT_DATABASE_URL is not set"
+    return create_app(s.database_url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit,
+                      public_url=s.public_url, trusted_proxies=s.trusted_proxies)  # fmt: skip

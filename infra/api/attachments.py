@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from domain.certificate import Certificate
+from domain.certificate import Certificate, certificate_id
 from domain.errors import Forbidden, NotFound
 from domain.model import Role
 from domain.registration import Registration
@@ -71,32 +71,38 @@ async def upload(
             media_type, size = files.check_photo(content)
         else:
             media_type = files.check_document(content)
-        held = svc.attachments.put(content, files.digest(content), media_type, who.principal_id or who.token_id, size)
+        held = svc.attachments.put(content, files.digest(content), media_type, who.principal_id or who.token_id, size,
+                                   who.institution_id)  # fmt: skip
         return Uploaded(sha256=held.sha256, media_type=held.media_type, size=held.size, photo=held.photo,
                         width=held.width, height=held.height, uploaded_at=held.uploaded_at)  # fmt: skip
 
     return await run_in_threadpool(keep)  # decoding an image is CPU work: never on the event loop
 
 
-def may_read(who: Principal, svc: Certificates, key: bytes, sha256: str, uploaded_by: str) -> bool:
-    """Whoever uploaded it; otherwise through what refers to it: its institution's staff, the regional
-    HR department or centre of that institution, the provincial centre, and the candidate whose
-    registration or certificate it is. Never through a certificate whose data was deleted."""
-    if uploaded_by in (who.principal_id, who.token_id):
-        return True
+def may_read(who: Principal, svc: Certificates, key: bytes, sha256: str) -> bool:
+    """Its uploaders, and a staff uploader's colleagues; otherwise through what refers to it: its
+    institution's staff, the regional HR department or centre of that institution, the provincial
+    centre, and the candidate whose registration or certificate it is. Never through a certificate
+    whose data was deleted."""
+    me = who.principal_id or who.token_id
+    for _, by, institution in svc.attachments.uploaders([sha256]):
+        if by == me or (who.role is Role.INSTITUTION_STAFF and institution is not None
+                        and institution == who.institution_id):  # fmt: skip
+            return True
     for originator, institution in svc.attachments.referrers(sha256):
-        if svc.erased_with_data(originator):
+        agg = svc.repository.get(originator)
+        holder = agg.holder.id_number if isinstance(agg, Certificate) else None
+        if isinstance(agg, Certificate) and svc.erased_with_data(agg.id):
             continue
-        if who.role is Role.CANDIDATE:
-            agg = svc.repository.get(originator)
-            if isinstance(agg, Registration):
-                number = agg.form.id_number
-            elif isinstance(agg, Certificate):
-                number = agg.holder.id_number
-            else:
+        if isinstance(agg, Registration):
+            holder = agg.form.id_number
+            if svc.erased_with_data(certificate_id(agg.id)):
                 continue
-            if ref(number, key) == who.candidate_ref:
+        if who.role is Role.CANDIDATE:
+            if holder is not None and ref(holder, key) == who.candidate_ref:
                 return True
+            continue
+        if who.role is Role.ASSOCIATION:
             continue
         try:
             own_institution(who, institution, "attachments")
@@ -110,14 +116,14 @@ def may_read(who: Principal, svc: Certificates, key: bytes, sha256: str, uploade
     200: {"content": {"image/jpeg": {}, "image/png": {}, "application/pdf": {}}, "description": "the file"}})  # fmt: skip
 def download(sha256: Sha256, who: Reader, svc: CertSvc, request: Request) -> Response:
     """The file, to whoever may see it (see may_read); 404 alike for not held, erased and not yours,
-    so that a hash cannot be probed."""
+    so that a hash cannot be probed. Auditors and the association read events, not scans: 403."""
     held = svc.attachments.held(sha256)
-    if held is None or held.erased_at is not None:
-        raise NotFound(f"no attachment {sha256}")
-    if not may_read(who, svc, request.app.state.key, sha256, held.uploaded_by):
-        raise NotFound(f"no attachment {sha256}")
-    content = svc.attachments.content(sha256)
-    if content is None:  # erased meanwhile
+    try:
+        allowed = held is not None and held.erased_at is None and may_read(who, svc, request.app.state.key, sha256)
+    except Exception:  # noqa: BLE001 - whatever went wrong, the answer says no more than "not here"
+        allowed = False
+    content = svc.attachments.content(sha256) if allowed else None
+    if held is None or content is None:  # not held, erased (also meanwhile), or not the caller's to see
         raise NotFound(f"no attachment {sha256}")
     name = f"{sha256[:16]}.{EXTENSIONS.get(held.media_type, 'bin')}"
     return Response(content, media_type=held.media_type, headers={

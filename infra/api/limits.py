@@ -50,7 +50,10 @@ class TooLarge:
                 message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             if message["type"] == "http.response.start" and message["status"] == 413:
                 rewriting = True
-                body = _body(scope.get("starlette.max_body_size"))
+                # The limit that refused it: a route's own (uploads, imports) is set on the responder the
+                # app-level limit installed in this scope; the scope key itself is the app's.
+                responder = scope.get("starlette._body_limit_responder")
+                body = _body(getattr(responder, "max_body_size", None) or scope.get("starlette.max_body_size"))
                 headers: list[Any] = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
                                       (b"connection", b"close")]  # fmt: skip
                 await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -43,12 +43,16 @@ def api() -> None:
     s = get_settings()
     url = require(s.database_url, "SKILLCERT_DATABASE_URL")
     when_database_answers(lambda: ensure_schema(url, s.db_schema), "api")
-    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url,
-                     trusted_proxies=s.trusted_proxies)  # fmt: skip
     # The client's address is the peer's unless the peer is a trusted proxy (infra/api/verify.py), so
     # uvicorn must not rewrite it from X-Forwarded-For itself.
-    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="warning", proxy_headers=False,
-                timeout_graceful_shutdown=5)  # fmt: skip
+    common: dict[str, Any] = dict(host=s.api_host, port=s.api_port, log_level="warning", proxy_headers=False,
+                                  timeout_graceful_shutdown=5)  # fmt: skip
+    if s.api_workers > 1:  # each worker process builds its own app (infra.api.from_settings)
+        uvicorn.run("infra.api:from_settings", factory=True, workers=s.api_workers, **common)
+        return
+    app = create_app(url, s.db_schema, s.timezone, s.pseudonym_key, s.verify_rate_limit, public_url=s.public_url,
+                     trusted_proxies=s.trusted_proxies)  # fmt: skip
+    uvicorn.run(app, **common)
 
 
 @cli.command()
@@ -156,6 +160,9 @@ def up() -> None:
         children.start("checkpoints", "audit", "checkpoint", "--every", str(s.checkpoint_every))
         if subprocess.run([sys.executable, "-m", "infra.cli", "demo"], env=children.env).returncode:
             raise RuntimeError("the sample scenario could not be loaded (see above)")
+        # A first checkpoint of the chain with the sample data in it, rather than an hour from now.
+        subprocess.run([sys.executable, "-m", "infra.cli", "audit", "checkpoint"], env=children.env,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
         _wait_for_api(s, children)
         base = f"http://{s.api_host}:{s.api_port}"
         console.print(f"\n[bold green]skillcert is up[/bold green] in {time.monotonic() - started:.1f} s")
@@ -183,8 +190,10 @@ def up() -> None:
         children.stop(["api", "consumers", "checkpoints", "relay"])
         if broker is not None:
             broker.stop()
+            console.print("broker stopped")
         if pg_server is not None:
             pg_server.cleanup()
+            console.print("PostgreSQL stopped")
         run_file.unlink(missing_ok=True)
         console.print("stopped.")
     if failed:

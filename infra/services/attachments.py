@@ -18,7 +18,7 @@ import io
 import warnings
 from datetime import date, timedelta
 
-from PIL import Image, ImageStat
+from PIL import Image, ImageOps, ImageStat
 
 from domain.errors import InvalidInput
 
@@ -79,7 +79,7 @@ def check_photo(content: bytes) -> tuple[str, tuple[int, int]]:
     media_type = sniff(content)
     if media_type == "application/pdf":
         raise InvalidInput([("file", "a photo is a JPEG or PNG image, not a PDF")])
-    image = _decode(content).convert("RGB")
+    image = ImageOps.exif_transpose(_decode(content)).convert("RGB")  # as a phone shows it, turned upright
     w, h = image.size
     problems = []
     if w < MIN_PHOTO[0] or h < MIN_PHOTO[1]:
@@ -109,3 +109,14 @@ def digest(content: bytes) -> str:
 
 def recent(uploaded_on: date, today: date) -> bool:
     return today - uploaded_on <= RECENT
+
+
+def upright(content: bytes) -> bytes:
+    """A photo as it is meant to be seen: a phone's JPEG stored sideways with an EXIF orientation is
+    turned (and re-encoded) before it is printed, since PDF ignores EXIF. Others are returned as they are."""
+    image = Image.open(io.BytesIO(content))
+    if image.getexif().get(0x0112, 1) == 1:
+        return content
+    out = io.BytesIO()
+    ImageOps.exif_transpose(image).convert("RGB").save(out, "JPEG", quality=95)
+    return out.getvalue()

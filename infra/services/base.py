@@ -16,9 +16,9 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.model import Aggregate
+from domain.model import Actor, Aggregate, Role
 from domain.registration import Attachment, AttachmentKind
-from infra.store.attachments import Attachments
+from infra.store.attachments import SYSTEM, Attachments
 from infra.store.eventstore import SkillcertApplication
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
@@ -37,28 +37,44 @@ class Service(SkillcertApplication):
         self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher)  # type: ignore[attr-defined]
 
     def save(self, *objs, **kwargs):  # type: ignore[no-untyped-def,override]
-        """Events refer only to attachments the store holds (a photo only to one that passed the photo
-        rules); each reference is recorded, as who may read the file, before the events are saved."""
-        references: list[tuple[str, UUID, UUID | None]] = []
+        """Events refer only to files the store holds and the event's actor may refer to (a photo only
+        to one that passed the photo rules); each reference is recorded, as who may read the file,
+        before the events are saved."""
+        wanted: list[tuple[Attachment, Actor, UUID, UUID | None]] = []
         for agg in objs:
-            found: list[Attachment] = []
             for e in getattr(agg, "pending_events", ()):
+                found: list[Attachment] = []
                 _attachments_in(e, found)
-            references += [(a.sha256, agg.id, getattr(agg, "institution_id", None)) for a in found]
-            self._check_held(found)
-        self.attachments.refer(references)
+                wanted += [(a, e.actor, agg.id, getattr(agg, "institution_id", None)) for a in found]
+        if wanted:
+            self._check_references(wanted)
+            self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
         return super().save(*objs, **kwargs)
 
-    def _check_held(self, found: list[Attachment]) -> None:
-        if not found:
-            return
-        held = self.attachments.readable(sorted({a.sha256 for a in found}))
+    def _check_references(self, wanted: list[tuple[Attachment, Actor, UUID, UUID | None]]) -> None:
+        """A file may be referred to by its uploader, by a colleague of a staff uploader, by anyone acting
+        on a record that already refers to it (or, for staff, on any record of their institution that
+        does), and by the system; a sample file the installation put there, by anyone. Otherwise it is
+        answered as if it were not held: a hash seen on the bus gives no one a file."""
+        facts = self.attachments.facts(sorted({a.sha256 for a, *_ in wanted}))
+        uploads = {sha: f[1] for sha, f in facts.items()}
+        refs = {sha: f[2] for sha, f in facts.items()}
+
+        def may_refer(a: Attachment, actor: Actor, agg_id: UUID) -> bool:
+            if actor.role is Role.SYSTEM:
+                return True
+            staff = actor.role is Role.INSTITUTION_STAFF and actor.institution_id is not None
+            for by, institution in uploads.get(a.sha256, ()):
+                if by == actor.id or by.startswith(SYSTEM) or (staff and institution == actor.institution_id):
+                    return True
+            return any(o == agg_id or (staff and i == actor.institution_id) for o, i in refs.get(a.sha256, ()))
+
         problems = []
-        for a in found:
-            if a.sha256 not in held:
+        for a, actor, agg_id, _ in wanted:
+            if a.sha256 not in facts or not may_refer(a, actor, agg_id):
                 problems.append(("attachments", f"{a.kind.value} {a.file_name!r} ({a.sha256[:12]}…) is not held by "
-                                 "the store: upload it first (POST /attachments)"))  # fmt: skip
-            elif a.kind is AttachmentKind.PHOTO and not held[a.sha256].photo:
+                                 "the store, or not the actor's to refer to: upload it first (POST /attachments)"))  # fmt: skip
+            elif a.kind is AttachmentKind.PHOTO and not facts[a.sha256][0]:
                 problems.append(
                     ("photo", f"{a.file_name!r} was not uploaded as a photo (POST /attachments?kind=photo)")
                 )
@@ -98,6 +114,13 @@ class Service(SkillcertApplication):
             except IntegrityError:
                 continue
         raise Conflict("too many concurrent changes; try again")
+
+    def plan_holders(self, plan_id: UUID) -> set[UUID]:
+        """The registrations holding a place in a plan, from its events: a batch's question (tickets,
+        prints), so the plan's state need not carry them (domain.plan.EvaluationPlan.taken)."""
+        from domain.plan import EvaluationPlan
+
+        return EvaluationPlan.holders(self.events.get(plan_id))
 
     def existing(self, ids: Iterable[UUID]) -> set[UUID]:
         """Which of these aggregates exist, in one query instead of one per id."""

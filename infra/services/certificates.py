@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
+
 from domain.certificate import (
     Certificate,
     Correction,
@@ -250,18 +252,21 @@ class Certificates(Service):
     def delete_data(self, actor: Actor, certificate_id: UUID, reasons: str) -> None:
         """The data goes, and with it every file the certificate and its registration referred to that
         nothing else refers to (their keys erased: the blobs are unreadable wherever they were copied)."""
-        c = self.certificate(certificate_id)
         self._on_certificate(certificate_id, lambda c: c.delete_data(actor, reasons))
-        self.attachments.erase_for([c.id, c.registration_id], f"data of certificate {c.number} deleted")
+        self.erased_with_data(certificate_id)
 
     def erased_with_data(self, certificate_id: UUID) -> bool:
-        """Whether this certificate's data was deleted; finishes the erasure a crash may have cut short."""
-        if certificate_id not in self.existing([certificate_id]):
+        """Whether this certificate's data was deleted; if so, its files and its registration's are
+        erased (again: idempotent, so a crash between the deletion and the erasure is made good here).
+        The holder's signed commitment stays: it is the institution's proof of the holder's consent."""
+        try:
+            c = self.repository.get(certificate_id)
+        except AggregateNotFoundError:
             return False
-        c = self.certificate(certificate_id)
-        if c.data_status is not DataStatus.DELETED:
+        if not isinstance(c, Certificate) or c.data_status is not DataStatus.DELETED:
             return False
-        self.attachments.erase_for([c.id, c.registration_id], f"data of certificate {c.number} deleted")
+        keep = (c.commitment.sha256,) if c.commitment else ()
+        self.attachments.erase_for([c.id, c.registration_id], f"data of certificate {c.number} deleted", keep)
         return True
 
     # Blank stock (004 §1-7).

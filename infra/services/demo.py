@@ -79,7 +79,7 @@ def load(service: Registrations, today: date, database_url: str, schema: str, ke
     """Idempotent: an institution already loaded is left as it is."""
     iid = institution_id(FILING)
     register_people(database_url, schema, key)
-    samples.hold(service.attachments, PEOPLE["staff"][0])  # the scans and photos the scenario refers to
+    samples.hold(service.attachments)  # the scans and photos the scenario refers to
     try:
         service.register_institution(SYSTEM, "深圳市技能人才评价示范中心", FILING, DeadlineProfile.S, SCOPE)
     except Conflict:

@@ -58,11 +58,12 @@ class Exams(Service):
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
         plan = self.get(EvaluationPlan, exam.plan_id, "plan")
-        wanted = list(registration_ids) if registration_ids is not None else sorted(plan.holders)
+        holders = self.plan_holders(plan.id)
+        wanted = list(registration_ids) if registration_ids is not None else sorted(holders)
         problems = []
         ready = []
         for rid in wanted:
-            if rid not in plan.holders:
+            if rid not in holders:
                 problems.append(("registration_ids", f"{rid} is not a registration of plan {plan.details.plan_number}"))
                 continue
             registration = self.get(Registration, rid, "registration")

@@ -13,7 +13,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.exam import ExamSession
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
-from infra.services.attachments import recent
+from infra.services.attachments import recent, upright
 from infra.services.certificates import Certificates
 
 
@@ -29,7 +29,7 @@ def plan_to_print(svc: Certificates, plan_id: UUID) -> list[UUID]:
     """Every certificate of the plan's candidates, whichever session they sat, that awaits a print,
     in certificate number order."""
     plan = svc.get(EvaluationPlan, plan_id, "plan")
-    waiting = [svc.certificate(i) for i in svc.existing(certificate_id(r) for r in plan.holders)]
+    waiting = [svc.certificate(i) for i in svc.existing(certificate_id(r) for r in svc.plan_holders(plan.id))]
     return [c.id for c in sorted(waiting, key=lambda c: c.number) if c.needs_print]
 
 
@@ -72,7 +72,7 @@ def holder_photos(svc: Certificates, certificates: list[Certificate]) -> dict[UU
             problems.append((c.number, f"its photo was uploaded on {held.uploaded_at.date()}, more than half a year "
                                        "ago (004 §11.2(1) 近半年内): attach a recent one"))  # fmt: skip
         else:
-            photos[c.id] = content
+            photos[c.id] = upright(content)
     if problems:
         raise Conflict("; ".join(f"certificate {n}: {p}" for n, p in problems[:20])
                        + (f"; and {len(problems) - 20} more" if len(problems) > 20 else ""))  # fmt: skip

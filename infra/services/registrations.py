@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -41,6 +42,10 @@ class Decision(StrEnum):
 
 
 class Registrations(Service):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._code_plans: dict[str, UUID] = {}  # registration code -> plan id
+
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
     ) -> UUID:
@@ -76,28 +81,42 @@ class Registrations(Service):
 
     def plan_for_code(self, code: str) -> EvaluationPlan:
         code = normalise_code(code)
-        try:
-            guard: RegistrationCode = self.repository.get(code_id(code))
-        except AggregateNotFoundError:
-            raise NotFound(f"registration code {code} does not belong to any plan", field="registration_code") from None
-        return self.get(EvaluationPlan, guard.plan_id, "plan")
+        plan_id = self._code_plans.get(code)
+        if plan_id is None:
+            try:
+                guard: RegistrationCode = self.repository.get(code_id(code))
+            except AggregateNotFoundError:
+                raise NotFound(f"registration code {code} does not belong to any plan",
+                               field="registration_code") from None  # fmt: skip
+            plan_id = guard.plan_id
+            if len(self._code_plans) > 10_000:  # a code's plan never changes: remembered, within bounds
+                self._code_plans.clear()
+            self._code_plans[code] = plan_id
+        return self.get(EvaluationPlan, plan_id, "plan")
 
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
         plan = self.plan_for_code(code)
         require(actor, STAFF_OR_CANDIDATE, "register candidates", plan.institution_id)
         rid = registration_id(plan.id, form, self.id_key)
+        already = Conflict(f"this candidate is already registered for plan {plan.details.plan_number}",
+                           field="id_number")  # fmt: skip
         for _ in range(MAX_RETRIES):
-            if rid in self.repository:
-                raise Conflict(
-                    f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number"
-                )
             registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
-            plan.take_seat(actor, registration.id, self.today())
+            try:
+                plan.take_seat(actor, registration.id, self.today())
+            except Conflict:
+                if rid in self.repository:  # full or closed, but first of all: already registered
+                    raise already from None
+                raise
             try:
                 self.save(plan, registration)
                 return registration.id
             except IntegrityError:
-                plan = self.get(EvaluationPlan, plan.id, "plan")  # lost a race: look again
+                # The registration's id is the candidate's in this plan: if it exists, this is a second
+                # registration; otherwise another registration took a place meanwhile: look again.
+                if rid in self.repository:
+                    raise already from None
+                plan = self.get(EvaluationPlan, plan.id, "plan")
         raise Conflict("too many concurrent registrations; try again")
 
     def register_many(

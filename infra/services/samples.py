@@ -42,8 +42,9 @@ def photo_attachment(variant: int = 0) -> Attachment:
     return Attachment(kind=AttachmentKind.PHOTO, file_name=f"photo-{variant}.jpg", sha256=files.digest(photo(variant)))
 
 
-def hold(store: Attachments, uploaded_by: str) -> None:
-    """Put every sample in the store, as uploads would."""
+def hold(store: Attachments, uploaded_by: str = "system:samples") -> None:
+    """Put every sample in the store, as uploads would; uploaded by the installation itself (SYSTEM),
+    so any actor may refer to them."""
     for kind in AttachmentKind:
         content = document(kind)
         store.put(content, files.digest(content), files.check_document(content), uploaded_by)

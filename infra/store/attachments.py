@@ -130,7 +130,15 @@ CREATE TABLE IF NOT EXISTS {refs} (
     PRIMARY KEY (sha256, originator_id)
 );
 CREATE INDEX IF NOT EXISTS {refs_by_originator} ON {refs} (originator_id);
+CREATE TABLE IF NOT EXISTS {uploads} (
+    sha256 text NOT NULL,
+    uploaded_by text NOT NULL,        -- every principal that uploaded these bytes, each may read and refer to them
+    institution_id uuid,              -- a staff uploader's institution: its colleagues may too
+    uploaded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (sha256, uploaded_by)
+);
 """
+SYSTEM = "system:"  # uploads the installation made itself (the demo's and the tests' sample files)
 
 
 class Attachments:
@@ -140,15 +148,21 @@ class Attachments:
     def __init__(self, datastore: Any, schema: str, cipher: Cipher, blobs: Blobs | None = None) -> None:
         self.datastore, self.cipher = datastore, cipher
         self.meta, self.refs = sql.Identifier(schema, "attachments"), sql.Identifier(schema, "attachment_refs")
+        self.uploads = sql.Identifier(schema, "attachment_uploads")
         with datastore.transaction(commit=True) as cur:
-            cur.execute(sql.SQL(DDL).format(meta=self.meta, refs=self.refs,
+            cur.execute(sql.SQL(DDL).format(meta=self.meta, refs=self.refs, uploads=self.uploads,
                                             refs_by_originator=sql.Identifier("attachment_refs_by_originator")))  # fmt: skip
         self.blobs = blobs or PostgresBlobs(datastore, schema)
 
     def put(self, content: bytes, sha256: str, media_type: str, uploaded_by: str,
-            photo_size: tuple[int, int] | None = None) -> Held:  # fmt: skip
+            photo_size: tuple[int, int] | None = None, institution_id: UUID | None = None) -> Held:  # fmt: skip
         """Keep `content` (already checked by the caller) unless it is held; an erased file uploaded
-        again is kept anew, under a new key."""
+        again is kept anew, under a new key. Each uploader is recorded: the same bytes uploaded by
+        two people are one stored file that both may read."""
+        with self.datastore.transaction(commit=True) as cur:
+            cur.execute(sql.SQL("INSERT INTO {} (sha256, uploaded_by, institution_id) VALUES (%s, %s, %s) "
+                                "ON CONFLICT (sha256, uploaded_by) DO UPDATE SET uploaded_at = now()")
+                        .format(self.uploads), (sha256, uploaded_by, institution_id))  # fmt: skip
         held = self.held(sha256)
         if held is not None and held.erased_at is None:
             if photo_size and not held.photo:  # first uploaded as a document, now checked as a photo
@@ -211,18 +225,55 @@ class Attachments:
             cur.executemany(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING").format(self.refs),
                             references)  # fmt: skip
 
+    def facts(
+        self, sha256s: list[str]
+    ) -> dict[str, tuple[bool, list[tuple[str, UUID | None]], list[tuple[UUID, UUID | None]]]]:
+        """For each of these files the store holds unerased: (passed the photo rules, its uploads as
+        (principal, institution), its references as (originator, institution)), in one round trip:
+        every command that refers to files asks this before it is saved."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(
+                sql.SQL("SELECT m.sha256, m.photo, "
+                        "(SELECT coalesce(json_agg(json_build_array(u.uploaded_by, u.institution_id)), '[]') "
+                        " FROM {uploads} u WHERE u.sha256 = m.sha256) AS uploads, "
+                        "(SELECT coalesce(json_agg(json_build_array(r.originator_id, r.institution_id)), '[]') "
+                        " FROM {refs} r WHERE r.sha256 = m.sha256) AS refs "
+                        "FROM {meta} m WHERE m.sha256 = ANY(%s) AND m.erased_at IS NULL")
+                .format(uploads=self.uploads, refs=self.refs, meta=self.meta), (sha256s,))  # fmt: skip
+            rows = cur.fetchall()
+
+        def uuid(value: str | None) -> UUID | None:
+            return UUID(value) if value else None
+
+        return {r["sha256"]: (r["photo"], [(by, uuid(i)) for by, i in r["uploads"]],
+                              [(UUID(o), uuid(i)) for o, i in r["refs"]]) for r in rows}  # fmt: skip
+
+    def uploaders(self, sha256s: list[str]) -> list[tuple[str, str, UUID | None]]:
+        """(sha256, principal, institution) of every upload of these files."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(sql.SQL("SELECT sha256, uploaded_by, institution_id FROM {} WHERE sha256 = ANY(%s)")
+                        .format(self.uploads), (sha256s,))  # fmt: skip
+            return [(r["sha256"], r["uploaded_by"], r["institution_id"]) for r in cur.fetchall()]
+
+    def references(self, sha256s: list[str]) -> list[tuple[str, UUID, UUID | None]]:
+        """(sha256, originator, institution) of every record referring to these files."""
+        with self.datastore.transaction(commit=False) as cur:
+            cur.execute(sql.SQL("SELECT sha256, originator_id, institution_id FROM {} WHERE sha256 = ANY(%s)")
+                        .format(self.refs), (sha256s,))  # fmt: skip
+            return [(r["sha256"], r["originator_id"], r["institution_id"]) for r in cur.fetchall()]
+
     def referrers(self, sha256: str) -> list[tuple[UUID, UUID | None]]:
         with self.datastore.transaction(commit=False) as cur:
             cur.execute(sql.SQL("SELECT originator_id, institution_id FROM {} WHERE sha256 = %s").format(self.refs),
                         (sha256,))  # fmt: skip
             return [(r["originator_id"], r["institution_id"]) for r in cur.fetchall()]
 
-    def erase_for(self, originators: list[UUID], because: str) -> list[str]:
-        """Forget these aggregates' references; erase every attachment nothing else refers to (its key
-        and its blob). Idempotent. Answers the addresses erased."""
+    def erase_for(self, originators: list[UUID], because: str, keep: tuple[str, ...] = ()) -> list[str]:
+        """Forget these aggregates' references, but those to `keep`; erase every attachment nothing else
+        refers to (its key and its blob). Idempotent. Answers the addresses erased."""
         with self.datastore.transaction(commit=True) as cur:
-            cur.execute(sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s) RETURNING sha256").format(self.refs),
-                        (originators,))  # fmt: skip
+            cur.execute(sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s) AND NOT sha256 = ANY(%s) "
+                                "RETURNING sha256").format(self.refs), (originators, list(keep)))  # fmt: skip
             dropped = sorted({r["sha256"] for r in cur.fetchall()})
             cur.execute(
                 sql.SQL("UPDATE {meta} m SET wrapped_key = NULL, erased_at = now(), erased_because = %s "

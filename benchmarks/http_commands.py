@@ -1,0 +1,201 @@
+"""Commands through the real API, from many concurrent clients, next to the same API answering a
+trivial authenticated GET (/me) in the same run.
+
+    python -m benchmarks.http_commands                       # embedded PostgreSQL, workers 1 and 2, 3 runs
+    python -m benchmarks.http_commands --database-url postgresql://postgres@127.0.0.1/test --workers 1 --workers 4
+
+For each worker count and run: `skillcert api` is started as a process (SKILLCERT_API_WORKERS) on a fresh
+schema with a plan of 100,000 places; then for SECONDS each, CLIENTS asyncio clients send as fast as
+they are answered: GET /me; POST /registrations (new candidates); and a mix of reviews (approve) and fee
+payments of the registrations just made. It prints requests per second, p50 and p95 latency for each
+phase, the ratio of commands to GETs, and medians of the runs. The clients run on the same machine
+and take a share of its cores, as the GET baseline's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import typer
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+from stdnum.cn import ric
+
+from domain.institution import DeadlineProfile, Filing
+from domain.model import Actor, Role
+from domain.registration import AttachmentKind
+from infra.embedded import free_port
+from infra.services import samples
+from infra.services.registrations import Registrations
+from tests.api import bearer
+from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, plan_details
+
+console = Console(width=120)
+SYSTEM = Actor(id="bench", role=Role.SYSTEM)
+ATTACHMENTS = [json.loads(samples.attachment(k).model_dump_json())
+               for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
+EVIDENCE = json.loads(L2_EVIDENCE.model_dump_json())
+
+
+def form(k: int) -> dict:
+    born = date(1990, 1, 1) + timedelta(days=k % 7000)
+    serial = 100 + k // 7000
+    base = f"440305{born:%Y%m%d}{serial:03d}"
+    return {"name": f"考生{k}", "id_number": base + ric.calc_check_digit(base + "0"),
+            "gender": "男" if serial % 2 else "女", "date_of_birth": born.isoformat(), "education": "大学本科",
+            "years_in_occupation": 8, "candidate_source": "本企业职工", "labour_relation": "本企业职工",
+            "phone": "13800138000", "work_unit": "深圳市某某科技有限公司", "basis": "working_years",
+            "attachments": ATTACHMENTS, "declaration_accepted": True}  # fmt: skip
+
+
+async def drive(base: str, clients: int, seconds: float, request) -> tuple[int, list[float], int]:  # type: ignore[no-untyped-def]
+    """`clients` loops calling `request(http, n)` until `seconds` pass: (answered, latencies, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(10**9))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+
+        async def client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                r = await request(http, next(counter))
+                latencies.append(time.perf_counter() - started)
+                if r.status_code >= 400:
+                    errors += 1
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return len(latencies), latencies, errors
+
+
+def p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else float("nan")
+
+
+def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, tuple[float, float, float, int]]:
+    schema = f"bench_http_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    svc = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+    samples.hold(svc.attachments)
+    iid = svc.register_institution(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
+                                   DeadlineProfile.S, SCOPE)  # fmt: skip
+    staff_actor = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
+    _, code = svc.publish_plan(staff_actor, iid, plan_details("HTTP", seats=100_000,
+                                                              registration_deadline=date(2099, 12, 31),
+                                                              evaluation_start=date(2100, 1, 10),
+                                                              evaluation_end=date(2100, 1, 10)))  # fmt: skip
+    svc.close()
+    staff = bearer(url, schema, Role.INSTITUTION_STAFF, "staff-bench", iid)
+    port = free_port()
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema, "SKILLCERT_API_PORT": str(port),
+           "SKILLCERT_API_WORKERS": str(workers)}  # fmt: skip
+    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and api.poll() is None, "the API did not start"
+            time.sleep(0.2)
+
+        async def me(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            return await http.get("/me", headers=staff)
+
+        async def register(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            r = await http.post("/registrations", headers=staff, json={"registration_code": code, "form": form(n)})
+            return r
+
+        to_review: deque[str] = deque()
+        to_pay: deque[str] = deque()
+
+        async def mixed(http: httpx.AsyncClient, n: int) -> httpx.Response:
+            """The day after registration opens: new registrations, reviews of them, fee payments of the
+            approved, each registration reviewed once and paid once."""
+            if n % 3 == 2 and to_pay:
+                rid = to_pay.popleft()
+                return await http.post(f"/registrations/{rid}/fee", headers=staff,
+                                       json={"receipt_number": f"R{n:09d}", "amount": "380.00"})  # fmt: skip
+            if n % 3 == 1 and to_review:
+                rid = to_review.popleft()
+                r = await http.post(f"/registrations/{rid}/review", headers=staff, json={
+                    "decision": "approved", "reasons": "材料齐全", "condition": L2_CONDITION, "evidence": EVIDENCE})  # fmt: skip
+                if r.status_code == 204:
+                    to_pay.append(rid)
+                return r
+            r = await register(http, 1_000_000 + n)
+            if r.status_code == 201:
+                to_review.append(r.json()["id"])
+            return r
+
+        asyncio.run(drive(base, clients, 2, me))  # warm-up
+        results = {}
+        for label, request in (("GET /me", me), ("registrations", register), ("registrations, reviews, fees", mixed)):
+            answered, latencies, errors = asyncio.run(drive(base, clients, seconds, request))
+            results[label] = (answered / seconds, p(latencies, 50), p(latencies, 95), errors)
+        return results
+    finally:
+        api.terminate()
+        try:
+            api.wait(20)
+        except subprocess.TimeoutExpired:
+            api.kill()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def main(
+    database_url: str = typer.Option(None, help="a running PostgreSQL; default: an embedded one"),
+    workers: list[int] = typer.Option([1, 2], help="API worker processes to try (repeatable)"),  # noqa: B008
+    clients: int = typer.Option(32, help="concurrent clients"),
+    seconds: float = typer.Option(10, help="each phase's length"),
+    runs: int = typer.Option(3),
+) -> None:
+    server = None
+    if database_url is None:
+        from infra.embedded import start_postgres
+
+        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
+    table = Table(
+        title=f"the API under {clients} concurrent clients, {seconds:.0f} s per phase; medians of {runs} runs"
+    )
+    for column in ("workers", "phase", "requests/s", "p50 ms", "p95 ms", "errors", "vs GET /me"):
+        table.add_column(column, justify="right")
+    try:
+        for w in workers:
+            runs_done = [one_run(database_url, w, clients, seconds) for _ in range(runs)]
+            baseline = statistics.median(r["GET /me"][0] for r in runs_done)
+            for label in runs_done[0]:
+                rate = statistics.median(r[label][0] for r in runs_done)
+                table.add_row(str(w), label, f"{rate:,.0f}", f"{statistics.median(r[label][1] for r in runs_done):.0f}",
+                              f"{statistics.median(r[label][2] for r in runs_done):.0f}",
+                              str(sum(r[label][3] for r in runs_done)), f"{rate / baseline:.2f}")  # fmt: skip
+    finally:
+        if server is not None:
+            server.cleanup()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)
