@@ -62,6 +62,7 @@ class CertificatePage:
     form_serial: int
     verify_url: str
     photo: bytes | None = None  # the holder's colour photo on white; None prints a marked placeholder
+    electronic: bool = False  # the electronic certificate: marked so, with no blank form's serial
 
     @classmethod
     def of(cls, c: Certificate, form_serial: int, public_url: str, photo: bytes | None = None) -> CertificatePage:
@@ -156,7 +157,9 @@ def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | N
     preflight(pages)
     out = io.BytesIO()
     canvas = Canvas(out, pagesize=PAGE, pageCompression=1, initialFontName=TIMES)  # no unembedded Helvetica
-    canvas.setTitle("职业技能等级证书")
+    canvas.setTitle("职业技能等级证书" + ("（电子证书）" if len(pages) == 1 and pages[0].electronic else ""))
+    if len(pages) == 1:  # read back by whoever verifies the file (infra.services.ecert)
+        canvas.setSubject(pages[0].number)
     canvas.setCreator("skillcert certgen")
     for i, p in enumerate(pages, 1):
         _page(canvas, p)
@@ -240,8 +243,11 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     canvas.setFillColor(black)
     mixed(canvas, left_x, by + 20 * mm, f"证书信息查询网址(Certificate Information): {CERTIFICATE_QUERY}", 11)
     mixed(canvas, left_x, by + 14 * mm, f"机构信息查询网址(Assessment Information): {INSTITUTION_QUERY}", 11)
-    canvas.setFont(TIMES, 11)
-    canvas.drawString(left_x, by + 7 * mm, f"NO. {p.form_serial:08d}")
+    if p.electronic:  # 004 §11.1(7): the same page, no blank form behind it
+        mixed(canvas, left_x, by + 7 * mm, "电子证书(Electronic Certificate)", 11)
+    else:
+        canvas.setFont(TIMES, 11)
+        canvas.drawString(left_x, by + 7 * mm, f"NO. {p.form_serial:08d}")
 
     # Right half: photo (一寸, 25 x 35 mm), fields, QR code.
     rx = bx + BORDER[0] / 2 + 14 * mm

@@ -243,6 +243,13 @@ class Certificate(Aggregate):
     class PhotoAttached(Aggregate.Event):
         photo: Attachment
 
+    class ElectronicIssued(Aggregate.Event):
+        """The electronic certificate (004 §11.1(7)): the signed PDF, by its hash, and the institution's
+        signing certificate that signed it. A correction or a data deletion supersedes it."""
+
+        document: Attachment
+        signer_serial: str = Field(pattern=r"^[0-9a-f]{1,40}$")
+
     @event(Issued)
     def __init__(
         self,
@@ -296,6 +303,7 @@ class Certificate(Aggregate):
         self.correction_decided = False
         self.commitment: Attachment | None = None
         self.photo: Attachment | None = None  # the holder's, printed at the photo's place
+        self.electronic: Attachment | None = None  # the current electronic certificate, if one was issued
 
     @classmethod
     def issue(
@@ -709,6 +717,7 @@ class Certificate(Aggregate):
         self.data_status = DataStatus.UNREPORTED
         self.correction_due = report
         self.needs_print = True
+        self.electronic = None  # the file carries the old data: superseded, issued again once re-reported
 
     def reject_correction(self, actor: Actor, reasons: str) -> None:
         self._awaiting_decision(actor, "reject corrections")
@@ -731,6 +740,22 @@ class Certificate(Aggregate):
     @event(HolderCommitmentRecorded)
     def _commitment_recorded(self, actor: Actor, document: Attachment) -> None:
         self.commitment = document
+
+    def issue_electronic(self, actor: Actor, document: Attachment, signer_serial: str) -> None:
+        """The electronic certificate, as the paper one: once queryable nationally, with the holder's photo."""
+        require(actor, STAFF, "issue electronic certificates", self.institution_id)
+        self._live()
+        if not self.ever_queryable or self.data_status in (DataStatus.UNREPORTED, DataStatus.RETURNED):
+            raise Conflict(f"certificate {self.number} is issued electronically once its data is queryable nationally")
+        if self.photo is None:
+            raise Conflict(f"certificate {self.number} has no holder photo: attach one before issuing it")
+        if document.kind is not AttachmentKind.ELECTRONIC_CERTIFICATE:
+            raise InvalidInput([("document", "must be the signed electronic certificate")])
+        self._electronic_issued(actor, document, signer_serial)
+
+    @event(ElectronicIssued)
+    def _electronic_issued(self, actor: Actor, document: Attachment, signer_serial: str) -> None:
+        self.electronic = document
 
     def attach_photo(self, actor: Actor, photo: Attachment) -> None:
         """The holder's recent colour photo on white (004 §11.2(1)); a later one replaces it for the
@@ -759,3 +784,4 @@ class Certificate(Aggregate):
     @event(DataDeleted)
     def _data_deleted(self, actor: Actor, reasons: str) -> None:
         self.data_status = DataStatus.DELETED
+        self.electronic = None

@@ -14,6 +14,8 @@ EVENTS: dict[str, str] = {
     # Institutions and plans (001, 004 §8)
     "institution.registered": "评价机构备案登记",
     "institution.scope_amended": "评价范围变更",
+    "institution.signing_certificate_issued": "签发机构电子签章证书",
+    "institution.signing_certificate_revoked": "吊销机构电子签章证书",
     "evaluation_plan.published": "发布认定计划",
     "evaluation_plan.seat_taken": "占用报名名额",
     "evaluation_plan.seat_released": "释放报名名额",
@@ -52,6 +54,7 @@ EVENTS: dict[str, str] = {
     "certificate.data_accepted": "证书数据审核通过",
     "certificate.made_queryable": "证书数据全国联网可查",
     "certificate.photo_attached": "附持证人照片",
+    "certificate.electronic_issued": "签发电子证书",
     "certificate.printed": "打印证书",
     "certificate.print_spoiled": "证书打印作废",
     "certificate.handed_over": "发放证书",

@@ -5,6 +5,7 @@ outside it is refused at publication, and no certificate outside it is ever issu
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -14,7 +15,7 @@ from pydantic import Field, field_validator
 from domain.access import CENTRE, require
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable
+from domain.model import Actor, Aggregate, Immutable, Role
 from domain.personal import Personal, personal
 
 # 004 table 2: where the institution (station) is, as positions 8-9 of a certificate number.
@@ -120,6 +121,19 @@ class Institution(Aggregate):
         scope: list[ScopeEntry] = Field(description="the whole scope as filed from now on")
         reason: str = Field(max_length=200, description="why, e.g. the HR department's filing notice")
 
+    class SigningCertificateIssued(Aggregate.Event):
+        """The provincial centre's authority certified a key of the institution's for signing its
+        electronic certificates (004 §11.1(7)); the key itself never leaves the store."""
+
+        serial: str = Field(pattern=r"^[0-9a-f]{1,40}$", description="the X.509 certificate's serial number, hex")
+        fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the certificate (DER)")
+        certificate_pem: str = Field(max_length=10_000, description="the X.509 certificate, PEM")
+        not_after: date
+
+    class SigningCertificateRevoked(Aggregate.Event):
+        serial: str = Field(pattern=r"^[0-9a-f]{1,40}$")
+        reason: str = Field(max_length=200)
+
     @event(Registered)
     def __init__(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -128,6 +142,37 @@ class Institution(Aggregate):
         self.filing = filing
         self.profile = profile
         self.scope = list(scope or [])
+        self.signing: dict[str, bool] = {}  # serial -> still good (not revoked)
+
+    @property
+    def signing_serial(self) -> str | None:
+        """The newest signing certificate not revoked."""
+        good = [serial for serial, ok in self.signing.items() if ok]
+        return good[-1] if good else None
+
+    def record_signing_certificate(
+        self, actor: Actor, serial: str, fingerprint: str, pem: str, not_after: date
+    ) -> None:
+        require(actor, (*CENTRE, Role.SYSTEM), "certify institutions' signing keys")
+        self._signing_certificate_issued(actor, serial, fingerprint, pem, not_after)
+
+    @event(SigningCertificateIssued)
+    def _signing_certificate_issued(self, actor: Actor, serial: str, fingerprint: str, certificate_pem: str,
+                                    not_after: date) -> None:  # fmt: skip
+        self.signing[serial] = True
+
+    def revoke_signing_certificate(self, actor: Actor, serial: str, reason: str) -> None:
+        """A lost or compromised key: what it signed no longer verifies as good."""
+        require(actor, CENTRE, "revoke institutions' signing keys")
+        if not self.signing.get(serial):
+            raise Conflict(f"no signing certificate {serial} of {self.name} that is not revoked", field="serial")
+        if not reason.strip():
+            raise InvalidInput([("reason", "say why the key is revoked")])
+        self._signing_certificate_revoked(actor, serial, reason.strip())
+
+    @event(SigningCertificateRevoked)
+    def _signing_certificate_revoked(self, actor: Actor, serial: str, reason: str) -> None:
+        self.signing[serial] = False
 
     @classmethod
     def register(

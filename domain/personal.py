@@ -42,6 +42,8 @@ NOT_PERSONAL = frozenset(
     "city_code station_serial registration_code session location exam_location supervising_region room "
     "file_name tracking_number receipt_number work_order jurisdiction account amount hours condition changed period "
     "delivery_note "
+    # The institution's signing keys: X.509 certificates of the institution, never of a person.
+    "serial signer_serial fingerprint certificate_pem not_after "
     # Staff's reasons and notes about a case (staff are told not to put ID or phone numbers in them).
     "reasons reason note explanation warnings".split()
 )

@@ -84,6 +84,7 @@ class AttachmentKind(StrEnum):
     CORRECTION_EVIDENCE = "correction_evidence"  # ID card copy and what shows the right data
     ID_CARD_COPY = "id_card_copy"  # 身份证复印件, with a proof application (000)
     PHOTO = "photo"  # 近半年内一寸彩色白底照片, printed on the certificate (004 §11.2(1))
+    ELECTRONIC_CERTIFICATE = "electronic_certificate"  # 电子证书: the signed PDF (004 §11.1(7))
 
 
 class Attachment(Immutable):

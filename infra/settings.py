@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         "", description="proxies whose X-Forwarded-For names the client, comma-separated addresses or networks"
     )
     token_days: int = Field(90, ge=1, le=3650, description="days a new API token is valid")
+    esign_ca_cert: Path | None = Field(
+        None,
+        description="PEM certificate of an existing CA that certifies institutions' signing keys; unset: one "
+        "is made and kept in the database (encrypted)",
+    )
+    esign_ca_key: Path | None = Field(None, description="PEM private key of that CA (with SKILLCERT_ESIGN_CA_CERT)")
 
 
 class BadSettings(SystemExit):

@@ -238,6 +238,12 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},
          {STAFF}),
         ("GET", "/snapshots", "/snapshots", None, {AUDITOR}),
+        ("POST", "/certificates/{certificate}/electronic", f"/certificates/{cert}/electronic", None, {STAFF}),
+        ("GET", "/certificates/{certificate}/electronic.pdf", f"/certificates/{cert}/electronic.pdf", None,
+         {STAFF, CANDIDATE, OTHER_CANDIDATE}),
+        ("POST", "/verify/pdf", "/verify/pdf", "pdf", EVERYONE),
+        ("GET", "/esign/authority.pem", "/esign/authority.pem", None, EVERYONE),
+        ("GET", "/esign/crl", "/esign/crl", None, EVERYONE),
         ("POST", "/attachments", "/attachments", "attachment", {STAFF, OTHER_STAFF, CANDIDATE, OTHER_CANDIDATE}),
         ("GET", "/attachments/{sha256}", f"/attachments/{attachment(AttachmentKind.DIPLOMA).sha256}", None,
          {STAFF, OTHER_STAFF, CENTRE, HR, CANDIDATE, OTHER_CANDIDATE}),
@@ -248,6 +254,7 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
 
 FILES = {
     "attachment": ("scan.pdf", "%PDF-1.4\n% a scan\n%%EOF\n"),
+    "pdf": ("certificate.pdf", "%PDF-1.4\n%%EOF\n"),
     "scores": ("scores.csv", "证件号码,姓名,理论知识,操作技能,综合评审\n{id},考生1,80,80,80\n"),
     "candidates": (
         "list.csv",

@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from domain.certificate import certificate_id
-from domain.institution import ScopeEntry
+from domain.institution import Institution, ScopeEntry
 from domain.levels import Level
 from domain.model import Actor, Role
 from infra.bus import schemas
@@ -83,6 +83,11 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
         staff(iid), lost, certs.certificate(lost).receipts[-1], certs.certificate(lost).holder.id_number
     )
     reg.amend_scope(CENTRE, iid, [*SCOPE, ScopeEntry(occupation="焊工", job="电焊", levels=[Level.FOUR])], "新增焊工")
+    from infra.services import ecert
+
+    ecert.issue_electronic(certs, staff(iid), printed, "https://verify.example.cn")  # signed, recorded
+    serial = certs.get(Institution, iid, "institution").signing_serial
+    ecert.revoke(certs, CENTRE, iid, serial, "密钥遗失")  # and the key that signed it revoked
     record_checkpoint(reg, Actor(id="skillcert-audit", role=Role.SYSTEM), sign(reg, schema))
     return bus_messages(reg)
 

@@ -17,6 +17,7 @@ from infra.api import (
     commands,
     contract,
     docs,
+    ecert,
     hygiene,
     imports,
     limits,
@@ -92,7 +93,7 @@ def create_app(
     problems.document(app)
     docs.install(app)
     app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app), routes=lambda: _paths(app))
-    for router in (commands.router, attachments.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
+    for router in (commands.router, attachments.router, ecert.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
                    contract.router):  # fmt: skip
         app.include_router(router)
     return app

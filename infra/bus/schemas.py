@@ -17,7 +17,7 @@ from typing import Any
 from eventsourcing.domain import CanInitAggregate
 from eventsourcing.utils import get_topic, resolve_topic
 
-from domain.model import DomainEvent, Role
+from domain.model import DomainEvent, Role, Snapshot
 from infra.bus.envelope import CONTEXTS, NOT_IN_DATA, SPEC_VERSION, event_type
 from infra.bus.privacy import POLICY, redact_schema
 
@@ -44,7 +44,9 @@ def public_events() -> list[PublicEvent]:
         if context is None:
             continue
         aggregate = resolve_topic(aggregate_topic)
-        models = [m for m in vars(aggregate).values() if isinstance(m, type) and issubclass(m, DomainEvent)]
+        # Snapshots are kept apart from the events, never in the log, never published.
+        models = [m for m in vars(aggregate).values()
+                  if isinstance(m, type) and issubclass(m, DomainEvent) and not issubclass(m, Snapshot)]  # fmt: skip
         own_creation = any(m.__name__ != "Created" and issubclass(m, CanInitAggregate) for m in models)
         for model in models:
             if any(other is not model and issubclass(other, model) for other in models):

@@ -7,7 +7,7 @@ from importlib import import_module
 from infra.cli.common import cli, err
 
 # Each module registers its commands on `cli` when imported; --help lists them in this order.
-for _group in ("run", "tokens", "batch", "bus", "readmodels", "audit", "keys"):
+for _group in ("run", "tokens", "batch", "bus", "readmodels", "audit", "keys", "esign"):
     import_module(f"infra.cli.{_group}")
 
 __all__ = ["cli", "main"]

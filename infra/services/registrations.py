@@ -57,6 +57,10 @@ class Registrations(Service):
             raise Conflict(
                 f"an institution with filing {filing.prefix} is already registered", field="filing"
             ) from None
+        # Filed, it is certified a key to sign its electronic certificates with (infra.services.ecert).
+        from infra.services import ecert
+
+        ecert.certify(self, actor, institution.id)
         return institution.id
 
     def amend_scope(self, actor: Actor, institution_id: UUID, scope: list[ScopeEntry], reason: str) -> None:

@@ -1,0 +1,160 @@
+"""Electronic certificates (004 §11.1(7)): signed by the institution with a key the provincial authority
+certified, verified offline with no database, by our CLI and by pyHanko's own validator; tampering,
+another key's signature and a revoked key are each caught; online, a superseded file is told apart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
+
+from domain.certificate import Correction, certificate_id
+from domain.institution import Institution
+from domain.model import Role
+from domain.registration import AttachmentKind
+from infra.api import create_app
+from infra.services import ecert, samples
+from tests.api import bearer
+from tests.lifecycle import approve_correction, queryable_certificates, staff
+from tests.test_read_models import KEY, apply_live, bus_messages, conn  # noqa: F401
+
+PUBLIC = "https://verify.example.cn"
+
+
+def offline(tmp: Path, pdf: bytes, trust: Path, crl: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`skillcert verify-pdf` with no database configured: only the file and the trust material."""
+    (tmp / "c.pdf").write_bytes(pdf)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKILLCERT_")}
+    args = [sys.executable, "-m", "infra.cli", "verify-pdf", str(tmp / "c.pdf"), "--trust", str(trust), "--json"]
+    return subprocess.run([*args, *(["--crl", str(crl)] if crl else [])], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=tmp)  # fmt: skip
+
+
+@pytest.fixture
+def issued(world, database_url, schema, tmp_path):
+    iid, cids = queryable_certificates(world, 2)
+    app = create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=PUBLIC, today=world.clock)
+    with TestClient(app) as http:
+        token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        r = http.post(f"/certificates/{cids[0]}/electronic", headers=token)
+        assert r.status_code == 201 and r.headers["content-type"] == "application/pdf", r.text
+        (tmp_path / "authority.pem").write_bytes(http.get("/esign/authority.pem").content)
+        (tmp_path / "crl.der").write_bytes(http.get("/esign/crl").content)
+        yield iid, cids, r.content, http, token
+
+
+def test_the_electronic_certificate_verifies_offline_and_in_pyhankos_validator(issued, world, tmp_path):
+    iid, cids, pdf, http, token = issued
+    cert = world.certificates.certificate(cids[0])
+    institution = world.certificates.get(Institution, iid, "institution")
+    assert cert.electronic is not None and cert.electronic.kind is AttachmentKind.ELECTRONIC_CERTIFICATE
+    assert institution.signing_serial is not None  # certified when it was filed, as an event
+    text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    assert "电子证书" in text and "NO. " not in text and cert.number in text
+
+    done = offline(tmp_path, pdf, tmp_path / "authority.pem", tmp_path / "crl.der")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = __import__("json").loads(done.stdout)
+    assert said["good"] and said["number"] == cert.number and said["signer_serial"] == institution.signing_serial
+    assert "深圳市技能人才评价示范中心" in said["signer"] and said["signed_at"]
+
+    pyhanko = shutil.which("pyhanko") or str(Path(sys.executable).parent / "pyhanko")
+    validated = subprocess.run([pyhanko, "sign", "validate", "--trust", str(tmp_path / "authority.pem"),
+                                "--trust-replace", "--no-revocation-check", str(tmp_path / "c.pdf")],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert validated.returncode == 0 and ":INTACT:TRUSTED" in validated.stdout, validated.stdout + validated.stderr
+
+    # The holder downloads the same file; another candidate and another institution do not.
+    holder = bearer(http.app.state.database_url, http.app.state.schema, Role.CANDIDATE, "holder",
+                    id_number=cert.holder.id_number, pseudonym_key=KEY.hex())  # fmt: skip
+    assert http.get(f"/certificates/{cids[0]}/electronic.pdf", headers=holder).content == pdf
+    other = bearer(http.app.state.database_url, http.app.state.schema, Role.CANDIDATE, "other",
+                   id_number=world.certificates.certificate(cids[1]).holder.id_number, pseudonym_key=KEY.hex())  # fmt: skip
+    assert http.get(f"/certificates/{cids[0]}/electronic.pdf", headers=other).status_code == 404
+    stranger = bearer(http.app.state.database_url, http.app.state.schema, Role.INSTITUTION_STAFF, "x",
+                      institution_id=certificate_id(cids[1]))  # fmt: skip
+    assert http.get(f"/certificates/{cids[0]}/electronic.pdf", headers=stranger).status_code == 403
+
+
+def test_a_changed_byte_another_keys_signature_and_a_revoked_key_are_each_caught(issued, world, tmp_path):
+    iid, cids, pdf, http, token = issued
+    trust, crl = tmp_path / "authority.pem", tmp_path / "crl.der"
+    # One byte of the signed content changed (inside the page's content stream, not the signature).
+    altered = bytearray(pdf)
+    at = pdf.index(b"stream", 2000) + 40
+    altered[at] ^= 0x01
+    done = offline(tmp_path, bytes(altered), trust, crl)
+    assert done.returncode == 1 and "altered" in done.stdout, done.stdout
+
+    # The same page signed by a key no authority of ours certified (a forger's own CA).
+    svc = world.certificates
+    forged_key = ec.generate_private_key(ec.SECP256R1())
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "深圳市技能人才评价示范中心 电子证书签章")])
+    now = dt.datetime.now(dt.UTC)
+    self_signed = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(forged_key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+                   .not_valid_after(now + dt.timedelta(days=30)).sign(forged_key, hashes.SHA256()))  # fmt: skip
+    unsigned = pdf[: pdf.index(b"%%EOF") + 5]  # pyHanko appended its signature as an incremental update
+    forged = ecert.sign(unsigned, forged_key, self_signed, self_signed, "forged")
+    done = offline(tmp_path, forged, trust, crl)
+    assert done.returncode == 1 and "does not chain to the trusted authority" in done.stdout, done.stdout
+
+    # The institution's key revoked: what it signed is no longer good once verifiers have the new CRL.
+    institution = svc.get(Institution, iid, "institution")
+    old = institution.signing_serial
+    from domain.model import Actor
+
+    new = ecert.revoke(svc, Actor(id="centre-wang", role=Role.PROVINCIAL_CENTRE), iid, old, "密钥遗失")
+    assert new != old and svc.get(Institution, iid, "institution").signing_serial == new
+    (tmp_path / "crl2.der").write_bytes(http.get("/esign/crl").content)
+    done = offline(tmp_path, pdf, trust, tmp_path / "crl2.der")
+    assert done.returncode == 1 and f"key {old} was revoked" in done.stdout, done.stdout
+    # Reissued with the new key, the certificate verifies again.
+    again = http.post(f"/certificates/{cids[0]}/electronic", headers=token).content
+    assert offline(tmp_path, again, trust, tmp_path / "crl2.der").returncode == 0
+
+
+def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued, world, conn, tmp_path):  # noqa: F811
+    iid, cids, pdf, http, token = issued
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+
+    def check(content: bytes) -> dict:
+        r = http.post("/verify/pdf", files={"file": ("c.pdf", content, "application/pdf")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = check(pdf)
+    assert (first["signature"], first["status"], first["number"]) == (
+        "good",
+        "current",
+        world.certificates.certificate(cids[0]).number,
+    )
+    holder = world.certificates.certificate(cids[0]).holder
+    assert holder.id_number not in str(first) and holder.name not in str(first)  # nothing personal in the answer
+    # A correction supersedes the file; the new one, issued after re-reporting, is current.
+    svc = world.certificates
+    svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
+    svc.print(staff(iid), cids[0])
+    from domain.certificate import Delivery
+
+    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误",
+                             samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
+    approve_correction(svc, cids[0])
+    assert check(pdf)["status"] == "superseded"
+    assert http.post("/verify/pdf", files={"file": ("x.pdf", b"<html>", "application/pdf")}).status_code == 422
+    unsigned = pdf[: pdf.index(b"%%EOF") + 5]
+    assert check(unsigned)["signature"] == "unsigned"
