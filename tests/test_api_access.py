@@ -98,6 +98,9 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
     group so that an allowed call changing state comes after every refusal was checked."""
     me = working_years_form(1)
     cert = s.number
+    from domain.institution import Institution
+
+    serial = s.app.state.certificates.get(Institution, s.iid, "institution").signing_serial
     return [
         # Public.
         ("GET", "/health", "/health", None, EVERYONE),
@@ -244,6 +247,11 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("POST", "/verify/pdf", "/verify/pdf", "pdf", EVERYONE),
         ("GET", "/esign/authority.pem", "/esign/authority.pem", None, EVERYONE),
         ("GET", "/esign/crl", "/esign/crl", None, EVERYONE),
+        ("GET", "/certificates/{certificate}/credential", f"/certificates/{cert}/credential", None,
+         {STAFF, CANDIDATE, OTHER_CANDIDATE}),
+        ("GET", "/esign/keys/{serial}", f"/esign/keys/{serial}", None, EVERYONE),
+        ("GET", "/esign/status/{institution_id}", f"/esign/status/{s.iid}", None, EVERYONE),
+        ("GET", "/esign/institutions/{institution_id}", f"/esign/institutions/{s.iid}", None, EVERYONE),
         ("POST", "/attachments", "/attachments", "attachment", {STAFF, OTHER_STAFF, CANDIDATE, OTHER_CANDIDATE}),
         ("GET", "/attachments/{sha256}", f"/attachments/{attachment(AttachmentKind.DIPLOMA).sha256}", None,
          {STAFF, OTHER_STAFF, CENTRE, HR, CANDIDATE, OTHER_CANDIDATE}),

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Literal
+from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Path, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from domain.certificate import Certificate
 from domain.errors import NotFound
+from domain.institution import Institution
 from domain.model import Role
 from infra.api.commands import CertificateRef
 from infra.api.deps import CertSvc, Conn, RequestId, allow, certificate_id, own_institution
@@ -23,6 +25,7 @@ from infra.api.verify import rate_limited
 from infra.bus.privacy import ref
 from infra.services import attachments as files
 from infra.services import ecert
+from infra.services.credentials import Credentials
 from projections import certificates as registry
 
 router = APIRouter(tags=["electronic certificates"])
@@ -117,3 +120,47 @@ def authority_pem(svc: CertSvc) -> Response:
 def crl(svc: CertSvc) -> Response:
     """The authority's current revocation list (DER): revoked institution keys."""
     return Response(ecert.authority(svc).crl(), media_type="application/pkix-crl")
+
+
+# The certificate as a Verifiable Credential (infra.services.credentials; docs/credentials.md).
+VC = {"content": {"application/vc+ld+json": {}, "application/json": {}}}
+
+
+def _credentials(svc: CertSvc, request: Request) -> Credentials:
+    return Credentials(svc, request.app.state.public_url)
+
+
+@router.get("/certificates/{certificate}/credential", responses=PROBLEMS | {200: {"description": "the signed VC"}})
+def credential(certificate: CertificateRef, who: StaffOrHolder, svc: CertSvc, c: Conn, request: Request) -> dict:  # type: ignore[type-arg]
+    """The certificate as a W3C Verifiable Credential 2.0 (Open Badges 3.0), signed by the institution
+    (DataIntegrityProof, ecdsa-jcs-2019) with a Bitstring Status List entry: to its staff and its holder."""
+    cert: Certificate = svc.certificate(certificate_id(c, certificate))
+    if who.role is Role.CANDIDATE:
+        if ref(cert.holder.id_number, request.app.state.key) != who.candidate_ref:
+            raise NotFound(f"no certificate {certificate} of yours")
+    else:
+        own_institution(who, cert.institution_id, "certificates")
+    return _credentials(svc, request).issue(cert.id)
+
+
+@router.get("/esign/keys/{serial}")
+def signing_key(serial: Annotated[str, Path(pattern=r"^[0-9a-f]{1,40}$")], svc: CertSvc, request: Request) -> dict:  # type: ignore[type-arg]
+    """An institution's signing key as a verification method (Multikey), with its X.509 certificate and,
+    once revoked, when."""
+    return _credentials(svc, request).key_document(serial)
+
+
+@router.get("/esign/status/{institution_id}")
+def status_list(institution_id: UUID, svc: CertSvc, request: Request) -> dict:  # type: ignore[type-arg]
+    """The institution's Bitstring Status List credential: a set bit is a credential that no longer stands."""
+    return _credentials(svc, request).status_list(institution_id)
+
+
+@router.get("/esign/institutions/{institution_id}")
+def issuer(institution_id: UUID, svc: CertSvc, request: Request) -> dict:  # type: ignore[type-arg]
+    """The issuer profile the credentials name."""
+    institution: Institution = svc.get(Institution, institution_id, "institution")
+    base = request.app.state.public_url.rstrip("/")
+    return {"id": f"{base}/esign/institutions/{institution_id}", "type": ["Profile"], "name": institution.name,
+            "filing": institution.filing.prefix,
+            "signingKeys": [f"{base}/esign/keys/{s}#key" for s, good in institution.signing.items() if good]}  # fmt: skip
