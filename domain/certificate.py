@@ -304,6 +304,8 @@ class Certificate(Aggregate):
         self.commitment: Attachment | None = None
         self.photo: Attachment | None = None  # the holder's, printed at the photo's place
         self.electronic: Attachment | None = None  # the current electronic certificate, if one was issued
+        self.electronic_signer: str | None = None  # the signing key's serial
+        self.electronic_issued: list[str] = []  # every file ever issued (sha256): a superseded one is one of them
 
     @classmethod
     def issue(
@@ -756,6 +758,8 @@ class Certificate(Aggregate):
     @event(ElectronicIssued)
     def _electronic_issued(self, actor: Actor, document: Attachment, signer_serial: str) -> None:
         self.electronic = document
+        self.electronic_signer = signer_serial
+        self.electronic_issued.append(document.sha256)
 
     def attach_photo(self, actor: Actor, photo: Attachment) -> None:
         """The holder's recent colour photo on white (004 §11.2(1)); a later one replaces it for the

@@ -50,7 +50,7 @@ class Registry:
     name = "certificate_registry"
     topics = ("certificates",)
     tables = ("certificate_registry", "certificate_history")
-    version = 1
+    version = 2  # 2: a deletion blanks the holder's data in the registry and its history
 
     def ddl(self) -> list[str]:
         return [
@@ -138,6 +138,10 @@ class Registry:
                 "corrected": True, "holder_name": h["name"], "holder_gender": h["gender"],
                 "id_masked": h["id_number"]["masked"], "id_ref": h["id_number"]["ref"],
             }  # fmt: skip
+        elif event == "data_deleted":  # the holder's data goes from the read models too; the number stays
+            sets |= {"holder_name": "", "holder_gender": "", "id_masked": ""}
+            cur.execute("UPDATE certificate_history SET detail = detail - 'holder' - 'correction' - 'signed_by' "
+                        "WHERE certificate_id = %s", (cid,))  # fmt: skip
         columns = ", ".join(f"{k} = %s" for k in sets)
         cur.execute(f"UPDATE certificate_registry SET {columns} WHERE certificate_id = %s", [*sets.values(), cid])
         if event in HISTORY:

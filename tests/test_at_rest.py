@@ -243,6 +243,9 @@ def test_processes_starting_together_on_a_new_store_agree_on_one_data_key(databa
 
 
 def test_events_written_before_encryption_stay_readable_as_written(service, database_url, schema):
+    from infra.services import ecert
+
+    ecert.authority(service)  # the signing keys are sealed whatever the events are
     cipher, service.mapper.cipher = service.mapper.cipher, None  # as an earlier version stored them
     iid, _, code = setup_plan(service)
     first = service.register(candidate(1), code, working_years_form(1))

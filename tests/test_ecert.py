@@ -55,6 +55,12 @@ def test_the_electronic_certificate_verifies_offline_and_in_pyhankos_validator(i
     institution = world.certificates.get(Institution, iid, "institution")
     assert cert.electronic is not None and cert.electronic.kind is AttachmentKind.ELECTRONIC_CERTIFICATE
     assert institution.signing_serial is not None  # certified when it was filed, as an event
+    from cryptography import x509 as x509_
+
+    signing = x509_.load_pem_x509_certificate(
+        http.get(f"/esign/keys/{institution.signing_serial}").json()["x509CertificatePem"].encode())  # fmt: skip
+    points = signing.extensions.get_extension_for_class(x509_.CRLDistributionPoints).value
+    assert points[0].full_name[0].value.endswith("/esign/crl")  # where online validators find revocations
     text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
     assert "电子证书" in text and "NO. " not in text and cert.number in text
 
@@ -121,6 +127,22 @@ def test_a_changed_byte_another_keys_signature_and_a_revoked_key_are_each_caught
     (tmp_path / "crl2.der").write_bytes(http.get("/esign/crl").content)
     done = offline(tmp_path, pdf, trust, tmp_path / "crl2.der")
     assert done.returncode == 1 and f"key {old} was revoked" in done.stdout, done.stdout
+    from cryptography import x509 as x509_
+
+    revoked_entry = x509_.load_der_x509_crl((tmp_path / "crl2.der").read_bytes())[0]
+    assert (
+        revoked_entry.extensions.get_extension_for_class(x509_.CRLReason).value.reason
+        is x509_.ReasonFlags.key_compromise
+    )
+    # A revocation list the authority did not sign (an empty one, under its name, by another key) is refused.
+    forged_crl = (x509_.CertificateRevocationListBuilder()
+                  .issuer_name(x509_.load_pem_x509_certificate(trust.read_bytes()).subject)
+                  .last_update(now).next_update(now + dt.timedelta(days=1)).sign(forged_key, hashes.SHA256()))  # fmt: skip
+    from cryptography.hazmat.primitives import serialization
+
+    (tmp_path / "forged.der").write_bytes(forged_crl.public_bytes(serialization.Encoding.DER))
+    done = offline(tmp_path, pdf, trust, tmp_path / "forged.der")
+    assert done.returncode == 2 and "not signed by the trusted authority" in done.stderr, done.stdout + done.stderr
     # Reissued with the new key, the certificate verifies again.
     again = http.post(f"/certificates/{cids[0]}/electronic", headers=token).content
     assert offline(tmp_path, again, trust, tmp_path / "crl2.der").returncode == 0
@@ -136,6 +158,8 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
         assert r.status_code == 200, r.text
         return r.json()
 
+    # Issued once: a second issue of an unchanged certificate is refused, the holder's file stays current.
+    assert http.post(f"/certificates/{cids[0]}/electronic", headers=token).status_code == 409
     first = check(pdf)
     assert (first["signature"], first["status"], first["number"]) == (
         "good",
@@ -157,4 +181,10 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
     assert check(pdf)["status"] == "superseded"
     assert http.post("/verify/pdf", files={"file": ("x.pdf", b"<html>", "application/pdf")}).status_code == 422
     unsigned = pdf[: pdf.index(b"%%EOF") + 5]
-    assert check(unsigned)["signature"] == "unsigned"
+    assert check(unsigned)["signature"] == "unsigned" and check(unsigned)["status"] == "not_issued"
+    altered = bytearray(pdf)
+    altered[pdf.index(b"stream", 2000) + 40] ^= 1
+    said = check(bytes(altered))
+    assert (said["signature"], said["status"]) == ("not_good", "not_issued") and "chain" not in str(said["problems"])
+    broken = http.post("/verify/pdf", files={"file": ("x.pdf", b"%PDF-1.7\n1 0 obj <<", "application/pdf")})
+    assert broken.status_code == 422 and "not a readable PDF" in broken.json()["detail"]

@@ -122,7 +122,9 @@ def test_the_registry_answers_by_number_holder_and_name_with_status_and_history(
     assert (row["status"], row["corrected"], row["holder_name"], row["data_status"]) == (
         "corrected", True, "更正后姓名", "unreported")  # fmt: skip
     assert [h["event"] for h in row["history"]][-2:] == ["correction_applied", "correction_approved"]
-    assert certificate_by_number(conn, deleted.number)["data_status"] == "deleted"
+    gone = certificate_by_number(conn, deleted.number)
+    assert gone["data_status"] == "deleted" and (gone["holder_name"], gone["id_masked"]) == ("", "")
+    assert deleted.holder.name not in str(gone["history"])  # the holder's data leaves the read model too
     assert certificate_by_number(conn, rejected.number)["holder_name"] == rejected.holder.name
     assert certificate_by_number(conn, "S000000000000000000000") is None
 
@@ -326,7 +328,7 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     assert total == len(seen) and len({e["event_id"] for e in seen}) == len(seen)
     assert any(e["actor_role"] == "candidate" for e in seen)
     other_total, other = trail(conn, institution_id=str(other_iid))
-    assert other_total == 4  # registered, plan published, a seat taken, a registration submitted
+    assert other_total == 5  # registered, its signing key certified, plan published, a seat taken, a registration
     assert total + other_total == len(messages)
     # A time range: nothing before the first event, everything up to now.
     first = min(datetime.fromisoformat(m["time"]) for m in messages)
@@ -342,9 +344,10 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     with TestClient(create_app(url, search_path)) as http:
         http.headers.update(bearer(url, search_path, Role.AUDITOR, "auditor-sun"))
         page = http.get("/audit", params={"institution_id": str(other_iid), "limit": 3}).json()
-        assert page["total"] == 4 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
+        # registered, its signing key certified, a plan published, a registration
+        assert page["total"] == 5 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
         rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()
-        assert len(rest["items"]) == 1 and rest["next_after"] is None
+        assert len(rest["items"]) == 2 and rest["next_after"] is None
         assert http.get("/audit", params={"limit": 0}).status_code == 422
         # The event types by the glossary's names: Chinese when asked first, the type's own words otherwise.
         zh = http.get("/audit", params={"institution_id": str(other_iid)},

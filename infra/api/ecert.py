@@ -10,11 +10,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from domain.certificate import Certificate
-from domain.errors import NotFound
+from domain.errors import InvalidInput, NotFound
 from domain.institution import Institution
 from domain.model import Role
 from infra.api.commands import CertificateRef
@@ -73,7 +73,11 @@ class PdfCheck(BaseModel):
     signed_at: datetime | None
     problems: list[str]
     number: str | None
-    status: Literal["current", "superseded", "data_deleted", "unknown"]
+    status: Literal["current", "superseded", "data_deleted", "not_issued", "unknown"] = Field(
+        description="current: the certificate's electronic certificate now; superseded: one issued before a "
+        "correction or a key's revocation; data_deleted; not_issued: no file the certificate was ever issued as; "
+        "unknown: the file names no certificate the registry holds"
+    )
 
 
 @router.post("/verify/pdf", dependencies=[Depends(rate_limited)], responses=PROBLEMS)
@@ -82,24 +86,27 @@ async def verify_pdf(file: UploadFile, svc: CertSvc, c: Conn) -> PdfCheck:
     nothing personal beyond what the file itself shows."""
     content = await file.read(MAX_PDF + 1)
     if len(content) > MAX_PDF:
-        from domain.errors import InvalidInput
-
         raise InvalidInput([("file", f"larger than {MAX_PDF:,} bytes: not an electronic certificate")])
     ecert.refuse_unless_pdf(content)
 
     def check() -> PdfCheck:
         authority = ecert.authority(svc)
         checked = ecert.verify(content, authority.certificate_pem.encode(), authority.crl())
-        status: Literal["current", "superseded", "data_deleted", "unknown"] = "unknown"
+        if not checked.readable:
+            raise InvalidInput([("file", checked.problems[0])])
+        status: Literal["current", "superseded", "data_deleted", "not_issued", "unknown"] = "unknown"
         row = registry.certificate_by_number(c, checked.number) if checked.number else None
         if row is not None:
             cert: Certificate = svc.certificate(row["certificate_id"])
-            if row["status"] == "data_deleted" or cert.electronic is None and cert.data_status.value == "deleted":
+            sha = files.digest(content)
+            if cert.data_status.value == "deleted":
                 status = "data_deleted"
-            elif cert.electronic is not None and cert.electronic.sha256 == files.digest(content):
+            elif cert.electronic is not None and cert.electronic.sha256 == sha:
                 status = "current"
-            else:
+            elif sha in cert.electronic_issued:
                 status = "superseded"
+            else:
+                status = "not_issued"
         return PdfCheck(signature="unsigned" if not checked.signed else "good" if checked.good else "not_good",
                         signed_by=checked.signer, signed_at=checked.signed_at, problems=checked.problems,
                         number=checked.number, status=status)  # fmt: skip

@@ -14,6 +14,21 @@ from rich.console import Console
 from infra.settings import Settings
 
 T = TypeVar("T")
+
+
+def _no_type_for_flags() -> None:
+    """typer 0.29's help prints `<bool>` beside every flag, as if it took a value: show flags bare."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)  # type: ignore[arg-type]
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
 cli = typer.Typer(help="skillcert: occupational skill level certification back end.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)

@@ -71,10 +71,15 @@ def verify_pdf(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Offline, no database: is the file signed, by whom and when, unaltered since, by a key the authority
-    certified and (with --crl) has not revoked? Exit status 0 good, 1 not good."""
-    from infra.services.ecert import verify
+    certified and (with --crl) has not revoked? Exit status 0 good, 1 not good, 2 when the trust anchor or
+    the CRL is not what it should be (a CRL the authority did not sign is refused)."""
+    from infra.services.ecert import BadTrustMaterial, verify
 
-    checked = verify(file.read_bytes(), trust.read_bytes(), crl.read_bytes() if crl else None)
+    try:
+        checked = verify(file.read_bytes(), trust.read_bytes(), crl.read_bytes() if crl else None)
+    except BadTrustMaterial as e:
+        err.print(f"[red]cannot verify:[/red] {e}", soft_wrap=True)
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps({"good": checked.good, "signed": checked.signed, "intact": checked.intact,
                           "whole_file": checked.whole_file, "trusted": checked.trusted, "revoked": checked.revoked,
@@ -83,8 +88,10 @@ def verify_pdf(
                           if checked.signed_at else None, "number": checked.number, "problems": checked.problems},
                          ensure_ascii=False))  # fmt: skip
     else:
-        console.print(f"certificate {checked.number or '?'}: " + ("[green]good[/green]" if checked.good else
-                                                                  "[red]NOT good[/red]"), soft_wrap=True)  # fmt: skip
+        verdict = "[red]NOT good[/red]"
+        if checked.good:
+            verdict = "[green]good[/green]" + ("" if checked.revocation_checked else " (revocation not checked)")
+        console.print(f"certificate {checked.number or '?'}: {verdict}", soft_wrap=True)
         if checked.signed:
             console.print(f"  signed by {checked.signer} (key {checked.signer_serial}) at {checked.signed_at}",
                           soft_wrap=True)  # fmt: skip

@@ -48,7 +48,10 @@ def authority(svc: Any) -> Authority:
 def certify(svc: Any, actor: Actor, institution_id: UUID) -> str:
     """A new signing key for the institution, certified by the authority and recorded as an event."""
     institution: Institution = svc.get(Institution, institution_id, "institution")
-    issued = authority(svc).issue(institution.id, institution.filing.prefix, institution.name)
+    from infra.settings import get_settings
+
+    crl_url = get_settings().public_url.rstrip("/") + "/esign/crl"
+    issued = authority(svc).issue(institution.id, institution.filing.prefix, institution.name, crl_url)
     institution.record_signing_certificate(actor, issued.serial, issued.fingerprint, issued.certificate_pem,
                                            issued.not_after)  # fmt: skip
     svc.save_once(institution)
@@ -90,6 +93,11 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
     c: Certificate = svc.certificate(certificate_id)
     c_institution: Institution = svc.get(Institution, c.institution_id, "institution")
     serial = c_institution.signing_serial or certify(svc, AUTHORITY, c.institution_id)
+    if c.electronic is not None and c.electronic_signer == serial:
+        from domain.errors import Conflict
+
+        raise Conflict(f"certificate {c.number}'s electronic certificate stands as issued: download it (GET "
+                       ".../electronic.pdf); a new one is issued after a correction or a revoked key")  # fmt: skip
     photo = holder_photos(svc, [c])[c.id]
     page = CertificatePage.of(c, 0, public_url, photo)
     page = CertificatePage(**{**page.__dict__, "electronic": True})
@@ -102,12 +110,17 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
     return signed
 
 
+class BadTrustMaterial(ValueError):
+    """The trust anchor or the revocation list given to verify is not what it should be."""
+
+
 @dataclass
 class Checked:
     """What a verifier can say of a PDF with no database: who signed it, when, whether it is intact,
     whether the signer's key chains to the trusted authority and is not revoked."""
 
     signed: bool
+    readable: bool = True
     intact: bool = False
     whole_file: bool = False  # nothing was added or changed after signing
     trusted: bool = False
@@ -126,21 +139,35 @@ class Checked:
 
 def verify(content: bytes, trust_pem: bytes, crl_der: bytes | None = None) -> Checked:
     """Offline: the file's signature against the authority's certificate (and its CRL, when given)."""
+    import logging
+
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
 
+    logging.getLogger("pyhanko").setLevel(logging.CRITICAL)  # its tracebacks for an untrusted chain: ours says it
+    logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
+    try:
+        anchor = x509.load_pem_x509_certificate(trust_pem)
+    except ValueError:
+        raise BadTrustMaterial("the trust anchor is not a PEM certificate") from None
+    if crl_der is not None:
+        try:
+            revocations = x509.load_der_x509_crl(crl_der)
+        except ValueError:
+            raise BadTrustMaterial("the revocation list is not a DER CRL") from None
+        if revocations.issuer != anchor.subject or not revocations.is_signature_valid(anchor.public_key()):
+            raise BadTrustMaterial("the revocation list is not signed by the trusted authority: a forged or "
+                                   "another authority's CRL")  # fmt: skip
     try:
         reader = PdfFileReader(io.BytesIO(content))
         signatures = reader.embedded_signatures
         number = str(reader.trailer["/Info"].get("/Subject") or "") or None
     except Exception as e:  # noqa: BLE001 - a file that is no PDF is simply not a signed certificate
-        return Checked(False, problems=[f"not a readable PDF ({type(e).__name__})"])
+        return Checked(False, readable=False, problems=[f"not a readable PDF ({type(e).__name__}: {e})"[:300]])
     if not signatures:
         return Checked(False, number=number, problems=["the file carries no signature"])
-    root = asn1_x509.Certificate.load(
-        x509.load_pem_x509_certificate(trust_pem).public_bytes(serialization.Encoding.DER)
-    )
+    root = asn1_x509.Certificate.load(anchor.public_bytes(serialization.Encoding.DER))
     context = ValidationContext(
         trust_roots=[root], crls=[asn1_crl.CertificateList.load(crl_der)] if crl_der else [], allow_fetching=False,
         revocation_mode="hard-fail" if crl_der else "soft-fail",
@@ -162,8 +189,8 @@ def verify(content: bytes, trust_pem: bytes, crl_der: bytes | None = None) -> Ch
         result.problems.append("the signed content was altered, or the signature does not match it")
     if not result.whole_file:
         result.problems.append("something was added or changed after signing")
-    if not result.trusted:
-        result.problems.append("the signer's certificate does not chain to the trusted authority (or is revoked)")
+    if result.intact and not result.trusted and not result.revoked:
+        result.problems.append("the signer's certificate does not chain to the trusted authority")
     if result.revoked:
         result.problems.append(f"the signer's key {result.signer_serial} was revoked")
     return result

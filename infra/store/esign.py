@@ -108,7 +108,7 @@ class Authority:
     def certificate_pem(self) -> str:
         return _pem(self.certificate)
 
-    def issue(self, institution_id: UUID, prefix: str, name: str) -> Issued:
+    def issue(self, institution_id: UUID, prefix: str, name: str, crl_url: str | None = None) -> Issued:
         """A new signing key for the institution, certified for document signing."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -116,7 +116,7 @@ class Authority:
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
                              x509.NameAttribute(NameOID.SERIAL_NUMBER, prefix),
                              x509.NameAttribute(NameOID.COMMON_NAME, f"{name} 电子证书签章")])  # fmt: skip
-        cert = (
+        builder = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self.certificate.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365 * KEY_YEARS))
@@ -127,8 +127,12 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION,
                                                   x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.12")]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
         )  # fmt: skip
+        if crl_url:  # where an online validator (pyHanko's, Acrobat) finds the revocation list by itself
+            builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+                crl_issuer=None)]), critical=False)  # fmt: skip
+        cert = builder.sign(self.key, hashes.SHA256())
         serial = format(cert.serial_number, "x")
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())  # fmt: skip
@@ -155,14 +159,19 @@ class Authority:
     def crl(self) -> bytes:
         """The authority's certificate revocation list (DER), listing every revoked signing key."""
         with self.datastore.transaction(commit=False) as cur:
-            cur.execute(sql.SQL("SELECT serial, revoked_at FROM {} WHERE revoked_at IS NOT NULL").format(self.keys))
+            cur.execute(sql.SQL("SELECT serial, revoked_at, reason FROM {} WHERE revoked_at IS NOT NULL")
+                        .format(self.keys))  # fmt: skip
             revoked = cur.fetchall()
         now = dt.datetime.now(dt.UTC)
         builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject).last_update(now)
                    .next_update(now + dt.timedelta(days=7)))  # fmt: skip
         for r in revoked:
+            lost = any(
+                w in (r["reason"] or "").lower() for w in ("compromis", "lost", "stolen", "泄露", "遗失", "被盗")
+            )
+            reason = x509.ReasonFlags.key_compromise if lost else x509.ReasonFlags.superseded
             builder = builder.add_revoked_certificate(
                 x509.RevokedCertificateBuilder().serial_number(int(r["serial"], 16)).revocation_date(r["revoked_at"])
-                .build()
+                .add_extension(x509.CRLReason(reason), critical=False).build()
             )  # fmt: skip
         return builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
