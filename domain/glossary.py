@@ -16,6 +16,7 @@ EVENTS: dict[str, str] = {
     "institution.scope_amended": "评价范围变更",
     "institution.signing_certificate_issued": "签发机构电子签章证书",
     "institution.signing_certificate_revoked": "吊销机构电子签章证书",
+    "institution.sample_filed": "证书样本（含印章内容）备案",
     "evaluation_plan.published": "发布认定计划",
     "evaluation_plan.seat_taken": "占用报名名额",
     "evaluation_plan.seat_released": "释放报名名额",

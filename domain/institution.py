@@ -130,6 +130,15 @@ class Institution(Aggregate):
         certificate_pem: str = Field(max_length=10_000, description="the X.509 certificate, PEM")
         not_after: date
 
+    class SampleFiled(Aggregate.Event):
+        """The certificate sample with its seal, filed with the HR department (004 §11.1(7): 证书样本（含印章内容）
+        须在人力资源社会保障部门备案): the rendered sample's hash and the seal's lettering."""
+
+        sample_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the sample PDF")
+        seal_text: str = Field(
+            max_length=200, description="the seal's lettering: the name, then 职业技能等级认定专用章"
+        )
+
     class SigningCertificateRevoked(Aggregate.Event):
         serial: str = Field(pattern=r"^[0-9a-f]{1,40}$")
         reason: str = Field(max_length=200)
@@ -143,6 +152,7 @@ class Institution(Aggregate):
         self.profile = profile
         self.scope = list(scope or [])
         self.signing: dict[str, bool] = {}  # serial -> still good (not revoked)
+        self.sample: str | None = None  # the filed certificate sample's hash
 
     @property
     def signing_serial(self) -> str | None:
@@ -160,6 +170,14 @@ class Institution(Aggregate):
     def _signing_certificate_issued(self, actor: Actor, serial: str, fingerprint: str, certificate_pem: str,
                                     not_after: date) -> None:  # fmt: skip
         self.signing[serial] = True
+
+    def file_sample(self, actor: Actor, sample_sha256: str, seal_text: str) -> None:
+        require(actor, (*CENTRE, Role.SYSTEM), "file certificate samples")
+        self._sample_filed(actor, sample_sha256, seal_text)
+
+    @event(SampleFiled)
+    def _sample_filed(self, actor: Actor, sample_sha256: str, seal_text: str) -> None:
+        self.sample = sample_sha256
 
     def revoke_signing_certificate(self, actor: Actor, serial: str, reason: str) -> None:
         """A lost or compromised key: what it signed no longer verifies as good."""

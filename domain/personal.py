@@ -43,7 +43,7 @@ NOT_PERSONAL = frozenset(
     "file_name tracking_number receipt_number work_order jurisdiction account amount hours condition changed period "
     "delivery_note "
     # The institution's signing keys: X.509 certificates of the institution, never of a person.
-    "serial signer_serial fingerprint certificate_pem not_after "
+    "serial signer_serial fingerprint certificate_pem not_after sample_sha256 seal_text "
     # Staff's reasons and notes about a case (staff are told not to put ID or phone numbers in them).
     "reasons reason note explanation warnings".split()
 )

@@ -97,10 +97,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not skipped:
         return
     terminalreporter.section(f"{len(skipped)} test(s) did not run", sep="=", yellow=True)
+    missing = False
     for report in skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        missing |= "not installed" in reason or "not found" in reason
         terminalreporter.write_line(f"  {report.nodeid}: {reason.removeprefix('Skipped: ')}")
-    terminalreporter.write_line(
-        "  to run them: `sudo .ci/run` installs the Debian packages they drive (kcat, chromium, poppler-utils, "
-        "zbar-tools, the certificate's fonts) and runs the suite"
-    )
+    if missing:
+        terminalreporter.write_line(
+            "  to run them: `sudo .ci/run` installs the Debian packages they drive (kcat, chromium, poppler-utils, "
+            "zbar-tools, the certificate's fonts) and runs the suite"
+        )

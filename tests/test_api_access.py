@@ -247,6 +247,8 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("POST", "/verify/pdf", "/verify/pdf", "pdf", EVERYONE),
         ("GET", "/esign/authority.pem", "/esign/authority.pem", None, EVERYONE),
         ("GET", "/esign/crl", "/esign/crl", None, EVERYONE),
+        ("GET", "/institutions/{institution_id}/sample.pdf", f"/institutions/{s.iid}/sample.pdf", None,
+         {STAFF, CENTRE, HR, AUDITOR}),
         ("GET", "/certificates/{certificate}/credential", f"/certificates/{cert}/credential", None,
          {STAFF, CANDIDATE, OTHER_CANDIDATE}),
         ("GET", "/esign/keys/{serial}", f"/esign/keys/{serial}", None, EVERYONE),

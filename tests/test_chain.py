@@ -38,8 +38,8 @@ def test_an_untouched_history_verifies_and_every_write_is_chained(history, schem
     conn, table, name = history
     verdict = verify(conn, schema, name)
     assert (
-        verdict.intact and verdict.events == len(positions(conn, table)) == 17
-    )  # 5 registrations, 3 returns, the institution and its signing key
+        verdict.intact and verdict.events == len(positions(conn, table)) == 18
+    )  # 5 registrations, 3 returns, the institution, its signing key and its sample
 
 
 def first_review(conn, table, service) -> int:
@@ -95,7 +95,7 @@ def test_the_verify_command_reports_the_first_broken_link(history, schema, datab
     env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema}
     cli = [sys.executable, "-m", "infra.cli", "audit", "verify"]
     ok = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "intact: 17 events" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "intact: 18 events" in ok.stdout, ok.stdout + ok.stderr
     n = positions(conn, table)[2][0]
     conn.execute(sql.SQL("DELETE FROM {} WHERE notification_id = %s").format(table), (n,))
     conn.commit()
@@ -136,7 +136,7 @@ def test_a_consistent_rewrite_is_caught_by_the_checkpoints_held_in_and_outside_t
     assert checkpoint is not None and record_checkpoint(service, system, sign) is None  # nothing new since
     assert published(CHECKPOINT_TOPIC).context == "audit"  # the relay puts it on the audit topic
     head = verify(conn, schema, name)
-    assert head.intact and head.events == 18
+    assert head.intact and head.events == 19
 
     n = first_review(conn, table, service)
     rewrite_consistently(conn, table, schema, service, n)
@@ -174,14 +174,14 @@ def test_periodic_checkpoints_travel_the_bus_and_their_holder_catches_what_the_s
         return sorted(got, key=lambda c: c["position"])  # one checkpoint aggregate each: any partition
 
     first = eventually(held)[0]
-    assert (first["position"], first["events"]) == (17, 17)  # the history so far
+    assert (first["position"], first["events"]) == (18, 18)  # the history so far
     from domain.institution import DeadlineProfile, Filing
     from tests.builders import ADMIN
 
     filing = Filing(city_code="03", station_serial="016")  # more is written: the next checkpoint covers it
     service.register_institution(ADMIN, "广州市技能人才评价中心", filing, DeadlineProfile.S)
-    later = eventually(lambda: [c for c in held() if c["position"] > 17])[0]
-    assert later["events"] > 17
+    later = eventually(lambda: [c for c in held() if c["position"] > 18])[0]
+    assert later["events"] > 18
     bus.stop_all()
 
     # A forger edits a review, deletes every checkpoint from the store and rechains what is left.
@@ -220,7 +220,7 @@ def test_history_cut_short_is_caught_with_the_checkpoint_a_subscriber_read_off_t
         got = [json.loads(m.value())["data"] for m in read_topic(bus.bootstrap, bus.topic("audit"), quiet=0.5)]
         return sorted(got, key=lambda c: c["position"])
 
-    eventually(held)  # the first checkpoint, of the history so far (17 events)
+    eventually(held)  # the first checkpoint, of the history so far (18 events)
     service.register_institution(ADMIN, "广州市技能人才评价中心", Filing(city_code="01", station_serial="009"),
                                  DeadlineProfile.S)  # fmt: skip
     newest = eventually(lambda: [c for c in held() if c["position"] > 17])[-1]

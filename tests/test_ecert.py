@@ -59,6 +59,14 @@ def test_the_electronic_certificate_verifies_offline_and_in_pyhankos_validator(i
 
     signing = x509_.load_pem_x509_certificate(
         http.get(f"/esign/keys/{institution.signing_serial}").json()["x509CertificatePem"].encode())  # fmt: skip
+    # The certificate sample with its seal, filed with the institution (004 §11.1(7)), as the centre sees it.
+    centre = bearer(http.app.state.database_url, http.app.state.schema, Role.PROVINCIAL_CENTRE, "centre")
+    filed = http.get(f"/institutions/{iid}/sample.pdf", headers=centre)
+    assert filed.status_code == 200 and filed.content.startswith(b"%PDF"), filed.text
+    shown = subprocess.run(
+        ["pdftotext", "-", "-"], input=filed.content, capture_output=True, check=True
+    ).stdout.decode()
+    assert "样本" in shown and institution.name in shown.replace("\n", "")
     points = signing.extensions.get_extension_for_class(x509_.CRLDistributionPoints).value
     assert points[0].full_name[0].value.endswith("/esign/crl")  # where online validators find revocations
     text = subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()

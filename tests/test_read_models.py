@@ -328,7 +328,7 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     assert total == len(seen) and len({e["event_id"] for e in seen}) == len(seen)
     assert any(e["actor_role"] == "candidate" for e in seen)
     other_total, other = trail(conn, institution_id=str(other_iid))
-    assert other_total == 5  # registered, its signing key certified, plan published, a seat taken, a registration
+    assert other_total == 6  # registered, its key certified, its sample filed, a plan, a seat taken, a registration
     assert total + other_total == len(messages)
     # A time range: nothing before the first event, everything up to now.
     first = min(datetime.fromisoformat(m["time"]) for m in messages)
@@ -344,10 +344,10 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     with TestClient(create_app(url, search_path)) as http:
         http.headers.update(bearer(url, search_path, Role.AUDITOR, "auditor-sun"))
         page = http.get("/audit", params={"institution_id": str(other_iid), "limit": 3}).json()
-        # registered, its signing key certified, a plan published, a registration
-        assert page["total"] == 5 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
+        # registered, its key certified, its sample filed, a plan published, a registration
+        assert page["total"] == 6 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
         rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()
-        assert len(rest["items"]) == 2 and rest["next_after"] is None
+        assert len(rest["items"]) == 3 and rest["next_after"] is None
         assert http.get("/audit", params={"limit": 0}).status_code == 422
         # The event types by the glossary's names: Chinese when asked first, the type's own words otherwise.
         zh = http.get("/audit", params={"institution_id": str(other_iid)},

@@ -41,11 +41,11 @@ def test_every_event_carries_its_actor_and_survives_the_round_trip(service):
     notifications = service.recorder.select_notifications(start=1, limit=100)
     events = [service.mapper.to_domain_event(n) for n in notifications]
     assert [type(e).__name__ for e in events] == [
-        "Registered", "SigningCertificateIssued", "Published", "Issued", "SeatTaken", "Submitted", "Returned",
-        "Resubmitted", "Approved",
+        "Registered", "SigningCertificateIssued", "SampleFiled", "Published", "Issued", "SeatTaken", "Submitted",
+        "Returned", "Resubmitted", "Approved",
     ]  # fmt: skip
     assert all(e.actor.id and e.actor.role for e in events)
-    assert events[5].actor == candidate(1).model_copy(update={"request_id": events[5].actor.request_id})
+    assert events[6].actor == candidate(1).model_copy(update={"request_id": events[6].actor.request_id})
     decode = service.mapper.decode_bytes
     for n, e in zip(notifications, events, strict=True):  # stored -> event -> stored is lossless
         assert decode(service.mapper.to_stored_event(e).state) == decode(n.state)

@@ -171,3 +171,15 @@ def issuer(institution_id: UUID, svc: CertSvc, request: Request) -> dict:  # typ
     return {"id": f"{base}/esign/institutions/{institution_id}", "type": ["Profile"], "name": institution.name,
             "filing": institution.filing.prefix,
             "signingKeys": [f"{base}/esign/keys/{s}#key" for s, good in institution.signing.items() if good]}  # fmt: skip
+
+
+@router.get("/institutions/{institution_id}/sample.pdf", response_class=Response, responses=PDF)
+def sample(institution_id: UUID, who: Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE,
+           Role.HR_DEPARTMENT, Role.AUDITOR))], svc: CertSvc) -> Response:  # fmt: skip
+    """The certificate sample with its seal, as filed with the HR department (004 §11.1(7))."""
+    own_institution(who, institution_id, "filings")
+    institution: Institution = svc.get(Institution, institution_id, "institution")
+    content = svc.attachments.content(institution.sample) if institution.sample else None
+    if content is None:
+        raise NotFound(f"{institution.name} has no filed certificate sample")
+    return _pdf(content, f"sample-{institution.filing.prefix}.pdf")

@@ -58,6 +58,27 @@ def certify(svc: Any, actor: Actor, institution_id: UUID) -> str:
     return issued.serial
 
 
+def file_sample(svc: Any, actor: Actor, institution_id: UUID, public_url: str) -> str:
+    """Render the institution's certificate sample (its name and seal on the page, a sample holder) and
+    file it: kept like an attachment, recorded by its hash with the seal's lettering."""
+    from datetime import date
+
+    from certgen.seal import BOTTOM
+    from domain.levels import Level
+
+    institution: Institution = svc.get(Institution, institution_id, "institution")
+    number = f"{institution.filing.prefix}000000000"
+    page = CertificatePage(number=number, institution=institution.name, issued_on=date.today(), holder_name="样本",
+                           id_type="居民身份证", id_number="000000000000000000", occupation="（职业名称）", job=None,
+                           level=Level.FIVE, form_serial=0, verify_url=f"{public_url.rstrip('/')}/verify/{number}")  # fmt: skip
+    pdf = render([page])
+    sha = files.digest(pdf)
+    svc.attachments.put(pdf, sha, "application/pdf", SIGNED_BY_SYSTEM)
+    institution.file_sample(actor, sha, f"{institution.name} {BOTTOM}")
+    svc.save_once(institution)
+    return sha
+
+
 def revoke(svc: Any, actor: Actor, institution_id: UUID, serial: str, reason: str) -> str:
     """Revoke a signing key (an event, and the authority's CRL) and certify a new one."""
     institution: Institution = svc.get(Institution, institution_id, "institution")

@@ -61,6 +61,9 @@ class Registrations(Service):
         from infra.services import ecert
 
         ecert.certify(self, actor, institution.id)
+        from infra.settings import get_settings
+
+        ecert.file_sample(self, actor, institution.id, get_settings().public_url)  # 证书样本（含印章内容）备案
         return institution.id
 
     def amend_scope(self, actor: Actor, institution_id: UUID, scope: list[ScopeEntry], reason: str) -> None:
