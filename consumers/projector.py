@@ -93,6 +93,20 @@ class Resume:
         self.database_url, self.schema, self.by_topic = database_url, schema, by_topic
 
     def offsets(self, assigned: set[TP]) -> dict[TP, int]:
+        """PostgreSQL down during a rebalance (restarting, say) is waited out, a line each time: the worker
+        cannot seek anywhere else, and crashing would only start the rebalance over."""
+        wait = 1.0
+        while True:
+            try:
+                return self._offsets(assigned)
+            except psycopg.OperationalError as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                log.warning("PostgreSQL unavailable while resuming partitions (%s); trying again in %.0f s", reason,
+                            wait)  # fmt: skip
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
+
+    def _offsets(self, assigned: set[TP]) -> dict[TP, int]:
         with connect(self.database_url, self.schema, autocommit=True) as conn:
             log_id = current_log(conn, self.schema)
             offsets = {tp: 0 for tp in assigned}

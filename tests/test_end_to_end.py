@@ -138,7 +138,7 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
     consumer.subscribe([f"{prefix}registrations"])
     seen: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 30
-    while len(seen) < 5 and time.monotonic() < deadline:
+    while len(seen) < 7 and time.monotonic() < deadline:
         m = consumer.poll(0.5)
         if m is not None and not m.error():
             event = json.loads(m.value())
@@ -146,7 +146,8 @@ def test_a_registration_travels_the_whole_pipeline(stack, bootstrap):
             seen[event["type"]] = event
     consumer.close()
     assert set(seen) == {
-        "cn.skillcert.institution.registered.v1", "cn.skillcert.evaluation_plan.published.v1",
+        "cn.skillcert.institution.registered.v1", "cn.skillcert.institution.signing_certificate_issued.v1",
+        "cn.skillcert.institution.sample_filed.v1", "cn.skillcert.evaluation_plan.published.v1",
         "cn.skillcert.evaluation_plan.seat_taken.v1", "cn.skillcert.registration.submitted.v1",
         "cn.skillcert.registration.returned.v1",
     }  # fmt: skip

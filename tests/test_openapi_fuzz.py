@@ -24,7 +24,7 @@ from infra.services.registrations import Registrations
 from tests.api import bearer, serving
 from tests.builders import ADMIN, SCOPE, plan_details, staff_of
 
-EXAMPLES = 25  # per operation: about 1,500 requests in all
+EXAMPLES = 15  # per operation: about 1,300 requests in all
 
 CENTRE_ONLY = ("/confirmation", "/results/return", "/data-acceptance", "/queryability", "/data-return")
 HR_ONLY = ("/correction-approval", "/correction-rejection")
