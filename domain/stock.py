@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -14,7 +15,7 @@ from pydantic import Field
 from domain.access import STAFF, require
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable
+from domain.model import Actor, Aggregate, Immutable, Snapshot
 from domain.personal import Personal, personal
 
 MAX_FORM = 99_999_999  # "NO. 88888888": eight digits
@@ -94,6 +95,24 @@ class BlankStock(Aggregate):
         self.destroyed: set[int] = set()
         self.demands: dict[int, dict[Level, int]] = {}
         self.stocktakes: dict[str, int] = {}  # period -> discrepancy
+
+    # Every print loads the stock: from a snapshot (its books as they stood) and the events since, rather
+    # than the whole history of every form ever used (benchmarks.stock_size).
+    Snapshot = Snapshot
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return {"institution_id": str(self.institution_id), "ranges": [list(r) for r in self.ranges],
+                "used": {str(k): v for k, v in self.used.items()}, "spoiled": {str(k): v for k, v in self.spoiled.items()},
+                "destroyed": sorted(self.destroyed), "stocktakes": dict(self.stocktakes),
+                "demands": {str(y): {str(int(k)): n for k, n in d.items()} for y, d in self.demands.items()}}  # fmt: skip
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> dict[str, Any]:
+        return {"institution_id": UUID(state["institution_id"]), "ranges": [tuple(r) for r in state["ranges"]],
+                "used": {int(k): v for k, v in state["used"].items()},
+                "spoiled": {int(k): v for k, v in state["spoiled"].items()}, "destroyed": set(state["destroyed"]),
+                "stocktakes": dict(state["stocktakes"]),
+                "demands": {int(y): {Level(int(k)): n for k, n in d.items()} for y, d in state["demands"].items()}}  # fmt: skip
 
     @classmethod
     def open(cls, actor: Actor, institution_id: UUID) -> BlankStock:

@@ -87,3 +87,28 @@ def test_printers_racing_for_forms_never_share_one_and_the_books_balance_after_e
         books = certs.repository.get(stock_id(iid), version=version).books
         assert books.balanced, (version, books)
     assert (stock.books.in_stock, stock.books.used, stock.books.spoiled) == (20 - len(cids) - 4, len(cids), 4)
+
+
+def test_the_stock_loaded_from_its_snapshot_is_the_stock_its_whole_history_makes(world):
+    """Every print loads the stock: from its latest snapshot and the events since (benchmarks.stock_size)."""
+    import uuid
+
+    from domain.stock import BlankStock, stock_id
+
+    iid, _ = queryable_certificates(world, 1)
+    certs = world.certificates
+    certs.receive_forms(staff(iid), iid, 1, 1000, "SH-1")
+    stock = certs.stock(iid)
+    for n in range(1, 451):
+        stock.use(staff(iid), uuid.uuid4(), f"N{n}", n)
+        if n % 100 == 0:
+            certs.save(stock)
+    certs.save(stock)
+    certs.spoil_form(staff(iid), iid, 999, "卡纸")
+    loaded = certs.get(BlankStock, stock_id(iid), "stock")
+    replayed = None
+    for e in certs.events.get(stock_id(iid)):
+        replayed = e.mutate(replayed)
+    assert loaded.snapshot_state() == replayed.snapshot_state() and loaded.version == replayed.version
+    assert loaded.books.used == 450 and loaded.next_form() == 451
+    assert certs.snapshots is not None and list(certs.snapshots.get(stock_id(iid)))  # it was loaded from one

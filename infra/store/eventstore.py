@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from domain.certificate import SerialCounter
 from domain.plan import EvaluationPlan
+from domain.stock import BlankStock
 
 log = logging.getLogger("skillcert.store")
 SNAPSHOT_EVERY = 50  # events between snapshots of an aggregate that grows without bound
@@ -97,6 +98,7 @@ class SkillcertApplication(Application):
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
         EvaluationPlan: SNAPSHOT_EVERY,
         SerialCounter: SNAPSHOT_EVERY,
+        BlankStock: 4 * SNAPSHOT_EVERY,  # its state grows with the forms used: fewer, larger snapshots
     }
 
     def _take_snapshots(self, processing_event: Any) -> None:
