@@ -87,7 +87,8 @@ async def verify_pdf(file: UploadFile, svc: CertSvc, c: Conn) -> PdfCheck:
     content = await file.read(MAX_PDF + 1)
     if len(content) > MAX_PDF:
         raise InvalidInput([("file", f"larger than {MAX_PDF:,} bytes: not an electronic certificate")])
-    ecert.refuse_unless_pdf(content)
+    if files.sniff(content) != "application/pdf":  # sniff names an empty or unknown file itself
+        raise InvalidInput([("file", "not a PDF file (judged by its content)")])
 
     def check() -> PdfCheck:
         authority = ecert.authority(svc)
@@ -134,7 +135,11 @@ VC = {"content": {"application/vc+ld+json": {}, "application/json": {}}}
 
 
 def _credentials(svc: CertSvc, request: Request) -> Credentials:
-    return Credentials(svc, request.app.state.public_url)
+    """Made once per app: it makes its table when made, which is no work for every request."""
+    state = request.app.state
+    if getattr(state, "credentials", None) is None:
+        state.credentials = Credentials(svc, state.public_url)
+    return state.credentials  # type: ignore[no-any-return]
 
 
 @router.get("/certificates/{certificate}/credential", responses=PROBLEMS | {200: {"description": "the signed VC"}})

@@ -9,6 +9,7 @@ verifies may still be one the certificate no longer stands behind: the online ch
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,6 @@ from cryptography.hazmat.primitives import serialization
 
 from certgen.certificate import CertificatePage, render
 from domain.certificate import Certificate
-from domain.errors import InvalidInput
 from domain.institution import Institution
 from domain.model import Actor, Role
 from domain.registration import Attachment, AttachmentKind
@@ -120,8 +120,7 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
         raise Conflict(f"certificate {c.number}'s electronic certificate stands as issued: download it (GET "
                        ".../electronic.pdf); a new one is issued after a correction or a revoked key")  # fmt: skip
     photo = holder_photos(svc, [c])[c.id]
-    page = CertificatePage.of(c, 0, public_url, photo)
-    page = CertificatePage(**{**page.__dict__, "electronic": True})
+    page = dataclasses.replace(CertificatePage.of(c, 0, public_url, photo), electronic=True)
     key, cert = authority(svc).signing_key(serial)
     signed = sign(render([page]), key, cert, authority(svc).certificate, f"职业技能等级证书 {c.number}")
     sha = files.digest(signed)
@@ -215,8 +214,3 @@ def verify(content: bytes, trust_pem: bytes, crl_der: bytes | None = None) -> Ch
     if result.revoked:
         result.problems.append(f"the signer's key {result.signer_serial} was revoked")
     return result
-
-
-def refuse_unless_pdf(content: bytes) -> None:
-    if not content.startswith(b"%PDF-"):
-        raise InvalidInput([("file", "not a PDF file (judged by its content)")])

@@ -196,14 +196,6 @@ class Attachments:
             row = cur.fetchone()
         return None if row is None else Held(**row)
 
-    def readable(self, sha256s: list[str]) -> dict[str, Held]:
-        """Those of these attachments the store holds and has not erased."""
-        with self.datastore.transaction(commit=False) as cur:
-            cur.execute(
-                sql.SQL("SELECT sha256, media_type, size, photo, width, height, uploaded_by, uploaded_at, erased_at "
-                        "FROM {} WHERE sha256 = ANY(%s) AND erased_at IS NULL").format(self.meta), (sha256s,))  # fmt: skip
-            return {row["sha256"]: Held(**row) for row in cur.fetchall()}
-
     def content(self, sha256: str) -> bytes | None:
         """The plaintext, or None when not held or erased."""
         with self.datastore.transaction(commit=False) as cur:
@@ -254,13 +246,6 @@ class Attachments:
             cur.execute(sql.SQL("SELECT sha256, uploaded_by, institution_id FROM {} WHERE sha256 = ANY(%s)")
                         .format(self.uploads), (sha256s,))  # fmt: skip
             return [(r["sha256"], r["uploaded_by"], r["institution_id"]) for r in cur.fetchall()]
-
-    def references(self, sha256s: list[str]) -> list[tuple[str, UUID, UUID | None]]:
-        """(sha256, originator, institution) of every record referring to these files."""
-        with self.datastore.transaction(commit=False) as cur:
-            cur.execute(sql.SQL("SELECT sha256, originator_id, institution_id FROM {} WHERE sha256 = ANY(%s)")
-                        .format(self.refs), (sha256s,))  # fmt: skip
-            return [(r["sha256"], r["originator_id"], r["institution_id"]) for r in cur.fetchall()]
 
     def referrers(self, sha256: str) -> list[tuple[UUID, UUID | None]]:
         with self.datastore.transaction(commit=False) as cur:
