@@ -129,6 +129,12 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         """Called by faust after every rebalance: seek to PostgreSQL's offsets, not Kafka's."""
         consumer = self._ensure_consumer()
         assigned = {TP(tp.topic, tp.partition) for tp in consumer.assignment()}
+        # Once per rebalance, so an operator running several workers sees who reads what.
+        by_topic: dict[str, list[int]] = {}
+        for tp in sorted(assigned):
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        log.warning("this worker now reads %d partitions: %s", len(assigned),
+                    "; ".join(f"{t} {','.join(map(str, ps))}" for t, ps in by_topic.items()) or "none")  # fmt: skip
         offsets = await asyncio.to_thread(self.resume.offsets, assigned)
 
         def seek() -> None:

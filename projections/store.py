@@ -156,6 +156,11 @@ def apply_batch(
     aggregates = list({m["aggregateid"] for _, _, m in batch})
     applied = 0
     with conn.transaction(), conn.cursor() as cur:
+        # One applier per partition at a time, across workers: while a rebalance moves a partition,
+        # the worker losing it may still be applying a batch the new owner also read. Waiting here,
+        # the second sees the first's versions and skips what it applied (counted once, not twice).
+        for partition in sorted({part for part, _, _ in batch}):
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"apply:{topic}", partition))
         cur.execute(
             "SELECT projection, aggregate_id::text, version FROM projection_versions"
             " WHERE projection = ANY(%s) AND aggregate_id = ANY(%s::uuid[]) FOR UPDATE",
@@ -200,7 +205,10 @@ def apply_batch(
             cur.executemany(
                 "INSERT INTO projection_offsets VALUES (%s, %s, %s, %s, %s, now(), %s)"
                 ' ON CONFLICT (projection, topic, partition) DO UPDATE SET "offset" = EXCLUDED."offset",'
-                " position = EXCLUDED.position, applied_at = EXCLUDED.applied_at, log_id = EXCLUDED.log_id",
+                " position = EXCLUDED.position, applied_at = EXCLUDED.applied_at, log_id = EXCLUDED.log_id"
+                # never back within one log: a worker that lost the partition may finish a stale batch
+                " WHERE projection_offsets.log_id IS DISTINCT FROM EXCLUDED.log_id"
+                ' OR projection_offsets."offset" < EXCLUDED."offset"',
                 [(name, topic, part, off, pos, log_id) for (name, part), (off, pos) in offsets.items()],
             )
             cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND topic = %s", (names, topic))

