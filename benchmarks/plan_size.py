@@ -1,13 +1,15 @@
 """What one command costs as an aggregate's history grows: a registration into a plan with no seat
-taken next to one into a plan with 100,000 taken, and a serial number allocated from a counter with
-no allocation next to one with 100,000 behind it.
+taken next to one into a plan with 100,000 taken, a serial number allocated from a counter with
+no allocation next to one with 100,000 behind it, and an admission ticket issued in an exam session
+with no seat taken next to one with 100,000 seats given one ticket at a time.
 
     python -m benchmarks.plan_size                  # embedded PostgreSQL, 100,000 events, 3 runs
     python -m benchmarks.plan_size --events 20000 --database-url postgresql://postgres@127.0.0.1/test
 
 Each big aggregate is built untimed through the domain (the plan takes its seats, the counter
-allocates one number at a time) and saved in parts, taking its snapshots as it goes. The timed part
-is the service's own command (Registrations.register; the counter loaded, allocated and saved), 50
+allocates one number at a time, the session seats one candidate per event) and saved in parts, taking
+its snapshots as it goes. The timed part is the service's own command (Registrations.register; the
+counter loaded, allocated and saved; Exams.issue_tickets for one approved, fee-paid registration), 50
 times against the big aggregate and 50 times against the empty one, interleaved; the figure is the
 median of each, and the ratio big / empty. Run 3 times; medians of the runs.
 """
@@ -19,6 +21,8 @@ import tempfile
 import time
 import uuid
 from datetime import date, timedelta
+from datetime import time as clock
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
@@ -29,15 +33,17 @@ from rich.table import Table
 from stdnum.cn import ric
 
 from domain.certificate import SerialCounter, counter_id
+from domain.exam import ExamSession, Room
 from domain.institution import DeadlineProfile, Filing, Institution
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan, plan_id
 from domain.registration import AttachmentKind, RegistrationForm
 from infra.services import samples
-from infra.services.registrations import Registrations
+from infra.services.exams import Exams
+from infra.services.registrations import Decision, Registrations
 from infra.store.eventstore import SNAPSHOT_EVERY
-from tests.builders import SCOPE, plan_details
+from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, plan_details
 
 console = Console(width=120)
 SYSTEM = Actor(id="bench", role=Role.SYSTEM)
@@ -82,8 +88,31 @@ def one_run(url: str, events: int) -> dict[str, float]:
                     big_counter.allocate(staff, 1)
                 svc.save(big_counter)
             svc.save(SerialCounter.open(staff, iid, institution.filing.prefix, 2026, Level.TWO))
+            # Exam sessions: one with every seat but the timed ones taken, one ticket per event.
+            exams = Exams(url, schema, today=lambda: date(2026, 4, 3))
+            rooms = [Room(name=f"R{n:03d}", seats=500) for n in range(seats // 500 + 1)]
+            sessions = {}
+            for name in ("EMPTY", "BIG"):
+                plan = svc.get(EvaluationPlan, plan_id(iid, name), "plan")
+                sessions[name] = exams.schedule(
+                    staff, plan.id, "A", date(2026, 4, 10), clock(9), clock(11), "深圳", rooms
+                )
+            session = exams.get(ExamSession, sessions["BIG"], "exam session")
+            for start in range(0, events, 5000):
+                for _ in range(start, min(events, start + 5000)):
+                    session.assign_seats(staff, [uuid.uuid4()], date(2026, 4, 3))  # tickets need not exist to seat
+                exams.save(session)
+            # The candidates timed: registered, approved and fee-paid in each plan, untimed.
+            ticketed: dict[str, list[uuid.UUID]] = {"EMPTY": [], "BIG": []}
+            for name, code in (("EMPTY", empty_code), ("BIG", big_code)):
+                for i in range(TIMED):
+                    rid = svc.register(staff, code, _form((700_000 if name == "BIG" else 800_000) + i))
+                    svc.review(staff, rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+                    svc.pay_fee(staff, rid, f"R{name}{i:05d}", Decimal("380"))
+                    ticketed[name].append(rid)
         timings: dict[str, list[float]] = {"register, empty plan": [], "register, big plan": [],
-                                           "allocate, new counter": [], "allocate, big counter": []}  # fmt: skip
+                                           "allocate, new counter": [], "allocate, big counter": [],
+                                           "ticket, empty session": [], "ticket, big session": []}  # fmt: skip
         for i in range(TIMED):
             for label, code, k in (("register, empty plan", empty_code, 500_000 + i),
                                    ("register, big plan", big_code, 600_000 + i)):  # fmt: skip
@@ -96,6 +125,11 @@ def one_run(url: str, events: int) -> dict[str, float]:
                 counter.allocate(staff, 1)
                 svc.save(counter)
                 timings[label].append(time.perf_counter() - started)
+            for label, name in (("ticket, empty session", "EMPTY"), ("ticket, big session", "BIG")):
+                started = time.perf_counter()
+                exams.issue_tickets(staff, sessions[name], [ticketed[name][i]])
+                timings[label].append(time.perf_counter() - started)
+        exams.close()
         return {label: statistics.median(t) * 1000 for label, t in timings.items()}
     finally:
         svc.close()
@@ -121,17 +155,21 @@ def main(
         if server is not None:
             server.cleanup()
     table = Table(title=f"one command against an aggregate with {events:,} events (snapshots every {SNAPSHOT_EVERY})")
-    for column in ("run", "register: empty plan ms", "big plan ms", "ratio", "allocate: new ms", "big ms", "ratio"):
-        table.add_column(column, justify="right")
-    rows = []
+    pairs = (("register", "register, empty plan", "register, big plan"),
+             ("allocate", "allocate, new counter", "allocate, big counter"),
+             ("ticket", "ticket, empty session", "ticket, big session"))  # fmt: skip
+    table.add_column("run", justify="right")
+    for what, _, _ in pairs:
+        for column in (f"{what}: empty ms", "big ms", "ratio"):
+            table.add_column(column, justify="right")
+    ratios = []
     for n, r in enumerate(results, 1):
-        plan_ratio = r["register, big plan"] / r["register, empty plan"]
-        counter_ratio = r["allocate, big counter"] / r["allocate, new counter"]
-        rows.append((plan_ratio, counter_ratio))
-        table.add_row(str(n), f"{r['register, empty plan']:.1f}", f"{r['register, big plan']:.1f}", f"{plan_ratio:.2f}",
-                      f"{r['allocate, new counter']:.1f}", f"{r['allocate, big counter']:.1f}", f"{counter_ratio:.2f}")  # fmt: skip
-    table.add_row("median", "", "", f"{statistics.median(p for p, _ in rows):.2f}", "", "",
-                  f"{statistics.median(c for _, c in rows):.2f}")  # fmt: skip
+        ratios.append([r[big] / r[empty] for _, empty, big in pairs])
+        cells = [f"{x}" for (_, empty, big), q in zip(pairs, ratios[-1], strict=True)
+                 for x in (f"{r[empty]:.1f}", f"{r[big]:.1f}", f"{q:.2f}")]  # fmt: skip
+        table.add_row(str(n), *cells)
+    table.add_row("median", *[x for k in range(len(pairs))
+                              for x in ("", "", f"{statistics.median(q[k] for q in ratios):.2f}")])  # fmt: skip
     console.print(table)
 
 

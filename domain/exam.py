@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
@@ -16,7 +18,7 @@ from domain.deadlines import Deadline, Step, deadline
 from domain.errors import Conflict, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Immutable
+from domain.model import Actor, Aggregate, Immutable, Snapshot
 from domain.personal import Personal, personal
 from domain.plan import PlanDetails
 from domain.registration import Holder
@@ -63,6 +65,31 @@ class ResultEntry(Immutable):
     absent: bool = False
     scores: dict[Subject, Decimal] = Field(default_factory=dict, json_schema_extra=personal(Personal.RESULTS))
     passed: bool = False
+
+
+class _SessionState(Immutable):
+    """What an exam session's snapshot holds: its attributes, as JSON."""
+
+    institution_id: UUID
+    plan_id: UUID
+    plan_number: str
+    occupation: str
+    job: str | None
+    level: Level
+    profile: DeadlineProfile
+    session: str
+    exam_date: date
+    starts_at: time
+    ends_at: time
+    location: str
+    rooms: list[Room]
+    seated: int
+    scores_due: Deadline | None
+    review_window: Deadline | None
+    published_on: date | None
+    attempt: int
+    reported: list[ResultEntry] | None
+    numbering: Deadline | None
 
 
 def exam_id(plan_id: UUID, session: str) -> UUID:
@@ -148,14 +175,33 @@ class ExamSession(Aggregate):
         self.ends_at = ends_at
         self.location = location
         self.rooms = rooms
-        self.seats: dict[tuple[str, int], UUID] = {}
-        self.candidates: set[UUID] = set()
+        # How many seats are taken: a count, not a seat map, so the session's state (and its snapshot)
+        # stays the same size however many sit. Seats are filled in room order and never given back, so
+        # the taken ones are the first `seated`; who sits is in the events (candidates_in()), and one
+        # ticket per registration is the sitting's own id (sitting_id).
+        self.seated = 0
         self.scores_due: Deadline | None = None
         self.review_window: Deadline | None = None
         self.published_on: date | None = None
         self.attempt = 0
         self.reported: list[ResultEntry] | None = None
         self.numbering: Deadline | None = None  # set when the centre confirms
+
+    Snapshot = Snapshot
+
+    def snapshot_state(self) -> dict[str, Any]:
+        return _SessionState.model_validate({k: getattr(self, k) for k in _SessionState.model_fields}).model_dump(
+            mode="json"
+        )
+
+    @staticmethod
+    def restore_state(state: dict[str, Any]) -> dict[str, Any]:
+        return dict(_SessionState.model_validate(state))
+
+    @staticmethod
+    def candidates_in(events: Iterable[Any]) -> list[UUID]:
+        """Who has a ticket for the session, in seat order, from its events (a score book needs it)."""
+        return [a.registration_id for e in events if isinstance(e, ExamSession.SeatsAssigned) for a in e.assignments]
 
     @classmethod
     def schedule(
@@ -226,23 +272,34 @@ class ExamSession(Aggregate):
             raise Conflict(f"admission tickets are issued from {opens}, one week before the exam on {self.exam_date}")
         if today > self.exam_date or self.scores_due is not None:
             raise Conflict(f"the exam on {self.exam_date} has taken place; no more tickets")
-        new = [r for r in dict.fromkeys(registration_ids) if r not in self.candidates]
+        new = list(dict.fromkeys(registration_ids))  # who has a ticket already, the caller has left out
         if not new:
             raise Conflict("every candidate given already has an admission ticket")
-        free = [
-            (room.name, n) for room in self.rooms for n in range(1, room.seats + 1) if (room.name, n) not in self.seats
-        ]
-        if len(new) > len(free):
-            raise Conflict(f"{len(new)} candidates but only {len(free)} free seats in the session's rooms")
-        assignments = [SeatAssignment(registration_id=r, room=s[0], seat=s[1]) for r, s in zip(new, free, strict=False)]
+        if len(new) > self.capacity - self.seated:
+            raise Conflict(
+                f"{len(new)} candidates but only {self.capacity - self.seated} free seats in the session's rooms"
+            )
+        assignments = [SeatAssignment(registration_id=r, room=room, seat=n)
+                       for r, (room, n) in zip(new, self._free_seats(len(new)), strict=True)]  # fmt: skip
         self._seats_assigned(actor, assignments)
         return assignments
 
+    def _free_seats(self, count: int) -> list[tuple[str, int]]:
+        """The next `count` seats in room order after the first `seated`, without listing the taken ones."""
+        skip, free = self.seated, []
+        for room in self.rooms:
+            if skip >= room.seats:
+                skip -= room.seats
+                continue
+            free += [(room.name, n) for n in range(skip + 1, min(room.seats, skip + count - len(free)) + 1)]
+            skip = 0
+            if len(free) == count:
+                break
+        return free
+
     @event(SeatsAssigned)
     def _seats_assigned(self, actor: Actor, assignments: list[SeatAssignment]) -> None:
-        for a in assignments:
-            self.seats[(a.room, a.seat)] = a.registration_id
-            self.candidates.add(a.registration_id)
+        self.seated += len(assignments)
 
     def close_day(self, actor: Actor, today: date) -> None:
         require(actor, STAFF, "close the exam day", self.institution_id)
@@ -290,7 +347,9 @@ class ExamSession(Aggregate):
             raise Conflict("the results are already confirmed")
         if self.reported is not None:
             raise Conflict(f"attempt {self.attempt} is awaiting the provincial centre")
-        if {e.registration_id for e in entries} != self.candidates:
+        # Which candidates, the service takes from the seat events (candidates_in); here, that none is
+        # missing or listed twice.
+        if not len({e.registration_id for e in entries}) == len(entries) == self.seated:
             raise Conflict("the score book must list every candidate of the session exactly once")
         self._results_reported(actor, self.attempt + 1, today, entries)
 

@@ -86,6 +86,41 @@ def test_a_full_session_refuses_more_tickets(world):
     assert stored(world) == before
 
 
+def test_tickets_issued_one_at_a_time_by_racing_staff_across_snapshots_fill_seats_once_in_room_order(world):
+    """The session counts its seats (its state and snapshot stay small) and is loaded from a snapshot every
+    SNAPSHOT_EVERY events: 8 threads issuing 70 tickets one by one, crossing a snapshot, give each candidate
+    one seat, the seats the first 70 in room order, and a loaded session equals its replayed history."""
+    from infra.store.eventstore import SNAPSHOT_EVERY
+
+    iid, pid, rids = approved_cohort(world, 70, seats=80)
+    exam = schedule(world, iid, pid, [Room(name="A", seats=30), Room(name="B", seats=30), Room(name="C", seats=30)])
+    world.at(TICKETS_OPEN)
+    barrier = Barrier(8)
+
+    def issue(chunk: list) -> list:
+        barrier.wait()
+        return [a for rid in chunk for a in world.exams.issue_tickets(staff(iid), exam, [rid, rid])]
+
+    with ThreadPoolExecutor(8) as pool:
+        seats = [a for part in pool.map(issue, [rids[k::8] for k in range(8)]) for a in part]
+    assert sorted(a.registration_id for a in seats) == sorted(rids)
+    assert sorted((a.room, a.seat) for a in seats) == [(r, n) for r in "AB" for n in range(1, 31)] + [
+        ("C", n) for n in range(1, 11)
+    ]
+    with pytest.raises(Conflict, match="already has an admission ticket"):
+        world.exams.issue_tickets(staff(iid), exam, rids[:1])
+    loaded = world.exams.get(ExamSession, exam, "exam session")
+    replayed = None
+    for e in world.exams.events.get(exam):
+        replayed = e.mutate(replayed)
+    assert loaded.version == replayed.version == 71 > SNAPSHOT_EVERY
+    assert loaded.snapshot_state() == replayed.snapshot_state() and loaded.seated == 70
+    assert list(world.exams.snapshots.get(exam))  # it was loaded from one
+    assert [s.registration_id for s in world.exams.sittings(loaded)] == [
+        a.registration_id for a in sorted(seats, key=lambda a: (a.room, a.seat))
+    ]
+
+
 def test_the_exam_day_goes_in_order_on_the_day_at_the_tickets_seat(world):
     iid, pid, rids = approved_cohort(world, 2)
     exam = schedule(world, iid, pid)

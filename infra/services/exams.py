@@ -58,15 +58,17 @@ class Exams(Service):
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
         plan = self.get(EvaluationPlan, exam.plan_id, "plan")
-        holders = self.plan_holders(plan.id)
-        wanted = list(registration_ids) if registration_ids is not None else sorted(holders)
+        # Named registrations are checked by their own plan and status; only "everyone" reads the plan's
+        # history for its holders, so one ticket costs the same in a plan of 10 or of 100,000.
+        wanted = list(registration_ids) if registration_ids is not None else sorted(self.plan_holders(plan.id))
+        loaded = self.get_many(wanted)
         problems = []
         ready = []
         for rid in wanted:
-            if rid not in holders:
+            registration = loaded.get(rid)
+            if not isinstance(registration, Registration) or registration.plan_id != plan.id:
                 problems.append(("registration_ids", f"{rid} is not a registration of plan {plan.details.plan_number}"))
                 continue
-            registration = self.get(Registration, rid, "registration")
             if registration.status is not Status.APPROVED or registration.fee_receipt is None:
                 if registration_ids is not None:
                     problems.append(
@@ -94,7 +96,9 @@ class Exams(Service):
         return self.get(Sitting, sitting_id(registration_id), "admission ticket for registration")
 
     def sittings(self, exam: ExamSession) -> list[Sitting]:
-        return self.get_all(Sitting, (sitting_id(r) for r in sorted(exam.candidates)), "sitting")
+        """The session's sittings, in seat order: who sits is read from its events (the session counts seats)."""
+        return self.get_all(Sitting, (sitting_id(r) for r in ExamSession.candidates_in(self.events.get(exam.id))),
+                            "sitting")  # fmt: skip
 
     def _on_sitting(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
         self.change(Sitting, sitting_id(registration_id), "admission ticket for registration", act)
@@ -154,12 +158,15 @@ class Exams(Service):
         problem as ("book.<registration id>[.<subject>]", message)."""
         session = self.get(ExamSession, exam_id, "exam session")
         session.ensure_scoring_open()
-        unknown = [r for r in book if r not in session.candidates]
+        found = self.get_many(sitting_id(r) for r in book)
+        sittings = {
+            r: s for r in book if isinstance(s := found.get(sitting_id(r)), Sitting) and s.exam_id == session.id
+        }
+        unknown = [r for r in book if r not in sittings]
         if unknown:
             raise InvalidInput([("book", f"{r} has no ticket for session {session.session}") for r in unknown[:20]])
         changed = []
         problems: list[tuple[str, str]] = []
-        sittings = dict(zip(book, self.get_all(Sitting, (sitting_id(r) for r in book), "sitting"), strict=True))
         for rid, scores in book.items():
             s = sittings[rid]
             try:

@@ -149,7 +149,8 @@ def import_scores(
     sittings = svc.get_many(sitting_id(r) for r in registered.values())
     for n, cells, fields, number, key in keyed:
         rid = registered.get(key)
-        if rid is None or rid not in session.candidates:
+        seated = sittings.get(sitting_id(rid)) if rid is not None else None
+        if not isinstance(seated, Sitting) or seated.exam_id != session.id:
             problems.append(
                 (f"row {n}.id_number", f"{number or '(empty)'} has no ticket for session {session.session}")
             )

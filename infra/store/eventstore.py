@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel
 
 from domain.certificate import SerialCounter
+from domain.exam import ExamSession
 from domain.plan import EvaluationPlan
 from domain.stock import BlankStock
 
@@ -98,6 +99,7 @@ class SkillcertApplication(Application):
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {
         EvaluationPlan: SNAPSHOT_EVERY,
         SerialCounter: SNAPSHOT_EVERY,
+        ExamSession: SNAPSHOT_EVERY,
         BlankStock: 4 * SNAPSHOT_EVERY,  # its state grows with the forms used: fewer, larger snapshots
     }
 
