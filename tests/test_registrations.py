@@ -13,7 +13,7 @@ from domain.institution import DeadlineProfile, Filing
 from domain.levels import Level
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
-from domain.registration import Registration, Status
+from domain.registration import Attachment, AttachmentKind, Registration, Status
 from infra.services.registrations import Decision, Registrations
 from tests.builders import (
     ADMIN,
@@ -238,6 +238,50 @@ def test_the_same_candidate_racing_twice_registers_once(service):
     assert outcomes.count("accepted") == 1
     assert all("already registered" in o for o in outcomes if o != "accepted")
     assert service.repository.get(pid).seats_left == 59
+
+
+def test_registrations_arriving_together_are_saved_together_and_each_fails_alone(service, database_url, schema):
+    """Group commit: 48 callers at once into a plan with 30 places left. Among them the same candidate
+    three times, four forms that break a rule and one referring to a file the store does not hold. Exactly 30 are stored; the repeats are told they are
+    already registered, the bad forms what is wrong with them, the rest that the plan is full; and the
+    registrations went in fewer transactions than there are registrations."""
+    import psycopg
+
+    _, pid, code = setup_plan(service, seats=40)
+    for i in range(10):
+        service.register(candidate(i), code, working_years_form(i))
+    forms = {i: working_years_form(i) for i in range(100, 141)}
+    forms.update({i: working_years_form(100) for i in (141, 142)})  # the first candidate twice more
+    forms.update({i: working_years_form(i, years_in_occupation=0) for i in range(143, 147)})  # too few years
+    unheld = Attachment(kind=AttachmentKind.DIPLOMA, file_name="别人的.pdf", sha256="ab" * 32)
+    forms[147] = working_years_form(147, attachments=[unheld, *working_years_form(147).attachments[1:]])
+    barrier = Barrier(len(forms))
+
+    def attempt(i: int) -> str:
+        barrier.wait()
+        try:
+            return str(service.register(candidate(i), code, forms[i]))
+        except (Conflict, InvalidInput) as e:
+            return f"{type(e).__name__}: {e.message if isinstance(e, Conflict) else e.problems}"
+
+    with ThreadPoolExecutor(len(forms)) as pool:
+        outcomes = dict(zip(forms, pool.map(attempt, forms), strict=True))
+    accepted = {i: o for i, o in outcomes.items() if not o.startswith(("Conflict", "InvalidInput"))}
+    assert len(accepted) == 30, outcomes
+    assert all("years_in_occupation" in outcomes[i] for i in range(143, 147))
+    assert "not held by the store" in outcomes[147]  # found only by the save: the others are saved nonetheless
+    same = [outcomes[i] for i in (100, 141, 142)]  # one candidate three times: in once, or not at all
+    in_once = sum(i in accepted for i in (100, 141, 142))
+    assert (in_once, sum("already registered" in o for o in same)) in ((1, 2), (0, 0)), same
+    others = [o for i, o in outcomes.items() if i not in accepted and i not in (100, *range(141, 148))]
+    assert others and all("full" in o for o in others), others
+    plan: EvaluationPlan = service.repository.get(pid)
+    assert plan.taken == len(service.plan_holders(pid)) == 40 == plan.details.max_registrations
+    assert {str(r) for r in service.plan_holders(pid)} >= set(accepted.values())
+    with psycopg.connect(database_url) as c:
+        transactions = c.execute(f'SELECT count(DISTINCT xmin::text) FROM "{schema}".skillcert_events'
+                                 " WHERE originator_id = ANY(%s::uuid[])", (list(accepted.values()),)).fetchone()[0]  # fmt: skip
+    assert transactions < len(accepted), transactions
 
 
 def test_level_five_plan_takes_entry_level_forms(service):

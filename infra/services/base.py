@@ -40,16 +40,27 @@ class Service(SkillcertApplication):
         """Events refer only to files the store holds and the event's actor may refer to (a photo only
         to one that passed the photo rules); each reference is recorded, as who may read the file,
         before the events are saved."""
+        wanted = self._references(objs)
+        if wanted:
+            self._check_references(wanted)
+            self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
+        return super().save(*objs, **kwargs)
+
+    def check_references(self, *objs: Aggregate) -> None:
+        """What save checks of the files the aggregates' new events refer to, without saving."""
+        wanted = self._references(objs)
+        if wanted:
+            self._check_references(wanted)
+
+    @staticmethod
+    def _references(objs: Iterable[Aggregate]) -> list[tuple[Attachment, Actor, UUID, UUID | None]]:
         wanted: list[tuple[Attachment, Actor, UUID, UUID | None]] = []
         for agg in objs:
             for e in getattr(agg, "pending_events", ()):
                 found: list[Attachment] = []
                 _attachments_in(e, found)
                 wanted += [(a, e.actor, agg.id, getattr(agg, "institution_id", None)) for a in found]
-        if wanted:
-            self._check_references(wanted)
-            self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
-        return super().save(*objs, **kwargs)
+        return wanted
 
     def _check_references(self, wanted: list[tuple[Attachment, Actor, UUID, UUID | None]]) -> None:
         """A file may be referred to by its uploader, by a colleague of a staff uploader, by anyone acting

@@ -9,6 +9,7 @@ collide in the event store; version conflicts on the plan are retried.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Hashable
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -19,7 +20,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
@@ -33,6 +34,7 @@ from domain.registration import (
     registration_key,
 )
 from infra.services.base import MAX_RETRIES, Service
+from infra.store.groupcommit import GroupCommit
 
 
 class Decision(StrEnum):
@@ -45,6 +47,9 @@ class Registrations(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._code_plans: dict[str, UUID] = {}  # registration code -> plan id
+        self._registering: GroupCommit[tuple[Actor, RegistrationForm, EvaluationPlan], UUID] = GroupCommit(
+            self._register_batch
+        )
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -102,11 +107,88 @@ class Registrations(Service):
         return self.get(EvaluationPlan, plan_id, "plan")
 
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
+        """One registration. Those arriving together for one plan are saved together (group commit,
+        infra.store.groupcommit): one load and one save of the plan for the lot, each still checked on
+        its own and failing alone."""
         plan = self.plan_for_code(code)
         require(actor, STAFF_OR_CANDIDATE, "register candidates", plan.institution_id)
+        return self._registering.submit(plan.id, (actor, form, plan))
+
+    def _already(self, plan: EvaluationPlan) -> Conflict:
+        return Conflict(f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number")
+
+    def _register_batch(
+        self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm, EvaluationPlan]]
+    ) -> list[Any]:
+        """One outcome per request: the registration's id, or what its caller is told."""
+        assert isinstance(plan_id, UUID)
+        if len(requests) == 1:  # alone: with the plan its caller loaded, as if there were no batching
+            return [self._outcome(self._register_alone, *requests[0])]
+        outcomes: dict[int, Any] = {}
+        todo = list(range(len(requests)))
+        for _ in range(MAX_RETRIES):
+            plan = self.get(EvaluationPlan, plan_id, "plan")
+            made: dict[int, Registration] = {}
+            refused: dict[int, Conflict] = {}
+            for i in todo:
+                actor, form, _ = requests[i]
+                try:
+                    registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form,
+                                                       self.id_key)  # fmt: skip
+                    if registration.id in {r.id for r in made.values()}:
+                        raise self._already(plan)
+                    plan.take_seat(actor, registration.id, self.today())
+                    made[i] = registration
+                except Conflict as e:
+                    refused[i] = e
+                except DomainError as e:
+                    outcomes[i] = e
+            if made:
+                try:
+                    self.save(plan, *made.values())
+                except IntegrityError:
+                    # Another process took a place meanwhile, or one of these candidates registered before.
+                    # Decided again on the plan as stored: those refused as full may fit now.
+                    there = self.existing(r.id for r in made.values())
+                    outcomes.update({i: self._already(plan) for i, r in made.items() if r.id in there})
+                    todo = sorted([i for i, r in made.items() if r.id not in there] + list(refused))
+                    continue
+                except DomainError:
+                    # Something about one of them (a file its actor may not refer to): found, told, and
+                    # the rest decided again without it.
+                    bad = {i: e for i, r in made.items() if (e := self._refused_files(r)) is not None}
+                    if not bad:
+                        raise
+                    outcomes.update(bad)
+                    todo = sorted([i for i in made if i not in bad] + list(refused))
+                    continue
+                outcomes.update({i: r.id for i, r in made.items()})
+            if refused:  # full or closed, but first of all: already registered?
+                ids = {i: registration_id(plan.id, requests[i][1], self.id_key) for i in refused}
+                there = self.existing(ids.values())
+                outcomes.update({i: self._already(plan) if ids[i] in there else e for i, e in refused.items()})
+            break
+        else:
+            outcomes.update({i: Conflict("too many concurrent registrations; try again") for i in todo})
+        return [outcomes[i] for i in range(len(requests))]
+
+    def _refused_files(self, registration: Registration) -> DomainError | None:
+        try:
+            self.check_references(registration)
+        except DomainError as e:
+            return e
+        return None
+
+    @staticmethod
+    def _outcome(act: Callable[..., UUID], *args: Any) -> UUID | DomainError:
+        try:
+            return act(*args)
+        except DomainError as e:
+            return e
+
+    def _register_alone(self, actor: Actor, form: RegistrationForm, plan: EvaluationPlan) -> UUID:
         rid = registration_id(plan.id, form, self.id_key)
-        already = Conflict(f"this candidate is already registered for plan {plan.details.plan_number}",
-                           field="id_number")  # fmt: skip
+        already = self._already(plan)
         for _ in range(MAX_RETRIES):
             registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
             try:

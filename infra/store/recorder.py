@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.sql import SQL, Identifier, Literal
 from psycopg_pool import ConnectionPool
+
+from infra.store.groupcommit import GroupCommit
 
 FUNCTION = "skillcert_append"
 
@@ -61,12 +63,40 @@ class Recorder(PostgresApplicationRecorder):
             )
         )
         self.append_statement = SQL("SELECT * FROM {}.{}(%s, %s, %s, %s)").format(schema, Identifier(FUNCTION))
+        self._saves: GroupCommit[list[StoredEvent], list[int]] = GroupCommit(self._insert_together, most=500)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         # Not retried on a connection error, unlike the library's: the statement may have committed
         # before the connection broke, and the caller's save is what knows how to try again.
         if not stored_events:
             return []
+        return self._saves.submit(None, list(stored_events))
+
+    def _insert_together(self, _: object, saves: list[list[StoredEvent]]) -> list[Any]:
+        """Saves that arrived together, in one transaction: one table lock and one wait for the disk
+        instead of one each. Each is still checked against its aggregates' versions by the table's
+        unique key; if any fails, the transaction is undone and each is tried alone, so a save that
+        conflicts fails alone and the others are stored."""
+        if len(saves) == 1:
+            return [self._insert(saves[0])]
+        try:
+            ids = self._insert([e for save in saves for e in save])
+        except IntegrityError:
+            outcomes: list[Any] = []
+            for save in saves:
+                try:
+                    outcomes.append(self._insert(save))
+                except IntegrityError as e:
+                    outcomes.append(e)
+            return outcomes
+        # The function returns the ids in the order of its input (INSERT ... SELECT unnest ... RETURNING).
+        out, at = [], 0
+        for save in saves:
+            out.append(ids[at : at + len(save)])
+            at += len(save)
+        return out
+
+    def _insert(self, stored_events: list[StoredEvent]) -> list[int]:
         params = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
