@@ -67,7 +67,8 @@ class Service(SkillcertApplication):
         on a record that already refers to it (or, for staff, on any record of their institution that
         does), and by the system; a sample file the installation put there, by anyone. Otherwise it is
         answered as if it were not held: a hash seen on the bus gives no one a file."""
-        facts = self.attachments.facts(sorted({a.sha256 for a, *_ in wanted}))
+        facts = self.attachments.facts(sorted({a.sha256 for a, *_ in wanted}), list({agg for _, _, agg, _ in wanted}),
+                                       list({actor.institution_id for _, actor, *_ in wanted if actor.institution_id}))  # fmt: skip
         uploads = {sha: f[1] for sha, f in facts.items()}
         refs = {sha: f[2] for sha, f in facts.items()}
 

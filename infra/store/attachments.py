@@ -130,6 +130,7 @@ CREATE TABLE IF NOT EXISTS {refs} (
     PRIMARY KEY (sha256, originator_id)
 );
 CREATE INDEX IF NOT EXISTS {refs_by_originator} ON {refs} (originator_id);
+CREATE INDEX IF NOT EXISTS {refs_by_institution} ON {refs} (sha256, institution_id);
 CREATE TABLE IF NOT EXISTS {uploads} (
     sha256 text NOT NULL,
     uploaded_by text NOT NULL,        -- every principal that uploaded these bytes, each may read and refer to them
@@ -151,7 +152,8 @@ class Attachments:
         self.uploads = sql.Identifier(schema, "attachment_uploads")
         with datastore.transaction(commit=True) as cur:
             cur.execute(sql.SQL(DDL).format(meta=self.meta, refs=self.refs, uploads=self.uploads,
-                                            refs_by_originator=sql.Identifier("attachment_refs_by_originator")))  # fmt: skip
+                                            refs_by_originator=sql.Identifier("attachment_refs_by_originator"),
+                                            refs_by_institution=sql.Identifier("attachment_refs_by_institution")))  # fmt: skip
         self.blobs = blobs or PostgresBlobs(datastore, schema)
 
     def put(self, content: bytes, sha256: str, media_type: str, uploaded_by: str,
@@ -218,27 +220,33 @@ class Attachments:
                             references)  # fmt: skip
 
     def facts(
-        self, sha256s: list[str]
-    ) -> dict[str, tuple[bool, list[tuple[str, UUID | None]], list[tuple[UUID, UUID | None]]]]:
+        self, sha256s: list[str], originators: list[UUID], institutions: list[UUID]
+    ) -> dict[str, tuple[bool, list[tuple[str, UUID | None]], list[tuple[UUID | None, UUID | None]]]]:
         """For each of these files the store holds unerased: (passed the photo rules, its uploads as
-        (principal, institution), its references as (originator, institution)), in one round trip:
-        every command that refers to files asks this before it is saved."""
+        (principal, institution), its references by these originators or from these institutions as
+        (originator, institution), the latter as (None, institution)), in one round trip: every command
+        that refers to files asks this before it is saved. Only the references asked about: a sample
+        file every registration refers to has as many references as registrations."""
         with self.datastore.transaction(commit=False) as cur:
             cur.execute(
                 sql.SQL("SELECT m.sha256, m.photo, "
                         "(SELECT coalesce(json_agg(json_build_array(u.uploaded_by, u.institution_id)), '[]') "
                         " FROM {uploads} u WHERE u.sha256 = m.sha256) AS uploads, "
                         "(SELECT coalesce(json_agg(json_build_array(r.originator_id, r.institution_id)), '[]') "
-                        " FROM {refs} r WHERE r.sha256 = m.sha256) AS refs "
+                        " FROM {refs} r WHERE r.sha256 = m.sha256 AND r.originator_id = ANY(%s)) AS refs, "
+                        "(SELECT coalesce(json_agg(i), '[]') FROM unnest(%s::uuid[]) AS i WHERE EXISTS "
+                        " (SELECT 1 FROM {refs} r WHERE r.sha256 = m.sha256 AND r.institution_id = i)) AS institutions "
                         "FROM {meta} m WHERE m.sha256 = ANY(%s) AND m.erased_at IS NULL")
-                .format(uploads=self.uploads, refs=self.refs, meta=self.meta), (sha256s,))  # fmt: skip
+                .format(uploads=self.uploads, refs=self.refs, meta=self.meta),
+                (originators, institutions, sha256s))  # fmt: skip
             rows = cur.fetchall()
 
         def uuid(value: str | None) -> UUID | None:
             return UUID(value) if value else None
 
         return {r["sha256"]: (r["photo"], [(by, uuid(i)) for by, i in r["uploads"]],
-                              [(UUID(o), uuid(i)) for o, i in r["refs"]]) for r in rows}  # fmt: skip
+                              [(UUID(o), uuid(i)) for o, i in r["refs"]] + [(None, UUID(i)) for i in r["institutions"]])
+                for r in rows}  # fmt: skip
 
     def uploaders(self, sha256s: list[str]) -> list[tuple[str, str, UUID | None]]:
         """(sha256, principal, institution) of every upload of these files."""

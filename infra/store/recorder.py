@@ -74,27 +74,52 @@ class Recorder(PostgresApplicationRecorder):
 
     def _insert_together(self, _: object, saves: list[list[StoredEvent]]) -> list[Any]:
         """Saves that arrived together, in one transaction: one table lock and one wait for the disk
-        instead of one each. Each is still checked against its aggregates' versions by the table's
-        unique key; if any fails, the transaction is undone and each is tried alone, so a save that
-        conflicts fails alone and the others are stored."""
+        instead of one each. Each is still checked against its aggregates' versions: of two claiming
+        one version, the first to arrive is stored and the other told IntegrityError, as if it had come
+        second; one claiming a version already stored is found and told, and the rest are saved."""
         if len(saves) == 1:
             return [self._insert(saves[0])]
-        try:
-            ids = self._insert([e for save in saves for e in save])
-        except IntegrityError:
-            outcomes: list[Any] = []
-            for save in saves:
-                try:
-                    outcomes.append(self._insert(save))
-                except IntegrityError as e:
-                    outcomes.append(e)
-            return outcomes
-        # The function returns the ids in the order of its input (INSERT ... SELECT unnest ... RETURNING).
-        out, at = [], 0
-        for save in saves:
-            out.append(ids[at : at + len(save)])
-            at += len(save)
-        return out
+        outcomes: dict[int, Any] = {}
+        claimed: set[tuple[Any, int]] = set()
+        for i, save in enumerate(saves):
+            keys = {(e.originator_id, e.originator_version) for e in save}
+            if keys & claimed:
+                outcomes[i] = IntegrityError("a version claimed by a save arriving at the same moment")
+            claimed |= keys
+        todo = [i for i in range(len(saves)) if i not in outcomes]
+        for _ in range(3):  # each round finds what other writers stored meanwhile
+            try:
+                ids = self._insert([e for i in todo for e in saves[i]])
+            except IntegrityError:
+                stored = self._stored([(e.originator_id, e.originator_version) for i in todo for e in saves[i]])
+                late = [i for i in todo if any((e.originator_id, e.originator_version) in stored for e in saves[i])]
+                if not late:
+                    break  # not a version: each alone shows whose it is
+                outcomes.update({i: IntegrityError("a version already recorded") for i in late})
+                todo = [i for i in todo if i not in late]
+                if not todo:
+                    return [outcomes[i] for i in range(len(saves))]
+                continue
+            # The function returns the ids in the order of its input (INSERT ... SELECT unnest ... RETURNING).
+            at = 0
+            for i in todo:
+                outcomes[i] = ids[at : at + len(saves[i])]
+                at += len(saves[i])
+            return [outcomes[i] for i in range(len(saves))]
+        for i in todo:
+            try:
+                outcomes[i] = self._insert(saves[i])
+            except IntegrityError as e:
+                outcomes[i] = e
+        return [outcomes[i] for i in range(len(saves))]
+
+    def _stored(self, keys: list[tuple[Any, int]]) -> set[tuple[Any, int]]:
+        query = SQL("SELECT originator_id, originator_version FROM {}.{} WHERE (originator_id, originator_version)"
+                    " IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name))  # fmt: skip
+        with self.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))
+            return {(row["originator_id"], row["originator_version"]) for row in cur.fetchall()}
 
     def _insert(self, stored_events: list[StoredEvent]) -> list[int]:
         params = (

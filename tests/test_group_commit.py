@@ -1,0 +1,82 @@
+"""Group commit in the event store: saves arriving together share one transaction, and one that
+conflicts fails alone (infra.store.recorder, infra.store.groupcommit)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from infra.store.groupcommit import GroupCommit
+
+
+def test_sixty_racing_saves_share_transactions_and_each_conflict_fails_alone(service, database_url, schema):
+    """60 threads save at once: 50 new aggregates of three events each, and 5 pairs that both claim
+    version 1 of one aggregate. Every one of the 50 is stored whole, exactly one of each pair, the
+    other is told IntegrityError; each caller gets its own events' positions; and there were fewer
+    transactions than saves."""
+    recorder = service.recorder
+    topic = "tests:Thing.Happened"
+
+    def events(aggregate: uuid.UUID, n: int, mark: bytes) -> list[StoredEvent]:
+        return [StoredEvent(originator_id=aggregate, originator_version=v, topic=topic, state=mark + bytes([v]))
+                for v in range(1, n + 1)]  # fmt: skip
+
+    alone = [events(uuid.uuid4(), 3, b"alone") for _ in range(50)]
+    contested = [uuid.uuid4() for _ in range(5)]
+    pairs = [events(a, 1, side) for a in contested for side in (b"left", b"right")]
+    saves = alone + pairs
+    barrier = threading.Barrier(len(saves))
+
+    def save(batch: list[StoredEvent]) -> object:
+        barrier.wait()
+        try:
+            return recorder.insert_events(batch)
+        except IntegrityError as e:
+            return e
+
+    with ThreadPoolExecutor(len(saves)) as pool:
+        outcomes = list(pool.map(save, saves))
+    with psycopg.connect(database_url) as conn:
+        rows = {n: (o, v, bytes(s)) for n, o, v, s in conn.execute(
+            f'SELECT notification_id, originator_id, originator_version, state FROM "{schema}".skillcert_events'
+            " WHERE topic = %s", (topic,))}  # fmt: skip
+        transactions = conn.execute(f'SELECT count(DISTINCT xmin::text) FROM "{schema}".skillcert_events'
+                                    " WHERE topic = %s", (topic,)).fetchone()[0]  # fmt: skip
+    for batch, outcome in zip(alone, outcomes[:50], strict=True):
+        assert [rows[n] for n in outcome] == [(e.originator_id, e.originator_version, e.state) for e in batch]
+    for k in range(5):
+        left, right = outcomes[50 + 2 * k], outcomes[51 + 2 * k]
+        assert sorted(isinstance(o, IntegrityError) for o in (left, right)) == [False, True], (left, right)
+        [n] = left if not isinstance(left, IntegrityError) else right
+        assert rows[n][2] == (b"left\x01" if not isinstance(left, IntegrityError) else b"right\x01")
+    assert len(rows) == 50 * 3 + 5
+    assert transactions < 50, transactions
+
+
+def test_a_leader_answers_its_own_caller_and_hands_over_under_a_steady_stream():
+    """Under a stream that never pauses, every caller is answered: a leader leads only until its own
+    request is done, then the next caller waiting leads."""
+    seen: list[int] = []
+    slow = threading.Event()
+
+    def run(_: object, requests: list[int]) -> list[object]:
+        slow.wait(0.002)
+        seen.extend(requests)
+        return [ValueError(r) if r % 7 == 0 else r * 2 for r in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(run, most=5)
+
+    def call(r: int) -> object:
+        try:
+            return group.submit("k", r)
+        except ValueError as e:
+            return e
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(call, range(400)))
+    assert sorted(seen) == list(range(400))
+    assert all(isinstance(o, ValueError) if r % 7 == 0 else o == r * 2 for r, o in enumerate(outcomes))
