@@ -138,7 +138,9 @@ class Relay:
 
     def _send(self, conn: psycopg.Connection[Any], after: int) -> _Batch | None:
         """Produce the batch after `after`; None when there is nothing new."""
-        rows = conn.execute(self.read, (after, self.batch_size), prepare=True).fetchall()
+        # Binary results: the states arrive as bytes, not as hex text psycopg would decode row by row.
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute(self.read, (after, self.batch_size), prepare=True).fetchall()
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])

@@ -46,10 +46,8 @@ class Decision(StrEnum):
 class Registrations(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._code_plans: dict[str, UUID] = {}  # registration code -> plan id
-        self._registering: GroupCommit[tuple[Actor, RegistrationForm, EvaluationPlan], UUID] = GroupCommit(
-            self._register_batch
-        )
+        self._code_plans: dict[str, tuple[UUID, UUID]] = {}  # registration code -> plan, institution
+        self._registering: GroupCommit[tuple[Actor, RegistrationForm], UUID] = GroupCommit(self._register_batch)
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -92,38 +90,41 @@ class Registrations(Service):
         raise Conflict("could not draw an unused registration code; try again")
 
     def plan_for_code(self, code: str) -> EvaluationPlan:
+        return self.get(EvaluationPlan, self._plan_of_code(code)[0], "plan")
+
+    def _plan_of_code(self, code: str) -> tuple[UUID, UUID]:
+        """(plan, institution) of a registration code: neither ever changes, so remembered (within bounds)
+        rather than loaded for every registration."""
         code = normalise_code(code)
-        plan_id = self._code_plans.get(code)
-        if plan_id is None:
+        known = self._code_plans.get(code)
+        if known is None:
             try:
                 guard: RegistrationCode = self.repository.get(code_id(code))
             except AggregateNotFoundError:
                 raise NotFound(f"registration code {code} does not belong to any plan",
                                field="registration_code") from None  # fmt: skip
-            plan_id = guard.plan_id
-            if len(self._code_plans) > 10_000:  # a code's plan never changes: remembered, within bounds
+            plan = self.get(EvaluationPlan, guard.plan_id, "plan")
+            if len(self._code_plans) > 10_000:
                 self._code_plans.clear()
-            self._code_plans[code] = plan_id
-        return self.get(EvaluationPlan, plan_id, "plan")
+            known = self._code_plans[code] = (plan.id, plan.institution_id)
+        return known
 
     def register(self, actor: Actor, code: str, form: RegistrationForm) -> UUID:
         """One registration. Those arriving together for one plan are saved together (group commit,
         infra.store.groupcommit): one load and one save of the plan for the lot, each still checked on
         its own and failing alone."""
-        plan = self.plan_for_code(code)
-        require(actor, STAFF_OR_CANDIDATE, "register candidates", plan.institution_id)
-        return self._registering.submit(plan.id, (actor, form, plan))
+        plan_id, institution_id = self._plan_of_code(code)
+        require(actor, STAFF_OR_CANDIDATE, "register candidates", institution_id)
+        return self._registering.submit(plan_id, (actor, form))
 
     def _already(self, plan: EvaluationPlan) -> Conflict:
         return Conflict(f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number")
 
-    def _register_batch(
-        self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm, EvaluationPlan]]
-    ) -> list[Any]:
+    def _register_batch(self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         """One outcome per request: the registration's id, or what its caller is told."""
         assert isinstance(plan_id, UUID)
-        if len(requests) == 1:  # alone: with the plan its caller loaded, as if there were no batching
-            return [self._outcome(self._register_alone, *requests[0])]
+        if len(requests) == 1:  # alone, as if there were no batching
+            return [self._outcome(self._register_alone, plan_id, *requests[0])]
         outcomes: dict[int, Any] = {}
         todo = list(range(len(requests)))
         for _ in range(MAX_RETRIES):
@@ -131,7 +132,7 @@ class Registrations(Service):
             made: dict[int, Registration] = {}
             refused: dict[int, Conflict] = {}
             for i in todo:
-                actor, form, _ = requests[i]
+                actor, form = requests[i]
                 try:
                     registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form,
                                                        self.id_key)  # fmt: skip
@@ -186,7 +187,8 @@ class Registrations(Service):
         except DomainError as e:
             return e
 
-    def _register_alone(self, actor: Actor, form: RegistrationForm, plan: EvaluationPlan) -> UUID:
+    def _register_alone(self, plan_id: UUID, actor: Actor, form: RegistrationForm) -> UUID:
+        plan = self.get(EvaluationPlan, plan_id, "plan")
         rid = registration_id(plan.id, form, self.id_key)
         already = self._already(plan)
         for _ in range(MAX_RETRIES):
