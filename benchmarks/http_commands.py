@@ -106,8 +106,9 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
     port = free_port()
     env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema, "SKILLCERT_API_PORT": str(port),
            "SKILLCERT_API_WORKERS": str(workers)}  # fmt: skip
-    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    log = Path(tempfile.gettempdir()) / f"{schema}-api.log"  # kept when a run fails: what the API said
+    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=log.open("wb"),
+                           stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -154,7 +155,11 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
         for label, request in (("GET /me", me), ("registrations", register), ("registrations, reviews, fees", mixed)):
             answered, latencies, errors = asyncio.run(drive(base, clients, seconds, request))
             results[label] = (answered / seconds, p(latencies, 50), p(latencies, 95), errors)
+        log.unlink()
         return results
+    except BaseException:
+        console.print(f"the run failed; the API's log is {log}")
+        raise
     finally:
         api.terminate()
         try:

@@ -14,7 +14,9 @@ after the server has received the complete message, and released when the statem
 so no session holds the write lock while waiting on its client. No pipeline is involved.
 
 The lock itself stays: notification ids must commit in the order they are issued, or a reader of
-the log (the relay) could pass over an id whose transaction commits later.
+the log (the relay) could pass over an id whose transaction commits later. What it costs is paid once
+for many saves: saves that arrive while another is being written go together into the next statement
+(group commit, infra.store.groupcommit), each still checked against its aggregates' versions.
 """
 
 from __future__ import annotations
