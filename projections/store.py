@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import orjson
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_dumps
 
 
 class Projection(Protocol):
@@ -105,8 +106,15 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection[Any]:
     conn = psycopg.connect(database_url, **kwargs)
+    # jsonb parameters (every audit row carries its event) written by orjson, not the standard library's
+    # encoder: a rebuild spent a twentieth of its time there.
+    set_json_dumps(_json_dumps, context=conn)
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
     if not kwargs.get("autocommit"):
         conn.commit()
