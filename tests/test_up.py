@@ -17,6 +17,12 @@ import psycopg
 from infra.embedded import free_port
 
 
+def _as_in_a_terminal() -> None:
+    # Ctrl-C reaches `up` as in a terminal even when these tests run as a background job (`cmd &` in a
+    # script), whose children start with SIGINT ignored; a process started so keeps it ignored (nohup).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _children(pid: int, words: str) -> list[psutil.Process]:
     return [c for c in psutil.Process(pid).children(recursive=True) if words in " ".join(c.cmdline())]
 
@@ -38,7 +44,7 @@ def test_up_restarts_a_child_that_dies_and_stops_everything_on_ctrl_c(database_u
            "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "COLUMNS": "200"}  # fmt: skip
     env.pop("SKILLCERT_KAFKA_BOOTSTRAP", None)  # the embedded broker
     up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
-                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_in_a_terminal)  # fmt: skip
     try:
         _wait_for(lambda: "skillcert is up" in out.read_text(errors="replace"), 120, "up did not come up", out)
         [relay] = _children(up.pid, "relay run")
@@ -92,7 +98,7 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
     for name in ("SKILLCERT_DATABASE_URL", "SKILLCERT_KAFKA_BOOTSTRAP", "SKILLCERT_DB_SCHEMA", "SKILLCERT_MASTER_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
-                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_in_a_terminal)  # fmt: skip
     base = f"http://127.0.0.1:{api_port}"
     try:
         _wait_for(lambda: "skillcert is up" in _plain(out), 180, "up did not come up", out)
