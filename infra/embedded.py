@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from infra.supervisor import ends_with_parent
+
 
 def start_postgres(data_dir: Path) -> tuple[Any, str]:
     """Start (or reuse) a PostgreSQL keeping its data in data_dir/pg. Returns (server, url)."""
@@ -120,6 +122,7 @@ class Broker:
             # Not in the terminal's process group: Ctrl-C reaches `skillcert up`, which stops the
             # broker last, after everything that talks to it (pg_ctl does the same for PostgreSQL).
             start_new_session=True,
+            preexec_fn=ends_with_parent(),  # and gone with the process that started it
         )
         deadline = time.monotonic() + 20
         while True:

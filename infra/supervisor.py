@@ -3,6 +3,7 @@
 Each child runs in a session of its own, so the terminal's Ctrl-C reaches only `up`, which then
 stops them in order: first what takes requests (the API), then what applies and records (the
 consumers, the checkpointer), then the relay, so nothing is left half-published; the servers last.
+If `up` itself is killed (SIGKILL, the OOM killer), each child is sent SIGTERM by the kernel.
 """
 
 from __future__ import annotations
@@ -14,6 +15,26 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def ends_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn (Linux) that makes the child get SIGTERM when the process starting it dies: a
+    SIGKILLed `up` leaves no relay, worker, API or broker running behind it, holding its ports. The
+    function is looked up before the fork; the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import os
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def in_child() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before that took effect
+            os._exit(1)
+
+    return in_child
+
 
 RESTARTS = 5  # a child may be started again this many times ...
 WITHIN = 600.0  # ... within this many seconds; after that, everything stops
@@ -39,7 +60,8 @@ class Supervisor:
         self._spawn(child)
 
     def _spawn(self, child: Child) -> None:
-        child.process = subprocess.Popen(child.command, env=self.env, start_new_session=True)
+        child.process = subprocess.Popen(child.command, env=self.env, start_new_session=True,
+                                         preexec_fn=ends_with_parent())  # fmt: skip
 
     def alive(self) -> bool:
         return all(c.process is not None and c.process.poll() is None for c in self.children)

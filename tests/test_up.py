@@ -75,6 +75,39 @@ def test_up_restarts_a_child_that_dies_and_stops_everything_on_ctrl_c(database_u
     assert not psutil.pid_exists(again.pid) or psutil.Process(again.pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_killed_up_leaves_nothing_running_behind_it(database_url: str, schema: str, tmp_path: Path) -> None:
+    """SIGKILL `up` (an operator's kill -9, the OOM killer): the relay, the worker, the API, the checkpointer
+    and the embedded broker end with it, rather than running on and holding its ports."""
+    out = tmp_path / "up.log"
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_TOPIC_PREFIX": f"{schema}.", "SKILLCERT_KAFKA_PORT": str(free_port()),
+           "SKILLCERT_API_PORT": str(free_port()), "SKILLCERT_DATA_DIR": str(tmp_path / "data"),
+           "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "COLUMNS": "200"}  # fmt: skip
+    env.pop("SKILLCERT_KAFKA_BOOTSTRAP", None)
+    up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
+                          stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    children: list[psutil.Process] = []
+    try:
+        _wait_for(lambda: "skillcert is up" in out.read_text(errors="replace"), 120, "up did not come up", out)
+        children = psutil.Process(up.pid).children()
+        names = sorted(" ".join(c.cmdline()[2:4]) if "infra.cli" in c.cmdline() else "broker" for c in children)
+        assert names == ["broker", "infra.cli api", "infra.cli audit", "infra.cli consumers", "infra.cli relay"], names
+        up.send_signal(signal.SIGKILL)
+        up.wait(10)
+
+        def all_gone() -> bool:
+            return not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+
+        _wait_for(all_gone, 20, "children of a killed up still run: "
+                  + ", ".join(" ".join(c.cmdline()) for c in children if c.is_running()), out)  # fmt: skip
+    finally:
+        if up.poll() is None:
+            up.kill()
+        for c in children:  # whatever is left, not to disturb later tests
+            if c.is_running():
+                c.kill()
+
+
 def _plain(path: Path) -> str:
     return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", path.read_text(errors="replace"))
 
