@@ -11,7 +11,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import event
-from pydantic import Field
+from pydantic import Field, create_model
 
 from domain.access import CENTRE, STAFF, STAFF_OR_CANDIDATE, require
 from domain.deadlines import Deadline, Step, deadline
@@ -65,31 +65,6 @@ class ResultEntry(Immutable):
     absent: bool = False
     scores: dict[Subject, Decimal] = Field(default_factory=dict, json_schema_extra=personal(Personal.RESULTS))
     passed: bool = False
-
-
-class _SessionState(Immutable):
-    """What an exam session's snapshot holds: its attributes, as JSON."""
-
-    institution_id: UUID
-    plan_id: UUID
-    plan_number: str
-    occupation: str
-    job: str | None
-    level: Level
-    profile: DeadlineProfile
-    session: str
-    exam_date: date
-    starts_at: time
-    ends_at: time
-    location: str
-    rooms: list[Room]
-    seated: int
-    scores_due: Deadline | None
-    review_window: Deadline | None
-    published_on: date | None
-    attempt: int
-    reported: list[ResultEntry] | None
-    numbering: Deadline | None
 
 
 def exam_id(plan_id: UUID, session: str) -> UUID:
@@ -388,6 +363,26 @@ class ExamSession(Aggregate):
         if not self.confirmed or self.reported is None:
             raise Conflict(f"the results of session {self.session} are not confirmed by the provincial centre")
         return [e for e in self.reported if e.passed]
+
+
+# What a session's snapshot holds, typed for JSON: what it was scheduled with (the Scheduled event's
+# fields, so a field added there is snapshotted too) and what changes after.
+_SessionState = create_model(
+    "_SessionState",
+    __base__=Immutable,
+    **{
+        k: (f.annotation, ...)
+        for k, f in ExamSession.Scheduled.model_fields.items()
+        if k not in Aggregate.Created.model_fields
+    },  # fmt: skip
+    seated=(int, ...),
+    scores_due=(Deadline | None, ...),
+    review_window=(Deadline | None, ...),
+    published_on=(date | None, ...),
+    attempt=(int, ...),
+    reported=(list[ResultEntry] | None, ...),
+    numbering=(Deadline | None, ...),
+)
 
 
 class Attendance(StrEnum):

@@ -115,6 +115,8 @@ def test_tickets_issued_one_at_a_time_by_racing_staff_across_snapshots_fill_seat
         replayed = e.mutate(replayed)
     assert loaded.version == replayed.version == 71 > SNAPSHOT_EVERY
     assert loaded.snapshot_state() == replayed.snapshot_state() and loaded.seated == 70
+    public = {k: v for k, v in vars(replayed).items() if not k.startswith("_")}
+    assert {k: v for k, v in vars(loaded).items() if not k.startswith("_")} == public  # nothing left out
     assert list(world.exams.snapshots.get(exam))  # it was loaded from one
     assert [s.registration_id for s in world.exams.sittings(loaded)] == [
         a.registration_id for a in sorted(seats, key=lambda a: (a.room, a.seat))

@@ -4,6 +4,7 @@ conflicts fails alone (infra.store.recorder, infra.store.groupcommit)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,10 +62,9 @@ def test_a_leader_answers_its_own_caller_and_hands_over_under_a_steady_stream():
     """Under a stream that never pauses, every caller is answered: a leader leads only until its own
     request is done, then the next caller waiting leads."""
     seen: list[int] = []
-    slow = threading.Event()
 
     def run(_: object, requests: list[int]) -> list[object]:
-        slow.wait(0.002)
+        time.sleep(0.002)  # a save's length, so callers queue up behind it
         seen.extend(requests)
         return [ValueError(r) if r % 7 == 0 else r * 2 for r in requests]
 
