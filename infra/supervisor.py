@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 def ends_with_parent() -> Callable[[], None] | None:
     """A preexec_fn (Linux) that makes the child get SIGTERM when the process starting it dies: a
     SIGKILLed `up` leaves no relay, worker, API or broker running behind it, holding its ports. The
-    function is looked up before the fork; the child only calls it."""
+    function is looked up before the fork; the child only calls it. Linux ties the signal to the
+    starting thread, not the process: start children from a thread that lives as long as the process
+    (`up` starts them from its main thread)."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes
