@@ -67,6 +67,54 @@ class Audit:
             ),
         )  # fmt: skip
 
+    def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
+        """What `apply` does to each message in turn, set-based: a rebuild writes one audit row per event,
+        and two statements per event cost it more than every other projection together. The rows are
+        copied into a staging table and merged by two statements. Each event takes its institution as
+        `apply` would: its own; else the one its aggregate was first recorded with, before this batch or
+        earlier in it; else its actor's."""
+        cur.execute(STAGE_DDL)
+        with cur.copy(STAGE_COPY) as copy:
+            for m in messages:
+                d = m["data"]
+                actor = d.get("actor") or {}
+                institution = d.get("institution_id")
+                if m["type"].startswith("cn.skillcert.institution."):
+                    institution = m["aggregateid"]
+                copy.write_row(
+                    (
+                        m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"],
+                        m["actorrole"], actor.get("request_id"), institution, actor.get("institution_id"), m["time"],
+                        Jsonb(d),
+                    )
+                )  # fmt: skip
+        cur.execute(
+            """WITH first AS (SELECT DISTINCT ON (aggregate_id) aggregate_id, own, position FROM audit_stage
+                              WHERE own IS NOT NULL ORDER BY aggregate_id, position)
+               INSERT INTO audit_events
+               SELECT s.position, s.event_id, s.type, s.aggregate_id, s.aggregate_version, s.actor_id, s.actor_role,
+                      s.request_id,
+                      coalesce(s.own, a.institution_id, CASE WHEN f.position < s.position THEN f.own END, s.actors),
+                      s.at, s.data
+               FROM audit_stage s LEFT JOIN audit_aggregates a USING (aggregate_id) LEFT JOIN first f USING (aggregate_id)
+               ORDER BY s.position ON CONFLICT DO NOTHING"""
+        )
+        cur.execute(
+            "INSERT INTO audit_aggregates SELECT aggregate_id, own FROM audit_stage WHERE own IS NOT NULL"
+            " ORDER BY position ON CONFLICT DO NOTHING"
+        )
+        cur.execute("TRUNCATE audit_stage")
+
+
+# Per session, emptied after each use: what apply_many copies in before merging.
+STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS audit_stage (
+    position bigint, event_id uuid, type text, aggregate_id uuid, aggregate_version int, actor_id text,
+    actor_role text, request_id text, own uuid, actors uuid, at timestamptz, data jsonb)"""
+STAGE_COPY = (
+    "COPY audit_stage (position, event_id, type, aggregate_id, aggregate_version, actor_id, actor_role, request_id,"
+    " own, actors, at, data) FROM STDIN"
+)
+
 
 def trail(
     conn: psycopg.Connection[Any],

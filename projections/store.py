@@ -36,6 +36,9 @@ class Projection(Protocol):
 
     def apply(self, cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None: ...
 
+    # Optional: apply_many(cur, messages) applies a run of messages as `apply` would one by one, set-based.
+    # A rebuild uses it where a projection has it (consumers.rebuild).
+
 
 OFFSETS_DDL = """
 CREATE TABLE IF NOT EXISTS projection_offsets (
@@ -93,16 +96,19 @@ def decode(raw: bytes) -> Message:
     that an older version let into the store is shown as U+FFFD rather than stopping every
     projection behind it (the API refuses it now: domain.text)."""
     message = orjson.loads(raw)
-    return _without_nul(message) if b"\\u0000" in raw else message
+    return without_nul(message) if NUL in raw else message
 
 
-def _without_nul(value: Any) -> Any:
+NUL = b"\\u0000"  # as JSON writes it
+
+
+def without_nul(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, list):
-        return [_without_nul(v) for v in value]
+        return [without_nul(v) for v in value]
     if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
     return value
 
 

@@ -259,3 +259,27 @@ def test_events_written_before_encryption_stay_readable_as_written(service, data
     for rid, serial in ((first, 1), (second, 2)):
         assert reopened.repository.get(rid).form.id_number == working_years_form(serial).id_number
     reopened.close()
+
+
+def test_the_stored_layout_is_eventsourcings_aes_cipher_both_ways():
+    """Events already stored were written by eventsourcing's AESCipher; ours keeps one AESGCM per key
+    instead of one per event, and must read and write the same bytes: nonce, tag, ciphertext."""
+    import base64
+
+    from eventsourcing.cryptography import AESCipher
+    from eventsourcing.utils import Environment
+
+    from infra.store.keys import _aes
+
+    key = os.urandom(32)
+    theirs = AESCipher(Environment(env={"CIPHER_KEY": base64.b64encode(key).decode()}))
+    ours = _aes(key)
+    for plaintext in (b"", b"{}", "报名表".encode() * 500):
+        assert ours.decrypt(theirs.encrypt(plaintext)) == plaintext
+        assert theirs.decrypt(ours.encrypt(plaintext)) == plaintext
+    sealed = bytearray(ours.encrypt(b'{"a": 1}'))
+    sealed[20] ^= 1  # the tag
+    with pytest.raises(ValueError, match="tag"):
+        ours.decrypt(bytes(sealed))
+    with pytest.raises(ValueError, match="Damaged"):
+        ours.decrypt(b"short")

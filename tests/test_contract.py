@@ -221,6 +221,29 @@ def test_messages_are_what_the_cloudevents_sdk_builds_and_parses():
     assert context == "registrations" and ours.get_subject() == key.decode() == state["originator_id"]
 
 
+def test_event_ids_are_the_uuid5_the_documentation_names():
+    """event_id formats the hash by hand (the relay makes one per message); it must be the uuid5 a
+    subscriber computes with its own library, for every variant nibble the hash can give."""
+    import uuid
+
+    from infra.bus.envelope import event_id
+
+    for _ in range(50):
+        aggregate = str(uuid.uuid4())
+        for version in (1, 2, 17, 100_000):
+            expected = uuid.uuid5(uuid.NAMESPACE_URL, f"skillcert:event:{aggregate}:{version}")
+            assert event_id(aggregate, version) == str(expected)
+
+
+def test_the_event_a_rebuild_applies_is_the_message_a_subscriber_parses():
+    """A rebuild takes the event as a dict instead of writing it out and parsing it back."""
+    from infra.bus.envelope import cloud_event, message
+
+    state, _ = submitted(3)
+    assert cloud_event(SUBMITTED, 7, state, KEY) == (message(SUBMITTED, 7, state, KEY)[0],
+                                                      json.loads(message(SUBMITTED, 7, state, KEY)[2]))  # fmt: skip
+
+
 def test_every_field_of_every_published_schema_is_classified():
     """A new string field without a class (personal, or in domain.personal.NOT_PERSONAL) fails here."""
     from domain.personal import NOT_PERSONAL

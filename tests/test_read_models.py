@@ -195,6 +195,51 @@ def test_a_rebuild_from_the_event_store_equals_the_live_tables_row_for_row(world
     assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == live
 
 
+def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_event(conn):
+    """A rebuild writes the audit trail in sets (Audit.apply_many); each event must still take the
+    institution it takes one at a time: its own, else its aggregate's first, known before the batch or
+    from earlier in it, never from later in it, else its actor's."""
+    import uuid
+
+    from projections.audit import Audit
+
+    def event(position, aggregate, version, institution=None, actor_institution=None, kind="registration.x"):
+        data = {"originator_id": aggregate, "actor": {"id": "u", "role": "staff", "institution_id": actor_institution}}
+        if institution:
+            data["institution_id"] = institution
+        return {"position": position, "id": str(uuid.uuid4()), "type": f"cn.skillcert.{kind}.v1",
+                "aggregateid": aggregate, "aggregateversion": version, "actorid": "u", "actorrole": "staff",
+                "time": f"2026-05-01T00:00:{position:02d}+00:00", "data": data}  # fmt: skip
+
+    a, b, c, known, i1, i2, i3 = (str(uuid.uuid4()) for _ in range(7))
+    before = [event(1, known, 1, institution=i3)]
+    batch = [
+        event(2, a, 1, actor_institution=i1),  # nothing known of a yet: its actor's
+        event(3, a, 2, institution=i2),  # its own; from now on a's
+        event(4, a, 3, actor_institution=i1),  # a's, from earlier in the batch
+        event(5, known, 2, actor_institution=i1),  # known's, from before the batch
+        event(6, b, 1),  # nothing at all
+        event(7, c, 1, kind="institution.registered"),  # an institution is its own
+        event(8, c, 2, institution=i1),
+    ]
+    audit = Audit()
+    results = []
+    for set_based in (False, True):
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("TRUNCATE audit_events, audit_aggregates")
+            for m in before:
+                audit.apply(cur, m)
+            if set_based:
+                audit.apply_many(cur, batch)
+            else:
+                for m in batch:
+                    audit.apply(cur, m)
+        results.append((rows(conn, "audit_events"), rows(conn, "audit_aggregates")))
+    assert results[0] == results[1]
+    institutions = {r[0]: str(r[8]) if r[8] else None for r in results[1][0]}
+    assert institutions == {1: i3, 2: i1, 3: i2, 4: i2, 5: i3, 6: None, 7: c, 8: i1}
+
+
 def test_one_event_a_projection_cannot_apply_does_not_stop_a_rebuild_and_is_shown(world, conn):
     from consumers.lag import lag
     from consumers.rebuild import failures

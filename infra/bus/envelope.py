@@ -74,11 +74,13 @@ def event_type(event_topic: str) -> str:
 def event_id(aggregate_id: UUID | str, version: int) -> str:
     """uuid5(NAMESPACE_URL, "skillcert:event:<aggregate id>:<version>"), spelled out: the relay
     computes one per event and the uuid module's objects cost more than the hash."""
-    h = bytearray(hashlib.sha1(_NAMESPACE + f"skillcert:event:{aggregate_id}:{version}".encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = hashlib.sha1(_NAMESPACE + f"skillcert:event:{aggregate_id}:{version}".encode()).digest()
     x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    # The version nibble is 5; the variant's two top bits are 10 (RFC 4122), leaving two of the hash's.
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[h[8] >> 4 & 3]}{x[17:20]}-{x[20:32]}"
+
+
+_VARIANT = "89ab"
 
 
 _NAMESPACE = NAMESPACE_URL.bytes
@@ -95,6 +97,14 @@ class Published:
     context: str
     type: str
     plan: Plan
+
+    @property
+    def source(self) -> str:
+        return f"/skillcert/{self.context}"
+
+    @property
+    def dataschema(self) -> str:
+        return f"urn:skillcert:schema:{self.type}"
 
 
 @cache
@@ -117,6 +127,14 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
     aggregate id (the binding's partitionkey). Built directly rather than through the SDK's
     objects, which cost more than the rest of the relay's work together; a test holds this
     to what the SDK builds and parses."""
+    context, value = cloud_event(event_topic, position, state, key)
+    return context, value["subject"].encode(), orjson.dumps(value)
+
+
+def cloud_event(event_topic: str, position: int, state: dict[str, Any], key: bytes) -> tuple[str, dict[str, Any]]:
+    """(context, the event as a dict): what `message` serialises. `state` is a stored event's state as
+    decoded from JSON, so the dict holds only JSON's types and equals what a subscriber parses; a
+    rebuild applies it as it is, without writing it out and parsing it back."""
     p = published(event_topic)
     if p is None:
         raise ValueError(f"{event_topic} is internal and never published")
@@ -128,13 +146,13 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
         data = {k: v for k, v in state.items() if k not in NOT_IN_DATA}
     if p.plan:
         data = redact(p.plan, data, key)
-    value = {
+    return p.context, {
         "specversion": SPEC_VERSION,
         "id": event_id(aggregate_id, version),
-        "source": f"/skillcert/{p.context}",
+        "source": p.source,
         "type": p.type,
         "subject": aggregate_id,
-        "dataschema": f"urn:skillcert:schema:{p.type}",
+        "dataschema": p.dataschema,
         "time": state["timestamp"],  # RFC 3339, as pydantic wrote it
         "datacontenttype": "application/json",
         "aggregateid": aggregate_id,
@@ -144,7 +162,6 @@ def message(event_topic: str, position: int, state: dict[str, Any], key: bytes) 
         "actorrole": actor.get("role", ""),
         "data": data,
     }
-    return p.context, aggregate_id.encode(), orjson.dumps(value)
 
 
 def envelope(event_topic: str, position: int, state: dict[str, Any], key: bytes) -> dict[str, Any]:

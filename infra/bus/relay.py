@@ -112,10 +112,6 @@ class Relay:
         self.names = topic_names(topic_prefix)
         self.cluster_id: str | None = None  # of the broker it publishes to, once seen
         self.table = sql.Identifier(schema, "relay_position")
-        # The notification log read directly: the writers' table lock makes ids commit in order.
-        self.read = sql.SQL(
-            "SELECT notification_id, topic, state FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(sql.Identifier(schema, app.recorder.events_table_name))
         self.producer = self._producer()
         for event in public_events():
             published(event.topic)  # build every redaction plan now, not while publishing
@@ -138,9 +134,8 @@ class Relay:
 
     def _send(self, conn: psycopg.Connection[Any], after: int) -> _Batch | None:
         """Produce the batch after `after`; None when there is nothing new."""
-        # Binary results: the states arrive as bytes, not as hex text psycopg would decode row by row.
-        with conn.cursor(binary=True) as cur:
-            rows = cur.execute(self.read, (after, self.batch_size), prepare=True).fetchall()
+        # The notification log read directly: the writers' table lock makes ids commit in order.
+        rows = self.app.stored_rows(conn, after, self.batch_size)
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])
