@@ -102,7 +102,7 @@ class Candidates:
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
         t, d = m["type"], m["data"]
-        kind, _, event = t.removeprefix(TYPE).rpartition(".")[0].partition(".")
+        kind, event = _kind(t)
         if kind == "registration":
             self._registration(cur, m, event, d)
         elif kind == "sitting":
@@ -125,19 +125,7 @@ class Candidates:
     def _registration(self, cur: psycopg.Cursor[Any], m: dict[str, Any], event: str, d: dict[str, Any]) -> None:
         rid, at = d["originator_id"], d["timestamp"]
         if event == "submitted":
-            f, p = d["form"], d["plan"]
-            cur.execute(
-                """INSERT INTO candidate_registrations (registration_id, plan_id, institution_id, id_type, id_masked,
-                   id_ref, name, plan_number, plan_name, institution_name, occupation, job, level, basis, form,
-                   warnings, status, submitted_at, updated_at)
-                   VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,'submitted',%s,%s)""",
-                (
-                    rid, d["plan_id"], d["institution_id"], f["id_type"], f["id_number"]["masked"],
-                    f["id_number"]["ref"], f["name"],
-                    p["plan_number"], p["plan_name"], p["institution_name"], p["occupation"], p["job"], p["level"],
-                    f["basis"], Jsonb(f), Jsonb(d["warnings"]), at, at,
-                ),
-            )  # fmt: skip
+            _insert(cur, "candidate_registrations", _registration_row(d))
         elif event in ("resubmitted", "amended"):
             f = d["form"]
             status = ", status = 'submitted', decision_reasons = ''" if event == "resubmitted" else ""
@@ -150,15 +138,8 @@ class Candidates:
                 ),
             )  # fmt: skip
         elif event in DECISIONS:
-            cur.execute(
-                """UPDATE candidate_registrations SET status = %s, decision_reasons = %s, decided_by = %s,
-                   decided_at = %s, condition = %s, updated_at = %s WHERE registration_id = %s""",
-                (event, d["reasons"], m["actorid"], at, d.get("condition"), at, rid),
-            )
-            cur.execute(
-                "INSERT INTO candidate_reviews VALUES (%s,%s,%s,%s,%s,%s,%s)",
-                (rid, m["aggregateversion"], event, d["reasons"], m["actorid"], m["actorrole"], at),
-            )
+            self._decide(cur, m, event, d)
+            _insert(cur, "candidate_reviews", _review_row(m, event, d))
         elif event == "fee_paid":
             fee = {"receipt_number": d["receipt_number"], "amount": d["amount"], "paid_at": at}
             self._set(cur, rid, at, fee=Jsonb(fee))
@@ -171,14 +152,61 @@ class Candidates:
                 (Jsonb({"hours": d["hours"], "completed_at": at}), at, rid),
             )
 
+    def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
+        """What `apply` does to each message in turn, with fewer statements, for a rebuild:
+        - the rows a creation event inserts (a registration, a review decision, a ticket, a certificate)
+          are copied in first, in one COPY per table: every later change to such a row comes from the
+          same aggregate's later events, so nothing in the batch touches it before its insert would have;
+        - of a sitting's attendance changes in the batch only the last is made, where it stands: each sets
+          the attendance and the time of the change, and nothing between reads either.
+        The rest is applied event by event, in order, in one pipeline."""
+        rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in INSERTS}
+        last_attendance: dict[str, int] = {}
+        rest: list[tuple[int, dict[str, Any], str, str]] = []
+        for i, m in enumerate(messages):
+            kind, event = _kind(m["type"])
+            d = m["data"]
+            if kind == "registration" and event == "submitted":
+                rows["candidate_registrations"].append(_registration_row(d))
+                continue
+            if kind == "registration" and event in DECISIONS:
+                rows["candidate_reviews"].append(_review_row(m, event, d))
+            elif kind == "sitting" and event == "ticket_issued":
+                rows["candidate_sittings"].append(_sitting_row(d))
+                continue
+            elif kind == "sitting" and event in ATTENDANCE:
+                last_attendance[d["originator_id"]] = i
+            elif kind == "certificate" and event == "issued":
+                rows["candidate_certificates"].append(_certificate_row(d))
+                continue
+            rest.append((i, m, kind, event))
+        for table, columns in INSERTS.items():
+            if rows[table]:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row(row)
+        with cur.connection.pipeline():
+            for i, m, kind, event in rest:
+                if kind == "registration" and event in DECISIONS:
+                    self._decide(cur, m, event, m["data"])  # its review was copied in
+                elif kind == "sitting" and event in ATTENDANCE and last_attendance[m["data"]["originator_id"]] != i:
+                    continue  # a later attendance change of the same sitting in this batch overwrites it
+                else:
+                    self.apply(cur, m)
+
+    @staticmethod
+    def _decide(cur: psycopg.Cursor[Any], m: dict[str, Any], event: str, d: dict[str, Any]) -> None:
+        at = d["timestamp"]
+        cur.execute(
+            """UPDATE candidate_registrations SET status = %s, decision_reasons = %s, decided_by = %s,
+               decided_at = %s, condition = %s, updated_at = %s WHERE registration_id = %s""",
+            (event, d["reasons"], m["actorid"], at, d.get("condition"), at, d["originator_id"]),
+        )
+
     def _sitting(self, cur: psycopg.Cursor[Any], event: str, d: dict[str, Any]) -> None:
         sid, at = d["originator_id"], d["timestamp"]
         if event == "ticket_issued":
-            exam = {k: d[k] for k in ("exam_id", "exam_date", "starts_at", "location", "room", "seat")}
-            cur.execute(
-                "INSERT INTO candidate_sittings VALUES (%s, %s, %s, NULL, NULL, %s)",
-                (sid, d["registration_id"], Jsonb(exam | {"attendance": "ticket_issued"}), at),
-            )
+            _insert(cur, "candidate_sittings", _sitting_row(d))
         elif event in ATTENDANCE:
             self._sitting_set(cur, sid, at, "exam = exam || %s", Jsonb({"attendance": ATTENDANCE[event]}))
         elif event == "scores_recorded":
@@ -207,11 +235,7 @@ class Candidates:
     def _certificate(self, cur: psycopg.Cursor[Any], event: str, d: dict[str, Any]) -> None:
         cid, at = d["originator_id"], d["timestamp"]
         if event == "issued":
-            cert = {"number": d["number"], "issued_on": d["issued_on"], "status": "issued", "data_status": "unreported"}
-            cur.execute(
-                "INSERT INTO candidate_certificates VALUES (%s, %s, %s, %s)",
-                (cid, d["registration_id"], Jsonb(cert), at),
-            )
+            _insert(cur, "candidate_certificates", _certificate_row(d))
             return
         change = {"status": STATUS[event]} if event in STATUS else {}
         if event in DATA_STATUS:
@@ -234,6 +258,54 @@ class Candidates:
             f"UPDATE candidate_registrations SET {sets}updated_at = %s WHERE registration_id = %s",
             [*columns.values(), at, rid],
         )
+
+
+def _kind(event_type: str) -> tuple[str, str]:
+    """'cn.skillcert.registration.fee_paid.v1' -> ('registration', 'fee_paid')."""
+    kind, _, event = event_type.removeprefix(TYPE).rpartition(".")[0].partition(".")
+    return kind, event
+
+
+# The rows creation events insert, by table, with their columns in the order the builders give them.
+INSERTS: dict[str, tuple[str, ...]] = {
+    "candidate_registrations": (
+        "registration_id", "plan_id", "institution_id", "id_type", "id_masked", "id_ref", "name", "plan_number",
+        "plan_name", "institution_name", "occupation", "job", "level", "basis", "form", "warnings", "status",
+        "submitted_at", "updated_at",
+    ),
+    "candidate_reviews": ("registration_id", "version", "decision", "reasons", "actor_id", "actor_role", "decided_at"),
+    "candidate_sittings": ("sitting_id", "registration_id", "exam", "updated_at"),
+    "candidate_certificates": ("certificate_id", "registration_id", "certificate", "updated_at"),
+}  # fmt: skip
+
+
+def _insert(cur: psycopg.Cursor[Any], table: str, row: tuple[Any, ...]) -> None:
+    columns = INSERTS[table]
+    cur.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})", row)
+
+
+def _registration_row(d: dict[str, Any]) -> tuple[Any, ...]:
+    f, p, at = d["form"], d["plan"], d["timestamp"]
+    return (
+        d["originator_id"], d["plan_id"], d["institution_id"], f["id_type"], f["id_number"]["masked"],
+        f["id_number"]["ref"], f["name"], p["plan_number"], p["plan_name"], p["institution_name"], p["occupation"],
+        p["job"], p["level"], f["basis"], Jsonb(f), Jsonb(d["warnings"]), "submitted", at, at,
+    )  # fmt: skip
+
+
+def _review_row(m: dict[str, Any], event: str, d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d["originator_id"], m["aggregateversion"], event, d["reasons"], m["actorid"], m["actorrole"],
+            d["timestamp"])  # fmt: skip
+
+
+def _sitting_row(d: dict[str, Any]) -> tuple[Any, ...]:
+    exam = {k: d[k] for k in ("exam_id", "exam_date", "starts_at", "location", "room", "seat")}
+    return (d["originator_id"], d["registration_id"], Jsonb(exam | {"attendance": "ticket_issued"}), d["timestamp"])
+
+
+def _certificate_row(d: dict[str, Any]) -> tuple[Any, ...]:
+    cert = {"number": d["number"], "issued_on": d["issued_on"], "status": "issued", "data_status": "unreported"}
+    return (d["originator_id"], d["registration_id"], Jsonb(cert), d["timestamp"])
 
 
 # A registration with its sitting, results and certificate, each from its own table.
