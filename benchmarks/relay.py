@@ -93,7 +93,8 @@ def _all(app: Certificates):  # noqa: ANN202
         start = batch[-1].id + 1
 
 
-def bare_run(url: str, schema: str, bootstrap: str, prefix: str) -> tuple[int, float]:
+def bare_run(url: str, schema: str, bootstrap: str, prefix: str, limit: int | None = None) -> tuple[int, float]:
+    """The bare producer sends the relay's messages for the log's first `limit` published events (all)."""
     app = Certificates(url, schema)
     messages = []
     for n in _all(app):
@@ -101,6 +102,8 @@ def bare_run(url: str, schema: str, bootstrap: str, prefix: str) -> tuple[int, f
         if p is not None:
             context, key, value = message(n.topic, n.id, app.mapper.decode_state(n), KEY)
             messages.append((prefix + context, key, value, HEADERS))
+            if limit is not None and len(messages) >= limit:
+                break
     app.close()
     ensure_topics(bootstrap, topic_names(prefix), 3)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
