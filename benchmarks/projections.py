@@ -41,12 +41,12 @@ from rich.table import Table
 
 from benchmarks.issuance import _form
 from benchmarks.relay import KEY, build_store
+from benchmarks.servers import servers
 from consumers.rebuild import BATCH, read_as_published, rebuild
 from domain.eligibility import Evidence
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from infra.bus.kafka import ensure_topics
-from infra.embedded import Broker, free_port
 from infra.services import samples
 from infra.services.registrations import Decision, Registrations
 from infra.store.eventstore import SkillcertApplication
@@ -221,15 +221,7 @@ def main(
     rate: int = typer.Option(200, help="commands per second in the lag run"),
     seconds: float = typer.Option(30, help="length of the lag run"),
 ) -> None:
-    server = broker = None
-    if not database_url:
-        from infra.embedded import start_postgres
-
-        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
-    if not bootstrap:
-        broker = Broker(free_port())
-        bootstrap = broker.bootstrap
-    try:
+    with servers(database_url, bootstrap) as (database_url, bootstrap):
         if plans:
             schema, events = build_store(database_url, plans, 200)
             console.print(f"store: {events:,} events ({schema})")
@@ -266,11 +258,6 @@ def main(
                 f"commands measured: {len(lags) + missing} (about {achieved:.0f}/s), never visible: {missing}"
             )
             console.print(f"p95 ratio, pipeline / bus floor: {percentile(lags, 95) / percentile(floor, 95):.1f}")
-    finally:
-        if broker is not None:
-            broker.stop()
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

@@ -27,11 +27,9 @@ broker memory, so point --bootstrap at a real Kafka for that size, or pass --no-
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 import uuid
 from hashlib import sha1
-from pathlib import Path
 
 import psycopg
 import typer
@@ -41,10 +39,10 @@ from rich.table import Table
 
 from benchmarks.projections import rebuild_run
 from benchmarks.relay import bare_run, build_store, relay_run
+from benchmarks.servers import servers
 from benchmarks.verify import plain_read
 from consumers.rebuild import failures
 from domain.institution import CITY_CODES
-from infra.embedded import Broker, free_port
 from infra.store.chain import verify
 from infra.store.eventstore import CLEAR, SkillcertApplication
 from projections import PROJECTIONS
@@ -137,15 +135,7 @@ def main(
     relay: bool = typer.Option(True, help="time the relay (needs broker memory for every event twice)"),
     bare_messages: int = typer.Option(1_000_000, help="messages the bare producer sends, at most"),
 ) -> None:
-    server = broker = None
-    if not database_url:
-        from infra.embedded import start_postgres
-
-        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
-    if relay and not bootstrap:
-        broker = Broker(free_port())
-        bootstrap = broker.bootstrap
-    try:
+    with servers(database_url, bootstrap if relay else None) as (database_url, bootstrap):
         started = time.perf_counter()
         schema, seed = build_store(database_url, plans, 200)
         console.print(f"cohort: {seed:,} events through the domain in {time.perf_counter() - started:.0f} s ({schema})")
@@ -194,11 +184,6 @@ def main(
         )
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
-    finally:
-        if broker is not None:
-            broker.stop()
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":

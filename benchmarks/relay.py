@@ -16,12 +16,10 @@ reports, certificates), built untimed. Each run publishes all of it twice to fre
 from __future__ import annotations
 
 import statistics
-import tempfile
 import threading
 import time as clock
 import uuid
 from datetime import date
-from pathlib import Path
 
 import psycopg
 import typer
@@ -31,11 +29,11 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.issuance import CENTRE, Clock, build_cohort
+from benchmarks.servers import servers
 from domain.exam import ExamSession
 from infra.bus.envelope import HEADERS, message, published, topic_names
 from infra.bus.kafka import ensure_topics
 from infra.bus.relay import Relay
-from infra.embedded import Broker, free_port
 from infra.services.certificates import Certificates
 
 console = Console(width=120)
@@ -138,15 +136,7 @@ def main(
     runs: int = typer.Option(3, help="repetitions; medians are reported"),
     batch: int = typer.Option(2000, help="relay batch size"),
 ) -> None:
-    server = broker = None
-    if not database_url:
-        from infra.embedded import start_postgres
-
-        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
-    if not bootstrap:
-        broker = Broker(free_port())
-        bootstrap = broker.bootstrap
-    try:
+    with servers(database_url, bootstrap) as (database_url, bootstrap):
         schema, events = build_store(database_url, plans, per_plan)
         console.print(f"store: {events} events ({schema})")
         rows = []
@@ -168,11 +158,6 @@ def main(
             f"{statistics.median(r[1] / r[2] for r in rows):.2f}",
         )
         console.print(table)
-    finally:
-        if broker is not None:
-            broker.stop()
-        if server is not None:
-            server.cleanup()
 
 
 if __name__ == "__main__":
