@@ -103,13 +103,11 @@ def originator_of(state: bytes) -> str:
 
 def _prefix(prefix: bytes, k: int) -> bytes:
     """Another institution's prefix, in the same format (domain.institution.Filing.prefix): positions 8-9
-    a Guangdong city code and 11-13 a station serial, from the copy's number."""
-    cities = sorted(CITY_CODES)
-    city, station = cities[k % len(cities)], k // len(cities) + 1
-    assert station <= 999, "more copies than the numbering has institutions"
-    other = prefix[:7] + city.encode() + prefix[9:10] + b"%03d" % station
-    assert other != prefix or k == 0
-    return other
+    a Guangdong city code and 11-13 a station serial, the k-th pair (k from 1) that is not the cohort's own."""
+    pairs = [(city.encode(), b"%03d" % station) for station in range(1, 1000) for city in sorted(CITY_CODES)]
+    own = pairs.index((prefix[7:9], prefix[10:13])) if (prefix[7:9], prefix[10:13]) in pairs else len(pairs)
+    city, station = pairs[k - 1 if k - 1 < own else k]
+    return prefix[:7] + city + prefix[9:10] + station
 
 
 def sizes(url: str, schema: str) -> tuple[int, int]:
