@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.issuance import _form
-from benchmarks.relay import KEY, build_store
+from benchmarks.relay import KEY, build_store, drop_store
 from benchmarks.servers import servers
 from consumers.rebuild import BATCH, read_as_published, rebuild
 from domain.eligibility import Evidence
@@ -207,6 +207,7 @@ def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> 
             p.terminate()
             p.wait(15)
         service.close()
+    drop_store(url, schema)
     warm = sorted(committed.values())[len(committed) // 10]  # the first tenth is warm-up
     lags = [seen[k] - t for k, t in committed.items() if t >= warm and k in seen]
     missing = sum(1 for k, t in committed.items() if t >= warm and k not in seen)
@@ -242,6 +243,7 @@ def main(
             table.add_row("median", *(f"{statistics.median(r[k] for r in rows):,.0f}" for k in range(3)),
                           *(f"{statistics.median(r[k] for r in rows):.2f}" for k in range(3, 5)))  # fmt: skip
             console.print(table)
+            drop_store(database_url, schema)
         if seconds:
             logs = Path(tempfile.mkdtemp(prefix="skillcert-lag-"))
             lags, missing = lag_run(database_url, bootstrap, rate, seconds, logs)

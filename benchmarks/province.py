@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.projections import rebuild_run
-from benchmarks.relay import bare_run, build_store, relay_run
+from benchmarks.relay import bare_run, build_store, drop_store, relay_run
 from benchmarks.servers import servers
 from benchmarks.verify import plain_read
 from consumers.rebuild import failures
@@ -180,8 +180,7 @@ def main(
             f"disk: event store {store / 2**30:.2f} GiB ({store / stored:,.0f} bytes/event),"
             f" read models {read_models / 2**30:.2f} GiB ({read_models / stored:,.0f} bytes/event)"
         )
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        drop_store(database_url, schema)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ def build_store(url: str, plans: int, per_plan: int) -> tuple[str, int]:
     return schema, events
 
 
+def drop_store(url: str, schema: str) -> None:
+    """A benchmark's store is thrown away once its figures are printed (kept when a run fails, to look at)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 def relay_run(url: str, schema: str, bootstrap: str, prefix: str, batch: int) -> tuple[int, float]:
     app = Certificates(url, schema)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -158,6 +164,7 @@ def main(
             f"{statistics.median(r[1] / r[2] for r in rows):.2f}",
         )
         console.print(table)
+        drop_store(database_url, schema)
 
 
 if __name__ == "__main__":
