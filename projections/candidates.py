@@ -92,6 +92,8 @@ class Candidates:
                 passed boolean NOT NULL,
                 confirmed boolean NOT NULL DEFAULT false
             )""",
+            # A confirmation marks a whole exam's results: without this, a scan of every result in the province.
+            "CREATE INDEX IF NOT EXISTS candidate_results_exam ON candidate_results (exam_id)",
             """CREATE TABLE IF NOT EXISTS candidate_certificates (
                 certificate_id uuid PRIMARY KEY,
                 registration_id uuid NOT NULL UNIQUE,

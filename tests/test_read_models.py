@@ -9,6 +9,7 @@ from datetime import date
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from consumers.rebuild import rebuild
 from domain.certificate import Correction, Delivery, LossKind
@@ -238,6 +239,51 @@ def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_eve
     assert results[0] == results[1]
     institutions = {r[0]: str(r[8]) if r[8] else None for r in results[1][0]}
     assert institutions == {1: i3, 2: i1, 3: i2, 4: i2, 5: i3, 6: None, 7: c, 8: i1}
+
+
+def test_every_statement_a_projection_runs_finds_its_rows_by_an_index(world, conn):
+    """A statement that reads or changes rows of a read model by a column no index covers scans the whole
+    table, once per event: a cost that grows with the province's history, invisible at test sizes
+    (a results confirmation scanned every result in the province). Each statement the whole lifecycle
+    makes is explained with sequential scans priced out: any that remains has no index to use."""
+    import json
+
+    full_lifecycle(world, 60)
+    seen: dict[str, object] = {}
+
+    class Recording:
+        def __init__(self, cur):
+            self.cur = cur
+
+        def execute(self, query, params=None, **kwargs):
+            text = query if isinstance(query, str) else query.as_string(conn)
+            seen.setdefault(" ".join(text.split()), params)
+            return self.cur.execute(query, params, **kwargs)
+
+        def executemany(self, query, rows, **kwargs):
+            for params in rows:
+                self.execute(query, params)
+
+    with conn.transaction(), conn.cursor() as cur:
+        for m in bus_messages(world.registrations):
+            for p in PROJECTIONS:
+                if m["source"].rpartition("/")[2] in p.topics:
+                    p.apply(Recording(cur), m)
+    scans = {}
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        for text, params in seen.items():
+            if " WHERE " not in text.upper():
+                continue  # an insert of given values reads nothing
+            [[plan]] = cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) ") + sql.SQL(text), params).fetchall()
+            plan = json.dumps(plan)
+            if '"Seq Scan"' in plan:
+                scans[text[:120]] = [t for t in PROJECTION_TABLES if f'"Relation Name": "{t}"' in plan]
+        assert len(seen) > 40  # every kind of statement the lifecycle makes, not a handful
+    assert {t: tables for t, tables in scans.items() if tables} == {}
+
+
+PROJECTION_TABLES = [t for p in PROJECTIONS for t in p.tables]
 
 
 def test_one_event_a_projection_cannot_apply_does_not_stop_a_rebuild_and_is_shown(world, conn):
