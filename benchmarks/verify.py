@@ -70,6 +70,18 @@ def plain_read(database_url: str, schema: str, table: str) -> int:
     return n
 
 
+def verify_run(database_url: str, schema: str, table: str) -> tuple[int, float, int, float]:
+    """(events verified, seconds, rows read plainly, seconds): `audit verify` and its floor, one after the other."""
+    started = time.perf_counter()
+    with psycopg.connect(database_url) as conn:
+        verdict = verify(conn, schema, table)
+    ours = time.perf_counter() - started
+    assert verdict.intact, verdict
+    started = time.perf_counter()
+    read = plain_read(database_url, schema, table)
+    return verdict.events, ours, read, time.perf_counter() - started
+
+
 def main(
     database_url: str = typer.Option("", help="PostgreSQL to use; empty starts an embedded one"),
     events: int = typer.Option(1_000_000, help="events in the store"),
@@ -84,15 +96,8 @@ def main(
         schema, table, svc = build(database_url, events)
         rows = []
         for run in range(1, runs + 1):
-            started = time.perf_counter()
-            with psycopg.connect(database_url) as conn:
-                verdict = verify(conn, schema, table)
-            ours = time.perf_counter() - started
-            assert verdict.intact, verdict
-            started = time.perf_counter()
-            read = plain_read(database_url, schema, table)
-            floor = time.perf_counter() - started
-            rows.append((run, verdict.events, ours, floor, read))
+            events_verified, ours, read, floor = verify_run(database_url, schema, table)
+            rows.append((run, events_verified, ours, floor, read))
         out = Table("run", "events", "verify (s)", "plain read (s)", "ratio", "verify events/s")
         for run, n, ours, floor, _ in rows:
             out.add_row(str(run), f"{n:,}", f"{ours:.1f}", f"{floor:.1f}", f"{ours / floor:.2f}", f"{n / ours:,.0f}")
