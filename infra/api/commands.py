@@ -279,7 +279,7 @@ class Discrepancy(BaseModel):
     discrepancy: int = Field(description="counted minus the books")
 
 
-def key(request: Request) -> bytes:
+async def key(request: Request) -> bytes:
     return request.app.state.key
 
 

@@ -40,15 +40,17 @@ SCOPED = (("registration_id", Registration, "registration"), ("plan_id", Evaluat
 bearer = HTTPBearer(auto_error=False, description="an API token from `skillcert tokens create`")
 
 
-def registrations(request: Request) -> Registrations:
+# Dependencies that only read the app's state are async: FastAPI runs a plain `def` in its threadpool, and
+# each such hop cost a command about a tenth of a millisecond of the one core it has (benchmarks.http_commands).
+async def registrations(request: Request) -> Registrations:
     return request.app.state.registrations
 
 
-def exams(request: Request) -> Exams:
+async def exams(request: Request) -> Exams:
     return request.app.state.exams
 
 
-def certificates(request: Request) -> Certificates:
+async def certificates(request: Request) -> Certificates:
     return request.app.state.certificates
 
 
@@ -137,7 +139,7 @@ def allow(*roles: Role) -> Callable[..., Principal]:
     keeps read-only roles (auditors) away from every command."""
     names = ", ".join(r.value for r in roles)
 
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in roles:
             raise Forbidden(f"the {who.role.value} role cannot use this endpoint (it is for: {names})")
         return who
@@ -232,7 +234,7 @@ class Paging(BaseModel):
     offset: int
 
 
-def paging(
+async def paging(
     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
 ) -> Paging:
     return Paging(limit=limit, offset=offset)

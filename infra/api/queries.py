@@ -56,7 +56,7 @@ Reader = Annotated[Principal, Depends(allow(*READERS))]
 Overseer = Annotated[Principal, Depends(allow(*OVERSIGHT))]
 
 
-def today(request: Request) -> date:
+async def today(request: Request) -> date:
     return request.app.state.today()
 
 
