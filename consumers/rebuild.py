@@ -1,9 +1,17 @@
-"""Dropping projections and building them again from the event store, the system of record.
+"""Building projections again from the event store, the system of record, beside the live ones.
 
 The rebuild reads the notification log once, in order, and applies each event of the
-projections' topics exactly as the consumer would, as the bus would carry it. The
-projections' Kafka offsets are forgotten; their per-aggregate versions (written at the end)
-make the live consumer skip what the rebuild already applied.
+projections' topics exactly as the consumer would, as the bus would carry it. It builds the new
+tables in a schema of its own (the read models' schema's name with `__rebuild`), committing as it
+goes, while readers and the live consumer go on using the old tables; then, in one short
+transaction, it stops the consumer, applies what was recorded since it began, and swaps the new
+tables in. The projections' Kafka offsets are forgotten; their per-aggregate versions (written at
+the swap) make the live consumer skip what the rebuild already applied.
+
+Built in one transaction, as it was until the province benchmark, a rebuild blocked every reader
+of its tables for its whole length, and every UPDATE left a row version nothing could prune before
+the commit: ten million events grew the database past 36 GB. Committed every CHUNK events, its
+garbage is pruned as it goes, and a rebuild stopped part way leaves the old tables as they were.
 
 One event cannot stop a rebuild: a batch that fails is applied again event by event, each in a
 savepoint, and an event a projection cannot apply is left out and recorded in projection_stalls
@@ -12,6 +20,7 @@ savepoint, and an event a projection cannot apply is left out and recorded in pr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -23,12 +32,30 @@ from psycopg import sql
 
 from infra.bus.envelope import cloud_event, published
 from infra.store.eventstore import SkillcertApplication
-from projections.store import DDL_LOCK, NUL, Message, Projection, create_tables, outdated, without_nul
+from projections.store import (
+    DDL_LOCK,
+    NUL,
+    Message,
+    Projection,
+    create_bookkeeping,
+    create_tables,
+    outdated,
+    without_nul,
+)
 
 log = logging.getLogger("skillcert.rebuild")
 
 BATCH = 2000
+CHUNK = 50_000  # events applied per committed transaction of the new tables
 ANALYSE_FIRST = 20_000  # events applied before a rebuild first gathers its tables' statistics
+
+
+def shadow_of(schema: str) -> str:
+    """The schema a rebuild of `schema`'s read models builds in (PostgreSQL names end at 63 bytes)."""
+    name = f"{schema}__rebuild"
+    if len(name.encode()) <= 63:
+        return name
+    return f"{schema.encode()[:40].decode(errors='ignore')}__rebuild_{hashlib.sha1(schema.encode()).hexdigest()[:8]}"
 
 
 def rebuild(
@@ -39,49 +66,141 @@ def rebuild(
     progress: Callable[[int, int], None] = lambda done, total: None,
     until: int | None = None,
 ) -> int:
-    """Rebuild in one transaction: readers wait for the new tables rather than see half-built
-    ones, and a failed rebuild leaves the old tables as they were. Returns the events applied.
+    """Rebuild the projections of the connection's schema (its search_path) beside the live tables and
+    swap them in. It commits as it goes: call it outside a transaction block. Returns the events applied.
     With `until`, only the log up to that position: the read models as they stood then."""
-    head = app.recorder.max_notification_id() or 0
-    if until is not None:
-        head = min(head, until)
-    names = [p.name for p in projections]
+    conn.commit()
+    target = conn.execute("SELECT current_schema()").fetchone()[0]
+    path = conn.execute("SHOW search_path").fetchone()[0]
+    shadow = shadow_of(target)
     by_context: dict[str, list[Projection]] = {}
     for p in projections:
         for context in p.topics:
             by_context.setdefault(context, []).append(p)
-    # Applied in log order, each event once, so the version guard is kept in memory and written
-    # at the end; every apply is write-only, so a batch's statements go out in one pipeline.
-    versions: dict[tuple[str, str], int] = {}
-    applied = 0
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(DDL_LOCK)
-        for p in projections:
-            for table in p.tables:
-                cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table)))
-        create_tables(conn, projections)
-        for table in ("projection_offsets", "projection_versions"):
-            cur.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,))
-        cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
-        analyse_at = ANALYSE_FIRST
-        for position, events in read_as_published(conn, app, key, head, set(by_context)):
-            applied += _apply(conn, cur, events, by_context, versions)
+    # One rebuild of a schema at a time: a second waits, then builds afresh.
+    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+    conn.commit()
+    try:
+        head = app.recorder.max_notification_id() or 0
+        if until is not None:
+            head = min(head, until)
+        with conn.transaction():
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
+            # The new tables first; tables of projections not being rebuilt are read where they are.
+            conn.execute(sql.SQL("SET search_path TO {}, {}").format(sql.Identifier(shadow), sql.Identifier(target)))
+            create_tables(conn, projections)
+        # Applied in log order, each event once, so the version guard is kept in memory and written at
+        # the swap; every apply is write-only, so a batch's statements go out in one pipeline.
+        versions: dict[tuple[str, str], int] = {}
+        applied = _build(conn, projections, by_context, versions, app, key, 0, head, progress)
+        conn.commit()
+        with conn.transaction():
+            applied += _swap(conn, projections, by_context, versions, app, key, head, until, target, shadow, progress)
+        return applied
+    except BaseException:
+        conn.rollback()
+        try:  # what it built is thrown away; a kill leaves it to the next rebuild, which drops it first
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
+            conn.commit()
+        except psycopg.Error:
+            conn.rollback()
+        raise
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.SQL(path)))
+            conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+            conn.commit()
+
+
+def _build(
+    conn: psycopg.Connection[Any],
+    projections: list[Projection],
+    by_context: dict[str, list[Projection]],
+    versions: dict[tuple[str, str], int],
+    app: SkillcertApplication,
+    key: bytes,
+    after: int,
+    head: int,
+    progress: Callable[[int, int], None],
+    chunked: bool = True,
+) -> int:
+    applied = since_commit = 0
+    analyse_at = ANALYSE_FIRST
+    with conn.cursor() as cur:
+        for position, events in read_as_published(conn, app, key, head, set(by_context), after):
+            n = _apply(conn, cur, events, by_context, versions)
+            applied += n
+            since_commit += n
             progress(position, head)
+            if chunked and since_commit >= CHUNK:
+                conn.commit()
+                since_commit = 0
             if applied >= analyse_at:
-                # Tables made in this transaction have no statistics, and autovacuum cannot see them before
-                # it commits. The generic plans PostgreSQL keeps for prepared statements then guess, and one
-                # guess (closing a deadline by a scan of every open deadline) made a province's rebuild
-                # quadratic. Analysed at every doubling: a few dozen times over a billion events.
+                # Until autovacuum comes by, new tables have no statistics. The generic plans PostgreSQL keeps
+                # for prepared statements then guess, and one guess (closing a deadline by a scan of every open
+                # deadline) made a province's rebuild quadratic. Analysed at every doubling: a few dozen times
+                # over a billion events.
                 _analyse(cur, projections)
                 analyse_at *= 2
+    return applied
+
+
+def _swap(
+    conn: psycopg.Connection[Any],
+    projections: list[Projection],
+    by_context: dict[str, list[Projection]],
+    versions: dict[tuple[str, str], int],
+    app: SkillcertApplication,
+    key: bytes,
+    head: int,
+    until: int | None,
+    target: str,
+    shadow: str,
+    progress: Callable[[int, int], None],
+) -> int:
+    """In one transaction: stop the live consumer, apply what was recorded since the rebuild read its head,
+    and put the new tables in the old ones' place with the versions and offsets that go with them."""
+    names = [p.name for p in projections]
+    live = sql.Identifier(target, "projection_versions")
+    conn.execute(DDL_LOCK)
+    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
+    create_bookkeeping(conn)
+    # The consumer locks its versions' rows, then writes its tables: taking the table of versions first
+    # (waiting for batches in flight), then the old tables (waiting for readers), cannot deadlock with it.
+    conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(live))
+    old = [t for p in projections for t in p.tables]
+    present = {r[0] for r in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename = ANY(%s)", (target, old))}  # fmt: skip
+    for table in old:
+        if table in present:
+            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(target, table)))
+    applied = 0
+    now = app.recorder.max_notification_id() or 0
+    if until is None and now > head:  # what the consumer applied to the old tables meanwhile, and more
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}, {}").format(sql.Identifier(shadow), sql.Identifier(target)))
+        applied = _build(conn, projections, by_context, versions, app, key, head, now, progress, chunked=False)
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
+    for table in old:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(target, table)))
+        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(shadow, table),
+                                                                     sql.Identifier(target)))  # fmt: skip
+    with conn.cursor() as cur:
+        for table in ("projection_offsets", "projection_versions"):
+            cur.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,))
         with cur.copy("COPY projection_versions (projection, aggregate_id, version) FROM STDIN") as copy:
             for (name, aggregate), version in versions.items():
                 copy.write_row((name, aggregate, version))
+        cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
+        cur.execute(sql.SQL("INSERT INTO projection_stalls SELECT * FROM {} ON CONFLICT DO NOTHING").format(
+            sql.Identifier(shadow, "projection_stalls")))  # fmt: skip
         cur.executemany(
             "INSERT INTO projection_schemas VALUES (%s, %s, now())"
             " ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, rebuilt_at = EXCLUDED.rebuilt_at",
             [(p.name, p.version) for p in projections],
         )
+    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(shadow)))
     return applied
 
 
@@ -96,11 +215,11 @@ def _analyse(cur: psycopg.Cursor[Any], projections: list[Projection]) -> None:
 
 
 def read_as_published(
-    conn: psycopg.Connection[Any], app: SkillcertApplication, key: bytes, head: int, contexts: set[str]
+    conn: psycopg.Connection[Any], app: SkillcertApplication, key: bytes, head: int, contexts: set[str], after: int = 0
 ) -> Iterator[tuple[int, list[tuple[str, Message]]]]:
-    """The log up to `head` in batches: (the batch's last position, its events of these contexts as
-    (context, event as published)). What a rebuild reads; benchmarks.projections times it alone."""
-    position = 0
+    """The log after `after` up to `head` in batches: (the batch's last position, its events of these contexts
+    as (context, event as published)). What a rebuild reads; benchmarks.projections times it alone."""
+    position = after
     while position < head:
         batch = app.stored_rows(conn, position, BATCH, head)
         if not batch:
@@ -179,12 +298,19 @@ def bring_up_to_date(
     conn: psycopg.Connection[Any], projections: list[Projection], app: SkillcertApplication, key: bytes
 ) -> list[str]:
     """At a worker's start: rebuild the projections that are new or changed, then make sure
-    every table exists. Workers starting together queue on the DDL lock; the first rebuilds."""
-    with conn.transaction():
-        conn.execute(DDL_LOCK)
+    every table exists. Workers starting together queue on the rebuild's lock; the first rebuilds,
+    the others find nothing left to do."""
+    target = conn.execute("SELECT current_schema()").fetchone()[0]
+    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+    conn.commit()
+    try:
         stale = outdated(conn, projections)
+        conn.commit()
         if stale:
             rebuild(conn, stale, app, key)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+        conn.commit()
     create_tables(conn, projections)
     return [p.name for p in stale]
 

@@ -127,16 +127,21 @@ def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection
     return conn
 
 
+def create_bookkeeping(conn: psycopg.Connection[Any]) -> None:
+    """The tables of offsets, versions, schema versions and stalls every projection shares."""
+    for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, STALLS_DDL):
+        conn.execute(ddl)
+    # Offsets tables from before positions were recorded.
+    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS position bigint")
+    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS applied_at timestamptz")
+    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS log_id text")
+
+
 def create_tables(conn: psycopg.Connection[Any], projections: list[Projection]) -> None:
     with conn.transaction():
         # Serialise concurrent start-ups: CREATE IF NOT EXISTS races on the catalog.
         conn.execute(DDL_LOCK)
-        for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, STALLS_DDL):
-            conn.execute(ddl)
-        # Offsets tables from before positions were recorded.
-        conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS position bigint")
-        conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS applied_at timestamptz")
-        conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS log_id text")
+        create_bookkeeping(conn)
         for p in projections:
             for statement in p.ddl():
                 conn.execute(statement)

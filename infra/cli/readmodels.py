@@ -34,7 +34,7 @@ def projections_rebuild(
     position: Annotated[int | None, typer.Option(help="only history up to this log position")] = None,
     into: Annotated[str | None, typer.Option(help="schema for an as-of rebuild; the live read models stay")] = None,
 ) -> None:
-    """Drop projections' tables and build them again from the event store, in one pass and one transaction.
+    """Build projections' tables again from the event store beside the live ones, then swap them in.
     With --as-of or --position and --into, build them as they stood then, in a schema of their own
     (a report "as it stood on 30 June"), leaving the live ones alone."""
 
