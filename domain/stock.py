@@ -17,6 +17,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Snapshot
 from domain.personal import Personal, personal
+from domain.ranges import Ranges
 
 MAX_FORM = 99_999_999  # "NO. 88888888": eight digits
 DEMAND_DUE = (1, 25)  # the yearly demand form is filed by 25 January (004 §2)
@@ -90,7 +91,9 @@ class BlankStock(Aggregate):
     def __init__(self, actor: Actor, institution_id: UUID) -> None:
         self.institution_id = institution_id
         self.ranges: list[tuple[int, int]] = []
-        self.used: dict[int, str] = {}  # form serial -> certificate number
+        # The forms used, as ranges of serials: which certificate is on each is on the events and in the stock
+        # ledger (projections.stock); kept here, it made every print load all of them.
+        self.used = Ranges()
         self.spoiled: dict[int, str] = {}  # form serial -> reason
         self.destroyed: set[int] = set()
         self.demands: dict[int, dict[Level, int]] = {}
@@ -102,14 +105,14 @@ class BlankStock(Aggregate):
 
     def snapshot_state(self) -> dict[str, Any]:
         return {"institution_id": str(self.institution_id), "ranges": [list(r) for r in self.ranges],
-                "used": {str(k): v for k, v in self.used.items()}, "spoiled": {str(k): v for k, v in self.spoiled.items()},
+                "used": [list(r) for r in self.used.pairs()], "spoiled": {str(k): v for k, v in self.spoiled.items()},
                 "destroyed": sorted(self.destroyed), "stocktakes": dict(self.stocktakes),
                 "demands": {str(y): {str(int(k)): n for k, n in d.items()} for y, d in self.demands.items()}}  # fmt: skip
 
     @staticmethod
     def restore_state(state: dict[str, Any]) -> dict[str, Any]:
         return {"institution_id": UUID(state["institution_id"]), "ranges": [tuple(r) for r in state["ranges"]],
-                "used": {int(k): v for k, v in state["used"].items()},
+                "used": _ranges(state["used"]),
                 "spoiled": {int(k): v for k, v in state["spoiled"].items()}, "destroyed": set(state["destroyed"]),
                 "stocktakes": dict(state["stocktakes"]),
                 "demands": {int(y): {Level(int(k)): n for k, n in d.items()} for y, d in state["demands"].items()}}  # fmt: skip
@@ -141,9 +144,7 @@ class BlankStock(Aggregate):
         if not self._received(serial):
             raise InvalidInput([("form_serial", f"{form_label(serial)} was never received into this stock")])
         if serial in self.used:
-            raise Conflict(
-                f"{form_label(serial)} is already used for certificate {self.used[serial]}", field="form_serial"
-            )
+            raise Conflict(f"{form_label(serial)} is already used for a print", field="form_serial")
         if serial in self.spoiled:
             raise Conflict(f"{form_label(serial)} is spoiled ({self.spoiled[serial]})", field="form_serial")
 
@@ -188,8 +189,13 @@ class BlankStock(Aggregate):
 
     def next_form(self) -> int:
         for first, last in sorted(self.ranges):
-            for serial in range(first, last + 1):
-                if serial not in self.used and serial not in self.spoiled:
+            serial = first
+            while serial <= last:
+                if serial in self.spoiled:
+                    serial += 1
+                elif (after := self.used.first_from(serial)) != serial:
+                    serial = after
+                else:
                     return serial
         raise Conflict("no blank forms in stock; receive a delivery first")
 
@@ -203,7 +209,7 @@ class BlankStock(Aggregate):
 
     @event(FormUsed)
     def _form_used(self, actor: Actor, serial: int, certificate_id: UUID, certificate_number: str) -> None:
-        self.used[serial] = certificate_number
+        self.used.add(serial)
 
     def spoil(self, actor: Actor, serial: int, reason: str) -> None:
         require(actor, STAFF, "record spoiled forms", self.institution_id)
@@ -216,16 +222,17 @@ class BlankStock(Aggregate):
     def _form_spoiled(self, actor: Actor, serial: int, reason: str) -> None:
         self.spoiled[serial] = reason
 
-    def spoil_print(self, actor: Actor, serial: int, reason: str) -> None:
-        """A form booked as used whose print came out spoiled: it moves to the spoiled forms."""
+    def spoil_print(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
+        """A form booked as used whose print came out spoiled: it moves to the spoiled forms. The certificate
+        whose print it held says which it was (Certificate.spoil_print checks the form holds its print)."""
         require(actor, STAFF, "record spoiled prints", self.institution_id)
         if serial not in self.used:
             raise Conflict(f"{form_label(serial)} was not used for a print", field="form_serial")
-        self._print_spoiled(actor, serial, self.used[serial], reason.strip())
+        self._print_spoiled(actor, serial, certificate_number, reason.strip())
 
     @event(PrintSpoiled)
     def _print_spoiled(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
-        del self.used[serial]
+        self.used.remove(serial)
         self.spoiled[serial] = reason
 
     def destroy(self, actor: Actor, serials: list[int], witness: str, today: date) -> None:
@@ -274,3 +281,10 @@ class BlankStock(Aggregate):
         self, actor: Actor, period: str, on: date, counted: int, in_system: int, discrepancy: int, note: str
     ) -> None:
         self.stocktakes[period] = discrepancy
+
+
+def _ranges(used: list[list[int]] | dict[str, str]) -> Ranges:
+    # Snapshots taken before the forms used were ranges hold each serial with its certificate number.
+    if isinstance(used, dict):
+        return Ranges((int(serial), int(serial)) for serial in sorted(used, key=int))
+    return Ranges((first, last) for first, last in used)

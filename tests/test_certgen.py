@@ -81,9 +81,7 @@ def test_a_session_prints_on_consecutive_forms_and_every_field_reads_back(world,
     for page, cid in enumerate(ids, 1):
         c = svc.certificate(cid)
         serial = 10_000_000 + page
-        assert (
-            c.printed_forms == [serial] and books.used[serial] == c.number
-        )  # the ledger: which form, which certificate
+        assert c.printed_forms == [serial] and serial in books.used  # which form the certificate is on, booked as used
         text = run("pdftotext", "-f", str(page), "-l", str(page), "-layout", str(pdf), "-")
         flat = re.sub(r"\s+", "", text)
         for expected in ("职业技能等级证书", "CertificateofOccupationalSkillLevel", c.holder.name, c.holder.id_type.value,
@@ -109,7 +107,7 @@ def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_n
     again.write_bytes(print_certificates(svc, staff(iid), [first], PUBLIC))
     assert svc.certificate(first).printed_forms == [10_000_001, 10_000_002]
     books = svc.stock(iid)
-    assert books.spoiled == {10_000_001: "卡纸"} and books.used == {10_000_002: svc.certificate(first).number}
+    assert books.spoiled == {10_000_001: "卡纸"} and list(books.used) == [10_000_002]
     assert "NO.10000002" in re.sub(r"\s+", "", run("pdftotext", str(again), "-"))
     # The stock ledger read model, fed the events as the bus delivers them, agrees.
     from projections import stock as ledger
@@ -153,7 +151,7 @@ def test_forbidden_words_never_print_outside_the_institutions_registered_name(wo
     ids = to_print(svc, exam_id)
     with pytest.raises(ForbiddenWording, match="训练师"):
         print_certificates(svc, staff(iid), ids, PUBLIC)
-    assert svc.stock(iid).used == {} and all(svc.certificate(i).needs_print for i in ids)
+    assert len(svc.stock(iid).used) == 0 and all(svc.certificate(i).needs_print for i in ids)
 
 
 def test_holders_whose_names_hold_the_words_get_certificates_and_proofs(tmp_path):

@@ -159,7 +159,7 @@ def test_a_certificate_is_printed_once_on_a_received_form_and_never_reissued(wor
         world.certificates.print(staff(iid), cids[0], 499)
     assert stored(world) == before
     assert world.certificates.print(staff(iid), cids[0]) == 501
-    with pytest.raises(Conflict, match="already used for certificate"):
+    with pytest.raises(Conflict, match="NO. 00000501 is already used for a print"):
         world.certificates.print(staff(iid), cids[1], 501)
     with pytest.raises(Conflict, match="not reissued"):
         world.certificates.print(staff(iid), cids[0])

@@ -112,3 +112,48 @@ def test_the_stock_loaded_from_its_snapshot_is_the_stock_its_whole_history_makes
     assert loaded.snapshot_state() == replayed.snapshot_state() and loaded.version == replayed.version
     assert loaded.books.used == 450 and loaded.next_form() == 451
     assert certs.snapshots is not None and list(certs.snapshots.get(stock_id(iid)))  # it was loaded from one
+
+
+def test_the_forms_used_are_kept_as_ranges_that_behave_as_a_set_of_serials():
+    """The stock's state stays a few ranges however many forms it has used (benchmarks.stock_size); as a set of
+    serials it must answer exactly as the set it replaces, through runs, gaps, merges and spoiled prints."""
+    import random
+
+    from domain.ranges import Ranges
+
+    rng = random.Random(19)
+    for _ in range(200):
+        ranges, plain = Ranges(), set()
+        for _ in range(rng.randint(1, 60)):
+            if plain and rng.random() < 0.3:
+                serial = rng.choice(sorted(plain))
+                ranges.remove(serial)
+                plain.discard(serial)
+            else:
+                first = rng.randint(1, 80)
+                last = first + rng.choice([0, 0, 1, 5])
+                ranges.add_range(first, last)
+                plain.update(range(first, last + 1))
+            assert list(ranges) == sorted(plain) and len(ranges) == len(plain)
+            pairs = ranges.pairs()
+            assert all(e + 1 < s for (_, e), (s, _) in zip(pairs, pairs[1:], strict=False))  # disjoint, not touching
+            probe = rng.randint(0, 90)
+            assert (probe in ranges) == (probe in plain)
+            assert ranges.first_from(probe) == min(n for n in range(probe, 200) if n not in plain)
+        with pytest.raises(KeyError):
+            ranges.remove(1000)
+
+
+def test_a_stock_snapshot_taken_before_the_forms_used_were_ranges_still_loads():
+    import uuid
+
+    from domain.stock import BlankStock
+
+    iid = uuid.uuid4()
+    old = {"institution_id": str(iid), "ranges": [[1, 100]], "used": {"1": "N1", "2": "N2", "5": "N5"},
+           "spoiled": {"3": "卡纸"}, "destroyed": [], "stocktakes": {}, "demands": {}}  # fmt: skip
+    state = BlankStock.restore_state(old)
+    assert list(state["used"]) == [1, 2, 5] and state["used"].pairs() == [(1, 2), (5, 5)]
+    stock = object.__new__(BlankStock)
+    stock.__dict__.update(state)
+    assert stock.next_form() == 4 and stock.books.used == 3 and stock.books.in_stock == 96

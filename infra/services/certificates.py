@@ -171,7 +171,7 @@ class Certificates(Service):
             c = self.certificate(certificate_id)
             stock = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
             c.spoil_print(actor, form_serial, reason)
-            stock.spoil_print(actor, form_serial, reason)
+            stock.spoil_print(actor, form_serial, c.number, reason)
             return [c, stock]
 
         self.retry(attempt)
