@@ -304,6 +304,8 @@ def bring_up_to_date(
     conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
     conn.commit()
     try:
+        # What a killed rebuild left half-built holds personal data nothing else erases: gone at the next start.
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow_of(target))))
         stale = outdated(conn, projections)
         conn.commit()
         if stale:

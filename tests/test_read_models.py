@@ -364,7 +364,25 @@ def test_a_rebuild_stopped_part_way_leaves_the_old_tables(world, conn):
 
 
 def shadows(conn) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE '%%__rebuild%%'")]
+    """The schema a rebuild of this connection's read models builds in, if it exists."""
+    from consumers.rebuild import shadow_of
+
+    name = shadow_of(conn.execute("SELECT current_schema()").fetchone()[0])
+    return [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s", (name,))]
+
+
+def test_a_worker_starting_drops_what_a_killed_rebuild_left_half_built(world, conn, schema):
+    from consumers.rebuild import bring_up_to_date, shadow_of
+
+    certificates_in_every_state(world, 4)
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)
+    half_built = sql.Identifier(shadow_of(schema))
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(half_built))
+    conn.execute(sql.SQL("CREATE TABLE {}.candidate_registrations AS SELECT * FROM candidate_registrations").format(
+        half_built))  # fmt: skip
+    conn.commit()
+    assert shadows(conn) and bring_up_to_date(conn, PROJECTIONS, world.registrations, KEY) == []
+    assert shadows(conn) == []
 
 
 def test_during_a_rebuild_readers_and_the_live_consumer_go_on_and_what_it_applies_is_swapped_in(
