@@ -10,6 +10,10 @@ rebuilds every projection in one pass, next to two baselines over the same log i
   (consumers.rebuild.read_as_published) but applies nothing;
 - the raw read reads the log's rows and decrypts and decodes each state (JSON), nothing more.
 
+A second store holds one plan and --popular registrations into it (10,000 by default): every one updates
+the plan's row of places taken, which a rebuild must not make quadratic (consumers.rebuild). It is timed
+the same way.
+
 Lag: the relay and the faust worker run as their own processes, as deployed. Threads submit
 registrations, approve them and record their fees at a steady total rate (default 200 commands
 per second, if the machine can drive it: the rate reached is printed); each
@@ -214,10 +218,53 @@ def lag_run(url: str, bootstrap: str, rate: int, seconds: float, logs: Path) -> 
     return lags, missing
 
 
+def build_popular(url: str, registrations: int) -> tuple[str, int]:
+    """A store holding one plan and `registrations` registrations into it: every one of them updates the
+    plan's row of places taken, the kind of row a rebuild must not make quadratic (consumers.rebuild)."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    service = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+    samples.hold(service.attachments)
+    from tests.builders import SCOPE, plan_details
+
+    iid = service.register_institution(Actor(id="bench", role=Role.SYSTEM), "基准测试机构",
+                                       Filing(city_code="03", station_serial="015"), DeadlineProfile.S, SCOPE)  # fmt: skip
+    staff = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
+    _, code = service.publish_plan(staff, iid, plan_details("2600", seats=max(registrations, 1)))
+    with console.status(f"registering {registrations:,} candidates into one plan in {schema}"):
+        for k in range(1, registrations + 1):
+            service.register(Actor(id=f"cand-{k}", role=Role.CANDIDATE), code, _form(k))
+    events = service.recorder.max_notification_id() or 0
+    service.close()
+    return schema, events
+
+
+def rebuild_runs(url: str, schema: str, events: int, runs: int, title: str) -> None:
+    rows = []
+    for r in range(runs):
+        applied, t_rebuild, t_read, t_raw = rebuild_run(url, schema)
+        rows.append((applied / t_rebuild, applied / t_read, events / t_raw, t_read / t_rebuild, t_raw / t_read))
+        console.print(
+            f"run {r + 1}: rebuild {applied:,} events in {t_rebuild:.2f} s; read-only pass {t_read:.2f} s;"
+            f" raw read {t_raw:.2f} s"
+        )
+    table = Table(title=f"{title}, {applied:,} published events")
+    for col in ("run", "rebuild events/s", "read-only pass events/s", "raw read rows/s",
+                "rebuild / read-only", "read-only / raw"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for i, row in enumerate(rows, 1):
+        table.add_row(str(i), *(f"{x:,.0f}" for x in row[:3]), *(f"{x:.2f}" for x in row[3:]))
+    table.add_row("median", *(f"{statistics.median(r[k] for r in rows):,.0f}" for k in range(3)),
+                  *(f"{statistics.median(r[k] for r in rows):.2f}" for k in range(3, 5)))  # fmt: skip
+    console.print(table)
+
+
 def main(
     database_url: str = typer.Option("", help="PostgreSQL to use; empty starts an embedded one"),
     bootstrap: str = typer.Option("", help="Kafka bootstrap servers; empty starts an embedded Tansu"),
     plans: int = typer.Option(42, help="plans of 200 candidates in the rebuild store"),
+    popular: int = typer.Option(10_000, help="registrations into one plan in a second rebuild store (0: none)"),
     runs: int = typer.Option(3, help="rebuild repetitions; medians are reported"),
     rate: int = typer.Option(200, help="commands per second in the lag run"),
     seconds: float = typer.Option(30, help="length of the lag run"),
@@ -226,23 +273,14 @@ def main(
         if plans:
             schema, events = build_store(database_url, plans, 200)
             console.print(f"store: {events:,} events ({schema})")
-            rows = []
-            for r in range(runs):
-                applied, t_rebuild, t_read, t_raw = rebuild_run(database_url, schema)
-                rows.append((applied / t_rebuild, applied / t_read, events / t_raw, t_read / t_rebuild, t_raw / t_read))
-                console.print(
-                    f"run {r + 1}: rebuild {applied:,} events in {t_rebuild:.2f} s; read-only pass {t_read:.2f} s;"
-                    f" raw read {t_raw:.2f} s"
-                )
-            table = Table(title=f"rebuild of all {len(PROJECTIONS)} projections, {applied:,} published events")
-            for col in ("run", "rebuild events/s", "read-only pass events/s", "raw read rows/s",
-                        "rebuild / read-only", "read-only / raw"):  # fmt: skip
-                table.add_column(col, justify="right")
-            for i, row in enumerate(rows, 1):
-                table.add_row(str(i), *(f"{x:,.0f}" for x in row[:3]), *(f"{x:.2f}" for x in row[3:]))
-            table.add_row("median", *(f"{statistics.median(r[k] for r in rows):,.0f}" for k in range(3)),
-                          *(f"{statistics.median(r[k] for r in rows):.2f}" for k in range(3, 5)))  # fmt: skip
-            console.print(table)
+            rebuild_runs(database_url, schema, events, runs, f"rebuild of all {len(PROJECTIONS)} projections")
+            drop_store(database_url, schema)
+        if popular:
+            schema, events = build_popular(database_url, popular)
+            console.print(f"store: {events:,} events, one plan ({schema})")
+            rebuild_runs(
+                database_url, schema, events, runs, f"rebuild of all {len(PROJECTIONS)} projections, one popular plan"
+            )
             drop_store(database_url, schema)
         if seconds:
             logs = Path(tempfile.mkdtemp(prefix="skillcert-lag-"))

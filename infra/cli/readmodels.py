@@ -78,7 +78,12 @@ def projections_rebuild(
             total = min(app.recorder.max_notification_id() or 0, until if until is not None else 2**62)
             task = progress.add_task(", ".join(p.name for p in chosen), total=total)
             started = time.monotonic()
-            applied = rebuild(conn, chosen, app, key, lambda done, _: progress.update(task, completed=done), until)
+            try:
+                applied = rebuild(conn, chosen, app, key, lambda done, _: progress.update(task, completed=done), until)
+            except KeyboardInterrupt:
+                progress.stop()
+                err.print("rebuild stopped: the read models are as they were, and what it had built is dropped")
+                raise typer.Exit(130) from None
             elapsed = time.monotonic() - started
         for p in chosen:
             console.print(f"{p.name}: rebuilt" + (f" in schema {into} as of position {until}" if historical else ""))
