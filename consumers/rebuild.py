@@ -90,8 +90,8 @@ def rebuild(
             head = min(head, until)
         # What the build commits is thrown away if the server crashes before the swap, so its commits need not
         # wait for the disk; the swap's does (SET LOCAL there).
-        conn.execute("SET synchronous_commit = off")
         with conn.transaction():
+            conn.execute("SET synchronous_commit = off")
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
             # The new tables first; tables of projections not being rebuilt are read where they are.
