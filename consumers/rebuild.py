@@ -168,33 +168,23 @@ def _swap(
     shadow: str,
     progress: Callable[[int, int], None],
 ) -> int:
-    """In one transaction: stop the live consumer, apply what was recorded since the rebuild read its head,
-    and put the new tables in the old ones' place with the versions and offsets that go with them."""
+    """In one transaction: pause the live consumer, apply what was recorded since the rebuild read its head,
+    and put the new tables in the old ones' place with the versions and offsets that go with them. Readers
+    wait only for the last step, the tables' swap."""
     names = [p.name for p in projections]
-    live = sql.Identifier(target, "projection_versions")
     conn.execute(DDL_LOCK)
     conn.execute("SET LOCAL synchronous_commit = on")
     conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
     create_bookkeeping(conn)
-    # The consumer locks its versions' rows, then writes its tables: taking the table of versions first
-    # (waiting for batches in flight), then the old tables (waiting for readers), cannot deadlock with it.
-    conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(live))
-    old = [t for p in projections for t in p.tables]
-    present = {r[0] for r in conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename = ANY(%s)", (target, old))}  # fmt: skip
-    for table in old:
-        if table in present:
-            conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(sql.Identifier(target, table)))
+    # Every batch the consumer applies first locks its versions' rows: holding the table of versions
+    # (once the batches in flight are done) pauses it, and readers never take more than a share of it.
+    conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(target, "projection_versions")))
     applied = 0
     now = app.recorder.max_notification_id() or 0
     if until is None and now > head:  # what the consumer applied to the old tables meanwhile, and more
         conn.execute(sql.SQL("SET LOCAL search_path TO {}, {}").format(sql.Identifier(shadow), sql.Identifier(target)))
         applied = _build(conn, projections, by_context, versions, app, key, head, now, progress, chunked=False)
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
-    for table in old:
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(target, table)))
-        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(shadow, table),
-                                                                     sql.Identifier(target)))  # fmt: skip
     with conn.cursor() as cur:
         for table in ("projection_offsets", "projection_versions"):
             cur.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,))
@@ -209,6 +199,10 @@ def _swap(
             " ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, rebuilt_at = EXCLUDED.rebuilt_at",
             [(p.name, p.version) for p in projections],
         )
+    for table in (t for p in projections for t in p.tables):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(target, table)))
+        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(shadow, table),
+                                                                     sql.Identifier(target)))  # fmt: skip
     conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(shadow)))
     return applied
 
