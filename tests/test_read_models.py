@@ -242,6 +242,36 @@ def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_eve
     assert institutions == {1: i3, 2: i1, 3: i2, 4: i2, 5: i3, 6: None, 7: c, 8: i1}
 
 
+def test_the_catalogue_set_based_as_a_rebuild_writes_it_equals_it_event_by_event(world, conn):
+    """A rebuild sums each batch's places taken and given back per plan into one UPDATE (Catalogue.apply_many);
+    the plans must come out as applying every event alone makes them, whatever the batches' edges."""
+    from infra.services.registrations import Decision
+    from projections.catalogue import Catalogue
+    from tests.builders import candidate, setup_plan, staff_of, working_years_form
+
+    world.at(date(2026, 3, 2))
+    reg = world.registrations
+    iid, _, code = setup_plan(reg, seats=60)
+    for i in range(1, 41):  # every fifth rejected, its place given back
+        rid = reg.register(candidate(i), code, working_years_form(i))
+        if i % 5 == 0:
+            reg.review(staff_of(iid), rid, Decision.REJECTED, reasons="不符合申报条件")
+    messages = [m for m in bus_messages(reg) if "evaluation_plan" in m["type"] or "institution" in m["type"]]
+    assert any("seat_released" in m["type"] for m in messages) and sum("seat_taken" in m["type"] for m in messages) > 30
+    catalogue, results = Catalogue(), []
+    for batch in (None, 7, 2000):
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("TRUNCATE catalogue_plans, catalogue_institutions")
+            if batch is None:
+                for m in messages:
+                    catalogue.apply(cur, m)
+            else:
+                for at in range(0, len(messages), batch):
+                    catalogue.apply_many(cur, messages[at : at + batch])
+        results.append((rows(conn, "catalogue_plans"), rows(conn, "catalogue_institutions")))
+    assert results[0] == results[1] == results[2]
+
+
 def test_every_statement_a_projection_runs_finds_its_rows_by_an_index(world, conn):
     """A statement that reads or changes rows of a read model by a column no index covers scans the whole
     table, once per event: a cost that grows with the province's history, invisible at test sizes
