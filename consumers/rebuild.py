@@ -27,6 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +64,20 @@ def shadow_of(schema: str) -> str:
     return f"{schema.encode()[:40].decode(errors='ignore')}__rebuild_{hashlib.sha1(schema.encode()).hexdigest()[:8]}"
 
 
+@contextmanager
+def _rebuild_lock(conn: psycopg.Connection[Any], target: str) -> Iterator[None]:
+    """One rebuild of a schema's read models at a time, across processes: a second waits, then builds afresh."""
+    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+    conn.commit()
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+            conn.commit()
+
+
 def rebuild(
     conn: psycopg.Connection[Any],
     projections: list[Projection],
@@ -76,135 +92,131 @@ def rebuild(
     conn.commit()
     target = conn.execute("SELECT current_schema()").fetchone()[0]
     path = conn.execute("SHOW search_path").fetchone()[0]
-    shadow = shadow_of(target)
-    by_context: dict[str, list[Projection]] = {}
-    for p in projections:
-        for context in p.topics:
-            by_context.setdefault(context, []).append(p)
-    # One rebuild of a schema at a time: a second waits, then builds afresh.
-    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
-    conn.commit()
-    try:
-        head = app.recorder.max_notification_id() or 0
-        if until is not None:
-            head = min(head, until)
-        # What the build commits is thrown away if the server crashes before the swap, so its commits need not
-        # wait for the disk; the swap's does (SET LOCAL there).
-        with conn.transaction():
-            conn.execute("SET synchronous_commit = off")
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(shadow)))
-            # The new tables first; tables of projections not being rebuilt are read where they are.
-            conn.execute(sql.SQL("SET search_path TO {}, {}").format(sql.Identifier(shadow), sql.Identifier(target)))
-            create_tables(conn, projections)
-        # Applied in log order, each event once, so the version guard is kept in memory and written at
-        # the swap; every apply is write-only, so a batch's statements go out in one pipeline.
-        versions: dict[tuple[str, str], int] = {}
-        applied = _build(conn, projections, by_context, versions, app, key, 0, head, progress)
-        conn.commit()
-        with conn.transaction():
-            applied += _swap(conn, projections, by_context, versions, app, key, head, until, target, shadow, progress)
-        return applied
-    except BaseException:
-        conn.rollback()
-        try:  # what it built is thrown away; a kill leaves it to the next rebuild, which drops it first
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow)))
+    build = _Build(conn, projections, app, key, progress, target, shadow_of(target))
+    with _rebuild_lock(conn, target):
+        try:
+            head = app.recorder.max_notification_id() or 0
+            if until is not None:
+                head = min(head, until)
+            # What the build commits is thrown away if the server crashes before the swap, so its commits need
+            # not wait for the disk; the swap's does (SET LOCAL there).
+            with conn.transaction():
+                conn.execute("SET synchronous_commit = off")
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(build.new))
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(build.new))
+                build.search_new_first(local=False)
+                create_tables(conn, projections)
+            applied = build.apply_log(0, head)
             conn.commit()
-        except psycopg.Error:
+            with conn.transaction():
+                applied += build.swap(head, catch_up=until is None)
+            return applied
+        except BaseException:
             conn.rollback()
-        raise
-    finally:
-        if not conn.closed:
-            conn.rollback()
-            conn.execute(sql.SQL("SET search_path TO {}").format(sql.SQL(path)))
-            conn.execute("RESET synchronous_commit")
-            conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
-            conn.commit()
-
-
-def _build(
-    conn: psycopg.Connection[Any],
-    projections: list[Projection],
-    by_context: dict[str, list[Projection]],
-    versions: dict[tuple[str, str], int],
-    app: SkillcertApplication,
-    key: bytes,
-    after: int,
-    head: int,
-    progress: Callable[[int, int], None],
-    chunked: bool = True,
-) -> int:
-    applied = since_commit = 0
-    analyse_at = ANALYSE_FIRST
-    with conn.cursor() as cur:
-        for position, events in read_as_published(conn, app, key, head, set(by_context), after):
-            n = _apply(conn, cur, events, by_context, versions)
-            applied += n
-            since_commit += n
-            progress(position, head)
-            if chunked and since_commit >= CHUNK:
+            try:  # what it built is thrown away; a kill leaves it to the next rebuild, which drops it first
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(build.new))
                 conn.commit()
-                since_commit = 0
-            if applied >= analyse_at:
-                # Until autovacuum comes by, new tables have no statistics. The generic plans PostgreSQL keeps
-                # for prepared statements then guess, and one guess (closing a deadline by a scan of every open
-                # deadline) made a province's rebuild quadratic. Analysed at every doubling: a few dozen times
-                # over a billion events.
-                _analyse(cur, projections)
-                analyse_at *= 2
-    return applied
+            except psycopg.Error:
+                conn.rollback()
+            raise
+        finally:
+            if not conn.closed:
+                conn.rollback()
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.SQL(path)))
+                conn.execute("RESET synchronous_commit")
+                conn.commit()
 
 
-def _swap(
-    conn: psycopg.Connection[Any],
-    projections: list[Projection],
-    by_context: dict[str, list[Projection]],
-    versions: dict[tuple[str, str], int],
-    app: SkillcertApplication,
-    key: bytes,
-    head: int,
-    until: int | None,
-    target: str,
-    shadow: str,
-    progress: Callable[[int, int], None],
-) -> int:
-    """In one transaction: pause the live consumer, apply what was recorded since the rebuild read its head,
-    and put the new tables in the old ones' place with the versions and offsets that go with them. Readers
-    wait only for the last step, the tables' swap."""
-    names = [p.name for p in projections]
-    conn.execute(DDL_LOCK)
-    conn.execute("SET LOCAL synchronous_commit = on")
-    conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
-    create_bookkeeping(conn)
-    # Every batch the consumer applies first locks its versions' rows: holding the table of versions
-    # (once the batches in flight are done) pauses it, and readers never take more than a share of it.
-    conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(target, "projection_versions")))
-    applied = 0
-    now = app.recorder.max_notification_id() or 0
-    if until is None and now > head:  # what the consumer applied to the old tables meanwhile, and more
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}, {}").format(sql.Identifier(shadow), sql.Identifier(target)))
-        applied = _build(conn, projections, by_context, versions, app, key, head, now, progress, chunked=False)
-        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(target)))
-    with conn.cursor() as cur:
-        for table in ("projection_offsets", "projection_versions"):
-            cur.execute(sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,))
-        with cur.copy("COPY projection_versions (projection, aggregate_id, version) FROM STDIN") as copy:
-            for (name, aggregate), version in versions.items():
-                copy.write_row((name, aggregate, version))
-        cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
-        cur.execute(sql.SQL("INSERT INTO projection_stalls SELECT * FROM {} ON CONFLICT DO NOTHING").format(
-            sql.Identifier(shadow, "projection_stalls")))  # fmt: skip
-        cur.executemany(
-            "INSERT INTO projection_schemas VALUES (%s, %s, now())"
-            " ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, rebuilt_at = EXCLUDED.rebuilt_at",
-            [(p.name, p.version) for p in projections],
+@dataclass
+class _Build:
+    """One rebuild: its projections, where it builds (`shadow`) and for which schema (`target`), and the
+    version guard, kept in memory because the log is applied in order, each event once, and written at
+    the swap."""
+
+    conn: psycopg.Connection[Any]
+    projections: list[Projection]
+    app: SkillcertApplication
+    key: bytes
+    progress: Callable[[int, int], None]
+    target: str
+    shadow: str
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_context: dict[str, list[Projection]] = {}
+        for p in self.projections:
+            for context in p.topics:
+                self.by_context.setdefault(context, []).append(p)
+        self.new = sql.Identifier(self.shadow)
+
+    def search_new_first(self, local: bool = True) -> None:
+        """The new tables first; tables of projections not being rebuilt are read where they are."""
+        self.conn.execute(sql.SQL("SET {} search_path TO {}, {}").format(
+            sql.SQL("LOCAL" if local else ""), self.new, sql.Identifier(self.target)))  # fmt: skip
+
+    def apply_log(self, after: int, head: int, chunked: bool = True) -> int:
+        """Apply the log after `after` up to `head`, every batch's statements in one pipeline (every apply is
+        write-only), committing every CHUNK events unless told not to."""
+        conn, applied, since_commit, analyse_at = self.conn, 0, 0, ANALYSE_FIRST
+        with conn.cursor() as cur:
+            for position, events in read_as_published(conn, self.app, self.key, head, set(self.by_context), after):
+                n = _apply(conn, cur, events, self.by_context, self.versions)
+                applied += n
+                since_commit += n
+                self.progress(position, head)
+                if chunked and since_commit >= CHUNK:
+                    conn.commit()
+                    since_commit = 0
+                if applied >= analyse_at:
+                    # Until autovacuum comes by, new tables have no statistics. The generic plans PostgreSQL
+                    # keeps for prepared statements then guess, and one guess (closing a deadline by a scan of
+                    # every open deadline) made a province's rebuild quadratic. Analysed at every doubling: a
+                    # few dozen times over a billion events.
+                    _analyse(cur, self.projections)
+                    analyse_at *= 2
+        return applied
+
+    def swap(self, head: int, catch_up: bool) -> int:
+        """In one transaction: pause the live consumer, apply what was recorded since the rebuild read its head
+        (unless it builds as of a moment), and put the new tables in the old ones' place with the versions and
+        offsets that go with them. Readers wait only for the last step, the tables' exchange."""
+        conn, names, live = self.conn, [p.name for p in self.projections], sql.Identifier(self.target)
+        conn.execute(DDL_LOCK)
+        conn.execute("SET LOCAL synchronous_commit = on")
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(live))
+        create_bookkeeping(conn)
+        # Every batch the consumer applies first locks its versions' rows: holding the table of versions
+        # (once the batches in flight are done) pauses it, and readers never take more than a share of it.
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(self.target, "projection_versions"))
         )
-    for table in (t for p in projections for t in p.tables):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(target, table)))
-        conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(shadow, table),
-                                                                     sql.Identifier(target)))  # fmt: skip
-    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(shadow)))
-    return applied
+        applied = 0
+        now = self.app.recorder.max_notification_id() or 0
+        if catch_up and now > head:  # what the consumer applied to the old tables meanwhile, and more
+            self.search_new_first()
+            applied = self.apply_log(head, now, chunked=False)
+            conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(live))
+        with conn.cursor() as cur:
+            for table in ("projection_offsets", "projection_versions"):
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,)
+                )
+            with cur.copy("COPY projection_versions (projection, aggregate_id, version) FROM STDIN") as copy:
+                for (name, aggregate), version in self.versions.items():
+                    copy.write_row((name, aggregate, version))
+            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
+            cur.execute(sql.SQL("INSERT INTO projection_stalls SELECT * FROM {} ON CONFLICT DO NOTHING").format(
+                sql.Identifier(self.shadow, "projection_stalls")))  # fmt: skip
+            cur.executemany(
+                "INSERT INTO projection_schemas VALUES (%s, %s, now())"
+                " ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, rebuilt_at = EXCLUDED.rebuilt_at",
+                [(p.name, p.version) for p in self.projections],
+            )
+        for table in (t for p in self.projections for t in p.tables):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(self.target, table)))
+            conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(self.shadow, table), live))
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(self.new))
+        return applied
 
 
 def _analyse(cur: psycopg.Cursor[Any], projections: list[Projection]) -> None:
@@ -304,18 +316,13 @@ def bring_up_to_date(
     every table exists. Workers starting together queue on the rebuild's lock; the first rebuilds,
     the others find nothing left to do."""
     target = conn.execute("SELECT current_schema()").fetchone()[0]
-    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
-    conn.commit()
-    try:
+    with _rebuild_lock(conn, target):
         # What a killed rebuild left half-built holds personal data nothing else erases: gone at the next start.
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(shadow_of(target))))
         stale = outdated(conn, projections)
         conn.commit()
         if stale:
             rebuild(conn, stale, app, key)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
-        conn.commit()
     create_tables(conn, projections)
     return [p.name for p in stale]
 
