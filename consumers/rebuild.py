@@ -53,7 +53,7 @@ log = logging.getLogger("skillcert.rebuild")
 
 BATCH = 2000
 CHUNK = 2_000  # events applied per committed transaction of the new tables (see rebuild)
-ANALYSE_FIRST = 20_000  # events applied before a rebuild first gathers its tables' statistics
+ANALYSE_FROM = 64 * 1024  # bytes a new table holds before a rebuild first gathers its statistics
 
 
 def shadow_of(schema: str) -> str:
@@ -141,6 +141,7 @@ class _Build:
     target: str
     shadow: str
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    analysed: dict[str, int] = field(default_factory=dict)  # new table -> its size when last analysed
 
     def __post_init__(self) -> None:
         self.by_context: dict[str, list[Projection]] = {}
@@ -157,7 +158,7 @@ class _Build:
     def apply_log(self, after: int, head: int, chunked: bool = True) -> int:
         """Apply the log after `after` up to `head`, every batch's statements in one pipeline (every apply is
         write-only), committing every CHUNK events unless told not to."""
-        conn, applied, since_commit, analyse_at = self.conn, 0, 0, ANALYSE_FIRST
+        conn, applied, since_commit = self.conn, 0, 0
         with conn.cursor() as cur:
             for position, events in read_as_published(conn, self.app, self.key, head, set(self.by_context), after):
                 n = _apply(conn, cur, events, self.by_context, self.versions)
@@ -165,16 +166,45 @@ class _Build:
                 since_commit += n
                 self.progress(position, head)
                 if chunked and since_commit >= CHUNK:
+                    self._analyse_grown(cur)
                     conn.commit()
                     since_commit = 0
-                if applied >= analyse_at:
-                    # Until autovacuum comes by, new tables have no statistics. The generic plans PostgreSQL
-                    # keeps for prepared statements then guess, and one guess (closing a deadline by a scan of
-                    # every open deadline) made a province's rebuild quadratic. Analysed at every doubling: a
-                    # few dozen times over a billion events.
-                    _analyse(cur, self.projections)
-                    analyse_at *= 2
+            if chunked:
+                self._analyse_grown(cur, final=True)
         return applied
+
+    def _analyse_grown(self, cur: psycopg.Cursor[Any], final: bool = False) -> list[tuple[str, int]]:
+        """Gather the statistics of every new table that has doubled in size since they were last gathered
+        (`final`: grown at all, so that the live consumer's first plans after the swap see them). Returns the
+        tables analysed, with their sizes.
+
+        Until autovacuum comes by, after the swap, new tables have no statistics, and the generic plans
+        PostgreSQL keeps for prepared statements are made for tables as small as they were then. Two such
+        plans made rebuilds quadratic: closing a deadline by a scan of every open deadline (at a province's
+        size, most of a rebuild's time), and closing a session's numbering deadline by a scan of all of them,
+        planned while the certificates' deadlines (issued last of all) did not exist yet. Analysed at every
+        doubling of each table's own size, a table is analysed a few dozen times at most, whatever its
+        events' order; ANALYZE invalidates the plans made before."""
+        rows = cur.execute(
+            "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relnamespace = %s::regnamespace"
+            " AND relkind = 'r'",
+            (self.shadow,),
+        ).fetchall()
+        grown = [
+            (t, size)
+            for t, size in rows
+            if (size != self.analysed.get(t, 0) if final else size >= max(ANALYSE_FROM, 2 * self.analysed.get(t, 0)))
+        ]
+        if not grown:
+            return grown
+        # A small sample: the plans need each key's rough number of distinct values, and the default sample
+        # (30,000 rows, jsonb columns sorted for their histograms) cost more than the rebuild of 24,000
+        # events. Autovacuum analyses the tables again after the swap, with the server's target.
+        cur.execute("SET LOCAL default_statistics_target = 10")
+        for table, size in grown:
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.shadow, table)))
+            self.analysed[table] = size
+        return grown
 
     def swap(self, head: int, catch_up: bool) -> int:
         """In one transaction: pause the live consumer, apply what was recorded since the rebuild read its head
@@ -217,16 +247,6 @@ class _Build:
             conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(self.shadow, table), live))
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(self.new))
         return applied
-
-
-def _analyse(cur: psycopg.Cursor[Any], projections: list[Projection]) -> None:
-    # A small sample: the plans need each key's rough number of distinct values, and the default sample
-    # (30,000 rows, jsonb columns sorted for their histograms) cost more than the rebuild of 24,000
-    # events. Autovacuum analyses the tables again after the commit, with the server's target.
-    cur.execute("SET LOCAL default_statistics_target = 10")
-    for p in projections:
-        for table in p.tables:
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
 
 
 def read_as_published(
