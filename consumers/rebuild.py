@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -44,12 +46,14 @@ from projections.store import (
     Message,
     Projection,
     create_bookkeeping,
+    create_read_indexes,
     create_tables,
     outdated,
     without_nul,
 )
 
 log = logging.getLogger("skillcert.rebuild")
+T = TypeVar("T")
 
 BATCH = 2000
 CHUNK = 2_000  # events applied per committed transaction of the new tables (see rebuild)
@@ -105,9 +109,12 @@ def rebuild(
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(build.new))
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(build.new))
                 build.search_new_first(local=False)
-                create_tables(conn, projections)
+                create_tables(conn, projections, read_indexes=False)
             applied = build.apply_log(0, head)
             conn.commit()
+            with conn.transaction():  # sorted once each, with room for a province's (the default is 64 MB)
+                conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                create_read_indexes(conn, projections)
             with conn.transaction():
                 applied += build.swap(head, catch_up=until is None)
             return applied
@@ -158,17 +165,31 @@ class _Build:
     def apply_log(self, after: int, head: int, chunked: bool = True) -> int:
         """Apply the log after `after` up to `head`, every batch's statements in one pipeline (every apply is
         write-only), committing every CHUNK events unless told not to."""
-        conn, applied, since_commit = self.conn, 0, 0
-        with conn.cursor() as cur:
-            for position, events in read_as_published(conn, self.app, self.key, head, set(self.by_context), after):
-                n = _apply(conn, cur, events, self.by_context, self.versions)
-                applied += n
-                since_commit += n
-                self.progress(position, head)
-                if chunked and since_commit >= CHUNK:
-                    self._analyse_grown(cur)
-                    conn.commit()
+        conn, applied = self.conn, 0
+        # The log is read and decoded on a connection and a thread of its own, a few batches ahead: while
+        # PostgreSQL applies one batch, Python decodes the next, rather than each waiting for the other.
+        # Autocommit: a rebuild's hour-long read holds no snapshot that would keep vacuum from pruning.
+        # A batch that fails stops the reader (closing) before its connection closes.
+        with (
+            psycopg.connect(self.app.database_url, autocommit=True) as reader,
+            closing(_ahead(read_as_published(reader, self.app, self.key, head, set(self.by_context), after))) as log,
+            conn.cursor() as cur,
+        ):
+            batches, more = iter(log), True
+            while more:
+                more = False
+                # One chunk: every batch in it is applied in a savepoint of this transaction (_apply).
+                with conn.transaction():
                     since_commit = 0
+                    for position, events in batches:
+                        n = _apply(conn, cur, events, self.by_context, self.versions)
+                        applied += n
+                        since_commit += n
+                        self.progress(position, head)
+                        if chunked and since_commit >= CHUNK:
+                            self._analyse_grown(cur)
+                            more = True
+                            break
             if chunked:
                 self._analyse_grown(cur, final=True)
         return applied
@@ -247,6 +268,45 @@ class _Build:
             conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(self.shadow, table), live))
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(self.new))
         return applied
+
+
+def _ahead(batches: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """The batches, produced by a thread up to `depth` ahead of the caller. An exception there is raised
+    here; the thread stops when the caller does."""
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def offer(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer((True, batch)):
+                    return
+            offer((False, None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, who raises it
+            offer((False, e))
+
+    thread = threading.Thread(target=produce, name="rebuild-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def read_as_published(

@@ -37,12 +37,16 @@ class Audit:
                 at timestamptz NOT NULL,
                 data jsonb NOT NULL
             )""",
-            "CREATE INDEX IF NOT EXISTS audit_events_aggregate ON audit_events (aggregate_id, aggregate_version)",
-            "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor_id, position)",
-            "CREATE INDEX IF NOT EXISTS audit_events_institution ON audit_events (institution_id, at, position)",
             """CREATE TABLE IF NOT EXISTS audit_aggregates (
                 aggregate_id uuid PRIMARY KEY, institution_id uuid NOT NULL
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
+            "CREATE INDEX IF NOT EXISTS audit_events_aggregate ON audit_events (aggregate_id, aggregate_version)",
+            "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor_id, position)",
+            "CREATE INDEX IF NOT EXISTS audit_events_institution ON audit_events (institution_id, at, position)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:

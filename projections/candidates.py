@@ -62,8 +62,6 @@ class Candidates:
                 submitted_at timestamptz NOT NULL,
                 updated_at timestamptz NOT NULL
             )""",
-            "CREATE INDEX IF NOT EXISTS candidate_registrations_holder ON candidate_registrations (id_ref)",
-            "CREATE INDEX IF NOT EXISTS candidate_registrations_plan ON candidate_registrations (plan_id)",
             """CREATE TABLE IF NOT EXISTS candidate_reviews (
                 registration_id uuid NOT NULL,
                 version int NOT NULL,
@@ -100,6 +98,12 @@ class Candidates:
                 certificate jsonb NOT NULL,  -- number, issued_on, status, data_status, delivery, proof_number
                 updated_at timestamptz NOT NULL
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
+            "CREATE INDEX IF NOT EXISTS candidate_registrations_holder ON candidate_registrations (id_ref)",
+            "CREATE INDEX IF NOT EXISTS candidate_registrations_plan ON candidate_registrations (plan_id)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:

@@ -53,6 +53,10 @@ class Catalogue:
                 published_at timestamptz NOT NULL,
                 version int NOT NULL
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
             "CREATE INDEX IF NOT EXISTS catalogue_plans_search ON catalogue_plans (level, evaluation_start)",
         ]
 

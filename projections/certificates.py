@@ -81,8 +81,6 @@ class Registry:
                 corrected boolean NOT NULL DEFAULT false,
                 updated_at timestamptz NOT NULL
             )""",
-            "CREATE INDEX IF NOT EXISTS certificate_registry_holder ON certificate_registry (id_ref)",
-            "CREATE INDEX IF NOT EXISTS certificate_registry_name ON certificate_registry (holder_name, institution_id)",
             """CREATE TABLE IF NOT EXISTS certificate_history (
                 certificate_id uuid NOT NULL,
                 version int NOT NULL,
@@ -93,6 +91,12 @@ class Registry:
                 detail jsonb NOT NULL,
                 PRIMARY KEY (certificate_id, version)
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
+            "CREATE INDEX IF NOT EXISTS certificate_registry_holder ON certificate_registry (id_ref)",
+            "CREATE INDEX IF NOT EXISTS certificate_registry_name ON certificate_registry (holder_name, institution_id)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:

@@ -84,6 +84,10 @@ class Deadlines:
                 late boolean,
                 PRIMARY KEY (subject_id, step, opened_version)
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
             "CREATE INDEX IF NOT EXISTS deadlines_open ON deadlines (institution_id, due) WHERE closed_on IS NULL",
         ]
 

@@ -62,7 +62,6 @@ class StockLedger:
                 at timestamptz NOT NULL,
                 PRIMARY KEY (institution_id, serial)
             )""",
-            "CREATE INDEX IF NOT EXISTS stock_forms_certificate ON stock_forms (certificate_number)",
             """CREATE TABLE IF NOT EXISTS stock_demand (
                 institution_id uuid NOT NULL,
                 year int NOT NULL,
@@ -83,6 +82,11 @@ class StockLedger:
                 note text NOT NULL,
                 PRIMARY KEY (institution_id, version)
             )""",
+        ]
+
+    def read_indexes(self) -> list[str]:
+        return [
+            "CREATE INDEX IF NOT EXISTS stock_forms_certificate ON stock_forms (certificate_number)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:

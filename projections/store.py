@@ -34,6 +34,9 @@ class Projection(Protocol):
 
     def ddl(self) -> list[str]: ...
 
+    # Optional: read_indexes() -> list[str], the indexes only readers use (apply never looks a row up by them).
+    # A rebuild creates them once its tables are full, sorting each once rather than growing it row by row.
+
     def apply(self, cur: psycopg.Cursor[Any], message: dict[str, Any]) -> None: ...
 
     # Optional: apply_many(cur, messages) applies a run of messages as `apply` would one by one, set-based.
@@ -137,7 +140,7 @@ def create_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS log_id text")
 
 
-def create_tables(conn: psycopg.Connection[Any], projections: list[Projection]) -> None:
+def create_tables(conn: psycopg.Connection[Any], projections: list[Projection], read_indexes: bool = True) -> None:
     with conn.transaction():
         # Serialise concurrent start-ups: CREATE IF NOT EXISTS races on the catalog.
         conn.execute(DDL_LOCK)
@@ -145,6 +148,14 @@ def create_tables(conn: psycopg.Connection[Any], projections: list[Projection]) 
         for p in projections:
             for statement in p.ddl():
                 conn.execute(statement)
+        if read_indexes:
+            create_read_indexes(conn, projections)
+
+
+def create_read_indexes(conn: psycopg.Connection[Any], projections: list[Projection]) -> None:
+    for p in projections:
+        for statement in getattr(p, "read_indexes", list)():
+            conn.execute(statement)
 
 
 def apply_message(

@@ -453,6 +453,37 @@ def test_during_a_rebuild_readers_and_the_live_consumer_go_on_and_what_it_applie
     assert shadows(conn) == []
 
 
+def test_a_rebuild_creates_the_readers_indexes_once_its_tables_are_full(world, conn, database_url, schema):
+    """Indexes only readers use are sorted once at the end of a rebuild rather than grown row by row; the
+    tables it swaps in have every index a fresh start makes, and readers' queries use them."""
+    full_lifecycle(world, 20)
+
+    def indexes(c: psycopg.Connection, where: str) -> list[tuple[str, str]]:
+        return c.execute(
+            "SELECT indexname, replace(indexdef, schemaname || '.', '') FROM pg_indexes WHERE schemaname = %s"
+            " AND tablename = ANY(%s) ORDER BY 1",
+            (where, PROJECTION_TABLES),
+        ).fetchall()
+
+    fresh = indexes(conn, schema)
+    for_readers = {"audit_events_actor", "deadlines_open", "certificate_registry_name"}
+    assert for_readers <= {n for n, _ in fresh}
+    during: list[set[str]] = []
+
+    def look(done: int, total: int) -> None:
+        with psycopg.connect(database_url) as other:  # what the build has committed
+            during.append({n for n, _ in indexes(other, consumers.rebuild.shadow_of(schema))})
+
+    rebuild(conn, PROJECTIONS, world.registrations, KEY, progress=look)
+    conn.commit()
+    assert during and all("audit_events_pkey" in names and not names & for_readers for names in during)
+    assert indexes(conn, schema) == fresh
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET LOCAL enable_seqscan = off")
+        [[plan]] = cur.execute("EXPLAIN (FORMAT JSON) SELECT * FROM audit_events WHERE actor_id = 'x'").fetchall()
+    assert "audit_events_actor" in str(plan)
+
+
 def test_a_rebuild_commits_as_it_goes(world, conn, database_url, schema, monkeypatch):
     """Committed every CHUNK events, so PostgreSQL can prune what each UPDATE leaves behind: in one transaction,
     ten million events grew the database past 36 GB (benchmarks.province)."""
