@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -24,6 +25,8 @@ ATTENDANCE = {
     "finished": "finished",
     "marked_absent": "absent",
 }
+# Sitting events a rebuild folds, per sitting, into one change of a batch (Candidates.apply_many).
+FOLDED = {*ATTENDANCE, "scores_recorded"}
 
 
 class Candidates:
@@ -132,25 +135,10 @@ class Candidates:
         rid, at = d["originator_id"], d["timestamp"]
         if event == "submitted":
             _insert(cur, "candidate_registrations", _registration_row(d))
-        elif event in ("resubmitted", "amended"):
-            f = d["form"]
-            status = ", status = 'submitted', decision_reasons = ''" if event == "resubmitted" else ""
-            cur.execute(
-                f"""UPDATE candidate_registrations SET name = %s, id_type = %s, id_masked = %s, id_ref = %s,
-                    basis = %s, form = %s, warnings = %s{status}, updated_at = %s WHERE registration_id = %s""",
-                (
-                    f["name"], f["id_type"], f["id_number"]["masked"], f["id_number"]["ref"], f["basis"], Jsonb(f),
-                    Jsonb(d["warnings"]), at, rid,
-                ),
-            )  # fmt: skip
-        elif event in DECISIONS:
-            self._decide(cur, m, event, d)
-            _insert(cur, "candidate_reviews", _review_row(m, event, d))
-        elif event == "fee_paid":
-            fee = {"receipt_number": d["receipt_number"], "amount": d["amount"], "paid_at": at}
-            self._set(cur, rid, at, fee=Jsonb(fee))
-        elif event == "training_account_opened":
-            self._set(cur, rid, at, training=Jsonb({"account": d["account"]}))
+        elif (changes := _changes(m, event, d)) is not None:
+            self._set(cur, rid, changes)
+            if event in DECISIONS:
+                _insert(cur, "candidate_reviews", _review_row(m, event, d))
         elif event == "training_completed":
             cur.execute(
                 "UPDATE candidate_registrations SET training = training || %s, updated_at = %s"
@@ -163,51 +151,83 @@ class Candidates:
         - the rows a creation event inserts (a registration, a review decision, a ticket, a certificate)
           are copied in first, in one COPY per table: every later change to such a row comes from the
           same aggregate's later events, so nothing in the batch touches it before its insert would have;
-        - of a sitting's attendance changes in the batch only the last is made, where it stands: each sets
-          the attendance and the time of the change, and nothing between reads either.
+        - a registration's changes in the batch (decisions, fee, amendments) are folded into one per
+          registration, and those that set the same columns into one UPDATE: each sets its columns outright
+          (_changes), so the last value of each wins. A registration whose training hours are added in the
+          batch is left to the event-by-event path, whole, so its changes keep their order;
+        - likewise a sitting's attendance changes and scores, into one UPDATE for every sitting (attendance is
+          set within `exam`); a sitting with a score review in the batch is left to the event-by-event path.
         The rest is applied event by event, in order, in one pipeline."""
         rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in INSERTS}
-        last_attendance: dict[str, int] = {}
-        rest: list[tuple[int, dict[str, Any], str, str]] = []
-        for i, m in enumerate(messages):
-            kind, event = _kind(m["type"])
+        events = [(m, *_kind(m["type"])) for m in messages]
+        # Those whose changes are left in order, event by event (see above).
+        merged = {m["data"]["originator_id"] for m, _, event in events if event == "training_completed"}
+        reviewed = {  # a score review, or anything else not folded
+            m["data"]["originator_id"]
+            for m, kind, event in events
+            if kind == "sitting" and event not in FOLDED and event != "ticket_issued"
+        }
+        changed: dict[str, dict[str, Any]] = {}  # registration -> its columns' last values in the batch
+        folded: dict[str, list[Any]] = {}  # sitting -> [exam patch, scores set?, scores, time]
+        rest: list[dict[str, Any]] = []
+        for m, kind, event in events:
             d = m["data"]
             if kind == "registration" and event == "submitted":
                 rows["candidate_registrations"].append(_registration_row(d))
                 continue
-            if kind == "registration" and event in DECISIONS:
-                rows["candidate_reviews"].append(_review_row(m, event, d))
+            if kind == "registration" and d["originator_id"] not in merged:
+                if (changes := _changes(m, event, d)) is not None:
+                    changed.setdefault(d["originator_id"], {}).update(changes)
+                    if event in DECISIONS:
+                        rows["candidate_reviews"].append(_review_row(m, event, d))
+                continue  # an event the record does not show
             elif kind == "sitting" and event == "ticket_issued":
                 rows["candidate_sittings"].append(_sitting_row(d))
                 continue
-            elif kind == "sitting" and event in ATTENDANCE:
-                last_attendance[d["originator_id"]] = i
+            elif kind == "sitting" and event in FOLDED and d["originator_id"] not in reviewed:
+                change = folded.setdefault(d["originator_id"], [{}, False, None, None])
+                if event == "scores_recorded":
+                    change[1:3] = True, Jsonb(d["scores"])
+                else:
+                    change[0]["attendance"] = ATTENDANCE[event]
+                change[3] = d["timestamp"]
+                continue
             elif kind == "certificate" and event == "issued":
                 rows["candidate_certificates"].append(_certificate_row(d))
                 continue
-            rest.append((i, m, kind, event))
+            rest.append(m)
         for table, columns in INSERTS.items():
             if rows[table]:
                 with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows[table]:
                         copy.write_row(row)
+        by_columns: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = {}
+        for rid, columns in changed.items():
+            by_columns.setdefault(tuple(sorted(columns)), []).append((rid, columns))
+        for columns, regs in by_columns.items():
+            cur.execute(
+                sql.SQL("UPDATE candidate_registrations r SET {} FROM unnest(%s::uuid[], {}) AS v(id, {})"
+                        " WHERE r.registration_id = v.id").format(
+                    sql.SQL(", ").join(sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in columns),
+                    sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(CHANGED_TYPES[c])) for c in columns),
+                    sql.SQL(", ").join(map(sql.Identifier, columns)),
+                ),
+                [[rid for rid, _ in regs], *([values[c] for _, values in regs] for c in columns)],
+            )  # fmt: skip
+        if folded:
+            ids, changes = list(folded), list(folded.values())
+            cur.execute(
+                """UPDATE candidate_sittings s SET exam = s.exam || v.patch,
+                   scores = CASE WHEN v.scored THEN v.scores ELSE s.scores END, updated_at = v.at
+                   FROM unnest(%s::uuid[], %s::jsonb[], %s::bool[], %s::jsonb[], %s::timestamptz[])
+                        AS v(id, patch, scored, scores, at)
+                   WHERE s.sitting_id = v.id""",
+                (ids, [Jsonb(c[0]) for c in changes], [c[1] for c in changes], [c[2] for c in changes],
+                 [c[3] for c in changes]),
+            )  # fmt: skip
         with cur.connection.pipeline():
-            for i, m, kind, event in rest:
-                if kind == "registration" and event in DECISIONS:
-                    self._decide(cur, m, event, m["data"])  # its review was copied in
-                elif kind == "sitting" and event in ATTENDANCE and last_attendance[m["data"]["originator_id"]] != i:
-                    continue  # a later attendance change of the same sitting in this batch overwrites it
-                else:
-                    self.apply(cur, m)
-
-    @staticmethod
-    def _decide(cur: psycopg.Cursor[Any], m: dict[str, Any], event: str, d: dict[str, Any]) -> None:
-        at = d["timestamp"]
-        cur.execute(
-            """UPDATE candidate_registrations SET status = %s, decision_reasons = %s, decided_by = %s,
-               decided_at = %s, condition = %s, updated_at = %s WHERE registration_id = %s""",
-            (event, d["reasons"], m["actorid"], at, d.get("condition"), at, d["originator_id"]),
-        )
+            for m in rest:
+                self.apply(cur, m)
 
     def _sitting(self, cur: psycopg.Cursor[Any], event: str, d: dict[str, Any]) -> None:
         sid, at = d["originator_id"], d["timestamp"]
@@ -258,12 +278,41 @@ class Candidates:
             )
 
     @staticmethod
-    def _set(cur: psycopg.Cursor[Any], rid: str, at: str, **columns: Any) -> None:
-        sets = "".join(f"{c} = %s, " for c in columns)
-        cur.execute(
-            f"UPDATE candidate_registrations SET {sets}updated_at = %s WHERE registration_id = %s",
-            [*columns.values(), at, rid],
-        )
+    def _set(cur: psycopg.Cursor[Any], rid: str, columns: dict[str, Any]) -> None:
+        sets = ", ".join(f"{c} = %s" for c in columns)
+        cur.execute(f"UPDATE candidate_registrations SET {sets} WHERE registration_id = %s", [*columns.values(), rid])
+
+
+def _changes(m: dict[str, Any], event: str, d: dict[str, Any]) -> dict[str, Any] | None:
+    """The columns of a registration's row that an event sets outright, with their values; None for an
+    event that sets none that way (it merges into a column, or the record does not show it)."""
+    at = d["timestamp"]
+    if event in ("resubmitted", "amended"):
+        f = d["form"]
+        changes = {
+            "name": f["name"], "id_type": f["id_type"], "id_masked": f["id_number"]["masked"],
+            "id_ref": f["id_number"]["ref"], "basis": f["basis"], "form": Jsonb(f), "warnings": Jsonb(d["warnings"]),
+        }  # fmt: skip
+        if event == "resubmitted":
+            changes |= {"status": "submitted", "decision_reasons": ""}
+    elif event in DECISIONS:
+        changes = {"status": event, "decision_reasons": d["reasons"], "decided_by": m["actorid"], "decided_at": at,
+                   "condition": d.get("condition")}  # fmt: skip
+    elif event == "fee_paid":
+        changes = {"fee": Jsonb({"receipt_number": d["receipt_number"], "amount": d["amount"], "paid_at": at})}
+    elif event == "training_account_opened":
+        changes = {"training": Jsonb({"account": d["account"]})}
+    else:
+        return None
+    return changes | {"updated_at": at}
+
+
+# The types of the columns of candidate_registrations that _changes sets, for a rebuild's set-based UPDATE.
+CHANGED_TYPES = {
+    "name": "text", "id_type": "text", "id_masked": "text", "id_ref": "text", "basis": "text", "form": "jsonb",
+    "warnings": "jsonb", "status": "text", "decision_reasons": "text", "decided_by": "text",
+    "decided_at": "timestamptz", "condition": "text", "fee": "jsonb", "training": "jsonb", "updated_at": "timestamptz",
+}  # fmt: skip
 
 
 def _kind(event_type: str) -> tuple[str, str]:

@@ -74,6 +74,35 @@ class Statistics:
                 (event.endswith("confirmed"), d["originator_id"]),
             )
 
+    def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
+        """What `apply` does to each message in turn, for a rebuild: the certificates a batch issues are counted
+        per institution, occupation, level and month, and each count added by one statement, rather than a row
+        updated once per certificate (PostgreSQL walks every version one transaction made of a row on each
+        update of it). A count's row, when new, takes the institution's name from its first certificate, as
+        one at a time. The rest is applied event by event."""
+        counts: dict[tuple[str, str, int, str], list[Any]] = {}  # key -> [institution name, certificates]
+        rest = []
+        for m in messages:
+            if m["type"].startswith(T + "certificate.issued."):
+                d = m["data"]
+                key = (d["institution_id"], d["occupation"], d["level"], d["issued_on"][:7] + "-01")
+                counts.setdefault(key, [d["institution_name"], 0])[1] += 1
+            else:
+                rest.append(m)
+        if counts:
+            keys, values = list(counts), list(counts.values())
+            cur.execute(
+                """INSERT INTO stats_issued (institution_id, institution_name, occupation, level, month, issued)
+                   SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::date[], %s::int[])
+                   ON CONFLICT (institution_id, occupation, level, month)
+                   DO UPDATE SET issued = stats_issued.issued + EXCLUDED.issued""",
+                ([k[0] for k in keys], [v[0] for v in values], [k[1] for k in keys], [k[2] for k in keys],
+                 [k[3] for k in keys], [v[1] for v in values]),
+            )  # fmt: skip
+        with cur.connection.pipeline():
+            for m in rest:
+                self.apply(cur, m)
+
 
 def issued(
     conn: psycopg.Connection[Any],
