@@ -115,23 +115,23 @@ CertSvc = Annotated[Certificates, Depends(certificates)]
 
 
 def principal(
-    request: Request, c: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
-    try:
-        who = request.app.state.tokens.principal(c, credentials.credentials)
-        if who.regional:  # what it reads is narrowed to the institutions filed in its region
-            rows = c.execute("SELECT institution_id::text FROM catalogue_institutions WHERE city_code = %s",
-                             (who.jurisdiction,)).fetchall()  # fmt: skip
-            who = dataclasses.replace(who, institutions=frozenset(r[0] for r in rows))
-        return who
-    except Refused as e:
-        raise Unauthenticated(str(e)) from None
-    finally:
-        # End the lookup's transaction now: a request that goes on to render 5,000 pages must not
-        # sit idle in a transaction (the server ends those after 30 s, failing the request).
-        c.rollback()
+    # A connection of its own, given back as soon as the token is looked up: a request that held it until
+    # its response (a command waiting for its group's commit, a report rendering 5,000 pages) kept it from
+    # every other request, and eight of them held the pool, so 32 clients' registrations queued for it.
+    with request.app.state.pool.connection() as c:
+        try:
+            who = request.app.state.tokens.principal(c, credentials.credentials)
+            if who.regional:  # what it reads is narrowed to the institutions filed in its region
+                rows = c.execute("SELECT institution_id::text FROM catalogue_institutions WHERE city_code = %s",
+                                 (who.jurisdiction,)).fetchall()  # fmt: skip
+                who = dataclasses.replace(who, institutions=frozenset(r[0] for r in rows))
+            return who
+        except Refused as e:
+            raise Unauthenticated(str(e)) from None
 
 
 def allow(*roles: Role) -> Callable[..., Principal]:
