@@ -147,6 +147,81 @@ class Deadlines:
                 (d["exam_id"] if kind == "certificate.issued" else subject, Step.CERTIFICATE_NUMBER),
             )
 
+    def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
+        """What `apply` does to each message in turn, with fewer statements, for a rebuild. A batch's tickets and
+        certificates are its subjects' creation events, so nothing before them in the batch concerns them:
+        - their subjects are copied in at once, and the deadlines a certificate opens (its label and institution
+          are its own);
+        - the certificates of one session add their count and latest day to its numbering once, and its numbering
+          deadline is closed, if still open, with the latest day as it stood at the certificate that completed
+          the count, as one at a time would (the count before the batch is read first).
+        A session with an event of its own in the batch (its results reported or confirmed) is left, with its
+        certificates, to the event-by-event path, which applies the rest in order in one pipeline."""
+        events = [(m, m["type"].removeprefix(T).rpartition(".")[0]) for m in messages]
+        sessions = {m["data"]["originator_id"] for m, kind in events if kind.startswith("exam_session.")}
+        subjects: list[tuple[Any, ...]] = []
+        opened: list[tuple[Any, ...]] = []
+        issued: dict[str, list[date]] = {}  # session -> the days its certificates in the batch were issued, in order
+        rest = []
+        for m, kind in events:
+            d = m["data"]
+            if kind == "sitting.ticket_issued":
+                subjects.append((d["originator_id"], d["institution_id"], f"{d['room']}-{d['seat']}", d["exam_id"]))
+            elif kind == "certificate.issued" and d["exam_id"] not in sessions:
+                subjects.append((d["originator_id"], d["institution_id"], d["number"], None))
+                issued.setdefault(d["exam_id"], []).append(date.fromisoformat(d["issued_on"]))
+                for field, step in OPENS[kind]:
+                    if (due := d.get(field)) is not None:  # stored before the step was tracked
+                        opened.append((d["originator_id"], step, m["aggregateversion"], d["institution_id"], d["number"],
+                                       "", due["start"], due["due"], due["provisional"]))  # fmt: skip
+            else:
+                rest.append(m)
+        if subjects:
+            with cur.copy("COPY deadline_subjects (subject_id, institution_id, label, exam_id) FROM STDIN") as copy:
+                for row in subjects:
+                    copy.write_row(row)
+        if opened:
+            with cur.copy("COPY deadlines (subject_id, step, opened_version, institution_id, label, part, start, due,"
+                          " provisional) FROM STDIN") as copy:  # fmt: skip
+                for row in opened:
+                    copy.write_row(row)
+        if issued:
+            self._number(cur, issued)
+        with cur.connection.pipeline():
+            for m in rest:
+                self.apply(cur, m)
+
+    @staticmethod
+    def _number(cur: psycopg.Cursor[Any], issued: dict[str, list[date]]) -> None:
+        before = {
+            str(exam): (passed, count, last)
+            for exam, passed, count, last in cur.execute(
+                "SELECT exam_id, passed, issued, last_issued_on FROM deadline_numbering WHERE exam_id = ANY(%s::uuid[])",
+                (list(issued),),
+            )
+        }
+        closes: dict[str, date] = {}
+        for exam, days in issued.items():
+            passed, count, last = before.get(exam, (None, 0, None))
+            for day in days:
+                count, last = count + 1, day if last is None else max(last, day)
+                if exam not in closes and passed is not None and count >= passed:
+                    closes[exam] = last  # where the first certificate's attempt to close it would find it
+        cur.execute(
+            """INSERT INTO deadline_numbering (exam_id, issued, last_issued_on)
+               SELECT * FROM unnest(%s::uuid[], %s::int[], %s::date[])
+               ON CONFLICT (exam_id) DO UPDATE SET issued = deadline_numbering.issued + EXCLUDED.issued,
+               last_issued_on = greatest(deadline_numbering.last_issued_on, EXCLUDED.last_issued_on)""",
+            (list(issued), [len(days) for days in issued.values()], [max(days) for days in issued.values()]),
+        )
+        if closes:
+            cur.execute(
+                """UPDATE deadlines SET closed_on = v.day, closed_by = 'certificate.issued', late = v.day > due
+                   FROM unnest(%s::uuid[], %s::date[]) AS v(exam, day)
+                   WHERE subject_id = v.exam AND step = %s AND closed_on IS NULL""",
+                (list(closes), list(closes.values()), Step.CERTIFICATE_NUMBER),
+            )
+
     @staticmethod
     def _subject(cur: psycopg.Cursor[Any], subject: str, institution: str, label: str, exam: str | None = None) -> None:
         cur.execute("INSERT INTO deadline_subjects VALUES (%s, %s, %s, %s)", (subject, institution, label, exam))
