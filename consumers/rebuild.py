@@ -175,24 +175,30 @@ class _Build:
             closing(_ahead(read_as_published(reader, self.app, self.key, head, set(self.by_context), after))) as log,
             conn.cursor() as cur,
         ):
-            batches, more = iter(log), True
-            while more:
-                more = False
-                # One chunk: every batch in it is applied in a savepoint of this transaction (_apply).
-                with conn.transaction():
-                    since_commit = 0
-                    for position, events in batches:
-                        n = _apply(conn, cur, events, self.by_context, self.versions)
-                        applied += n
-                        since_commit += n
-                        self.progress(position, head)
-                        if chunked and since_commit >= CHUNK:
-                            self._analyse_grown(cur)
-                            more = True
-                            break
+            batches = iter(log)
+            while (done := self._apply_chunk(cur, batches, head, CHUNK if chunked else None)) is not None:
+                applied += done
             if chunked:
                 self._analyse_grown(cur, final=True)
         return applied
+
+    def _apply_chunk(
+        self, cur: psycopg.Cursor[Any], batches: Iterator[tuple[int, list[tuple[str, Message]]]], head: int,
+        size: int | None,
+    ) -> int | None:  # fmt: skip
+        """Apply batches until `size` events (or the log's end) in one transaction, each batch in a savepoint of
+        it (_apply), gathering what statistics have grown before the commit. The events applied; None when the
+        log had nothing left."""
+        applied, read = 0, False
+        with self.conn.transaction():
+            for position, events in batches:
+                read = True
+                applied += _apply(self.conn, cur, events, self.by_context, self.versions)
+                self.progress(position, head)
+                if size is not None and applied >= size:
+                    self._analyse_grown(cur)
+                    return applied
+        return applied if read else None
 
     def _analyse_grown(self, cur: psycopg.Cursor[Any], final: bool = False) -> list[tuple[str, int]]:
         """Gather the statistics of every new table that has doubled in size since they were last gathered
