@@ -242,6 +242,23 @@ def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_eve
     assert institutions == {1: i3, 2: i1, 3: i2, 4: i2, 5: i3, 6: None, 7: c, 8: i1}
 
 
+def applied_in_batches(conn, projection, messages, sizes=(None, 1, 3, 7, 2000)) -> list[dict[str, list[tuple]]]:
+    """The projection's tables after applying the messages event by event (size None) and set-based
+    (apply_many) in batches of each size, from empty each time."""
+    results = []
+    for size in sizes:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("TRUNCATE " + ", ".join(projection.tables))
+            if size is None:
+                for m in messages:
+                    projection.apply(cur, m)
+            else:
+                for at in range(0, len(messages), size):
+                    projection.apply_many(cur, messages[at : at + size])
+        results.append({t: rows(conn, t) for t in projection.tables})
+    return results
+
+
 def test_the_catalogue_set_based_as_a_rebuild_writes_it_equals_it_event_by_event(world, conn):
     """A rebuild sums each batch's places taken and given back per plan into one UPDATE (Catalogue.apply_many);
     the plans must come out as applying every event alone makes them, whatever the batches' edges."""
@@ -258,17 +275,7 @@ def test_the_catalogue_set_based_as_a_rebuild_writes_it_equals_it_event_by_event
             reg.review(staff_of(iid), rid, Decision.REJECTED, reasons="不符合申报条件")
     messages = [m for m in bus_messages(reg) if "evaluation_plan" in m["type"] or "institution" in m["type"]]
     assert any("seat_released" in m["type"] for m in messages) and sum("seat_taken" in m["type"] for m in messages) > 30
-    catalogue, results = Catalogue(), []
-    for batch in (None, 7, 2000):
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("TRUNCATE catalogue_plans, catalogue_institutions")
-            if batch is None:
-                for m in messages:
-                    catalogue.apply(cur, m)
-            else:
-                for at in range(0, len(messages), batch):
-                    catalogue.apply_many(cur, messages[at : at + batch])
-        results.append((rows(conn, "catalogue_plans"), rows(conn, "catalogue_institutions")))
+    results = applied_in_batches(conn, Catalogue(), messages, (None, 7, 2000))
     assert results[0] == results[1] == results[2]
 
 
@@ -281,17 +288,7 @@ def test_every_set_based_projection_equals_itself_event_by_event_over_a_lifecycl
     projection = BY_NAME[name]
     full_lifecycle(world, 20)
     messages = [m for m in bus_messages(world.registrations) if m["source"].rpartition("/")[2] in projection.topics]
-    results = []
-    for batch in (None, 1, 3, 7, 2000):
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("TRUNCATE " + ", ".join(projection.tables))
-            if batch is None:
-                for m in messages:
-                    projection.apply(cur, m)
-            else:
-                for at in range(0, len(messages), batch):
-                    projection.apply_many(cur, messages[at : at + batch])
-        results.append({t: rows(conn, t) for t in projection.tables})
+    results = applied_in_batches(conn, projection, messages)
     assert all(sum(len(v) for v in r.values()) > 0 for r in results)
     assert all(r == results[0] for r in results[1:])
 
@@ -322,17 +319,7 @@ def test_the_candidate_record_set_based_as_a_rebuild_writes_it_equals_it_event_b
     again["data"]["timestamp"] = answered["data"]["timestamp"]
     again["data"]["scores"] = {k: "99" for k in recorded["data"]["scores"]}
     messages.insert(messages.index(answered) + 1, again)
-    candidates, results = Candidates(), []
-    for batch in (None, 1, 3, 7, 2000):
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("TRUNCATE " + ", ".join(Candidates.tables))
-            if batch is None:
-                for m in messages:
-                    candidates.apply(cur, m)
-            else:
-                for at in range(0, len(messages), batch):
-                    candidates.apply_many(cur, messages[at : at + batch])
-        results.append({t: rows(conn, t) for t in Candidates.tables})
+    results = applied_in_batches(conn, Candidates(), messages)
     assert all(r == results[0] for r in results[1:])
     assert any(r[3] is not None for r in results[0]["candidate_sittings"])  # scores were recorded
 
