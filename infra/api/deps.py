@@ -119,9 +119,9 @@ def principal(
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("send an API token: Authorization: Bearer skc_…")
-    # A connection of its own, given back as soon as the token is looked up: a request that held it until
-    # its response (a command waiting for its group's commit, a report rendering 5,000 pages) kept it from
-    # every other request, and eight of them held the pool, so 32 clients' registrations queued for it.
+    # A connection of its own, given back (its transaction ended) as soon as the token is looked up: held until
+    # the response, by a command waiting for its group's commit or a report rendering 5,000 pages, it was kept
+    # from every other request (py-spy showed requests waiting for the pool of eight).
     with request.app.state.pool.connection() as c:
         try:
             who = request.app.state.tokens.principal(c, credentials.credentials)
