@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from infra.services.registrations import Decision
-from infra.store.chain import verify
+from infra.store.chain import install, verify
 from tests.builders import candidate, setup_plan, staff_of, working_years_form
 from tests.test_bus import bus  # noqa: F401, F811 (fixture)
 
@@ -40,6 +42,46 @@ def test_an_untouched_history_verifies_and_every_write_is_chained(history, schem
     assert (
         verdict.intact and verdict.events == len(positions(conn, table)) == 18
     )  # 5 registrations, 3 returns, the institution, its signing key and its sample
+
+
+def test_events_saved_together_chain_to_each_other_and_to_what_came_before(history, schema, service):
+    """The trigger runs once per statement: versions 1-3 of one aggregate in one save, then version 4
+    alone, then two aggregates interleaved in one save; verify recomputes every link in Python."""
+    conn, table, name = history
+    a, b = uuid.uuid4(), uuid.uuid4()
+    saves = [[(a, 1), (a, 2), (a, 3)], [(a, 4)], [(b, 1), (a, 5), (b, 2), (a, 6)]]
+    for save in saves:
+        service.recorder.insert_events(
+            [StoredEvent(o, v, "domain.audit:Probe.Stored", f"{o}/{v}".encode()) for o, v in save]
+        )
+    verdict = verify(conn, schema, name)
+    assert verdict.intact and verdict.events == 18 + 8, verdict
+
+
+def test_a_store_chained_per_row_takes_the_per_statement_trigger_and_keeps_one_chain(history, schema, service):
+    """A store made before the chain was computed per statement has a row trigger of the same name;
+    opening it installs the new one, chains what the old one missed, and the chain stays whole."""
+    conn, table, name = history
+    events = service.recorder.events_table_name
+    conn.execute(sql.SQL("DROP TRIGGER skillcert_chain ON {}").format(table))
+    conn.execute(sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
+                 .format(sql.Identifier(schema, "old_chain")))  # fmt: skip
+    conn.execute(sql.SQL("CREATE TRIGGER skillcert_chain BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()")
+                 .format(table, sql.Identifier(schema, "old_chain")))  # fmt: skip
+    conn.commit()
+    a = uuid.uuid4()
+    probe = "domain.audit:Probe.Stored"
+    service.recorder.insert_events([StoredEvent(a, v, probe, b"%d" % v) for v in (1, 2)])  # chained by no one
+    assert not verify(conn, schema, name).intact
+    with psycopg.connect(conn.info.dsn, autocommit=True) as other:
+        install(other, schema, events)
+    (tgtype,) = conn.execute("SELECT t.tgtype FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                             "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE t.tgname = 'skillcert_chain' AND n.nspname = %s", (schema,)).fetchone()  # fmt: skip
+    assert tgtype & 1 == 0  # a statement trigger now
+    service.recorder.insert_events([StoredEvent(a, v, probe, b"%d" % v) for v in (3, 4)])
+    verdict = verify(conn, schema, name)
+    assert verdict.intact and verdict.events == len(positions(conn, table)), verdict
 
 
 def first_review(conn, table, service) -> int:

@@ -1,7 +1,7 @@
 """Tamper evidence: every stored event is chained to its predecessor by SHA-256, along the
 notification log and along its own aggregate.
 
-A trigger computes both links in the same transaction as the insert (the library's insert holds
+A trigger computes both links in the same transaction as the insert (the append function holds
 an exclusive lock on the events table, so positions are chained in order), into `event_chain`.
 `verify` walks the whole history, recomputes every link and reports the first broken one: a
 changed event, a deleted one, one moved to another position, one inserted behind the trigger's
@@ -37,23 +37,49 @@ CREATE TABLE IF NOT EXISTS {schema}.event_chain (
     aggregate_hash bytea NOT NULL,
     UNIQUE (originator_id, originator_version)
 );
+-- Once per statement, over the rows it inserted (a transition table), rather than once per row: a row
+-- trigger looked up the log's head and the aggregate's last link for each event, a fifth of a bulk
+-- save's time on the server (benchmarks.issuance). The links are the same: the rows are taken in
+-- position order, and an event whose predecessor came in the same statement chains to it.
 CREATE OR REPLACE FUNCTION {schema}.skillcert_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     previous bytea;
     own bytea;
     link bytea;
+    r record;
+    positions bigint[] := '{{}}';
+    ids uuid[] := '{{}}';
+    versions bigint[] := '{{}}';
+    logs bytea[] := '{{}}';
+    owns bytea[] := '{{}}';
 BEGIN
     SELECT log_hash INTO previous FROM {schema}.event_chain ORDER BY position DESC LIMIT 1;
-    SELECT aggregate_hash INTO own FROM {schema}.event_chain
-        WHERE originator_id = NEW.originator_id AND originator_version = NEW.originator_version - 1;
-    link := int8send(NEW.notification_id) || uuid_send(NEW.originator_id) || int8send(NEW.originator_version)
-        || int4send(octet_length(NEW.topic)) || convert_to(NEW.topic, 'UTF8') || NEW.state;
-    INSERT INTO {schema}.event_chain VALUES (NEW.notification_id, NEW.originator_id, NEW.originator_version,
-        sha256(coalesce(previous, ''::bytea) || link), sha256(coalesce(own, ''::bytea) || link));
-    RETURN NEW;
+    FOR r IN
+        WITH n AS (SELECT *, row_number() OVER (ORDER BY notification_id) AS i FROM inserted)
+        -- A correlated lookup, one index probe per row: as a join, the planner (knowing nothing of
+        -- the transition table) may hash the whole chain table at every save.
+        SELECT n.*, (SELECT c.aggregate_hash FROM {schema}.event_chain c WHERE c.originator_id = n.originator_id
+                     AND c.originator_version = n.originator_version - 1) AS stored,
+            lag(n.i) OVER (PARTITION BY n.originator_id ORDER BY n.originator_version) AS before_i,
+            lag(n.originator_version) OVER (PARTITION BY n.originator_id ORDER BY n.originator_version) AS before_v
+        FROM n ORDER BY n.i
+    LOOP
+        own := CASE WHEN r.before_v = r.originator_version - 1 THEN owns[r.before_i] ELSE r.stored END;
+        link := int8send(r.notification_id) || uuid_send(r.originator_id) || int8send(r.originator_version)
+            || int4send(octet_length(r.topic)) || convert_to(r.topic, 'UTF8') || r.state;
+        previous := sha256(coalesce(previous, ''::bytea) || link);
+        positions := positions || r.notification_id;
+        ids := ids || r.originator_id;
+        versions := versions || r.originator_version;
+        logs := logs || previous;
+        owns := owns || sha256(coalesce(own, ''::bytea) || link);
+    END LOOP;
+    INSERT INTO {schema}.event_chain SELECT * FROM unnest(positions, ids, versions, logs, owns);
+    RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER skillcert_chain BEFORE INSERT ON {schema}.{events}
-    FOR EACH ROW EXECUTE FUNCTION {schema}.skillcert_chain();
+DROP TRIGGER IF EXISTS skillcert_chain ON {schema}.{events};
+CREATE TRIGGER skillcert_chain AFTER INSERT ON {schema}.{events}
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION {schema}.skillcert_chain();
 """
 
 
@@ -66,9 +92,11 @@ def link(position: int, originator_id: UUID, version: int, topic: str, state: by
 def install(conn: psycopg.Connection[Any], schema: str, events_table: str) -> None:
     """Create the chain and its trigger once; chain the events stored before it existed. The caller
     holds the DDL lock (serialise_ddl)."""
+    # tgtype's lowest bit marks a row trigger: a store made before the chain was computed per
+    # statement gets the new trigger here (the links are the same, nothing is recomputed).
     exists = conn.execute(
         "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE t.tgname = 'skillcert_chain' AND n.nspname = %s",
+        " WHERE t.tgname = 'skillcert_chain' AND n.nspname = %s AND t.tgtype & 1 = 0",
         (schema,),
     ).fetchone()
     if exists:
