@@ -137,7 +137,7 @@ class Service(SkillcertApplication):
     def existing(self, ids: Iterable[UUID]) -> set[UUID]:
         """Which of these aggregates exist, in one query instead of one per id."""
         table = sql.Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
-        query = sql.SQL("SELECT originator_id FROM {} WHERE originator_version = 1 AND originator_id = ANY(%s)")
+        query = sql.SQL("SELECT originator_id FROM {} WHERE originator_version = 1 AND originator_id = ANY(%b)")
         with self.recorder.datastore.transaction(commit=False) as cur:  # type: ignore[attr-defined]
             cur.execute(query.format(table), (list(ids),))
             return {row["originator_id"] for row in cur.fetchall()}

@@ -78,12 +78,13 @@ class Certificates(Service):
     ) -> dict[UUID, str]:
         """One transaction: each counter moves exactly as far as the certificates it numbers."""
         pending: dict[UUID, str] = {}  # what the attempt that commits issued
+        ids = [certificate_id(e.registration_id) for _, e in part]  # a uuid5 each: once, not at every attempt
 
         def attempt() -> list[Aggregate]:
             pending.clear()
             today = self.today()
-            done = self.existing(certificate_id(e.registration_id) for _, e in part)  # a racing issuer's work
-            todo = [(s, e) for s, e in part if certificate_id(e.registration_id) not in done]
+            done = self.existing(ids)  # a racing issuer's work
+            todo = [(s, e) for (s, e), i in zip(part, ids, strict=True) if i not in done]
             counters: dict[Level, SerialCounter] = {}
             certificates = []
             for level in sorted({s.level for s, _ in todo}):

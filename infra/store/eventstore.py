@@ -11,7 +11,7 @@ from typing import Any, ClassVar, cast
 
 import orjson
 import psycopg
-from eventsourcing.application import Application
+from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic, resolve_topic
 from psycopg import sql
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from domain.certificate import SerialCounter
 from domain.exam import ExamSession
+from domain.model import Aggregate
 from domain.plan import EvaluationPlan
 from domain.stock import BlankStock
 
@@ -107,6 +108,23 @@ class SkillcertApplication(Application):
         ExamSession: SNAPSHOT_EVERY,
         BlankStock: 4 * SNAPSHOT_EVERY,  # its state grows with the forms used: fewer, larger snapshots
     }
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """The library's save, without its per-object `isinstance` checks against runtime protocols
+        (DomainEventProtocol, CollectEventsProtocol): on Python 3.11 each costs about 15 µs, a tenth of
+        issuing a certificate (benchmarks.issuance, cProfile). Only our aggregates take this way."""
+        if not all(isinstance(o, Aggregate) for o in objs):
+            return super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[Any] = ProcessingEvent()
+        for aggregate in objs:
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # deprecated in the library, kept as its save does
+        return recordings
 
     def _take_snapshots(self, processing_event: Any) -> None:
         # After the events are saved: a snapshot that cannot be stored costs speed, never the command.
