@@ -115,6 +115,7 @@ def rebuild(
             with conn.transaction():  # sorted once each, with room for a province's (the default is 64 MB)
                 conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
                 create_read_indexes(conn, projections)
+                build.write_versions()
             with conn.transaction():
                 applied += build.swap(head, catch_up=until is None)
             return applied
@@ -162,10 +163,14 @@ class _Build:
         self.conn.execute(sql.SQL("SET {} search_path TO {}, {}").format(
             sql.SQL("LOCAL" if local else ""), self.new, sql.Identifier(self.target)))  # fmt: skip
 
-    def apply_log(self, after: int, head: int, chunked: bool = True) -> int:
+    def apply_log(
+        self, after: int, head: int, chunked: bool = True, versions: dict[tuple[str, str], int] | None = None
+    ) -> int:
         """Apply the log after `after` up to `head`, every batch's statements in one pipeline (every apply is
-        write-only), committing every CHUNK events unless told not to."""
+        write-only), committing every CHUNK events unless told not to. The versions applied go into
+        `versions` (by default the build's)."""
         conn, applied = self.conn, 0
+        versions = self.versions if versions is None else versions
         # The log is read and decoded on a connection and a thread of its own, a few batches ahead: while
         # PostgreSQL applies one batch, Python decodes the next, rather than each waiting for the other.
         # Autocommit: a rebuild's hour-long read holds no snapshot that would keep vacuum from pruning.
@@ -176,7 +181,7 @@ class _Build:
             conn.cursor() as cur,
         ):
             batches = iter(log)
-            while (done := self._apply_chunk(cur, batches, head, CHUNK if chunked else None)) is not None:
+            while (done := self._apply_chunk(cur, batches, head, CHUNK if chunked else None, versions)) is not None:
                 applied += done
             if chunked:
                 self._analyse_grown(cur, final=True)
@@ -184,7 +189,7 @@ class _Build:
 
     def _apply_chunk(
         self, cur: psycopg.Cursor[Any], batches: Iterator[tuple[int, list[tuple[str, Message]]]], head: int,
-        size: int | None,
+        size: int | None, versions: dict[tuple[str, str], int],
     ) -> int | None:  # fmt: skip
         """Apply batches until `size` events (or the log's end) in one transaction, each batch in a savepoint of
         it (_apply), gathering what statistics have grown before the commit. The events applied; None when the
@@ -193,7 +198,7 @@ class _Build:
         with self.conn.transaction():
             for position, events in batches:
                 read = True
-                applied += _apply(self.conn, cur, events, self.by_context, self.versions)
+                applied += _apply(self.conn, cur, events, self.by_context, versions)
                 self.progress(position, head)
                 if size is not None and applied >= size:
                     self._analyse_grown(cur)
@@ -233,6 +238,18 @@ class _Build:
             self.analysed[table] = size
         return grown
 
+    def write_versions(self) -> None:
+        """The versions the build applied, into the new schema's table of versions, before the swap: at a
+        province's size they are millions of rows, which the swap used to copy in while the live consumer
+        waited (one to three minutes at ten million events). The key is made after the rows are in."""
+        versions = sql.Identifier(self.shadow, "projection_versions")
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT projection_versions_pkey").format(versions))
+            with cur.copy(sql.SQL("COPY {} (projection, aggregate_id, version) FROM STDIN").format(versions)) as copy:
+                for (name, aggregate), version in self.versions.items():
+                    copy.write_row((name, aggregate, version))
+            cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (projection, aggregate_id)").format(versions))
+
     def swap(self, head: int, catch_up: bool) -> int:
         """In one transaction: pause the live consumer, apply what was recorded since the rebuild read its head
         (unless it builds as of a moment), and put the new tables in the old ones' place with the versions and
@@ -247,20 +264,27 @@ class _Build:
         conn.execute(
             sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(self.target, "projection_versions"))
         )
-        applied = 0
+        applied, caught = 0, {}
         now = self.app.recorder.max_notification_id() or 0
         if catch_up and now > head:  # what the consumer applied to the old tables meanwhile, and more
             self.search_new_first()
-            applied = self.apply_log(head, now, chunked=False)
+            applied = self.apply_log(head, now, chunked=False, versions=caught)
             conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(live))
+        new_versions = sql.Identifier(self.shadow, "projection_versions")
         with conn.cursor() as cur:
-            for table in ("projection_offsets", "projection_versions"):
-                cur.execute(
-                    sql.SQL("DELETE FROM {} WHERE projection = ANY(%s)").format(sql.Identifier(table)), (names,)
-                )
-            with cur.copy("COPY projection_versions (projection, aggregate_id, version) FROM STDIN") as copy:
-                for (name, aggregate), version in self.versions.items():
-                    copy.write_row((name, aggregate, version))
+            cur.executemany(
+                sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT (projection, aggregate_id)"
+                        " DO UPDATE SET version = EXCLUDED.version").format(new_versions),
+                [(name, aggregate, version) for (name, aggregate), version in caught.items()],
+            )  # fmt: skip
+            cur.execute("DELETE FROM projection_offsets WHERE projection = ANY(%s)", (names,))
+            others = [n for (n,) in cur.execute(PROJECTIONS_WITH_VERSIONS).fetchall() if n not in names]
+            if others:  # some projections rebuilt: theirs are replaced, the others' stay
+                cur.execute("DELETE FROM projection_versions WHERE projection = ANY(%s)", (names,))
+                cur.execute(sql.SQL("INSERT INTO projection_versions SELECT * FROM {}").format(new_versions))
+            else:  # all of them: the new table takes the old one's place, whatever its size
+                cur.execute("DROP TABLE projection_versions")
+                cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(new_versions, live))
             cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
             cur.execute(sql.SQL("INSERT INTO projection_stalls SELECT * FROM {} ON CONFLICT DO NOTHING").format(
                 sql.Identifier(self.shadow, "projection_stalls")))  # fmt: skip
@@ -274,6 +298,18 @@ class _Build:
             conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(self.shadow, table), live))
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(self.new))
         return applied
+
+
+# The projections the live table of versions holds, one index probe each (a loose index scan) rather than a
+# scan of millions of rows.
+PROJECTIONS_WITH_VERSIONS = """
+WITH RECURSIVE names AS (
+    (SELECT projection FROM projection_versions ORDER BY projection LIMIT 1)
+    UNION ALL
+    SELECT (SELECT v.projection FROM projection_versions v WHERE v.projection > names.projection
+            ORDER BY v.projection LIMIT 1) FROM names WHERE names.projection IS NOT NULL
+)
+SELECT projection FROM names WHERE projection IS NOT NULL"""
 
 
 def _ahead(batches: Iterator[T], depth: int = 2) -> Iterator[T]:

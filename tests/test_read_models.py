@@ -197,6 +197,50 @@ def test_a_rebuild_from_the_event_store_equals_the_live_tables_row_for_row(world
     assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == live
 
 
+def test_the_versions_a_rebuild_swaps_in_are_the_live_consumers_whole_or_in_part(world, conn, database_url, schema):
+    """The version guard after a rebuild is the one the live consumer keeps: rebuilding every projection
+    puts a new table of versions in the old one's place (written before the swap, so the live consumer is
+    not paused while millions of rows are copied); rebuilding some replaces theirs and keeps the others'.
+    What the live consumer applies during the rebuild is in it too."""
+    iid, cids = certificates_in_every_state(world)  # the last is not printed
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    versions = "SELECT * FROM projection_versions ORDER BY 1, 2"
+    live = conn.execute(versions).fetchall()
+    assert len({r[0] for r in live}) > 3  # several projections keep versions
+    table_id = "SELECT 'projection_versions'::regclass::oid"
+    before = conn.execute(table_id).fetchone()[0]
+
+    seen: list[int] = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if seen:
+            return
+        seen.append(done)
+        with connect(database_url, schema) as other:
+            world.certificates.print(staff(iid), cids[-1])  # after the rebuild read the head
+            apply_live(other, bus_messages(world.registrations))
+            other.commit()
+
+    rebuild(conn, PROJECTIONS, world.registrations, KEY, progress=meanwhile)
+    conn.commit()
+    after_all = conn.execute(versions).fetchall()
+    assert conn.execute(table_id).fetchone()[0] != before  # swapped, not copied into
+    printed = [r for r in after_all if r[1] == cids[-1] and r[0] == "certificate_registry"]
+    assert printed and printed[0][2] > dict(((r[0], r[1]), r[2]) for r in live)[("certificate_registry", cids[-1])]
+    # The live consumer would have written the same: apply everything again, nothing changes.
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    assert conn.execute(versions).fetchall() == after_all
+    one = [p for p in PROJECTIONS if p.name == "certificate_registry"]
+    swapped = conn.execute(table_id).fetchone()[0]
+    rebuild(conn, one, world.registrations, KEY)
+    conn.commit()
+    assert conn.execute(versions).fetchall() == after_all
+    assert conn.execute(table_id).fetchone()[0] == swapped  # the others' rows stayed where they were
+    assert shadows(conn) == []
+
+
 def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_event(conn):
     """A rebuild writes the audit trail in sets (Audit.apply_many); each event must still take the
     institution it takes one at a time: its own, else its aggregate's first, known before the batch or
