@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 
 import chinese_calendar
 
@@ -103,6 +103,7 @@ def deadline(profile: DeadlineProfile, step: Step, start: date) -> Deadline:
     return Deadline(step=step, start=start, due=due, provisional=provisional)
 
 
+@lru_cache(maxsize=8192)  # a page of deadlines shares a few due days; each call walks the days between
 def working_days_between(today: date, due: date) -> int:
     """Working days left after today up to and including `due` (0: due today); once `due`
     has passed, minus the working days since it, today included."""

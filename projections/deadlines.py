@@ -8,6 +8,7 @@ Subjects (exam sessions, sittings, certificates) are kept to know each one's ins
 
 from __future__ import annotations
 
+import heapq
 from datetime import date
 from typing import Any
 
@@ -252,17 +253,14 @@ def _with_days_left(row: dict[str, Any], today: date) -> dict[str, Any]:
     return row
 
 
-def open_deadlines(
-    conn: psycopg.Connection[Any],
-    today: date,
-    *,
-    institution_id: str | list[str] | None = None,
-    step: str | None = None,
-    overdue: bool = False,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[int, list[dict[str, Any]]]:
-    """Open deadlines, soonest first; `overdue` keeps only those past due today."""
+# A deadline's label: its subject's, after its session's for a sitting, then which part.
+_LABEL = "coalesce(s.label || ' ', '') || d.label || coalesce(' ' || nullif(d.part, ''), '')"
+_ROWS = f"""SELECT d.subject_id, d.step, d.institution_id, {_LABEL} AS label, d.start, d.due, d.provisional
+    FROM deadlines d LEFT JOIN deadline_subjects own ON own.subject_id = d.subject_id
+    LEFT JOIN deadline_subjects s ON s.subject_id = own.exam_id"""
+
+
+def _filters(institution_id: str | list[str] | None, step: str | None, overdue: bool) -> tuple[list[str], list[Any]]:
     where, args = ["d.closed_on IS NULL"], []
     if isinstance(institution_id, list):  # several institutions: an HR department's jurisdiction
         where.append("d.institution_id = ANY(%s::uuid[])")
@@ -273,36 +271,84 @@ def open_deadlines(
     if step:
         where.append("d.step = %s")
         args.append(step)
-    if overdue:  # a provisional due date may move, so it is recounted before it is judged
-        where.append("(d.due < %s OR d.provisional) AND d.step <> ALL(%s)")
-        args += [today, [str(s) for s in WINDOWS]]
-    cond = " AND ".join(where)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"""SELECT d.subject_id, d.step, d.institution_id, coalesce(s.label || ' ', '') || d.label || coalesce(' ' || nullif(d.part, ''), '') AS label,
-                       d.start, d.due, d.provisional
-                FROM deadlines d LEFT JOIN deadline_subjects s ON s.subject_id = (
-                    SELECT exam_id FROM deadline_subjects WHERE subject_id = d.subject_id)
-                WHERE {cond} ORDER BY d.due, label, d.step""",
-            args,
-        )
-        rows = [_with_days_left(r, today) for r in cur.fetchall()]
     if overdue:
-        rows = [r for r in rows if r["overdue"]]
-    return len(rows), rows[offset : offset + limit]
+        where.append("d.step <> ALL(%s)")
+        args.append([str(s) for s in WINDOWS])
+    return where, args
+
+
+def _order(row: dict[str, Any]) -> tuple[date, str, str]:
+    # The SQL's ORDER BY, in Python: labels and steps compared in "C" order, that is by code point.
+    return row["due"], row["label"], row["step"]
+
+
+def _provisional(
+    cur: psycopg.Cursor[Any], where: list[str], args: list[Any], today: date, overdue: bool
+) -> list[dict[str, Any]]:
+    """The open deadlines counted before the calendar knew their year, recounted and judged here: few,
+    those due early next year while the State Council has not yet published its holidays."""
+    cur.execute(f"{_ROWS} WHERE {' AND '.join([*where, 'd.provisional'])}", args)
+    rows = [_with_days_left(r, today) for r in cur.fetchall()]
+    return sorted((r for r in rows if r["overdue"] or not overdue), key=_order)
+
+
+def open_deadlines(
+    conn: psycopg.Connection[Any],
+    today: date,
+    *,
+    institution_id: str | list[str] | None = None,
+    step: str | None = None,
+    overdue: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Open deadlines, soonest first; `overdue` keeps only those past due today. Counted, sorted and cut
+    to the page by PostgreSQL, since a province has tens of thousands open at any time (every one read
+    and judged here took 6 s at a million events); only provisional ones are recounted here, then
+    merged in order."""
+    where, args = _filters(institution_id, step, overdue)
+    settled, settled_args = [*where, "NOT d.provisional"], list(args)
+    if overdue:
+        settled.append("d.due < %s")
+        settled_args.append(today)
+    cond = " AND ".join(settled)
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute(f"SELECT count(*) AS n FROM deadlines d WHERE {cond}", settled_args).fetchone()["n"]
+        cur.execute(f'{_ROWS} WHERE {cond} ORDER BY d.due, ({_LABEL}) COLLATE "C", d.step COLLATE "C" LIMIT %s',
+                    [*settled_args, offset + limit])  # fmt: skip
+        rows = cur.fetchall()
+        provisional = _provisional(cur, where, args, today, overdue)
+    merged = list(heapq.merge(rows, provisional, key=_order))[offset : offset + limit]
+    return total + len(provisional), [r if "overdue" in r else _with_days_left(r, today) for r in merged]
 
 
 def overdue_by_institution(conn: psycopg.Connection[Any], today: date) -> list[dict[str, Any]]:
-    """Per institution: open deadlines, how many are overdue today, per step."""
-    _, rows = open_deadlines(conn, today, limit=10**9)
+    """Per institution: open deadlines, how many are overdue today, per step. Counted by PostgreSQL,
+    but for the provisional ones."""
+    where, args = _filters(None, None, False)
+    windows = [str(s) for s in WINDOWS]
     out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        entry = out.setdefault(str(r["institution_id"]), {"institution_id": r["institution_id"], "open": 0,
-                                                           "overdue": 0, "overdue_by_step": {}})  # fmt: skip
-        entry["open"] += 1
-        if r["overdue"]:
-            entry["overdue"] += 1
-            entry["overdue_by_step"][r["step"]] = entry["overdue_by_step"].get(r["step"], 0) + 1
+
+    def add(institution: Any, step: str, opened: int, late: int) -> None:
+        entry = out.setdefault(str(institution), {"institution_id": institution, "open": 0, "overdue": 0,
+                                                  "overdue_by_step": {}})  # fmt: skip
+        entry["open"] += opened
+        if late:
+            entry["overdue"] += late
+            entry["overdue_by_step"][step] = entry["overdue_by_step"].get(step, 0) + late
+
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT d.institution_id, d.step, count(*) AS open,"
+            " count(*) FILTER (WHERE d.due < %s AND d.step <> ALL(%s)) AS overdue"
+            f" FROM deadlines d WHERE {' AND '.join([*where, 'NOT d.provisional'])}"
+            " GROUP BY d.institution_id, d.step ORDER BY d.institution_id, d.step",
+            [today, windows, *args],
+        )
+        for r in cur.fetchall():
+            add(r["institution_id"], r["step"], r["open"], r["overdue"])
+        for r in _provisional(cur, where, args, today, False):
+            add(r["institution_id"], r["step"], 1, int(r["overdue"]))
     return sorted(out.values(), key=lambda e: (-e["overdue"], str(e["institution_id"])))
 
 

@@ -241,6 +241,72 @@ def test_the_versions_a_rebuild_swaps_in_are_the_live_consumers_whole_or_in_part
     assert shadows(conn) == []
 
 
+def test_pages_of_open_deadlines_cut_by_postgresql_equal_every_deadline_judged_one_by_one(conn):
+    """A page of open deadlines is counted, sorted and cut in PostgreSQL, the provisional ones (due next year,
+    before the calendar knows it) recounted in Python and merged in: the same totals, pages and per-institution
+    counts as reading every open deadline and judging each here, as the monitor did before."""
+    import random
+    from datetime import timedelta
+    from uuid import uuid4
+
+    from domain.deadlines import Step, add_working_days
+    from projections import deadlines as monitor
+
+    rng = random.Random(19)
+    institutions = [uuid4() for _ in range(3)]
+    session = uuid4()
+    conn.execute(
+        "INSERT INTO deadline_subjects VALUES (%s, %s, 'B0001 A 2026-04-10', NULL)", (session, institutions[0])
+    )
+    for k in range(400):
+        subject, institution = uuid4(), rng.choice(institutions)
+        label = f"{rng.choice(['S00004403', '考场 3 座', 'Zeta', 'alpha', '证书'])}{k}"  # unique: no ties to order
+        conn.execute("INSERT INTO deadline_subjects VALUES (%s, %s, %s, %s)",
+                     (subject, institution, label, session if k % 5 == 0 else None))  # fmt: skip
+        start = date(2026, 1, 1) + timedelta(days=rng.randrange(0, 380))
+        due, provisional = add_working_days(start, rng.randrange(1, 40))
+        if k % 4 == 1:  # counted in calendar days: never provisional, and interleaved with those that are
+            due, provisional = start + timedelta(days=rng.randrange(1, 60)), False
+        elif provisional and k % 3 == 0:
+            due += timedelta(days=9)  # counted before a calendar that moved it: the recount changes it
+        conn.execute(
+            "INSERT INTO deadlines (subject_id, step, opened_version, institution_id, label, part, start, due,"
+            " provisional, closed_on) VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s)",
+            (subject, rng.choice(list(Step)).value, institution, label, rng.choice(["", "", "理论知识"]), start, due,
+             provisional, date(2026, 6, 1) if k % 6 == 0 else None),
+        )  # fmt: skip
+    assert conn.execute("SELECT count(*) FROM deadlines WHERE provisional AND closed_on IS NULL").fetchone()[0] > 10
+
+    def judged(today: date, institution=None, step=None, overdue=False) -> list[dict]:
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            everything = cur.execute(
+                "SELECT d.subject_id, d.step, d.institution_id, coalesce(s.label || ' ', '') || d.label"
+                " || coalesce(' ' || nullif(d.part, ''), '') AS label, d.start, d.due, d.provisional FROM deadlines d"
+                " LEFT JOIN deadline_subjects s ON s.subject_id = (SELECT exam_id FROM deadline_subjects"
+                " WHERE subject_id = d.subject_id) WHERE d.closed_on IS NULL"
+            ).fetchall()
+        rows = [monitor._with_days_left(r, today) for r in everything]
+        rows = [r for r in rows if (institution is None or r["institution_id"] == institution)
+                and (step is None or r["step"] == step) and (r["overdue"] or not overdue)]  # fmt: skip
+        return sorted(rows, key=lambda r: (r["due"], r["label"], r["step"]))
+
+    for today in (date(2026, 3, 2), date(2026, 12, 31), date(2027, 2, 10)):
+        for institution, step, overdue in ((None, None, False), (None, None, True), (institutions[1], None, True),
+                                           (None, "data_reported", False)):  # fmt: skip
+            expected = judged(today, institution, step, overdue)
+            for offset, limit in ((0, 50), (37, 20), (len(expected) - 5, 50)):
+                got = monitor.open_deadlines(conn, today, institution_id=str(institution) if institution else None,
+                                             step=step, overdue=overdue, limit=limit, offset=max(offset, 0))  # fmt: skip
+                assert got == (len(expected), expected[max(offset, 0) : max(offset, 0) + limit]), (today, offset)
+        summary = {str(e["institution_id"]): (e["open"], e["overdue"], e["overdue_by_step"])
+                   for e in monitor.overdue_by_institution(conn, today)}  # fmt: skip
+        everything = judged(today)
+        for institution in institutions:
+            mine = [r for r in everything if r["institution_id"] == institution]
+            late = [r["step"] for r in mine if r["overdue"]]
+            assert summary[str(institution)] == (len(mine), len(late), {s: late.count(s) for s in set(late)})
+
+
 def test_the_audit_trail_set_based_as_a_rebuild_writes_it_equals_it_event_by_event(conn):
     """A rebuild writes the audit trail in sets (Audit.apply_many); each event must still take the
     institution it takes one at a time: its own, else its aggregate's first, known before the batch or
