@@ -206,10 +206,10 @@ class Candidates:
             by_columns.setdefault(tuple(sorted(columns)), []).append((rid, columns))
         for columns, regs in by_columns.items():
             cur.execute(
-                sql.SQL("UPDATE candidate_registrations r SET {} FROM unnest(%s::uuid[], {}) AS v(id, {})"
+                sql.SQL("UPDATE candidate_registrations r SET {} FROM unnest(%b::uuid[], {}) AS v(id, {})"
                         " WHERE r.registration_id = v.id").format(
                     sql.SQL(", ").join(sql.SQL("{0} = v.{0}").format(sql.Identifier(c)) for c in columns),
-                    sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(CHANGED_TYPES[c])) for c in columns),
+                    sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(CHANGED_TYPES[c])) for c in columns),
                     sql.SQL(", ").join(map(sql.Identifier, columns)),
                 ),
                 [[rid for rid, _ in regs], *([values[c] for _, values in regs] for c in columns)],
@@ -219,7 +219,7 @@ class Candidates:
             cur.execute(
                 """UPDATE candidate_sittings s SET exam = s.exam || v.patch,
                    scores = CASE WHEN v.scored THEN v.scores ELSE s.scores END, updated_at = v.at
-                   FROM unnest(%s::uuid[], %s::jsonb[], %s::bool[], %s::jsonb[], %s::timestamptz[])
+                   FROM unnest(%b::uuid[], %b::jsonb[], %b::bool[], %b::jsonb[], %b::timestamptz[])
                         AS v(id, patch, scored, scores, at)
                    WHERE s.sitting_id = v.id""",
                 (ids, [Jsonb(c[0]) for c in changes], [c[1] for c in changes], [c[2] for c in changes],

@@ -197,7 +197,7 @@ class Deadlines:
         before = {
             str(exam): (passed, count, last)
             for exam, passed, count, last in cur.execute(
-                "SELECT exam_id, passed, issued, last_issued_on FROM deadline_numbering WHERE exam_id = ANY(%s::uuid[])",
+                "SELECT exam_id, passed, issued, last_issued_on FROM deadline_numbering WHERE exam_id = ANY(%b::uuid[])",
                 (list(issued),),
             )
         }
@@ -210,7 +210,7 @@ class Deadlines:
                     closes[exam] = last  # where the first certificate's attempt to close it would find it
         cur.execute(
             """INSERT INTO deadline_numbering (exam_id, issued, last_issued_on)
-               SELECT * FROM unnest(%s::uuid[], %s::int[], %s::date[])
+               SELECT * FROM unnest(%b::uuid[], %b::int[], %b::date[])
                ON CONFLICT (exam_id) DO UPDATE SET issued = deadline_numbering.issued + EXCLUDED.issued,
                last_issued_on = greatest(deadline_numbering.last_issued_on, EXCLUDED.last_issued_on)""",
             (list(issued), [len(days) for days in issued.values()], [max(days) for days in issued.values()]),
@@ -218,7 +218,7 @@ class Deadlines:
         if closes:
             cur.execute(
                 """UPDATE deadlines SET closed_on = v.day, closed_by = 'certificate.issued', late = v.day > due
-                   FROM unnest(%s::uuid[], %s::date[]) AS v(exam, day)
+                   FROM unnest(%b::uuid[], %b::date[]) AS v(exam, day)
                    WHERE subject_id = v.exam AND step = %s AND closed_on IS NULL""",
                 (list(closes), list(closes.values()), Step.CERTIFICATE_NUMBER),
             )

@@ -93,7 +93,7 @@ class Statistics:
             keys, values = list(counts), list(counts.values())
             cur.execute(
                 """INSERT INTO stats_issued (institution_id, institution_name, occupation, level, month, issued)
-                   SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::int[], %s::date[], %s::int[])
+                   SELECT * FROM unnest(%b::uuid[], %b::text[], %b::text[], %b::int[], %b::date[], %b::int[])
                    ON CONFLICT (institution_id, occupation, level, month)
                    DO UPDATE SET issued = stats_issued.issued + EXCLUDED.issued""",
                 ([k[0] for k in keys], [v[0] for v in values], [k[1] for k in keys], [k[2] for k in keys],

@@ -193,7 +193,7 @@ def apply_batch(
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"apply:{topic}", partition))
         cur.execute(
             "SELECT projection, aggregate_id::text, version FROM projection_versions"
-            " WHERE projection = ANY(%s) AND aggregate_id = ANY(%s::uuid[]) FOR UPDATE",
+            " WHERE projection = ANY(%s) AND aggregate_id = ANY(%b::uuid[]) FOR UPDATE",
             (names, aggregates),
         )
         versions = {(name, agg): v for name, agg, v in cur.fetchall()}
