@@ -14,7 +14,7 @@ from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
 from infra.services.registrations import Decision
-from infra.store.chain import install, verify
+from infra.store.chain import SLICE, install, verify
 from tests.builders import candidate, setup_plan, staff_of, working_years_form
 from tests.test_bus import bus  # noqa: F401, F811 (fixture)
 
@@ -49,13 +49,15 @@ def test_events_saved_together_chain_to_each_other_and_to_what_came_before(histo
     alone, then two aggregates interleaved in one save; verify recomputes every link in Python."""
     conn, table, name = history
     a, b = uuid.uuid4(), uuid.uuid4()
-    saves = [[(a, 1), (a, 2), (a, 3)], [(a, 4)], [(b, 1), (a, 5), (b, 2), (a, 6)]]
+    many = [(uuid.uuid4(), 1) for _ in range(2 * SLICE + 40)]  # one statement, written in three slices
+    many[5], many[SLICE + 7], many[-3] = (b, 3), (b, 4), (b, 5)  # one aggregate across the slices
+    saves = [[(a, 1), (a, 2), (a, 3)], [(a, 4)], [(b, 1), (a, 5), (b, 2), (a, 6)], many]
     for save in saves:
         service.recorder.insert_events(
             [StoredEvent(o, v, "domain.audit:Probe.Stored", f"{o}/{v}".encode()) for o, v in save]
         )
     verdict = verify(conn, schema, name)
-    assert verdict.intact and verdict.events == 18 + 8, verdict
+    assert verdict.intact and verdict.events == 18 + 8 + 2 * SLICE + 40, verdict
 
 
 def test_a_store_chained_per_row_takes_the_per_statement_trigger_and_keeps_one_chain(history, schema, service):

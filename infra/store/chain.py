@@ -28,6 +28,8 @@ from domain.audit import Checkpoint, Signer, signed_bytes
 from domain.model import Actor
 from infra.store.signing import published_public_key, signed_by
 
+SLICE = 10_000  # chain records the trigger holds before writing them, in a statement of many events
+
 DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_chain (
     position bigint PRIMARY KEY,
@@ -73,8 +75,16 @@ BEGIN
         versions := versions || r.originator_version;
         logs := logs || previous;
         owns := owns || sha256(coalesce(own, ''::bytea) || link);
+        -- Written in slices, so that a bulk load of millions in one statement holds only a slice here.
+        -- An event chains to its aggregate's predecessor in `owns`, which therefore stays whole.
+        IF cardinality(positions) >= {slice} THEN
+            INSERT INTO {schema}.event_chain
+                SELECT * FROM unnest(positions, ids, versions, logs, owns[cardinality(owns) - {slice} + 1:]);
+            positions := '{{}}'; ids := '{{}}'; versions := '{{}}'; logs := '{{}}';
+        END IF;
     END LOOP;
-    INSERT INTO {schema}.event_chain SELECT * FROM unnest(positions, ids, versions, logs, owns);
+    INSERT INTO {schema}.event_chain
+        SELECT * FROM unnest(positions, ids, versions, logs, owns[cardinality(owns) - cardinality(positions) + 1:]);
     RETURN NULL;
 END $$;
 DROP TRIGGER IF EXISTS skillcert_chain ON {schema}.{events};
@@ -104,7 +114,11 @@ def install(conn: psycopg.Connection[Any], schema: str, events_table: str) -> No
     with conn.transaction():
         events = sql.Identifier(schema, events_table)
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(events))  # no writer while we backfill
-        conn.execute(sql.SQL(DDL).format(schema=sql.Identifier(schema), events=sql.Identifier(events_table)))
+        conn.execute(
+            sql.SQL(DDL).format(
+                schema=sql.Identifier(schema), events=sql.Identifier(events_table), slice=sql.Literal(SLICE)
+            )
+        )
         head = conn.execute(sql.SQL("SELECT max(position) FROM {}").format(sql.Identifier(schema, "event_chain")))
         after = head.fetchone()[0] or 0
         rows = conn.execute(
