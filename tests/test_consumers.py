@@ -4,6 +4,7 @@ restarted; either way the tables equal a rebuild from the event store row for ro
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -124,6 +125,10 @@ def test_through_the_broker_every_read_model_is_built_and_equals_a_rebuild(
             conn.commit()
         lagged = bus.cli("projections", "lag", "--json")
         assert lagged.returncode == 0 and '"events_behind": 0' in lagged.stdout
+        # Piped, at 80 columns: every projection named in full, each with its figures on its line.
+        table = bus.cli("projections", "lag").stdout
+        for p in PROJECTIONS:
+            assert re.search(rf"│ {p.name} +│ current +│ +0 │", table), table
         bus.stop_all()  # the worker stops; the rebuild works alone
         rebuilt_equals(database_url, schema, app, live)
     finally:

@@ -125,7 +125,15 @@ def projections_lag(as_json: bool = typer.Option(False, "--json", help="print JS
     if as_json:
         console.print_json(json.dumps(report, default=str))
         return
-    table = Table("projection", "status", "events behind", "seconds behind", "last applied", "partitions")
+    # Names and figures are never cut (at 80 columns, as when piped, rich cut "certificate_registry" to
+    # "certificat…"); the timestamps and the partitions wrap instead.
+    table = Table()
+    table.add_column("projection", no_wrap=True, min_width=max((len(r["projection"]) for r in report), default=10))
+    table.add_column("status", no_wrap=True, min_width=7)
+    table.add_column("behind", justify="right", no_wrap=True)  # events
+    table.add_column("seconds", justify="right", no_wrap=True)
+    table.add_column("last applied", overflow="fold")
+    table.add_column("partitions", overflow="fold")
     for r in report:
         parts = ", ".join(f"{p['topic']}[{p['partition']}]@{p['offset']}" for p in r["partitions"])
         table.add_row(r["projection"], r["status"], str(r["events_behind"]), str(r["seconds_behind"]),
