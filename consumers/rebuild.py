@@ -5,8 +5,8 @@ projections' topics exactly as the consumer would, as the bus would carry it. It
 tables in a schema of its own (the read models' schema's name with `__rebuild`), committing as it
 goes, while readers and the live consumer go on using the old tables; then, in one short
 transaction, it stops the consumer, applies what was recorded since it began, and swaps the new
-tables in. The projections' Kafka offsets are forgotten; their per-aggregate versions (written at
-the swap) make the live consumer skip what the rebuild already applied.
+tables in. The projections' Kafka offsets are forgotten; their per-aggregate versions (written beside
+the new tables, swapped in with them) make the live consumer skip what the rebuild already applied.
 
 Built in one transaction, as it was until the province benchmark, a rebuild blocked every reader
 of its tables for its whole length, and every UPDATE left a row version nothing could prune before
@@ -138,8 +138,8 @@ def rebuild(
 @dataclass
 class _Build:
     """One rebuild: its projections, where it builds (`shadow`) and for which schema (`target`), and the
-    version guard, kept in memory because the log is applied in order, each event once, and written at
-    the swap."""
+    version guard, kept in memory because the log is applied in order, each event once, and written just
+    before the swap."""
 
     conn: psycopg.Connection[Any]
     projections: list[Projection]
