@@ -305,7 +305,7 @@ def open_deadlines(
     """Open deadlines, soonest first; `overdue` keeps only those past due today. Counted, sorted and cut
     to the page by PostgreSQL, since a province has tens of thousands open at any time (every one read
     and judged here took 6 s at a million events); only provisional ones are recounted here, then
-    merged in order."""
+    merged in order. A page reads at most its length and the provisional ones, however deep it is."""
     where, args = _filters(institution_id, step, overdue)
     settled, settled_args = [*where, "NOT d.provisional"], list(args)
     if overdue:
@@ -314,12 +314,24 @@ def open_deadlines(
     cond = " AND ".join(settled)
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(f"SELECT count(*) AS n FROM deadlines d WHERE {cond}", settled_args).fetchone()["n"]
-        cur.execute(f'{_ROWS} WHERE {cond} ORDER BY d.due, ({_LABEL}) COLLATE "C", d.step COLLATE "C" LIMIT %s',
-                    [*settled_args, offset + limit])  # fmt: skip
-        rows = cur.fetchall()
         provisional = _provisional(cur, where, args, today, overdue)
-    merged = list(heapq.merge(rows, provisional, key=_order))[offset : offset + limit]
-    return total + len(provisional), [r if "overdue" in r else _with_days_left(r, today) for r in merged]
+        counted = len(provisional)
+        # A page at `offset` of the merged list starts at or after settled row offset - len(provisional):
+        # only those rows are read, however deep the page.
+        skip = max(0, offset - len(provisional))
+        cur.execute(f'{_ROWS} WHERE {cond} ORDER BY d.due, ({_LABEL}) COLLATE "C", d.step COLLATE "C"'
+                    " OFFSET %s LIMIT %s", [*settled_args, skip, offset + limit - skip])  # fmt: skip
+        rows = cur.fetchall()
+    start = 0  # the position in the whole merged list of what is merged here
+    if skip:
+        if not rows:  # the page lies past every settled row, and so past every provisional one
+            return total + counted, []
+        # Provisional deadlines sorting before the first row read come before the page (fewer than `skip`
+        # settled rows precede each of them).
+        before = sum(1 for p in provisional if _order(p) < _order(rows[0]))
+        provisional, start = provisional[before:], skip + before
+    merged = list(heapq.merge(rows, provisional, key=_order))[offset - start : offset - start + limit]
+    return total + counted, [r if "overdue" in r else _with_days_left(r, today) for r in merged]
 
 
 def overdue_by_institution(conn: psycopg.Connection[Any], today: date) -> list[dict[str, Any]]:

@@ -294,7 +294,8 @@ def test_pages_of_open_deadlines_cut_by_postgresql_equal_every_deadline_judged_o
         for institution, step, overdue in ((None, None, False), (None, None, True), (institutions[1], None, True),
                                            (None, "data_reported", False)):  # fmt: skip
             expected = judged(today, institution, step, overdue)
-            for offset, limit in ((0, 50), (37, 20), (len(expected) - 5, 50)):
+            for offset, limit in ((0, 50), (5, 7), (37, 20), (len(expected) // 2, 30), (len(expected) - 5, 50),
+                                  (len(expected) + 10, 5)):  # fmt: skip
                 got = monitor.open_deadlines(conn, today, institution_id=str(institution) if institution else None,
                                              step=step, overdue=overdue, limit=limit, offset=max(offset, 0))  # fmt: skip
                 assert got == (len(expected), expected[max(offset, 0) : max(offset, 0) + limit]), (today, offset)
