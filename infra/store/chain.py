@@ -40,9 +40,10 @@ CREATE TABLE IF NOT EXISTS {schema}.event_chain (
     UNIQUE (originator_id, originator_version)
 );
 -- Once per statement, over the rows it inserted (a transition table), rather than once per row: a row
--- trigger looked up the log's head and the aggregate's last link for each event, a fifth of a bulk
--- save's time on the server (benchmarks.issuance). The links are the same: the rows are taken in
--- position order, and an event whose predecessor came in the same statement chains to it.
+-- trigger looked up the log's head and the aggregate's last link for each event (10,000 events in one
+-- statement: 0.47 to 0.67 s with it, 0.39 to 0.49 with this, 0.28 to 0.45 with none). The links are the
+-- same: the rows are taken in position order, and an event whose predecessor came in the same statement
+-- chains to it.
 CREATE OR REPLACE FUNCTION {schema}.skillcert_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     previous bytea;

@@ -65,7 +65,7 @@ class Recorder(PostgresApplicationRecorder):
             )
         )
         # Binary parameters (%b): as text, each state is hex-escaped by a regex on the way out and parsed
-        # back by the server, a tenth of a bulk save's time (benchmarks.issuance, cProfile).
+        # back by the server.
         self.append_statement = SQL("SELECT * FROM {}.{}(%b, %b, %b, %b)").format(schema, Identifier(FUNCTION))
         self._saves: GroupCommit[list[StoredEvent], list[int]] = GroupCommit(self._insert_together, most=500)
 
