@@ -46,6 +46,7 @@ CLOSES = {
 }
 # A window is open until its day passes; it is never overdue.
 WINDOWS = {Step.REVIEW_WINDOW}
+_WINDOW_STEPS = sorted(str(s) for s in WINDOWS)  # as a query's parameter
 
 
 class Deadlines:
@@ -273,7 +274,7 @@ def _filters(institution_id: str | list[str] | None, step: str | None, overdue: 
         args.append(step)
     if overdue:
         where.append("d.step <> ALL(%s)")
-        args.append([str(s) for s in WINDOWS])
+        args.append(_WINDOW_STEPS)
     return where, args
 
 
@@ -315,30 +316,28 @@ def open_deadlines(
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(f"SELECT count(*) AS n FROM deadlines d WHERE {cond}", settled_args).fetchone()["n"]
         provisional = _provisional(cur, where, args, today, overdue)
-        counted = len(provisional)
+        total += len(provisional)
         # A page at `offset` of the merged list starts at or after settled row offset - len(provisional):
         # only those rows are read, however deep the page.
         skip = max(0, offset - len(provisional))
         cur.execute(f'{_ROWS} WHERE {cond} ORDER BY d.due, ({_LABEL}) COLLATE "C", d.step COLLATE "C"'
                     " OFFSET %s LIMIT %s", [*settled_args, skip, offset + limit - skip])  # fmt: skip
-        rows = cur.fetchall()
+        rows = [_with_days_left(r, today) for r in cur.fetchall()]
     start = 0  # the position in the whole merged list of what is merged here
     if skip:
         if not rows:  # the page lies past every settled row, and so past every provisional one
-            return total + counted, []
+            return total, []
         # Provisional deadlines sorting before the first row read come before the page (fewer than `skip`
         # settled rows precede each of them).
         before = sum(1 for p in provisional if _order(p) < _order(rows[0]))
         provisional, start = provisional[before:], skip + before
-    merged = list(heapq.merge(rows, provisional, key=_order))[offset - start : offset - start + limit]
-    return total + counted, [r if "overdue" in r else _with_days_left(r, today) for r in merged]
+    return total, list(heapq.merge(rows, provisional, key=_order))[offset - start : offset - start + limit]
 
 
 def overdue_by_institution(conn: psycopg.Connection[Any], today: date) -> list[dict[str, Any]]:
     """Per institution: open deadlines, how many are overdue today, per step. Counted by PostgreSQL,
     but for the provisional ones."""
     where, args = _filters(None, None, False)
-    windows = [str(s) for s in WINDOWS]
     out: dict[str, dict[str, Any]] = {}
 
     def add(institution: Any, step: str, opened: int, late: int) -> None:
@@ -355,7 +354,7 @@ def overdue_by_institution(conn: psycopg.Connection[Any], today: date) -> list[d
             " count(*) FILTER (WHERE d.due < %s AND d.step <> ALL(%s)) AS overdue"
             f" FROM deadlines d WHERE {' AND '.join([*where, 'NOT d.provisional'])}"
             " GROUP BY d.institution_id, d.step ORDER BY d.institution_id, d.step",
-            [today, windows, *args],
+            [today, _WINDOW_STEPS, *args],
         )
         for r in cur.fetchall():
             add(r["institution_id"], r["step"], r["open"], r["overdue"])
