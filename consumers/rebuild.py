@@ -25,6 +25,7 @@ savepoint, and an event a projection cannot apply is left out and recorded in pr
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import queue
 import threading
@@ -149,6 +150,9 @@ class _Build:
     target: str
     shadow: str
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    # What set-based projections remember of what they wrote (Audit.apply_many's memo), from the empty tables
+    # on; None once a batch was applied event by event, which they cannot follow.
+    memos: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     analysed: dict[str, int] = field(default_factory=dict)  # new table -> its size when last analysed
 
     def __post_init__(self) -> None:
@@ -157,6 +161,9 @@ class _Build:
             for context in p.topics:
                 self.by_context.setdefault(context, []).append(p)
         self.new = sql.Identifier(self.shadow)
+        for p in self.projections:
+            if "memo" in inspect.signature(getattr(p, "apply_many", lambda: None)).parameters:
+                self.memos[p.name] = {}
 
     def search_new_first(self, local: bool = True) -> None:
         """The new tables first; tables of projections not being rebuilt are read where they are."""
@@ -198,7 +205,7 @@ class _Build:
         with self.conn.transaction():
             for position, events in batches:
                 read = True
-                applied += _apply(self.conn, cur, events, self.by_context, versions)
+                applied += _apply(self.conn, cur, events, self.by_context, versions, self.memos)
                 self.progress(position, head)
                 if size is not None and applied >= size:
                     self._analyse_grown(cur)
@@ -384,16 +391,21 @@ def _apply(
     events: list[tuple[str, Message]],
     by_context: dict[str, list[Projection]],
     versions: dict[tuple[str, str], int],
+    memos: dict[str, dict[str, Any] | None],
 ) -> int:
     """Apply a batch in one pipeline within a savepoint; if anything in it fails, again one event at
-    a time, leaving out (and recording) what a projection cannot apply."""
+    a time, leaving out (and recording) what a projection cannot apply. `memos`: the build's (_Build)."""
     try:
         with conn.transaction():
             # Projections own disjoint tables, so each can take the batch on its own: those that can
             # apply it set-based do, outside the pipeline (COPY cannot run in one), the rest event by event.
             whole = {p.name: p for ps in by_context.values() for p in ps if hasattr(p, "apply_many")}
             for projection in whole.values():
-                projection.apply_many(cur, [m for context, m in events if projection in by_context[context]])
+                mine = [m for context, m in events if projection in by_context[context]]
+                if projection.name in memos:
+                    projection.apply_many(cur, mine, memos[projection.name])
+                else:
+                    projection.apply_many(cur, mine)
             with conn.pipeline():
                 for context, m in events:
                     for projection in by_context[context]:
@@ -401,6 +413,8 @@ def _apply(
                             projection.apply(cur, m)
     except Exception:  # whatever it was, the slow path finds the event and says which
         log.warning("a rebuild batch failed; applying it event by event to find what cannot be applied")
+        for name in memos:
+            memos[name] = None  # what they remember was rolled back, and the event-by-event path writes around them
     else:
         for context, m in events:
             for projection in by_context[context]:

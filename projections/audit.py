@@ -26,7 +26,7 @@ class Audit:
         return [
             """CREATE TABLE IF NOT EXISTS audit_events (
                 position bigint PRIMARY KEY,
-                event_id uuid NOT NULL UNIQUE,
+                event_id uuid NOT NULL,
                 type text NOT NULL,
                 aggregate_id uuid NOT NULL,
                 aggregate_version int NOT NULL,
@@ -44,6 +44,10 @@ class Audit:
 
     def read_indexes(self) -> list[str]:
         return [
+            # The events' ids are random: kept unique row by row, their index cost a rebuild more than the rest
+            # of the trail at a million events; sorted once at the end, a few seconds. (Named as the UNIQUE
+            # constraint that made it before, so tables made then are left as they are.)
+            "CREATE UNIQUE INDEX IF NOT EXISTS audit_events_event_id_key ON audit_events (event_id)",
             "CREATE INDEX IF NOT EXISTS audit_events_aggregate ON audit_events (aggregate_id, aggregate_version)",
             "CREATE INDEX IF NOT EXISTS audit_events_actor ON audit_events (actor_id, position)",
             "CREATE INDEX IF NOT EXISTS audit_events_institution ON audit_events (institution_id, at, position)",
@@ -71,27 +75,25 @@ class Audit:
             ),
         )  # fmt: skip
 
-    def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
+    def apply_many(
+        self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]], memo: dict[str, Any] | None = None
+    ) -> None:
         """What `apply` does to each message in turn, set-based: a rebuild writes one audit row per event,
-        and two statements per event cost it more than every other projection together. The rows are
-        copied into a staging table and merged by two statements. Each event takes its institution as
-        `apply` would: its own; else the one its aggregate was first recorded with, before this batch or
-        earlier in it; else its actor's."""
+        and two statements per event cost it more than every other projection together. Each event takes
+        its institution as `apply` would: its own; else the one its aggregate was first recorded with,
+        before this batch or earlier in it; else its actor's.
+
+        With a `memo` (a rebuild from empty tables, every event once, in order), the institution each
+        aggregate was first recorded with is remembered in it, so the rows are resolved here and copied
+        straight into the tables. Without one, the tables may hold what nothing here knows: the rows are
+        copied into a staging table and merged by two statements that look the aggregates up."""
+        if memo is not None:
+            return self._copy(cur, messages, memo.setdefault("institutions", {}))
         cur.execute(STAGE_DDL)
         with cur.copy(STAGE_COPY) as copy:
             for m in messages:
-                d = m["data"]
-                actor = d.get("actor") or {}
-                institution = d.get("institution_id")
-                if m["type"].startswith("cn.skillcert.institution."):
-                    institution = m["aggregateid"]
-                copy.write_row(
-                    (
-                        m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"],
-                        m["actorrole"], actor.get("request_id"), institution, actor.get("institution_id"), m["time"],
-                        Jsonb(d),
-                    )
-                )  # fmt: skip
+                institution, actors = _institution(m)
+                copy.write_row(_row(m, institution, actors))
         cur.execute(
             """WITH first AS (SELECT DISTINCT ON (aggregate_id) aggregate_id, own, position FROM audit_stage
                               WHERE own IS NOT NULL ORDER BY aggregate_id, position)
@@ -109,6 +111,44 @@ class Audit:
         )
         cur.execute("TRUNCATE audit_stage")
 
+    @staticmethod
+    def _copy(cur: psycopg.Cursor[Any], messages: list[dict[str, Any]], institutions: dict[str, str]) -> None:
+        first: list[tuple[str, str]] = []
+        with cur.copy(EVENTS_COPY) as copy:
+            for m in messages:
+                own, actors = _institution(m)
+                aggregate = m["aggregateid"]
+                known = institutions.get(aggregate)
+                if own is not None and known is None:
+                    institutions[aggregate] = own
+                    first.append((aggregate, own))
+                copy.write_row(_row(m, own or known or actors))
+        if first:
+            with cur.copy("COPY audit_aggregates (aggregate_id, institution_id) FROM STDIN") as copy:
+                for row in first:
+                    copy.write_row(row)
+
+
+def _institution(m: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the event's own institution, its actor's)."""
+    d = m["data"]
+    if m["type"].startswith("cn.skillcert.institution."):
+        return m["aggregateid"], (d.get("actor") or {}).get("institution_id")
+    return d.get("institution_id"), (d.get("actor") or {}).get("institution_id")
+
+
+def _row(m: dict[str, Any], *institutions: str | None) -> tuple[Any, ...]:
+    d = m["data"]
+    return (
+        m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"], m["actorrole"],
+        (d.get("actor") or {}).get("request_id"), *institutions, m["time"], Jsonb(d),
+    )  # fmt: skip
+
+
+EVENTS_COPY = (
+    "COPY audit_events (position, event_id, type, aggregate_id, aggregate_version, actor_id, actor_role, request_id,"
+    " institution_id, at, data) FROM STDIN"
+)
 
 # Per session, emptied after each use: what apply_many copies in before merging.
 STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS audit_stage (
