@@ -56,9 +56,7 @@ class Audit:
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
         d = m["data"]
         actor = d.get("actor") or {}
-        institution = d.get("institution_id")
-        if m["type"].startswith("cn.skillcert.institution."):
-            institution = m["aggregateid"]
+        institution, _ = _institution(m)
         if institution is not None:
             cur.execute(
                 "INSERT INTO audit_aggregates VALUES (%s, %s) ON CONFLICT DO NOTHING", (m["aggregateid"], institution)
@@ -87,8 +85,8 @@ class Audit:
         aggregate was first recorded with is remembered in it, so the rows are resolved here and copied
         straight into the tables. Without one, the tables may hold what nothing here knows: the rows are
         copied into a staging table and merged by two statements that look the aggregates up."""
-        if memo is not None:
-            return self._copy(cur, messages, memo.setdefault("institutions", {}))
+        if memo is not None:  # aggregate -> its first institution
+            return self._copy(cur, messages, memo)
         cur.execute(STAGE_DDL)
         with cur.copy(STAGE_COPY) as copy:
             for m in messages:
