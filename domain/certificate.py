@@ -6,6 +6,7 @@ from __future__ import annotations
 import unicodedata
 from datetime import date
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -86,6 +87,7 @@ class SerialCounter(Aggregate):
         self.last = first + count - 1
 
 
+@lru_cache(maxsize=1 << 14)  # issuance asks twice per certificate: the service, for racing issuers, and issue()
 def certificate_id(registration_id: UUID) -> UUID:
     # One certificate per registration: issuing twice collides in the event store.
     return uuid5(NAMESPACE_URL, f"skillcert:certificate:{registration_id}")

@@ -106,9 +106,12 @@ class Certificates(Service):
 
     def _counter(self, actor: Actor, institution: Institution, year: int, level: Level) -> SerialCounter:
         cid = counter_id(institution.id, year, level)
-        if cid in self.repository:
-            return self.get(SerialCounter, cid, "serial counter")
-        return SerialCounter.open(actor, institution.id, institution.filing.prefix, year, level)
+        try:  # one load, not a look first: `cid in self.repository` loads the whole aggregate too
+            counter = self.repository.get(cid)
+        except AggregateNotFoundError:
+            return SerialCounter.open(actor, institution.id, institution.filing.prefix, year, level)
+        assert isinstance(counter, SerialCounter)  # its id is derived from what only a counter is (counter_id)
+        return counter
 
     def certificate(self, certificate_id: UUID) -> Certificate:
         return self.get(Certificate, certificate_id, "certificate")
