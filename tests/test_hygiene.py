@@ -62,6 +62,23 @@ def test_the_rule_refuses_every_hostile_string_and_accepts_ordinary_text(data: A
     assert problem("Zoe\u0308 \u2764\ufe0f \U0001f468\u200d\U0001f469") is None
 
 
+def test_the_quick_search_stops_at_every_character_the_rule_looks_at() -> None:
+    """problem() walks a text only when one search finds a character that may be refused; every code point
+    is tried both ways: alone after a letter (the search decides) and after a line break in a multi-line
+    field (the line break makes it walk), and each must come to the same verdict."""
+    missed = []
+    for c in range(0x110000):
+        ch = chr(c)
+        walked = problem("\na" + ch, multiline=True) is None  # the line break makes it walk the rest
+        if (problem("a" + ch, multiline=True) is None) != walked or (
+            (problem("a" + ch) is None) != (walked and ch not in LINE_BREAKS)
+        ):
+            missed.append(f"U+{c:04X}")
+    assert not missed, missed[:20]
+    assert problem("a\u202eb") == "contains the bidirectional control U+202E (RIGHT-TO-LEFT OVERRIDE) at character 2, " \
+        "which changes how text displays"  # fmt: skip
+
+
 # Every string an operation takes, as (where, JSON path or parameter name).
 def _strings(schema: dict[str, Any], node: dict[str, Any], path: tuple[Any, ...], seen: frozenset[str]) -> Iterator:
     if "$ref" in node:
