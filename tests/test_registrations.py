@@ -290,3 +290,83 @@ def test_level_five_plan_takes_entry_level_forms(service):
     _, _, code = setup_plan(service, level=Level.FIVE)
     rid = service.register(candidate(), code, entry_level_form())
     assert service.repository.get(rid).plan.level is Level.FIVE
+
+
+def _register_from_a_worker(database_url: str, schema: str, today: date, code: str, first: int, count: int,
+                            barrier, results) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    """An API worker of its own (a process, its own service and batches) registering `count` candidates at once."""
+    from eventsourcing.persistence import IntegrityError
+
+    svc = Registrations(database_url, schema, today=lambda: today)
+    lost = 0
+    save = svc.save
+
+    def counting(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal lost
+        try:
+            return save(*aggregates, **kwargs)
+        except IntegrityError:
+            lost += 1  # a batch decided on a plan another worker changed meanwhile
+            raise
+
+    svc.save = counting  # type: ignore[method-assign]
+
+    def attempt(i: int) -> str:
+        try:
+            svc.register(candidate(i), code, working_years_form(i))
+            return "accepted"
+        except Conflict as e:
+            return e.message
+
+    barrier.wait()
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(attempt, range(first, first + count)))
+    svc.close()
+    results.put((outcomes, lost))
+
+
+def test_workers_registering_into_one_plan_take_turns_on_it_and_fill_it_exactly(service, database_url, schema, clock):
+    """Two worker processes, sixteen clients each, race for the last 50 of 60 places: each batch is decided
+    while holding the plan, so none is decided on a plan another worker is changing (none loses a race
+    and decides again), and exactly 50 are accepted."""
+    import multiprocessing
+
+    _, pid, code = setup_plan(service, seats=60)
+    for i in range(10):
+        service.register(candidate(i), code, working_years_form(i))
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(2), spawn.Queue()
+    workers = [spawn.Process(target=_register_from_a_worker, args=(database_url, schema, clock(), code, first, 40,
+                                                                   barrier, results)) for first in (100, 200)]  # fmt: skip
+    for w in workers:
+        w.start()
+    done = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(30)
+    outcomes = [o for found, _ in done for o in found]
+    assert outcomes.count("accepted") == 50
+    assert all("full: all 60 places are taken" in o for o in outcomes if o != "accepted")
+    assert [lost for _, lost in done] == [0, 0]
+    plan: EvaluationPlan = service.repository.get(pid)
+    assert plan.taken == len(service.plan_holders(pid)) == 60 and plan.seats_left == 0
+
+
+def test_a_plan_held_by_a_stuck_worker_fails_a_registration_retryably_and_stores_nothing(service, database_url,
+                                                                                         monkeypatch):  # fmt: skip
+    """A worker stuck while holding a plan (its batch never ends) holds up the plan's registrations only until
+    the lock timeout: then they fail with an OperationalError (the API's 503, try again), and store nothing."""
+    import psycopg
+
+    import infra.services.registrations as registrations
+    from infra.services.registrations import plan_lock
+
+    _, pid, code = setup_plan(service, seats=10)
+    monkeypatch.setattr(registrations, "LOCK_TIMEOUT", "1s")
+    before = stored(service)
+    with psycopg.connect(database_url, autocommit=True) as stuck:
+        stuck.execute("SELECT pg_advisory_lock(%s, %s)", plan_lock(pid))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            service.register(candidate(1), code, working_years_form(1))
+        assert stored(service) == before
+    service.register(candidate(1), code, working_years_form(1))  # the stuck session is gone, and its lock
+    assert service.repository.get(pid).taken == 1

@@ -9,14 +9,18 @@ collide in the event store; version conflicts on the plan are retried.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Hashable
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
+from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
@@ -35,6 +39,17 @@ from domain.registration import (
 )
 from infra.services.base import MAX_RETRIES, Service
 from infra.store.groupcommit import GroupCommit
+from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, check_idle
+
+# Advisory locks of two keys are a space of their own (those of one bigint, the relay's and the DDL's,
+# cannot collide with them); the first names what is locked.
+PLAN_LOCKS = 0x736B706C  # "skpl"
+PLAN_LOCK_CONNECTIONS = 8
+
+
+def plan_lock(plan_id: UUID) -> tuple[int, int]:
+    """The advisory lock a registration batch holds on its plan (two plans sharing one only wait on each other)."""
+    return PLAN_LOCKS, int.from_bytes(plan_id.bytes[:4], "big", signed=True)
 
 
 class Decision(StrEnum):
@@ -48,6 +63,25 @@ class Registrations(Service):
         super().__init__(*args, **kwargs)
         self._code_plans: dict[str, tuple[UUID, UUID]] = {}  # registration code -> plan, institution
         self._registering: GroupCommit[tuple[Actor, RegistrationForm], UUID] = GroupCommit(self._register_batch)
+        self._lock_pool: ConnectionPool | None = None
+        self._lock_pool_made = threading.Lock()
+
+    def _plan_locks(self) -> ConnectionPool:
+        """Connections for plans' locks, made on the first registration (most processes never register).
+        A few: one per plan registering at the same moment in this process; more would not run faster
+        on the cores there are, and a batch waiting for one answers 503 after the lock timeout."""
+        with self._lock_pool_made:
+            if self._lock_pool is None:
+                self._lock_pool = ConnectionPool(
+                    self.database_url, min_size=1, max_size=PLAN_LOCK_CONNECTIONS, timeout=LOCK_TIMEOUT_SECONDS,
+                    kwargs={"autocommit": True, "application_name": "skillcert-plan-locks"}, check=check_idle, open=True,
+                )  # fmt: skip
+            return self._lock_pool
+
+    def close(self) -> None:
+        if self._lock_pool is not None:
+            self._lock_pool.close()
+        super().close()
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -123,6 +157,28 @@ class Registrations(Service):
     def _register_batch(self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         """One outcome per request: the registration's id, or what its caller is told."""
         assert isinstance(plan_id, UUID)
+        # One batch per plan at a time across every process, not only within this one. API workers deciding
+        # batches on the same plan at once all but one lose on its version and decide again: two workers
+        # registered no more than one did (benchmarks.http_commands). Waiting for the plan's lock, a batch
+        # grows instead, and is decided on the plan as the last one left it. A lock of the transaction on a
+        # connection of its own: it ends with the batch, or with the session if the process dies; a holder
+        # stuck for longer than the store's lock timeout makes the waiter answer 503, try again.
+        # The lock's connections are a pool of their own: a batch holding one still takes the store's
+        # connections to load and save, which batches waiting for a lock must not be holding.
+        outcomes: list[Any] | None = None
+        try:
+            with self._plan_locks().connection() as conn, conn.transaction(force_rollback=True):
+                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", plan_lock(plan_id))
+                outcomes = self._register_batch_locked(plan_id, requests)
+        except psycopg.OperationalError:
+            if outcomes is None:
+                raise
+            # The batch is decided and saved; only giving the lock back failed (the session was lost,
+            # which gave it back).
+        return outcomes
+
+    def _register_batch_locked(self, plan_id: UUID, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         if len(requests) == 1:  # alone, as if there were no batching
             return [self._outcome(self._register_alone, plan_id, *requests[0])]
         outcomes: dict[int, Any] = {}

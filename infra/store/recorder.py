@@ -37,7 +37,8 @@ FUNCTION = "skillcert_append"
 
 # A writer that cannot get the table lock within this fails with a clear error (answered 503, try
 # again) instead of queueing behind a stuck session for ever.
-LOCK_TIMEOUT = "10s"
+LOCK_TIMEOUT_SECONDS = 10
+LOCK_TIMEOUT = f"{LOCK_TIMEOUT_SECONDS}s"
 
 
 class Recorder(PostgresApplicationRecorder):
