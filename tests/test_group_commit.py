@@ -3,9 +3,11 @@ conflicts fails alone (infra.store.recorder, infra.store.groupcommit)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -80,3 +82,40 @@ def test_a_leader_answers_its_own_caller_and_hands_over_under_a_steady_stream():
         outcomes = list(pool.map(call, range(400)))
     assert sorted(seen) == list(range(400))
     assert all(isinstance(o, ValueError) if r % 7 == 0 else o == r * 2 for r, o in enumerate(outcomes))
+
+
+def test_what_arrives_while_the_leader_waits_for_its_hold_joins_the_batch_and_a_hold_refused_fails_only_its_batch():
+    """A hold (the plan's lock, taken by other processes too) is taken before the batch is gathered: the
+    callers arriving while the leader waits for it are decided with it. A hold that cannot be taken fails
+    the batch it would have held with its error, and the next batch goes on."""
+    gate, refuse = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def hold(_: object) -> Iterator[None]:
+        gate.wait(10)
+        if refuse.is_set():
+            refuse.clear()
+            raise TimeoutError("the lock was not granted")
+        yield
+
+    def run(_: object, requests: list[int]) -> list[object]:
+        batches.append(list(requests))
+        return [r * 10 for r in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(run, hold=hold)
+    with ThreadPoolExecutor(8) as pool:
+        first = pool.submit(group.submit, "plan", 0)
+        time.sleep(0.2)  # the leader is waiting for its hold
+        rest = [pool.submit(group.submit, "plan", r) for r in range(1, 8)]
+        time.sleep(0.2)
+        gate.set()
+        assert [f.result(10) for f in (first, *rest)] == [r * 10 for r in range(8)]
+    assert batches == [list(range(8))]
+
+    refuse.set()
+    with contextlib.suppress(TimeoutError), ThreadPoolExecutor(1) as pool:
+        refused = pool.submit(group.submit, "plan", 8)
+        assert isinstance(refused.exception(10), TimeoutError)
+    assert batches == [list(range(8))]  # nothing of it was run
+    assert group.submit("plan", 9) == 90

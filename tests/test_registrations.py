@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from threading import Barrier
@@ -292,12 +293,15 @@ def test_level_five_plan_takes_entry_level_forms(service):
     assert service.repository.get(rid).plan.level is Level.FIVE
 
 
-def _register_from_a_worker(database_url: str, schema: str, today: date, code: str, first: int, count: int,
-                            barrier, results) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+def _register_from_a_worker(database_url: str, schema: str, today: date, plan_id, code: str, first: int,  # type: ignore[no-untyped-def]
+                            count: int, barrier, results) -> None:  # fmt: skip
     """An API worker of its own (a process, its own service and batches) registering `count` candidates at once."""
     from eventsourcing.persistence import IntegrityError
 
     svc = Registrations(database_url, schema, today=lambda: today)
+    svc._lost_race(
+        plan_id
+    )  # as after a first lost race: test_a_worker_takes_a_plans_lock_only_once_it_lost_a_race_on_it
     lost = 0
     save = svc.save
 
@@ -326,9 +330,9 @@ def _register_from_a_worker(database_url: str, schema: str, today: date, code: s
 
 
 def test_workers_registering_into_one_plan_take_turns_on_it_and_fill_it_exactly(service, database_url, schema, clock):
-    """Two worker processes, sixteen clients each, race for the last 50 of 60 places: each batch is decided
-    while holding the plan, so none is decided on a plan another worker is changing (none loses a race
-    and decides again), and exactly 50 are accepted."""
+    """Two worker processes that know the plan is contended, sixteen clients each, race for the last 50 of 60
+    places: each batch is decided while holding the plan, so none is decided on a plan another worker is
+    changing (none loses a race and decides again), and exactly 50 are accepted."""
     import multiprocessing
 
     _, pid, code = setup_plan(service, seats=60)
@@ -336,7 +340,7 @@ def test_workers_registering_into_one_plan_take_turns_on_it_and_fill_it_exactly(
         service.register(candidate(i), code, working_years_form(i))
     spawn = multiprocessing.get_context("spawn")
     barrier, results = spawn.Barrier(2), spawn.Queue()
-    workers = [spawn.Process(target=_register_from_a_worker, args=(database_url, schema, clock(), code, first, 40,
+    workers = [spawn.Process(target=_register_from_a_worker, args=(database_url, schema, clock(), pid, code, first, 40,
                                                                    barrier, results)) for first in (100, 200)]  # fmt: skip
     for w in workers:
         w.start()
@@ -362,6 +366,7 @@ def test_a_plan_held_by_a_stuck_worker_fails_a_registration_retryably_and_stores
 
     _, pid, code = setup_plan(service, seats=10)
     monkeypatch.setattr(registrations, "LOCK_TIMEOUT", "1s")
+    service._lost_race(pid)  # it has seen another worker on this plan, so it takes the plan's lock
     before = stored(service)
     with psycopg.connect(database_url, autocommit=True) as stuck:
         stuck.execute("SELECT pg_advisory_lock(%s, %s)", plan_lock(pid))
@@ -370,3 +375,40 @@ def test_a_plan_held_by_a_stuck_worker_fails_a_registration_retryably_and_stores
         assert stored(service) == before
     service.register(candidate(1), code, working_years_form(1))  # the stuck session is gone, and its lock
     assert service.repository.get(pid).taken == 1
+
+
+def test_a_worker_takes_a_plans_lock_only_once_it_lost_a_race_on_it(service, database_url, schema, clock):
+    """A worker alone on a plan pays nothing for its lock; once another worker changed the plan under one of
+    its batches, its next batches wait for the plan's lock."""
+    import psycopg
+
+    from infra.services.registrations import plan_lock
+
+    _, pid, code = setup_plan(service, seats=10)
+    service.register(candidate(0), code, working_years_form(0))  # alone: no lock (and its code is known now)
+    other = Registrations(database_url, schema, today=clock)  # another API worker
+    try:
+        load = service.get
+        interfered = []
+
+        def load_then_the_other_registers(cls, id, what):  # type: ignore[no-untyped-def]
+            plan = load(cls, id, what)
+            if cls is EvaluationPlan and not interfered:
+                interfered.append(other.register(candidate(50), code, working_years_form(50)))
+            return plan
+
+        service.get = load_then_the_other_registers  # type: ignore[method-assign]
+        with psycopg.connect(database_url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s, %s)", plan_lock(pid))  # as another worker's batch
+            service.register(candidate(1), code, working_years_form(1))  # not contended: no lock asked for
+            assert interfered and service.repository.get(pid).taken == 3  # lost the race, decided again
+            with ThreadPoolExecutor(1) as pool:
+                waiting = pool.submit(service.register, candidate(2), code, working_years_form(2))
+                time.sleep(0.5)
+                assert not waiting.done()  # contended now: it waits for the plan's lock
+                holder.execute("SELECT pg_advisory_unlock(%s, %s)", plan_lock(pid))
+                waiting.result(10)
+        other.register(candidate(3), code, working_years_form(3))  # the other worker goes on as before
+        assert service.repository.get(pid).taken == 5
+    finally:
+        other.close()

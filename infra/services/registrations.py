@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Hashable
+import time
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -19,7 +21,6 @@ from uuid import UUID
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
@@ -45,6 +46,7 @@ from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, check_idle
 # cannot collide with them); the first names what is locked.
 PLAN_LOCKS = 0x736B706C  # "skpl"
 PLAN_LOCK_CONNECTIONS = 8
+CONTENDED_FOR = 60.0  # seconds a plan's batches take its lock after another process changed it under one
 
 
 def plan_lock(plan_id: UUID) -> tuple[int, int]:
@@ -62,8 +64,11 @@ class Registrations(Service):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._code_plans: dict[str, tuple[UUID, UUID]] = {}  # registration code -> plan, institution
-        self._registering: GroupCommit[tuple[Actor, RegistrationForm], UUID] = GroupCommit(self._register_batch)
+        self._registering: GroupCommit[tuple[Actor, RegistrationForm], UUID] = GroupCommit(
+            self._register_batch, hold=self._holding_plan
+        )
         self._lock_pool: ConnectionPool | None = None
+        self._contended: dict[UUID, float] = {}  # plan -> until when its batches take its lock
         self._lock_pool_made = threading.Lock()
 
     def _plan_locks(self) -> ConnectionPool:
@@ -154,31 +159,50 @@ class Registrations(Service):
     def _already(self, plan: EvaluationPlan) -> Conflict:
         return Conflict(f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number")
 
+    def _lost_race(self, plan_id: UUID) -> None:
+        """Another process changed the plan under a batch: take its lock for a while (_holding_plan)."""
+        if len(self._contended) > 10_000:
+            self._contended.clear()
+        self._contended[plan_id] = time.monotonic() + CONTENDED_FOR
+
+    @contextmanager
+    def _holding_plan(self, plan_id: Hashable) -> Iterator[None]:
+        """The plan's advisory lock, held while a batch of its registrations is gathered, decided and saved.
+
+        One batch per plan at a time across every process, not only within this one: API workers deciding
+        batches on the same plan at once all but one lose on its version and decide again (two workers
+        registered no more than one did, benchmarks.http_commands). Taken before the batch is gathered, so
+        what arrives while a worker waits for it joins the batch. A lock of the transaction, on a pool of
+        connections of its own (a batch holding one still takes the store's connections to load and save,
+        which batches waiting for a lock must not be holding): it ends with the batch, or with the session
+        if the process dies. A holder stuck for longer than the store's lock timeout fails the waiting
+        batch with LockNotAvailable (the API's 503, try again).
+
+        Taken only for a plan on which this process lost a race in the last CONTENDED_FOR seconds: a worker
+        alone on a plan (one API worker, the default) pays nothing for it: taken for every batch, its round trips
+        (each a wait for the interpreter's lock in a busy process) cost one worker about a tenth of its
+        registrations a second (benchmarks.http_commands, medians of 5 runs)."""
+        assert isinstance(plan_id, UUID)
+        if time.monotonic() >= self._contended.get(plan_id, 0.0):
+            yield
+            return
+        done = False
+        try:
+            with self._plan_locks().connection() as conn, conn.transaction(force_rollback=True):
+                # The timeout first (the subquery), then the lock, in one round trip.
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) t",
+                             (*plan_lock(plan_id), LOCK_TIMEOUT))  # fmt: skip
+                yield
+                done = True
+        except psycopg.OperationalError:
+            if not done:
+                raise
+            # The batch is decided and saved; only giving the lock back failed (the session was lost, which
+            # gave it back).
+
     def _register_batch(self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         """One outcome per request: the registration's id, or what its caller is told."""
         assert isinstance(plan_id, UUID)
-        # One batch per plan at a time across every process, not only within this one. API workers deciding
-        # batches on the same plan at once all but one lose on its version and decide again: two workers
-        # registered no more than one did (benchmarks.http_commands). Waiting for the plan's lock, a batch
-        # grows instead, and is decided on the plan as the last one left it. A lock of the transaction on a
-        # connection of its own: it ends with the batch, or with the session if the process dies; a holder
-        # stuck for longer than the store's lock timeout makes the waiter answer 503, try again.
-        # The lock's connections are a pool of their own: a batch holding one still takes the store's
-        # connections to load and save, which batches waiting for a lock must not be holding.
-        outcomes: list[Any] | None = None
-        try:
-            with self._plan_locks().connection() as conn, conn.transaction(force_rollback=True):
-                conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", plan_lock(plan_id))
-                outcomes = self._register_batch_locked(plan_id, requests)
-        except psycopg.OperationalError:
-            if outcomes is None:
-                raise
-            # The batch is decided and saved; only giving the lock back failed (the session was lost,
-            # which gave it back).
-        return outcomes
-
-    def _register_batch_locked(self, plan_id: UUID, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         if len(requests) == 1:  # alone, as if there were no batching
             return [self._outcome(self._register_alone, plan_id, *requests[0])]
         outcomes: dict[int, Any] = {}
@@ -206,6 +230,7 @@ class Registrations(Service):
                 except IntegrityError:
                     # Another process took a place meanwhile, or one of these candidates registered before.
                     # Decided again on the plan as stored: those refused as full may fit now.
+                    self._lost_race(plan_id)
                     there = self.existing(r.id for r in made.values())
                     outcomes.update({i: self._already(plan) for i, r in made.items() if r.id in there})
                     todo = sorted([i for i, r in made.items() if r.id not in there] + list(refused))
@@ -261,6 +286,7 @@ class Registrations(Service):
             except IntegrityError:
                 # The registration's id is the candidate's in this plan: if it exists, this is a second
                 # registration; otherwise another registration took a place meanwhile: look again.
+                self._lost_race(plan_id)
                 if rid in self.repository:
                     raise already from None
                 plan = self.get(EvaluationPlan, plan.id, "plan")

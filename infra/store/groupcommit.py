@@ -6,6 +6,8 @@ into one transaction instead. Registrations into one plan (infra.services.regist
 change the plan (its count of places), so saved one by one they race for one aggregate version and all
 but one lose and load again (32 clients registering at once got about 21 a second,
 benchmarks.http_commands); arriving together, they are decided on one load of the plan and saved at once.
+Other API workers decide batches on the same plan: a batch holds the plan's lock (`hold`), taken before
+the batch is gathered, so what arrives while a worker waits for it is decided with it.
 
 The first caller for a key becomes its leader: it takes every request waiting for that key, runs them
 as one batch, hands each caller its own outcome, and goes on while more wait. Callers arriving while a
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -44,10 +47,18 @@ class _Queue:
 
 
 class GroupCommit(Generic[Req, Res]):
-    def __init__(self, run: Callable[[Hashable, list[Req]], list[Res | BaseException]], most: int = 200) -> None:
+    def __init__(
+        self,
+        run: Callable[[Hashable, list[Req]], list[Res | BaseException]],
+        most: int = 200,
+        hold: Callable[[Hashable], AbstractContextManager[Any]] | None = None,
+    ) -> None:
         """`run(key, requests)` returns one outcome per request, in order: a result, or the exception
-        that request's caller is to see. `most` bounds a batch (and so one save's size)."""
-        self._run, self._most = run, most
+        that request's caller is to see. `most` bounds a batch (and so one save's size). `hold(key)`, if
+        given, is entered before a batch is gathered and left after it has run (a lock other processes
+        take too): what arrives while the leader waits for it joins the batch, and if it cannot be
+        entered, the batch fails with its error."""
+        self._run, self._most, self._hold = run, most, hold
         self._lock = threading.Lock()
         self._queues: dict[Hashable, _Queue] = {}
 
@@ -68,12 +79,22 @@ class GroupCommit(Generic[Req, Res]):
 
     def _lead(self, key: Hashable, queue: _Queue, mine: _Slot[Req]) -> None:
         while not mine.done:
-            with self._lock:
-                batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+            batch: list[_Slot[Any]] | None = None
+            outcomes: list[Any] | None = None
             try:
-                outcomes = self._run(key, [s.request for s in batch])
-            except BaseException as e:  # the whole batch: PostgreSQL away, a bug; every caller sees it
-                outcomes = [e] * len(batch)
+                with self._hold(key) if self._hold is not None else nullcontext():
+                    with self._lock:
+                        batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+                    try:
+                        outcomes = self._run(key, [s.request for s in batch])
+                    except BaseException as e:  # the whole batch: PostgreSQL away, a bug; every caller sees it
+                        outcomes = [e] * len(batch)
+            except BaseException as e:  # the hold could not be taken: the batch it would have held fails
+                if batch is None:
+                    with self._lock:
+                        batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+                if outcomes is None:
+                    outcomes = [e] * len(batch)
             for slot, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
                     slot.error = outcome
