@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from threading import Barrier
+from uuid import UUID
 
 import pytest
 
@@ -388,16 +389,15 @@ def test_a_worker_takes_a_plans_lock_only_once_it_lost_a_race_on_it(service, dat
     service.register(candidate(0), code, working_years_form(0))  # alone: no lock (and its code is known now)
     other = Registrations(database_url, schema, today=clock)  # another API worker
     try:
-        load = service.get
+        save = service.save
         interfered = []
 
-        def load_then_the_other_registers(cls, id, what):  # type: ignore[no-untyped-def]
-            plan = load(cls, id, what)
-            if cls is EvaluationPlan and not interfered:
+        def the_other_registers_then_save(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+            if any(isinstance(a, EvaluationPlan) for a in aggregates) and not interfered:
                 interfered.append(other.register(candidate(50), code, working_years_form(50)))
-            return plan
+            return save(*aggregates, **kwargs)
 
-        service.get = load_then_the_other_registers  # type: ignore[method-assign]
+        service.save = the_other_registers_then_save  # type: ignore[method-assign]
         with psycopg.connect(database_url, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s, %s)", plan_lock(pid))  # as another worker's batch
             service.register(candidate(1), code, working_years_form(1))  # not contended: no lock asked for
@@ -410,5 +410,25 @@ def test_a_worker_takes_a_plans_lock_only_once_it_lost_a_race_on_it(service, dat
                 waiting.result(10)
         other.register(candidate(3), code, working_years_form(3))  # the other worker goes on as before
         assert service.repository.get(pid).taken == 5
+    finally:
+        other.close()
+
+
+def test_a_worker_decides_on_the_plan_as_stored_after_another_worker_changed_it(service, database_url, schema, clock):
+    """A worker keeps the plan its last batch saved and brings it up to date with what was stored since: the
+    places another worker took meanwhile count, without losing a race on the plan's version to find out."""
+    _, pid, code = setup_plan(service, seats=4)
+    service.register(candidate(0), code, working_years_form(0))
+    other = Registrations(database_url, schema, today=clock)  # another API worker
+    try:
+        other.register(candidate(1), code, working_years_form(1))
+        other.register(candidate(2), code, working_years_form(2))
+        lost: list[UUID] = []
+        service._lost_race = lost.append  # type: ignore[method-assign]
+        service.register(candidate(3), code, working_years_form(3))  # the last place
+        with pytest.raises(Conflict, match="full: all 4 places are taken"):
+            service.register(candidate(4), code, working_years_form(4))
+        assert lost == []
+        assert service.repository.get(pid).taken == len(service.plan_holders(pid)) == 4
     finally:
         other.close()

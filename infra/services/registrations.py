@@ -69,6 +69,7 @@ class Registrations(Service):
         )
         self._lock_pool: ConnectionPool | None = None
         self._contended: dict[UUID, float] = {}  # plan -> until when its batches take its lock
+        self._plans: dict[UUID, EvaluationPlan] = {}  # as the last batch into each saved it (_checkout_plan)
         self._lock_pool_made = threading.Lock()
 
     def _plan_locks(self) -> ConnectionPool:
@@ -159,6 +160,24 @@ class Registrations(Service):
     def _already(self, plan: EvaluationPlan) -> Conflict:
         return Conflict(f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number")
 
+    def _checkout_plan(self, plan_id: UUID) -> EvaluationPlan:
+        """The plan as stored, for a batch of its registrations: the one the last batch saved, brought up to
+        date with the events stored since (one query, where loading it anew reads its snapshot too and
+        validates it), or loaded anew. Taken out while the batch decides, so a batch that fails leaves
+        nothing half-changed behind; batches on one plan in this process run one at a time (GroupCommit)."""
+        plan = self._plans.pop(plan_id, None)
+        if plan is None:
+            return self.get(EvaluationPlan, plan_id, "plan")
+        for event in self.events.get(plan_id, gt=plan.version):
+            plan = event.mutate(plan)
+        return plan
+
+    def _keep_plan(self, plan: EvaluationPlan) -> None:
+        if not plan.pending_events:  # as stored
+            if len(self._plans) > 1_000:
+                self._plans.clear()
+            self._plans[plan.id] = plan
+
     def _lost_race(self, plan_id: UUID) -> None:
         """Another process changed the plan under a batch: take its lock for a while (_holding_plan)."""
         if len(self._contended) > 10_000:
@@ -208,7 +227,7 @@ class Registrations(Service):
         outcomes: dict[int, Any] = {}
         todo = list(range(len(requests)))
         for _ in range(MAX_RETRIES):
-            plan = self.get(EvaluationPlan, plan_id, "plan")
+            plan = self._checkout_plan(plan_id)
             made: dict[int, Registration] = {}
             refused: dict[int, Conflict] = {}
             for i in todo:
@@ -245,6 +264,7 @@ class Registrations(Service):
                     todo = sorted([i for i in made if i not in bad] + list(refused))
                     continue
                 outcomes.update({i: r.id for i, r in made.items()})
+            self._keep_plan(plan)
             if refused:  # full or closed, but first of all: already registered?
                 ids = {i: registration_id(plan.id, requests[i][1], self.id_key) for i in refused}
                 there = self.existing(ids.values())
@@ -269,7 +289,7 @@ class Registrations(Service):
             return e
 
     def _register_alone(self, plan_id: UUID, actor: Actor, form: RegistrationForm) -> UUID:
-        plan = self.get(EvaluationPlan, plan_id, "plan")
+        plan = self._checkout_plan(plan_id)
         rid = registration_id(plan.id, form, self.id_key)
         already = self._already(plan)
         for _ in range(MAX_RETRIES):
@@ -282,6 +302,7 @@ class Registrations(Service):
                 raise
             try:
                 self.save(plan, registration)
+                self._keep_plan(plan)
                 return registration.id
             except IntegrityError:
                 # The registration's id is the candidate's in this plan: if it exists, this is a second
