@@ -387,6 +387,8 @@ def test_a_worker_takes_a_plans_lock_only_once_it_lost_a_race_on_it(service, dat
 
     _, pid, code = setup_plan(service, seats=10)
     service.register(candidate(0), code, working_years_form(0))  # alone: no lock (and its code is known now)
+    with pytest.raises(Conflict, match="already registered"):  # a repeat is no race lost: still no lock
+        service.register(candidate(0), code, working_years_form(0))
     other = Registrations(database_url, schema, today=clock)  # another API worker
     try:
         save = service.save

@@ -249,8 +249,9 @@ class Registrations(Service):
                 except IntegrityError:
                     # Another process took a place meanwhile, or one of these candidates registered before.
                     # Decided again on the plan as stored: those refused as full may fit now.
-                    self._lost_race(plan_id)
                     there = self.existing(r.id for r in made.values())
+                    if not there:  # not a repeat, so the plan's version: another process changed it
+                        self._lost_race(plan_id)
                     outcomes.update({i: self._already(plan) for i, r in made.items() if r.id in there})
                     todo = sorted([i for i, r in made.items() if r.id not in there] + list(refused))
                     continue
@@ -307,9 +308,9 @@ class Registrations(Service):
             except IntegrityError:
                 # The registration's id is the candidate's in this plan: if it exists, this is a second
                 # registration; otherwise another registration took a place meanwhile: look again.
-                self._lost_race(plan_id)
                 if rid in self.repository:
                     raise already from None
+                self._lost_race(plan_id)
                 plan = self.get(EvaluationPlan, plan.id, "plan")
         raise Conflict("too many concurrent registrations; try again")
 

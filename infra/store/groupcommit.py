@@ -77,22 +77,26 @@ class GroupCommit(Generic[Req, Res]):
             raise slot.error
         return slot.result  # type: ignore[no-any-return]
 
+    def _take(self, queue: _Queue) -> list[_Slot[Any]]:
+        """The next batch: what waits, up to `most`."""
+        with self._lock:
+            batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+        return batch
+
     def _lead(self, key: Hashable, queue: _Queue, mine: _Slot[Req]) -> None:
         while not mine.done:
             batch: list[_Slot[Any]] | None = None
             outcomes: list[Any] | None = None
             try:
                 with self._hold(key) if self._hold is not None else nullcontext():
-                    with self._lock:
-                        batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+                    batch = self._take(queue)
                     try:
                         outcomes = self._run(key, [s.request for s in batch])
                     except BaseException as e:  # the whole batch: PostgreSQL away, a bug; every caller sees it
                         outcomes = [e] * len(batch)
             except BaseException as e:  # the hold could not be taken: the batch it would have held fails
                 if batch is None:
-                    with self._lock:
-                        batch, queue.pending = queue.pending[: self._most], queue.pending[self._most :]
+                    batch = self._take(queue)
                 if outcomes is None:
                     outcomes = [e] * len(batch)
             for slot, outcome in zip(batch, outcomes, strict=True):
