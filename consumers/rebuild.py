@@ -24,6 +24,7 @@ savepoint, and an event a projection cannot apply is left out and recorded in pr
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import inspect
 import logging
@@ -59,6 +60,7 @@ T = TypeVar("T")
 BATCH = 2000
 CHUNK = 2_000  # events applied per committed transaction of the new tables (see rebuild)
 ANALYSE_FROM = 64 * 1024  # bytes a new table holds before a rebuild first gathers its statistics
+YOUNG = 10_000  # allocations between the garbage collector's youngest collections while a rebuild runs (see below)
 
 
 def shadow_of(schema: str) -> str:
@@ -83,6 +85,31 @@ def _rebuild_lock(conn: psycopg.Connection[Any], target: str) -> Iterator[None]:
             conn.commit()
 
 
+_collecting = threading.Lock()
+_collectors: list[tuple[int, int, int]] = []  # the thresholds each running rebuild found, the first's first
+
+
+@contextmanager
+def _collecting_less() -> Iterator[None]:
+    """The garbage collector's youngest generation collected every YOUNG allocations rather than every 700
+    (Python's default), while a rebuild runs. The batches it reads ahead are thousands of decoded events each,
+    nested dicts and lists that live long enough to be traversed by collection after collection and promoted
+    to the oldest generation, whose growth sets off full collections. A rebuild of 101,095 events took 0.9
+    of the time. Events hold no cycles: what a rebuild allocates is freed by reference counting either way."""
+    with _collecting:
+        _collectors.append(gc.get_threshold())
+        young, *older = _collectors[0]
+        gc.set_threshold(max(young, YOUNG), *older)
+    try:
+        yield
+    finally:
+        with _collecting:
+            first = _collectors[0]
+            _collectors.pop()
+            if not _collectors:  # the last rebuild running puts back what the first found
+                gc.set_threshold(*first)
+
+
 def rebuild(
     conn: psycopg.Connection[Any],
     projections: list[Projection],
@@ -98,7 +125,7 @@ def rebuild(
     target = conn.execute("SELECT current_schema()").fetchone()[0]
     path = conn.execute("SHOW search_path").fetchone()[0]
     build = _Build(conn, projections, app, key, progress, target, shadow_of(target))
-    with _rebuild_lock(conn, target):
+    with _rebuild_lock(conn, target), _collecting_less():
         try:
             head = app.recorder.max_notification_id() or 0
             if until is not None:
@@ -224,26 +251,27 @@ class _Build:
         planned while the certificates' deadlines (issued last of all) did not exist yet. Analysed at every
         doubling of each table's own size, a table is analysed a few dozen times at most, whatever its
         events' order; ANALYZE invalidates the plans made before."""
-        rows = cur.execute(
-            "SELECT relname, pg_relation_size(oid) FROM pg_class WHERE relnamespace = %s::regnamespace"
-            " AND relkind = 'r'",
-            (self.shadow,),
-        ).fetchall()
+        rows = cur.execute(SIZES, (self.shadow,)).fetchall()
         grown = [
-            (t, size)
-            for t, size in rows
+            (t, size, columns)
+            for t, size, columns in rows
             if (size != self.analysed.get(t, 0) if final else size >= max(ANALYSE_FROM, 2 * self.analysed.get(t, 0)))
         ]
         if not grown:
-            return grown
+            return []
         # A small sample: the plans need each key's rough number of distinct values, and the default sample
         # (30,000 rows, jsonb columns sorted for their histograms) cost more than the rebuild of 24,000
-        # events. Autovacuum analyses the tables again after the swap, with the server's target.
+        # events. Nor the JSON columns: no statement a projection applies looks inside one, and they are
+        # most of what ANALYZE reads (an audit row's event). Autovacuum analyses the tables again after the
+        # swap, every column, with the server's target.
         cur.execute("SET LOCAL default_statistics_target = 10")
-        for table, size in grown:
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(self.shadow, table)))
+        for table, size, columns in grown:
+            cur.execute(sql.SQL("ANALYZE {} {}").format(
+                sql.Identifier(self.shadow, table),
+                sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL(""),
+            ))  # fmt: skip
             self.analysed[table] = size
-        return grown
+        return [(table, size) for table, size, _ in grown]
 
     def write_versions(self) -> None:
         """The versions the build applied, into the new schema's table of versions, before the swap: at a
@@ -306,6 +334,13 @@ class _Build:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(self.new))
         return applied
 
+
+# A build's tables, their sizes and their columns that are not JSON.
+SIZES = """
+SELECT c.relname, pg_relation_size(c.oid),
+       array(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             AND a.atttypid NOT IN ('json'::regtype, 'jsonb'::regtype) ORDER BY a.attnum)
+FROM pg_class c WHERE c.relnamespace = %s::regnamespace AND c.relkind = 'r'"""
 
 # The projections the live table of versions holds, one index probe each (a loose index scan) rather than a
 # scan of millions of rows.

@@ -520,6 +520,47 @@ def test_a_rebuild_gathers_statistics_as_each_table_doubles(world, conn, monkeyp
         (tables,),
     ).fetchall()
     assert sorted(r[0] for r in with_statistics) == sorted(tables)
+    # Of each key, not of the events it carries: no statement a projection applies looks inside JSON.
+    gathered = {c for (c,) in conn.execute(
+        "SELECT attname FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'audit_events'")}  # fmt: skip
+    assert {"aggregate_id", "position"} <= gathered and "data" not in gathered, gathered
+
+
+def test_a_rebuild_collects_garbage_less_often_while_it_runs_and_puts_the_collector_back(world, conn, monkeypatch):
+    """A rebuild's batches are thousands of decoded events each, traversed by collection after collection
+    at Python's default threshold: it raises the threshold while it runs, and puts it back after, also when
+    it fails, and when two rebuilds overlap."""
+    import gc
+
+    from projections.audit import Audit
+
+    full_lifecycle(world, 20)
+    seen, before = [], gc.get_threshold()
+    original = Audit.apply_many
+
+    def apply_many(self, cur, messages, memo=None):
+        seen.append(gc.get_threshold())
+        return original(self, cur, messages, memo)
+
+    monkeypatch.setattr(Audit, "apply_many", apply_many)
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)
+    assert seen and all(t[0] >= consumers.rebuild.YOUNG for t in seen), seen
+    assert gc.get_threshold() == before
+
+    def failing(self, cur, messages, memo=None):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(Audit, "apply_many", failing)
+    monkeypatch.setattr(Audit, "apply", failing)
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)  # each event left out and recorded, the rest built
+    assert gc.get_threshold() == before
+    first, second = consumers.rebuild._collecting_less(), consumers.rebuild._collecting_less()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first ends before the second: the threshold stays raised
+    assert gc.get_threshold()[0] >= consumers.rebuild.YOUNG
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
 
 
 def test_one_event_a_projection_cannot_apply_does_not_stop_a_rebuild_and_is_shown(world, conn):
