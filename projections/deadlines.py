@@ -156,20 +156,21 @@ class Deadlines:
           are its own);
         - the certificates of one session add their count and latest day to its numbering once, and its numbering
           deadline is closed, if still open, with the latest day as it stood at the certificate that completed
-          the count, as one at a time would (the count before the batch is read first).
-        A session with an event of its own in the batch (its results reported or confirmed) is left, with its
-        certificates, to the event-by-event path, which applies the rest in order in one pipeline."""
+          the count, as one at a time would (the count as the rest of the batch left it is read first).
+        The rest is applied event by event, in order, in one pipeline, before the numbering: a session's own events
+        (its results reported, confirmed) set what its certificates' count is checked against, so a certificate
+        followed in the batch by an event of its session is left to the event-by-event path too."""
         events = [(m, m["type"].removeprefix(T).rpartition(".")[0]) for m in messages]
-        sessions = {m["data"]["originator_id"] for m, kind in events if kind.startswith("exam_session.")}
+        last = {m["data"]["originator_id"]: i for i, (m, kind) in enumerate(events) if kind.startswith("exam_session.")}
         subjects: list[tuple[Any, ...]] = []
         opened: list[tuple[Any, ...]] = []
         issued: dict[str, list[date]] = {}  # session -> the days its certificates in the batch were issued, in order
         rest = []
-        for m, kind in events:
+        for i, (m, kind) in enumerate(events):
             d = m["data"]
             if kind == "sitting.ticket_issued":
                 subjects.append((d["originator_id"], d["institution_id"], f"{d['room']}-{d['seat']}", d["exam_id"]))
-            elif kind == "certificate.issued" and d["exam_id"] not in sessions:
+            elif kind == "certificate.issued" and last.get(d["exam_id"], -1) < i:
                 subjects.append((d["originator_id"], d["institution_id"], d["number"], None))
                 issued.setdefault(d["exam_id"], []).append(date.fromisoformat(d["issued_on"]))
                 for field, step in OPENS[kind]:
@@ -187,11 +188,11 @@ class Deadlines:
                           " provisional) FROM STDIN") as copy:  # fmt: skip
                 for row in opened:
                     copy.write_row(row)
-        if issued:
-            self._number(cur, issued)
         with cur.connection.pipeline():
             for m in rest:
                 self.apply(cur, m)
+        if issued:
+            self._number(cur, issued)
 
     @staticmethod
     def _number(cur: psycopg.Cursor[Any], issued: dict[str, list[date]]) -> None:
