@@ -56,6 +56,7 @@ from projections.store import (
 
 log = logging.getLogger("skillcert.rebuild")
 T = TypeVar("T")
+Versions = dict[str, dict[str, int]]  # projection -> aggregate -> the last version of it applied
 
 BATCH = 2000
 CHUNK = 2_000  # events applied per committed transaction of the new tables (see rebuild)
@@ -176,7 +177,7 @@ class _Build:
     progress: Callable[[int, int], None]
     target: str
     shadow: str
-    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    versions: Versions = field(default_factory=dict)
     # What set-based projections remember of what they wrote (Audit.apply_many's memo), from the empty tables
     # on; None once a batch was applied event by event, which they cannot follow.
     memos: dict[str, dict[str, Any] | None] = field(default_factory=dict)
@@ -197,9 +198,7 @@ class _Build:
         self.conn.execute(sql.SQL("SET {} search_path TO {}, {}").format(
             sql.SQL("LOCAL" if local else ""), self.new, sql.Identifier(self.target)))  # fmt: skip
 
-    def apply_log(
-        self, after: int, head: int, chunked: bool = True, versions: dict[tuple[str, str], int] | None = None
-    ) -> int:
+    def apply_log(self, after: int, head: int, chunked: bool = True, versions: Versions | None = None) -> int:
         """Apply the log after `after` up to `head`, every batch's statements in one pipeline (every apply is
         write-only), committing every CHUNK events unless told not to. The versions applied go into
         `versions` (by default the build's)."""
@@ -223,7 +222,7 @@ class _Build:
 
     def _apply_chunk(
         self, cur: psycopg.Cursor[Any], batches: Iterator[tuple[int, list[tuple[str, Message]]]], head: int,
-        size: int | None, versions: dict[tuple[str, str], int],
+        size: int | None, versions: Versions,
     ) -> int | None:  # fmt: skip
         """Apply batches until `size` events (or the log's end) in one transaction, each batch in a savepoint of
         it (_apply), gathering what statistics have grown before the commit. The events applied; None when the
@@ -281,8 +280,9 @@ class _Build:
         with self.conn.cursor() as cur:
             cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT projection_versions_pkey").format(versions))
             with cur.copy(sql.SQL("COPY {} (projection, aggregate_id, version) FROM STDIN").format(versions)) as copy:
-                for (name, aggregate), version in self.versions.items():
-                    copy.write_row((name, aggregate, version))
+                for name, of in self.versions.items():
+                    for aggregate, version in of.items():
+                        copy.write_row((name, aggregate, version))
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (projection, aggregate_id)").format(versions))
 
     def swap(self, head: int, catch_up: bool) -> int:
@@ -310,7 +310,7 @@ class _Build:
             cur.executemany(
                 sql.SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT (projection, aggregate_id)"
                         " DO UPDATE SET version = EXCLUDED.version").format(new_versions),
-                [(name, aggregate, version) for (name, aggregate), version in caught.items()],
+                [(name, aggregate, version) for name, of in caught.items() for aggregate, version in of.items()],
             )  # fmt: skip
             cur.execute("DELETE FROM projection_offsets WHERE projection = ANY(%s)", (names,))
             others = [n for (n,) in cur.execute(PROJECTIONS_WITH_VERSIONS).fetchall() if n not in names]
@@ -425,7 +425,7 @@ def _apply(
     cur: psycopg.Cursor[Any],
     events: list[tuple[str, Message]],
     by_context: dict[str, list[Projection]],
-    versions: dict[tuple[str, str], int],
+    versions: Versions,
     memos: dict[str, dict[str, Any] | None],
 ) -> int:
     """Apply a batch in one pipeline within a savepoint; if anything in it fails, again one event at
@@ -436,7 +436,7 @@ def _apply(
             # apply it set-based do, outside the pipeline (COPY cannot run in one), the rest event by event.
             whole = {p.name: p for ps in by_context.values() for p in ps if hasattr(p, "apply_many")}
             for projection in whole.values():
-                mine = [m for context, m in events if projection in by_context[context]]
+                mine = [m for context, m in events if context in projection.topics]
                 if projection.name in memos:
                     projection.apply_many(cur, mine, memos[projection.name])
                 else:
@@ -451,9 +451,12 @@ def _apply(
         for name in memos:
             memos[name] = None  # what they remember was rolled back, and the event-by-event path writes around them
     else:
+        # Each context's projections' versions, looked up once a batch rather than once an event.
+        of = {context: [versions.setdefault(p.name, {}) for p in ps] for context, ps in by_context.items()}
         for context, m in events:
-            for projection in by_context[context]:
-                versions[(projection.name, m["aggregateid"])] = m["aggregateversion"]
+            aggregate, version = m["aggregateid"], m["aggregateversion"]
+            for applied in of[context]:
+                applied[aggregate] = version
         return len(events)
     for context, m in events:
         for projection in by_context[context]:
@@ -467,7 +470,7 @@ def _apply(
                     " ON CONFLICT (projection, topic, partition) DO NOTHING",
                     (projection.name, context, m["position"], m["id"], m["type"], f"{type(e).__name__}: {e}"[:2000]),
                 )
-            versions[(projection.name, m["aggregateid"])] = m["aggregateversion"]
+            versions.setdefault(projection.name, {})[m["aggregateid"]] = m["aggregateversion"]
     return len(events)
 
 
