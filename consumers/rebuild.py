@@ -87,7 +87,7 @@ def _rebuild_lock(conn: psycopg.Connection[Any], target: str) -> Iterator[None]:
 
 
 _collecting = threading.Lock()
-_collectors: list[tuple[int, int, int]] = []  # the thresholds each running rebuild found, the first's first
+_collector: dict[str, Any] = {"rebuilds": 0, "found": None}  # rebuilds running; the thresholds the first found
 
 
 @contextmanager
@@ -98,17 +98,17 @@ def _collecting_less() -> Iterator[None]:
     to the oldest generation, whose growth sets off full collections. A rebuild of 101,095 events took 0.9
     of the time. Events hold no cycles: what a rebuild allocates is freed by reference counting either way."""
     with _collecting:
-        _collectors.append(gc.get_threshold())
-        young, *older = _collectors[0]
-        gc.set_threshold(max(young, YOUNG), *older)
+        if not _collector["rebuilds"]:
+            _collector["found"] = young, *older = gc.get_threshold()
+            gc.set_threshold(max(young, YOUNG), *older)
+        _collector["rebuilds"] += 1
     try:
         yield
     finally:
         with _collecting:
-            first = _collectors[0]
-            _collectors.pop()
-            if not _collectors:  # the last rebuild running puts back what the first found
-                gc.set_threshold(*first)
+            _collector["rebuilds"] -= 1
+            if not _collector["rebuilds"]:  # the last rebuild running puts back what the first found
+                gc.set_threshold(*_collector["found"])
 
 
 def rebuild(

@@ -15,6 +15,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from projections.store import copy_rows
+
 
 class Audit:
     name = "audit_trail"
@@ -121,10 +123,7 @@ class Audit:
                     institutions[aggregate] = own
                     first.append((aggregate, own))
                 copy.write_row(_row(m, own or known or actors))
-        if first:
-            with cur.copy("COPY audit_aggregates (aggregate_id, institution_id) FROM STDIN") as copy:
-                for row in first:
-                    copy.write_row(row)
+        copy_rows(cur, "audit_aggregates", ("aggregate_id", "institution_id"), first)
 
 
 def _institution(m: dict[str, Any]) -> tuple[str | None, str | None]:

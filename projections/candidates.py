@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from projections.certificates import DATA_STATUS, STATUS
+from projections.store import copy_rows
 
 TYPE = "cn.skillcert."
 EXAM = TYPE + "exam_session."
@@ -197,10 +198,7 @@ class Candidates:
                 continue
             rest.append(m)
         for table, columns in INSERTS.items():
-            if rows[table]:
-                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                    for row in rows[table]:
-                        copy.write_row(row)
+            copy_rows(cur, table, columns, rows[table])
         by_columns: dict[tuple[str, ...], list[tuple[str, dict[str, Any]]]] = {}
         for rid, columns in changed.items():
             by_columns.setdefault(tuple(sorted(columns)), []).append((rid, columns))

@@ -9,11 +9,14 @@ visible (the rule itself is enforced when the application is written).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+
+from projections.store import copy_rows
 
 T = "cn.skillcert.certificate."
 
@@ -147,16 +150,8 @@ class Registry:
             )
 
     def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
-        """What `apply` does to each message in turn, for a rebuild: the batch's issued certificates copied in
-        first, one COPY (a certificate's issue is its first event, so nothing earlier in the batch touches its
-        row), then the rest event by event, in order, in one pipeline."""
-        _copy_issued(
-            cur, "certificate_registry", ISSUED, [_issued_row(m["data"]) for m in messages if _name(m) == "issued"]
-        )
-        with cur.connection.pipeline():
-            for m in messages:
-                if _name(m) != "issued":
-                    self.apply(cur, m)
+        """What `apply` does to each message in turn, for a rebuild (_issued_first)."""
+        _issued_first(self, cur, messages, "certificate_registry", ISSUED, _issued_row)
 
 
 # The columns of a certificate's row in the registry when issued, in the order _issued_row gives them.
@@ -175,11 +170,18 @@ def _issued_row(d: dict[str, Any]) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _copy_issued(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    if rows:
-        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+def _issued_first(
+    projection: Registry | Corrections, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]], table: str,
+    columns: tuple[str, ...], row: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> None:  # fmt: skip
+    """The batch's issued certificates copied into the table in one COPY, then the rest applied event by event, in
+    order, in one pipeline. A certificate's issue is its first event, so nothing earlier in the batch touches its
+    row, and what comes later (a correction applied for, finding its number) finds it there, as it would have."""
+    copy_rows(cur, table, columns, [row(m["data"]) for m in messages if _name(m) == "issued"])
+    with cur.connection.pipeline():
+        for m in messages:
+            if _name(m) != "issued":
+                projection.apply(cur, m)
 
 
 class Corrections:
@@ -241,15 +243,9 @@ class Corrections:
             )  # fmt: skip
 
     def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
-        """What `apply` does to each message in turn, for a rebuild: the batch's issued certificates copied in
-        first (a correction applied for later in the batch finds its number there, as it would have), then
-        the rest event by event, in order, in one pipeline."""
-        _copy_issued(cur, "correction_ledger_certificates", ("certificate_id", "number", "institution_id"),
-                     [_known_row(m["data"]) for m in messages if _name(m) == "issued"])  # fmt: skip
-        with cur.connection.pipeline():
-            for m in messages:
-                if _name(m) != "issued":
-                    self.apply(cur, m)
+        """What `apply` does to each message in turn, for a rebuild (_issued_first)."""
+        _issued_first(self, cur, messages, "correction_ledger_certificates", ("certificate_id", "number",
+                      "institution_id"), _known_row)  # fmt: skip
 
 
 def _known_row(d: dict[str, Any]) -> tuple[Any, ...]:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from domain.deadlines import IN_WORKING_DAYS, Deadline, Step, recount, working_days_between
+from projections.store import copy_rows
 
 T = "cn.skillcert."
 
@@ -179,15 +180,9 @@ class Deadlines:
                                        "", due["start"], due["due"], due["provisional"]))  # fmt: skip
             else:
                 rest.append(m)
-        if subjects:
-            with cur.copy("COPY deadline_subjects (subject_id, institution_id, label, exam_id) FROM STDIN") as copy:
-                for row in subjects:
-                    copy.write_row(row)
-        if opened:
-            with cur.copy("COPY deadlines (subject_id, step, opened_version, institution_id, label, part, start, due,"
-                          " provisional) FROM STDIN") as copy:  # fmt: skip
-                for row in opened:
-                    copy.write_row(row)
+        copy_rows(cur, "deadline_subjects", ("subject_id", "institution_id", "label", "exam_id"), subjects)
+        copy_rows(cur, "deadlines", ("subject_id", "step", "opened_version", "institution_id", "label", "part", "start",
+                                     "due", "provisional"), opened)  # fmt: skip
         with cur.connection.pipeline():
             for m in rest:
                 self.apply(cur, m)

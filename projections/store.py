@@ -119,6 +119,15 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def copy_rows(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """The rows into the table's columns, one COPY (nothing when there are none): how a rebuild inserts what a batch
+    creates."""
+    if rows:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
 def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection[Any]:
     conn = psycopg.connect(database_url, **kwargs)
     # jsonb parameters (every audit row carries its event) written by orjson, not the standard library's
