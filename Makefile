@@ -14,5 +14,8 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/skillcert up
 
+# The suite in two passes: what can share the machine on two workers (each with its own PostgreSQL and broker),
+# then, one at a time, the tests marked `alone`, which time something or load both cores themselves.
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not alone"
+	$(VENV)/bin/pytest -m alone

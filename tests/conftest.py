@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 
@@ -89,6 +90,18 @@ def world(database_url: str, schema: str, clock: Clock, service: Registrations) 
     yield World(service, exams, certificates, clock)
     exams.close()
     certificates.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """pytest-xdist hands out tests by node id: of several tests sharing one (schemathesis names every
+    operation's test alike), a worker would run one and the rest would silently not run. Refuse instead."""
+    shared = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if shared:
+        raise pytest.UsageError(
+            f"{len(shared)} node ids are shared by several tests, which pytest-xdist would run once each"
+            f" ({shared[0]}): run those without -n (they are marked `alone`: pytest -m alone)"
+        )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

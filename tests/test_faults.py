@@ -47,6 +47,8 @@ from tests.read_models import all_rows
 from tests.servers import KillableBroker, Postgres
 from tests.test_large_imports import candidate_list, form
 
+pytestmark = pytest.mark.alone  # kills and restarts servers under load and times the recovery
+
 SYSTEM = Actor(id="tests", role=Role.SYSTEM)
 CONVERGENCE = 60.0  # seconds from the fault's end to read models equal to a rebuild
 

@@ -33,6 +33,8 @@ from infra.services.base import Service
 from tests.api import bearer
 from tests.builders import setup_plan
 
+pytestmark = pytest.mark.alone  # times how soon an oversized upload is refused
+
 DEADLINE = 5.0
 MEMORY = 200 * 1024 * 1024
 

@@ -41,6 +41,8 @@ from tests.api import store_with_samples
 from tests.builders import SCOPE, plan_details
 from tests.servers import Postgres
 
+pytestmark = pytest.mark.alone  # times /health while a 5,000-row import runs
+
 ROWS = 5000
 SYSTEM = Actor(id="tests", role=Role.SYSTEM)
 HEADERS = "姓名,证件号码,性别,出生日期,文化程度,从事本职业年限,考生来源,劳动关系,工作单位,申报依据,毕业证,学信网备案表,社保证明"

@@ -24,6 +24,10 @@ from infra.services.registrations import Registrations
 from tests.api import bearer, serving
 from tests.builders import ADMIN, SCOPE, plan_details, staff_of
 
+# Run alone: schemathesis gives every operation's test the same node id, so pytest-xdist would run one of 95
+# (tests/conftest.py refuses that).
+pytestmark = pytest.mark.alone
+
 EXAMPLES = 15  # per operation: about 1,300 requests in all
 
 CENTRE_ONLY = ("/confirmation", "/results/return", "/data-acceptance", "/queryability", "/data-return")

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
 
 from infra.embedded import free_port
+
+pytestmark = pytest.mark.alone  # times `up` starting and stopping its processes
 
 
 def _as_in_a_terminal() -> None:
