@@ -19,3 +19,4 @@ run: install
 test: install
 	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not alone"
 	$(VENV)/bin/pytest -m alone
+	@echo "make test: both passes passed; between them they ran the whole suite (the first leaves out the tests marked alone, the second runs only those)"
