@@ -100,7 +100,7 @@ def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     if shared:
         raise pytest.UsageError(
             f"{len(shared)} node ids are shared by several tests, which pytest-xdist would run once each"
-            f" ({shared[0]}): run those without -n (they are marked `alone`: pytest -m alone)"
+            f" ({shared[0]}): run them without -n, as `make test` runs the tests marked `alone`"
         )
 
 
