@@ -117,7 +117,7 @@ _PAIRS = [(city.encode(), b"%03d" % station) for station in range(1, 1000) for c
 def sizes(url: str, schema: str) -> tuple[int, int]:
     """(bytes of the event store's tables, bytes of the read models' tables), indexes and TOAST included."""
     read_models = {t for p in PROJECTIONS for t in p.tables} | {
-        "projection_offsets", "projection_versions", "projection_schemas", "projection_stalls",
+        "projection_offsets", "projection_versions", "projection_schemas", "projection_stalls", "projection_watermarks",
     }  # fmt: skip
     with psycopg.connect(url) as conn:
         rows = conn.execute(

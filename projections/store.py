@@ -70,6 +70,15 @@ CREATE TABLE IF NOT EXISTS projection_versions (
     PRIMARY KEY (projection, aggregate_id)
 )"""
 
+# Per projection, a log position at and below which it has applied every event of its topics, as of its
+# last rebuild (consumers.lag): what the lag query need not look at again. Versions only grow between
+# rebuilds, so a position once found stays true until the next one.
+WATERMARKS_DDL = """
+CREATE TABLE IF NOT EXISTS projection_watermarks (
+    projection text PRIMARY KEY,
+    position bigint NOT NULL,
+    rebuilt_at timestamptz NOT NULL  -- the projection's projection_schemas.rebuilt_at it holds for
+)"""
 
 STALLS_DDL = """
 CREATE TABLE IF NOT EXISTS projection_stalls (
@@ -140,8 +149,8 @@ def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection
 
 
 def create_bookkeeping(conn: psycopg.Connection[Any]) -> None:
-    """The tables of offsets, versions, schema versions and stalls every projection shares."""
-    for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, STALLS_DDL):
+    """The tables of offsets, versions, schema versions, watermarks and stalls every projection shares."""
+    for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, WATERMARKS_DDL, STALLS_DDL):
         conn.execute(ddl)
     # Offsets tables from before positions were recorded.
     conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS position bigint")

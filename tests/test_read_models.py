@@ -595,6 +595,59 @@ def test_one_event_a_projection_cannot_apply_does_not_stop_a_rebuild_and_is_show
     assert rows(conn, "certificate_registry") == live and not failures(conn, [Registry()])
 
 
+def test_the_lag_looks_only_after_the_events_it_found_applied_until_the_projection_is_rebuilt(world, conn):
+    """/projections counted every projection's lag against the whole store, seconds at a province's size. It
+    now looks only after each projection's watermark, the last position it found everything applied at and
+    below; the counts equal a look at the whole store, and a rebuild as of an earlier moment (versions going
+    back) is not hidden by a watermark found before it."""
+    from consumers.lag import lag
+
+    iid, cids = certificates_in_every_state(world)
+    apply_live(conn, bus_messages(world.registrations))
+    head = world.registrations.recorder.max_notification_id()
+
+    def report() -> dict[str, tuple[str, int]]:
+        return {r["projection"]: (r["status"], r["events_behind"]) for r in lag(conn, world.registrations, PROJECTIONS)}
+
+    def watermarks() -> dict[str, int]:
+        return dict(conn.execute("SELECT projection, position FROM projection_watermarks").fetchall())
+
+    def whole_store() -> dict[str, tuple[str, int]]:
+        conn.execute("DELETE FROM projection_watermarks")
+        conn.commit()
+        return report()
+
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)  # every projection has a rebuilt_at
+    conn.commit()
+    assert set(report().values()) == {("current", 0)}
+    assert watermarks() == {p.name: head for p in PROJECTIONS}
+    # Below its watermark it does not look again: a version that went back there (which only a rebuild
+    # does) goes unseen until the watermark is dropped.
+    conn.execute("UPDATE projection_versions SET version = 0 WHERE projection = 'certificate_registry'")
+    conn.commit()
+    assert report()["certificate_registry"] == ("current", 0)
+    assert whole_store()["certificate_registry"][1] > 0
+    rebuild(conn, [Registry()], world.registrations, KEY)
+    conn.commit()
+    assert report()["certificate_registry"] == ("current", 0)
+
+    for cid in cids[6:9]:  # recorded, not applied
+        world.certificates.print(staff(iid), cid)
+    later = report()
+    assert later["certificate_registry"][0] == "behind" and later["certificate_registry"][1] >= 3
+    assert later == whole_store()
+    assert watermarks()["certificate_registry"] == head  # the first event behind is the next after it
+    apply_live(conn, bus_messages(world.registrations))
+    now = world.registrations.recorder.max_notification_id()
+    assert set(report().values()) == {("current", 0)} and set(watermarks().values()) == {now}
+
+    rebuild(conn, [Registry()], world.registrations, KEY, until=head)  # the registry as it stood before the prints
+    conn.commit()
+    earlier = report()
+    assert earlier["certificate_registry"] == later["certificate_registry"]
+    assert earlier == whole_store()
+
+
 def test_a_set_based_batch_that_fails_is_applied_one_by_one_and_the_rest_still_comes_out_right(
     world, conn, monkeypatch
 ):
