@@ -328,6 +328,13 @@ class _Build:
                 " ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, rebuilt_at = EXCLUDED.rebuilt_at",
                 [(p.name, p.version) for p in self.projections],
             )
+            # Everything up to where the build applied the log is applied (what it left out is recorded as a
+            # stall): the lag's first look after a rebuild starts there, not at the log's beginning (consumers.lag).
+            cur.executemany(
+                "INSERT INTO projection_watermarks VALUES (%s, %s, now()) ON CONFLICT (projection)"
+                " DO UPDATE SET position = EXCLUDED.position, rebuilt_at = EXCLUDED.rebuilt_at",
+                [(p.name, now if catch_up else head) for p in self.projections],
+            )
         for table in (t for p in self.projections for t in p.tables):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(self.target, table)))
             conn.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(sql.Identifier(self.shadow, table), live))
