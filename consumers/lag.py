@@ -41,8 +41,9 @@ def lag(
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         # One snapshot: the head and every projection's versions as of the same moment.
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        cur.execute("SELECT current_schema() AS schema")
-        events = sql.Identifier(cur.fetchone()["schema"], app.recorder.events_table_name)
+        # The store's own schema: read models rebuilt as of a moment into a schema of their own (read with
+        # X-As-Of) are measured against the live store too, which their schema does not hold.
+        events = sql.Identifier(app.recorder.datastore.schema, app.recorder.events_table_name)
         cur.execute(sql.SQL("SELECT coalesce(max(notification_id), 0) AS head FROM {}").format(events))
         head = cur.fetchone()["head"]
         marks = _watermarks(cur)

@@ -125,6 +125,11 @@ def test_read_models_rebuilt_as_they_stood_at_a_moment_into_a_schema_of_their_ow
             assert http.get(path, headers={**auditor, "X-As-Of": f"{schema}_by_time"}).status_code == 404
             assert http.get(path, headers={**auditor, "X-As-Of": "nothing"}).status_code == 404
             assert http.get("/snapshots", headers=staff).status_code == 403
+            # Their lag is against the live store: what was recorded after that moment is behind.
+            lags = http.get("/projections", headers={**auditor, "X-As-Of": f"{schema}_whole"})
+            assert lags.status_code == 200, lags.text
+            candidates = next(r for r in lags.json() if r["projection"] == "candidates")
+            assert candidates["status"] == "behind" and candidates["events_behind"] >= 2, candidates
     finally:
         with psycopg.connect(database_url, autocommit=True) as c:
             for suffix in (*reports, "whole"):
