@@ -192,6 +192,14 @@ def test_the_rotate_command_and_a_fresh_store_making_its_key_file(database_url, 
            "SKILLCERT_DATA_DIR": str(tmp_path)}  # fmt: skip
     del env["SKILLCERT_MASTER_KEY"]
     cli = [sys.executable, "-m", "infra.cli", "keys"]
+    # `keys status` only looks: on no store it says so, and makes neither a store nor a key.
+    nothing = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert nothing.returncode == 2 and "no event store in schema" in nothing.stderr, nothing.stderr
+    assert not (tmp_path / "master.key").exists()
+    # A process that runs the system makes the store, and the key file with it.
+    start = "import os; from infra.store.eventstore import SkillcertApplication as A; A(os.environ['SKILLCERT_DATABASE_URL'], os.environ['SKILLCERT_DB_SCHEMA']).close()"  # noqa: E501
+    made_store = subprocess.run([sys.executable, "-c", start], env=env, capture_output=True, text=True, timeout=60)
+    assert made_store.returncode == 0, made_store.stderr
     first = subprocess.run([*cli, "status"], env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     key_file = tmp_path / "master.key"

@@ -836,6 +836,14 @@ def test_the_rebuild_command_shows_progress_and_refuses_an_unknown_name(world, c
     assert rows(conn, "certificate_registry") == live
     wrong = subprocess.run([*cli, "certificates"], env=env, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2 and "no projection named certificates" in wrong.stdout
+    # A mistyped schema: the commands that look at the store say there is none there, and make nothing.
+    typo = f"{schema}_typo"
+    for command in (["projections", "lag"], ["projections", "rebuild"], ["relay", "status"], ["keys", "status"]):
+        looked = subprocess.run([sys.executable, "-m", "infra.cli", *command], env={**env, "SKILLCERT_DB_SCHEMA": typo},
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert looked.returncode == 2 and f"no event store in schema '{typo}'" in looked.stderr, looked.stderr
+        assert "the schemas holding one: " in looked.stderr  # where there is one (ours, and others')
+    assert conn.execute("SELECT to_regnamespace(%s)", (typo,)).fetchone()[0] is None
 
 
 def test_the_api_serves_the_registry_and_the_ledger(world, conn, database_url, schema):

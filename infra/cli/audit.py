@@ -63,7 +63,8 @@ def audit_checkpoint(
     s = get_settings()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop quietly on SIGTERM as on Ctrl-C
     try:
-        _, app = when_database_answers(lambda: open_store(s), "checkpoint") if every else open_store(s)
+        # Recording checkpoints is running the system: it may come up before anything else has made the store.
+        _, app = when_database_answers(lambda: open_store(s, create=True), "checkpoint") if every else open_store(s)
     except KeyboardInterrupt:
         return
     system = Actor(id="skillcert-audit", role=Role.SYSTEM)

@@ -25,7 +25,7 @@ def relay_run() -> None:
     s = get_settings()
     bootstrap = require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s relay %(levelname)s %(message)s")
-    url, app = when_database_answers(lambda: open_store(s), "relay")
+    url, app = when_database_answers(lambda: open_store(s, create=True), "relay")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -65,9 +65,26 @@ def ensure_schema(database_url: str, schema: str) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
-def open_store(s: Settings) -> tuple[str, Any]:
+def open_store(s: Settings, create: bool = False) -> tuple[str, Any]:
+    """The event store in the settings' schema. Only a process that runs the system (`create`) makes one where
+    there is none: a command that looks at the store, pointed at a mistyped schema, made an empty store there
+    and reported every read model current."""
     from infra.store.eventstore import SkillcertApplication
 
     url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    if not create:
+        _refuse_without_store(url, s.db_schema, f"{SkillcertApplication.name}_events")
     ensure_schema(url, s.db_schema)
     return url, SkillcertApplication(url, s.db_schema)
+
+
+def _refuse_without_store(url: str, schema: str, events: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, events).as_string(conn),)).fetchone()[0]:
+            return
+        held = [r[0] for r in conn.execute(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = %s ORDER BY 1", (events,))]  # fmt: skip
+    shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+    where = f"the schemas holding one: {shown}" if held else "this database holds none yet (`skillcert up`)"
+    err.print(f"[red]no event store in schema {schema!r}[/red] (SKILLCERT_DB_SCHEMA); {where}", soft_wrap=True)
+    raise typer.Exit(2)
