@@ -5,6 +5,7 @@ equals the live tables row for row."""
 from __future__ import annotations
 
 import inspect
+import uuid
 import zlib
 from datetime import date
 
@@ -838,7 +839,14 @@ def test_the_rebuild_command_shows_progress_and_refuses_an_unknown_name(world, c
     assert wrong.returncode == 2 and "no projection named certificates" in wrong.stdout
     # A mistyped schema: the commands that look at the store say there is none there, and make nothing.
     typo = f"{schema}_typo"
-    for command in (["projections", "lag"], ["projections", "rebuild"], ["relay", "status"], ["keys", "status"]):
+    printing = ["print", "session", "--session", str(uuid.uuid4()), "--out", "/dev/null", "--token", "skc_x"]
+    for command in (
+        ["projections", "lag"],
+        ["projections", "rebuild"],
+        ["relay", "status"],
+        ["keys", "status"],
+        printing,
+    ):
         looked = subprocess.run([sys.executable, "-m", "infra.cli", *command], env={**env, "SKILLCERT_DB_SCHEMA": typo},
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert looked.returncode == 2 and f"no event store in schema '{typo}'" in looked.stderr, looked.stderr

@@ -71,17 +71,20 @@ def open_store(s: Settings, create: bool = False) -> tuple[str, Any]:
     and reported every read model current."""
     from infra.store.eventstore import SkillcertApplication
 
-    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
-    if not create:
-        _refuse_without_store(url, s.db_schema, f"{SkillcertApplication.name}_events")
+    url = require_store(s) if not create else require(s.database_url, "SKILLCERT_DATABASE_URL")
     ensure_schema(url, s.db_schema)
     return url, SkillcertApplication(url, s.db_schema)
 
 
-def _refuse_without_store(url: str, schema: str, events: str) -> None:
+def require_store(s: Settings) -> str:
+    """The database URL, once its schema is known to hold an event store; else exit 2, naming the schemas that do."""
+    from infra.store.eventstore import SkillcertApplication
+
+    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
+    schema, events = s.db_schema, f"{SkillcertApplication.name}_events"
     with psycopg.connect(url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, events).as_string(conn),)).fetchone()[0]:
-            return
+            return url
         held = [r[0] for r in conn.execute(
             "SELECT table_schema FROM information_schema.tables WHERE table_name = %s ORDER BY 1", (events,))]  # fmt: skip
     shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
