@@ -846,6 +846,9 @@ def test_the_rebuild_command_shows_progress_and_refuses_an_unknown_name(world, c
         ["relay", "status"],
         ["keys", "status"],
         printing,
+        ["tokens", "create", "--role", "auditor", "--name", "auditor-sun"],
+        ["tokens", "list"],
+        ["esign", "trust", "--out", "/tmp"],
     ):
         looked = subprocess.run([sys.executable, "-m", "infra.cli", *command], env={**env, "SKILLCERT_DB_SCHEMA": typo},
                                 capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from domain.model import Role
 from infra.api import create_app
 from infra.embedded import free_port
+from infra.services.registrations import Registrations
 from tests.api import bearer
 
 
@@ -27,7 +28,7 @@ def _cli(database_url: str, schema: str, *args: str) -> subprocess.CompletedProc
 
 
 def test_a_token_expires_and_is_refused_saying_so_and_rotation_gives_its_holder_a_new_one(
-    database_url: str, schema: str
+    database_url: str, schema: str, service: Registrations
 ) -> None:
     made = _cli(database_url, schema, "tokens", "create", "--role", "auditor", "--name", "auditor-sun", "--days", "30")
     assert made.returncode == 0 and "valid 30 days" in made.stderr, made.stderr
@@ -57,7 +58,9 @@ def test_a_token_expires_and_is_refused_saying_so_and_rotation_gives_its_holder_
     assert "expires" in listed.stdout and token_id in listed.stdout
 
 
-def test_a_token_name_with_control_characters_is_refused(database_url: str, schema: str) -> None:
+def test_a_token_name_with_control_characters_is_refused(
+    database_url: str, schema: str, service: Registrations
+) -> None:
     made = _cli(database_url, schema, "tokens", "create", "--role", "auditor", "--name", "auditor\u202esun")
     assert made.returncode == 2 and "bidirectional" in made.stderr, made.stderr
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import typer
 
-from infra.cli.common import cli, console, err, require
+from infra.cli.common import cli, console, err, require_store
 from infra.settings import get_settings
 
 esign_cli = typer.Typer(help="Electronic certificates: the signing authority and institutions' keys.",
@@ -22,7 +22,7 @@ def _service():  # type: ignore[no-untyped-def]
     from infra.services.certificates import Certificates
 
     s = get_settings()
-    return Certificates(require(s.database_url, "SKILLCERT_DATABASE_URL"), s.db_schema)
+    return Certificates(require_store(s), s.db_schema)  # a mistyped schema is refused, not made a store
 
 
 @esign_cli.command("trust")

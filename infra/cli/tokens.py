@@ -8,7 +8,7 @@ from uuid import UUID
 import typer
 
 from domain.model import Role
-from infra.cli.common import cli, console, ensure_schema, err, require
+from infra.cli.common import cli, console, err, require_store
 from infra.settings import Settings, get_settings
 
 tokens_cli = typer.Typer(
@@ -21,9 +21,9 @@ cli.add_typer(tokens_cli, name="tokens")
 def token_store(s: Settings) -> Any:
     from infra.api.tokens import Tokens
 
-    url = require(s.database_url, "SKILLCERT_DATABASE_URL")
-    ensure_schema(url, s.db_schema)
-    tokens = Tokens(url, s.db_schema)
+    # Tokens belong to an installation: on a mistyped schema, say there is no store there rather than
+    # make one, with a token nobody's API reads.
+    tokens = Tokens(require_store(s), s.db_schema)
     tokens.create_table()
     return tokens
 
