@@ -8,7 +8,7 @@ from uuid import UUID
 
 import typer
 
-from infra.cli.common import cli, console, err, require_store
+from infra.cli.common import cli, console, err
 from infra.cli.tokens import token_store
 from infra.settings import Settings, get_settings
 
@@ -22,9 +22,8 @@ def _principal(s: Settings, token: str) -> Any:
     from infra.api.tokens import Refused
     from projections.store import connect
 
-    url = require_store(s)  # a mistyped schema is named as such, not taken for an unknown token
-    tokens = token_store(s)
-    with connect(url, s.db_schema) as conn:
+    tokens = token_store(s)  # a mistyped schema is named as such, not taken for an unknown token
+    with connect(tokens.url, s.db_schema) as conn:
         try:
             return tokens.principal(conn, token)
         except Refused as e:
