@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import sql
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from domain.certificate import Certificate
 from domain.errors import Forbidden, NotFound
@@ -209,22 +210,37 @@ def certificate_id(c: Conn, certificate: str) -> UUID:
     return row["certificate_id"]
 
 
-def staff_scope(request: Request, who: Annotated[Principal, Depends(principal)], svc: RegSvc, c: Conn) -> None:
+async def staff_scope(request: Request, who: Annotated[Principal, Depends(principal)], svc: RegSvc) -> None:
     """Staff act only on their own institution's plans, sessions, registrations, certificates and
     stock: the target named in the path is loaded from the write side and its institution compared
-    before anything else happens, so another institution's staff get 403 whatever its state."""
+    before anything else happens, so another institution's staff get 403 whatever its state.
+
+    Async, and it takes no connection of its own unless it must look something up: every command passes
+    through it. As a plain function holding a pooled connection (a dependency with yield) until the
+    response, it cost a registration three hand-overs to the threadpool and back, and kept a connection
+    from other requests while the registration waited for its group's commit."""
     if who.role is not Role.INSTITUTION_STAFF:
         return
     params = request.path_params
     try:
         if "institution_id" in params:
             own_institution(who, UUID(params["institution_id"]), "data")
+    except ValueError:
+        return  # not an id: the route's own validation answers 422
+    if "certificate" in params or any(name in params for name, _, _ in SCOPED):
+        await run_in_threadpool(_own_targets, request, who, svc)
+
+
+def _own_targets(request: Request, who: Principal, svc: Registrations) -> None:
+    params = request.path_params
+    try:
         for name, cls, what in SCOPED:
             if name in params:
                 own_institution(who, svc.get(cls, UUID(params[name]), what).institution_id, f"{what}s")
         if "certificate" in params:
-            cert = svc.get(Certificate, certificate_id(c, params["certificate"]), "certificate")
-            own_institution(who, cert.institution_id, "certificates")
+            with request.app.state.pool.connection() as c:
+                cid = certificate_id(c, params["certificate"])
+            own_institution(who, svc.get(Certificate, cid, "certificate").institution_id, "certificates")
     except ValueError:
         return  # not an id: the route's own validation answers 422
 
