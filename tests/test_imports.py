@@ -195,6 +195,81 @@ def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothin
     assert world.registrations.plan_holders(plan.id) == set(stored[0]) and plan.seats_left == 40 - 6
 
 
+REGISTERING = """
+import os, sys, threading, time
+from datetime import date, timedelta
+from infra.services.registrations import Registrations
+from tests.builders import candidate, resident_id, working_years_form
+url, schema, code, stop = sys.argv[1:5]
+svc = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+done = []
+
+def form(k):  # ID numbers apart from the list's (working_years_form(1..300))
+    born, serial = date(1990, 1, 1) + timedelta(days=k % 7000), 100 + k // 7000
+    return working_years_form(1, name=f"考生{k}", id_number=resident_id("440305", born, serial), date_of_birth=born,
+                              gender="男" if serial % 2 else "女")
+
+def register(first):
+    for k in range(first, 103_000, 4):
+        if os.path.exists(stop):
+            return
+        svc.register(candidate(k), code, form(k))
+        done.append(k)
+        if len(done) == 40:
+            print("registering", flush=True)
+
+threads = [threading.Thread(target=register, args=(100_000 + i,)) for i in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(done), flush=True)
+"""
+
+
+def test_a_list_goes_in_while_candidates_keep_registering_for_the_same_plan_in_another_process(
+    world, database_url, schema, tmp_path, monkeypatch
+):
+    """Deciding 300 rows takes longer than the gap between two registrations: racing them for the plan's next
+    version, the list lost nearly every time, decided again each time, and went in once they had stopped or by
+    luck (through the API under 16 clients, never). It takes the plan's lock, and the other process's
+    registrations wait for it: the list loses at most to a batch already deciding when it took the lock."""
+    import subprocess
+    import sys
+    import time
+
+    from infra.services.imports import import_candidates
+    from tests.lifecycle import staff
+
+    world.at(date(2026, 3, 2))
+    iid, pid, code = setup_plan(world.registrations, seats=5000)
+    decided, retry = [], world.registrations.retry
+
+    def counting(attempt):  # the times the list is decided, each on the plan as then stored
+        return retry(lambda: decided.append(1) or attempt())
+
+    monkeypatch.setattr(world.registrations, "retry", counting)
+    stop = tmp_path / "stop"
+    others = subprocess.Popen([sys.executable, "-c", REGISTERING, database_url, schema, code, str(stop)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert others.stdout is not None and others.stdout.readline() == "registering\n"
+        started = time.monotonic()
+        ids = import_candidates(world.registrations, staff(iid), pid, csv_bytes([row(i) for i in range(1, 301)]),
+                                "list.csv")  # fmt: skip
+        took = time.monotonic() - started
+        assert others.poll() is None, f"the list went in only after the others stopped registering ({took:.1f} s)"
+        assert len(ids) == 300 and len(decided) <= 3, f"decided {len(decided)} times in {took:.1f} s"
+    finally:
+        stop.touch()
+        out, _ = others.communicate(timeout=120)
+    assert others.returncode == 0
+    registered = int(out.split()[-1])
+    plan = world.registrations.repository.get(pid)
+    assert len(world.registrations.plan_holders(pid)) == registered + 300 == 5000 - plan.seats_left
+    assert set(ids) <= world.registrations.plan_holders(pid)
+
+
 def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_url, schema):
     from infra.services.imports import MAX_ROWS
 

@@ -20,7 +20,9 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
 from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
@@ -71,6 +73,8 @@ class Registrations(Service):
         self._contended: dict[UUID, float] = {}  # plan -> until when its batches take its lock
         self._plans: dict[UUID, EvaluationPlan] = {}  # as the last batch into each saved it (_checkout_plan)
         self._lock_pool_made = threading.Lock()
+        self._held = _Held()  # the plans whose lock this thread holds
+        self._since_query: SQL | Composed | None = None
 
     def _plan_locks(self) -> ConnectionPool:
         """Connections for plans' locks, made on the first registration (most processes never register).
@@ -168,9 +172,35 @@ class Registrations(Service):
         plan = self._plans.pop(plan_id, None)
         if plan is None:
             return self.get(EvaluationPlan, plan_id, "plan")
-        for event in self.events.get(plan_id, gt=plan.version):
-            plan = event.mutate(plan)
+        held, stored = self._since(plan_id, plan.version)
+        if held and plan_id not in self._held.plans:
+            # Another session holds the plan's lock: a candidate list being imported (register_many), or a
+            # worker that takes it for every batch. Deciding without it, this batch could win the race for
+            # the plan's next version every time, and an import, whose decision takes longer, never would.
+            self._lost_race(plan_id)
+            raise _TakeTheLock
+        for event in stored:
+            plan = self.mapper.to_domain_event(event).mutate(plan)
         return plan
+
+    def _since(self, plan_id: UUID, version: int) -> tuple[bool, list[StoredEvent]]:
+        """(whether another session holds the plan's lock, the plan's events after `version`): one round trip,
+        the one a batch makes anyway to bring its plan up to date."""
+        if self._since_query is None:
+            self._since_query = SQL(
+                "SELECT h.held, e.originator_version, e.topic, e.state FROM (SELECT EXISTS (SELECT 1 FROM pg_locks"
+                " WHERE locktype = 'advisory' AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND granted AND pid <> pg_backend_pid()) AS held) h LEFT JOIN LATERAL (SELECT originator_version,"
+                " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
+                " e ON true"
+            ).format(Identifier(self.schema, self.recorder.events_table_name))  # type: ignore[attr-defined]
+        query = self._since_query
+        key, sub = (k & 0xFFFFFFFF for k in plan_lock(plan_id))  # pg_locks shows the keys as unsigned oids
+        with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:  # type: ignore[attr-defined]
+            rows = cur.execute(query, (key, sub, plan_id, version), prepare=True).fetchall()
+        stored = [StoredEvent(plan_id, v, topic, state) for _, v, topic, state in rows if v is not None]
+        return bool(rows[0][0]), stored
 
     def _keep_plan(self, plan: EvaluationPlan) -> None:
         if not plan.pending_events:  # as stored
@@ -197,12 +227,22 @@ class Registrations(Service):
         if the process dies. A holder stuck for longer than the store's lock timeout fails the waiting
         batch with LockNotAvailable (the API's 503, try again).
 
-        Taken only for a plan on which this process lost a race in the last CONTENDED_FOR seconds: a worker
+        Taken only for a plan on which this process lost a race, or found the lock held by another session
+        (_checkout_plan), in the last CONTENDED_FOR seconds: a worker
         alone on a plan (one API worker, the default) pays nothing for it: taken for every batch, its round trips
         (each a wait for the interpreter's lock in a busy process) cost one worker about a tenth of its
         registrations a second (benchmarks.http_commands, medians of 5 runs)."""
         assert isinstance(plan_id, UUID)
         if time.monotonic() >= self._contended.get(plan_id, 0.0):
+            yield
+            return
+        with self._plan_lock(plan_id):
+            yield
+
+    @contextmanager
+    def _plan_lock(self, plan_id: UUID) -> Iterator[None]:
+        """Hold the plan's advisory lock (see _holding_plan), waiting at most the store's lock timeout for it."""
+        if plan_id in self._held.plans:
             yield
             return
         done = False
@@ -211,7 +251,11 @@ class Registrations(Service):
                 # The timeout first (the subquery), then the lock, in one round trip.
                 conn.execute("SELECT pg_advisory_xact_lock(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) t",
                              (*plan_lock(plan_id), LOCK_TIMEOUT))  # fmt: skip
-                yield
+                self._held.plans.add(plan_id)
+                try:
+                    yield
+                finally:
+                    self._held.plans.discard(plan_id)
                 done = True
         except psycopg.OperationalError:
             if not done:
@@ -222,6 +266,13 @@ class Registrations(Service):
     def _register_batch(self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         """One outcome per request: the registration's id, or what its caller is told."""
         assert isinstance(plan_id, UUID)
+        try:
+            return self._decide_batch(plan_id, requests)
+        except _TakeTheLock:
+            with self._plan_lock(plan_id):
+                return self._decide_batch(plan_id, requests)
+
+    def _decide_batch(self, plan_id: UUID, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         if len(requests) == 1:  # alone, as if there were no batching
             return [self._outcome(self._register_alone, plan_id, *requests[0])]
         outcomes: dict[int, Any] = {}
@@ -360,7 +411,12 @@ class Registrations(Service):
                 fresh.take_seat(actor, r.id, self.today())
             return [fresh, *made]
 
-        self.retry(attempt)
+        # Under the plan's lock, which this process's and other processes' registration batches then wait for
+        # (_checkout_plan): a list deciding for seconds lost the race for the plan's next version to every
+        # single registration arriving meanwhile, and was stored only once they stopped.
+        self._lost_race(plan_id)
+        with self._plan_lock(plan_id):
+            self.retry(attempt)
         return list(forms)
 
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
@@ -443,3 +499,12 @@ def summary(plan: EvaluationPlan) -> PlanSummary:
     d = plan.details
     return PlanSummary(plan_number=d.plan_number, plan_name=d.name, institution_name=plan.institution_name,
                        occupation=d.occupation, job=d.job, level=d.level)  # fmt: skip
+
+
+class _TakeTheLock(Exception):
+    """A batch found its plan's lock held by another session: decide it again holding the lock."""
+
+
+class _Held(threading.local):
+    def __init__(self) -> None:
+        self.plans: set[UUID] = set()
