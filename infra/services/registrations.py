@@ -228,10 +228,10 @@ class Registrations(Service):
         batch with LockNotAvailable (the API's 503, try again).
 
         Taken only for a plan on which this process lost a race, or found the lock held by another session
-        (_checkout_plan), in the last CONTENDED_FOR seconds: a worker
-        alone on a plan (one API worker, the default) pays nothing for it: taken for every batch, its round trips
-        (each a wait for the interpreter's lock in a busy process) cost one worker about a tenth of its
-        registrations a second (benchmarks.http_commands, medians of 5 runs)."""
+        (_checkout_plan), in the last CONTENDED_FOR seconds: a worker alone on a plan (one API worker, the
+        default) pays nothing for it: taken for every batch, its round trips (each a wait for the interpreter's
+        lock in a busy process) cost one worker about a tenth of its registrations a second
+        (benchmarks.http_commands, medians of 5 runs)."""
         assert isinstance(plan_id, UUID)
         if time.monotonic() >= self._contended.get(plan_id, 0.0):
             yield
