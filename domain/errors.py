@@ -14,13 +14,18 @@ class DomainError(Exception):
         self.field = field
 
 
+SHOWN = 20  # problems spelled out in a message; the rest are counted (a file of 5,000 bad rows lists them all apart)
+
+
 class InvalidInput(DomainError):
     rule = "invalid-input"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         # problems: (field, message) pairs, all of them, so a form can be fixed in one go
         self.problems = problems
-        text = "; ".join(f"{f}: {m}" for f, m in problems)
+        text = "; ".join(f"{f}: {m}" for f, m in problems[:SHOWN])
+        if len(problems) > SHOWN:
+            text += f"; and {len(problems) - SHOWN} more (each is listed apart)"
         super().__init__(text, field=problems[0][0] if problems else None)
 
 
@@ -29,9 +34,16 @@ class NotFound(DomainError):
 
 
 class Conflict(DomainError):
-    """The command is valid but the current state forbids it."""
+    """The command is valid but the current state forbids it; `problems`, when given, names each input it
+    concerns (the rows of a list that someone else registered meanwhile)."""
 
     rule = "conflict"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, problems: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.problems = problems or []
 
 
 class Forbidden(DomainError):

@@ -191,6 +191,9 @@ def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothin
     stored = [o for o in outcomes if isinstance(o, list)]
     assert len(stored) == 1 and len(outcomes) == len(lists), outcomes
     assert all("registered" in o.message for o in outcomes if not isinstance(o, list))
+    # Each refused list names the rows it shares with the stored one (file lines 2 to 6), each apart.
+    common = {f"row {n}.id_number" for n in range(2, 7)}
+    assert all({f for f, _ in o.problems} == common for o in outcomes if not isinstance(o, list)), outcomes
     plan = world.registrations.repository.get(pid)
     assert world.registrations.plan_holders(plan.id) == set(stored[0]) and plan.seats_left == 40 - 6
 

@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
-from domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from domain.errors import SHOWN, Conflict, DomainError, InvalidInput, NotFound
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
@@ -374,6 +374,7 @@ class Registrations(Service):
         require(actor, STAFF, "import candidate lists", plan.institution_id)
         problems = [p for _, _, found in rows for p in found]
         forms: dict[UUID, tuple[int, RegistrationForm]] = {}
+        made: dict[UUID, Registration] = {}  # decided here, before the plan's lock; saved under it if nothing changed
         for n, form, _ in rows:
             if form is None:
                 continue
@@ -383,7 +384,7 @@ class Registrations(Service):
                 continue
             forms[rid] = (n, form)
             try:
-                Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)  # its rules
+                made[rid] = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
             except InvalidInput as e:
                 problems += [(f"row {n}.{f}", m) for f, m in e.problems]
         taken = self.existing(forms)
@@ -393,23 +394,30 @@ class Registrations(Service):
             raise InvalidInput(problems)
 
         def attempt() -> list[Aggregate]:
-            # Everything is made afresh on each attempt: a failed save has consumed the events.
             fresh = self.get(EvaluationPlan, plan_id, "plan")
             if len(forms) > fresh.seats_left:
                 raise Conflict(
                     f"the list has {len(forms)} candidates but plan {fresh.details.plan_number} has "
                     f"{fresh.seats_left} places left", field="file",
                 )  # fmt: skip
-            late = [forms[r][0] for r in self.existing(forms)]
+            late = sorted(forms[r][0] for r in self.existing(forms))
             if late:
-                raise Conflict(f"rows {late} were registered by someone else meanwhile; nothing was stored")
-            made = [
-                Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f, self.id_key)
-                for _, f in forms.values()
-            ]
-            for r in made:
+                shown = ", ".join(map(str, late[:SHOWN])) + (
+                    f" and {len(late) - SHOWN} more" if len(late) > SHOWN else ""
+                )
+                raise Conflict(f"{len(late)} rows were registered by someone else meanwhile (rows {shown}); nothing "
+                               "was stored", field="file", problems=[(f"row {n}.id_number", "registered by someone "
+                                                                      "else meanwhile") for n in late])  # fmt: skip
+            # Those decided before the lock, the first time and if the plan's details are as they were then
+            # (the registrations carry them); afresh after a failed save, which consumed their events.
+            same = summary(fresh) == summary(plan)
+            registrations = [(made.pop(r, None) if same else None) or
+                             Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f, self.id_key)
+                             for r, (_, f) in forms.items()]  # fmt: skip
+            made.clear()
+            for r in registrations:
                 fresh.take_seat(actor, r.id, self.today())
-            return [fresh, *made]
+            return [fresh, *registrations]
 
         # Under the plan's lock, which this process's and other processes' registration batches then wait for
         # (_checkout_plan): a list deciding for seconds lost the race for the plan's next version to every
