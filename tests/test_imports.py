@@ -115,6 +115,12 @@ def test_a_list_with_any_bad_row_is_refused_whole_naming_every_bad_row(world, ht
     assert by_row["row 6"] == ["row 6.education"] and by_row["row 7"] == ["row 7.attachments"]
     assert head(world) == before, "nothing stored"
     assert world.registrations.repository.get(pid).seats_left == 9
+    # Every row bad: each is in errors; the detail spells out the first 20 and counts the rest.
+    worse = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                      files={"file": ("名单.csv", csv_bytes([row(k, 社保证明=None) for k in range(10, 40)]))}).json()  # fmt: skip
+    assert [e["field"] for e in worse["errors"]] == [f"row {n}.attachments" for n in range(2, 32)]
+    assert worse["detail"].count("row ") == 20 and worse["detail"].endswith("and 10 more (each is listed apart)")
+    assert head(world) == before
 
     # A file that is not a table, an unknown column, another institution's staff.
     assert http.post(f"/plans/{pid}/registrations/import", headers=staff,
