@@ -250,7 +250,8 @@ def main(
 
         server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
     table = Table(
-        title=f"the API under {clients} concurrent clients, {seconds:.0f} s per phase; medians of {runs} runs"
+        title=f"the API under {clients} concurrent clients, {seconds:.0f} s per phase; "
+        + (f"medians of {runs} runs" if runs > 1 else "one run")
     )
     for column in (
         "workers",

@@ -152,7 +152,8 @@ def main(
         if server is not None:
             server.cleanup()
     table = Table(
-        title=f"a list of {rows:,} rows, {workers} API workers, {clients} clients registering; medians of {runs}"
+        title=f"a list of {rows:,} rows, {workers} API workers, {clients} clients registering; "
+        + (f"medians of {runs} runs" if runs > 1 else "one run")
     )
     for column in ("import alone s", "import among registrations s", "ratio", "registrations/s meanwhile"):
         table.add_column(column, justify="right")

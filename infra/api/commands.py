@@ -314,6 +314,11 @@ def publish_plan(
 def register(
     body: RegistrationIn, who: StaffOrCandidate, svc: RegSvc, k: Key, x_request_id: RequestId = None
 ) -> Created:
+    """Register a candidate for the plan that the registration code names: a candidate registers themselves (the
+    form's ID number must be their token's), an institution's staff register anyone for their own plans. The form
+    and its attachments are checked as they arrive (422 naming each field); the application conditions are the
+    review's to decide. 409 when the plan is full or closed, or the candidate is registered for it already.
+    Registrations arriving together for one plan are saved together."""
     if who.role is Role.CANDIDATE and ref(body.form.id_number, k) != who.candidate_ref:
         raise Forbidden("candidates register only themselves: the form's ID number is not the token's")
     return Created(id=svc.register(who.actor(x_request_id), body.registration_code, body.form))
