@@ -91,7 +91,7 @@ _collector: dict[str, Any] = {"rebuilds": 0, "found": None}  # rebuilds running;
 
 
 @contextmanager
-def _collecting_less() -> Iterator[None]:
+def collecting_less() -> Iterator[None]:
     """The garbage collector's youngest generation collected every YOUNG allocations rather than every 700
     (Python's default), while a rebuild runs. The batches it reads ahead are thousands of decoded events each,
     nested dicts and lists that live long enough to be traversed by collection after collection and promoted
@@ -126,7 +126,7 @@ def rebuild(
     target = conn.execute("SELECT current_schema()").fetchone()[0]
     path = conn.execute("SHOW search_path").fetchone()[0]
     build = _Build(conn, projections, app, key, progress, target, shadow_of(target))
-    with _rebuild_lock(conn, target), _collecting_less():
+    with _rebuild_lock(conn, target), collecting_less():
         try:
             head = app.recorder.max_notification_id() or 0
             if until is not None:

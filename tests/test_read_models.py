@@ -555,7 +555,7 @@ def test_a_rebuild_collects_garbage_less_often_while_it_runs_and_puts_the_collec
     monkeypatch.setattr(Audit, "apply", failing)
     rebuild(conn, PROJECTIONS, world.registrations, KEY)  # each event left out and recorded, the rest built
     assert gc.get_threshold() == before
-    first, second = consumers.rebuild._collecting_less(), consumers.rebuild._collecting_less()
+    first, second = consumers.rebuild.collecting_less(), consumers.rebuild.collecting_less()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)  # the first ends before the second: the threshold stays raised
