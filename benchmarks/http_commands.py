@@ -26,6 +26,9 @@ import tempfile
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 from stdnum.cn import ric
 
+from benchmarks.servers import servers
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from domain.registration import AttachmentKind
@@ -154,7 +158,22 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else float("nan")
 
 
-def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, tuple[float, ...]]:
+@dataclass
+class Served:
+    """`skillcert api` running on a fresh schema for a run: an institution, its plans of 100,000 places (number ->
+    (plan id, registration code)), a staff token's headers, the API's process and address."""
+
+    schema: str
+    plans: dict[str, tuple[uuid.UUID, str]]
+    staff: dict[str, str]
+    api: subprocess.Popen[bytes]
+    base: str
+
+
+@contextmanager
+def serving(url: str, workers: int, plans: tuple[str, ...] = ("HTTP",)) -> Iterator[Served]:
+    """The API on a fresh schema, answering /health; stopped and the schema dropped afterwards. The API's log is kept
+    in the temporary directory when the run fails."""
     schema = f"bench_http_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -163,16 +182,17 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
     iid = svc.register_institution(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
                                    DeadlineProfile.S, SCOPE)  # fmt: skip
     staff_actor = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
-    _, code = svc.publish_plan(staff_actor, iid, plan_details("HTTP", seats=100_000,
-                                                              registration_deadline=date(2099, 12, 31),
-                                                              evaluation_start=date(2100, 1, 10),
-                                                              evaluation_end=date(2100, 1, 10)))  # fmt: skip
+    published = {n: svc.publish_plan(staff_actor, iid, plan_details(n, seats=100_000,
+                                                                     registration_deadline=date(2099, 12, 31),
+                                                                     evaluation_start=date(2100, 1, 10),
+                                                                     evaluation_end=date(2100, 1, 10)))
+                 for n in plans}  # fmt: skip
     svc.close()
     staff = bearer(url, schema, Role.INSTITUTION_STAFF, "staff-bench", iid)
     port = free_port()
     env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema, "SKILLCERT_API_PORT": str(port),
            "SKILLCERT_API_WORKERS": str(workers)}  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"{schema}-api.log"  # kept when a run fails: what the API said
+    log = Path(tempfile.gettempdir()) / f"{schema}-api.log"
     api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=log.open("wb"),
                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -186,6 +206,24 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
                 pass
             assert time.monotonic() < deadline and api.poll() is None, "the API did not start"
             time.sleep(0.2)
+        yield Served(schema, published, staff, api, base)
+        log.unlink()
+    except BaseException:
+        console.print(f"the run failed; the API's log is {log}")
+        raise
+    finally:
+        api.terminate()
+        try:
+            api.wait(20)
+        except subprocess.TimeoutExpired:
+            api.kill()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, tuple[float, ...]]:
+    with serving(url, workers) as served:
+        base, staff, api, (_, code) = served.base, served.staff, served.api, served.plans["HTTP"]
 
         async def me(http: Client, n: int) -> Answer:
             return await http.get("/me")
@@ -222,19 +260,7 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
             api_after, pg_after = cpu_seconds(api.pid)
             results[label] = (answered / seconds, p(latencies, 50), p(latencies, 95), errors, cores,
                               (api_after - api_before) / answered * 1000, (pg_after - pg_before) / answered * 1000)  # fmt: skip
-        log.unlink()
         return results
-    except BaseException:
-        console.print(f"the run failed; the API's log is {log}")
-        raise
-    finally:
-        api.terminate()
-        try:
-            api.wait(20)
-        except subprocess.TimeoutExpired:
-            api.kill()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def main(
@@ -244,11 +270,6 @@ def main(
     seconds: float = typer.Option(10, help="each phase's length"),
     runs: int = typer.Option(3),
 ) -> None:
-    server = None
-    if database_url is None:
-        from infra.embedded import start_postgres
-
-        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
     table = Table(
         title=f"the API under {clients} concurrent clients, {seconds:.0f} s per phase; "
         + (f"medians of {runs} runs" if runs > 1 else "one run")
@@ -266,7 +287,7 @@ def main(
         "PG CPU ms/req",
     ):
         table.add_column(column, justify="right")
-    try:
+    with servers(database_url or "", None) as (database_url, _):
         for w in workers:
             runs_done = [one_run(database_url, w, clients, seconds) for _ in range(runs)]
             baseline = statistics.median(r["GET /me"][0] for r in runs_done)
@@ -278,9 +299,6 @@ def main(
                               f"{statistics.median(r[label][4] for r in runs_done):.2f}",
                               f"{statistics.median(r[label][5] for r in runs_done):.2f}",
                               f"{statistics.median(r[label][6] for r in runs_done):.2f}")  # fmt: skip
-    finally:
-        if server is not None:
-            server.cleanup()
     console.print(table)
 
 

@@ -14,16 +14,10 @@ every registration answered 201 and every row of the list is stored, and nothing
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
-from datetime import date
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -32,14 +26,8 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.http_commands import SYSTEM, drive, form
-from domain.institution import DeadlineProfile, Filing
-from domain.model import Actor, Role
-from infra.embedded import free_port
-from infra.services import samples
-from infra.services.registrations import Registrations
-from tests.api import bearer
-from tests.builders import SCOPE, plan_details
+from benchmarks.http_commands import drive, form, serving
+from benchmarks.servers import servers
 from tests.test_large_imports import candidate_list
 
 console = Console(width=120)
@@ -47,50 +35,19 @@ FIRST_CANDIDATE = 2_000_000  # the clients' candidates: ID numbers apart from th
 
 
 def one_run(url: str, workers: int, clients: int, seconds: float, rows: int) -> dict[str, float]:
-    schema = f"bench_imp_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    svc = Registrations(url, schema, today=lambda: date(2026, 3, 2))
-    samples.hold(svc.attachments)
-    iid = svc.register_institution(SYSTEM, "深圳市技能人才评价示范中心", Filing(city_code="03", station_serial="015"),
-                                   DeadlineProfile.S, SCOPE)  # fmt: skip
-    staff_actor = Actor(id="staff-bench", role=Role.INSTITUTION_STAFF, institution_id=iid)
-    plans = [svc.publish_plan(staff_actor, iid, plan_details(n, seats=100_000, registration_deadline=date(2099, 12, 31),
-                                                             evaluation_start=date(2100, 1, 10),
-                                                             evaluation_end=date(2100, 1, 10)))
-             for n in ("QUIET", "BUSY")]  # fmt: skip
-    svc.close()
-    staff = bearer(url, schema, Role.INSTITUTION_STAFF, "staff-bench", iid)
-    port = free_port()
-    env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema, "SKILLCERT_API_PORT": str(port),
-           "SKILLCERT_API_WORKERS": str(workers)}  # fmt: skip
-    log = Path(tempfile.gettempdir()) / f"{schema}-api.log"  # kept when a run fails: what the API said
-    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=log.open("wb"),
-                           stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     content = candidate_list(rows)
+    with serving(url, workers, plans=("QUIET", "BUSY")) as served:
 
-    def import_into(plan_id: uuid.UUID) -> float:
-        started = time.monotonic()
-        r = httpx.post(f"{base}/plans/{plan_id}/registrations/import", headers=staff, timeout=600,
-                       files={"file": ("名单.csv", content, "text/csv")})  # fmt: skip
-        assert r.status_code == 201 and r.json()["rows"] == rows, r.text[:500]
-        return time.monotonic() - started
+        def import_into(plan_id: uuid.UUID) -> float:
+            started = time.monotonic()
+            r = httpx.post(f"{served.base}/plans/{plan_id}/registrations/import", headers=served.staff, timeout=600,
+                           files={"file": ("名单.csv", content, "text/csv")})  # fmt: skip
+            assert r.status_code == 201 and r.json()["rows"] == rows, r.text[:500]
+            return time.monotonic() - started
 
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and api.poll() is None, "the API did not start"
-            time.sleep(0.2)
-        alone = import_into(plans[0][0])
-        busy_plan, code = plans[1]
+        alone = import_into(served.plans["QUIET"][0])
+        busy_plan, code = served.plans["BUSY"]
         took: list[float] = []
-        load_ended = 0.0
 
         def importer() -> None:
             time.sleep(2)
@@ -103,28 +60,16 @@ def one_run(url: str, workers: int, clients: int, seconds: float, rows: int) -> 
         thread = threading.Thread(target=importer)
         started = time.monotonic()
         thread.start()
-        answered, _, errors, _ = asyncio.run(drive(base, clients, seconds, staff, register))
+        answered, _, errors, _ = asyncio.run(drive(served.base, clients, seconds, served.staff, register))
         load_ended = time.monotonic() - started
         thread.join()
         with psycopg.connect(url) as conn:
             stored = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE topic LIKE %s").format(
-                sql.Identifier(schema, "skillcert_events")), ("%Registration.Submitted",)).fetchone()[0]  # fmt: skip
+                sql.Identifier(served.schema, "skillcert_events")), ("%Registration.Submitted",)).fetchone()[0]  # fmt: skip
         assert errors == 0, f"{errors} registrations failed while the list went in"
         assert stored == 2 * rows + answered, f"{stored} registrations stored; {2 * rows + answered} were answered 201"
-        log.unlink()
         return {"alone": alone, "busy": took[0], "finished_at": took[1], "load_ended": load_ended,
                 "rate": answered / seconds}  # fmt: skip
-    except BaseException:
-        console.print(f"the run failed; the API's log is {log}")
-        raise
-    finally:
-        api.terminate()
-        try:
-            api.wait(20)
-        except subprocess.TimeoutExpired:
-            api.kill()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def main(
@@ -135,22 +80,14 @@ def main(
     seconds: float = typer.Option(15, help="how long they register; the list goes in 2 s after they start"),
     runs: int = typer.Option(3),
 ) -> None:
-    server = None
-    if database_url is None:
-        from infra.embedded import start_postgres
-
-        server, database_url = start_postgres(Path(tempfile.mkdtemp(prefix="skillcert-bench-")))
-    try:
-        done = []
+    done = []
+    with servers(database_url or "", None) as (database_url, _):
         for r in range(runs):
             done.append(one_run(database_url, workers, clients, seconds, rows))
             d = done[-1]
             console.print(f"run {r + 1}: alone {d['alone']:.2f} s; among registrations {d['busy']:.2f} s, done at "
                           f"{d['finished_at']:.1f} s of a load that ended at {d['load_ended']:.1f} s; "
                           f"{d['rate']:,.0f} registrations/s")  # fmt: skip
-    finally:
-        if server is not None:
-            server.cleanup()
     table = Table(
         title=f"a list of {rows:,} rows, {workers} API workers, {clients} clients registering; "
         + (f"medians of {runs} runs" if runs > 1 else "one run")
