@@ -17,15 +17,21 @@ class DomainError(Exception):
 SHOWN = 20  # problems spelled out in a message; the rest are counted (a file of 5,000 bad rows lists them all apart)
 
 
+def first_of(parts: list[str], sep: str) -> str:
+    """The first SHOWN parts joined, and how many more there are."""
+    more = f"{sep.strip()} and {len(parts) - SHOWN} more" if len(parts) > SHOWN else ""
+    return sep.join(parts[:SHOWN]) + more
+
+
 class InvalidInput(DomainError):
     rule = "invalid-input"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         # problems: (field, message) pairs, all of them, so a form can be fixed in one go
         self.problems = problems
-        text = "; ".join(f"{f}: {m}" for f, m in problems[:SHOWN])
+        text = first_of([f"{f}: {m}" for f, m in problems], "; ")
         if len(problems) > SHOWN:
-            text += f"; and {len(problems) - SHOWN} more (each is listed apart)"
+            text += " (each is listed apart)"
         super().__init__(text, field=problems[0][0] if problems else None)
 
 

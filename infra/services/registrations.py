@@ -22,12 +22,12 @@ import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
-from domain.errors import SHOWN, Conflict, DomainError, InvalidInput, NotFound
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound, first_of
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
@@ -74,7 +74,15 @@ class Registrations(Service):
         self._plans: dict[UUID, EvaluationPlan] = {}  # as the last batch into each saved it (_checkout_plan)
         self._lock_pool_made = threading.Lock()
         self._held = _Held()  # the plans whose lock this thread holds
-        self._since_query: SQL | Composed | None = None
+        # A plan's events after a version, and whether another session holds its lock (_since).
+        self._since_query = SQL(
+            "SELECT h.held, e.originator_version, e.topic, e.state FROM (SELECT EXISTS (SELECT 1 FROM pg_locks"
+            " WHERE locktype = 'advisory' AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND granted AND pid <> pg_backend_pid()) AS held) h LEFT JOIN LATERAL (SELECT originator_version,"
+            " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
+            " e ON true"
+        ).format(Identifier(self.schema, self.recorder.events_table_name))  # type: ignore[attr-defined]
 
     def _plan_locks(self) -> ConnectionPool:
         """Connections for plans' locks, made on the first registration (most processes never register).
@@ -186,19 +194,9 @@ class Registrations(Service):
     def _since(self, plan_id: UUID, version: int) -> tuple[bool, list[StoredEvent]]:
         """(whether another session holds the plan's lock, the plan's events after `version`): one round trip,
         the one a batch makes anyway to bring its plan up to date."""
-        if self._since_query is None:
-            self._since_query = SQL(
-                "SELECT h.held, e.originator_version, e.topic, e.state FROM (SELECT EXISTS (SELECT 1 FROM pg_locks"
-                " WHERE locktype = 'advisory' AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 2"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND granted AND pid <> pg_backend_pid()) AS held) h LEFT JOIN LATERAL (SELECT originator_version,"
-                " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
-                " e ON true"
-            ).format(Identifier(self.schema, self.recorder.events_table_name))  # type: ignore[attr-defined]
-        query = self._since_query
         key, sub = (k & 0xFFFFFFFF for k in plan_lock(plan_id))  # pg_locks shows the keys as unsigned oids
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:  # type: ignore[attr-defined]
-            rows = cur.execute(query, (key, sub, plan_id, version), prepare=True).fetchall()
+            rows = cur.execute(self._since_query, (key, sub, plan_id, version), prepare=True).fetchall()
         stored = [StoredEvent(plan_id, v, topic, state) for _, v, topic, state in rows if v is not None]
         return bool(rows[0][0]), stored
 
@@ -402,9 +400,7 @@ class Registrations(Service):
                 )  # fmt: skip
             late = sorted(forms[r][0] for r in self.existing(forms))
             if late:
-                shown = ", ".join(map(str, late[:SHOWN])) + (
-                    f" and {len(late) - SHOWN} more" if len(late) > SHOWN else ""
-                )
+                shown = first_of([str(n) for n in late], ", ")
                 raise Conflict(f"{len(late)} rows were registered by someone else meanwhile (rows {shown}); nothing "
                                "was stored", field="file", problems=[(f"row {n}.id_number", "registered by someone "
                                                                       "else meanwhile") for n in late])  # fmt: skip

@@ -177,7 +177,7 @@ class SkillcertApplication(Application):
             # them (a store nobody has analysed: autovacuum off, or not yet come by after a bulk load) the
             # planner expects a range to hold few rows, gathers all of them from the heap and sorts them for
             # the limit: each batch then reads everything after it, and reading the log costs its length
-            # squared (4.5 µs a row rather than 1.9 over 101,130 events). With sorting off one plan is left.
+            # squared (4.0 µs a row rather than 1.4 over 101,130 events). With sorting off one plan is left.
             # Set for the session where the connection is the reader's own (autocommit, as the relay's and
             # a rebuild's are); inside a transaction, for that transaction, which a rollback would undo.
             if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
