@@ -279,6 +279,67 @@ def test_a_list_goes_in_while_candidates_keep_registering_for_the_same_plan_in_a
     assert set(ids) <= world.registrations.plan_holders(pid)
 
 
+IMPORTING = """
+import sys, time
+from datetime import date
+from uuid import UUID
+from infra.services.imports import import_candidates
+from infra.services.registrations import Registrations
+from tests.lifecycle import staff
+from tests.test_imports import csv_bytes, row
+url, schema, iid, pid = sys.argv[1:5]
+svc = Registrations(url, schema, today=lambda: date(2026, 3, 2))
+
+def stuck(*aggregates, **kwargs):  # the list decided, the plan's lock held: killed here
+    print("saving", flush=True)
+    time.sleep(600)
+
+svc.save = stuck
+import_candidates(svc, staff(UUID(iid)), UUID(pid), csv_bytes([row(i) for i in range(1, 301)]), "list.csv")
+"""
+
+
+def test_an_importer_killed_while_holding_the_plan_stores_nothing_and_holds_up_nobody(world, database_url, schema):
+    """SIGKILL of the process storing a list, while it holds the plan's lock: the registrations waiting for the
+    lock go in as soon as it dies (PostgreSQL ends its session, and with it the lock: no manual step, no wait
+    for the lock timeout), none of the list's rows is stored, and the same list imported again goes in whole."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from infra.services.imports import import_candidates
+    from infra.store.recorder import LOCK_TIMEOUT_SECONDS
+    from tests.lifecycle import staff
+
+    world.at(date(2026, 3, 2))
+    iid, pid, code = setup_plan(world.registrations, seats=500)
+    service = world.registrations
+    first = service.register(candidate(900), code, working_years_form(900))  # the plan is this worker's now
+    importer = subprocess.Popen([sys.executable, "-c", IMPORTING, database_url, schema, str(iid), str(pid)],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert importer.stdout is not None and importer.stdout.readline() == "saving\n"
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(service.register, candidate(901), code, working_years_form(901))
+            time.sleep(1)
+            assert not waiting.done()  # it saw the list's lock held, and waits for it
+            killed = time.monotonic()
+            importer.send_signal(signal.SIGKILL)
+            second = waiting.result(30)
+            took = time.monotonic() - killed
+    finally:
+        importer.kill()
+        importer.wait(30)
+    assert importer.returncode == -signal.SIGKILL
+    assert took < LOCK_TIMEOUT_SECONDS / 2, f"registered {took:.1f} s after the kill"  # not by the lock timeout
+    assert service.plan_holders(pid) == {first, second}  # nothing of the list
+    ids = import_candidates(service, staff(iid), pid, csv_bytes([row(i) for i in range(1, 301)]), "list.csv")
+    assert len(ids) == 300 and service.plan_holders(pid) == {first, second, *ids}
+    assert service.repository.get(pid).seats_left == 500 - 302
+
+
 def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_url, schema):
     from infra.services.imports import MAX_ROWS
 
