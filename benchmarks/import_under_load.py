@@ -7,8 +7,9 @@ next to the same list imported into another plan with nothing else going on, in 
 For each run: `skillcert api` is started as a process (SKILLCERT_API_WORKERS) on a fresh schema with two plans of
 100,000 places. First the list goes into one plan alone (the baseline). Then CLIENTS clients register into the other
 plan for SECONDS, as benchmarks.http_commands's clients do, and after 2 s the same list goes in there. It prints the
-seconds each import took, the registrations a second and their failures while the list went in, and checks that
-every registration answered 201 and every row of the list is stored, and nothing else.
+seconds each import took, the registrations a second and their failures while the list went in, how long the
+registrations answered while it went in waited (the longest, and the 95th percentile next to the one before it was
+sent), and checks that every registration answered 201 and every row of the list is stored, and nothing else.
 """
 
 from __future__ import annotations
@@ -49,13 +50,21 @@ def one_run(url: str, workers: int, clients: int, seconds: float, rows: int) -> 
         busy_plan, code = served.plans["BUSY"]
         took: list[float] = []
 
+        window: list[float] = []  # when the list was sent, and when it was answered
+        timeline: list[tuple[float, float]] = []  # each registration: (sent, answered)
+
         def importer() -> None:
             time.sleep(2)
+            window.append(time.monotonic())
             took.append(import_into(busy_plan))
-            took.append(time.monotonic() - started)  # when it finished, from the load's start
+            window.append(time.monotonic())
+            took.append(window[1] - started)  # when it finished, from the load's start
 
         async def register(http, n):  # type: ignore[no-untyped-def]
-            return await http.post("/registrations", {"registration_code": code, "form": form(FIRST_CANDIDATE + n)})
+            sent = time.monotonic()
+            r = await http.post("/registrations", {"registration_code": code, "form": form(FIRST_CANDIDATE + n)})
+            timeline.append((sent, time.monotonic()))
+            return r
 
         thread = threading.Thread(target=importer)
         started = time.monotonic()
@@ -68,8 +77,19 @@ def one_run(url: str, workers: int, clients: int, seconds: float, rows: int) -> 
                 sql.Identifier(served.schema, "skillcert_events")), ("%Registration.Submitted",)).fetchone()[0]  # fmt: skip
         assert errors == 0, f"{errors} registrations failed while the list went in"
         assert stored == 2 * rows + answered, f"{stored} registrations stored; {2 * rows + answered} were answered 201"
+        # The registrations the list held up (answered while it went in), against those before it was sent.
+        during = [b - a for a, b in timeline if window[0] < b <= window[1]]
+        before = [b - a for a, b in timeline if b <= window[0]]
         return {"alone": alone, "busy": took[0], "finished_at": took[1], "load_ended": load_ended,
-                "rate": answered / seconds}  # fmt: skip
+                "rate": answered / seconds, "longest": max(during, default=0.0),
+                "p95_during": percentile(during, 95), "p95_before": percentile(before, 95)}  # fmt: skip
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main(
@@ -87,16 +107,24 @@ def main(
             d = done[-1]
             console.print(f"run {r + 1}: alone {d['alone']:.2f} s; among registrations {d['busy']:.2f} s, done at "
                           f"{d['finished_at']:.1f} s of a load that ended at {d['load_ended']:.1f} s; "
-                          f"{d['rate']:,.0f} registrations/s")  # fmt: skip
+                          f"{d['rate']:,.0f} registrations/s; while it went in, registrations waited at most "
+                          f"{d['longest']:.2f} s (p95 {d['p95_during'] * 1000:.0f} ms, before it "
+                          f"{d['p95_before'] * 1000:.0f} ms)")  # fmt: skip
     table = Table(
         title=f"a list of {rows:,} rows, {workers} API workers, {clients} clients registering; "
         + (f"medians of {runs} runs" if runs > 1 else "one run")
     )
-    for column in ("import alone s", "import among registrations s", "ratio", "registrations/s meanwhile"):
+    for column in ("import alone s", "import among registrations s", "ratio", "registrations/s meanwhile",
+                   "longest registration while it went in s", "p95 ms then", "p95 ms before"):  # fmt: skip
         table.add_column(column, justify="right")
     alone, busy = statistics.median(d["alone"] for d in done), statistics.median(d["busy"] for d in done)
     table.add_row(
-        f"{alone:.2f}", f"{busy:.2f}", f"{busy / alone:.2f}", f"{statistics.median(d['rate'] for d in done):,.0f}"
+        f"{alone:.2f}",
+        f"{busy:.2f}",
+        f"{busy / alone:.2f}",
+        f"{statistics.median(d['rate'] for d in done):,.0f}",
+        f"{statistics.median(d['longest'] for d in done):.2f}",
+        *(f"{statistics.median(d[k] for d in done) * 1000:.0f}" for k in ("p95_during", "p95_before")),
     )
     console.print(table)
 
