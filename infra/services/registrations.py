@@ -79,9 +79,9 @@ class Registrations(Service):
             # Whether another session holds the plan's lock (or waits for it): a shared hold of it that would have
             # to wait, asked for and, granted, given back as the statement ends (autocommit). Read from pg_locks,
             # as it was, the answer cost each batch a scan of every lock in the cluster under all of the lock
-            # manager's partition locks: 0.08 ms with none held elsewhere, 0.54 ms with 1,000 and 5.5 ms with
-            # 10,000 (a busy server's sessions hold one for every table and index they touch); this costs 0.1 ms
-            # whatever is held.
+            # manager's partition locks: the round trip took 0.19 ms with no locks held elsewhere, 0.55 ms with
+            # 1,000 and 5.3 ms with 10,000 (a busy server's sessions hold one for every table and index they
+            # touch); it takes 0.15 to 0.19 ms whatever is held (benchmarks.plan_lock_check).
             "SELECT h.held, e.originator_version, e.topic, e.state FROM (SELECT NOT"
             " pg_try_advisory_xact_lock_shared(%s, %s) AS held) h LEFT JOIN LATERAL (SELECT originator_version,"
             " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
