@@ -27,7 +27,7 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.http_commands import drive, form, serving
+from benchmarks.http_commands import drive, form, p, serving
 from benchmarks.servers import servers
 from tests.test_large_imports import candidate_list
 
@@ -82,14 +82,7 @@ def one_run(url: str, workers: int, clients: int, seconds: float, rows: int) -> 
         before = [b - a for a, b in timeline if b <= window[0]]
         return {"alone": alone, "busy": took[0], "finished_at": took[1], "load_ended": load_ended,
                 "rate": answered / seconds, "longest": max(during, default=0.0),
-                "p95_during": percentile(during, 95), "p95_before": percentile(before, 95)}  # fmt: skip
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+                "p95_during": p(during, 95), "p95_before": p(before, 95)}  # fmt: skip
 
 
 def main(
@@ -108,8 +101,8 @@ def main(
             console.print(f"run {r + 1}: alone {d['alone']:.2f} s; among registrations {d['busy']:.2f} s, done at "
                           f"{d['finished_at']:.1f} s of a load that ended at {d['load_ended']:.1f} s; "
                           f"{d['rate']:,.0f} registrations/s; while it went in, registrations waited at most "
-                          f"{d['longest']:.2f} s (p95 {d['p95_during'] * 1000:.0f} ms, before it "
-                          f"{d['p95_before'] * 1000:.0f} ms)")  # fmt: skip
+                          f"{d['longest']:.2f} s (p95 {d['p95_during']:.0f} ms, before it "
+                          f"{d['p95_before']:.0f} ms)")  # fmt: skip
     table = Table(
         title=f"a list of {rows:,} rows, {workers} API workers, {clients} clients registering; "
         + (f"medians of {runs} runs" if runs > 1 else "one run")
@@ -124,7 +117,7 @@ def main(
         f"{busy / alone:.2f}",
         f"{statistics.median(d['rate'] for d in done):,.0f}",
         f"{statistics.median(d['longest'] for d in done):.2f}",
-        *(f"{statistics.median(d[k] for d in done) * 1000:.0f}" for k in ("p95_during", "p95_before")),
+        *(f"{statistics.median(d[k] for d in done):.0f}" for k in ("p95_during", "p95_before")),
     )
     console.print(table)
 
