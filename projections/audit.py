@@ -1,6 +1,10 @@
 """The audit trail: every published event, by aggregate, by actor, or by institution in a
 time range, with who did it, in which role and when; paged by position.
 
+The trail indexes the event store: it holds who, what, when and where, not the event's data, which a
+reader takes from the store by position (infra/api/queries.py). A copy of every event here was most of
+what a rebuild wrote to this table, and 10% of the rebuild's time (benchmarks.projections, docs/benchmarks.md).
+
 An event is attributed to the institution its aggregate was created under (plans,
 registrations, sessions, sittings and certificates name it when created), so a
 candidate's own actions count towards the institution whose plan they joined.
@@ -13,7 +17,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Json
 
 from projections.store import copy_rows
 
@@ -22,7 +25,7 @@ class Audit:
     name = "audit_trail"
     topics = ("registrations", "exams", "certificates", "stock")
     tables = ("audit_events", "audit_aggregates")
-    version = 2  # 2: the event as json, not jsonb
+    version = 3  # 2: the event as json, not jsonb; 3: no event, only the number it names
 
     def ddl(self) -> list[str]:
         return [
@@ -37,10 +40,7 @@ class Audit:
                 request_id text,
                 institution_id uuid,
                 at timestamptz NOT NULL,
-                -- json, not jsonb: nothing looks inside it but the reader it is handed to, and parsing every
-                -- event into jsonb was most of PostgreSQL's work on this table in a rebuild (psql's COPY of
-                -- 101,095 rows: 2.2 s as jsonb, 0.8 to 1.3 s as json).
-                data json NOT NULL
+                number text  -- the certificate number an event names, for the audit report
             )""",
             """CREATE TABLE IF NOT EXISTS audit_aggregates (
                 aggregate_id uuid PRIMARY KEY, institution_id uuid NOT NULL
@@ -74,7 +74,7 @@ class Audit:
             (
                 m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"],
                 m["actorrole"], actor.get("request_id"), institution, m["aggregateid"], actor.get("institution_id"),
-                m["time"], Json(d),
+                m["time"], d.get("number"),
             ),
         )  # fmt: skip
 
@@ -104,7 +104,7 @@ class Audit:
                SELECT s.position, s.event_id, s.type, s.aggregate_id, s.aggregate_version, s.actor_id, s.actor_role,
                       s.request_id,
                       coalesce(s.own, a.institution_id, CASE WHEN f.position < s.position THEN f.own END, s.actors),
-                      s.at, s.data
+                      s.at, s.number
                FROM audit_stage s LEFT JOIN audit_aggregates a USING (aggregate_id) LEFT JOIN first f USING (aggregate_id)
                ORDER BY s.position ON CONFLICT DO NOTHING"""
         )
@@ -141,22 +141,22 @@ def _row(m: dict[str, Any], *institutions: str | None) -> tuple[Any, ...]:
     d = m["data"]
     return (
         m["position"], m["id"], m["type"], m["aggregateid"], m["aggregateversion"], m["actorid"], m["actorrole"],
-        (d.get("actor") or {}).get("request_id"), *institutions, m["time"], Json(d),
+        (d.get("actor") or {}).get("request_id"), *institutions, m["time"], d.get("number"),
     )  # fmt: skip
 
 
 EVENTS_COPY = (
     "COPY audit_events (position, event_id, type, aggregate_id, aggregate_version, actor_id, actor_role, request_id,"
-    " institution_id, at, data) FROM STDIN"
+    " institution_id, at, number) FROM STDIN"
 )
 
 # Per session, emptied after each use: what apply_many copies in before merging.
 STAGE_DDL = """CREATE TEMP TABLE IF NOT EXISTS audit_stage (
     position bigint, event_id uuid, type text, aggregate_id uuid, aggregate_version int, actor_id text,
-    actor_role text, request_id text, own uuid, actors uuid, at timestamptz, data json)"""
+    actor_role text, request_id text, own uuid, actors uuid, at timestamptz, number text)"""
 STAGE_COPY = (
     "COPY audit_stage (position, event_id, type, aggregate_id, aggregate_version, actor_id, actor_role, request_id,"
-    " own, actors, at, data) FROM STDIN"
+    " own, actors, at, number) FROM STDIN"
 )
 
 

@@ -65,11 +65,11 @@ def certificates_in_every_state(w: World, n: int = 12) -> tuple:
     return iid, cids
 
 
-def bus_messages(app) -> list[dict]:
+def bus_messages(app, key: bytes = KEY) -> list[dict]:
     out = []
     for n in app.recorder.select_notifications(start=1, limit=100_000):
         if published(n.topic) is not None:
-            out.append(envelope(n.topic, n.id, app.mapper.decode_state(n), KEY))
+            out.append(envelope(n.topic, n.id, app.mapper.decode_state(n), key))
     return out
 
 
@@ -906,6 +906,10 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
     assert [e["actor_id"] for e in page][-1] == CENTRE.id and page[-1]["actor_role"] == "provincial_centre"
     assert [e["actor_id"] for e in page][-2] == ASSOCIATION.id and page[-2]["actor_role"] == "association"
 
+    # The trail keeps the number a certificate's issue names (the audit report's fallback), not the event.
+    issued = [e for e in page if e["type"].startswith("cn.skillcert.certificate.issued.")]
+    assert [e["number"] for e in issued] == [world.certificates.certificate(cid).number] and "data" not in page[0]
+
     total, page = trail(conn, actor_id=ASSOCIATION.id)
     assert total == 2 and {e["type"].rpartition(".")[0].rpartition(".")[2] for e in page} == {"correction_checked"}
 
@@ -940,6 +944,10 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
         assert page["total"] == 6 and len(page["items"]) == 3 and page["next_after"] == page["items"][-1]["position"]
         rest = http.get("/audit", params={"institution_id": str(other_iid), "after": page["next_after"]}).json()
         assert len(rest["items"]) == 3 and rest["next_after"] is None
+        # Each event's data, read from the store, is what the bus carries (pseudonymised with the installation's key).
+        carried = {m["position"]: m["data"] for m in bus_messages(world.registrations, http.app.state.key)}
+        assert all(e["data"] == carried[e["position"]] for e in page["items"] + rest["items"])
+        assert any("id_number" in e["data"].get("form", {}) for e in rest["items"])  # the registration
         assert http.get("/audit", params={"limit": 0}).status_code == 422
         # The event types by the glossary's names: Chinese when asked first, the type's own words otherwise.
         zh = http.get("/audit", params={"institution_id": str(other_iid)},

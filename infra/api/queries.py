@@ -277,6 +277,7 @@ def audit(
     c: Conn,
     who: Reader,
     request: Request,
+    svc: RegSvc,
     aggregate_id: UUID | None = None,
     actor_id: Annotated[str | None, Query(max_length=100)] = None,
     institution_id: UUID | None = None,
@@ -293,7 +294,10 @@ def audit(
     )  # fmt: skip
     next_after = items[-1]["position"] if len(items) == limit else None
     chinese = wants_chinese(request)
+    # The trail indexes the store; each event's data is read from there (infra.store.history).
+    data = history.published_data(svc, c, [item["position"] for item in items], request.app.state.key)
     for item in items:
+        item["data"] = data[item["position"]]
         item["label"] = (
             event_label(item["type"]) if chinese else event_name(item["type"]).replace(".", " ").replace("_", " ")
         )

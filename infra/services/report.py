@@ -66,7 +66,7 @@ def gather(conn: psycopg.Connection[Any], schema: str, events_table: str, instit
             where += " AND e.institution_id = %s"
             args.append(institution_id)
         cur.execute(
-            sql.SQL("SELECT e.*, p.name AS actor_name, c.number AS number FROM audit_events e "
+            sql.SQL("SELECT e.*, p.name AS actor_name, c.number AS registered_number FROM audit_events e "
                     "LEFT JOIN {} p ON p.principal_id = e.actor_id "
                     "LEFT JOIN certificate_registry c ON c.certificate_id = e.aggregate_id "
                     f"WHERE {where} ORDER BY e.position").format(sql.Identifier(schema, "principals")),
@@ -78,7 +78,7 @@ def gather(conn: psycopg.Connection[Any], schema: str, events_table: str, instit
     for e in events:
         kind = event_name(e["type"])
         counts[kind] += 1
-        number = e["number"] or e["data"].get("number") or ""
+        number = e["registered_number"] or e.get("number") or ""  # get: a trail not yet rebuilt at version 3
         row = [
             e["at"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), e["position"], event_label(e["type"]), kind,
             e["actor_name"] or "", ROLES.get(e["actor_role"], e["actor_role"]), e["actor_id"], str(e["aggregate_id"]),

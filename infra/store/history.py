@@ -1,5 +1,6 @@
-"""What the system knew about one aggregate at a moment: its state rebuilt from its own events up
-to a time or a position of the notification log, for auditors."""
+"""For auditors, from the store: what the system knew about one aggregate at a moment (its state rebuilt
+from its own events up to a time or a position of the notification log), and what the audit trail's
+events say."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+import psycopg
 from psycopg import sql
 from pydantic_core import to_jsonable_python
 
 from domain.errors import InvalidInput, NotFound
+from infra.bus.envelope import cloud_event
 from infra.store.eventstore import SkillcertApplication
+from projections.store import NUL, without_nul
 
 
 def as_of(
@@ -62,3 +67,21 @@ def as_of(
         },  # fmt: skip
         "state": to_jsonable_python(state),
     }
+
+
+def published_data(
+    app: SkillcertApplication, conn: psycopg.Connection[Any], positions: list[int], key: bytes
+) -> dict[int, dict[str, Any]]:
+    """The data of the events at these log positions as the bus published them (pseudonymised, NUL-free,
+    as the read models hold it): what the audit trail shows beside its own columns, read from the
+    store, which the trail indexes rather than copies (projections/audit.py)."""
+    table = sql.Identifier(app.schema, app.recorder.events_table_name)  # type: ignore[attr-defined]
+    query = sql.SQL("SELECT notification_id, topic, state FROM {} WHERE notification_id = ANY(%s)").format(table)
+    with conn.cursor(binary=True) as cur:
+        rows = cur.execute(query, (positions,)).fetchall()
+    out = {}
+    for position, topic, state in rows:
+        plain = app.mapper.plaintext(state)
+        data = cloud_event(topic, position, orjson.loads(plain), key)[1]["data"]
+        out[position] = without_nul(data) if NUL in plain else data
+    return out
