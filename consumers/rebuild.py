@@ -265,7 +265,7 @@ class _Build:
         # A small sample: the plans need each key's rough number of distinct values, and the default sample
         # (30,000 rows, jsonb columns sorted for their histograms) cost more than the rebuild of 24,000
         # events. Nor the JSON columns: no statement a projection applies looks inside one, and they are
-        # most of what ANALYZE reads (an audit row's event). Autovacuum analyses the tables again after the
+        # most of what ANALYZE reads (a registration's form). Autovacuum analyses the tables again after the
         # swap, every column, with the server's target.
         cur.execute("SET LOCAL default_statistics_target = 10")
         for table, size, columns in grown:

@@ -139,7 +139,7 @@ def copy_rows(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], ro
 
 def connect(database_url: str, schema: str, **kwargs: Any) -> psycopg.Connection[Any]:
     conn = psycopg.connect(database_url, **kwargs)
-    # jsonb parameters (every audit row carries its event) written by orjson, not the standard library's
+    # jsonb parameters (a registration's form, a sitting's scores) written by orjson, not the standard library's
     # encoder: a rebuild spent a twentieth of its time there.
     set_json_dumps(_json_dumps, context=conn)
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))

@@ -272,8 +272,7 @@ def test_registrations_arriving_together_are_saved_together_and_each_fails_alone
             return f"{type(e).__name__}: {e.message if isinstance(e, Conflict) else e.problems}"
 
     def waiting() -> int:  # callers waiting for the plan's batch (its leader among them)
-        queue = service._registering._queues.get(pid)
-        return len(queue.pending) if queue is not None else 0
+        return service.waiting_to_register(pid)
 
     def until(n: int) -> None:
         deadline = time.monotonic() + 30

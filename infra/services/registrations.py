@@ -173,6 +173,11 @@ class Registrations(Service):
         require(actor, STAFF_OR_CANDIDATE, "register candidates", institution_id)
         return self._registering.submit(plan_id, (actor, form))
 
+    def waiting_to_register(self, plan_id: UUID) -> int:
+        """Registrations for the plan in this process not yet decided: those of the batch gathering (its
+        leader's among them) or waiting for the plan's lock, which another worker or an import holds."""
+        return self._registering.waiting(plan_id)
+
     def _already(self, plan: EvaluationPlan) -> Conflict:
         return Conflict(f"this candidate is already registered for plan {plan.details.plan_number}", field="id_number")
 

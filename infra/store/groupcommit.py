@@ -77,6 +77,12 @@ class GroupCommit(Generic[Req, Res]):
             raise slot.error
         return slot.result  # type: ignore[no-any-return]
 
+    def waiting(self, key: Hashable) -> int:
+        """Requests for `key` not yet taken into a batch."""
+        with self._lock:
+            queue = self._queues.get(key)
+            return len(queue.pending) if queue is not None else 0
+
     def _take(self, queue: _Queue) -> list[_Slot[Any]]:
         """The next batch: what waits, up to `most`."""
         with self._lock:
