@@ -3,7 +3,7 @@ time range, with who did it, in which role and when; paged by position.
 
 The trail indexes the event store: it holds who, what, when and where, not the event's data, which a
 reader takes from the store by position (infra/api/queries.py). A copy of every event here was most of
-what a rebuild wrote to this table, and 10% of the rebuild's time (benchmarks.projections, docs/benchmarks.md).
+what a rebuild wrote to this table, and about a seventh of its time (docs/benchmarks.md, "a seventh machine").
 
 An event is attributed to the institution its aggregate was created under (plans,
 registrations, sessions, sittings and certificates name it when created), so a
