@@ -733,6 +733,26 @@ def test_a_worker_starting_drops_what_a_killed_rebuild_left_half_built(world, co
     assert shadows(conn) == []
 
 
+def test_a_worker_starting_after_an_upgrade_rebuilds_the_audit_trail_that_copied_every_event(world, conn):
+    """Version 2 of the trail held each event's data (json); version 3 indexes the store and keeps only the number
+    an event names. An installation upgraded from 2 has its trail rebuilt when a worker starts, nothing else."""
+    from consumers.rebuild import bring_up_to_date
+
+    certificates_in_every_state(world, 4)
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)
+    built = rows(conn, "audit_events")
+    others = {t: rows(conn, t) for p in PROJECTIONS if p.name != "audit_trail" for t in p.tables}
+    conn.execute("ALTER TABLE audit_events DROP COLUMN number, ADD COLUMN data json NOT NULL DEFAULT '{}'")
+    conn.execute("UPDATE projection_schemas SET version = 2 WHERE projection = 'audit_trail'")
+    conn.commit()
+    assert bring_up_to_date(conn, PROJECTIONS, world.registrations, KEY) == ["audit_trail"]
+    columns = [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema ="
+                                          " current_schema() AND table_name = 'audit_events' ORDER BY ordinal_position")]  # fmt: skip
+    assert columns[-2:] == ["at", "number"] and "data" not in columns
+    assert rows(conn, "audit_events") == built and {t: rows(conn, t) for t in others} == others
+    assert bring_up_to_date(conn, PROJECTIONS, world.registrations, KEY) == []  # once
+
+
 def test_during_a_rebuild_readers_and_the_live_consumer_go_on_and_what_it_applies_is_swapped_in(
     world, conn, database_url, schema
 ):
