@@ -271,13 +271,10 @@ def test_registrations_arriving_together_are_saved_together_and_each_fails_alone
         except (Conflict, InvalidInput) as e:
             return f"{type(e).__name__}: {e.message if isinstance(e, Conflict) else e.problems}"
 
-    def waiting() -> int:  # callers waiting for the plan's batch (its leader among them)
-        return service.waiting_to_register(pid)
-
-    def until(n: int) -> None:
+    def until(n: int) -> None:  # n callers wait for the plan's batch (its leader among them)
         deadline = time.monotonic() + 30
-        while waiting() < n:
-            assert time.monotonic() < deadline, f"{waiting()} of {n} callers arrived"
+        while (waiting := service.waiting_to_register(pid)) < n:
+            assert time.monotonic() < deadline, f"{waiting} of {n} callers arrived"
             time.sleep(0.01)
 
     service._lost_race(pid)  # as after another worker changed the plan: its batches take the plan's lock
