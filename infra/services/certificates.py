@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
 
 from domain.certificate import (
     Certificate,
@@ -23,7 +24,7 @@ from domain.errors import Conflict, InvalidInput
 from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
 from domain.levels import Level
-from domain.model import Actor, Aggregate
+from domain.model import Actor, Aggregate, Snapshot
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
 from infra.services.base import R, Service
@@ -68,38 +69,71 @@ class Certificates(Service):
         # Never a certificate outside the filed scope, also when it was narrowed after the plan was published.
         for occupation, job, level in sorted({(s.occupation, s.job or "", s.level) for s, _ in wanted}):
             institution.check_scope(occupation, job or None, level)
+        ids = [certificate_id(e.registration_id) for _, e in wanted]  # a uuid5 each: once
+        done = self.existing(ids)  # issued before: by an earlier call, or by another issuer
+        todo = [w for w, i in zip(wanted, ids, strict=True) if i not in done]
+        parts = [todo[start : start + chunk] for start in range(0, len(todo), chunk)]
+        # Each part numbered from the counters as the part before left them, without loading them
+        # again; a part that loses a race is done again alone, reloading everything, as a retry does.
         issued: dict[UUID, str] = {}
-        for start in range(0, len(wanted), chunk):
-            issued.update(self._issue_chunk(actor, institution, wanted[start : start + chunk]))
+        counters: dict[tuple[int, Level], SerialCounter] = {}
+        for part in parts:
+            aggregates, numbers = self._number(actor, institution, part, counters)
+            try:
+                self.save(*aggregates)
+            except IntegrityError:
+                counters.clear()
+                numbers = self._issue_chunk(actor, institution, part)
+            issued.update(numbers)
         return issued
+
+    def _number(
+        self,
+        actor: Actor,
+        institution: Institution,
+        part: list[tuple[ExamSession, ResultEntry]],
+        counters: dict[tuple[int, Level], SerialCounter],
+    ) -> tuple[list[Aggregate], dict[UUID, str]]:
+        """Number and issue one part from `counters` (loaded if absent), leaving in `counters` a copy of
+        each as it will be once this part is saved. Returns what to save and what it issues."""
+        today = self.today()
+        changed: list[Aggregate] = []
+        certificates = []
+        for level in sorted({s.level for s, _ in part}):
+            of_level = [(s, e) for s, e in part if s.level is level]
+            counter = counters.get((today.year, level))
+            if counter is None:
+                counter = self._counter(actor, institution, today.year, level)
+            numbers = counter.allocate(actor, len(of_level))
+            changed.append(counter)
+            # The same state without its pending events: the next part numbers on from it.
+            counters[(today.year, level)] = Snapshot.take(counter).mutate(None)
+            certificates += [
+                Certificate.issue(
+                    actor, number, e.registration_id, s.id, institution.id, institution.name,
+                    institution.profile, e.holder, s.occupation, s.job, level, today, s.numbering,
+                )
+                for (s, e), number in zip(of_level, numbers, strict=True)
+            ]  # fmt: skip
+        return [*changed, *certificates], {c.registration_id: c.number for c in certificates}
 
     def _issue_chunk(
         self, actor: Actor, institution: Institution, part: list[tuple[ExamSession, ResultEntry]]
     ) -> dict[UUID, str]:
-        """One transaction: each counter moves exactly as far as the certificates it numbers."""
+        """One part alone, in one transaction, reloading and trying again until no other writer got
+        there first: each counter moves exactly as far as the certificates it numbers."""
         pending: dict[UUID, str] = {}  # what the attempt that commits issued
-        ids = [certificate_id(e.registration_id) for _, e in part]  # a uuid5 each: once, not at every attempt
+        ids = [certificate_id(e.registration_id) for _, e in part]
 
         def attempt() -> list[Aggregate]:
             pending.clear()
-            today = self.today()
             done = self.existing(ids)  # a racing issuer's work
             todo = [(s, e) for (s, e), i in zip(part, ids, strict=True) if i not in done]
-            counters: dict[Level, SerialCounter] = {}
-            certificates = []
-            for level in sorted({s.level for s, _ in todo}):
-                of_level = [(s, e) for s, e in todo if s.level is level]
-                counters[level] = self._counter(actor, institution, today.year, level)
-                numbers = counters[level].allocate(actor, len(of_level))
-                certificates += [
-                    Certificate.issue(
-                        actor, number, e.registration_id, s.id, institution.id, institution.name,
-                        institution.profile, e.holder, s.occupation, s.job, level, today, s.numbering,
-                    )
-                    for (s, e), number in zip(of_level, numbers, strict=True)
-                ]  # fmt: skip
-            pending.update({c.registration_id: c.number for c in certificates})
-            return [*counters.values(), *certificates]
+            if not todo:
+                return []
+            aggregates, numbers = self._number(actor, institution, todo, {})
+            pending.update(numbers)
+            return aggregates
 
         self.retry(attempt)
         return pending
