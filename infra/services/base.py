@@ -135,10 +135,11 @@ class Service(SkillcertApplication):
         return EvaluationPlan.holders(self.events.get(plan_id))
 
     def existing(self, ids: Iterable[UUID]) -> set[UUID]:
-        """Which of these aggregates exist, in one query instead of one per id."""
+        """Which of these aggregates exist, in one query instead of one per id (one statement on an
+        autocommit connection, as the library reads an aggregate's events: no BEGIN and ROLLBACK around it)."""
         table = sql.Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
         query = sql.SQL("SELECT originator_id FROM {} WHERE originator_version = 1 AND originator_id = ANY(%b)")
-        with self.recorder.datastore.transaction(commit=False) as cur:  # type: ignore[attr-defined]
+        with self.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
             cur.execute(query.format(table), (list(ids),))
             return {row["originator_id"] for row in cur.fetchall()}
 
@@ -151,7 +152,7 @@ class Service(SkillcertApplication):
         table = sql.Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
         query = sql.SQL("SELECT originator_id, originator_version, topic, state FROM {} WHERE originator_id = ANY(%s)"
                         " ORDER BY originator_id, originator_version").format(table)  # fmt: skip
-        with self.recorder.datastore.transaction(commit=False) as cur:  # type: ignore[attr-defined]
+        with self.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
             cur.execute(query, (wanted,))
             rows = cur.fetchall()
         found: dict[UUID, Aggregate] = {}
