@@ -309,6 +309,21 @@ def test_every_role_against_every_endpoint(setup: Setup) -> None:
         assert s.http.get(path, headers=s.headers[STAFF]).json()["total"] == 1
 
 
+def test_a_path_naming_something_else_is_not_found_for_either_institutions_staff(setup: Setup) -> None:
+    """Staff are held to their institution by the target the path names, looked up before anything else:
+    an id of another kind there (A's plan where a registration belongs) is not found, for A's staff and for
+    B's, rather than refused, which would tell B's staff that the id exists."""
+    s = setup
+    for role in (STAFF, OTHER_STAFF):
+        for path, body in ((f"/registrations/{s.pid}/fee", {"receipt_number": "R-1", "amount": "380.00"}),
+                           (f"/registrations/{s.exam_id}/training-account", {"account": "T-1"}),
+                           (f"/sessions/{s.rid}/scores/publication", None)):  # fmt: skip
+            before = s.head()
+            r = s.http.post(path, headers=s.headers[role], json=body)
+            assert r.status_code == 404, (role, path, r.status_code, r.text)
+            assert s.head() == before
+
+
 def test_the_actor_on_the_event_is_the_token_holder_never_the_body(setup: Setup, database_url, schema) -> None:
     s = setup
     r = s.http.post(

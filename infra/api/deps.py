@@ -236,11 +236,11 @@ def _own_targets(request: Request, who: Principal, svc: Registrations) -> None:
     try:
         for name, cls, what in SCOPED:
             if name in params:
-                own_institution(who, svc.get(cls, UUID(params[name]), what).institution_id, f"{what}s")
+                own_institution(who, svc.institution_of(cls, UUID(params[name]), what), f"{what}s")
         if "certificate" in params:
             with request.app.state.pool.connection() as c:
                 cid = certificate_id(c, params["certificate"])
-            own_institution(who, svc.get(Certificate, cid, "certificate").institution_id, "certificates")
+            own_institution(who, svc.institution_of(Certificate, cid, "certificate"), "certificates")
     except ValueError:
         return  # not an id: the route's own validation answers 422
 

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.utils import resolve_topic
 from psycopg import sql
 from pydantic import BaseModel
 
@@ -101,6 +102,17 @@ class Service(SkillcertApplication):
         if not isinstance(agg, cls):
             raise NotFound(f"no {what} with id {id}")
         return agg
+
+    def institution_of(self, cls: type[Aggregate], id: UUID, what: str) -> UUID | None:
+        """The institution an aggregate belongs to, from its first event alone: what a check of who may act
+        on it needs, without loading and validating its whole history (the command loads it anyway). Only a
+        creation sets an aggregate's institution. NotFound, as `get` answers, for none or another kind."""
+        first = self.recorder.select_events(id, limit=1)
+        created = self.mapper.decode_bytes(first[0].state) if first else {}  # type: ignore[attr-defined]
+        # The class the aggregate is made as, as loading it would resolve it.
+        if "originator_topic" not in created or not issubclass(resolve_topic(created["originator_topic"]), cls):
+            raise NotFound(f"no {what} with id {id}")
+        return UUID(created["institution_id"]) if created.get("institution_id") else None
 
     def save_once(self, *aggregates: Aggregate) -> None:
         try:
