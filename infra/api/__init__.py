@@ -53,8 +53,7 @@ def create_app(
     """`today` is the date in Shanghai unless a test moves it."""
 
     def configure(conn: Any) -> None:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        conn.commit()
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))  # autocommit: it holds
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

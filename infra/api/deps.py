@@ -67,10 +67,8 @@ def connection(request: Request) -> Iterator[Any]:
         _enter_snapshot(request, c, wanted)
         try:
             yield c
-        finally:  # pooled: the next request reads the live read models again
-            c.rollback()
+        finally:  # pooled: the next request reads the live read models again (autocommit: it holds at once)
             c.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(request.app.state.schema)))
-            c.commit()
 
 
 def _enter_snapshot(request: Request, c: Any, name: str) -> None:
@@ -83,19 +81,15 @@ def _enter_snapshot(request: Request, c: Any, name: str) -> None:
         who = request.app.state.tokens.principal(c, token.strip())
     except Refused as e:
         raise Unauthenticated(str(e)) from None
-    finally:
-        c.rollback()
     if who.role is not Role.AUDITOR:
         raise Forbidden("only auditors read the read models as of a moment (X-As-Of)")
     row = c.execute(sql.SQL("SELECT complete FROM {} WHERE name = %s").format(
         sql.Identifier(request.app.state.schema, SNAPSHOTS)), (name,)).fetchone() if _has_snapshots(request, c) else None  # fmt: skip
-    c.rollback()
     if row is None:
         raise NotFound(f"no read models rebuilt as of a moment are named {name!r}: GET /snapshots lists them")
     if not row[0]:
         raise NotFound(f"{name!r} holds only some of the read models; rebuild them all into it to read it here")
-    c.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(name)))
-    c.commit()
+    c.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(name)))  # the pool's connections autocommit
 
 
 def _has_snapshots(request: Request, c: Any) -> bool:
