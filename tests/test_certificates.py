@@ -85,6 +85,27 @@ def test_twenty_issuers_racing_leave_serials_without_gap_or_repeat(world):
     assert stored(world) == before
 
 
+def test_a_lone_issuer_reads_the_serial_counter_once_and_numbers_each_part_on_from_the_last(world, monkeypatch):
+    """Uncontended, the counter is loaded once for a whole issue: each part of `chunk` certificates numbers on
+    from the counter as the part before left it, rather than reading and replaying it again per part."""
+    iid, _, _, exam = confirmed_exam(world, 8)
+    world.at(ISSUE_DAY)
+    counter = counter_id(iid, 2026, Level.TWO)
+    recorder, reads = world.certificates.recorder, Counter()
+    select_events = recorder.select_events
+
+    def counting(originator_id, **kwargs):
+        reads[originator_id] += 1
+        return select_events(originator_id, **kwargs)
+
+    monkeypatch.setattr(recorder, "select_events", counting)
+    issued = world.certificates.issue(staff(iid), exam, chunk=3)  # 7 passes: parts of 3, 3 and 1
+    assert sorted(parse(n).serial for n in issued.values()) == list(range(1, 8))
+    assert reads[counter] == 1
+    monkeypatch.undo()
+    assert world.certificates.repository.get(counter).last == 7
+
+
 def test_serials_restart_each_year_and_the_number_carries_the_filing(world):
     iid, _, _, exam = confirmed_exam(world, 6)
     passed = [e.registration_id for e in world.exams.repository.get(exam).passed()]
