@@ -192,6 +192,62 @@ def test_a_score_book_is_all_or_nothing_and_names_every_problem(world):
         world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(5)})
 
 
+@pytest.mark.parametrize("way", ["score book", "score-book file"])
+def test_scores_recorded_again_while_another_worker_publishes_them_land_before_the_publication(
+    world, database_url, schema, clock, way
+):
+    """Once published, a score changes only through a score review. One worker records a candidate's scores again
+    (a score book, or a file of one) while another publishes the session's scores: the publication waits until the
+    recording is saved, and publishes it; no score is recorded after the publication."""
+    import threading
+
+    from infra.services.exams import Exams
+    from infra.services.imports import import_scores
+
+    iid, pid, rids = approved_cohort(world, 3)
+    exam = sit_exam(world, iid, pid, rids)
+    world.at(date(2026, 4, 13))
+    world.exams.record_scores(staff(iid, SCORER), exam, {r: score(i) for i, r in enumerate(rids, 1)})
+    publisher = Exams(database_url, schema, today=clock)  # another API worker
+    checked, published = threading.Event(), threading.Event()
+    save_once = world.exams.save_once
+
+    def save_once_the_publication_is_done(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+        checked.set()  # the session was open to scoring when the recording looked
+        published.wait(2)  # the other worker publishes meanwhile, unless it has to wait for this recording
+        return save_once(*aggregates, **kwargs)
+
+    world.exams.save_once = save_once_the_publication_is_done  # type: ignore[method-assign]
+
+    def publish() -> None:
+        assert checked.wait(10)
+        publisher.publish_scores(staff(iid), exam)
+        published.set()
+
+    def record() -> None:
+        if way == "score book":
+            world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(7)})
+            return
+        form = world.registrations.repository.get(rids[0]).form
+        row = {"姓名": form.name, "证件号码": form.id_number} | {s.value: str(v) for s, v in score(7).items()}
+        import_scores(world.exams, staff(iid, SCORER), exam, b"", "book.xlsx", read=lambda *_: [(2, row)])
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            recording = pool.submit(record)
+            publishing = pool.submit(publish)
+            recording.result(30)
+            publishing.result(30)
+    finally:
+        publisher.close()
+    notes = world.exams.recorder.select_notifications(start=1, limit=100_000)
+    sittings = {sitting_id(r) for r in rids}
+    recorded = [n.id for n in notes if n.topic.endswith("Sitting.ScoresRecorded") and n.originator_id in sittings]
+    [publication] = [n.id for n in notes if n.topic.endswith("ExamSession.ScoresPublished") and n.originator_id == exam]
+    assert len(recorded) == 4 and max(recorded) < publication
+    assert world.exams.sitting(rids[0]).scores == score(7)
+
+
 @pytest.fixture
 def published(world):
     iid, pid, rids = approved_cohort(world, 3)

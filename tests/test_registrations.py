@@ -382,11 +382,11 @@ def test_a_plan_held_by_a_stuck_worker_fails_a_registration_retryably_and_stores
     the lock timeout: then they fail with an OperationalError (the API's 503, try again), and store nothing."""
     import psycopg
 
-    import infra.services.registrations as registrations
+    import infra.services.base as base
     from infra.services.registrations import plan_lock
 
     _, pid, code = setup_plan(service, seats=10)
-    monkeypatch.setattr(registrations, "LOCK_TIMEOUT", "1s")
+    monkeypatch.setattr(base, "LOCK_TIMEOUT", "1s")
     service._lost_race(pid)  # it has seen another worker on this plan, so it takes the plan's lock
     before = stored(service)
     with psycopg.connect(database_url, autocommit=True) as stuck:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import threading
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TypeVar
 from uuid import UUID
@@ -13,7 +15,8 @@ from zoneinfo import ZoneInfo
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.utils import resolve_topic
-from psycopg import sql
+from psycopg import OperationalError, sql
+from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
 from domain.errors import Conflict, InvalidInput, NotFound
@@ -21,8 +24,13 @@ from domain.model import Actor, Aggregate, Role
 from domain.registration import Attachment, AttachmentKind
 from infra.store.attachments import SYSTEM, Attachments
 from infra.store.eventstore import SkillcertApplication
+from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, check_idle
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
+# Connections for advisory locks held across a command (Service.holding), per process: one per thing locked at the
+# same moment here; more would not run faster on the cores there are, and a command waiting for one answers 503
+# after the lock timeout.
+LOCK_CONNECTIONS = 8
 A = TypeVar("A", bound=Aggregate)
 R = TypeVar("R")
 
@@ -36,6 +44,44 @@ class Service(SkillcertApplication):
         super().__init__(database_url, schema)
         self.today = today
         self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher)  # type: ignore[attr-defined]
+        self._lock_pool: ConnectionPool | None = None
+        self._lock_pool_made = threading.Lock()
+
+    def _lock_connections(self) -> ConnectionPool:
+        """Connections for advisory locks, made on first use (most processes never take one). Not the store's:
+        a command holding a lock still takes the store's connections to load and save, which commands waiting
+        for the lock must not be holding."""
+        with self._lock_pool_made:
+            if self._lock_pool is None:
+                self._lock_pool = ConnectionPool(
+                    self.database_url, min_size=1, max_size=LOCK_CONNECTIONS, timeout=LOCK_TIMEOUT_SECONDS,
+                    kwargs={"autocommit": True, "application_name": "skillcert-locks"}, check=check_idle, open=True,
+                )  # fmt: skip
+            return self._lock_pool
+
+    @contextmanager
+    def holding(self, key: tuple[int, int]) -> Iterator[None]:
+        """Hold an advisory lock of two keys (the first names what is locked) while the block runs, across every
+        process, waiting at most the store's lock timeout for it (then psycopg's LockNotAvailable: the API's 503,
+        try again). A lock of a transaction on a connection of its own: it ends with the block, or with the
+        session if the process dies."""
+        done = False
+        try:
+            with self._lock_connections().connection() as conn, conn.transaction(force_rollback=True):
+                # The timeout first (the subquery), then the lock, in one round trip.
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) t",
+                             (*key, LOCK_TIMEOUT))  # fmt: skip
+                yield
+                done = True
+        except OperationalError:
+            if not done:
+                raise
+            # The block is done; only giving the lock back failed (the session was lost, which gave it back).
+
+    def close(self) -> None:
+        if self._lock_pool is not None:
+            self._lock_pool.close()
+        super().close()
 
     def save(self, *objs, **kwargs):  # type: ignore[no-untyped-def,override]
         """Events refer only to files the store holds and the event's actor may refer to (a photo only

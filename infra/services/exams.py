@@ -4,6 +4,7 @@ score reviews and result reporting."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import date, time
 from decimal import Decimal
 from uuid import UUID
@@ -15,6 +16,12 @@ from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
 from infra.services.base import Service
+
+SCORING_LOCKS = 0x736B7363  # "sksc": the first key of a session's scoring lock (see PLAN_LOCKS)
+
+
+def scoring_lock(exam_id: UUID) -> tuple[int, int]:
+    return SCORING_LOCKS, int.from_bytes(exam_id.bytes[:4], "big", signed=True)
 
 
 class Exams(Service):
@@ -144,18 +151,27 @@ class Exams(Service):
         self.retry(attempt)
         return absent
 
+    def scoring(self, exam_id: UUID) -> AbstractContextManager[None]:
+        """Hold the session's scoring lock while the block runs. Scores are recorded on the sittings and published
+        on the session: two aggregates, so neither's version tells a recording that the session was published
+        after it looked. Recording and publishing take turns on a session instead, across processes; without
+        it, a score book saved a moment after the publication changed published scores outside a review."""
+        return self.holding(scoring_lock(exam_id))
+
     def record_scores(self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]) -> None:
         """A score book for the session, in one transaction: all of it or none."""
-        changed, problems = self.check_scores(actor, exam_id, book)
-        if problems:
-            raise InvalidInput(problems)
-        self.save_once(*changed)
+        with self.scoring(exam_id):
+            changed, problems = self.check_scores(actor, exam_id, book)
+            if problems:
+                raise InvalidInput(problems)
+            self.save_once(*changed)
 
     def check_scores(
         self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]
     ) -> tuple[list[Sitting], list[tuple[str, str]]]:
         """Apply a score book to the sittings without saving: the changed sittings, and every
-        problem as ("book.<registration id>[.<subject>]", message)."""
+        problem as ("book.<registration id>[.<subject>]", message). Call it, and save what it
+        changed, holding `scoring(exam_id)`."""
         session = self.get(ExamSession, exam_id, "exam session")
         session.ensure_scoring_open()
         found = self.get_many(sitting_id(r) for r in book)
@@ -179,12 +195,13 @@ class Exams(Service):
         return changed, problems
 
     def publish_scores(self, actor: Actor, exam_id: UUID) -> None:
-        session = self.get(ExamSession, exam_id, "exam session")
-        unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores]
-        if unscored:
-            raise Conflict(f"{len(unscored)} candidates who sat have no scores yet")
-        session.publish_scores(actor, self.today())
-        self.save_once(session)
+        with self.scoring(exam_id):  # the scores it checks are the scores it publishes
+            session = self.get(ExamSession, exam_id, "exam session")
+            unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores]
+            if unscored:
+                raise Conflict(f"{len(unscored)} candidates who sat have no scores yet")
+            session.publish_scores(actor, self.today())
+            self.save_once(session)
 
     def request_review(self, actor: Actor, registration_id: UUID, subject: Subject, reason: str) -> None:
         s = self.sitting(registration_id)

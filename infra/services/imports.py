@@ -179,14 +179,15 @@ def import_scores(
             problems += unreadable
         else:
             book[rid] = scores
-    try:
-        changed, found = svc.check_scores(actor, exam_id, book)
-    except Conflict as e:  # scoring is closed for the session
-        raise InvalidInput([("file", e.message)]) from None
-    problems += [(_to_row(f, row_of), m) for f, m in found]
-    if problems:
-        raise InvalidInput(sorted(problems, key=_row_order))
-    svc.save_once(*changed)
+    with svc.scoring(exam_id):  # checked and saved while the scores cannot be published
+        try:
+            changed, found = svc.check_scores(actor, exam_id, book)
+        except Conflict as e:  # scoring is closed for the session
+            raise InvalidInput([("file", e.message)]) from None
+        problems += [(_to_row(f, row_of), m) for f, m in found]
+        if problems:
+            raise InvalidInput(sorted(problems, key=_row_order))
+        svc.save_once(*changed)
     return len(book)
 
 

@@ -18,12 +18,10 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
-from psycopg_pool import ConnectionPool
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.eligibility import Evidence
@@ -42,12 +40,10 @@ from domain.registration import (
 )
 from infra.services.base import MAX_RETRIES, Service
 from infra.store.groupcommit import GroupCommit
-from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, check_idle
 
 # Advisory locks of two keys are a space of their own (those of one bigint, the relay's and the DDL's,
 # cannot collide with them); the first names what is locked.
 PLAN_LOCKS = 0x736B706C  # "skpl"
-PLAN_LOCK_CONNECTIONS = 8
 CONTENDED_FOR = 60.0  # seconds a plan's batches take its lock after another process changed it under one
 
 
@@ -69,10 +65,8 @@ class Registrations(Service):
         self._registering: GroupCommit[tuple[Actor, RegistrationForm], UUID] = GroupCommit(
             self._register_batch, hold=self._holding_plan
         )
-        self._lock_pool: ConnectionPool | None = None
         self._contended: dict[UUID, float] = {}  # plan -> until when its batches take its lock
         self._plans: dict[UUID, EvaluationPlan] = {}  # as the last batch into each saved it (_checkout_plan)
-        self._lock_pool_made = threading.Lock()
         self._held = _Held()  # the plans whose lock this thread holds
         # A plan's events after a version, and whether another session holds its lock (_since).
         self._since_query = SQL(
@@ -87,23 +81,6 @@ class Registrations(Service):
             " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
             " e ON true"
         ).format(Identifier(self.schema, self.recorder.events_table_name))  # type: ignore[attr-defined]
-
-    def _plan_locks(self) -> ConnectionPool:
-        """Connections for plans' locks, made on the first registration (most processes never register).
-        A few: one per plan registering at the same moment in this process; more would not run faster
-        on the cores there are, and a batch waiting for one answers 503 after the lock timeout."""
-        with self._lock_pool_made:
-            if self._lock_pool is None:
-                self._lock_pool = ConnectionPool(
-                    self.database_url, min_size=1, max_size=PLAN_LOCK_CONNECTIONS, timeout=LOCK_TIMEOUT_SECONDS,
-                    kwargs={"autocommit": True, "application_name": "skillcert-plan-locks"}, check=check_idle, open=True,
-                )  # fmt: skip
-            return self._lock_pool
-
-    def close(self) -> None:
-        if self._lock_pool is not None:
-            self._lock_pool.close()
-        super().close()
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -252,23 +229,12 @@ class Registrations(Service):
         if plan_id in self._held.plans:
             yield
             return
-        done = False
-        try:
-            with self._plan_locks().connection() as conn, conn.transaction(force_rollback=True):
-                # The timeout first (the subquery), then the lock, in one round trip.
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) t",
-                             (*plan_lock(plan_id), LOCK_TIMEOUT))  # fmt: skip
-                self._held.plans.add(plan_id)
-                try:
-                    yield
-                finally:
-                    self._held.plans.discard(plan_id)
-                done = True
-        except psycopg.OperationalError:
-            if not done:
-                raise
-            # The batch is decided and saved; only giving the lock back failed (the session was lost, which
-            # gave it back).
+        with self.holding(plan_lock(plan_id)):
+            self._held.plans.add(plan_id)
+            try:
+                yield
+            finally:
+                self._held.plans.discard(plan_id)
 
     def _register_batch(self, plan_id: Hashable, requests: list[tuple[Actor, RegistrationForm]]) -> list[Any]:
         """One outcome per request: the registration's id, or what its caller is told."""
