@@ -179,7 +179,7 @@ def test_a_score_book_is_all_or_nothing_and_names_every_problem(world):
         f"book.{rids[2]}",
     } <= fields
     assert stored(world) == before
-    with pytest.raises(Conflict, match="have no scores yet"):
+    with pytest.raises(Conflict, match="have no scores yet: 2"):
         world.exams.publish_scores(staff(iid), exam)
     world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(1), rids[1]: score(2)})
     world.at(date(2026, 4, 16))  # one day after the 3 working days
@@ -279,6 +279,53 @@ def test_one_score_review_per_subject_per_candidate_inside_the_window(world, pub
         world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误", subject=Subject.SKILLS)
     world.exams.answer_review(reviewer, rids[0], ReviewOutcome.UPHELD, "复核无误")  # the one left
     assert stored(world) == before + 4
+
+
+def test_a_review_requested_on_the_windows_last_day_while_another_worker_reports_the_results_holds_the_report(
+    world, published, database_url, schema
+):
+    """One worker's clock is still on the window's last day, another's already on the next: a review requested on
+    the first while the second reports the results is either seen by the report, which is then refused, or refused
+    itself; never saved after a report that did not see it."""
+    import threading
+
+    from infra.services.exams import Exams
+
+    iid, exam, rids = published
+    world.at(REVIEW_CLOSES)
+    reporter = Exams(database_url, schema, today=lambda: REPORT_DAY)  # another API worker, past midnight
+    checked, reported = threading.Event(), threading.Event()
+    save_once = world.exams.save_once
+
+    def save_once_the_report_is_done(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+        checked.set()  # the window was open when the request looked
+        reported.wait(2)  # the other worker reports meanwhile, unless it has to wait for this request
+        return save_once(*aggregates, **kwargs)
+
+    world.exams.save_once = save_once_the_report_is_done  # type: ignore[method-assign]
+
+    def report() -> str:
+        assert checked.wait(10)
+        try:
+            reporter.report_results(staff(iid), exam)
+            return "reported"
+        except Conflict as e:
+            return e.message
+        finally:
+            reported.set()
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            requesting = pool.submit(world.exams.request_review, candidate(1), rids[0], Subject.THEORY, "理论成绩有误")
+            reporting = pool.submit(report)
+            requesting.result(30)
+            outcome = reporting.result(30)
+    finally:
+        reporter.close()
+    assert "score reviews still open: 1" in outcome
+    assert world.exams.sitting(rids[0]).review_open
+    notes = world.exams.recorder.select_notifications(start=1, limit=100_000)
+    assert not [n for n in notes if n.topic.endswith("ExamSession.ResultsReported")]
 
 
 def test_two_review_requests_at_the_same_moment_one_is_refused(world, published):

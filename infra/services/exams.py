@@ -152,10 +152,11 @@ class Exams(Service):
         return absent
 
     def scoring(self, exam_id: UUID) -> AbstractContextManager[None]:
-        """Hold the session's scoring lock while the block runs. Scores are recorded on the sittings and published
-        on the session: two aggregates, so neither's version tells a recording that the session was published
-        after it looked. Recording and publishing take turns on a session instead, across processes; without
-        it, a score book saved a moment after the publication changed published scores outside a review."""
+        """Hold the session's scoring lock while the block runs. Scores and review requests are recorded on the
+        sittings, publication and the result report on the session: two kinds of aggregate, so neither's version
+        tells a sitting's change that the session moved on after it looked. They take turns on a session instead,
+        across processes; without it, a score book saved a moment after the publication changed published scores
+        outside a review, and a review requested on the window's last day could land after the report."""
         return self.holding(scoring_lock(exam_id))
 
     def record_scores(self, actor: Actor, exam_id: UUID, book: dict[UUID, dict[Subject, Decimal]]) -> None:
@@ -199,15 +200,18 @@ class Exams(Service):
             session = self.get(ExamSession, exam_id, "exam session")
             unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores]
             if unscored:
-                raise Conflict(f"{len(unscored)} candidates who sat have no scores yet")
+                raise Conflict(f"candidates who sat and have no scores yet: {len(unscored)}")
             session.publish_scores(actor, self.today())
             self.save_once(session)
 
     def request_review(self, actor: Actor, registration_id: UUID, subject: Subject, reason: str) -> None:
-        s = self.sitting(registration_id)
-        session = self.get(ExamSession, s.exam_id, "exam session")
-        s.request_review(actor, session, subject, reason, self.today())
-        self.save_once(s)
+        # Under the scoring lock: a report decided at the same moment (the window's last day for one worker, the
+        # next day for another) has either seen this request or is decided after it.
+        with self.scoring(self.sitting(registration_id).exam_id):
+            s = self.sitting(registration_id)
+            session = self.get(ExamSession, s.exam_id, "exam session")
+            s.request_review(actor, session, subject, reason, self.today())
+            self.save_once(s)
 
     def answer_review(
         self,
@@ -221,18 +225,21 @@ class Exams(Service):
         self._on_sitting(registration_id, lambda s: s.answer_review(actor, outcome, self.today(), score, note, subject))
 
     def report_results(self, actor: Actor, exam_id: UUID) -> None:
-        session = self.get(ExamSession, exam_id, "exam session")
-        sittings = self.sittings(session)
-        disputed = [s for s in sittings if s.review_open]
-        if disputed:
-            raise Conflict(f"{len(disputed)} score reviews are still open; results are reported once answered")
-        # The score book names each candidate as the registration now has them (amendments included).
-        entries = [
-            s.result(session.subjects, self.get(Registration, s.registration_id, "registration").holder)
-            for s in sittings
-        ]
-        session.report_results(actor, self.today(), entries)
-        self.save_once(session)
+        with self.scoring(exam_id):  # the scores and reviews it reads hold still until it is saved
+            session = self.get(ExamSession, exam_id, "exam session")
+            sittings = self.sittings(session)
+            disputed = [s for s in sittings if s.review_open]
+            if disputed:
+                raise Conflict(
+                    f"score reviews still open: {len(disputed)}; results are reported once they are answered"
+                )
+            # The score book names each candidate as the registration now has them (amendments included).
+            entries = [
+                s.result(session.subjects, self.get(Registration, s.registration_id, "registration").holder)
+                for s in sittings
+            ]
+            session.report_results(actor, self.today(), entries)
+            self.save_once(session)
 
     def confirm_results(self, actor: Actor, exam_id: UUID) -> None:
         self.change(ExamSession, exam_id, "exam session", lambda e: e.confirm_results(actor, self.today()))
