@@ -745,10 +745,17 @@ class Certificate(Aggregate):
     def _commitment_recorded(self, actor: Actor, document: Attachment) -> None:
         self.commitment = document
 
+    def check_electronic_due(self, signer_serial: str) -> None:
+        """One electronic certificate stands at a time: another is issued after a correction or under a new key."""
+        if self.electronic is not None and self.electronic_signer == signer_serial:
+            raise Conflict(f"certificate {self.number}'s electronic certificate stands as issued: download it (GET "
+                           ".../electronic.pdf); a new one is issued after a correction or a revoked key")  # fmt: skip
+
     def issue_electronic(self, actor: Actor, document: Attachment, signer_serial: str) -> None:
         """The electronic certificate, as the paper one: once queryable nationally, with the holder's photo."""
         require(actor, STAFF, "issue electronic certificates", self.institution_id)
         self._live()
+        self.check_electronic_due(signer_serial)
         if not self.ever_queryable or self.data_status in (DataStatus.UNREPORTED, DataStatus.RETURNED):
             raise Conflict(f"certificate {self.number} is issued electronically once its data is queryable nationally")
         if self.photo is None:

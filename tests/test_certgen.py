@@ -136,6 +136,77 @@ def page_for(**changes) -> CertificatePage:
     return replace(base, **changes)
 
 
+def _batch_saving_after(world, other_work):  # type: ignore[no-untyped-def]
+    """The batch's first save waits until `other_work` (another API worker's command) is done, as if that worker
+    had been a moment faster: the batch was decided on what it loaded before."""
+    save = world.certificates.save
+    waited = []
+
+    def save_after_the_other(*aggregates, **kwargs):  # type: ignore[no-untyped-def]
+        if not waited:
+            waited.append(True)
+            other_work()
+        return save(*aggregates, **kwargs)
+
+    world.certificates.save = save_after_the_other
+
+
+def test_a_batch_that_meets_a_print_by_another_worker_books_no_form_and_prints_nothing(
+    world, session, database_url, schema
+):
+    """Two staff print at once: one the session, the other one of its certificates. The session's batch, decided
+    before the other print was saved, is refused whole: no form is booked for a page that is never made."""
+    from infra.services.certificates import Certificates
+
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    other = Certificates(database_url, schema, today=world.clock)  # another API worker
+    try:
+        _batch_saving_after(world, lambda: print_certificates(other, staff(iid, "staff-he"), [ids[1]], PUBLIC))
+        with pytest.raises(Conflict, match=rf"certificate {svc.certificate(ids[1]).number} .*already printed"):
+            print_certificates(svc, staff(iid), ids, PUBLIC)
+    finally:
+        other.close()
+    assert [svc.certificate(i).printed_forms for i in ids] == [[], [10_000_001], []]
+    assert list(svc.stock(iid).used) == [10_000_001]
+    assert to_print(svc, exam_id) == [ids[0], ids[2]]
+
+
+def test_a_batch_that_meets_a_correction_approved_meanwhile_prints_the_corrected_name(
+    world, session, database_url, schema, monkeypatch, tmp_path
+):
+    """A correction approved by another worker while a batch is being decided: the batch prints what it saves,
+    the corrected name, not the name it had loaded."""
+    from domain.certificate import Correction
+    from domain.registration import AttachmentKind
+    from infra.services import printing
+    from infra.services.certificates import Certificates
+    from tests.builders import attachment
+    from tests.lifecycle import ASSOCIATION, CENTRE
+
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    svc.apply_for_correction(staff(iid), ids[1], Correction(name="更正姓名"), "录入错误",
+                             attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
+    svc.check_correction(ASSOCIATION, ids[1], queryable_nationally=True)  # profile S: the association first
+    pages = []
+    real_render = printing.render
+    monkeypatch.setattr(printing, "render", lambda ps, progress=None: real_render(pages.extend(ps) or ps, progress))
+    other = Certificates(database_url, schema, today=world.clock)  # another API worker
+    try:
+        _batch_saving_after(world, lambda: other.approve_correction(CENTRE, ids[1]))
+        pdf = print_certificates(svc, staff(iid), ids, PUBLIC)
+    finally:
+        other.close()
+    corrected = svc.certificate(ids[1])
+    assert corrected.holder.name == corrected.printed_holder.name == "更正姓名"
+    assert [p.holder_name for p in pages if p.number == corrected.number] == ["更正姓名"]
+    (tmp_path / "batch.pdf").write_bytes(pdf)
+    assert "更正姓名" in re.sub(r"\s+", "", run("pdftotext", "-f", "2", "-l", "2", str(tmp_path / "batch.pdf"), "-"))
+
+
 def test_forbidden_words_never_print_outside_the_institutions_registered_name(world, session, monkeypatch):
     with pytest.raises(ForbiddenWording, match="中国"):
         render([page_for(job="中国结艺")])

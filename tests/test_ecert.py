@@ -196,3 +196,31 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
     assert (said["signature"], said["status"]) == ("not_good", "not_issued") and "chain" not in str(said["problems"])
     broken = http.post("/verify/pdf", files={"file": ("x.pdf", b"%PDF-1.7\n1 0 obj <<", "application/pdf")})
     assert broken.status_code == 422 and "not a readable PDF" in broken.json()["detail"]
+
+
+def test_two_requests_for_one_electronic_certificate_at_the_same_moment_record_one(world, database_url, schema):
+    """A double click, or two staff: while one request signs the file, the other has issued it. The slower one is
+    refused (409) rather than recorded as a second issue that would make the first file read as superseded."""
+    from domain.errors import Conflict
+    from infra.services import attachments as files
+    from infra.services.certificates import Certificates
+
+    iid, cids = queryable_certificates(world, 2)
+    ecert.issue_electronic(world.certificates, staff(iid), cids[0], PUBLIC)  # the institution's key is certified
+    other = Certificates(database_url, schema, today=world.clock)  # another API worker
+    faster: list[bytes] = []
+    keep = world.certificates.attachments.put
+
+    def keep_once_the_other_is_done(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not faster:  # this request's file is signed; the other request issues its own meanwhile
+            faster.append(ecert.issue_electronic(other, staff(iid, "staff-he"), cids[1], PUBLIC))
+        return keep(*args, **kwargs)
+
+    world.certificates.attachments.put = keep_once_the_other_is_done  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Conflict):
+            ecert.issue_electronic(world.certificates, staff(iid), cids[1], PUBLIC)
+    finally:
+        other.close()
+    c = world.certificates.certificate(cids[1])
+    assert c.electronic_issued == [files.digest(faster[0])] and c.electronic.sha256 == files.digest(faster[0])

@@ -201,6 +201,35 @@ class Certificates(Service):
         self.retry(attempt)
         return used
 
+    def print_many(
+        self, actor: Actor, ids: Sequence[UUID], check: Callable[[list[Certificate]], None] = lambda _: None
+    ) -> list[tuple[Certificate, int]]:
+        """Print each on the next blank form of its institution's stock, in the order given, all in one transaction
+        with the stocks: all of them or none. `check` sees the certificates as they are printed, before any form
+        is booked, and may refuse them (raise). Answers each certificate as printed, with its form: what its page
+        shows. One at a time, a batch that met a certificate printed or corrected by another worker meanwhile
+        stopped with the forms before it booked and no pages for them, or printed a page from what it had loaded
+        before a correction changed it."""
+        booked: list[tuple[Certificate, int]] = []
+
+        def attempt() -> list[Aggregate]:
+            booked.clear()
+            certificates = [self.certificate(i) for i in dict.fromkeys(ids)]
+            check(certificates)
+            stocks: dict[UUID, BlankStock] = {}
+            for c in certificates:
+                if c.institution_id not in stocks:
+                    if stock_id(c.institution_id) not in self.repository:
+                        raise Conflict("the institution has no blank stock; receive forms first")
+                    stocks[c.institution_id] = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
+                stock = stocks[c.institution_id]
+                c.print(actor, stock.next_form())
+                booked.append((c, stock.use(actor, c.id, c.number, c.printed_forms[-1])))
+            return [*certificates, *stocks.values()]
+
+        self.retry(attempt)
+        return booked
+
     def spoil_print(self, actor: Actor, certificate_id: UUID, form_serial: int, reason: str) -> None:
         """Record a spoiled print: the certificate and the stock change in one transaction. Print
         the certificate again afterwards; it takes the next form."""

@@ -114,11 +114,7 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
     c: Certificate = svc.certificate(certificate_id)
     c_institution: Institution = svc.get(Institution, c.institution_id, "institution")
     serial = c_institution.signing_serial or certify(svc, AUTHORITY, c.institution_id)
-    if c.electronic is not None and c.electronic_signer == serial:
-        from domain.errors import Conflict
-
-        raise Conflict(f"certificate {c.number}'s electronic certificate stands as issued: download it (GET "
-                       ".../electronic.pdf); a new one is issued after a correction or a revoked key")  # fmt: skip
+    c.check_electronic_due(serial)  # before the signing, which takes a while
     photo = holder_photos(svc, [c])[c.id]
     page = dataclasses.replace(CertificatePage.of(c, 0, public_url, photo), electronic=True)
     key, cert = authority(svc).signing_key(serial)
@@ -126,7 +122,11 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
     sha = files.digest(signed)
     svc.attachments.put(signed, sha, "application/pdf", SIGNED_BY_SYSTEM)
     document = Attachment(kind=AttachmentKind.ELECTRONIC_CERTIFICATE, file_name=f"{c.number}.pdf", sha256=sha)
-    svc._on_certificate(certificate_id, lambda fresh: fresh.issue_electronic(actor, document, serial))
+    # Recorded on the certificate the file was made from: if another request issued one, or a correction changed
+    # what the file shows, meanwhile, its version has moved and this one is refused (409). Recorded on a copy
+    # loaded again, two requests at once both stood, the first one's file then verifying as superseded.
+    c.issue_electronic(actor, document, serial)
+    svc.save_once(c)
     return signed
 
 

@@ -40,17 +40,22 @@ def print_certificates(
     public_url: str,
     progress: Callable[[int], None] | None = None,
 ) -> bytes:
-    """Check every page, then book each certificate on the next blank form (one transaction each,
-    with the stock), then render them all into one PDF in form order."""
+    """Check every page, then book every certificate on the next blank form, all in one transaction with the
+    stock (Certificates.print_many), then render them into one PDF in form order, each page from the
+    certificate as it was printed."""
     if not ids:
         raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
-    certificates: list[Certificate] = [svc.certificate(i) for i in dict.fromkeys(ids)]
-    for c in certificates:  # who may print comes before what is missing
-        require(actor, (Role.INSTITUTION_STAFF,), "print certificates", c.institution_id)
-    photos = holder_photos(svc, certificates)
-    preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
-    # Printing changes none of what a page shows, so the certificates loaded above make the pages.
-    pages = [CertificatePage.of(c, svc.print(actor, c.id), public_url, photos[c.id]) for c in certificates]
+    photos: dict[UUID, bytes] = {}
+
+    def check(certificates: list[Certificate]) -> None:  # as they are printed: again if the booking is tried again
+        for c in certificates:  # who may print comes before what is missing
+            require(actor, (Role.INSTITUTION_STAFF,), "print certificates", c.institution_id)
+        photos.clear()
+        photos.update(holder_photos(svc, certificates))
+        preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
+
+    # Printing changes none of what a page shows: the certificates printed make the pages.
+    pages = [CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in svc.print_many(actor, ids, check)]
     return render(pages, progress)
 
 
