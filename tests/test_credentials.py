@@ -22,7 +22,7 @@ from domain.registration import AttachmentKind
 from infra.api import create_app
 from infra.services import samples
 from tests.api import bearer
-from tests.lifecycle import approve_correction, queryable_certificates, staff
+from tests.lifecycle import CENTRE, approve_correction, queryable_certificates, staff
 from tests.test_read_models import KEY
 
 PUBLIC = "https://verify.example.cn"
@@ -121,3 +121,34 @@ def test_an_outsider_verifies_the_credential_and_its_status_through_correction_a
         assert proof_holds(vcs[0], fetch)  # still a genuine signature: what changed is its status
         # Not queryable again yet after the correction: no new credential until the data is re-reported.
         assert http.get(f"/certificates/{cids[0]}/credential", headers=staff_token).status_code == 409
+        # Re-reported and queryable again: a credential of the corrected data, at a place of its own in the list.
+        # The first one, which states the old name, stays revoked.
+        svc.report_data(staff(iid), [cids[0]])
+        svc.accept_data(CENTRE, [cids[0]])
+        svc.make_queryable(CENTRE, [cids[0]])
+        corrected = http.get(f"/certificates/{cids[0]}/credential", headers=staff_token).json()
+        assert corrected["credentialSubject"]["name"] == "更正名" and vcs[0]["credentialSubject"]["name"] != "更正名"
+        assert corrected["credentialStatus"]["statusListIndex"] not in {
+            vc["credentialStatus"]["statusListIndex"] for vc in vcs
+        }
+        assert proof_holds(corrected, fetch) and not revoked(corrected, fetch)
+        assert revoked(vcs[0], fetch) and revoked(vcs[1], fetch)
+        again = http.get(f"/certificates/{cids[0]}/credential", headers=staff_token).json()
+        assert again["credentialStatus"] == corrected["credentialStatus"]  # asked again: the same place
+
+
+def test_a_status_table_from_before_corrections_took_new_places_is_brought_up_to_date(world, database_url, schema):
+    """Tables made when a certificate had one place whatever its data: the constraint that kept it to one goes."""
+    import psycopg
+
+    from infra.services.credentials import Credentials
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{schema}".credential_status (institution_id uuid NOT NULL, status_index integer'
+                     " NOT NULL, certificate_id uuid NOT NULL UNIQUE, holder_digest text NOT NULL, issued_at timestamptz"
+                     " NOT NULL DEFAULT now(), PRIMARY KEY (institution_id, status_index))")  # fmt: skip
+        Credentials(world.certificates, PUBLIC)
+        constraints = {r[0] for r in conn.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass", (f'"{schema}".credential_status',))}  # fmt: skip
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,))}
+    assert "credential_status_certificate_id_key" not in constraints and "credential_status_stated" in indexes

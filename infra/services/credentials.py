@@ -24,19 +24,25 @@ from psycopg import sql
 from domain.certificate import Certificate, DataStatus
 from domain.institution import Institution
 from domain.personal import mask_id_number
+from infra.store.eventstore import serialise_ddl
 
 CONTEXTS = ["https://www.w3.org/ns/credentials/v2", "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json"]
 STATUS_BITS = 131_072  # the spec's minimum list size: 16 KB, so an index says little about issuance order
 ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 P256_MULTICODEC = b"\x80\x24"  # varint of 0x1200, p256-pub
-DDL = """CREATE TABLE IF NOT EXISTS {} (
+# A place in the status list per certificate and holder's data: a credential states the data as it was when issued,
+# and one issued after a correction takes a place of its own, so the place of the one before stays revoked. (One
+# place per certificate, rewritten with the corrected data, had cleared the old credential's revocation.)
+DDL = """CREATE TABLE IF NOT EXISTS {table} (
     institution_id uuid NOT NULL,
     status_index integer NOT NULL,
-    certificate_id uuid NOT NULL UNIQUE,
+    certificate_id uuid NOT NULL,
     holder_digest text NOT NULL,    -- the holder's data the credential states: a correction makes it stale
     issued_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (institution_id, status_index)
-)"""
+);
+ALTER TABLE {table} DROP CONSTRAINT IF EXISTS credential_status_certificate_id_key;
+CREATE UNIQUE INDEX IF NOT EXISTS credential_status_stated ON {table} (certificate_id, holder_digest)"""
 
 
 def jcs(value: Any) -> bytes:
@@ -80,7 +86,8 @@ class Credentials:
         self.authority = ecert.authority(svc)
         self.table = sql.Identifier(svc.schema, "credential_status")
         with svc.recorder.datastore.transaction(commit=True) as cur:
-            cur.execute(sql.SQL(DDL).format(self.table))
+            serialise_ddl(cur)  # processes starting together
+            cur.execute(sql.SQL(DDL).format(table=self.table))
 
     def key_url(self, serial: str) -> str:
         return f"{self.base}/esign/keys/{serial}"
@@ -89,14 +96,15 @@ class Credentials:
         return f"{self.base}/esign/status/{institution_id}"
 
     def _index(self, c: Certificate) -> int:
-        """The certificate's place in its institution's status list: assigned once, kept."""
+        """The place in its institution's status list of a credential stating the certificate's holder as they are
+        now: assigned once for that data, kept; corrected data gets a new place (see DDL)."""
+        digest = _holder_digest(c)
         with self.svc.recorder.datastore.transaction(commit=True) as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"credential-status:{c.institution_id}",))
-            cur.execute(sql.SQL("SELECT status_index FROM {} WHERE certificate_id = %s").format(self.table), (c.id,))
+            cur.execute(sql.SQL("SELECT status_index FROM {} WHERE certificate_id = %s AND holder_digest = %s")
+                        .format(self.table), (c.id, digest))  # fmt: skip
             row = cur.fetchone()
             if row is not None:
-                cur.execute(sql.SQL("UPDATE {} SET holder_digest = %s, issued_at = now() WHERE certificate_id = %s")
-                            .format(self.table), (_holder_digest(c), c.id))  # fmt: skip
                 return int(row["status_index"])
             cur.execute(sql.SQL("SELECT coalesce(max(status_index) + 1, 0) AS next FROM {} WHERE institution_id = %s")
                         .format(self.table), (c.institution_id,))  # fmt: skip
@@ -105,7 +113,7 @@ class Credentials:
                 raise RuntimeError("the institution's status list is full")
             cur.execute(sql.SQL("INSERT INTO {} (institution_id, status_index, certificate_id, holder_digest) "
                                 "VALUES (%s, %s, %s, %s)").format(self.table),
-                        (c.institution_id, index, c.id, _holder_digest(c)))  # fmt: skip
+                        (c.institution_id, index, c.id, digest))  # fmt: skip
             return index
 
     def issue(self, certificate_id: UUID) -> dict[str, Any]:
