@@ -224,3 +224,38 @@ def test_two_requests_for_one_electronic_certificate_at_the_same_moment_record_o
         other.close()
     c = world.certificates.certificate(cids[1])
     assert c.electronic_issued == [files.digest(faster[0])] and c.electronic.sha256 == files.digest(faster[0])
+
+
+def test_a_key_certified_while_another_request_certified_one_is_revoked_not_left_valid(world, database_url, schema):
+    """Two requests certify a signing key for one institution at the same moment: the institution records one;
+    the other key, recorded nowhere, is revoked at the authority rather than left valid."""
+    import psycopg
+
+    from domain.errors import Conflict
+    from infra.services.certificates import Certificates
+
+    iid, _ = queryable_certificates(world, 1)
+
+    def valid_keys() -> set[str]:
+        with psycopg.connect(database_url) as c:
+            return {r[0] for r in c.execute(f'SELECT serial FROM "{schema}".esign_keys WHERE institution_id = %s'
+                                            " AND revoked_at IS NULL", (iid,))}  # fmt: skip
+
+    before = valid_keys()  # the key certified when the institution was registered
+    other = Certificates(database_url, schema, today=world.clock)  # another API worker
+    save_once = world.certificates.save_once
+    faster: list[str] = []
+
+    def save_once_after_the_other(*aggregates):  # type: ignore[no-untyped-def]
+        if not faster:
+            faster.append(ecert.certify(other, ecert.AUTHORITY, iid))
+        return save_once(*aggregates)
+
+    world.certificates.save_once = save_once_after_the_other  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Conflict):
+            ecert.certify(world.certificates, ecert.AUTHORITY, iid)
+    finally:
+        other.close()
+    recorded = world.certificates.get(Institution, iid, "institution").signing_serial
+    assert recorded == faster[0] and valid_keys() == before | {recorded}

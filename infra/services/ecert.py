@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from certgen.certificate import CertificatePage, render
 from domain.certificate import Certificate
+from domain.errors import Conflict
 from domain.institution import Institution
 from domain.model import Actor, Role
 from domain.registration import Attachment, AttachmentKind
@@ -54,7 +55,13 @@ def certify(svc: Any, actor: Actor, institution_id: UUID) -> str:
     issued = authority(svc).issue(institution.id, institution.filing.prefix, institution.name, crl_url)
     institution.record_signing_certificate(actor, issued.serial, issued.fingerprint, issued.certificate_pem,
                                            issued.not_after)  # fmt: skip
-    svc.save_once(institution)
+    try:
+        svc.save_once(institution)
+    except Conflict:
+        # Another request changed the institution meanwhile (certified a key of its own, at the same moment): this
+        # key is recorded nowhere a revocation could name it, so it is revoked now rather than left valid.
+        authority(svc).revoke(issued.serial, "not recorded: the institution changed while the key was certified")
+        raise
     return issued.serial
 
 
