@@ -25,6 +25,6 @@ test: install
 	@set -e; log=$$(mktemp); \
 	$(VENV)/bin/pytest $(FUZZ) > $$log 2>&1 & fuzz=$$!; \
 	$(VENV)/bin/pytest -n 3 --dist worksteal -m "not alone" || { kill $$fuzz 2>/dev/null; exit 1; }; \
-	if wait $$fuzz; then tail -n 3 $$log; else cat $$log; exit 1; fi
+	if wait $$fuzz; then tail -n 3 $$log; rm -f $$log; else cat $$log; rm -f $$log; exit 1; fi
 	$(VENV)/bin/pytest -m alone $$(grep -l "mark.alone" tests/test_*.py | grep -v $(FUZZ))
 	@echo "make test: both passes passed; between them they ran the whole suite (the first leaves out the tests marked alone and runs the OpenAPI fuzz beside it, the second runs the rest of those marked alone)"

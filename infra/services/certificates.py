@@ -191,9 +191,7 @@ class Certificates(Service):
         def attempt() -> list[Aggregate]:
             nonlocal used
             c = self.certificate(certificate_id)
-            if stock_id(c.institution_id) not in self.repository:
-                raise Conflict("the institution has no blank stock; receive forms first")
-            stock = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
+            stock = self._stock(c.institution_id)
             c.print(actor, stock.next_form() if form_serial is None else form_serial)
             used = stock.use(actor, c.id, c.number, c.printed_forms[-1])
             return [c, stock]
@@ -214,14 +212,12 @@ class Certificates(Service):
 
         def attempt() -> list[Aggregate]:
             booked.clear()
-            certificates = [self.certificate(i) for i in dict.fromkeys(ids)]
+            certificates = self.get_all(Certificate, dict.fromkeys(ids), "certificate")  # one query for all
             check(certificates)
             stocks: dict[UUID, BlankStock] = {}
             for c in certificates:
                 if c.institution_id not in stocks:
-                    if stock_id(c.institution_id) not in self.repository:
-                        raise Conflict("the institution has no blank stock; receive forms first")
-                    stocks[c.institution_id] = self.get(BlankStock, stock_id(c.institution_id), "blank stock")
+                    stocks[c.institution_id] = self._stock(c.institution_id)
                 stock = stocks[c.institution_id]
                 c.print(actor, stock.next_form())
                 booked.append((c, stock.use(actor, c.id, c.number, c.printed_forms[-1])))
@@ -229,6 +225,11 @@ class Certificates(Service):
 
         self.retry(attempt)
         return booked
+
+    def _stock(self, institution_id: UUID) -> BlankStock:
+        if stock_id(institution_id) not in self.repository:
+            raise Conflict("the institution has no blank stock; receive forms first")
+        return self.get(BlankStock, stock_id(institution_id), "blank stock")
 
     def spoil_print(self, actor: Actor, certificate_id: UUID, form_serial: int, reason: str) -> None:
         """Record a spoiled print: the certificate and the stock change in one transaction. Print

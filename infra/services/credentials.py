@@ -41,8 +41,10 @@ DDL = """CREATE TABLE IF NOT EXISTS {table} (
     issued_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (institution_id, status_index)
 );
-ALTER TABLE {table} DROP CONSTRAINT IF EXISTS credential_status_certificate_id_key;
 CREATE UNIQUE INDEX IF NOT EXISTS credential_status_stated ON {table} (certificate_id, holder_digest)"""
+# Tables made before kept a certificate to one place; dropped only where it is there (ALTER TABLE would otherwise
+# lock the table on every start for nothing).
+OLD_CONSTRAINT = "credential_status_certificate_id_key"
 
 
 def jcs(value: Any) -> bytes:
@@ -88,6 +90,13 @@ class Credentials:
         with svc.recorder.datastore.transaction(commit=True) as cur:
             serialise_ddl(cur)  # processes starting together
             cur.execute(sql.SQL(DDL).format(table=self.table))
+            cur.execute("SELECT 1 FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n"
+                        " ON n.oid = t.relnamespace WHERE n.nspname = %s AND t.relname = 'credential_status'"
+                        " AND c.conname = %s", (svc.schema, OLD_CONSTRAINT))  # fmt: skip
+            if cur.fetchone():
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(self.table, sql.Identifier(OLD_CONSTRAINT))
+                )
 
     def key_url(self, serial: str) -> str:
         return f"{self.base}/esign/keys/{serial}"
