@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import io
 import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from uuid import uuid4
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageChops, ImageDraw, ImageStat
@@ -227,6 +231,120 @@ def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world
     assert svc.attachments.content(svc.certificate(cids[1]).photo.sha256) == samples.photo(1)
 
 
+def _commitment(content: bytes) -> Attachment:
+    return Attachment(kind=AttachmentKind.HOLDER_COMMITMENT, file_name="承诺书.pdf", sha256=digest(content))
+
+
+def _filed_on_the_first(world, certificates: int, signed: bytes):  # type: ignore[no-untyped-def]
+    """Certificates of one institution, the first with this commitment uploaded by staff and filed on it."""
+    iid, cids = queryable_certificates(world, certificates)
+    svc = world.certificates
+    svc.attachments.put(signed, digest(signed), "application/pdf", staff(iid).id, None, iid)
+    svc.record_holder_commitment(staff(iid), cids[0], _commitment(signed))
+    return iid, cids, svc
+
+
+def test_a_file_erased_between_a_commands_check_and_its_reference_is_refused_and_nothing_stored(world, conn):  # noqa: F811
+    """A command checks that its files are held, then records its references, then saves. Another worker
+    deleting a certificate's data erased a file between the two: the command was saved referring to a file
+    nobody can read."""
+    signed = b"%PDF-1.4\n% one commitment, scanned once and filed twice\n%%EOF\n"
+    iid, cids, svc = _filed_on_the_first(world, 2, signed)
+    checked = svc.attachments.facts
+
+    def erased_once_checked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        facts = checked(*args, **kwargs)
+        svc.attachments.facts = checked
+        assert digest(signed) in svc.attachments.erase_for([cids[0]], "data of the first certificate deleted")
+        return facts
+
+    svc.attachments.facts = erased_once_checked  # type: ignore[method-assign]
+    before = stored_events(world)
+    with pytest.raises(InvalidInput, match="is not held by the store"):
+        svc.record_holder_commitment(staff(iid), cids[1], _commitment(signed))
+    assert stored_events(world) == before and svc.certificate(cids[1]).commitment is None
+    assert not svc.attachments.referrers(digest(signed))
+
+
+def test_an_erasure_waits_for_a_reference_being_recorded_and_keeps_the_file(world, database_url, schema):
+    """Two workers at once, on real connections: one records a reference to a file (its row locked shared, not
+    yet committed) while the other erases the data that referred to it before."""
+    signed = b"%PDF-1.4\n% a commitment being referred to again\n%%EOF\n"
+    sha = digest(signed)
+    iid, cids, svc = _filed_on_the_first(world, 2, signed)
+    with psycopg.connect(database_url) as referring:
+        # What Attachments.refer does, its transaction held open here.
+        referring.execute(f'SELECT 1 FROM "{schema}".attachments WHERE sha256 = %s FOR SHARE', (sha,))
+        referring.execute(f'INSERT INTO "{schema}".attachment_refs VALUES (%s, %s, %s)', (sha, cids[1], iid))
+        erasing = ThreadPoolExecutor(1)
+        erased = erasing.submit(svc.attachments.erase_for, [cids[0]], "data of the first certificate deleted")
+        time.sleep(0.5)
+        assert not erased.done()  # it waits for the reference's transaction
+        referring.commit()
+    assert sha not in erased.result(timeout=10)
+    erasing.shutdown()
+    assert svc.attachments.content(sha) == signed
+
+
+def test_a_reference_waits_for_an_erasure_under_way_and_finds_the_file_gone(world, database_url, schema):
+    """The other order: the erasure has locked the file and erased it, not yet committed, when a command records
+    its reference."""
+    iid, cids = queryable_certificates(world, 2)
+    svc = world.certificates
+    signed = b"%PDF-1.4\n% a commitment erased while referred to again\n%%EOF\n"
+    sha = digest(signed)
+    svc.attachments.put(signed, sha, "application/pdf", staff(iid).id, None, iid)
+    with psycopg.connect(database_url) as erasing:
+        # What Attachments.erase_for does, its transaction held open here.
+        erasing.execute(f'SELECT 1 FROM "{schema}".attachments WHERE sha256 = %s FOR UPDATE', (sha,))
+        erasing.execute(f'UPDATE "{schema}".attachments SET wrapped_key = NULL, erased_at = now() WHERE sha256 = %s',
+                        (sha,))  # fmt: skip
+        referring = ThreadPoolExecutor(1)
+        referred = referring.submit(svc.attachments.refer, [(sha, cids[1], iid)])
+        time.sleep(0.5)
+        assert not referred.done()  # it waits for the erasure's transaction
+        erasing.commit()
+    assert referred.result(timeout=10) == [sha]  # not held: the command is refused
+    referring.shutdown()
+    assert not svc.attachments.referrers(sha)
+
+
+def test_two_uploads_of_one_new_file_at_once_keep_one_readable_file(world):
+    """Both wrote the blob, each under a key of its own, and the key kept could be the other's."""
+    iid, _ = queryable_certificates(world, 1)
+    store = world.certificates.attachments
+    content = b"%PDF-1.4\n% uploaded twice at once (a double click)\n%%EOF\n"
+    writing, written = threading.Event(), store.blobs.put
+
+    def slow_first_write(address: str, ciphertext: bytes) -> None:
+        written(address, ciphertext)
+        if not writing.is_set():
+            writing.set()
+            time.sleep(0.5)  # the other upload comes now
+
+    store.blobs.put = slow_first_write  # type: ignore[method-assign]
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(store.put, content, digest(content), "application/pdf", staff(iid).id, None, iid)
+        assert writing.wait(10)
+        second = pool.submit(store.put, content, digest(content), "application/pdf", "staff-2", None, iid)
+        first.result(), second.result()
+    assert store.content(digest(content)) == content
+
+
+def test_a_file_uploaded_again_while_its_erasure_ends_keeps_its_new_blob(world):
+    signed = b"%PDF-1.4\n% erased, then uploaded again at once\n%%EOF\n"
+    iid, cids, svc = _filed_on_the_first(world, 1, signed)
+    drop = svc.attachments._drop_blobs
+
+    def uploaded_again_first(erased: list[str]) -> None:
+        svc.attachments.put(signed, digest(signed), "application/pdf", staff(iid).id, None, iid)
+        drop(erased)
+
+    svc.attachments._drop_blobs = uploaded_again_first  # type: ignore[method-assign]
+    assert digest(signed) in svc.attachments.erase_for([cids[0]], "data deleted")
+    assert svc.attachments.content(digest(signed)) == signed
+
+
 def test_printing_needs_a_photo_before_any_form_is_booked_and_prints_it(world, tmp_path: Path):
     iid, cids = queryable_certificates(world, 2, photos=False)
     svc = world.certificates
@@ -254,7 +372,9 @@ def test_printing_needs_a_photo_before_any_form_is_booked_and_prints_it(world, t
 
 def test_the_blob_store_is_an_interface_a_directory_meets(world, tmp_path: Path):
     svc = world.certificates
-    store = Attachments(svc.recorder.datastore, svc.schema, svc.mapper.cipher, DirectoryBlobs(tmp_path / "blobs"))
+    store = Attachments(
+        svc.recorder.datastore, svc.schema, svc.mapper.cipher, svc.holding, DirectoryBlobs(tmp_path / "blobs")
+    )
     content = jpeg(colour=(10, 150, 90))  # not among the samples the store already holds
     store.put(content, digest(content), "image/jpeg", "system:test", (354, 496))
     on_disk = next((tmp_path / "blobs").rglob(digest(content)))

@@ -43,7 +43,7 @@ class Service(SkillcertApplication):
     def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
         super().__init__(database_url, schema)
         self.today = today
-        self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher)  # type: ignore[attr-defined]
+        self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher, self.holding)  # type: ignore[attr-defined]
         self._lock_pool: ConnectionPool | None = None
         self._lock_pool_made = threading.Lock()
 
@@ -60,17 +60,20 @@ class Service(SkillcertApplication):
             return self._lock_pool
 
     @contextmanager
-    def holding(self, key: tuple[int, int]) -> Iterator[None]:
-        """Hold an advisory lock of two keys (the first names what is locked) while the block runs, across every
-        process, waiting at most the store's lock timeout for it (then psycopg's LockNotAvailable: the API's 503,
-        try again). A lock of a transaction on a connection of its own: it ends with the block, or with the
-        session if the process dies."""
+    def holding(self, *keys: tuple[int, int]) -> Iterator[None]:
+        """Hold advisory locks, each of two keys (the first names what is locked), while the block runs, across
+        every process, waiting at most the store's lock timeout for them (then psycopg's LockNotAvailable: the
+        API's 503, try again). Locks of a transaction on a connection of its own: they end with the block, or
+        with the session if the process dies. Several are taken in their order, the same in every process, so
+        that two holders of some of the same never wait for each other."""
         done = False
+        ordered = sorted(set(keys))
         try:
             with self._lock_connections().connection() as conn, conn.transaction(force_rollback=True):
-                # The timeout first (the subquery), then the lock, in one round trip.
-                conn.execute("SELECT pg_advisory_xact_lock(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) t",
-                             (*key, LOCK_TIMEOUT))  # fmt: skip
+                # The timeout first (the subquery), then the locks in order, in one round trip.
+                conn.execute("SELECT pg_advisory_xact_lock(k.a, k.b) FROM (SELECT set_config('lock_timeout', %s, true)) t,"
+                             " unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(a, b, i) ORDER BY k.i",
+                             (LOCK_TIMEOUT, [a for a, _ in ordered], [b for _, b in ordered]))  # fmt: skip
                 yield
                 done = True
         except OperationalError:
@@ -90,7 +93,11 @@ class Service(SkillcertApplication):
         wanted = self._references(objs)
         if wanted:
             self._check_references(wanted)
-            self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
+            gone = set(
+                self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
+            )
+            if gone:  # erased since the check (with a certificate's data)
+                raise InvalidInput(list(dict.fromkeys(_not_held(a) for a, *_ in wanted if a.sha256 in gone)))
         return super().save(*objs, **kwargs)
 
     def check_references(self, *objs: Aggregate) -> None:
@@ -131,8 +138,7 @@ class Service(SkillcertApplication):
         problems = []
         for a, actor, agg_id, _ in wanted:
             if a.sha256 not in facts or not may_refer(a, actor, agg_id):
-                problems.append(("attachments", f"{a.kind.value} {a.file_name!r} ({a.sha256[:12]}…) is not held by "
-                                 "the store, or not the actor's to refer to: upload it first (POST /attachments)"))  # fmt: skip
+                problems.append(_not_held(a))
             elif a.kind is AttachmentKind.PHOTO and not facts[a.sha256][0]:
                 problems.append(
                     ("photo", f"{a.file_name!r} was not uploaded as a photo (POST /attachments?kind=photo)")
@@ -256,3 +262,8 @@ def _may_hold(cls: type[BaseModel]) -> bool:
         return any(walk(a, seen) for a in typing.get_args(t))
 
     return walk(cls, frozenset())
+
+
+def _not_held(a: Attachment) -> tuple[str, str]:
+    return ("attachments", f"{a.kind.value} {a.file_name!r} ({a.sha256[:12]}…) is not held by the store, or not the "
+            "actor's to refer to: upload it first (POST /attachments)")  # fmt: skip

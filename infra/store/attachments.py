@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,15 @@ from psycopg import sql
 from infra.store.keys import _aes
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# The first key of a file's advisory lock (the second is from its address), held while it is kept (put) and while an
+# erased file's blob is deleted: two uploads of one new file at once each wrote the blob under a key of its own, and
+# an erasure could delete the blob of the same file uploaded again meanwhile. (A reference and an erasure lock the
+# file's row instead: refer, erase_for.)
+LOCKS = 0x736B6174  # "skat"
+
+
+def lock_key(sha256: str) -> tuple[int, int]:
+    return LOCKS, int.from_bytes(bytes.fromhex(sha256[:8]), "big", signed=True)
 
 
 class Blobs(Protocol):
@@ -146,8 +157,13 @@ class Attachments:
     """Files in, files out, and the references events make to them. `cipher` is the store's data-key
     cipher (wraps each file's own key); `datastore` eventsourcing's PostgreSQL datastore."""
 
-    def __init__(self, datastore: Any, schema: str, cipher: Cipher, blobs: Blobs | None = None) -> None:
-        self.datastore, self.cipher = datastore, cipher
+    def __init__(
+        self, datastore: Any, schema: str, cipher: Cipher,
+        hold: Callable[..., AbstractContextManager[None]], blobs: Blobs | None = None,
+    ) -> None:  # fmt: skip
+        """`hold(*keys)` holds advisory locks while its block runs, on a connection that is not the datastore's
+        (infra.services.base.Service.holding): a file's blob is written and deleted through the datastore's."""
+        self.datastore, self.cipher, self.hold = datastore, cipher, hold
         self.meta, self.refs = sql.Identifier(schema, "attachments"), sql.Identifier(schema, "attachment_refs")
         self.uploads = sql.Identifier(schema, "attachment_uploads")
         with datastore.transaction(commit=True) as cur:
@@ -160,7 +176,13 @@ class Attachments:
             photo_size: tuple[int, int] | None = None, institution_id: UUID | None = None) -> Held:  # fmt: skip
         """Keep `content` (already checked by the caller) unless it is held; an erased file uploaded
         again is kept anew, under a new key. Each uploader is recorded: the same bytes uploaded by
-        two people are one stored file that both may read."""
+        two people are one stored file that both may read. Alone on the file: two uploads of one new file at once
+        each wrote the blob under a key of its own, and the key kept could be the other's."""
+        with self.hold(lock_key(sha256)):
+            return self._put(content, sha256, media_type, uploaded_by, photo_size, institution_id)
+
+    def _put(self, content: bytes, sha256: str, media_type: str, uploaded_by: str,
+             photo_size: tuple[int, int] | None, institution_id: UUID | None) -> Held:  # fmt: skip
         with self.datastore.transaction(commit=True) as cur:
             cur.execute(sql.SQL("INSERT INTO {} (sha256, uploaded_by, institution_id) VALUES (%s, %s, %s) "
                                 "ON CONFLICT (sha256, uploaded_by) DO UPDATE SET uploaded_at = now()")
@@ -211,16 +233,27 @@ class Attachments:
             return None
         return _aes(self.cipher.decrypt(bytes(row["wrapped_key"]))).decrypt(ciphertext)
 
-    def refer(self, references: list[tuple[str, UUID, UUID | None]]) -> None:
-        """Record that an aggregate (of an institution) refers to these attachments: who may read them."""
+    def refer(self, references: list[tuple[str, UUID, UUID | None]]) -> list[str]:
+        """Record that an aggregate (of an institution) refers to these attachments: who may read them. Answers
+        the addresses of those no longer held (erased since the caller checked), which are not recorded: the
+        caller must not save events that refer to them."""
         if not references:
-            return
-        # One statement on an autocommit connection: one round trip, where a transaction of one insert per
-        # reference took a BEGIN, the inserts and a COMMIT, for every command that refers to a file.
+            return []
+        addresses = sorted({r[0] for r in references})
+        # One statement on an autocommit connection, one round trip: the files still held, each locked shared
+        # until the references commit (an erasure locks it alone before it looks for references), and the
+        # references to them. A file erased while this waited for its lock is no longer found held.
         with self.datastore.cursor() as cur:
-            cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM unnest(%s::text[], %s::uuid[], %s::uuid[]) "
-                                "ON CONFLICT DO NOTHING").format(self.refs),
-                        ([r[0] for r in references], [r[1] for r in references], [r[2] for r in references]))  # fmt: skip
+            cur.execute(
+                sql.SQL("WITH held AS (SELECT sha256 FROM {meta} WHERE sha256 = ANY(%s) AND erased_at IS NULL "
+                        "ORDER BY sha256 FOR SHARE), "
+                        "referred AS (INSERT INTO {refs} SELECT * FROM unnest(%s::text[], %s::uuid[], %s::uuid[]) AS "
+                        "r(sha256, o, i) WHERE r.sha256 IN (SELECT sha256 FROM held) ON CONFLICT DO NOTHING) "
+                        "SELECT sha256 FROM held").format(meta=self.meta, refs=self.refs),
+                (addresses, [r[0] for r in references], [r[1] for r in references], [r[2] for r in references]),
+            )  # fmt: skip
+            still = {r["sha256"] for r in cur.fetchall()}
+        return [a for a in addresses if a not in still]
 
     def facts(
         self, sha256s: list[str], originators: list[UUID], institutions: list[UUID]
@@ -272,12 +305,31 @@ class Attachments:
             cur.execute(sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s) AND NOT sha256 = ANY(%s) "
                                 "RETURNING sha256").format(self.refs), (originators, list(keep)))  # fmt: skip
             dropped = sorted({r["sha256"] for r in cur.fetchall()})
+            # Those nothing else refers to, each then locked alone: a command recording a reference to one holds it
+            # shared until the reference commits (refer). The erasure's statement comes after the locks, so it sees
+            # every reference recorded before them; one recorded after them finds the file erased. A file others
+            # refer to (a sample every registration shows) is not locked at all.
+            cur.execute(sql.SQL("SELECT sha256 FROM {meta} m WHERE sha256 = ANY(%s) AND erased_at IS NULL "
+                                "AND NOT EXISTS (SELECT 1 FROM {refs} r WHERE r.sha256 = m.sha256) "
+                                "ORDER BY sha256 FOR UPDATE").format(meta=self.meta, refs=self.refs), (dropped,))  # fmt: skip
+            alone = [r["sha256"] for r in cur.fetchall()]
             cur.execute(
                 sql.SQL("UPDATE {meta} m SET wrapped_key = NULL, erased_at = now(), erased_because = %s "
                         "WHERE sha256 = ANY(%s) AND erased_at IS NULL "
                         "AND NOT EXISTS (SELECT 1 FROM {refs} r WHERE r.sha256 = m.sha256) RETURNING sha256")
-                .format(meta=self.meta, refs=self.refs), (because, dropped))  # fmt: skip
-            erased = [r["sha256"] for r in cur.fetchall()]
-        for address in erased:
-            self.blobs.delete(address)
+                .format(meta=self.meta, refs=self.refs), (because, alone))  # fmt: skip
+            erased = sorted(r["sha256"] for r in cur.fetchall())
+        if erased:
+            self._drop_blobs(erased)
         return erased
+
+    def _drop_blobs(self, erased: list[str]) -> None:
+        """The blobs of files erased, each alone on its file and only if it is still erased: the same file
+        uploaded again meanwhile has a new key and a new blob, which must stay."""
+        with self.hold(*(lock_key(a) for a in erased)):
+            with self.datastore.transaction(commit=False) as cur:
+                cur.execute(sql.SQL("SELECT sha256 FROM {} WHERE sha256 = ANY(%s) AND erased_at IS NOT NULL")
+                            .format(self.meta), (erased,))  # fmt: skip
+                gone = [r["sha256"] for r in cur.fetchall()]
+            for address in gone:
+                self.blobs.delete(address)
