@@ -248,6 +248,33 @@ def test_scores_recorded_again_while_another_worker_publishes_them_land_before_t
     assert world.exams.sitting(rids[0]).scores == score(7)
 
 
+def test_a_session_held_by_a_stuck_worker_fails_scoring_retryably_and_stores_nothing(world, database_url,
+                                                                                     monkeypatch):  # fmt: skip
+    """A worker stuck while holding a session's scoring (its score book or its publication never ends) holds up the
+    session's scoring only until the lock timeout: then recording and publishing fail with an OperationalError (the
+    API's 503, try again), and store nothing; once its session is gone, both go through."""
+    import psycopg
+
+    import infra.services.base as base
+    from infra.services.exams import scoring_lock
+
+    iid, pid, rids = approved_cohort(world, 2)
+    exam = sit_exam(world, iid, pid, rids)
+    world.at(date(2026, 4, 13))
+    monkeypatch.setattr(base, "LOCK_TIMEOUT", "1s")
+    before = stored(world)
+    with psycopg.connect(database_url, autocommit=True) as stuck:
+        stuck.execute("SELECT pg_advisory_lock(%s, %s)", scoring_lock(exam))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(7)})
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            world.exams.publish_scores(staff(iid), exam)
+        assert stored(world) == before
+    world.exams.record_scores(staff(iid, SCORER), exam, {r: score(i) for i, r in enumerate(rids, 1)})
+    world.exams.publish_scores(staff(iid), exam)
+    assert world.exams.sitting(rids[0]).scores == score(1)
+
+
 @pytest.fixture
 def published(world):
     iid, pid, rids = approved_cohort(world, 3)
