@@ -152,10 +152,18 @@ def create_bookkeeping(conn: psycopg.Connection[Any]) -> None:
     """The tables of offsets, versions, schema versions, watermarks and stalls every projection shares."""
     for ddl in (OFFSETS_DDL, VERSIONS_DDL, SCHEMAS_DDL, WATERMARKS_DDL, STALLS_DDL):
         conn.execute(ddl)
-    # Offsets tables from before positions were recorded.
-    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS position bigint")
-    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS applied_at timestamptz")
-    conn.execute("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS log_id text")
+    # Offsets tables from before positions were recorded get the columns they lack, and only those: ALTER TABLE
+    # locks the table whole even when it changes nothing, and a rebuild's swap (and every start of the API) does
+    # this while the live consumer may be recording its offsets. A swap holding that lock then waited for the
+    # consumer's batch, which waited for the lock: PostgreSQL aborted the swap, and with it the whole rebuild.
+    lacking = conn.execute(
+        "SELECT name, type FROM (VALUES ('position', 'bigint'), ('applied_at', 'timestamptz'), ('log_id', 'text'))"
+        " AS c(name, type) WHERE NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'projection_offsets'::regclass"
+        " AND attname = c.name AND NOT attisdropped)"
+    ).fetchall()  # fmt: skip
+    for name, type_ in lacking:
+        conn.execute(sql.SQL("ALTER TABLE projection_offsets ADD COLUMN IF NOT EXISTS {} {}").format(
+            sql.Identifier(name), sql.SQL(type_)))  # fmt: skip
 
 
 def create_tables(conn: psycopg.Connection[Any], projections: list[Projection], read_indexes: bool = True) -> None:

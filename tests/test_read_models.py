@@ -5,8 +5,10 @@ equals the live tables row for row."""
 from __future__ import annotations
 
 import inspect
+import time
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 
 import psycopg
@@ -784,6 +786,48 @@ def test_during_a_rebuild_readers_and_the_live_consumer_go_on_and_what_it_applie
     rebuild(conn, PROJECTIONS, world.registrations, KEY)  # the same log, rebuilt with nothing running
     assert {t: rows(conn, t) for p in PROJECTIONS for t in p.tables} == swapped_in
     assert shadows(conn) == []
+
+
+def test_a_rebuilds_swap_waits_for_the_batch_the_live_consumer_is_applying_and_both_commit(
+    world, conn, database_url, schema
+):
+    """What an outsider found: the swap made sure of the bookkeeping tables' columns with ALTER TABLE, which locks
+    the table of offsets whole even when nothing changes, and then waited for the consumer's batch, which waited to
+    record its offsets: PostgreSQL ended the deadlock by aborting the swap, and the whole rebuild was thrown away."""
+    certificates_in_every_state(world, 4)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    names = [p.name for p in PROJECTIONS]
+    with (
+        connect(database_url, schema) as consumer,
+        psycopg.connect(database_url, autocommit=True) as watching,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        try:
+            # A batch being applied (projections.store.apply_batch): its versions locked first, its offsets last.
+            consumer.execute("SELECT * FROM projection_versions WHERE projection = ANY(%s) FOR UPDATE", (names,))
+            rebuilt = pool.submit(rebuild, connect(database_url, schema), PROJECTIONS, world.registrations, KEY)
+            swap = f'LOCK TABLE "{schema}"."projection_versions"%'
+            waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+            deadline = time.monotonic() + 60
+            while not watching.execute(waits, (swap,)).fetchone()[0]:
+                assert time.monotonic() < deadline and not rebuilt.done(), "the swap never waited for the batch"
+                time.sleep(0.05)
+            consumer.execute('INSERT INTO projection_offsets (projection, topic, partition, "offset") '
+                             "VALUES ('candidates', 'other', 0, 1000) ON CONFLICT (projection, topic, partition) "
+                             'DO UPDATE SET "offset" = EXCLUDED."offset"')  # fmt: skip
+            consumer.commit()
+        finally:
+            consumer.rollback()  # a failure above lets the rebuild go on, not hang the test
+        assert rebuilt.result(timeout=60) > 0
+
+
+def test_a_table_of_offsets_from_before_positions_gets_the_columns_it_lacks(conn):
+    conn.execute("ALTER TABLE projection_offsets DROP COLUMN position, DROP COLUMN log_id")
+    conn.commit()
+    create_tables(conn, PROJECTIONS)
+    columns = "SELECT attname FROM pg_attribute WHERE attrelid = 'projection_offsets'::regclass AND NOT attisdropped"
+    assert {"position", "applied_at", "log_id"} <= {name for (name,) in conn.execute(columns).fetchall()}
 
 
 def test_a_rebuild_creates_the_readers_indexes_once_its_tables_are_full(world, conn, database_url, schema):
