@@ -11,7 +11,8 @@ payments of the registrations just made. It prints requests per second, p50 and 
 phase, the ratio of commands to GETs, the CPU time the API's processes and PostgreSQL spent per request
 (steadier than requests a second on a machine whose neighbours come and go), and medians of the runs. The
 clients run on the same machine, on keep-alive connections written by hand (`Client`), and print the share
-of a core they took.
+of a core they took. Last, the framework's floor: the same clients against benchmarks.bare_api (FastAPI and
+uvicorn with as many workers, one GET behind one dependency, no database), what no route of ours can beat.
 """
 
 from __future__ import annotations
@@ -193,30 +194,14 @@ def serving(url: str, workers: int, plans: tuple[str, ...] = ("HTTP",)) -> Itera
     env = {**os.environ, "SKILLCERT_DATABASE_URL": url, "SKILLCERT_DB_SCHEMA": schema, "SKILLCERT_API_PORT": str(port),
            "SKILLCERT_API_WORKERS": str(workers)}  # fmt: skip
     log = Path(tempfile.gettempdir()) / f"{schema}-api.log"
-    api = subprocess.Popen([sys.executable, "-m", "infra.cli", "api"], env=env, stdout=log.open("wb"),
-                           stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and api.poll() is None, "the API did not start"
-            time.sleep(0.2)
-        yield Served(schema, published, staff, api, base)
+        with started([sys.executable, "-m", "infra.cli", "api"], port, "/health", env, log) as (api, base):
+            yield Served(schema, published, staff, api, base)
         log.unlink()
     except BaseException:
         console.print(f"the run failed; the API's log is {log}")
         raise
     finally:
-        api.terminate()
-        try:
-            api.wait(20)
-        except subprocess.TimeoutExpired:
-            api.kill()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
@@ -255,12 +240,57 @@ def one_run(url: str, workers: int, clients: int, seconds: float) -> dict[str, t
         asyncio.run(drive(base, clients, 2, staff, me))  # warm-up
         results = {}
         for label, request in (("GET /me", me), ("registrations", register), ("registrations, reviews, fees", mixed)):
-            api_before, pg_before = cpu_seconds(api.pid)
-            answered, latencies, errors, cores = asyncio.run(drive(base, clients, seconds, staff, request))
-            api_after, pg_after = cpu_seconds(api.pid)
-            results[label] = (answered / seconds, p(latencies, 50), p(latencies, 95), errors, cores,
-                              (api_after - api_before) / answered * 1000, (pg_after - pg_before) / answered * 1000)  # fmt: skip
-        return results
+            results[label] = phase(base, api.pid, clients, seconds, staff, request)
+    with bare(workers) as (api, base):
+        asyncio.run(drive(base, clients, 2, staff, me))
+        results["bare FastAPI GET (floor)"] = phase(base, api.pid, clients, seconds, staff, me)
+    return results
+
+
+def phase(base: str, api_pid: int, clients: int, seconds: float, headers: dict[str, str], request) -> tuple[float, ...]:  # type: ignore[no-untyped-def]
+    """(requests/s, p50, p95, errors, client cores, API CPU ms a request, PostgreSQL CPU ms a request)."""
+    api_before, pg_before = cpu_seconds(api_pid)
+    answered, latencies, errors, cores = asyncio.run(drive(base, clients, seconds, headers, request))
+    api_after, pg_after = cpu_seconds(api_pid)
+    return (answered / seconds, p(latencies, 50), p(latencies, 95), errors, cores,
+            (api_after - api_before) / answered * 1000, (pg_after - pg_before) / answered * 1000)  # fmt: skip
+
+
+@contextmanager
+def bare(workers: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """benchmarks.bare_api served by uvicorn with as many workers (the framework's floor): its process and address."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.bare_api:app", "--port", str(port), "--workers",
+               str(workers), "--log-level", "warning"]  # fmt: skip
+    with started(command, port, "/me", dict(os.environ), Path(os.devnull)) as served:
+        yield served
+
+
+@contextmanager
+def started(
+    command: list[str], port: int, probe: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A server started as a process, once `probe` answers 200 (within a minute): the process and its address.
+    Stopped at the end."""
+    server = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}{probe}", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None, f"{command} did not start"
+            time.sleep(0.2)
+        yield server, base
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def main(
