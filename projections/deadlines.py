@@ -116,6 +116,12 @@ class Deadlines:
                 " ON CONFLICT (exam_id) DO UPDATE SET passed = EXCLUDED.passed",
                 (subject, sum(e["passed"] for e in d["entries"])),
             )
+        elif kind == "exam_session.results_confirmed":
+            # The session's count locked before its numbering deadline opens: the certificates are counted by another
+            # agent, on a connection of its own. Without it, the last certificate's count and the opening each
+            # closed nothing, as neither saw the other's change, and the deadline stayed open for ever. Now the
+            # count waits for the opening's commit, and its closing statement sees the deadline.
+            cur.execute("SELECT 1 FROM deadline_numbering WHERE exam_id = %s FOR UPDATE", (subject,))
 
         if kind in CLOSES and d.get(CLOSES[kind][0]) is not None:  # events stored before a step was tracked lack it
             field, steps = CLOSES[kind]

@@ -18,6 +18,7 @@ from psycopg import sql
 import consumers.rebuild
 from consumers.rebuild import rebuild
 from domain.certificate import Correction, Delivery, LossKind
+from domain.deadlines import Step
 from domain.model import Role
 from domain.registration import AttachmentKind
 from infra.bus.envelope import envelope, published
@@ -31,8 +32,10 @@ from tests.builders import SCOPE, attachment, working_years_form
 from tests.lifecycle import (
     ASSOCIATION,
     CENTRE,
+    ISSUE_DAY,
     World,
     approve_correction,
+    confirmed_exam,
     full_lifecycle,
     id_check,
     queryable_certificates,
@@ -820,6 +823,43 @@ def test_a_rebuilds_swap_waits_for_the_batch_the_live_consumer_is_applying_and_b
         finally:
             consumer.rollback()  # a failure above lets the rebuild go on, not hang the test
         assert rebuilt.result(timeout=60) > 0
+
+
+def test_a_sessions_numbering_deadline_closes_when_its_last_certificate_is_applied_beside_its_confirmation(
+    world, conn, database_url, schema
+):
+    """What an outsider found: the exams and certificates topics are applied by two agents, each on a connection of
+    its own. The confirmation opened the session's numbering deadline while the last certificate was being counted:
+    each closing statement ran before it could see the other's change, and the deadline stayed open for ever, an
+    institution shown overdue that was not."""
+    from projections.deadlines import Deadlines
+
+    iid, _, _, exam_id = confirmed_exam(world, 2)
+    world.at(ISSUE_DAY)
+    world.certificates.issue(staff(iid), exam_id)
+    messages = bus_messages(world.registrations)
+    [at] = [i for i, m in enumerate(messages) if m["type"].endswith("exam_session.results_confirmed.v1")
+            and m["subject"] == str(exam_id)]  # fmt: skip
+    apply_live(conn, messages[:at])
+    conn.commit()
+    monitor = Deadlines()
+    later = [m for m in messages[at + 1 :] if m["source"].rpartition("/")[2] in monitor.topics]
+    assert sum(m["type"].endswith("certificate.issued.v1") for m in later) == 2
+    with connect(database_url, schema) as exams, connect(database_url, schema) as certificates:
+        monitor.apply(exams.cursor(), messages[at])  # the exams agent's batch, not yet committed
+
+        def the_certificates_agent() -> None:
+            for m in later:
+                monitor.apply(certificates.cursor(), m)
+            certificates.commit()
+
+        with ThreadPoolExecutor(1) as pool:
+            counting = pool.submit(the_certificates_agent)
+            time.sleep(0.5)
+            exams.commit()
+            counting.result(timeout=30)
+    numbering = "SELECT closed_on FROM deadlines WHERE subject_id = %s AND step = %s"
+    assert conn.execute(numbering, (exam_id, Step.CERTIFICATE_NUMBER)).fetchone()[0] == ISSUE_DAY
 
 
 def test_a_table_of_offsets_from_before_positions_gets_the_columns_it_lacks(conn):
