@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from domain.model import Role
 from infra.api import create_app
 from infra.bus.privacy import installation_key, ref
-from infra.bus.relay import ensure_position_table, status
+from infra.bus.relay import Relay, ensure_position_table, lock_key, request_republish, status
 from infra.bus.schemas import SCHEMA_DIR
 from infra.embedded import Broker, free_port
 from tests.api import bearer
@@ -229,6 +229,26 @@ def test_republishing_history_for_a_wiped_broker_or_a_new_subscriber(service, bu
     with TestClient(create_app(bus.database_url, bus.schema)) as http:
         http.headers.update(bearer(bus.database_url, bus.schema, Role.AUDITOR, "auditor-sun"))
         assert http.get("/bus/relay").json()["lag_events"] == 5
+
+
+def test_a_republish_asked_while_the_running_relay_takes_up_another_is_not_lost(service, database_url, schema,
+                                                                                bootstrap):  # fmt: skip
+    """What an outsider found: the relay took a request up, drained what was in flight (minutes, when the broker is
+    slow), then cleared the request, and with it one an operator made meanwhile, who had been told it would run. And
+    a second request replaced a first not yet taken up even where the first went further back."""
+    relay = Relay(service, database_url, schema, bootstrap, "unused.", bytes(32))
+    with psycopg.connect(database_url, autocommit=True) as running:
+        running.execute("SELECT pg_advisory_lock(%s)", (lock_key(schema),))  # as the running relay holds it
+        running.execute(f"UPDATE \"{schema}\".relay_position SET position = 200 WHERE name = 'relay'")
+        assert "running relay republishes positions 101.." in request_republish(service, database_url, schema, 100)
+        assert relay._rewind_requested(running) == 100  # taken up: the relay drains, then rewinds
+        request_republish(service, database_url, schema, 50)  # meanwhile
+        assert "positions 51.." in request_republish(service, database_url, schema, 150)  # the further back stays
+        relay._rewound(running, 100)
+        assert relay._rewind_requested(running) == 50  # not lost: the next look takes it up
+        relay._rewound(running, 50)
+        assert relay._rewind_requested(running) is None
+    relay.producer.flush(0)
 
 
 def test_kcat_reads_the_certificates_topic_and_every_message_matches_its_schema(world, bus, tmp_path):

@@ -257,10 +257,7 @@ class Relay:
             if rewind is not None:
                 self._drain(in_flight, stop)
                 position = sent = rewind
-                conn.execute(
-                    sql.SQL("UPDATE {} SET position = %s, rewind_to = NULL WHERE name = 'relay'").format(self.table),
-                    (rewind,),
-                )
+                self._rewound(conn, rewind)
                 log.warning("republishing from position %d", rewind)
             room = len(in_flight) < MAX_IN_FLIGHT
             batch = self._send(conn, sent) if room else None
@@ -320,6 +317,15 @@ class Relay:
         while len(self.producer) and not stop.is_set():
             self.producer.flush(1.0)
         in_flight.clear()
+
+    def _rewound(self, conn: psycopg.Connection[Any], to: int) -> None:
+        """The position moved back to `to`, the request answered unless another came meanwhile (while in-flight
+        messages drained, which can take minutes): that one stays, for the next look."""
+        conn.execute(
+            sql.SQL("UPDATE {} SET position = %s, rewind_to = CASE WHEN rewind_to = %s THEN NULL ELSE rewind_to END"
+                    " WHERE name = 'relay'").format(self.table),
+            (to, to),
+        )  # fmt: skip
 
     def _rewind_requested(self, conn: psycopg.Connection[Any]) -> int | None:
         row = conn.execute(sql.SQL("SELECT rewind_to FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
@@ -393,8 +399,11 @@ def request_republish(app: SkillcertApplication, database_url: str, schema: str,
                     sql.SQL("UPDATE {} SET position = %s, rewind_to = NULL WHERE name = 'relay'").format(table),
                     (after,),
                 )
-            else:
-                conn.execute(sql.SQL("UPDATE {} SET rewind_to = %s WHERE name = 'relay'").format(table), (after,))
+            else:  # the running relay's, with a request it has not taken up yet: the earlier position of the two
+                (after,) = conn.execute(
+                    sql.SQL("UPDATE {} SET rewind_to = least(rewind_to, %s) WHERE name = 'relay' RETURNING rewind_to")
+                    .format(table), (after,),
+                ).fetchone()  # fmt: skip
                 conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(app.recorder.channel_name)))
     head = app.recorder.max_notification_id() or 0
     who = "the next relay to start" if idle else "the running relay"
