@@ -267,7 +267,9 @@ def apply_batch(
                 ' OR projection_offsets."offset" < EXCLUDED."offset"',
                 [(name, topic, part, off, pos, log_id) for (name, part), (off, pos) in offsets.items()],
             )
-            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND topic = %s", (names, topic))
+            # The stalls of this batch's partitions only: another worker may be stuck on another partition.
+            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND topic = %s AND partition = ANY(%s)",
+                        (names, topic, sorted({part for part, _, _ in batch})))  # fmt: skip
     return applied
 
 

@@ -18,10 +18,10 @@ from consumers.rebuild import rebuild
 from domain.model import Role
 from infra.bus.privacy import installation_key
 from projections import PROJECTIONS
-from projections.store import apply_batch, connect, create_tables
+from projections.store import apply_batch, connect, create_tables, record_stall
 from tests.api import bearer
 from tests.bus import Bus, eventually
-from tests.lifecycle import full_lifecycle, id_check
+from tests.lifecycle import full_lifecycle, id_check, queryable_certificates
 from tests.read_models import all_rows, check_read_models
 from tests.test_read_models import KEY, apply_live, as_kafka_delivers, bus_messages
 
@@ -91,6 +91,26 @@ def test_two_workers_applying_one_partition_at_once_apply_each_event_once(world,
     finally:
         with psycopg.connect(database_url, autocommit=True) as c:
             c.execute(f"DROP SCHEMA {once} CASCADE")
+
+
+def test_a_batch_applied_on_one_partition_leaves_the_stall_of_another_shown(world, database_url, schema):
+    """What an outsider found: with two workers, every batch one applied on its partitions deleted the stall the
+    other had recorded on its own, so /projections showed a partition stuck behind a bad message as current."""
+    queryable_certificates(world, 3)
+    by_partition: dict[int, list] = {}
+    for partition, m in as_kafka_delivers(bus_messages(world.registrations)):
+        if m["source"].endswith("/registrations"):
+            by_partition.setdefault(partition, []).append(m)
+    stuck, going = sorted(by_partition)[:2]
+    projections = [p for p in PROJECTIONS if "registrations" in p.topics]
+    stalls = "SELECT partition FROM projection_stalls WHERE topic = 'registrations'"
+    with connect(database_url, schema) as conn:
+        create_tables(conn, PROJECTIONS)
+        record_stall(conn, projections, "registrations", stuck, 0, by_partition[stuck][0], "RuntimeError: a bug")
+        apply_batch(conn, projections, "registrations", [(going, i, m) for i, m in enumerate(by_partition[going])])
+        assert {p for (p,) in conn.execute(stalls).fetchall()} == {stuck}  # still shown
+        apply_batch(conn, projections, "registrations", [(stuck, i, m) for i, m in enumerate(by_partition[stuck])])
+        assert conn.execute(stalls).fetchall() == []  # applied at last: no longer stuck
 
 
 def caught_up(conn, app) -> bool:
