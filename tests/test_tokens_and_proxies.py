@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,8 +16,10 @@ import httpx
 import psycopg
 from fastapi.testclient import TestClient
 
+from domain.errors import InvalidInput
 from domain.model import Role
 from infra.api import create_app
+from infra.api.tokens import Tokens
 from infra.embedded import free_port
 from infra.services.registrations import Registrations
 from tests.api import bearer
@@ -63,6 +67,29 @@ def test_a_token_name_with_control_characters_is_refused(
 ) -> None:
     made = _cli(database_url, schema, "tokens", "create", "--role", "auditor", "--name", "auditor\u202esun")
     assert made.returncode == 2 and "bidirectional" in made.stderr, made.stderr
+
+
+def test_two_tokens_made_at_once_for_one_name_are_one_token_and_one_refusal(
+    database_url: str, schema: str, service: Registrations
+) -> None:
+    """Names are unique among live tokens. Two creations at once each found none named so, and both made one."""
+    tokens = Tokens(database_url, schema)
+    tokens.create_table()
+    start = threading.Barrier(2)
+
+    def make(name: str) -> str:
+        start.wait(10)
+        try:
+            return tokens.create(name, Role.AUDITOR)[0]
+        except InvalidInput:
+            return "refused"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = [sorted(pool.map(make, [f"auditor-{i}"] * 2)) for i in range(12)]
+    assert all(o[1] == "refused" and o[0] != "refused" for o in outcomes), outcomes
+    with psycopg.connect(database_url) as conn:
+        live = conn.execute(f"SELECT name, count(*) FROM {schema}.api_tokens GROUP BY name HAVING count(*) > 1")
+        assert live.fetchall() == []
 
 
 def _verify_many(base: str, forwarded: list[str]) -> list[int]:

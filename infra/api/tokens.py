@@ -41,6 +41,7 @@ ROLES = (Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE, Role.HR_DEPARTMENT, Rol
 REGIONAL = (Role.HR_DEPARTMENT, Role.PROVINCIAL_CENTRE)
 PREFIX = "skc_"
 DEFAULT_DAYS = 90
+NAME_LOCKS = 0x736B746E  # "sktn": the first key of a name's lock while a token is made for it (Tokens.create)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS {principals} (
@@ -188,6 +189,9 @@ class Tokens:
         if not 1 <= days <= 3650:
             raise InvalidInput([("days", f"a token lives 1 to 3650 days, not {days}")])
         with psycopg.connect(self.url, autocommit=True) as conn, conn.transaction():
+            # One holder of a name at a time: two creations at once each found no live token named so, and both
+            # made one. Held until the commit, after which the second finds the first's token.
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (NAME_LOCKS, normalise(name.strip())))
             clash = conn.execute(
                 sql.SQL("SELECT principal_id FROM {} WHERE name = %s AND revoked_at IS NULL AND expires_at > now()"
                         " AND principal_id IS DISTINCT FROM %s LIMIT 1").format(self.table),
