@@ -54,7 +54,7 @@ class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
     tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 4
+    version = 5  # 5: a session nobody passed closes its numbering deadline (rebuilt once at upgrade)
 
     def ddl(self) -> list[str]:
         return [
@@ -148,8 +148,11 @@ class Deadlines:
                 (step, m["aggregateversion"], part, due["start"], due["due"], due["provisional"], subject),
             )
         if kind in ("certificate.issued", "exam_session.results_confirmed", "exam_session.results_reported"):
+            # A session nobody passed owes no number: its deadline closes as it opens, on its first day, neither
+            # late nor in time (late NULL, as for a step made moot).
             cur.execute(
-                """UPDATE deadlines SET closed_on = n.last_issued_on, closed_by = 'certificate.issued',
+                """UPDATE deadlines SET closed_on = coalesce(n.last_issued_on, deadlines.start),
+                   closed_by = CASE WHEN n.passed = 0 THEN 'exam_session.results_confirmed' ELSE 'certificate.issued' END,
                    late = n.last_issued_on > due
                    FROM deadline_numbering n WHERE deadlines.subject_id = n.exam_id AND n.exam_id = %s
                    AND step = %s AND closed_on IS NULL AND n.issued >= n.passed""",

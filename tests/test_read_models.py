@@ -862,6 +862,21 @@ def test_a_sessions_numbering_deadline_closes_when_its_last_certificate_is_appli
     assert conn.execute(numbering, (exam_id, Step.CERTIFICATE_NUMBER)).fetchone()[0] == ISSUE_DAY
 
 
+def test_a_session_nobody_passed_owes_no_certificate_numbers_and_is_never_overdue_for_them(world, conn):
+    """What an outsider found: a session where every candidate failed or was absent had its numbering deadline
+    marked closed by a certificate but given no day, so it stayed open, and ten working days on was overdue with
+    nothing owed."""
+    from projections.deadlines import open_deadlines
+
+    _, _, _, exam_id = confirmed_exam(world, 2, absent_every=1)
+    apply_live(conn, bus_messages(world.registrations))
+    numbering = "SELECT closed_on, closed_by, late FROM deadlines WHERE subject_id = %s AND step = %s"
+    closed_on, closed_by, late = conn.execute(numbering, (exam_id, Step.CERTIFICATE_NUMBER)).fetchone()
+    assert closed_on is not None and closed_by == "exam_session.results_confirmed" and late is None
+    _, still_open = open_deadlines(conn, date(2027, 1, 4), step=str(Step.CERTIFICATE_NUMBER))
+    assert str(exam_id) not in {str(d["subject_id"]) for d in still_open}
+
+
 def test_a_table_of_offsets_from_before_positions_gets_the_columns_it_lacks(conn):
     conn.execute("ALTER TABLE projection_offsets DROP COLUMN position, DROP COLUMN log_id")
     conn.commit()
