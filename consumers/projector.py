@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 import time
 from collections.abc import Mapping
@@ -64,6 +65,12 @@ log = logging.getLogger("skillcert.consumers")
 BATCH, BATCH_WAIT = 500, 0.02
 FETCH_WAIT_MS = 100
 RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between attempts at a batch that failed
+# Attempts at a whole batch that lost a deadlock before it is taken apart. Batches of two topics, or of two partitions
+# of one, take some rows in their messages' order (a session's count of certificates, a month's statistics): two
+# meeting them in opposite orders deadlock, and PostgreSQL aborts one. Taken apart, its 500 messages were applied in
+# 500 transactions, silently.
+WHOLE_AGAIN = 3
+LOST_A_RACE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 class _Consumer(aiokafka.AIOKafkaConsumer):
@@ -182,13 +189,21 @@ class Applier:
         messages before the one at fault are applied one by one and that one is retried with backoff,
         recorded as the projection's stall. True when the relay has started a new log since this topic's
         offsets were recorded: the caller reads the topic again from the start."""
-        wait, attempts, changed, pending = RETRY_FIRST, 0, False, batch
+        wait, attempts, changed, pending, again = RETRY_FIRST, 0, False, batch, 0
         while True:
             try:
                 changed |= self._apply(pending)
                 if attempts:
                     log.warning("%s: applied after %d failed attempts", self.topic, attempts)
                 return changed
+            except LOST_A_RACE as e:
+                error = e
+                if again < WHOLE_AGAIN:  # lost to another transaction, not a message at fault: whole again
+                    again += 1
+                    log.warning("%s: a batch of %d lost a deadlock to another worker's; applying it again (%d)",
+                                self.topic, len(pending), again)  # fmt: skip
+                    self.stopping.wait(random.uniform(0, 0.05 * again))  # apart, so as not to meet again
+                    continue
             except Exception as e:  # anything: the batch is retried, never skipped
                 error = e
             for i, one in enumerate(pending):  # which message is at fault? apply those before it

@@ -21,7 +21,7 @@ from projections import PROJECTIONS
 from projections.store import apply_batch, connect, create_tables, record_stall
 from tests.api import bearer
 from tests.bus import Bus, eventually
-from tests.lifecycle import full_lifecycle, id_check, queryable_certificates
+from tests.lifecycle import ISSUE_DAY, confirmed_exam, full_lifecycle, id_check, queryable_certificates, staff
 from tests.read_models import all_rows, check_read_models
 from tests.test_read_models import KEY, apply_live, as_kafka_delivers, bus_messages
 
@@ -111,6 +111,54 @@ def test_a_batch_applied_on_one_partition_leaves_the_stall_of_another_shown(worl
         assert {p for (p,) in conn.execute(stalls).fetchall()} == {stuck}  # still shown
         apply_batch(conn, projections, "registrations", [(stuck, i, m) for i, m in enumerate(by_partition[stuck])])
         assert conn.execute(stalls).fetchall() == []  # applied at last: no longer stuck
+
+
+def test_a_batch_that_loses_a_deadlock_is_applied_again_whole(world, database_url, schema, caplog):
+    """What an outsider found: batches of two topics, or of two partitions, take some rows in their messages' order
+    (a session's count of certificates, a month's statistics) and can deadlock. The one PostgreSQL aborted was taken
+    apart and applied a message a transaction, silently. Here another transaction holds the session's count and then
+    waits for the batch's partition: the batch loses the deadlock, and is applied again whole once the other is done."""
+    from consumers.projector import Applier
+    from infra.bus.relay import ensure_position_table
+
+    iid, _, _, exam_id = confirmed_exam(world, 2)
+    world.at(ISSUE_DAY)
+    world.certificates.issue(staff(iid), exam_id)
+    messages = bus_messages(world.registrations)
+    issued = [m for m in messages if m["type"].endswith("certificate.issued.v1")]
+    projections = [p for p in PROJECTIONS if "certificates" in p.topics]
+    with connect(database_url, schema) as conn:
+        create_tables(conn, PROJECTIONS)
+        ensure_position_table(conn, schema)
+        apply_live(conn, [m for m in messages if m not in issued])  # the session's results: its count's row
+        conn.commit()
+    applier = Applier(database_url, schema, "certificates", projections, world.certificates, KEY, threading.Event())
+    sizes: list[int] = []
+    whole = applier._apply
+
+    def counted(batch):  # type: ignore[no-untyped-def]
+        sizes.append(len(batch))
+        return whole(batch)
+
+    applier._apply = counted  # type: ignore[method-assign]
+    with connect(database_url, schema) as other, psycopg.connect(database_url, autocommit=True) as watching:
+        other.execute("SET deadlock_timeout = '10s'")  # the batch, waiting first, is the one PostgreSQL aborts
+        other.execute("SELECT 1 FROM deadline_numbering WHERE exam_id = %s FOR UPDATE", (exam_id,))
+        applying = threading.Thread(target=applier.apply, args=([(0, i, m) for i, m in enumerate(issued)],))
+        applying.start()
+        waits = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+        deadline = time.monotonic() + 30
+        while not watching.execute(waits, ("%deadline_numbering%",)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the batch never waited for the session's count"
+            time.sleep(0.05)
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('apply:certificates'), 0)")  # the batch's partition
+        other.commit()
+        applying.join(30)
+    assert sizes == [len(issued)] * 2, sizes  # whole, then whole again; not message by message
+    assert "lost a deadlock" in caplog.text
+    with connect(database_url, schema) as conn:
+        assert conn.execute("SELECT count(*) FROM certificate_registry").fetchone()[0] == len(issued)
+        assert conn.execute("SELECT count(*) FROM projection_stalls").fetchone()[0] == 0
 
 
 def caught_up(conn, app) -> bool:
