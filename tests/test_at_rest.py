@@ -187,6 +187,39 @@ def test_rotating_the_master_key_rewraps_the_data_keys_and_rewrites_no_event(dat
         SkillcertApplication(database_url, schema)
 
 
+def test_a_worker_still_on_the_rotated_key_answers_503_for_what_a_restarted_one_wrote(database_url, schema,
+                                                                                      configured, clock):  # fmt: skip
+    """Between a rotation and the restart of every process, a worker still on the old master key cannot read an
+    event a restarted one wrote under the new data key: it says so (503, try again, its log naming the key), not 500."""
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+    from infra.services.registrations import Registrations
+    from tests.api import bearer
+    from tests.builders import L2_CONDITION, L2_EVIDENCE
+
+    old, new = new_key(), new_key()
+    configured(old)
+    first = Registrations(database_url, schema, today=clock)
+    samples.hold(first.attachments)
+    iid, _, code = setup_plan(first)
+    first.close()
+    with TestClient(create_app(database_url, schema, today=clock)) as http:  # started before the rotation
+        configured(new, old)
+        during = SkillcertApplication(database_url, schema)
+        rotate(database_url, schema, during.mapper.cipher.master)
+        during.close()
+        configured(new)
+        restarted = Registrations(database_url, schema, today=clock)
+        rid = restarted.register(candidate(1), code, working_years_form(1))
+        restarted.close()
+        body = {"decision": "approved", "reasons": "材料齐全", "condition": L2_CONDITION,
+                "evidence": L2_EVIDENCE.model_dump(mode="json")}  # fmt: skip
+        r = http.post(f"/registrations/{rid}/review", json=body,
+                      headers=bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-1", iid))  # fmt: skip
+        assert r.status_code == 503 and "rotated" in r.json()["detail"] and r.headers["Retry-After"], r.text
+
+
 def test_the_rotate_command_and_a_fresh_store_making_its_key_file(database_url, schema, tmp_path, monkeypatch):
     env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
            "SKILLCERT_DATA_DIR": str(tmp_path)}  # fmt: skip

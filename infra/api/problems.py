@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from infra.store.keys import KeyProblem
 
 log = logging.getLogger("skillcert.api")
 STATUS = {InvalidInput: 422, NotFound: 404, Conflict: 409, Forbidden: 403}
@@ -55,7 +56,11 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (401, "no token, or an unknown, revoked or expired one"),
         (403, "outside the token's role or scope"),
         (422, "bad input: `errors` names each field at fault"),
-        (503, "the database is unavailable or busy for a moment: try again after Retry-After seconds"),
+        (
+            503,
+            "the database is unavailable or busy for a moment, or this server runs on a master key rotated since it "
+            "started: try again after Retry-After seconds",
+        ),
     )
 }
 
@@ -110,6 +115,16 @@ def install(app: FastAPI) -> None:
 
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, unavailable)
+
+    @app.exception_handler(KeyProblem)
+    async def rotated(_: Request, e: KeyProblem) -> JSONResponse:
+        # A worker started before a master key rotation meets a record another worker, already restarted, wrote under
+        # the new data key (README, "Rotating the master key"). Its operator must restart it; another worker may
+        # answer meanwhile. The log names the key it needs; the client learns only that it was not their fault.
+        log.error("this process cannot read the store with its master key: %s", e)
+        return problem(503, "ServiceUnavailable", "this server cannot read part of the store with its master key, "
+                       "which was rotated since it started; its operator must restart it", "key-rotated",
+                       **{"Retry-After": "30"})  # fmt: skip
 
     @app.exception_handler(Exception)
     async def server_error(_: Request, e: Exception) -> JSONResponse:
