@@ -4,6 +4,7 @@ conflicts fails alone (infra.store.recorder, infra.store.groupcommit)."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from infra.store.groupcommit import GroupCommit
@@ -119,3 +121,120 @@ def test_what_arrives_while_the_leader_waits_for_its_hold_joins_the_batch_and_a_
         assert isinstance(refused.exception(10), TimeoutError)
     assert batches == [list(range(8))]  # nothing of it was run
     assert group.submit("plan", 9) == 90
+
+
+def test_a_save_refused_in_a_group_claims_nothing_from_the_saves_after_it(service):
+    """What an outsider found: of three saves arriving together, A claiming x1, B x1 and y1, C y1, B is refused
+    (A came first), and C was refused too, though nothing stored claims y1."""
+    x, y = uuid.uuid4(), uuid.uuid4()
+
+    def event(aggregate: uuid.UUID) -> StoredEvent:
+        return StoredEvent(originator_id=aggregate, originator_version=1, topic="tests:Thing.Happened", state=b"{}")
+
+    a, b, c = service.recorder._insert_together(None, [[event(x)], [event(x), event(y)], [event(y)]])
+    assert isinstance(b, IntegrityError) and not isinstance(a, BaseException) and not isinstance(c, BaseException)
+
+
+def test_saves_decided_one_by_one_each_keep_their_own_outcome(service, monkeypatch):
+    """When a group's transaction fails on no version (so each save goes alone), a save failing for another reason
+    (the connection lost) fails alone: those before it were committed and are told so."""
+    recorder, one, two = service.recorder, uuid.uuid4(), uuid.uuid4()
+    saves = [[StoredEvent(originator_id=a, originator_version=1, topic="tests:Thing.Happened", state=b"{}")]
+             for a in (one, two)]  # fmt: skip
+    alone = recorder._insert
+    calls: list[int] = []
+
+    def insert(events: list[StoredEvent]) -> list[int]:
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise IntegrityError("not a version: a constraint of another kind")
+        if events[0].originator_id == two:
+            raise psycopg.OperationalError("the connection was lost")
+        return alone(events)
+
+    monkeypatch.setattr(recorder, "_insert", insert)
+    monkeypatch.setattr(recorder, "_stored", lambda keys: set())
+    first, second = recorder._insert_together(None, saves)
+    assert isinstance(first, list) and isinstance(second, psycopg.OperationalError)
+    assert [e.originator_id for e in service.recorder.select_events(one)] == [one]
+
+
+class _Call:
+    """A caller on a daemon thread of its own: a caller left waiting for ever fails the test, not hangs the suite."""
+
+    def __init__(self, call) -> None:  # type: ignore[no-untyped-def]
+        self.outcome: object = None
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call) -> None:  # type: ignore[no-untyped-def]
+        try:
+            self.outcome = call()
+        except BaseException as e:  # noqa: BLE001 - the outcome the test looks at
+            self.outcome = e
+
+    def result(self, timeout: float) -> object:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "left waiting"
+        return self.outcome
+
+
+def test_a_caller_interrupted_while_it_waits_leaves_no_one_waiting_behind_it():
+    """What an outsider found: a caller interrupted while waiting (Ctrl-C in a command-line process) stayed in the
+    queue, was appointed leader when its turn came, never led, and every later caller for the key waited for ever.
+    The interruption here is a signal's, in this (the main) thread, as Ctrl-C's is."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(_: object, requests: list[int]) -> list[object]:
+        started.set()
+        release.wait(10)
+        return [r * 10 for r in requests]
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+
+    class Interrupted(BaseException):
+        pass
+
+    def interrupt(*_: object) -> None:
+        raise Interrupted
+
+    def behind() -> int:
+        while group.waiting("k") < 1:  # queues behind the caller to be interrupted
+            time.sleep(0.01)
+        return group.submit("k", 3)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        leader = _Call(lambda: group.submit("k", 1))
+        assert started.wait(10)  # its batch runs: the callers after it wait
+        later = _Call(behind)
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Interrupted):
+            group.submit("k", 2)
+        release.set()
+        assert leader.result(10) == 10
+        assert later.result(10) == 30  # led on, not left waiting
+        assert _Call(lambda: group.submit("k", 4)).result(10) == 40 and group.waiting("k") == 0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_batch_function_answering_wrongly_fails_its_callers_and_leaves_none_waiting():
+    """A bug in the batch function (too few outcomes) escaped the leader and left the others waiting for ever."""
+    started, release = threading.Event(), threading.Event()
+
+    def run(_: object, requests: list[int]) -> list[object]:
+        started.set()
+        release.wait(10)
+        return [requests[0]]  # one outcome, whatever the batch
+
+    group: GroupCommit[int, int] = GroupCommit(run)
+    first = _Call(lambda: group.submit("k", 1))
+    assert started.wait(10)
+    rest = [_Call(lambda r=r: group.submit("k", r)) for r in (2, 3)]
+    while group.waiting("k") < 2:
+        time.sleep(0.01)
+    release.set()
+    assert first.result(10) == 1
+    assert all(isinstance(c.result(10), RuntimeError) for c in rest)

@@ -454,3 +454,22 @@ def test_a_worker_decides_on_the_plan_as_stored_after_another_worker_changed_it(
         assert service.repository.get(pid).taken == len(service.plan_holders(pid)) == 4
     finally:
         other.close()
+
+
+def test_a_batch_saved_is_told_so_though_looking_up_its_refused_fails(service, monkeypatch):
+    """What an outsider found: after a batch's registrations were saved, looking up whether its refused ones had
+    registered before failed (PostgreSQL away a moment), and every caller was told the error: those registered were
+    told to try again, and then that they were already registered."""
+    import psycopg
+
+    _, pid, code = setup_plan(service, seats=1)
+    plan = service.repository.get(pid)
+    requests = [(candidate(k), working_years_form(k)) for k in (1, 2)]
+
+    def away(ids):  # type: ignore[no-untyped-def]
+        raise psycopg.OperationalError("the connection was lost")
+
+    monkeypatch.setattr(service, "existing", away)
+    saved, refused = service._register_batch(plan.id, requests)
+    assert isinstance(saved, UUID) and isinstance(refused, psycopg.OperationalError)
+    assert service.repository.get(saved).id == saved

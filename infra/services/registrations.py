@@ -292,8 +292,11 @@ class Registrations(Service):
             self._keep_plan(plan)
             if refused:  # full or closed, but first of all: already registered?
                 ids = {i: registration_id(plan.id, requests[i][1], self.id_key) for i in refused}
-                there = self.existing(ids.values())
-                outcomes.update({i: self._already(plan) if ids[i] in there else e for i, e in refused.items()})
+                try:
+                    there = self.existing(ids.values())
+                    outcomes.update({i: self._already(plan) if ids[i] in there else e for i, e in refused.items()})
+                except Exception as e:  # noqa: BLE001 - theirs alone: the batch's registrations are saved, and told so
+                    outcomes.update(dict.fromkeys(refused, e))
             break
         else:
             outcomes.update({i: Conflict("too many concurrent registrations; try again") for i in todo})

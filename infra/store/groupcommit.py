@@ -70,12 +70,26 @@ class GroupCommit(Generic[Req, Res]):
             if not queue.leading:
                 queue.leading = slot.lead = True
         if not slot.lead:
-            slot.ready.wait()
+            try:
+                slot.ready.wait()
+            except BaseException:  # interrupted (Ctrl-C in a command-line process): leave no one waiting on it
+                self._leave(key, queue, slot)
+                raise
         if not slot.done:  # appointed leader
             self._lead(key, queue, slot)
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[no-any-return]
+
+    def _leave(self, key: Hashable, queue: _Queue, slot: _Slot[Any]) -> None:
+        """A caller gone while it waited: out of the queue if no batch took it yet, and if it was appointed
+        leader meanwhile, the lead handed on. Left in the queue, it was appointed and never led, and every later
+        caller for the key waited for ever (for the store's saves, every save of the process)."""
+        with self._lock:
+            if slot in queue.pending:
+                queue.pending.remove(slot)
+        if slot.lead and not slot.done:
+            self._hand_over(key, queue)
 
     def waiting(self, key: Hashable) -> int:
         """Requests for `key` not yet taken into a batch."""
@@ -90,33 +104,52 @@ class GroupCommit(Generic[Req, Res]):
         return batch
 
     def _lead(self, key: Hashable, queue: _Queue, mine: _Slot[Req]) -> None:
-        while not mine.done:
-            batch: list[_Slot[Any]] | None = None
-            outcomes: list[Any] | None = None
-            try:
-                with self._hold(key) if self._hold is not None else nullcontext():
-                    batch = self._take(queue)
-                    try:
-                        outcomes = self._run(key, [s.request for s in batch])
-                    except BaseException as e:  # the whole batch: PostgreSQL away, a bug; every caller sees it
+        batch: list[_Slot[Any]] = []
+        try:
+            while not mine.done:
+                batch, outcomes = [], None
+                try:
+                    with self._hold(key) if self._hold is not None else nullcontext():
+                        batch = self._take(queue)
+                        try:
+                            outcomes = self._run(key, [s.request for s in batch])
+                        except BaseException as e:  # the whole batch: PostgreSQL away, a bug; every caller sees it
+                            outcomes = [e] * len(batch)
+                except BaseException as e:  # the hold could not be taken: the batch it would have held fails
+                    if not batch:
+                        batch = self._take(queue)
+                    if outcomes is None:
                         outcomes = [e] * len(batch)
-            except BaseException as e:  # the hold could not be taken: the batch it would have held fails
-                if batch is None:
-                    batch = self._take(queue)
-                if outcomes is None:
-                    outcomes = [e] * len(batch)
-            for slot, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    slot.error = outcome
-                else:
-                    slot.result = outcome
-                slot.done = True
-                if slot is not mine:
-                    slot.ready.set()
+                if len(outcomes) != len(batch):  # a bug in `run`: told, not left waiting
+                    outcomes = [RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")] * len(batch)
+                for slot, outcome in zip(batch, outcomes, strict=True):
+                    self._answer(slot, outcome, mine)
+        finally:
+            # Whatever stopped this leader, nobody it took is left waiting, and the key is led on.
+            for slot in batch:
+                if not slot.done:
+                    self._answer(slot, RuntimeError("the batch's leader stopped before answering"), mine)
+            self._hand_over(key, queue)
+
+    @staticmethod
+    def _answer(slot: _Slot[Any], outcome: Any, mine: _Slot[Any]) -> None:
+        if isinstance(outcome, BaseException):
+            # An interruption (KeyboardInterrupt, SystemExit) is the leader's own: the others are told it stopped.
+            slot.error = outcome if slot is mine or isinstance(outcome, Exception) else RuntimeError(
+                f"the batch's leader was interrupted ({type(outcome).__name__})")  # fmt: skip
+        else:
+            slot.result = outcome
+        slot.done = True
+        if slot is not mine:
+            slot.ready.set()
+
+    def _hand_over(self, key: Hashable, queue: _Queue) -> None:
+        """The next caller waiting leads, and this one answers its own client; with none, the key is free."""
         with self._lock:
-            if queue.pending:  # hand over: the next caller leads, and this one answers its own client
+            if queue.pending:
                 queue.pending[0].lead = True
                 queue.pending[0].ready.set()
             else:
                 queue.leading = False
-                del self._queues[key]
+                if self._queues.get(key) is queue:
+                    del self._queues[key]

@@ -90,7 +90,8 @@ class Recorder(PostgresApplicationRecorder):
             keys = {(e.originator_id, e.originator_version) for e in save}
             if keys & claimed:
                 outcomes[i] = IntegrityError("a version claimed by a save arriving at the same moment")
-            claimed |= keys
+            else:  # only what is saved claims: a save refused here claims nothing from the ones after it
+                claimed |= keys
         todo = [i for i in range(len(saves)) if i not in outcomes]
         for _ in range(3):  # each round finds what other writers stored meanwhile
             try:
@@ -114,7 +115,7 @@ class Recorder(PostgresApplicationRecorder):
         for i in todo:
             try:
                 outcomes[i] = self._insert(saves[i])
-            except IntegrityError as e:
+            except Exception as e:  # this save's alone: those before it are committed, and told so
                 outcomes[i] = e
         return [outcomes[i] for i in range(len(saves))]
 
