@@ -14,7 +14,7 @@ numbers big-endian, the topic length-prefixed; the first previous hash is empty.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -210,35 +210,37 @@ def verify(
     heads: dict[int, list[Checkpointed]] = {}
     for c in checkpoints:
         heads.setdefault(c.position, []).append(c)
+    # What the relay had published, read before the walk: positions commit in order (the writers' table lock), so
+    # everything it published then is in what the walk reads after. Read after the walk, on a live store it was
+    # nearly always ahead of it, and the history was reported truncated when nothing was wrong.
+    published = _relay_position(conn, schema)
+    head = _head(conn, schema, events_table)
     previous, last = b"", 0
     own: dict[UUID, tuple[int, bytes]] = {}
-    with conn.transaction(), conn.cursor(name="skillcert_verify") as cur:
-        cur.itersize = 5000
-        cur.execute(walk(schema, events_table))
-        for row in cur:
-            position = row[0]
-            if row[1] is not None:
-                verdict.events += 1
-            if progress and verdict.events % 5000 == 0:
-                progress(verdict.events)
-            found, after = _check(row, previous, own, last)
-            if found is None and position > last + 1:
-                verdict.unused.append((last + 1, position - 1))  # the chain goes on across them: nothing was there
-            if found is None:
-                for c in heads.get(position, []):
-                    if c.log_hash != after:
-                        found = (f"the log's head here is {after.hex()}, but the checkpoint for this position "
-                                 f"({c.describe()}) says {c.log_hash.hex()}: the history up to here was rewritten")  # fmt: skip
-                        break
-            if found:
-                verdict.head, verdict.head_position, verdict.broken_at, verdict.problem = (
-                    previous,
-                    last,
-                    position,
-                    found,
-                )
-                return verdict
-            previous, last = after, position
+    for row in _walked(conn, schema, events_table, head):
+        position = row[0]
+        if row[1] is not None:
+            verdict.events += 1
+        if progress and verdict.events % 5000 == 0:
+            progress(verdict.events)
+        found, after = _check(row, previous, own, last)
+        if found is None and position > last + 1:
+            verdict.unused.append((last + 1, position - 1))  # the chain goes on across them: nothing was there
+        if found is None:
+            for c in heads.get(position, []):
+                if c.log_hash != after:
+                    found = (f"the log's head here is {after.hex()}, but the checkpoint for this position "
+                             f"({c.describe()}) says {c.log_hash.hex()}: the history up to here was rewritten")  # fmt: skip
+                    break
+        if found:
+            verdict.head, verdict.head_position, verdict.broken_at, verdict.problem = (
+                previous,
+                last,
+                position,
+                found,
+            )
+            return verdict
+        previous, last = after, position
     verdict.head, verdict.head_position = previous, last
     beyond = [c for c in checkpoints if c.position > last]
     if beyond:
@@ -247,7 +249,6 @@ def verify(
         verdict.problem = (f"history truncated after position {last}: a checkpoint covers position {c.position} "
                            f"({c.describe()}), which the store no longer holds")  # fmt: skip
         return verdict
-    published = _relay_position(conn, schema)
     if published is not None and published > last:
         verdict.broken_at = last + 1
         verdict.problem = (f"history truncated after position {last}: the relay had published up to position "
@@ -255,14 +256,41 @@ def verify(
     return verdict
 
 
+WALK_RANGE = 10_000  # positions read by one statement of the walk
+
+
 def walk(schema: str, events_table: str) -> sql.Composed:
-    """Every position in log order: the stored event, if any, beside the chain's record, if any."""
+    """The positions after one and up to another (the parameters, twice) in log order: the stored event, if any,
+    beside the chain's record, if any."""
     return sql.SQL(
         "SELECT coalesce(e.notification_id, c.position), e.originator_id, e.originator_version, e.topic, e.state,"
         " c.originator_id, c.originator_version, c.log_hash, c.aggregate_hash"
-        " FROM {events} e FULL JOIN {chain} c ON c.position = e.notification_id"
-        " ORDER BY coalesce(e.notification_id, c.position)"
+        " FROM (SELECT * FROM {events} WHERE notification_id > %s AND notification_id <= %s) e"
+        " FULL JOIN (SELECT * FROM {chain} WHERE position > %s AND position <= %s) c ON c.position = e.notification_id"
+        " ORDER BY 1"
     ).format(events=sql.Identifier(schema, events_table), chain=sql.Identifier(schema, "event_chain"))
+
+
+def _head(conn: psycopg.Connection[Any], schema: str, events_table: str) -> int:
+    """The last position of the log or of the chain, whichever is further."""
+    row = conn.execute(sql.SQL("SELECT greatest((SELECT max(notification_id) FROM {}), (SELECT max(position) FROM {}))")
+                       .format(sql.Identifier(schema, events_table), sql.Identifier(schema, "event_chain"))).fetchone()  # fmt: skip
+    conn.commit()
+    return int(row[0] or 0)
+
+
+def _walked(conn: psycopg.Connection[Any], schema: str, events_table: str, head: int) -> Iterator[tuple[Any, ...]]:
+    """Every position up to `head`, WALK_RANGE at a time, each range a statement and a transaction of its own. As one
+    statement over the whole log, PostgreSQL sorted all of it, states included, before the first row (a full join's
+    output has no order: 54 MB of temporary files at 100,000 events), and its snapshot, held for the whole walk,
+    kept vacuum from every table of the database for minutes. Positions commit in order, and none after `head` is
+    read, so the ranges read together what one statement would have."""
+    query = walk(schema, events_table)
+    for lo in range(0, head, WALK_RANGE):
+        hi = min(lo + WALK_RANGE, head)
+        rows = conn.execute(query, (lo, hi, lo, hi)).fetchall()
+        conn.commit()
+        yield from rows
 
 
 def _check(
