@@ -94,6 +94,8 @@ def lag(
                 "projection": p.name,
                 "status": "stalled" if stalls else "behind" if behind["behind"] else "current",
                 "events_behind": behind["behind"],
+                # Every event at and below this position is applied: what it shows is complete up to there.
+                "applied_through": head if behind["oldest"] is None else behind["oldest"] - 1,
                 "seconds_behind": round(max(seconds, 0.0), 3),
                 "last_applied_at": max((r["applied_at"] for r in partitions if r["applied_at"]), default=None),
                 "rebuilt_at": built.get("rebuilt_at"),

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from infra.services.base import shanghai_today
 from infra.store.export import export, public_key_hex, verify_package
 from projections.audit import trail
-from tests.lifecycle import queryable_certificates
+from tests.lifecycle import queryable_certificates, staff
 from tests.test_read_models import apply_live, bus_messages, conn  # noqa: F401 (fixture)
 
 SEED = bytes(range(32))
@@ -106,7 +106,7 @@ def test_the_cli_exports_and_verifies_offline(package, world, database_url, sche
     done = subprocess.run([*cli, "export", "--institution", str(iid), "--from", "2026-01-01", "--to",
                            shanghai_today().isoformat(), "--out", str(out)], env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and "complete through log position" in done.stdout, done.stdout + done.stderr
     offline = {k: v for k, v in os.environ.items() if not k.startswith("SKILLCERT_")}  # no database at all
     ok = subprocess.run([*cli, "verify-export", str(out), "--public-key", key], env=offline, capture_output=True,
                         text=True, timeout=60)  # fmt: skip
@@ -114,3 +114,42 @@ def test_the_cli_exports_and_verifies_offline(package, world, database_url, sche
     wrong = subprocess.run([*cli, "verify-export", str(out), "--public-key", public_key_hex(SEED)], env=offline,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert wrong.returncode == 1 and "signature" in wrong.stdout
+
+
+def test_an_export_holds_only_what_its_walk_verified_and_what_the_trail_has_whole(world, conn, schema, monkeypatch):  # noqa: F811
+    """What an outsider found: the export verified the chain up to a head, then chose its events in a later
+    statement, which also took events committed meanwhile: signed lines no check had covered. And it chose them
+    through the audit trail, filled from the bus a partition at a time, which can hold a later event before an
+    earlier one: that one was left out with nothing to show it. The package now stops at the lower of the two and
+    says where (complete_through)."""
+    import infra.store.export as exporting
+
+    iid, cids = queryable_certificates(world, 3)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    svc = world.registrations
+    table, today = svc.recorder.events_table_name, shanghai_today()
+    checked = exporting.verify
+
+    def then_more(*args, **kwargs):  # type: ignore[no-untyped-def]
+        verdict = checked(*args, **kwargs)
+        world.certificates.receive_forms(staff(iid), iid, 1, 5, "SH-9")  # committed after the walk
+        apply_live(conn, bus_messages(world.registrations))  # and in the trail already
+        conn.commit()
+        return verdict
+
+    monkeypatch.setattr(exporting, "verify", then_more)
+    head = svc.recorder.max_notification_id()
+    made = export(conn, schema, table, svc.mapper.decode_bytes, SEED, iid, date(2026, 1, 1), today)
+    with zipfile.ZipFile(io.BytesIO(made)) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        positions = [json.loads(line)["position"] for line in z.read("events.jsonl").decode().splitlines()]
+    assert manifest["complete_through"] == manifest["chain_head"]["position"] == head and max(positions) <= head
+    monkeypatch.setattr(exporting, "verify", checked)
+    partial = export(conn, schema, table, svc.mapper.decode_bytes, SEED, iid, date(2026, 1, 1), today,
+                     trail_through=positions[5])  # fmt: skip
+    with zipfile.ZipFile(io.BytesIO(partial)) as z:
+        manifest = json.loads(z.read("manifest.json"))
+        kept = [json.loads(line)["position"] for line in z.read("events.jsonl").decode().splitlines()]
+    assert manifest["complete_through"] == positions[5] and kept == positions[:6]
+    assert verify_package(partial, public_key_hex(SEED)).ok

@@ -312,6 +312,7 @@ class ProjectionLag(BaseModel):
     projection: str
     status: Literal["current", "behind", "stalled"]
     events_behind: int
+    applied_through: int  # every event at and below this log position is applied
     seconds_behind: float
     last_applied_at: datetime | None
     rebuilt_at: datetime | None

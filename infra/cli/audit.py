@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -123,7 +125,9 @@ def audit_export(
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="the package to write (.zip)")],
 ) -> None:
     """A signed package of the institution's events in the period, verifiable offline (audit verify-export)."""
+    from consumers.lag import lag
     from infra.store.export import NotExported, export
+    from projections.audit import Audit
     from projections.store import connect
 
     s = get_settings()
@@ -131,16 +135,25 @@ def audit_export(
     table = app.recorder.events_table_name
     try:
         with connect(url, s.db_schema) as conn, console.status("verifying the history, then exporting"):
+            trail = None
+            if conn.execute("SELECT to_regclass('audit_events')").fetchone()[0] is not None:
+                [trail] = lag(conn, app, [Audit()])  # before the export's own walk: its head is at least this
             package = export(conn, s.db_schema, table, app.mapper.decode_bytes, _signing_seed(s), institution,
-                             start.date(), end.date(), s.timezone)  # fmt: skip
+                             start.date(), end.date(), s.timezone,
+                             trail_through=trail["applied_through"] if trail else None)  # fmt: skip
     except NotExported as e:
         err.print(f"[red]nothing exported:[/red] {e}", soft_wrap=True)
         raise typer.Exit(1 if e.broken else 2) from None
     finally:
         app.close()
     out.write_bytes(package)
-    console.print(f"written {out} ({len(package):,} bytes); verify with: skillcert audit verify-export {out} "
-                  f"--public-key <the installation's key>", soft_wrap=True)  # fmt: skip
+    through = json.loads(zipfile.ZipFile(io.BytesIO(package)).read("manifest.json"))["complete_through"]
+    console.print(f"written {out} ({len(package):,} bytes), complete through log position {through:,}; verify "
+                  f"with: skillcert audit verify-export {out} --public-key <the installation's key>", soft_wrap=True)  # fmt: skip
+    if trail and trail["events_behind"]:
+        err.print(f"[yellow]the audit trail was {trail['events_behind']:,} events behind"
+                  f"{' and stalled' if trail['stalls'] else ''}: events after position {through:,} are not in this "
+                  "package; export again once it has caught up (skillcert projections lag)[/yellow]", soft_wrap=True)  # fmt: skip
 
 
 @audit_cli.command("verify-export")

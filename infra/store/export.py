@@ -52,10 +52,17 @@ class NotExported(Exception):
 def export(
     conn: psycopg.Connection[Any], schema: str, events_table: str, decode: Callable[[bytes], dict[str, Any]],
     seed: bytes, institution_id: UUID, start: date, end: date, tz: str = "Asia/Shanghai",
+    trail_through: int | None = None,
 ) -> bytes:  # fmt: skip
     """The package for one institution's events recorded from `start` to `end` (inclusive, Shanghai
     days). Events are chosen through the audit trail read model, read from the store and decrypted
-    with `decode` (the mapper's)."""
+    with `decode` (the mapper's). `trail_through`: the position at and below which the audit trail has
+    applied every event (consumers.lag's applied_through), measured before this is called.
+
+    The package holds the events up to the lower of that position and the head its own verification walked, and
+    says so in the manifest (`complete_through`). Beyond the head, an event was never checked; beyond what the
+    trail has applied, the trail (filled from the bus, each partition on its own) may hold a later event without
+    an earlier one, and a package would leave that one out with nothing to show it."""
     from zoneinfo import ZoneInfo
 
     if conn.execute("SELECT to_regclass(%s)", (f'"{schema}".audit_events',)).fetchone()[0] is None:
@@ -75,13 +82,14 @@ def export(
         SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
                l.prev_log_hash, l.log_hash, l.prev_aggregate_hash, l.aggregate_hash
         FROM {trail} a JOIN {events} e ON e.notification_id = a.position JOIN links l ON l.position = a.position
-        WHERE a.institution_id = %s AND a.at >= %s AND a.at < %s ORDER BY a.position""").format(
+        WHERE a.institution_id = %s AND a.at >= %s AND a.at < %s AND a.position <= %s ORDER BY a.position""").format(
         chain=sql.Identifier(schema, "event_chain"), trail=sql.Identifier(schema, "audit_events"),
         events=sql.Identifier(schema, events_table),
     )  # fmt: skip
+    through = verdict.head_position if trail_through is None else min(verdict.head_position, trail_through)
     lines = []
     for n, oid, version, topic, state, prev_log, log_hash, prev_agg, agg_hash in conn.execute(
-        query, (institution_id, since, until)
+        query, (institution_id, since, until, through)
     ):
         try:
             event = decode(bytes(state))
@@ -99,6 +107,7 @@ def export(
         "timezone": tz, "events": len(lines), "events_sha256": hashlib.sha256(body).hexdigest(),
         "lines_sha256": [hashlib.sha256(line.encode()).hexdigest() for line in lines],
         "chain_head": {"position": verdict.head_position, "log_hash": verdict.head.hex(), "events": verdict.events},
+        "complete_through": through,
         "generated_at": datetime.now(UTC).isoformat(), "public_key": public_key_hex(seed),
     }, ensure_ascii=False, indent=2).encode()  # fmt: skip
     signature = Ed25519PrivateKey.from_private_bytes(seed).sign(manifest)
