@@ -134,3 +134,21 @@ def test_read_models_rebuilt_as_they_stood_at_a_moment_into_a_schema_of_their_ow
         with psycopg.connect(database_url, autocommit=True) as c:
             for suffix in (*reports, "whole"):
                 c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(f"{schema}_{suffix}")))
+
+
+def test_an_event_stamped_early_by_a_skewed_clock_does_not_make_a_version_skipped(service, monkeypatch):
+    """What an outsider found: an event's time is its writer's clock when it was made, not when it was stored. With
+    clocks apart, a later version can carry an earlier time: the replay kept versions 1 and 3 and left 2 out. The
+    history as of a moment now ends at the first event past it."""
+    import eventsourcing.domain
+
+    iid, _, code = setup_plan(service)
+    rid = service.register(candidate(1), code, working_years_form(1))
+    submitted = moment()
+    service.review(staff_of(iid), rid, Decision.RETURNED, "补充社保证明")
+    # Another worker, its clock behind, resubmits: version 3 is stamped before version 2.
+    monkeypatch.setattr(eventsourcing.domain.CanCreateTimestamp, "create_timestamp", staticmethod(lambda: submitted))
+    service.resubmit(candidate(1), rid, working_years_form(1))
+    monkeypatch.undo()
+    then = as_of(service, rid, at=submitted)
+    assert (then["version"], then["state"]["status"]) == (1, "submitted")

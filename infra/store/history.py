@@ -42,8 +42,11 @@ def as_of(
     known = []
     for version, notification_id in rows:
         event = app.mapper.to_domain_event(events[version])
-        if (at is None or event.timestamp <= at) and (position is None or notification_id <= position):
-            known.append((version, notification_id, event))
+        if (at is not None and event.timestamp > at) or (position is not None and notification_id > position):
+            # The first event past the moment ends the history: the later ones may carry an earlier time (stamped
+            # by another worker's clock before it waited for the store), and kept, they left a version out.
+            break
+        known.append((version, notification_id, event))
     if not known:
         when = f"at {at.isoformat()}" if at is not None else f"at position {position}"
         raise NotFound(f"aggregate {aggregate_id} did not exist yet {when}")
