@@ -34,6 +34,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ BATCH = 5_000  # events read, decoded and applied together
 CHUNK = 5_000  # events applied per committed transaction of the new tables (see above)
 ANALYSE_FROM = 64 * 1024  # bytes a new table holds before a rebuild first gathers its statistics
 YOUNG = 10_000  # allocations between the garbage collector's youngest collections while a rebuild runs (see below)
+LOCK_POLL = 0.5  # seconds between tries for the rebuild's lock while another process rebuilds
 
 
 def shadow_of(schema: str) -> str:
@@ -78,8 +80,13 @@ def shadow_of(schema: str) -> str:
 
 @contextmanager
 def _rebuild_lock(conn: psycopg.Connection[Any], target: str) -> Iterator[None]:
-    """One rebuild of a schema's read models at a time, across processes: a second waits, then builds afresh."""
-    conn.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
+    """One rebuild of a schema's read models at a time, across processes: a second waits, then builds afresh. It
+    waits by trying now and then, not in one statement: a statement waiting for the lock holds a snapshot, which kept
+    vacuum from the build's garbage and every other table's for the whole rebuild."""
+    while not conn.execute("SELECT pg_try_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))",
+                           (target,)).fetchone()[0]:  # fmt: skip
+        conn.commit()
+        time.sleep(LOCK_POLL)
     conn.commit()
     try:
         yield
@@ -296,6 +303,9 @@ class _Build:
         conn, names, live = self.conn, [p.name for p in self.projections], sql.Identifier(self.target)
         conn.execute(DDL_LOCK)
         conn.execute("SET LOCAL synchronous_commit = on")
+        # Every consumer waits for this transaction: if this process's host is lost mid-swap, its locks go when the
+        # server ends the transaction left idle, not hours later when TCP notices.
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = '60s'")
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(live))
         create_bookkeeping(conn)
         # Every batch the consumer applies first locks its versions' rows: holding the table of versions
@@ -324,7 +334,9 @@ class _Build:
             else:  # all of them: the new table takes the old one's place, whatever its size
                 cur.execute("DROP TABLE projection_versions")
                 cur.execute(sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(new_versions, live))
-            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s) AND partition = -1", (names,))
+            # All of theirs: a live stall on the old tables says nothing of the new, and if its message still fails,
+            # the consumer records it again at its next try.
+            cur.execute("DELETE FROM projection_stalls WHERE projection = ANY(%s)", (names,))
             cur.execute(sql.SQL("INSERT INTO projection_stalls SELECT * FROM {} ON CONFLICT DO NOTHING").format(
                 sql.Identifier(self.shadow, "projection_stalls")))  # fmt: skip
             cur.executemany(

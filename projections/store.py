@@ -209,6 +209,7 @@ def apply_batch(
     partition, to each projection, in one transaction with their versions and offsets: a
     consumer killed mid-batch has applied none of it. Returns how many applications were new."""
     names = [p.name for p in projections]
+    known_versions = {p.name: p.version for p in projections}
     aggregates = list({m["aggregateid"] for _, _, m in batch})
     applied = 0
     with conn.transaction(), conn.cursor() as cur:
@@ -223,6 +224,11 @@ def apply_batch(
             (names, aggregates),
         )
         versions = {(name, agg): v for name, agg, v in cur.fetchall()}
+        # A worker of an older release still running beside a newer one, during an upgrade, would apply its older
+        # rules to tables the newer one rebuilt: refused instead, and shown as a stall until it is upgraded.
+        cur.execute("SELECT projection, version FROM projection_schemas WHERE projection = ANY(%s)", (names,))
+        if newer := [f"{n} is at version {v}" for n, v in cur.fetchall() if v > known_versions[n]]:
+            raise NewerReadModels(f"{'; '.join(newer)}, newer than this worker knows: upgrade this worker")
         missing: dict[tuple[str, int, int], list[Message]] = {}
         if fill is not None:  # before the pipeline: filling reads
             known = dict(versions)
@@ -327,6 +333,18 @@ def outdated(conn: psycopg.Connection[Any], projections: list[Projection]) -> li
     """Projections whose tables were never built at their current version: new ones, and
     ones whose shape or meaning changed. They need a rebuild from the event store, since the
     bus's consumer group has moved past the history they lack."""
-    conn.execute(SCHEMAS_DDL)
+    with conn.transaction():
+        conn.execute(DDL_LOCK)  # beside an API starting up and making its tables (create_tables)
+        conn.execute(SCHEMAS_DDL)
     built = dict(conn.execute("SELECT projection, version FROM projection_schemas").fetchall())
+    newer = [f"{p.name} (built at version {built[p.name]}, this worker knows {p.version})"
+             for p in projections if built.get(p.name, 0) > p.version]  # fmt: skip
+    if newer:
+        # A worker of an older release, started beside newer ones during an upgrade: rebuilding back to its
+        # version, and a newer worker's start rebuilding forward again, would go on for ever.
+        raise NewerReadModels(f"read models built by a newer release: {', '.join(newer)}; upgrade this worker")
     return [p for p in projections if built.get(p.name) != p.version]
+
+
+class NewerReadModels(RuntimeError):
+    """Read models built by a newer release than this process's: it must not apply its older rules to them."""

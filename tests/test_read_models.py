@@ -877,6 +877,64 @@ def test_a_session_nobody_passed_owes_no_certificate_numbers_and_is_never_overdu
     assert str(exam_id) not in {str(d["subject_id"]) for d in still_open}
 
 
+def test_a_worker_of_an_older_release_neither_applies_to_nor_rebuilds_read_models_a_newer_one_built(world, conn):
+    """What an outsider found: during an upgrade, a worker still on the older release went on applying its older
+    rules to the tables a newer worker had rebuilt, and restarted, rebuilt them back to its own version (and the newer
+    worker's next start forward again). It now refuses both, shown as a stall until it is upgraded."""
+    from consumers.rebuild import bring_up_to_date
+    from projections.store import NewerReadModels, apply_batch
+
+    queryable_certificates(world, 2)
+    messages = [m for m in bus_messages(world.registrations) if m["source"].endswith("/registrations")]
+    projections = [p for p in PROJECTIONS if "registrations" in p.topics]
+    newer = projections[0]
+    conn.execute(
+        "INSERT INTO projection_schemas VALUES (%s, %s, now()) ON CONFLICT (projection) DO UPDATE"
+        " SET version = EXCLUDED.version",
+        (newer.name, newer.version + 1),
+    )  # a newer worker rebuilt it
+    conn.commit()
+    with pytest.raises(NewerReadModels, match=f"{newer.name} is at version {newer.version + 1}"):
+        apply_batch(conn, projections, "registrations", [(0, i, m) for i, m in enumerate(messages)])
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM projection_versions").fetchone()[0] == 0  # nothing applied
+    with pytest.raises(NewerReadModels, match="upgrade this worker"):
+        bring_up_to_date(conn, PROJECTIONS, world.registrations, KEY)
+    conn.rollback()
+    assert conn.execute("SELECT version FROM projection_schemas WHERE projection = %s",
+                        (newer.name,)).fetchone()[0] == newer.version + 1  # not rebuilt back  # fmt: skip
+
+
+def test_a_rebuild_waiting_for_another_holds_no_snapshot_and_clears_the_stalls_of_what_it_rebuilt(
+    world, conn, database_url, schema
+):
+    """What an outsider found: a second worker waiting for the rebuild's lock waited in one statement, holding a
+    snapshot that kept vacuum from every table for the whole of the first one's rebuild. And a live stall of a
+    rebuilt projection outlived the swap, showing it stalled on tables that no longer were."""
+    from projections.store import record_stall
+
+    certificates_in_every_state(world, 4)
+    apply_live(conn, bus_messages(world.registrations))
+    record_stall(conn, [Registry()], "certificates", 0, 7, None, "RuntimeError: a bug since fixed")
+    conn.commit()
+    first = psycopg.connect(database_url, autocommit=True)  # another worker, rebuilding
+    first.execute("SELECT pg_advisory_lock(hashtext('skillcert-rebuild'), hashtext(%s))", (schema,))
+    with ThreadPoolExecutor(1) as pool, connect(database_url, schema) as waiting:
+        try:
+            rebuilt = pool.submit(rebuild, waiting, [Registry()], world.registrations, KEY)
+            time.sleep(1.5)  # it waits for the first
+            assert not rebuilt.done()
+            xmin = "SELECT backend_xmin FROM pg_stat_activity WHERE pid = %s"
+            assert first.execute(xmin, (waiting.info.backend_pid,)).fetchone()[0] is None  # no snapshot while it waits
+        finally:
+            first.close()  # the first is done (or the test failed): the waiting one goes on, not hangs the test
+        assert rebuilt.result(timeout=60) > 0
+    assert (
+        conn.execute("SELECT count(*) FROM projection_stalls WHERE projection = 'certificate_registry'").fetchone()[0]
+        == 0
+    )
+
+
 def test_a_table_of_offsets_from_before_positions_gets_the_columns_it_lacks(conn):
     conn.execute("ALTER TABLE projection_offsets DROP COLUMN position, DROP COLUMN log_id")
     conn.commit()
