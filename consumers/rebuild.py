@@ -5,8 +5,11 @@ projections' topics exactly as the consumer would, as the bus would carry it. It
 tables in a schema of its own (the read models' schema's name with `__rebuild`), committing as it
 goes, while readers and the live consumer go on using the old tables; then, in one short
 transaction, it stops the consumer, applies what was recorded since it began, and swaps the new
-tables in. The projections' Kafka offsets are forgotten; their per-aggregate versions (written beside
-the new tables, swapped in with them) make the live consumer skip what the rebuild already applied.
+tables in. The projections' Kafka offsets stay where the live consumer left them: every message at or
+before them was applied before the swap, so it is in the new tables too, and their per-aggregate versions
+(written beside the new tables, swapped in with them) make the live consumer skip what the rebuild already
+applied after them. Forgotten, as they were, the topics were read again from their first message after a
+rebuild of one projection, by every projection reading them.
 
 Built in one transaction, as it was until the province benchmark, a rebuild blocked every reader
 of its tables for its whole length, and every UPDATE left a row version nothing could prune before
@@ -326,7 +329,8 @@ class _Build:
                         " DO UPDATE SET version = EXCLUDED.version").format(new_versions),
                 [(name, aggregate, version) for name, of in caught.items() for aggregate, version in of.items()],
             )  # fmt: skip
-            cur.execute("DELETE FROM projection_offsets WHERE projection = ANY(%s)", (names,))
+            if not catch_up:  # read models as of a moment, in a schema of their own: no consumer resumes there
+                cur.execute("DELETE FROM projection_offsets WHERE projection = ANY(%s)", (names,))
             others = [n for (n,) in cur.execute(PROJECTIONS_WITH_VERSIONS).fetchall() if n not in names]
             if others:  # some projections rebuilt: theirs are replaced, the others' stay
                 cur.execute("DELETE FROM projection_versions WHERE projection = ANY(%s)", (names,))

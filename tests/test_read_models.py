@@ -935,6 +935,26 @@ def test_a_rebuild_waiting_for_another_holds_no_snapshot_and_clears_the_stalls_o
     )
 
 
+def test_a_rebuild_of_one_projection_keeps_the_offsets_the_consumer_resumes_from(world, conn):
+    """What an outsider found: the swap forgot the rebuilt projection's offsets, so at the next start every projection
+    reading its topics read them again from their first message (a province's exams and certificates, after the
+    deadline monitor's upgrade), the new events queued behind. Every message at or before them is in the new tables."""
+    from projections.deadlines import Deadlines
+    from projections.store import resume_at
+
+    certificates_in_every_state(world, 4)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    offsets = 'SELECT topic, partition, "offset" FROM projection_offsets WHERE projection = %s ORDER BY 1, 2'
+    before = conn.execute(offsets, ("deadline_monitor",)).fetchall()
+    readers = [p for p in PROJECTIONS if "certificates" in p.topics]
+    resumed = resume_at(conn, readers, "certificates", None)
+    assert before and resumed
+    rebuild(conn, [Deadlines()], world.registrations, KEY)
+    assert conn.execute(offsets, ("deadline_monitor",)).fetchall() == before
+    assert resume_at(conn, readers, "certificates", None) == resumed
+
+
 def test_a_table_of_offsets_from_before_positions_gets_the_columns_it_lacks(conn):
     conn.execute("ALTER TABLE projection_offsets DROP COLUMN position, DROP COLUMN log_id")
     conn.commit()
