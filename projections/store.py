@@ -218,16 +218,24 @@ def apply_batch(
         # the second sees the first's versions and skips what it applied (counted once, not twice).
         for partition in sorted({part for part, _, _ in batch}):
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s), %s)", (f"apply:{topic}", partition))
+        # With the versions, in the same round trip, the read models' own versions: a worker of an older release still
+        # running beside a newer one, during an upgrade, would apply its older rules to tables the newer one rebuilt.
+        # Refused instead, and shown as a stall until it is upgraded.
         cur.execute(
-            "SELECT projection, aggregate_id::text, version FROM projection_versions"
-            " WHERE projection = ANY(%s) AND aggregate_id = ANY(%b::uuid[]) FOR UPDATE",
-            (names, aggregates),
+            "WITH v AS (SELECT projection, aggregate_id::text AS aggregate, version FROM projection_versions"
+            " WHERE projection = ANY(%s) AND aggregate_id = ANY(%b::uuid[]) FOR UPDATE)"
+            " SELECT projection, aggregate, version FROM v"
+            " UNION ALL SELECT projection, NULL, version FROM projection_schemas WHERE projection = ANY(%s)",
+            (names, aggregates, names),
         )
-        versions = {(name, agg): v for name, agg, v in cur.fetchall()}
-        # A worker of an older release still running beside a newer one, during an upgrade, would apply its older
-        # rules to tables the newer one rebuilt: refused instead, and shown as a stall until it is upgraded.
-        cur.execute("SELECT projection, version FROM projection_schemas WHERE projection = ANY(%s)", (names,))
-        if newer := [f"{n} is at version {v}" for n, v in cur.fetchall() if v > known_versions[n]]:
+        versions: dict[tuple[str, str], int] = {}
+        built: dict[str, int] = {}
+        for name, agg, v in cur.fetchall():
+            if agg is None:
+                built[name] = v
+            else:
+                versions[(name, agg)] = v
+        if newer := [f"{n} is at version {v}" for n, v in built.items() if v > known_versions[n]]:
             raise NewerReadModels(f"{'; '.join(newer)}, newer than this worker knows: upgrade this worker")
         missing: dict[tuple[str, int, int], list[Message]] = {}
         if fill is not None:  # before the pipeline: filling reads
