@@ -20,7 +20,7 @@ from domain.certificate import (
     certificate_id,
     counter_id,
 )
-from domain.errors import Conflict, InvalidInput
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
 from domain.levels import Level
@@ -227,9 +227,10 @@ class Certificates(Service):
         return booked
 
     def _stock(self, institution_id: UUID) -> BlankStock:
-        if stock_id(institution_id) not in self.repository:
-            raise Conflict("the institution has no blank stock; receive forms first")
-        return self.get(BlankStock, stock_id(institution_id), "blank stock")
+        try:  # one load, not a look first (`in self.repository` loads the whole stock too)
+            return self.get(BlankStock, stock_id(institution_id), "blank stock")
+        except NotFound:
+            raise Conflict("the institution has no blank stock; receive forms first") from None
 
     def spoil_print(self, actor: Actor, certificate_id: UUID, form_serial: int, reason: str) -> None:
         """Record a spoiled print: the certificate and the stock change in one transaction. Print
@@ -350,12 +351,10 @@ class Certificates(Service):
         result: list[R] = []
 
         def attempt() -> list[Aggregate]:
-            sid = stock_id(institution_id)
-            stock = (
-                self.get(BlankStock, sid, "blank stock")
-                if sid in self.repository
-                else BlankStock.open(actor, institution_id)
-            )
+            try:  # one load, not a look first
+                stock = self.get(BlankStock, stock_id(institution_id), "blank stock")
+            except NotFound:
+                stock = BlankStock.open(actor, institution_id)
             result[:] = [act(stock)]
             return [stock]
 
