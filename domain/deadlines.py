@@ -93,6 +93,13 @@ def add_working_days(start: date, n: int) -> tuple[date, bool]:
     return day, not known
 
 
+def review_days_after_publication(profile: DeadlineProfile) -> int:
+    """The working days a candidate has to ask for a score review after scores published on their due day (000
+    成绩复核: published within 3 of the exam, the window 10): what scores published late still leave."""
+    table = PROFILES[profile]
+    return table[Step.REVIEW_WINDOW][0] - table[Step.SCORES_PUBLISHED][0]
+
+
 @cache  # a cohort's certificates share their start day
 def deadline(profile: DeadlineProfile, step: Step, start: date) -> Deadline:
     count, working = PROFILES[profile][step]

@@ -14,7 +14,7 @@ from eventsourcing.domain import event
 from pydantic import Field, create_model
 
 from domain.access import CENTRE, STAFF, STAFF_OR_CANDIDATE, require
-from domain.deadlines import Deadline, Step, deadline
+from domain.deadlines import Deadline, Step, add_working_days, deadline, review_days_after_publication
 from domain.errors import Conflict, InvalidInput
 from domain.institution import DeadlineProfile
 from domain.levels import Level
@@ -105,6 +105,8 @@ class ExamSession(Aggregate):
     class ScoresPublished(Aggregate.Event):
         published_on: date
         late: bool
+        # Scores published late: the review window as it now runs (see `publish_scores`); None when unchanged.
+        review_window: Deadline | None = None
 
     class ResultsReported(Aggregate.Event):
         attempt: int
@@ -305,11 +307,24 @@ class ExamSession(Aggregate):
             raise Conflict("scores are published after the exam day is closed")
         if self.published_on is not None:
             raise Conflict(f"scores were already published on {self.published_on}")
-        self._scores_published(actor, today, self.scores_due.missed_by(today))
+        assert self.review_window is not None  # set with scores_due
+        # 000 成绩复核 gives candidates the days from publication to the window's end to ask for a review. Published
+        # late, the scores would leave fewer, or none: the institution's delay would take the candidates' right. The
+        # window then runs as many working days after publication as it does after publication on time.
+        window, late = self.review_window, self.scores_due.missed_by(today)
+        if late:
+            due, provisional = add_working_days(today, review_days_after_publication(self.profile))
+            if due > window.due:
+                window = Deadline(step=Step.REVIEW_WINDOW, start=today, due=due, provisional=provisional)
+        self._scores_published(actor, today, late, window if window is not self.review_window else None)
 
     @event(ScoresPublished)
-    def _scores_published(self, actor: Actor, published_on: date, late: bool) -> None:
+    def _scores_published(
+        self, actor: Actor, published_on: date, late: bool, review_window: Deadline | None = None
+    ) -> None:
         self.published_on = published_on
+        if review_window is not None:
+            self.review_window = review_window
 
     def report_results(self, actor: Actor, today: date, entries: list[ResultEntry]) -> None:
         """Undisputed results and the score book, after the review window (000 results flow)."""

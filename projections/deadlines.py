@@ -23,6 +23,7 @@ T = "cn.skillcert."
 # event type -> (deadline field on the event, step it opens)
 OPENS = {
     "exam_session.day_closed": [("scores_due", Step.SCORES_PUBLISHED), ("review_window", Step.REVIEW_WINDOW)],
+    "exam_session.scores_published": [("review_window", Step.REVIEW_WINDOW)],  # when late: the window, extended
     "exam_session.results_confirmed": [("numbering", Step.CERTIFICATE_NUMBER)],
     "sitting.review_requested": [("answer", Step.REVIEW_ANSWERED)],
     "certificate.issued": [("data_report", Step.DATA_REPORTED), ("queryable", Step.QUERYABLE)],
@@ -135,6 +136,9 @@ class Deadlines:
             )
         elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
             self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
+        if kind == "exam_session.scores_published" and d.get("review_window") is not None:
+            # The window as it ran before the late publication gives way to the one opened below.
+            self._close(cur, subject, [Step.REVIEW_WINDOW], d["published_on"], kind, moot=True)
         for field, step in OPENS.get(kind, []):
             due = d["request"][field] if kind == "sitting.review_requested" else d.get(field)
             if due is None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, time
+from datetime import date, time, timedelta
 from decimal import Decimal
 from threading import Barrier
 from uuid import uuid4
 
 import pytest
 
+from domain.deadlines import add_working_days
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.exam import Attendance, ExamSession, ReviewOutcome, Room, Subject, sitting_id
 from tests.builders import candidate, working_years_form
@@ -190,6 +191,30 @@ def test_a_score_book_is_all_or_nothing_and_names_every_problem(world):
     assert isinstance(published, ExamSession.ScoresPublished) and published.late
     with pytest.raises(Conflict, match="goes through a score review"):
         world.exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(5)})
+
+
+def test_scores_published_late_still_leave_candidates_the_review_days_they_would_have_had(world):
+    """What an outside reading of 000 (成绩复核) found: scores published after the review window had closed left no
+    day to ask for a review, and results could be reported at once: the institution's delay took the candidates'
+    right away. The window now runs 7 working days after a late publication, as it does after one on time."""
+    iid, pid, rids = approved_cohort(world, 2)
+    exam = sit_exam(world, iid, pid, rids)
+    world.at(date(2026, 4, 13))
+    world.exams.record_scores(staff(iid, SCORER), exam, {rid: score(i) for i, rid in enumerate(rids, 1)})
+    late = date(2026, 4, 27)  # the Monday after the window closed (REVIEW_CLOSES)
+    world.at(late).exams.publish_scores(staff(iid), exam)
+    published = world.exams.mapper.to_domain_event(
+        world.exams.recorder.select_notifications(start=stored(world), limit=1)[0]
+    )
+    closes, _ = add_working_days(late, 7)
+    assert closes > REVIEW_CLOSES and published.late
+    assert (published.review_window.start, published.review_window.due) == (late, closes)
+    with pytest.raises(Conflict, match=f"runs until {closes}"):
+        world.exams.report_results(staff(iid), exam)
+    world.at(closes).exams.request_review(candidate(1), rids[0], Subject.THEORY, "成绩公布晚了，仍可复核")
+    world.at(closes + timedelta(days=1))
+    with pytest.raises(Conflict, match=f"closed on {closes}"):
+        world.exams.request_review(candidate(2), rids[1], Subject.THEORY, "过期了")
 
 
 @pytest.mark.parametrize("way", ["score book", "score-book file"])

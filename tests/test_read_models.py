@@ -33,13 +33,17 @@ from tests.lifecycle import (
     ASSOCIATION,
     CENTRE,
     ISSUE_DAY,
+    SCORER,
     World,
     approve_correction,
+    approved_cohort,
     confirmed_exam,
     full_lifecycle,
     id_check,
     queryable_certificates,
     reject_correction,
+    score,
+    sit_exam,
     staff,
 )
 
@@ -1157,3 +1161,27 @@ def test_the_audit_trail_by_aggregate_actor_and_institution_in_a_time_range(worl
                       headers={"Accept-Language": "en-GB, zh;q=0.5"}).json()["items"]  # fmt: skip
         assert zh[0]["type"] == "cn.skillcert.institution.registered.v1" and zh[0]["label"] == "评价机构备案登记"
         assert en[0]["label"] == "institution registered"
+
+
+def test_the_deadline_monitor_shows_the_review_window_a_late_publication_extended(world, conn):
+    """Scores published late extend the candidates' review window (ExamSession.publish_scores): the monitor shows the
+    window as it now runs, once, and not the one that closed before the scores were out."""
+    from projections.deadlines import open_deadlines
+
+    iid, pid, rids = approved_cohort(world, 1)
+    exam = sit_exam(world, iid, pid, rids)
+    world.at(date(2026, 4, 13)).exams.record_scores(staff(iid, SCORER), exam, {rids[0]: score(1)})
+    world.at(date(2026, 4, 27)).exams.publish_scores(staff(iid), exam)
+    closes = world.exams.repository.get(exam).review_window.due
+    assert closes > date(2026, 4, 27)
+    apply_live(conn, bus_messages(world.registrations))
+    windows = conn.execute(
+        "SELECT due, closed_on, closed_by, late FROM deadlines WHERE subject_id = %s AND step = %s ORDER BY due",
+        (exam, Step.REVIEW_WINDOW),
+    ).fetchall()
+    assert windows == [
+        (date(2026, 4, 24), date(2026, 4, 27), "exam_session.scores_published", None),
+        (closes, None, None, None),
+    ]
+    _, shown = open_deadlines(conn, date(2026, 4, 28), step=str(Step.REVIEW_WINDOW))
+    assert [(str(d["subject_id"]), d["due"], d["overdue"]) for d in shown] == [(str(exam), closes, False)]
