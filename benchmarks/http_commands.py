@@ -54,7 +54,8 @@ from tests.builders import L2_CONDITION, L2_EVIDENCE, SCOPE, plan_details
 console = Console(width=150)
 SYSTEM = Actor(id="bench", role=Role.SYSTEM)
 ATTACHMENTS = [json.loads(samples.attachment(k).model_dump_json())
-               for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
+               for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY,
+                         AttachmentKind.PRIOR_CERTIFICATE)]  # fmt: skip
 EVIDENCE = json.loads(L2_EVIDENCE.model_dump_json())
 
 
@@ -66,6 +67,7 @@ def form(k: int) -> dict:
             "gender": "男" if serial % 2 else "女", "date_of_birth": born.isoformat(), "education": "大学本科",
             "years_in_occupation": 8, "candidate_source": "本企业职工", "labour_relation": "本企业职工",
             "phone": "13800138000", "work_unit": "深圳市某某科技有限公司", "basis": "working_years",
+            "holds_prior_certificate": True,
             "attachments": ATTACHMENTS, "declaration_accepted": True}  # fmt: skip
 
 

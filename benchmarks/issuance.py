@@ -60,11 +60,12 @@ def _form(k: int) -> RegistrationForm:
     base = f"440305{born:%Y%m%d}{serial:03d}"
     number = base + ric.calc_check_digit(base + "0")
     att = [samples.attachment(kind) for kind in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
-                                                 AttachmentKind.SOCIAL_SECURITY)]  # fmt: skip
+                                                 AttachmentKind.SOCIAL_SECURITY, AttachmentKind.PRIOR_CERTIFICATE)]  # fmt: skip
     return RegistrationForm(
         name=f"考生{k}", id_number=number, gender="男" if serial % 2 else "女", date_of_birth=born,
         education="大学本科", years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
         work_unit="深圳市某某科技有限公司", basis="working_years", attachments=att, declaration_accepted=True,
+        holds_prior_certificate=True,  # the level-3 certificate condition 2.1 rests on
     )  # fmt: skip
 
 

@@ -58,7 +58,8 @@ def _form(k: int) -> RegistrationForm:
         date_of_birth=born, education="大学本科", years_in_occupation=8, candidate_source="本企业职工",
         labour_relation="本企业职工", work_unit="深圳市某某科技有限公司", basis="working_years", declaration_accepted=True,
         attachments=[samples.attachment(k) for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
-                                                     AttachmentKind.SOCIAL_SECURITY)],
+                                                     AttachmentKind.SOCIAL_SECURITY, AttachmentKind.PRIOR_CERTIFICATE)],
+        holds_prior_certificate=True,  # the level-3 certificate L2_CONDITION rests on
     )  # fmt: skip
 
 

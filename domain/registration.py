@@ -16,7 +16,7 @@ from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
 from domain.access import STAFF, require
-from domain.eligibility import Basis, Evidence, check_eligibility
+from domain.eligibility import Basis, Condition, Evidence, School, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
@@ -95,6 +95,10 @@ class Attachment(Immutable):
 
 PHONE = re.compile(r"^1[3-9]\d{9}$")
 NO_UNIT = "无"
+# Highest educations no vocational, technical or higher school's graduation certificate stands behind, and the schools
+# whose certificate is a college one (专科及以上): what a condition's school evidence is checked against.
+NO_VOCATIONAL_DIPLOMA = frozenset({Education.HIGH_SCHOOL, Education.JUNIOR_HIGH, Education.PRIMARY})
+HIGHER_SCHOOLS = frozenset({School.HIGHER_VOCATIONAL, School.ASSESSED_HIGHER_VOCATIONAL})
 
 
 class RegistrationForm(Immutable):
@@ -389,8 +393,36 @@ class Registration(Aggregate):
         age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
         evidence = evidence.model_copy(update={"age": age})
         met = check_eligibility(condition, self.plan.level, self.form.basis, evidence)
+        self._check_against_the_application(met, evidence)
         self._check_insured_work_unit(evidence)
         self._approved(actor, reasons.strip(), met.id, evidence)
+
+    def _check_against_the_application(self, met: Condition, evidence: Evidence) -> None:
+        """What the reviewer verified must agree with what the candidate applied with (001, 以工作年限报考): the years
+        on the application form, the title or skill certificate uploaded, the education stated. Otherwise a condition
+        could be approved on evidence the application does not carry."""
+        form, problems = self.form, []
+        kinds = {a.kind for a in form.attachments}
+        if (met.prior_level is not None or met.title is not None) and AttachmentKind.PRIOR_CERTIFICATE not in kinds:
+            what = "skill certificate" if met.title is None else "professional title"
+            problems.append(("attachments", f"condition {met.id} rests on a {what}, which the candidate must upload "
+                             "(001 ③: 一定要上传职称和对应的技能证书); return the registration for it"))  # fmt: skip
+        if form.basis is Basis.WORKING_YEARS:
+            declared = form.years_in_occupation or 0
+            for field, used, years in (("years_in_occupation", met.years, evidence.years_in_occupation),
+                                       ("years_since_prior", met.prior_level, evidence.years_since_prior),
+                                       ("years_since_title", met.title, evidence.years_since_title)):  # fmt: skip
+                if used and years > declared:
+                    problems.append((f"evidence.{field}", f"{years} years, more than the {declared} the application "
+                                     "form states: the working years must agree with the form (001)"))  # fmt: skip
+        if met.schools and evidence.school is not None:
+            if form.education in NO_VOCATIONAL_DIPLOMA or (
+                evidence.school in HIGHER_SCHOOLS and not form.education.is_college_or_above
+            ):
+                problems.append(("evidence.school", f"a graduation certificate of {evidence.school.value} does not "
+                                 f"agree with the education on the form ({form.education.value})"))  # fmt: skip
+        if problems:
+            raise InvalidInput(problems)
 
     def _check_insured_work_unit(self, evidence: Evidence) -> None:
         """000 ②: the reviewer compares the employer on the social insurance record with the declared

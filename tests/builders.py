@@ -45,8 +45,9 @@ def working_years_form(serial: int = 1, **overrides: Any) -> RegistrationForm:
         name=f"考生{serial}", id_number=resident_id("440305", born, serial % 1000), gender=gender, date_of_birth=born,
         education="大学本科", years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
         phone="13800138000", work_unit="深圳市某某科技有限公司", basis="working_years",
+        holds_prior_certificate=True,  # the level-3 certificate L2_CONDITION rests on, uploaded
         attachments=[attachment(k) for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
-                                             AttachmentKind.SOCIAL_SECURITY)],
+                                             AttachmentKind.SOCIAL_SECURITY, AttachmentKind.PRIOR_CERTIFICATE)],
         declaration_accepted=True,
     )  # fmt: skip
     fields.update(overrides)

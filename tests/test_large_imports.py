@@ -45,8 +45,13 @@ pytestmark = pytest.mark.alone  # times /health while a 5,000-row import runs
 
 ROWS = 5000
 SYSTEM = Actor(id="tests", role=Role.SYSTEM)
-HEADERS = "姓名,证件号码,性别,出生日期,文化程度,从事本职业年限,考生来源,劳动关系,工作单位,申报依据,毕业证,学信网备案表,社保证明"
-KINDS = (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD, AttachmentKind.SOCIAL_SECURITY)
+HEADERS = "姓名,证件号码,性别,出生日期,文化程度,从事本职业年限,考生来源,劳动关系,工作单位,申报依据,持有职称或技能证书,毕业证,学信网备案表,社保证明,职称或技能证书"
+KINDS = (
+    AttachmentKind.DIPLOMA,
+    AttachmentKind.CHSI_RECORD,
+    AttachmentKind.SOCIAL_SECURITY,
+    AttachmentKind.PRIOR_CERTIFICATE,
+)  # the level-3 certificate condition 2.1 rests on
 DIGESTS = ",".join(samples.attachment(kind).sha256 for kind in KINDS)  # scans the store holds (store_with_samples)
 
 
@@ -60,6 +65,7 @@ def form(k: int) -> RegistrationForm:
         name=f"考生{k}", id_number=number, gender="男" if serial % 2 else "女", date_of_birth=born,
         education="大学本科", years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
         work_unit="深圳市某某科技有限公司", basis="working_years", attachments=attachments, declaration_accepted=True,
+        holds_prior_certificate=True,
     )  # fmt: skip
 
 
@@ -68,7 +74,7 @@ def candidate_list(n: int) -> bytes:
     for k in range(n):
         f = form(k)
         lines.append(f"{f.name},{f.id_number},{f.gender.value},{f.date_of_birth},大学本科,8,本企业职工,本企业职工,"
-                     f"深圳市某某科技有限公司,working_years,{DIGESTS}")  # fmt: skip
+                     f"深圳市某某科技有限公司,working_years,是,{DIGESTS}")  # fmt: skip
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
 
-from domain.eligibility import Evidence
+from domain.eligibility import Evidence, School
 from domain.errors import Conflict, Forbidden, InvalidInput
-from domain.registration import AttachmentKind, Registration
+from domain.levels import Level
+from domain.model import Actor, Role
+from domain.registration import AttachmentKind, PlanSummary, Registration
 from infra.services.registrations import Decision
 from tests.builders import (
     L2_CONDITION,
     L2_EVIDENCE,
     attachment,
     candidate,
+    entry_level_form,
     resident_id,
     setup_plan,
     staff_of,
@@ -51,6 +56,47 @@ def test_approval_names_a_condition_the_evidence_meets(service, submitted):
     assert r.condition == "2.1"
     event = service.mapper.to_domain_event(service.recorder.select_notifications(start=stored(service), limit=1)[0])
     assert event.evidence.age == 36  # born 1990-01-08, reviewed 2026-03-02: taken from the form
+
+
+def test_approval_rests_on_what_the_candidate_applied_with(service):
+    """What an outside reading of 001 found: a condition resting on a skill certificate or a title was approved with
+    neither uploaded, and on more working years than the application form states ("从业年限也需跟个人申请表上工作年限
+    一致"; "用对应职称和技能证书报考，一定要上传职称和对应的技能证书"). Each is refused, naming what disagrees."""
+    iid, _, code = setup_plan(service)
+    bare = [a for a in working_years_form().attachments if a.kind is not AttachmentKind.PRIOR_CERTIFICATE]
+    rid = service.register(candidate(2), code, working_years_form(2, holds_prior_certificate=False, attachments=bare))
+    declared = service.register(candidate(3), code, working_years_form(3, years_in_occupation=4))
+    before = stored(service)
+    with pytest.raises(InvalidInput, match="rests on a skill certificate, which the candidate must upload"):
+        service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    with pytest.raises(InvalidInput) as e:
+        service.review(staff_of(iid), declared, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    assert e.value.problems == [("evidence.years_since_prior", "5 years, more than the 4 the application form "
+                                 "states: the working years must agree with the form (001)")]  # fmt: skip
+    assert stored(service) == before
+    service.review(staff_of(iid), rid, Decision.RETURNED, "请上传三级证书")
+    service.resubmit(candidate(2), rid, working_years_form(2))  # now with the certificate
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+
+
+def test_a_school_certificate_must_agree_with_the_education_on_the_form():
+    staff = Actor(id="s", role=Role.INSTITUTION_STAFF, institution_id=uuid4())
+    summary = PlanSummary(
+        plan_number="1", plan_name="x", institution_name="i", occupation="o", job=None, level=Level.FOUR
+    )
+
+    def submitted(education: str) -> Registration:
+        kinds = (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD)
+        form = entry_level_form(11, basis="education", education=education, attachments=[attachment(k) for k in kinds])
+        return Registration.submit(staff, uuid4(), staff.institution_id, summary, form, bytes(32))
+
+    college = Evidence(school=School.HIGHER_VOCATIONAL)
+    with pytest.raises(InvalidInput, match="does not agree with the education on the form"):
+        submitted("普通高中").approve(staff, "4.3", college, date(2026, 3, 1))
+    with pytest.raises(InvalidInput, match=r"\(职业高中\)"):
+        submitted("职业高中").approve(staff, "4.3", college, date(2026, 3, 1))
+    submitted("职业高中").approve(staff, "4.3", Evidence(school=School.SECONDARY_VOCATIONAL), date(2026, 3, 1))
+    submitted("大学专科").approve(staff, "4.3", college, date(2026, 3, 1))
 
 
 def test_fee_and_training_follow_approval_and_happen_once(service, submitted):

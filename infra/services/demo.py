@@ -116,8 +116,10 @@ def load(service: Registrations, today: date, database_url: str, schema: str, ke
             name=name, id_number=resident_id(base), gender=gender, date_of_birth=born, education="大学本科",
             years_in_occupation=8, candidate_source="本企业职工", labour_relation="本企业职工",
             phone="13800138000", work_unit="深圳市某某科技有限公司", basis="working_years",
+            holds_prior_certificate=True,  # a level-3 certificate, the one condition 2.1 rests on
             attachments=[attachment(k) for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
-                                                 AttachmentKind.SOCIAL_SECURITY, AttachmentKind.LABOUR_CONTRACT)],
+                                                 AttachmentKind.SOCIAL_SECURITY, AttachmentKind.LABOUR_CONTRACT,
+                                                 AttachmentKind.PRIOR_CERTIFICATE)],
             declaration_accepted=True,
         )  # fmt: skip
         ids.append(service.register(candidate(base), ai_code, form))
@@ -172,8 +174,9 @@ def certified(database_url: str, schema: str, iid: UUID) -> list[str]:
                 name=name, id_number=resident_id(base), gender=gender, date_of_birth=born, education="大学本科",
                 years_in_occupation=9, candidate_source="本企业职工", labour_relation="本企业职工", phone="13900139000",
                 work_unit="深圳市某某智能有限公司", basis="working_years", declaration_accepted=True,
+                holds_prior_certificate=True,
                 attachments=[attachment(k) for k in (AttachmentKind.DIPLOMA, AttachmentKind.CHSI_RECORD,
-                                                     AttachmentKind.SOCIAL_SECURITY)],
+                                                     AttachmentKind.SOCIAL_SECURITY, AttachmentKind.PRIOR_CERTIFICATE)],
             )  # fmt: skip
             rid = reg.register(candidate(base), code, form)
             reg.review(staff, rid, Decision.APPROVED, "材料齐全", condition="2.1",
