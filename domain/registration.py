@@ -240,6 +240,10 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
     return warnings
 
 
+def age_on(born: date, day: date) -> int:
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
 def registration_id(plan_id: UUID, form: RegistrationForm, key: bytes) -> UUID:
     return registration_key(plan_id, form.id_type, form.id_number, key)
 
@@ -333,6 +337,7 @@ class Registration(Aggregate):
         self.status = Status.SUBMITTED
         self.reasons = ""
         self.condition: str | None = None
+        self.evidence: Evidence | None = None  # what the approval verified
         self.identity = (form.name, form.id_number)  # as first confirmed; only one may ever change
         self.fee_receipt: str | None = None
         self.training_account: str | None = None
@@ -389,9 +394,7 @@ class Registration(Aggregate):
     def approve(self, actor: Actor, condition: str, evidence: Evidence, today: date, reasons: str = "") -> None:
         """Approve against an eligibility condition; the candidate's age is taken from the form."""
         self._check_reviewer(actor)
-        born = self.form.date_of_birth
-        age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-        evidence = evidence.model_copy(update={"age": age})
+        evidence = evidence.model_copy(update={"age": age_on(self.form.date_of_birth, today)})
         met = check_eligibility(condition, self.plan.level, self.form.basis, evidence)
         self._check_against_the_application(met, evidence)
         self._check_insured_work_unit(evidence)
@@ -462,6 +465,7 @@ class Registration(Aggregate):
         self.status = Status.APPROVED
         self.reasons = reasons
         self.condition = condition
+        self.evidence = evidence
 
     @event(Returned)
     def _returned(self, actor: Actor, reasons: str) -> None:
@@ -473,7 +477,9 @@ class Registration(Aggregate):
         self.status = Status.REJECTED
         self.reasons = reasons
 
-    def amend(self, actor: Actor, form: RegistrationForm, explanation: str, document: Attachment) -> list[str]:
+    def amend(
+        self, actor: Actor, form: RegistrationForm, explanation: str, document: Attachment, today: date
+    ) -> list[str]:
         """A change after confirmation (000 ②): only with a written explanation, and of name and
         ID number only one may ever differ from what was first confirmed."""
         require(actor, STAFF, "amend confirmed registrations", self.institution_id)
@@ -503,8 +509,28 @@ class Registration(Aggregate):
         if problems:
             raise InvalidInput(problems)
         warnings = check_form(form, self.plan.level)
+        if self.status is Status.APPROVED:
+            self._check_approval_holds(form, today)
         self._amended(actor, form, changed, explanation.strip(), document, warnings)
         return changed
+
+    def _check_approval_holds(self, form: RegistrationForm, today: date) -> None:
+        """An approved registration stays approved only if its approval holds on the amended form: a new date of
+        birth, education, working years or set of files could otherwise carry a candidate the review (000 ①) would
+        have refused, a 14-year-old among them. Checked as at approval, the age as of today."""
+        assert self.condition is not None and self.evidence is not None
+        approved = self.form
+        try:
+            self.form = form  # the checks read the form; put back below whatever they find
+            evidence = self.evidence.model_copy(update={"age": age_on(form.date_of_birth, today)})
+            met = check_eligibility(self.condition, self.plan.level, form.basis, evidence)
+            self._check_against_the_application(met, evidence)
+            self._check_insured_work_unit(evidence)
+        except InvalidInput as e:
+            raise InvalidInput([(f, f"the approval on condition {self.condition} would no longer hold: {m}")
+                                for f, m in e.problems]) from None  # fmt: skip
+        finally:
+            self.form = approved
 
     @event(Amended)
     def _amended(

@@ -12,7 +12,7 @@ from domain.eligibility import Evidence, School
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Role
-from domain.registration import AttachmentKind, PlanSummary, Registration
+from domain.registration import AttachmentKind, PlanSummary, Registration, Status
 from infra.services.registrations import Decision
 from tests.builders import (
     L2_CONDITION,
@@ -162,6 +162,24 @@ def test_of_name_and_id_number_only_one_may_ever_change(service, submitted):
     service.amend(
         staff_of(iid), rid, working_years_form(1, phone="13700137000", id_number=new_id), "电话变更", EXPLANATION
     )
+
+
+def test_an_amendment_cannot_undo_what_the_approval_rests_on(service, submitted):
+    """What an outside reading of 000 found: an approved registration amended to a date of birth making the candidate
+    14, or to fewer working years than the approval verified, stayed approved, past every check of the review (000
+    ①). The approval is checked again on the amended form; what it no longer holds on is refused, storing nothing."""
+    iid, _, rid = submitted
+    service.review(staff_of(iid), rid, Decision.APPROVED, condition=L2_CONDITION, evidence=L2_EVIDENCE)
+    born = date(2012, 1, 8)
+    child = working_years_form(1, id_number=resident_id("440305", born, 1), date_of_birth=born)
+    before = stored(service)
+    with pytest.raises(InvalidInput, match="approval on condition 2.1 would no longer hold: .*needs age 16 or over"):
+        service.amend(staff_of(iid), rid, child, "身份证号录入错误", EXPLANATION)
+    with pytest.raises(InvalidInput, match="would no longer hold: 5 years, more than the 4"):
+        service.amend(staff_of(iid), rid, working_years_form(1, years_in_occupation=4), "年限录入错误", EXPLANATION)
+    assert stored(service) == before
+    service.amend(staff_of(iid), rid, working_years_form(1, years_in_occupation=6), "年限录入错误", EXPLANATION)
+    assert service.repository.get(rid).status is Status.APPROVED
 
 
 def test_an_id_number_another_registration_holds_cannot_be_taken(service, submitted):

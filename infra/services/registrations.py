@@ -444,7 +444,7 @@ class Registrations(Service):
         cannot also register again under it."""
         registration = self.get(Registration, registration_id, "registration")
         old_key = self.key_of(registration)
-        changed = registration.amend(actor, form, explanation, document)
+        changed = registration.amend(actor, form, explanation, document, self.today())
         aggregates: list[Aggregate] = [registration]
         new_key = self.key_of(registration)
         if new_key != old_key and new_key != registration.id:
