@@ -43,6 +43,11 @@ class World:
         return self
 
 
+def card(certs: Certificates, cid: UUID) -> str:
+    """The number on the holder's ID card, as presented when a certificate is collected in person (000)."""
+    return certs.certificate(cid).holder.id_number
+
+
 def id_check(certs: Certificates, cid: UUID) -> dict:
     """The holder's ID checked at a proof application, as profile S wants it (000): the number on the
     card presented, and a copy handed in."""
@@ -257,7 +262,13 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
             )
             certs.sign_receipt(staff(iid), cid, certs.certificate(cid).holder.name)  # 本人签收
         else:
-            certs.hand_over(staff(iid), cid, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+            certs.hand_over(
+                staff(iid),
+                cid,
+                Delivery.PICKUP,
+                attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+                id_number=card(certs, cid),
+            )
 
     # After handover: a loss proof, an approved correction, a rejected one, a deletion.
     lost, corrected, refused, deleted = cids[3], cids[4], cids[5], cids[6]
@@ -274,7 +285,13 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     certs.accept_data(CENTRE, [corrected])
     certs.make_queryable(CENTRE, [corrected])
     reprint_form = certs.print(staff(iid), corrected)
-    certs.hand_over(staff(iid), corrected, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    certs.hand_over(
+        staff(iid),
+        corrected,
+        Delivery.PICKUP,
+        attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+        id_number=card(certs, corrected),
+    )
     certs.record_holder_commitment(staff(iid), deleted, attachment(AttachmentKind.HOLDER_COMMITMENT))
     certs.delete_data(staff(iid), deleted, "持证人放弃证书相关待遇")
     w.at(date(2026, 10, 8))

@@ -162,7 +162,13 @@ def test_files_are_encrypted_at_rest_and_read_only_within_scope(world, http, dat
     svc.print(staff(iid), cids[0])
     from domain.certificate import Correction, Delivery
 
-    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.hand_over(
+        staff(iid),
+        cids[0],
+        Delivery.PICKUP,
+        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+        id_number=svc.certificate(cids[0]).holder.id_number,
+    )
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
 
     holder = svc.certificate(cids[0]).holder.id_number
@@ -214,7 +220,13 @@ def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world
                           sha256=digest(evidence_bytes))  # fmt: skip
     svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
     svc.print(staff(iid), cids[0])
-    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.hand_over(
+        staff(iid),
+        cids[0],
+        Delivery.PICKUP,
+        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+        id_number=svc.certificate(cids[0]).holder.id_number,
+    )
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
     svc.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")
     # The holder's signed commitment stays: the institution's proof of consent to the deletion.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, timedelta
 from threading import Barrier
 from uuid import uuid4
 
@@ -34,6 +34,7 @@ from tests.lifecycle import (
     ISSUE_DAY,
     approve_correction,
     approved_cohort,
+    card,
     confirmed_exam,
     id_check,
     queryable_certificates,
@@ -188,11 +189,32 @@ def test_a_certificate_is_printed_once_on_a_received_form_and_never_reissued(wor
     assert world.certificates.print(staff(iid), cids[2]) == 502
 
 
+def test_a_handover_after_a_spoiled_print_is_late_as_any_other(world):
+    """What an outside reading found: lateness was judged only on a certificate's first print, so one whose first
+    print jammed was never late (000: 可查后10个工作日内颁发实体证书)."""
+    iid, cids = queryable_certificates(world, 1)
+    world.certificates.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    due = world.certificates.certificate(cids[0]).physical.due
+    world.at(due + timedelta(days=7))
+    form = world.certificates.print(staff(iid), cids[0])
+    world.certificates.spoil_print(staff(iid), cids[0], form, "卡纸")
+    world.certificates.print(staff(iid), cids[0])
+    world.certificates.hand_over(
+        staff(iid), cids[0], Delivery.PICKUP, FORM, id_number=card(world.certificates, cids[0])
+    )
+    handed = world.certificates.mapper.to_domain_event(
+        world.certificates.recorder.select_notifications(start=stored(world), limit=1)[0]
+    )
+    assert isinstance(handed, Certificate.HandedOver) and handed.late
+
+
 def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
     iid, cids = queryable_certificates(world, 2)
     world.certificates.receive_forms(staff(iid), iid, 1, 10, "SH-1")
     with pytest.raises(Conflict, match="no current print"):
-        world.certificates.hand_over(staff(iid), cids[0], Delivery.PICKUP, FORM)
+        world.certificates.hand_over(
+            staff(iid), cids[0], Delivery.PICKUP, FORM, id_number=card(world.certificates, cids[0])
+        )
     for cid in cids:
         world.certificates.print(staff(iid), cid)
     before = stored(world)
@@ -208,9 +230,28 @@ def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
             world.certificates.sign_receipt(staff(iid), cids[0], someone_else)
     assert stored(world) == before + 1
     world.certificates.sign_receipt(staff(iid), cids[0], holder)
-    world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
+    # Collected in person with the holder's ID card (000: 凭身份证到社评组织领取): its number checked, and recorded.
+    before = stored(world)
+    for presented, says in (
+        (None, "the number on the ID card presented"),
+        (card(world.certificates, cids[0]), "not the holder's: the numbers differ"),
+    ):
+        with pytest.raises(InvalidInput, match=says):
+            world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM, id_number=presented)
+    with pytest.raises(InvalidInput, match="only for certificates collected in person"):
+        world.certificates.hand_over(staff(iid), cids[1], Delivery.MAIL, FORM, "SF1", card(world.certificates, cids[1]))
+    assert stored(world) == before
+    world.certificates.hand_over(
+        staff(iid), cids[1], Delivery.PICKUP, FORM, id_number=card(world.certificates, cids[1]).lower()
+    )  # an x typed in lower case
+    handed = world.certificates.mapper.to_domain_event(
+        world.certificates.recorder.select_notifications(start=before + 1, limit=1)[0]
+    )
+    assert handed.id_checked is IdDocument.ORIGINAL_SEEN
     with pytest.raises(Conflict, match="already handed over"):
-        world.certificates.hand_over(staff(iid), cids[1], Delivery.PICKUP, FORM)
+        world.certificates.hand_over(
+            staff(iid), cids[1], Delivery.PICKUP, FORM, id_number=card(world.certificates, cids[1])
+        )
     with pytest.raises(Conflict, match="no mailed delivery"):
         world.certificates.sign_receipt(staff(iid), cids[1], world.certificates.certificate(cids[1]).holder.name)
 
@@ -328,7 +369,7 @@ def test_an_approved_correction_is_reported_again_and_printed_on_a_new_form(worl
     cid = cids[0]
     world.certificates.receive_forms(staff(iid), iid, 1, 5, "SH-1")
     world.certificates.print(staff(iid), cid)
-    world.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, FORM)
+    world.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, FORM, id_number=card(world.certificates, cid))
     world.certificates.apply_for_correction(staff(iid), cid, Correction(name="考生一更正"), "录入错误", EVIDENCE)
     world.at(date(2026, 9, 1))
     approve_correction(world.certificates, cid)

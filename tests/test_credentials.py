@@ -111,7 +111,13 @@ def test_an_outsider_verifies_the_credential_and_its_status_through_correction_a
         from domain.certificate import Delivery
 
         svc.print(staff(iid), cids[0])
-        svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+        svc.hand_over(
+            staff(iid),
+            cids[0],
+            Delivery.PICKUP,
+            samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+            id_number=svc.certificate(cids[0]).holder.id_number,
+        )
         svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误",
                                  samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
         approve_correction(svc, cids[0])

@@ -182,7 +182,13 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
     svc.print(staff(iid), cids[0])
     from domain.certificate import Delivery
 
-    svc.hand_over(staff(iid), cids[0], Delivery.PICKUP, samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION))
+    svc.hand_over(
+        staff(iid),
+        cids[0],
+        Delivery.PICKUP,
+        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+        id_number=svc.certificate(cids[0]).holder.id_number,
+    )
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误",
                              samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
     approve_correction(svc, cids[0])

@@ -208,7 +208,10 @@ class Printed(BaseModel):
 class HandOverIn(Body):
     delivery: Delivery
     application_form: Attachment
-    tracking_number: str | None = Field(None, max_length=50)
+    tracking_number: str | None = Field(None, max_length=50, description="mail: the parcel's tracking number")
+    id_number: str | None = Field(None, min_length=5, max_length=30, json_schema_extra=personal(Personal.ID_NUMBER),
+                                  description="pickup: the number on the holder's ID card presented at the counter "
+                                              "(000: 凭身份证领取), checked against the holder's")  # fmt: skip
 
 
 class ReceiptIn(Body):
@@ -498,7 +501,7 @@ def hand_over(
 ) -> None:
     svc.hand_over(
         who.actor(x_request_id), certificate_id(c, certificate), body.delivery, body.application_form,
-        body.tracking_number,
+        body.tracking_number, body.id_number,
     )  # fmt: skip
 
 

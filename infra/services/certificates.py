@@ -255,10 +255,10 @@ class Certificates(Service):
         delivery: Delivery,
         application_form: Attachment,
         tracking_number: str | None = None,
+        id_number: str | None = None,
     ) -> None:
-        self._on_certificate(
-            certificate_id, lambda c: c.hand_over(actor, delivery, self.today(), application_form, tracking_number)
-        )
+        self._on_certificate(certificate_id, lambda c: c.hand_over(actor, delivery, self.today(), application_form,
+                                                                   tracking_number, id_number))  # fmt: skip
 
     def sign_receipt(self, actor: Actor, certificate_id: UUID, signed_by: str) -> None:
         self._on_certificate(certificate_id, lambda c: c.sign_receipt(actor, self.today(), signed_by))
