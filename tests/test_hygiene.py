@@ -243,3 +243,42 @@ def test_the_request_id_header_takes_visible_ascii_only(world, client, database_
     r = client.post("/registrations", headers={**staff, "X-Request-Id": hidden},
                     json={"registration_code": code, "form": form})  # fmt: skip
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "header.x-request-id", r.text
+
+
+@pytest.mark.parametrize("content_type", ["application/problem+json", "application/merge-patch+json",
+                                          "Application/JSON; charset=utf-8", "application/json ; x=1"])  # fmt: skip
+def test_every_type_fastapi_reads_as_json_is_checked(world, client, database_url, schema, content_type) -> None:
+    """What an outsider found: the rule looked only at bodies sent as exactly application/json, while FastAPI reads
+    every application/*+json as JSON too. A plan named "测试\\u0000计划\\u202e" sent as problem+json was stored, and
+    shown to everyone by the public catalogue."""
+    iid, pid, code = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    form = json.loads(working_years_form(1).model_dump_json())
+    form["name"] = "张\u0000三\u202e"
+    head = world.registrations.recorder.max_notification_id()
+    r = client.post("/registrations", headers={**staff, "Content-Type": content_type},
+                    content=json.dumps({"registration_code": code, "form": form}).encode())  # fmt: skip
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "form.name", r.text
+    assert world.registrations.recorder.max_notification_id() == head
+
+
+def test_numbers_the_api_would_not_read_as_sent_are_refused(world, client, database_url, schema) -> None:
+    """What an outsider found: 59.99999999999999999 in a score book reached the rules as 60.0, a fail recorded as a
+    pass; 1e-400 as 0. JSON nested hundreds deep answered 500 (RecursionError) to anyone, without a token."""
+    iid, pid, code = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    head = world.registrations.recorder.max_notification_id()
+    for number, says in (("59.99999999999999999", "would be read as 60.0"), ("1e-400", "would be read as 0.0"),
+                         ("9" * 5000, "a number of 5000 digits")):  # fmt: skip
+        r = client.put(f"/sessions/{pid}/scores", headers={**staff, "Content-Type": "application/json"},
+                       content=f'{{"book": {{"{pid}": {{"理论知识": {number}}}}}}}'.encode())  # fmt: skip
+        assert r.status_code == 422 and says in r.json()["detail"], r.text
+    for depth in (40, 600, 100_000):
+        r = client.post("/health", headers={"Content-Type": "application/json"},
+                        content=b"[" * depth + b"]" * depth)  # fmt: skip
+        assert r.status_code == 422 and "nested more than 32 levels" in r.json()["detail"], r.text
+    ordinary = client.post("/registrations", headers={**staff, "Content-Type": "application/json"}, json={
+        "registration_code": code, "form": json.loads(working_years_form(1).model_dump_json()) | {"years_in_occupation": 8.0}
+    })  # fmt: skip
+    assert ordinary.status_code == 201, ordinary.text  # 8.0 is 8: read as sent
+    assert world.registrations.recorder.max_notification_id() == head + 2  # the registration and its seat, only

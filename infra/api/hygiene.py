@@ -13,12 +13,16 @@ multi-line in one model and single-line in another).
 
 from __future__ import annotations
 
+import email.message
 import json
+import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlencode
 
+import anyio.to_thread
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +30,9 @@ from domain.text import normalise, problem
 from infra.api.problems import problem_body
 
 Problems = list[tuple[str, str]]
+IN_A_THREAD = 64 * 1024  # bytes: a JSON body larger than this is checked off the event loop
+MAX_DEPTH = 32  # levels of arrays and objects in a JSON body; ours nest 5 or so, and FastAPI's own walks recurse
+MAX_INT_DIGITS = 30  # a JSON integer longer than this is no value of any field (the largest: form serials, 8 digits)
 
 
 def multiline_fields(openapi: dict[str, Any]) -> frozenset[str]:
@@ -57,15 +64,24 @@ def path_patterns(openapi: dict[str, Any]) -> list[re.Pattern[str]]:
     return out
 
 
-def clean_json(value: Any, at: str, multiline: frozenset[str], problems: Problems, key: str = "") -> Any:
+class TooDeep(ValueError):
+    pass
+
+
+def clean_json(
+    value: Any, at: str, multiline: frozenset[str], problems: Problems, key: str = "", depth: int = 0
+) -> Any:
     """The value with every string NFC-normalised; what is refused goes into `problems`."""
     if isinstance(value, str):
         why = problem(value, multiline=key in multiline)
         if why:
             problems.append((at or "body", why))
         return normalise(value)
+    if depth >= MAX_DEPTH and isinstance(value, list | dict):
+        raise TooDeep(at)
     if isinstance(value, list):
-        return [clean_json(v, f"{at}.{i}" if at else str(i), multiline, problems) for i, v in enumerate(value)]
+        return [clean_json(v, f"{at}.{i}" if at else str(i), multiline, problems, depth=depth + 1)
+                for i, v in enumerate(value)]  # fmt: skip
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -73,7 +89,7 @@ def clean_json(value: Any, at: str, multiline: frozenset[str], problems: Problem
             where = f"{at}.{_shown(k)}" if at else _shown(k)
             if why:
                 problems.append((where, f"the name of this field {why}"))
-            out[normalise(k)] = clean_json(v, where, multiline, problems, key=k)
+            out[normalise(k)] = clean_json(v, where, multiline, problems, key=k, depth=depth + 1)
         return out
     return value
 
@@ -120,9 +136,15 @@ class TextHygiene:
         query = self._query(scope, problems)
         headers = Headers(scope=scope)
         body: bytes | None = None
-        if headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        if is_json(headers.get("content-type")):
             raw = await _read(receive)
-            body = self._body(raw, problems)
+            if len(raw) > IN_A_THREAD:
+                # Parsing and walking a body of megabytes takes the interpreter for a second or more: on the event
+                # loop, every other request (a load balancer's /health among them) would wait for it.
+                body, found = await anyio.to_thread.run_sync(self._body, raw)
+            else:
+                body, found = self._body(raw)
+            problems += found
         if problems:
             await _refuse(problems, scope, receive, send)
             return
@@ -160,16 +182,60 @@ class TextHygiene:
             cleaned.append((normalise(name), normalise(value)))
         return urlencode(cleaned).encode()
 
-    def _body(self, raw: bytes, problems: Problems) -> bytes | None:
+    def _body(self, raw: bytes) -> tuple[bytes | None, Problems]:
+        numbers: Problems = []
+        deep = [("body", f"is nested more than {MAX_DEPTH} levels deep: no request of this API nests so deep")]
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_float=_float(numbers), parse_int=_int(numbers))
+        except RecursionError:  # the parser's own limit, past ours
+            return None, deep
         except ValueError:
-            return raw  # not JSON: the route's own validation says so
+            return raw, []  # not JSON: the route's own validation says so
+        if numbers:
+            return None, numbers
         found: Problems = []
-        cleaned = clean_json(data, "", self.multiline(), found)
-        problems += found
+        try:
+            cleaned = clean_json(data, "", self.multiline(), found)
+        except TooDeep:
+            return None, deep
         # Refused text may not even be encodable (a lone surrogate): only accepted text is re-encoded.
-        return None if found else json.dumps(cleaned, ensure_ascii=False).encode()
+        return (None, found) if found else (json.dumps(cleaned, ensure_ascii=False).encode(), [])
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this type as JSON (fastapi.routing): application/json or any application/*+json
+    (problem+json, merge-patch+json, ...), parsed as it does. Anything it would parse, this middleware checks first."""
+    if not content_type:
+        return False  # FastAPI's strict content type (its default): the body is not parsed, and refused
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _float(problems: Problems) -> Callable[[str], float]:
+    """A JSON number with a fraction or an exponent, as Python's float, refused where the float is not the number sent:
+    59.99999999999999999 would reach the rules as 60.0, a fail as a pass, and 1e-400 as 0."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if math.isfinite(value) and Decimal(repr(value)) != Decimal(text):
+            problems.append(("body", f"the number {text[:40]} has more digits than the API keeps (it would be read as "
+                             f"{value!r}): send at most 15 significant digits"))  # fmt: skip
+        return value
+
+    return parse
+
+
+def _int(problems: Problems) -> Callable[[str], int | None]:
+    def parse(text: str) -> int | None:
+        if len(text.lstrip("-")) > MAX_INT_DIGITS:
+            problems.append(("body", f"a number of {len(text.lstrip('-'))} digits: no field takes more than "
+                             f"{MAX_INT_DIGITS}"))  # fmt: skip
+            return None
+        return int(text)
+
+    return parse
 
 
 def _shown(name: str) -> str:
