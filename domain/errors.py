@@ -14,6 +14,7 @@ class DomainError(Exception):
         self.field = field
 
 
+LISTED = 5_000  # problems an answer lists: one for each row of the largest import
 SHOWN = 20  # problems spelled out in a message; the rest are counted (a file of 5,000 bad rows lists them all apart)
 
 
@@ -27,7 +28,12 @@ class InvalidInput(DomainError):
     rule = "invalid-input"
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
-        # problems: (field, message) pairs, all of them, so a form can be fixed in one go
+        # problems: (field, message) pairs, all of them, so a form can be fixed in one go; but a bounded list, so a file
+        # of tens of thousands of bad cells answers kilobytes, not a hundred megabytes
+        if len(problems) > LISTED and not (len(problems) == LISTED + 1 and problems[-1][0] == "more"):  # not yet cut
+            more = len(problems) - LISTED
+            problems = [*problems[:LISTED], ("more", f"and {more:,} more problems, not listed: fix these, then send "
+                                             "it again to see the rest")]  # fmt: skip
         self.problems = problems
         text = first_of([f"{f}: {m}" for f, m in problems], "; ")
         if len(problems) > SHOWN:

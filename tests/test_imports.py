@@ -354,6 +354,31 @@ def test_a_file_over_the_row_limit_is_refused_saying_so(world, http, database_ur
     )
 
 
+def test_a_small_file_of_many_bad_cells_gets_a_bounded_answer(world, http, database_url, schema):
+    """What an outsider found: a 22 KB workbook of 2,000 rows by 64 columns, every header 1,000 characters and every
+    cell a bidi override, answered a 147 MB refusal (128,000 problems, each naming its long column) and took the API
+    to 1.1 GB. Long column names are refused first; an answer lists at most 5,000 problems and counts the rest."""
+    from domain.errors import LISTED
+
+    iid, pid, _ = setup_plan(world.registrations, seats=10)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    before = head(world)
+    long_names = [f"{i:02d}" + "列" * 998 for i in range(64)]
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("a.xlsx", xlsx_bytes(long_names, [["\u202e"] * 64] * 20))})  # fmt: skip
+    assert r.status_code == 422 and len(r.content) < 200_000, len(r.content)
+    assert r.json()["errors"][0] == {"field": "row 1.column 1", "message": "a column name of 1,000 characters; no "
+                                     "column this import reads has a name longer than 100"}  # fmt: skip
+    short = [f"列{i}" for i in range(64)]
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("a.xlsx", xlsx_bytes(short, [["\u202e"] * 64] * 2000))})  # fmt: skip
+    errors = r.json()["errors"]
+    assert r.status_code == 422 and len(errors) == LISTED + 1 and len(r.content) < 2_000_000, len(r.content)
+    assert errors[-1] == {"field": "more", "message": f"and {2000 * 64 - LISTED:,} more problems, not listed: fix "
+                          "these, then send it again to see the rest"}  # fmt: skip
+    assert head(world) == before
+
+
 def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_good_one(
     world, database_url, schema, tmp_path
 ):

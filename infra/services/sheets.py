@@ -32,6 +32,7 @@ MAX_BYTES = 10 * 1024 * 1024
 MAX_ROWS = 5000
 MAX_COLUMNS = 64
 MAX_CELL = 1000  # characters: the longest field of a form is 500
+MAX_HEADER = 100  # characters in a column's name: the longest this app reads is 9 (持有职称或技能证书)
 MAX_UNPACKED = 64 * 1024 * 1024  # an XLSX's parts unpacked, in all
 MAX_PARTS = 200
 MAX_SHARED_STRINGS = 16 * 1024 * 1024  # the shared strings part, unpacked
@@ -104,6 +105,10 @@ def _rows(table: Table) -> Rows:
         raise InvalidInput([("file", "is empty: the first row names the columns")])
     headers = [h.strip() for h in table[0]]
     problems = [(f"row 1.column {i}", why) for i, h in enumerate(headers, start=1) if (why := problem(h))]
+    # Checked before the cells: each cell's problem is named by its column, so a long name would be repeated in
+    # the answer once for every row.
+    problems += [(f"row 1.column {i}", f"a column name of {len(h):,} characters; no column this import reads has a "
+                  f"name longer than {MAX_HEADER}") for i, h in enumerate(headers, start=1) if len(h) > MAX_HEADER]  # fmt: skip
     if problems:
         raise InvalidInput(problems)
     if len(set(h for h in headers if h)) != len([h for h in headers if h]):
