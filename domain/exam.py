@@ -685,4 +685,5 @@ class Sitting(Aggregate):
 
 
 def _valid_score(v: Decimal) -> bool:
-    return Decimal(0) <= v <= Decimal(100) and v.as_tuple().exponent >= -1  # type: ignore[operator]
+    # Finite first: comparing NaN raises (InvalidOperation), and a score book file may say NaN.
+    return v.is_finite() and Decimal(0) <= v <= Decimal(100) and v.as_tuple().exponent >= -1  # type: ignore[operator]

@@ -158,6 +158,14 @@ def test_the_score_book_is_recorded_from_a_file_or_refused_whole(world, http, da
     fields = [e["field"] for e in r.json()["errors"]]
     assert fields == ["row 2.name", "row 3.理论知识", "row 4.操作技能", "row 5", "row 6.id_number"], r.json()
     assert head(world) == before
+    # A score written NaN (a spreadsheet's empty formula) answered 500 (InvalidOperation) before.
+    for nan in ("NaN", "sNaN", "-nan", "Infinity"):
+        odd = [[f.id_number, f.name, nan, 80, 90] for f in forms[:3]] + good[3:]
+        r = http.post(f"/sessions/{exam_id}/scores/import", headers=staff,
+                      files={"file": ("成绩册.csv", ("\n".join(",".join(map(str, x)) for x in [header, *odd])).encode())})  # fmt: skip
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [
+            "row 2.理论知识", "row 3.理论知识", "row 4.理论知识"], r.text  # fmt: skip
+    assert head(world) == before
     r = http.post(
         f"/sessions/{exam_id}/scores/import", headers=staff, files={"file": ("成绩册.xlsx", xlsx_bytes(header, good))}
     )
