@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from asn1crypto import algos, cms
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 
@@ -202,6 +204,27 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
     assert (said["signature"], said["status"]) == ("not_good", "not_issued") and "chain" not in str(said["problems"])
     broken = http.post("/verify/pdf", files={"file": ("x.pdf", b"%PDF-1.7\n1 0 obj <<", "application/pdf")})
     assert broken.status_code == 422 and "not a readable PDF" in broken.json()["detail"]
+    # What an outsider found: a signature pyHanko cannot take apart answered 500 to anyone, without a token.
+    for change in (no_certificates, unknown_digest):
+        said = check(with_cms(pdf, change))
+        assert said["signature"] == "not_good" and "cannot be validated" in said["problems"][0], said
+
+
+def with_cms(pdf: bytes, change: Callable[[cms.ContentInfo], None]) -> bytes:
+    """The file with its signature's CMS changed in place: what the byte range covers stays as it was."""
+    start = pdf.index(b"/Contents <") + len(b"/Contents <")
+    end = pdf.index(b">", start)
+    info = cms.ContentInfo.load(bytes.fromhex(pdf[start:end].decode()), strict=False)
+    change(info)
+    return pdf[:start] + info.dump(force=True).hex().encode().ljust(end - start, b"0") + pdf[end:]
+
+
+def no_certificates(info: cms.ContentInfo) -> None:
+    info["content"]["certificates"] = cms.CertificateSet([])
+
+
+def unknown_digest(info: cms.ContentInfo) -> None:
+    info["content"]["signer_infos"][0]["digest_algorithm"] = algos.DigestAlgorithm({"algorithm": "1.2.3.4.5"})
 
 
 def test_two_requests_for_one_electronic_certificate_at_the_same_moment_record_one(world, database_url, schema):

@@ -199,15 +199,21 @@ def verify(content: bytes, trust_pem: bytes, crl_der: bytes | None = None) -> Ch
         trust_roots=[root], crls=[asn1_crl.CertificateList.load(crl_der)] if crl_der else [], allow_fetching=False,
         revocation_mode="hard-fail" if crl_der else "soft-fail",
     )  # fmt: skip
-    status = validate_pdf_signature(signatures[-1], context)
     from pyhanko.sign.validation.status import SignatureCoverageLevel
 
-    result = Checked(
-        True, intact=status.intact and status.valid, whole_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
-        trusted=status.trusted, revocation_checked=crl_der is not None, number=number,
-        signer=status.signing_cert.subject.human_friendly, signer_serial=format(status.signing_cert.serial_number, "x"),
-        signed_at=status.signer_reported_dt,
-    )  # fmt: skip
+    try:
+        status = validate_pdf_signature(signatures[-1], context)
+        result = Checked(
+            True, intact=status.intact and status.valid, whole_file=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
+            trusted=status.trusted, revocation_checked=crl_der is not None, number=number,
+            signer=status.signing_cert.subject.human_friendly, signer_serial=format(status.signing_cert.serial_number, "x"),
+            signed_at=status.signer_reported_dt,
+        )  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a signature pyHanko cannot even take apart (no signer's certificate, an
+        # unknown digest algorithm: AttributeError, SignatureValidationError, ...) is no good signature, said so
+        return Checked(
+            True, number=number, problems=[f"the signature cannot be validated ({type(e).__name__}: {e})"[:300]]
+        )
     if crl_der:
         revoked = {r["user_certificate"].native for r in asn1_crl.CertificateList.load(crl_der)["tbs_cert_list"]
                    ["revoked_certificates"] or []}  # fmt: skip
