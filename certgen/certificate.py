@@ -125,6 +125,10 @@ def check_text(institution: str, texts: list[str], what: str = "the certificate"
         )
 
 
+class Unprintable(ValueError):
+    """A text holds a character the face it prints in has no glyph for: refused, never printed as a blank."""
+
+
 def preflight(pages: Iterable[CertificatePage]) -> None:
     """Everything that could stop a page from printing right, checked before any form is used:
     the fonts, the forbidden words, a glyph for every character."""
@@ -133,7 +137,9 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
         check_wording(p)
         check_glyphs(p.wording(), f"certificate {p.number}", p.filled())
         if missing := covers(SONG, p.institution + SEAL_BOTTOM):
-            raise ValueError(f"the seal of certificate {p.number}: the {SONG} face has no glyph for {''.join(missing)}")
+            raise Unprintable(
+                f"the seal of certificate {p.number}: the {SONG} face has no glyph for {''.join(missing)}"
+            )
 
 
 def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -> None:
@@ -148,7 +154,7 @@ def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -
     for face, part, these in checks:
         missing = [ch for t in these for ch in covers(face, "".join(part(t)))]
         if missing:
-            raise ValueError(f"{what}: the {face} face has no glyph for {''.join(dict.fromkeys(missing))}")
+            raise Unprintable(f"{what}: the {face} face has no glyph for {''.join(dict.fromkeys(missing))}")
 
 
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:

@@ -197,7 +197,8 @@ def _ticket(
     *, name: str, id_number_masked: str, plan_name: str, occupation: str, level: Level, session: str,
     exam_date: date, starts_at: time, location: str, room: str, seat: int, institution: str,
 ) -> list[Any]:  # fmt: skip
-    check_glyphs([name, id_number_masked, plan_name, occupation, session, location, room, institution], "the ticket")
+    check_glyphs([name, id_number_masked, plan_name, occupation, session, location, room, institution],
+                 f"the ticket for room {room}, seat {seat}")  # fmt: skip
     rows = [
         ["姓名", name, "证件号码", id_number_masked],
         ["认定计划", plan_name, "", ""],

@@ -24,6 +24,7 @@ from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role, Snapshot
 from domain.personal import Personal, personal
 from domain.registration import Attachment, AttachmentKind, Gender, Holder, IdType
+from domain.text import name_problem
 
 
 def counter_id(institution_id: UUID, year: int, level: Level) -> UUID:
@@ -646,6 +647,8 @@ class Certificate(Aggregate):
             )
         if not reasons.strip():
             problems.append(("reasons", "say what was wrong and why"))
+        if "name" in changed and (why := name_problem(changed["name"])):
+            problems.append(("correction.name", why))
         corrected = self.holder.model_copy(update=changed)
         if corrected.id_type is IdType.RESIDENT_ID and "id_number" in changed:
             try:

@@ -21,6 +21,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
 from domain.personal import Personal, personal
+from domain.text import name_problem
 
 
 class IdType(StrEnum):
@@ -158,6 +159,8 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
 
     if not form.name:
         problems.append(("name", "is required"))
+    elif why := name_problem(form.name):
+        problems.append(("name", why))
     if not form.declaration_accepted:
         problems.append(("declaration_accepted", "the truthfulness declaration must be accepted"))
 

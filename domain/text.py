@@ -76,6 +76,22 @@ def _shows(ch: str) -> bool:
     )
 
 
+# Punctuation found in people's names: the middle dots of names like 买买提·艾力 (as typed: U+00B7, U+30FB, U+2022,
+# U+2027), the hyphen, apostrophe and full stop of foreign ones.
+NAME_PUNCTUATION = frozenset("·・•‧-‐'’.．")
+
+
+def name_problem(value: str) -> str | None:
+    """Why this is no person's name, naming the character; None when it may be one. Symbols (emoji among them) and
+    punctuation other than a name's are refused: no ID card carries them, and no certificate could print them.
+    Letters of any script are accepted, unassigned ones too (a newer CJK extension may hold a name's character)."""
+    for i, ch in enumerate(value, start=1):
+        kind = unicodedata.category(ch)
+        if kind[0] == "S" or (kind[0] == "P" and ch not in NAME_PUNCTUATION):
+            return f"contains {_name(ch)} at character {i}, which is no part of a person's name"
+    return None
+
+
 def normalise(value: str) -> str:
     return unicodedata.normalize("NFC", value)
 

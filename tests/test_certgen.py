@@ -18,6 +18,7 @@ from certgen.certificate import CertificatePage, ForbiddenWording, render
 from certgen.qr import verification_url
 from domain.errors import Conflict
 from domain.levels import Level
+from domain.model import Role
 from infra.services.printing import print_certificates, to_print
 from infra.services.samples import photo_attachment
 from tests.builders import setup_plan
@@ -438,3 +439,31 @@ def test_rendering_a_long_document_holds_no_transaction_open(session, database_u
         r = http.get(f"/sessions/{exam_id}/tickets.pdf", headers=staff_token)
         assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
     assert idle_during == []
+
+
+def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a_500(world, database_url, schema):
+    """What an outsider found: a candidate named 𠮷田 (a real name character, CJK extension B) registered, and then
+    the whole session's admission tickets answered 500; an emoji in the demand form's contact did the same. The
+    tickets now answer 409 naming the ticket and the character; what the request itself gives, 422 naming the field.
+    A name with an emoji is refused at registration (test_registration_rules)."""
+    from fastapi.testclient import TestClient
+
+    from domain.registration import AttachmentKind
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.builders import attachment, working_years_form
+    from tests.lifecycle import approved_cohort, sit_exam
+
+    iid, pid, rids = approved_cohort(world, 2)
+    world.registrations.amend(staff(iid), rids[1], working_years_form(2, name="𠮷田"), "姓名录入错误",
+                              attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
+    exam_id = sit_exam(world, iid, pid, rids)
+    world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    with TestClient(create_app(database_url, schema, today=world.clock), raise_server_exceptions=False) as http:
+        r = http.get(f"/sessions/{exam_id}/tickets.pdf", headers=token)
+        assert r.status_code == 409 and re.search(r"the ticket for room \S+, seat \d+: .*𠮷", r.json()["detail"]), (
+            r.text
+        )
+        r = http.get(f"/institutions/{iid}/stock/demand/2027.pdf?contact=李😀&phone=0755-1&address=深圳", headers=token)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.contact", r.text

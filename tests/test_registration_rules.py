@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -117,3 +118,15 @@ def test_the_truthfulness_declaration_must_be_accepted():
 def test_every_problem_is_reported_at_once():
     form = working_years_form(declaration_accepted=False, years_in_occupation=0, gender="女")
     assert {"declaration_accepted", "years_in_occupation", "gender"} <= fields_at_fault(form, Level.TWO)
+
+
+@pytest.mark.parametrize("name,refused", [("张😀", "U+1F600"), ("李★", "U+2605"), ("王<b>", "U+003C"),
+                                          ("买买提·艾力", None), ("𠮷田", None), ("Mary-Jane O'Neil", None)])  # fmt: skip
+def test_a_name_holds_letters_and_the_punctuation_of_names_only(name, refused):
+    """What an outsider found: 张😀 registered (201), and then no document with it could print."""
+    form = working_years_form(name=name)
+    if refused is None:
+        check_form(form, Level.TWO)
+    else:
+        with pytest.raises(InvalidInput, match=re.escape(f"name: contains {refused}")):
+            check_form(form, Level.TWO)

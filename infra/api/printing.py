@@ -10,7 +10,8 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from certgen import documents
-from domain.errors import NotFound
+from certgen.certificate import Unprintable, check_glyphs
+from domain.errors import InvalidInput, NotFound
 from domain.exam import ExamSession
 from domain.institution import Institution
 from domain.personal import mask_id_number as mask
@@ -135,9 +136,22 @@ def demand_pdf(
     if year not in stock.demands:
         raise NotFound(f"no blank stock demand was filed for {year}")
     institution = svc.get(Institution, institution_id, "institution")
+    # What the request gives is the client's to correct: named, a 422 (the Unprintable handler's 409 is for stored data)
+    given = [(f"query.{name}", why) for name, value in (("contact", contact), ("phone", phone), ("address", address))
+             if (why := unprintable(value))]  # fmt: skip
+    if given:
+        raise InvalidInput(given)
     content = documents.demand_form(institution=institution.name, contact=contact, phone=phone, address=address,
                                     year=year, per_level=stock.demands[year])  # fmt: skip
     return pdf(content, f"demand-{year}.pdf")
+
+
+def unprintable(value: str) -> str | None:
+    try:
+        check_glyphs([value], "the value")
+    except Unprintable as e:
+        return str(e).removeprefix("the value: ")
+    return None
 
 
 @router.get("/sessions/{exam_id}/tickets.pdf", response_class=Response, responses=PDF)

@@ -14,6 +14,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from certgen.certificate import Unprintable
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from infra.store.keys import KeyProblem
 
@@ -115,6 +116,13 @@ def install(app: FastAPI) -> None:
 
     for kind in UNAVAILABLE:
         app.add_exception_handler(kind, unavailable)
+
+    @app.exception_handler(Unprintable)
+    async def unprintable(_: Request, e: Unprintable) -> JSONResponse:
+        # Stored text (a candidate's name) holding a character no installed face can print: the document is refused
+        # rather than printed with a blank, naming whose it is. Installing a face that covers it lets it print.
+        return problem(409, "Unprintable", f"{e}: it cannot be printed with the fonts installed here; a face covering "
+                       "it must be installed (see certgen/fonts.py)", "unprintable")  # fmt: skip
 
     @app.exception_handler(KeyProblem)
     async def rotated(_: Request, e: KeyProblem) -> JSONResponse:
