@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from domain.model import Role
 from domain.text import BIDI_CONTROLS, problem
 from infra.api import create_app
-from infra.api.hygiene import multiline_fields
+from infra.api.hygiene import body_fields, multiline_fields
 from tests.api import bearer
-from tests.builders import setup_plan, working_years_form
+from tests.builders import plan_details, setup_plan, working_years_form
 
 CONTROLS = [chr(c) for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))]
 SURROGATES = ["\ud800", "\udfff"]
@@ -282,3 +282,26 @@ def test_numbers_the_api_would_not_read_as_sent_are_refused(world, client, datab
     })  # fmt: skip
     assert ordinary.status_code == 201, ordinary.text  # 8.0 is 8: read as sent
     assert world.registrations.recorder.max_notification_id() == head + 2  # the registration and its seat, only
+
+
+def test_true_is_no_number_and_one_is_no_yes(world, client, database_url, schema) -> None:
+    """What an outsider found: a plan of `"max_registrations": true` was stored with one place, and a registration
+    with `"declaration_accepted": 1`, the candidate's legal declaration, was stored as accepted: pydantic reads
+    either as the other. A name is a number, or true or false, in every request model alike, or in none."""
+    fields = body_fields(client.app.openapi())
+    assert not fields.mixed, fields.mixed
+    assert {"declaration_accepted", "holds_prior_certificate"} <= fields.booleans
+    assert {"max_registrations", "seats", "level", "years_in_occupation", "form_serial"} <= fields.integers
+    iid, pid, code = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    head = world.registrations.recorder.max_notification_id()
+    form = json.loads(working_years_form(1).model_dump_json())
+    for change, field, says in (({"declaration_accepted": 1}, "form.declaration_accepted", "1 is not true or false"),
+                                ({"holds_prior_certificate": "yes"}, "form.holds_prior_certificate", '"yes" is not'),
+                                ({"years_in_occupation": True}, "form.years_in_occupation", "true is no number")):  # fmt: skip
+        r = client.post("/registrations", headers=staff, json={"registration_code": code, "form": form | change})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field and says in r.json()["detail"], r.text
+    plan = json.loads(plan_details("2602", seats=5).model_dump_json()) | {"max_registrations": True}
+    r = client.post(f"/institutions/{iid}/plans", headers=staff, json=plan)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_registrations", r.text
+    assert world.registrations.recorder.max_notification_id() == head

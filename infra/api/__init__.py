@@ -93,7 +93,7 @@ def create_app(
     problems.install(app)
     problems.document(app)
     docs.install(app)
-    app.add_middleware(hygiene.TextHygiene, multiline=lambda: _multiline(app), routes=lambda: _paths(app))
+    app.add_middleware(hygiene.TextHygiene, fields=lambda: _fields(app), routes=lambda: _paths(app))
     for router in (commands.router, attachments.router, ecert.router, imports.router, printing.router, queries.router, verify.router, queries.operations,
                    contract.router):  # fmt: skip
         app.include_router(router)
@@ -106,10 +106,10 @@ def _paths(app: FastAPI) -> list[Any]:
     return app.state.paths
 
 
-def _multiline(app: FastAPI) -> frozenset[str]:
-    if not hasattr(app.state, "multiline"):
-        app.state.multiline = hygiene.multiline_fields(app.openapi())
-    return app.state.multiline
+def _fields(app: FastAPI) -> hygiene.Fields:
+    if not hasattr(app.state, "fields"):
+        app.state.fields = hygiene.body_fields(app.openapi())
+    return app.state.fields
 
 
 def from_settings() -> FastAPI:

@@ -18,6 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlencode
@@ -54,6 +55,56 @@ def multiline_fields(openapi: dict[str, Any]) -> frozenset[str]:
     return frozenset(names)
 
 
+@dataclass(frozen=True)
+class Fields:
+    """What the API's body schemas say of a property, by its name (a name means the same in every model: the tests
+    check it): which may hold line breaks, which take only true or false, which only a whole number."""
+
+    multiline: frozenset[str] = frozenset()
+    booleans: frozenset[str] = frozenset()
+    integers: frozenset[str] = frozenset()
+    mixed: frozenset[str] = frozenset()  # a boolean or a number in one model, something else in another: unchecked
+
+
+def body_fields(openapi: dict[str, Any]) -> Fields:
+    components = openapi.get("components", {}).get("schemas", {})
+    kinds: dict[str, set[str]] = {}
+
+    def types(node: Any, seen: frozenset[str] = frozenset()) -> set[str]:
+        if not isinstance(node, dict):
+            return set()
+        if ref := node.get("$ref"):
+            name = ref.rpartition("/")[2]
+            return set() if name in seen else types(components.get(name), seen | {name})
+        found = {node["type"]} if isinstance(node.get("type"), str) else set()
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in node.get(key, []):
+                found |= types(sub, seen)
+        return found
+
+    walked: set[str] = set()
+
+    def walk(node: Any) -> None:  # what a request body may hold, its models' models included
+        if isinstance(node, dict):
+            if (ref := node.get("$ref")) and (name := ref.rpartition("/")[2]) not in walked:
+                walked.add(name)
+                walk(components.get(name))
+            for name, prop in (node.get("properties") or {}).items():
+                kinds.setdefault(name, set()).update(types(prop) - {"null"})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            walk(operation.get("requestBody"))
+    return Fields(multiline_fields(openapi), frozenset(n for n, k in kinds.items() if k == {"boolean"}),
+                  frozenset(n for n, k in kinds.items() if k == {"integer"}),
+                  frozenset(n for n, k in kinds.items() if len(k) > 1 and k & {"boolean", "integer"}))  # fmt: skip
+
+
 def path_patterns(openapi: dict[str, Any]) -> list[re.Pattern[str]]:
     """A pattern per path template of the API, capturing each parameter by name."""
     out = []
@@ -68,19 +119,22 @@ class TooDeep(ValueError):
     pass
 
 
-def clean_json(
-    value: Any, at: str, multiline: frozenset[str], problems: Problems, key: str = "", depth: int = 0
-) -> Any:
+def clean_json(value: Any, at: str, fields: Fields, problems: Problems, key: str = "", depth: int = 0) -> Any:
     """The value with every string NFC-normalised; what is refused goes into `problems`."""
+    # JSON's true is no number, and 1 or "yes" no yes: pydantic would read either as the other (a plan of `true` places).
+    if isinstance(value, bool) and key in fields.integers:
+        problems.append((at, f"{str(value).lower()} is no number: give a whole number"))
+    elif key in fields.booleans and value is not None and not isinstance(value, bool):
+        problems.append((at, f"{_json(value)} is not true or false"))
     if isinstance(value, str):
-        why = problem(value, multiline=key in multiline)
+        why = problem(value, multiline=key in fields.multiline)
         if why:
             problems.append((at or "body", why))
         return normalise(value)
     if depth >= MAX_DEPTH and isinstance(value, list | dict):
         raise TooDeep(at)
     if isinstance(value, list):
-        return [clean_json(v, f"{at}.{i}" if at else str(i), multiline, problems, depth=depth + 1)
+        return [clean_json(v, f"{at}.{i}" if at else str(i), fields, problems, depth=depth + 1)
                 for i, v in enumerate(value)]  # fmt: skip
     if isinstance(value, dict):
         out = {}
@@ -89,17 +143,22 @@ def clean_json(
             where = f"{at}.{_shown(k)}" if at else _shown(k)
             if why:
                 problems.append((where, f"the name of this field {why}"))
-            out[normalise(k)] = clean_json(v, where, multiline, problems, key=k, depth=depth + 1)
+            out[normalise(k)] = clean_json(v, where, fields, problems, key=k, depth=depth + 1)
         return out
     return value
 
 
+def _json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class TextHygiene:
     def __init__(
-        self, app: ASGIApp, multiline: Callable[[], frozenset[str]], routes: Callable[[], list[re.Pattern[str]]] = list
+        self, app: ASGIApp, fields: Callable[[], Fields] = Fields, routes: Callable[[], list[re.Pattern[str]]] = list
     ) -> None:
         self.app = app
-        self.multiline = multiline
+        self.fields = fields
         self.routes = routes  # a pattern per path template, to name the path parameter at fault
 
     def _match(self, path: str) -> re.Match[str] | None:
@@ -195,7 +254,7 @@ class TextHygiene:
             return None, numbers
         found: Problems = []
         try:
-            cleaned = clean_json(data, "", self.multiline(), found)
+            cleaned = clean_json(data, "", self.fields(), found)
         except TooDeep:
             return None, deep
         # Refused text may not even be encodable (a lone surrogate): only accepted text is re-encoded.
