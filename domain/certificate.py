@@ -77,6 +77,8 @@ class SerialCounter(Aggregate):
         )
 
     def allocate(self, actor: Actor, count: int) -> list[str]:
+        if count < 1:  # none or fewer would move the counter back, and hand out serials again (004 §3: 依次顺序取值)
+            raise InvalidInput([("count", f"allocate one serial or more, not {count}")])
         if self.last + count > MAX_SERIAL:
             raise Conflict(f"level {int(self.level)} serials for {self.year} are used up at {self.last}")
         first = self.last + 1

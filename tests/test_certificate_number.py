@@ -51,3 +51,21 @@ def test_malformed_numbers_name_the_position_at_fault(number, position, says):
         parse(number)
     assert e.value.position == position
     assert e.value.problems[0][0] == "certificate_number"
+
+
+@pytest.mark.parametrize("count", [0, -2])
+def test_the_serial_counter_never_moves_back(count):
+    """What an outside reading found: allocate(-2) after three serials moved the counter back to 1, and the next
+    certificate was given 000002 again (004 §3: 000001-999999 依次顺序取值)."""
+    from uuid import uuid4
+
+    from domain.certificate import SerialCounter
+    from domain.errors import InvalidInput
+    from domain.model import Actor, Role
+
+    system = Actor(id="system", role=Role.SYSTEM)
+    counter = SerialCounter.open(system, uuid4(), Filing(city_code="03", station_serial="015").prefix, 2026, Level.TWO)
+    assert counter.allocate(system, 3)[-1].endswith("000003")
+    with pytest.raises(InvalidInput, match=f"not {count}"):
+        counter.allocate(system, count)
+    assert counter.allocate(system, 1) == ["S000044032015262000004"]
