@@ -548,6 +548,11 @@ class Certificate(Aggregate):
         self._live()
         if self.open_proof is not None:
             raise Conflict(f"a proof application for certificate {self.number} is already being handled")
+        if self.handed_over is None:
+            # 000 一1-3: a proof stands in for a certificate its holder lost or damaged, checked with the national query
+            # platform's record (004 annex 4); one never handed over was neither lost nor damaged by its holder.
+            raise Conflict(f"certificate {self.number} was never handed to its holder: a proof is for a certificate "
+                           "the holder lost or damaged; hand this one over (or record a spoiled print)")  # fmt: skip
         problems = []
         if application_form.kind is not AttachmentKind.PROOF_APPLICATION:
             problems.append(("application_form", "must be the signed loss/damage proof application (annex 3)"))

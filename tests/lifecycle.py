@@ -171,6 +171,22 @@ def queryable_certificates(w: World, n: int, photos: bool = True) -> tuple[UUID,
     return iid, cids
 
 
+def handed_over_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
+    """queryable_certificates, then printed and collected by their holders on 2 July: what a holder can lose."""
+    from domain.certificate import Delivery
+    from domain.registration import AttachmentKind
+    from tests.builders import attachment
+
+    iid, cids = queryable_certificates(w, n)
+    w.at(date(2026, 7, 2))
+    w.certificates.receive_forms(staff(iid), iid, 20_000_001, 20_000_000 + n, "SH-2026-0702")
+    for cid in cids:
+        w.certificates.print(staff(iid), cid)
+        w.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+                                 id_number=card(w.certificates, cid))  # fmt: skip
+    return iid, cids
+
+
 @dataclass
 class Lifecycle:
     """What full_lifecycle did, for tests to check against."""

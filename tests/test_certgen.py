@@ -289,25 +289,28 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
         conn.commit()
         first = world.certificates.certificate(to_print_all(world, exam_id)[0])
         # The other documents, as staff download them.
-        from domain.certificate import LossKind
+        from domain.certificate import Delivery, LossKind
         from domain.levels import Level
         from domain.registration import AttachmentKind
         from tests.builders import attachment
 
         world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
-        holder = world.certificates.certificate(first.id)
+        holder = world.certificates.certificate(to_print_all(world, exam_id)[1])  # collected, then lost
+        world.certificates.hand_over(staff(iid), holder.id, Delivery.PICKUP,
+                                     attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+                                     id_number=holder.holder.id_number)  # fmt: skip
         world.certificates.apply_for_proof(
             staff(iid),
-            first.id,
+            holder.id,
             LossKind.LOST,
             attachment(AttachmentKind.PROOF_APPLICATION),
-            **id_check(world.certificates, first.id),
+            **id_check(world.certificates, holder.id),
         )
-        proof_number = world.certificates.issue_proof(staff(iid), first.id)
+        proof_number = world.certificates.issue_proof(staff(iid), holder.id)
         for path, wanted in (
-            (f"/certificates/{first.number}/proof.pdf", [proof_number, holder.holder.id_number, "职业技能等级证书证明"]),
-            (f"/certificates/{first.number}/proof-application.pdf", ["证书遗失、损坏补发证明申请表", first.number]),
-            (f"/certificates/{first.number}/proof-receipt.pdf", ["证书遗失、损坏补发证明受理回执", f"{first.number}-R01",
+            (f"/certificates/{holder.number}/proof.pdf", [proof_number, holder.holder.id_number, "职业技能等级证书证明"]),
+            (f"/certificates/{holder.number}/proof-application.pdf", ["证书遗失、损坏补发证明申请表", holder.number]),
+            (f"/certificates/{holder.number}/proof-receipt.pdf", ["证书遗失、损坏补发证明受理回执", f"{holder.number}-R01",
              holder.holder.name, "凭本人身份证件原件和本回执领取"]),
             (f"/institutions/{iid}/stock/demand/2027.pdf?contact=李老师&phone=0755-88886666&address=深圳市南山区",
              ["技师（二级）80", "合计80", "李老师"]),

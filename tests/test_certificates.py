@@ -36,6 +36,7 @@ from tests.lifecycle import (
     approved_cohort,
     card,
     confirmed_exam,
+    handed_over_certificates,
     id_check,
     queryable_certificates,
     reject_correction,
@@ -257,7 +258,7 @@ def test_handover_by_pickup_or_by_mail_with_a_signed_receipt(world):
 
 
 def test_a_lost_certificate_gets_a_proof_with_its_own_number(world):
-    iid, cids = queryable_certificates(world, 1)
+    iid, cids = handed_over_certificates(world, 1)
     cid = cids[0]
     certs = world.certificates
     with pytest.raises(Conflict, match="no proof application"):
@@ -278,10 +279,21 @@ def test_a_lost_certificate_gets_a_proof_with_its_own_number(world):
     assert (first, second) == (f"{number}-Z01", f"{number}-Z02")
 
 
+def test_a_certificate_never_handed_over_gets_no_proof(world):
+    """What an outside reading found: a proof (000 一1-3: for a certificate lost or damaged, checked with the national
+    query record, 004 annex 4) was issued for a certificate never printed nor handed over."""
+    iid, cids = queryable_certificates(world, 1)
+    before = stored(world)
+    with pytest.raises(Conflict, match="never handed to its holder"):
+        world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                                           **id_check(world.certificates, cids[0]))  # fmt: skip
+    assert stored(world) == before
+
+
 def test_a_proof_application_checks_the_holders_id_and_the_proof_is_collected_with_its_receipt(world):
     """000 (profile S): a copy of the ID card is handed in; 004 §13 (三): the proof is collected with
     the original ID card and the acceptance receipt (受理回执), which has a number of its own."""
-    iid, cids = queryable_certificates(world, 1)
+    iid, cids = handed_over_certificates(world, 1)
     cid = cids[0]
     certs = world.certificates
     form = attachment(AttachmentKind.PROOF_APPLICATION)

@@ -256,18 +256,22 @@ def test_a_worker_killed_mid_stream_and_restarted_applies_everything_exactly_onc
 
 
 def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(world, database_url, schema):
-    """Three certificates on the query platform since 1 July, not yet handed over; a loss
-    proof applied for on 2 July and not yet issued."""
+    """Three certificates on the query platform since 1 July; one handed over on 2 July and reported lost the same
+    day, its proof not yet issued; the other two not yet handed over."""
     from datetime import date
 
-    from domain.certificate import LossKind
+    from domain.certificate import Delivery, LossKind
     from domain.registration import AttachmentKind
     from projections.deadlines import open_deadlines, overdue_by_institution
     from tests.builders import attachment
-    from tests.lifecycle import queryable_certificates, staff
+    from tests.lifecycle import card, queryable_certificates, staff
 
     iid, cids = queryable_certificates(world, 3)
     world.at(date(2026, 7, 2))
+    world.certificates.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    world.certificates.print(staff(iid), cids[0])
+    world.certificates.hand_over(staff(iid), cids[0], Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+                                 id_number=card(world.certificates, cids[0]))  # fmt: skip
     world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
                                        **id_check(world.certificates, cids[0]))  # fmt: skip
     with connect(database_url, schema) as conn:
@@ -275,7 +279,7 @@ def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(wor
         apply_live(conn, bus_messages(world.registrations))
         total, rows = open_deadlines(conn, date(2026, 7, 2))
         steps = sorted(r["step"] for r in rows)
-        assert steps == ["loss_proof"] + ["physical_certificate"] * 3
+        assert steps == ["loss_proof"] + ["physical_certificate"] * 2
         proof = next(r for r in rows if r["step"] == "loss_proof")
         # 5 working days after Thursday 2 July (profile S counts 10): due 16 July.
         assert (proof["due"], proof["unit"], proof["days_left"], proof["overdue"]) == (
@@ -285,12 +289,12 @@ def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(wor
             False,
         )
         assert open_deadlines(conn, date(2026, 7, 15), overdue=True)[0] == 0  # physical: due 15 July
-        assert open_deadlines(conn, date(2026, 7, 16), overdue=True)[0] == 3
+        assert open_deadlines(conn, date(2026, 7, 16), overdue=True)[0] == 2
         late_total, late = open_deadlines(conn, date(2026, 7, 20), overdue=True)  # Monday after
-        assert late_total == 4 and {r["days_left"] for r in late if r["step"] == "loss_proof"} == {-2}
+        assert late_total == 3 and {r["days_left"] for r in late if r["step"] == "loss_proof"} == {-2}
         [summary] = overdue_by_institution(conn, date(2026, 7, 20))
         assert summary["institution_id"] == iid and summary["overdue_by_step"] == {
-            "physical_certificate": 3,
+            "physical_certificate": 2,
             "loss_proof": 1,
         }
         assert open_deadlines(conn, date(2026, 7, 20), institution_id=str(uuid4()), overdue=True) == (0, [])
