@@ -245,6 +245,16 @@ class Certificate(Aggregate):
     class HolderCommitmentRecorded(Aggregate.Event):
         document: Attachment
 
+    class DeletionChecked(Aggregate.Event):
+        """Profile S (000 二3): before a certificate's data is deleted, the association checked whether it is
+        queryable on the national network; data that is not goes to the skills centre on a work order."""
+
+        queryable_nationally: bool
+        work_order: str | None = Field(
+            None, max_length=40, description="技能等级认定需求工单 number, when not queryable"
+        )
+        checked_on: date
+
     class DataDeleted(Aggregate.Event):
         reasons: str
 
@@ -308,6 +318,7 @@ class Certificate(Aggregate):
         self.proof_dates: dict[str, date] = {}
         self.correction: Correction | None = None
         self.correction_checked = False  # profile S: by the association, before the centre decides
+        self.deletion_checked = False  # profile S: by the association, before the data is deleted
         self.correction_decided = False
         self.commitment: Attachment | None = None
         self.photo: Attachment | None = None  # the holder's, printed at the photo's place
@@ -807,11 +818,38 @@ class Certificate(Aggregate):
     def _photo_attached(self, actor: Actor, photo: Attachment) -> None:
         self.photo = photo
 
+    def check_deletion(self, actor: Actor, queryable_nationally: bool, work_order: str | None, today: date) -> None:
+        """000 二3: "社评组织在监管系统中的数据修改、删除等，由协会先行核实证书数据是否已在国网可查": under profile S
+        the association checks a deletion as it checks a correction, once the holder's commitment is in."""
+        require(actor, ASSOCIATION, "check deletions against the national network")
+        self._live()
+        if self.profile is not DeadlineProfile.S:
+            raise Conflict("the association's check belongs to profile S (000 二3)")
+        if self.commitment is None:
+            raise Conflict(f"no deletion of certificate {self.number}'s data is asked for: the holder's signed "
+                           "commitment comes first")  # fmt: skip
+        if self.deletion_checked:
+            raise Conflict(f"the deletion of certificate {self.number}'s data was already checked")
+        work_order = (work_order or "").strip() or None
+        if not queryable_nationally and work_order is None:
+            raise InvalidInput([("work_order", "data not queryable nationally goes to the skills centre on a work order "
+                                               "(技能等级认定需求工单): give its number")])  # fmt: skip
+        self._deletion_checked(actor, queryable_nationally, work_order, today)
+
+    @event(DeletionChecked)
+    def _deletion_checked(
+        self, actor: Actor, queryable_nationally: bool, work_order: str | None, checked_on: date
+    ) -> None:
+        self.deletion_checked = True
+
     def delete_data(self, actor: Actor, reasons: str) -> None:
         require(actor, STAFF, "delete certificate data", self.institution_id)
         self._live()
         if self.commitment is None:
             raise Conflict(f"deleting certificate {self.number}'s data needs the holder's signed commitment first")
+        if self.profile is DeadlineProfile.S and not self.deletion_checked:
+            raise Conflict(f"the association has not yet checked the deletion of certificate {self.number}'s data "
+                           "against the national network (000 二3)")  # fmt: skip
         if not reasons.strip():
             raise InvalidInput([("reasons", "say why the data is deleted")])
         self._data_deleted(actor, reasons.strip())

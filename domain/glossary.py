@@ -65,6 +65,7 @@ EVENTS: dict[str, str] = {
     "certificate.proof_handed_over": "发放遗失/损毁证明",
     "certificate.correction_applied": "申请证书纠错",
     "certificate.correction_checked": "协会核查纠错申请",
+    "certificate.deletion_checked": "协会核查数据删除",
     "certificate.correction_approved": "证书纠错批准",
     "certificate.correction_rejected": "证书纠错不予批准",
     "certificate.holder_commitment_recorded": "登记持证人承诺书",

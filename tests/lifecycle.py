@@ -309,6 +309,7 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
         id_number=card(certs, corrected),
     )
     certs.record_holder_commitment(staff(iid), deleted, attachment(AttachmentKind.HOLDER_COMMITMENT))
+    certs.check_deletion(ASSOCIATION, deleted, queryable_nationally=True)  # profile S (000 二3)
     certs.delete_data(staff(iid), deleted, "持证人放弃证书相关待遇")
     w.at(date(2026, 10, 8))
     discrepancy = certs.take_stock(staff(iid), iid, "2026-H2", certs.books(iid).in_stock)

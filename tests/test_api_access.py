@@ -240,6 +240,8 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {"form_serial": 1, "reason": "卡纸"}, {STAFF}),
         ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},
          {STAFF}),
+        ("POST", "/certificates/{certificate}/deletion-check", f"/certificates/{cert}/deletion-check",
+         {"queryable_nationally": True}, {ASSOCIATION}),
         ("GET", "/snapshots", "/snapshots", None, {AUDITOR}),
         ("POST", "/certificates/{certificate}/electronic", f"/certificates/{cert}/electronic", None, {STAFF}),
         ("GET", "/certificates/{certificate}/electronic.pdf", f"/certificates/{cert}/electronic.pdf", None,

@@ -28,7 +28,7 @@ from infra.services.printing import print_certificates
 from infra.store.attachments import Attachments, DirectoryBlobs
 from tests.api import as_json, bearer
 from tests.builders import candidate, resident_id, setup_plan, working_years_form
-from tests.lifecycle import queryable_certificates, staff
+from tests.lifecycle import ASSOCIATION, queryable_certificates, staff
 from tests.test_read_models import KEY, conn  # noqa: F401  (the fixture)
 
 PUBLIC = "https://verify.example.cn"
@@ -228,6 +228,7 @@ def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world
         id_number=svc.certificate(cids[0]).holder.id_number,
     )
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
+    svc.check_deletion(ASSOCIATION, cids[0], queryable_nationally=True)
     svc.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")
     # The holder's signed commitment stays: the institution's proof of consent to the deletion.
     assert svc.attachments.content(digest(own)) == own

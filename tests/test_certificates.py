@@ -406,6 +406,19 @@ def test_deleting_data_needs_the_holders_commitment_and_keeps_the_history(world)
     with pytest.raises(InvalidInput, match="证书持有人承诺书"):
         world.certificates.record_holder_commitment(staff(iid), cid, FORM)
     world.certificates.record_holder_commitment(staff(iid), cid, attachment(AttachmentKind.HOLDER_COMMITMENT))
+    # Profile S (000 二3): the association checks the data against the national network first; what an outside
+    # reading found: the deletion went ahead without it.
+    before = stored(world)
+    with pytest.raises(Conflict, match="association has not yet checked the deletion"):
+        world.certificates.delete_data(staff(iid), cid, "持证人放弃证书相关待遇")
+    with pytest.raises(Forbidden):
+        world.certificates.check_deletion(staff(iid), cid, queryable_nationally=True)
+    with pytest.raises(InvalidInput, match="work order"):
+        world.certificates.check_deletion(ASSOCIATION, cid, queryable_nationally=False)
+    assert stored(world) == before
+    world.certificates.check_deletion(ASSOCIATION, cid, queryable_nationally=True)
+    with pytest.raises(Conflict, match="already checked"):
+        world.certificates.check_deletion(ASSOCIATION, cid, queryable_nationally=True)
     version = world.certificates.certificate(cid).version
     world.certificates.delete_data(staff(iid), cid, "持证人放弃证书相关待遇")
     c = world.certificates.certificate(cid)

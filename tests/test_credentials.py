@@ -22,7 +22,7 @@ from domain.registration import AttachmentKind
 from infra.api import create_app
 from infra.services import samples
 from tests.api import bearer
-from tests.lifecycle import CENTRE, approve_correction, queryable_certificates, staff
+from tests.lifecycle import ASSOCIATION, CENTRE, approve_correction, queryable_certificates, staff
 from tests.test_read_models import KEY
 
 PUBLIC = "https://verify.example.cn"
@@ -122,6 +122,7 @@ def test_an_outsider_verifies_the_credential_and_its_status_through_correction_a
                                  samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
         approve_correction(svc, cids[0])
         svc.record_holder_commitment(staff(iid), cids[1], samples.attachment(AttachmentKind.HOLDER_COMMITMENT))
+        svc.check_deletion(ASSOCIATION, cids[1], queryable_nationally=True)
         svc.delete_data(staff(iid), cids[1], "持证人放弃证书相关待遇")
         assert revoked(vcs[0], fetch) and revoked(vcs[1], fetch)
         assert proof_holds(vcs[0], fetch)  # still a genuine signature: what changed is its status

@@ -602,6 +602,17 @@ def attach_photo(
     svc.attach_photo(who.actor(x_request_id), certificate_id(c, certificate), body.photo)
 
 
+@router.post("/certificates/{certificate}/deletion-check", status_code=204)
+def check_deletion(
+    certificate: CertificateRef, body: CorrectionCheckIn, who: Association, svc: CertSvc, c: Conn,
+    x_request_id: RequestId = None,
+) -> None:  # fmt: skip
+    """Profile S (000 二3): after the holder's commitment, the association checks the data against the national
+    network before the institution deletes it."""
+    svc.check_deletion(who.actor(x_request_id), certificate_id(c, certificate), body.queryable_nationally,
+                       body.work_order)  # fmt: skip
+
+
 @router.post("/certificates/{certificate}/deletion", status_code=204)
 def delete_data(
     certificate: CertificateRef, body: ReasonsIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None

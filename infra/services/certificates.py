@@ -315,6 +315,13 @@ class Certificates(Service):
     def record_holder_commitment(self, actor: Actor, certificate_id: UUID, document: Attachment) -> None:
         self._on_certificate(certificate_id, lambda c: c.record_holder_commitment(actor, document))
 
+    def check_deletion(
+        self, actor: Actor, certificate_id: UUID, queryable_nationally: bool, work_order: str | None = None
+    ) -> None:
+        self._on_certificate(
+            certificate_id, lambda c: c.check_deletion(actor, queryable_nationally, work_order, self.today())
+        )
+
     def attach_photo(self, actor: Actor, certificate_id: UUID, photo: Attachment) -> None:
         self._on_certificate(certificate_id, lambda c: c.attach_photo(actor, photo))
 
