@@ -6,19 +6,20 @@ the plan was published."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from domain.errors import Conflict, Forbidden, InvalidInput
+from domain.exam import Room
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.levels import Level
 from domain.model import Role
 from infra.api import create_app
 from tests.api import as_json, bearer
 from tests.builders import ADMIN, plan_details, staff_of
-from tests.lifecycle import CENTRE, HR, ISSUE_DAY, confirmed_exam, staff
+from tests.lifecycle import CENTRE, EXAM_DAY, HR, ISSUE_DAY, TICKETS_OPEN, approved_cohort, confirmed_exam, staff
 
 WELDING = ScopeEntry(occupation="焊工", job="电焊", levels=[Level.THREE, Level.FOUR])
 AI = ScopeEntry(occupation="人工智能训练师", job=None, levels=[Level.TWO, Level.THREE])
@@ -87,6 +88,20 @@ def test_no_certificate_is_issued_outside_the_scope_even_after_it_narrowed(world
     assert stored(world.certificates) == before  # nothing numbered, nothing issued
     world.registrations.amend_scope(CENTRE, iid, [WELDING, AI], "恢复")
     assert len(world.certificates.issue(staff(iid), exam_id)) == 3
+
+
+def test_no_exam_is_scheduled_for_a_plan_the_scope_stopped_covering(world) -> None:
+    """What an outside reading found: the scope was checked at publication and at issuance only, so candidates of a
+    plan whose occupation was struck from the scope sat its exam, to be refused their certificates at the end."""
+    iid, pid, rids = approved_cohort(world, 2)
+    world.registrations.amend_scope(CENTRE, iid, [WELDING], "撤销人工智能训练师二级")
+    world.at(TICKETS_OPEN)
+    before = stored(world.exams)
+    with pytest.raises(Conflict, match="outside the evaluation scope as amended since it was published"):
+        world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, time(9), time(11), "南山考点", [Room(name="301", seats=2)])
+    assert stored(world.exams) == before
+    world.registrations.amend_scope(CENTRE, iid, [WELDING, AI], "恢复")
+    world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, time(9), time(11), "南山考点", [Room(name="301", seats=2)])
 
 
 def test_the_api_files_the_scope_with_the_institution_and_only_the_centre_amends_it(world, database_url, schema):

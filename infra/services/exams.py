@@ -38,6 +38,13 @@ class Exams(Service):
     ) -> UUID:
         plan = self.get(EvaluationPlan, plan_id, "plan")
         institution = self.get(Institution, plan.institution_id, "institution")
+        # No certificate is issued outside the filed scope (004 §8); an exam for a plan the scope stopped covering after
+        # it was published is refused now, before candidates sit it for nothing.
+        try:
+            institution.check_scope(plan.details.occupation, plan.details.job, plan.details.level)
+        except InvalidInput as e:
+            raise Conflict(f"plan {plan.details.plan_number} lies outside the evaluation scope as amended since it was "
+                           f"published, so no certificate could follow: {e.message}", field="plan_id") from None  # fmt: skip
         exam = ExamSession.schedule(
             actor,
             institution.id,
