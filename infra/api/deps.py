@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from domain.certificate import Certificate
-from domain.errors import Forbidden, NotFound
+from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.exam import ExamSession
 from domain.model import Role
 from domain.plan import EvaluationPlan
@@ -83,6 +83,8 @@ def _enter_snapshot(request: Request, c: Any, name: str) -> None:
         raise Unauthenticated(str(e)) from None
     if who.role is not Role.AUDITOR:
         raise Forbidden("only auditors read the read models as of a moment (X-As-Of)")
+    if len(name) > 63:  # PostgreSQL's longest name: no snapshot is named so, and the answer need not repeat it whole
+        raise InvalidInput([("header.x-as-of", f"a name of {len(name):,} characters; snapshots' names are at most 63")])
     row = c.execute(sql.SQL("SELECT complete FROM {} WHERE name = %s").format(
         sql.Identifier(request.app.state.schema, SNAPSHOTS)), (name,)).fetchone() if _has_snapshots(request, c) else None  # fmt: skip
     if row is None:

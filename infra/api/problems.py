@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from certgen.certificate import Unprintable
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
@@ -146,6 +147,11 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
         if e.status_code == 400:  # a body that does not parse: bad input like any other, named
             message = "the body does not parse as the declared content type (JSON, or multipart for uploads)"
+            # FastAPI words its failures alike; what the multipart parser said (too many parts, a missing boundary,
+            # ...), as Starlette passes it on, is worth passing on too.
+            said = e.__cause__.message if isinstance(e.__cause__, MultiPartException) else str(e.detail or "")
+            if said and said != "There was an error parsing the body":
+                message += f": {said}"
             return problem(422, "InvalidInput", f"body: {message}", "invalid-input", [{"field": "body",
                                                                                        "message": message}])  # fmt: skip
         # Unknown paths, wrong methods: the same problem+json shape as everything else.

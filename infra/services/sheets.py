@@ -200,7 +200,12 @@ def _xlsx(content: bytes) -> Table:
             if cells > MAX_CELLS:
                 raise InvalidInput([("file", f"declares more than {MAX_CELLS:,} cells ({MAX_ROWS:,} rows of "
                                              f"{MAX_COLUMNS} columns), most of them empty; save only the table")])  # fmt: skip
+        names = book.sheetnames
         book.close()
+        if len(names) > 1 and sum(any(c.strip() for c in row) for row in table) <= 1:
+            raise InvalidInput([("file", f"the list is read from the workbook's first sheet, {names[0]!r}, which holds "
+                                 f"no rows of data; move the list to the first of its {len(names)} sheets "
+                                 f"({'、'.join(repr(n) for n in names[:10])})")])  # fmt: skip
         return table
     except InvalidInput:
         raise
