@@ -58,6 +58,12 @@ def test_verification_answers_for_valid_corrected_revoked_unknown_and_malformed_
         assert http.get(f"/verify/{certs.proof}").json()["loss_proof_issued"] is True
         corrected = http.get(f"/verify/{certs.corrected}").json()
         assert (corrected["status"], corrected["holder_name"]) == ("corrected", "更正后姓名")
+        # What an outsider found: the page said the corrected data was queryable nationally since July, while it was
+        # only being reported again: an employer checking there found the name before the correction.
+        assert corrected["nationally_queryable_since"] is None and corrected["correction_pending_national"] is True
+        page = http.get(f"/verify/{certs.corrected}", headers={"Accept": "text/html"}).text
+        assert "全国联网查询暂仍显示更正前的信息" in page and "更正前打印的纸质证书已作废" in page
+        assert "2026-07-01" not in page
         # Typed in lower case, or with a space: refused, naming the position, not repaired.
         r = http.get(f"/verify/{certs.corrected.lower()}")
         assert (

@@ -47,7 +47,10 @@ class Verification(BaseModel):
     institution: str | None
     issued_on: date | None
     loss_proof_issued: bool
+    # Since when the data shown here is queryable on the national platform; None while it is not (yet): a corrected
+    # certificate's data is reported again, and until it is queryable again the platform shows the data before.
     nationally_queryable_since: date | None
+    correction_pending_national: bool = False
 
 
 def verification(row: dict[str, Any]) -> Verification:
@@ -58,11 +61,14 @@ def verification(row: dict[str, Any]) -> Verification:
             nationally_queryable_since=None,
         )  # fmt: skip
     status = "corrected" if row["corrected"] else "valid"
+    queryable = row["data_status"] == "queryable"
     return Verification(
         number=row["number"], status=status, status_label=LABELS[status], holder_name=row["holder_name"],
         id_number=row["id_masked"], occupation=row["occupation"], job=row["job"] or "--",
         level=Level(row["level"]).title, institution=row["institution_name"], issued_on=row["issued_on"],
-        loss_proof_issued=row["proof_number"] is not None, nationally_queryable_since=row["queryable_on"],
+        loss_proof_issued=row["proof_number"] is not None,
+        nationally_queryable_since=row["queryable_on"] if queryable else None,
+        correction_pending_national=bool(row["corrected"]) and not queryable,
     )  # fmt: skip
 
 
