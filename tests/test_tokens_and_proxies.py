@@ -69,6 +69,31 @@ def test_a_token_name_with_control_characters_is_refused(
     assert made.returncode == 2 and "bidirectional" in made.stderr, made.stderr
 
 
+def test_a_candidate_token_needs_an_id_number_a_registration_could_carry(
+    database_url: str, schema: str, service: Registrations
+) -> None:
+    """What an outsider found: a candidate token bound to "123" was made, and could never match its candidate."""
+    for number, says in (("123", "not a valid resident ID number"), ("44030519900307231X", "not a valid resident"),
+                         ("a b", "no ID number")):  # fmt: skip
+        made = _cli(
+            database_url, schema, "tokens", "create", "--role", "candidate", "--name", "c", "--id-number", number
+        )
+        assert made.returncode == 2 and says in made.stderr and not made.stdout, made.stderr
+    made = _cli(database_url, schema, "tokens", "create", "--role", "candidate", "--name", "c",
+                "--id-number", "11010519491231002x")  # fmt: skip; a valid one, its X typed in lower case
+    assert made.returncode == 0 and made.stdout.startswith("skc_"), made.stderr
+
+
+def test_a_database_that_does_not_answer_is_a_sentence_not_a_traceback(schema: str) -> None:
+    """What an outsider found: relay status, tokens list, projections lag, keys status printed 40 to 53 lines of
+    traceback when PostgreSQL was down."""
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    for args in (("relay", "status"), ("tokens", "list"), ("projections", "lag"), ("keys", "status")):
+        done = _cli(nowhere, schema, *args)
+        assert done.returncode == 3 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert done.stderr.startswith("PostgreSQL unavailable:") and len(done.stderr.splitlines()) <= 2, done.stderr
+
+
 def test_two_tokens_made_at_once_for_one_name_are_one_token_and_one_refusal(
     database_url: str, schema: str, service: Registrations
 ) -> None:

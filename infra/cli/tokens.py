@@ -46,7 +46,7 @@ def tokens_create(
     ] = None,
 ) -> None:
     """Create a token and print it once (stdout). Give it to its holder: it cannot be shown again."""
-    from domain.errors import DomainError
+    from domain.errors import DomainError, InvalidInput
     from domain.institution import Institution
     from infra.bus.privacy import installation_key, ref
     from infra.services.registrations import Registrations
@@ -62,6 +62,8 @@ def tokens_create(
                 svc.get(Institution, institution, "institution")
             finally:
                 svc.close()
+        if id_number is not None and (why := id_number_problem(id_number)):
+            raise InvalidInput([("id_number", why)])
         candidate_ref = (
             ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
         )
@@ -114,3 +116,20 @@ def tokens_revoke(token_id: str = typer.Argument(..., help="the id shown by `tok
         err.print(f"[red]no live token {token_id}[/red]")
         raise typer.Exit(2)
     console.print(f"token {token_id} revoked")
+
+
+def id_number_problem(number: str) -> str | None:
+    """Why this is no ID number a registration could carry: a token bound to it would never match its candidate."""
+    from stdnum.cn import ric
+    from stdnum.exceptions import ValidationError
+
+    n = number.strip().upper()
+    if n.isdigit() or (len(n) == 18 and n[:17].isdigit()):  # a resident ID number, or meant as one
+        try:
+            ric.validate(n)
+        except ValidationError as e:
+            return f"{number.strip()} is not a valid resident ID number: {e}"
+        return None
+    if not 5 <= len(n) <= 30 or not n.isalnum():
+        return f"{number.strip()!r} is no ID number (5 to 30 letters and digits, as on the registration form)"
+    return None
