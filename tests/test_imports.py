@@ -8,6 +8,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from openpyxl import Workbook
@@ -447,6 +448,56 @@ def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_goo
     stored = subprocess.run([*cli, str(good)], env=env, capture_output=True, text=True, timeout=60)
     assert stored.returncode == 0 and "2 row(s) of the candidate list stored" in stored.stdout, stored.stderr
     assert world.registrations.repository.get(pid).seats_left == 58
+    # What an outsider found: the same list again answered a line per row, not that it was imported before.
+    again = subprocess.run([*cli, str(good)], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "this list was imported before" in again.stderr, again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+
+
+def test_an_import_interrupted_says_what_it_stored(world, database_url, schema, tmp_path):
+    """What an outsider found: Ctrl-C during `skillcert import candidates` said nothing, whether the list was in or
+    not. Interrupted while it holds the plan, saving (the plan's advisory lock seen held), it says nothing is stored,
+    and nothing is."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from infra.services.registrations import PLAN_LOCKS
+    from tests.builders import plan_details, staff_of
+
+    iid, _, _ = setup_plan(world.registrations)
+    later = dict(registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1),
+                 evaluation_end=date(2099, 4, 1))  # fmt: skip
+    pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details("2998", seats=1500, **later))
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)["Authorization"].removeprefix(
+        "Bearer "
+    )
+    env = {
+        **os.environ,
+        "SKILLCERT_DATABASE_URL": database_url,
+        "SKILLCERT_DB_SCHEMA": schema,
+        "SKILLCERT_TOKEN": token,
+    }
+    big = tmp_path / "big.csv"
+    big.write_bytes(csv_bytes([row(k) for k in range(3, 1503)]))
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted"
+    importing = subprocess.Popen([sys.executable, "-m", "infra.cli", "import", "candidates", "--plan", str(pid),
+                                  str(big)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        with psycopg.connect(database_url, autocommit=True) as watch:
+            deadline = time.monotonic() + 60
+            while not watch.execute(held, (PLAN_LOCKS,)).fetchone()[0]:
+                assert importing.poll() is None and time.monotonic() < deadline, importing.communicate()
+                time.sleep(0.005)
+        importing.send_signal(signal.SIGINT)
+        out, said = importing.communicate(timeout=60)
+    finally:
+        importing.kill()
+    assert importing.returncode == 130 and "Traceback" not in said, said
+    assert "interrupted: nothing of the candidate list was stored (none of its 1500 rows" in said, said
+    assert world.registrations.repository.get(pid).seats_left == 1500
 
 
 def test_the_registrations_spreadsheet_writes_formula_like_names_as_text(

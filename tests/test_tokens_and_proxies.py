@@ -79,8 +79,18 @@ def test_a_candidate_token_needs_an_id_number_a_registration_could_carry(
             database_url, schema, "tokens", "create", "--role", "candidate", "--name", "c", "--id-number", number
         )
         assert made.returncode == 2 and says in made.stderr and not made.stdout, made.stderr
-    made = _cli(database_url, schema, "tokens", "create", "--role", "candidate", "--name", "c",
-                "--id-number", "11010519491231002x")  # fmt: skip; a valid one, its X typed in lower case
+    made = _cli(
+        database_url,
+        schema,
+        "tokens",
+        "create",
+        "--role",
+        "candidate",
+        "--name",
+        "c",
+        "--id-number",
+        "11010519491231002x",
+    )  # fmt: skip; a valid one, its X typed in lower case
     assert made.returncode == 0 and made.stdout.startswith("skc_"), made.stderr
 
 

@@ -31,8 +31,9 @@ def _principal(s: Settings, token: str) -> Any:
             raise typer.Exit(2) from None
 
 
-def _run_import(token: str, what: str, service: Any, work: Any) -> None:
-    """Check every row and store all or none, as the token's holder; list every problem if refused."""
+def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None) -> None:
+    """Check every row and store all or none, as the token's holder; list every problem if refused. Interrupted
+    (Ctrl-C), say what is stored: `left(svc)` tells, where it can, else that it was all or nothing."""
     from domain.errors import DomainError
 
     s = get_settings()
@@ -43,10 +44,20 @@ def _run_import(token: str, what: str, service: Any, work: Any) -> None:
             n = work(svc, who.actor())
     except DomainError as e:
         problems = getattr(e, "problems", None) or [(e.field or "-", e.message)]
+        repeats = [m for _, m in problems if "already registered" in m]
+        if len(repeats) == len(problems) > 1:  # the whole list, imported before: one sentence, not thousands
+            err.print(f"[red]refused, nothing stored[/red]: every one of the {len(problems)} rows is already "
+                      f"registered ({repeats[0]}): this list was imported before", soft_wrap=True)  # fmt: skip
+            raise typer.Exit(1) from None
         err.print(f"[red]refused, nothing stored[/red]: {len(problems)} problem(s)")
         for field, message in problems:
             err.print(f"  {field}: {message}", soft_wrap=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        said = left(svc) if left is not None else None
+        err.print(f"interrupted: {said or f'the {what} is stored whole or not at all; look before importing it again'}",
+                  soft_wrap=True)  # fmt: skip
+        raise typer.Exit(130) from None
     finally:
         svc.close()
     console.print(f"{n} row(s) of the {what} stored")
@@ -62,8 +73,19 @@ def import_candidates(
     from infra.services import imports
     from infra.services.registrations import Registrations
 
+    content = file.read_bytes()
+
+    def left(svc: Registrations) -> str:
+        there, rows = imports.candidates_registered(svc, plan, content, file.name)
+        if there == 0:
+            return f"nothing of the candidate list was stored (none of its {rows} rows is registered for the plan)"
+        if there == rows:
+            return f"all {rows} rows of the candidate list are registered for the plan: nothing to import again"
+        return (f"{there} of the list's {rows} rows are registered for the plan, from before this import (it stores "
+                "all or nothing)")  # fmt: skip
+
     _run_import(token, "candidate list", Registrations,
-                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, file.read_bytes(), file.name)))  # fmt: skip
+                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, content, file.name)), left)  # fmt: skip
 
 
 @import_cli.command("scores")

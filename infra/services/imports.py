@@ -18,7 +18,15 @@ from pydantic import ValidationError
 from domain.errors import Conflict, InvalidInput
 from domain.exam import Attendance, ExamSession, Sitting, Subject, sitting_id
 from domain.model import Actor
-from domain.registration import Alias, AttachmentKind, IdType, Registration, RegistrationForm, registration_key
+from domain.registration import (
+    Alias,
+    AttachmentKind,
+    IdType,
+    Registration,
+    RegistrationForm,
+    registration_id,
+    registration_key,
+)
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
 from infra.services.sheets import MAX_ROWS, Rows, read_table
@@ -119,6 +127,14 @@ def import_candidates(
         return svc.register_many(actor, plan_id, forms)
     except InvalidInput as e:
         raise InvalidInput(sorted(e.problems, key=_row_order)) from None
+
+
+def candidates_registered(svc: Registrations, plan_id: UUID, content: bytes, filename: str) -> tuple[int, int]:
+    """(rows of the list whose candidate is registered for the plan, rows read): what an interrupted import (Ctrl-C
+    while it ran; it stores all or nothing) left, told apart from a list imported before, or not at all."""
+    forms = [f for _, f, _ in candidate_forms(read_table(content, filename)) if f is not None]
+    ids = [registration_id(plan_id, f, svc.id_key) for f in forms]
+    return len(svc.existing(ids)), len(ids)
 
 
 # The score book.
