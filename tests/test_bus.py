@@ -311,3 +311,28 @@ def test_commands_racing_the_relay_lose_nothing(service, bus):
     eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
     ids = Counter(m["id"] for m in everything(bus))
     assert set(ids) == set(expected(service))
+
+
+def test_with_the_broker_away_the_relay_and_the_worker_wait_quietly_and_stop_at_once(database_url, schema, service):
+    """What an outsider found: with no broker, `relay run` printed a thousand lines of librdkafka's in a minute, said
+    it was active, and took 33 s to stop on Ctrl-C; `consumers` exited at once with a 35-line traceback. Both wait,
+    saying so in a few lines, and stop within seconds."""
+    from infra.embedded import free_port
+
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}  # fmt: skip
+    for command, waits in ((["relay", "run"], 14), (["consumers"], 5)):
+        process = subprocess.Popen([sys.executable, "-m", "infra.cli", *command], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            time.sleep(waits)
+            assert process.poll() is None, process.communicate()[0]  # still waiting for the broker
+            asked = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            said, _ = process.communicate(timeout=30)
+            took = time.monotonic() - asked
+        finally:
+            process.kill()
+        lines = said.strip().splitlines()
+        assert took < 5 and len(lines) <= 8 and "Traceback" not in said, (command, took, said)
+        assert "does not answer" in said, said

@@ -21,6 +21,7 @@ producer never creates topics.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -42,8 +43,39 @@ from infra.store.eventstore import SkillcertApplication, serialise_ddl
 log = logging.getLogger("skillcert.relay")
 
 MAX_IN_FLIGHT = 8  # batches sent but not yet all acknowledged
+STANDBY_SAYS_EVERY = 300.0  # seconds between a standby relay's lines that it waits
 BROKER_CHECK_EVERY = 2.0  # seconds between looks at the broker's identity and our topics
 RECONNECT_FIRST, RECONNECT_MAX = 1.0, 10.0
+
+
+class OncePer(logging.Filter):
+    """Lets a message through once per `seconds`, counting what it held back: a broker away for a day made librdkafka
+    log "Connection refused" some twenty times a second."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds, self.said, self.held = seconds, {}, {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # librdkafka's lines name the broker and the error, then a changing count ("after 1234ms in state ..."): the
+        # text up to the first digit run after the facility tells one kind of line from another
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self.said.get(key, -self.seconds) < self.seconds:
+            self.held[key] = self.held.get(key, 0) + 1
+            return False
+        held = self.held.pop(key, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like it in the last {self.seconds:.0f} s)"
+            record.args = ()
+        self.said[key] = now
+        if len(self.said) > 1000:
+            self.said.clear()
+        return True
+
+
+KAFKA_LOG = logging.getLogger("skillcert.relay.kafka")
+KAFKA_LOG.addFilter(OncePer(60.0))
 
 
 class DeliveryFailed(RuntimeError):
@@ -122,6 +154,7 @@ class Relay:
         return Producer(
             {
                 **self.client,
+                "logger": KAFKA_LOG,  # not librdkafka's own lines on stderr: ours, each said once a minute at most
                 "bootstrap.servers": self.bootstrap,
                 "allow.auto.create.topics": False,  # only ensure_topics creates them, as configured
                 "enable.idempotence": True,  # with acks=all: no duplicates or reordering from retries
@@ -177,8 +210,12 @@ class Relay:
 
     def _run(self, stop: threading.Event) -> None:
         with psycopg.connect(self.database_url, autocommit=True, application_name="skillcert-relay") as conn:
+            said = 0.0
             while not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self.schema),)).fetchone()[0]:
-                log.info("another relay is active; waiting")
+                if time.monotonic() - said > STANDBY_SAYS_EVERY:  # a standby waits for days: not a line a second
+                    log.info("another relay is active; waiting (standing by; said again every %.0f s)",
+                             STANDBY_SAYS_EVERY)  # fmt: skip
+                    said = time.monotonic()
                 if stop.wait(1.0):
                     return
             ensure_position_table(conn, self.schema)
@@ -186,8 +223,9 @@ class Relay:
             self._check_broker(conn)
             row = conn.execute(sql.SQL("SELECT position FROM {} WHERE name = 'relay'").format(self.table)).fetchone()
             position = int(row[0])
-            self._warm_metadata()
-            log.info("relay active from position %d", position)
+            reached = self._warm_metadata(stop)
+            log.info("relay active from position %d%s", position,
+                     "" if reached else "; the broker does not answer yet: publishing waits for it")  # fmt: skip
             try:
                 self._loop(conn, position, stop)
             finally:
@@ -303,14 +341,21 @@ class Relay:
                 log.warning("broker slow or unreachable; %d messages await acknowledgement", len(self.producer))
                 last_report = time.monotonic()
 
-    def _warm_metadata(self) -> None:
-        # librdkafka fetches an unknown topic's metadata lazily, holding the first messages
-        # for it about half a second; fetch it before publishing.
+    def _warm_metadata(self, stop: threading.Event | None = None) -> bool:
+        """Whether the broker answered. librdkafka fetches an unknown topic's metadata lazily, holding the first
+        messages for it about half a second; fetch it before publishing. A second at a time, for at most 10, looking
+        at `stop` between: with the broker away, four topics of 10 s each kept Ctrl-C waiting 40 s."""
+        deadline = time.monotonic() + 10
         for context in TOPIC_SUFFIXES:
-            try:
-                self.producer.list_topics(self.topic_prefix + context, timeout=10)
-            except KafkaException as e:  # the broker may still be away; publishing will retry
-                log.warning("no metadata for %s yet: %s", context, e)
+            while True:
+                try:
+                    self.producer.list_topics(self.topic_prefix + context, timeout=1)
+                    break
+                except KafkaException as e:  # the broker may still be away; publishing will retry
+                    if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                        log.warning("no metadata for %s yet: %s", context, e)
+                        return False
+        return True
 
     def _drain(self, in_flight: deque[_Batch], stop: threading.Event) -> None:
         """Wait until nothing is in flight (acknowledged or failed)."""

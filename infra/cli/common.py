@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -58,6 +60,40 @@ def when_database_answers(attempt: Callable[[], T], what: str, patience: float =
             err.print(f"{what}: PostgreSQL unavailable ({reason}); trying again in {wait:.0f} s", soft_wrap=True)
             time.sleep(wait)
             wait = min(wait * 2, 10.0)
+
+
+def when_broker_answers(bootstrap: str, config: dict[str, Any], what: str, patience: float = 300.0) -> bool:
+    """For the worker's start: faust's client gives up at once on a broker that does not answer (a traceback and exit
+    1 within two seconds), where the relay and the API wait. Wait for it too, one line each time, with backoff; False
+    when interrupted (Ctrl-C, SIGTERM) or after `patience` seconds."""
+    import signal
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    stop = threading.Event()
+    handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    quiet = logging.getLogger("skillcert.broker-check")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False  # librdkafka's own lines about the refused connection: ours says it once
+    try:
+        client = AdminClient({**config, "bootstrap.servers": bootstrap, "logger": quiet})
+        deadline, wait = time.monotonic() + patience, 1.0
+        while not stop.is_set():
+            try:
+                client.list_topics(timeout=2)
+                return True
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    return False
+                err.print(f"{what}: the broker at {bootstrap} does not answer ({e.args[0].str() if e.args else e}); "
+                          f"trying again in {wait:.0f} s", soft_wrap=True)  # fmt: skip
+                stop.wait(wait)
+                wait = min(wait * 2, 10.0)
+        return False
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def ensure_schema(database_url: str, schema: str) -> None:

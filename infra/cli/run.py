@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from infra.cli.common import cli, console, ensure_schema, err, require, when_database_answers
+from infra.cli.common import cli, console, ensure_schema, err, require, when_broker_answers, when_database_answers
 from infra.settings import RUN_FILE, Settings, get_settings, running
 from infra.supervisor import Supervisor
 
@@ -21,6 +21,7 @@ from infra.supervisor import Supervisor
 def consumers() -> None:
     """Run the faust-streaming worker that keeps the read models current."""
     from consumers.projector import run_worker
+    from infra.bus.kafka import client_config
 
     s = get_settings()
     url, bootstrap = (
@@ -28,6 +29,9 @@ def consumers() -> None:
         require(s.kafka_bootstrap, "SKILLCERT_KAFKA_BOOTSTRAP"),
     )
     when_database_answers(lambda: ensure_schema(url, s.db_schema), "consumers")
+    if not when_broker_answers(bootstrap, client_config(s), "consumers"):
+        err.print("consumers: stopped before the broker answered; nothing was consumed")
+        raise typer.Exit(3)
     # The topics are the relay's to create: until it has, the worker waits for them.
     sys.argv = [sys.argv[0]]  # faust's worker reads the command line
     when_database_answers(lambda: run_worker(s, url, bootstrap), "consumers")
