@@ -107,6 +107,7 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/plans", "/plans", None, EVERYONE),
         ("GET", "/plans/{plan_id}", f"/plans/{s.pid}", None, EVERYONE),
         ("GET", "/verify/{number}", f"/verify/{cert}", None, EVERYONE),
+        ("GET", "/verify", "/verify", None, EVERYONE),
         ("GET", "/schemas", "/schemas", None, EVERYONE),
         ("GET", "/schemas/asyncapi.json", "/schemas/asyncapi.json", None, EVERYONE),
         ("GET", "/schemas/{topic}/{message_type}.json", "/schemas/certificates/cn.skillcert.certificate.issued.v1.json",

@@ -210,3 +210,29 @@ def test_the_interactive_docs_render_with_no_network_but_the_api(server):
         browser.close()
     # Only ReDoc's "powered by" logo is fetched from elsewhere; refused, nothing is missing but that picture.
     assert all(u == "https://cdn.redoc.ly/redoc/logo-mini.svg" for u in refused), refused
+
+
+def test_a_browser_is_answered_with_the_page_whatever_goes_wrong(certs, database_url, schema):
+    """What an outsider found: a phone got raw English problem+json after 60 scans from one office (429), for a number
+    over 64 characters, and for /verify with no number; and there was no page to type a number in."""
+    page = {"Accept": "text/html,application/xhtml+xml"}
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex(), verify_rate_limit="5/minute")) as http:
+        asked = http.get("/verify", headers=page)
+        assert (
+            asked.status_code == 200 and 'name="number"' in asked.text and "text/html" in asked.headers["content-type"]
+        )
+        typed = http.get("/verify", params={"number": f" {certs.valid} "}, headers=page, follow_redirects=False)
+        assert typed.status_code == 303 and typed.headers["location"] == f"/verify/{certs.valid}"
+        for path, status, says in (
+            (f"/verify/{'S' * 65}", 422, "这不是证书编号"),
+            ("/verify/S0/1", 404, "没有这个页面"),
+        ):
+            r = http.get(path, headers=page)
+            assert r.status_code == status and says in r.text and "text/html" in r.headers["content-type"], r.text
+            assert 'name="number"' in r.text  # the form again, to type the number in
+            assert http.get(path).headers["content-type"] == "application/problem+json"  # programs: as before
+        for _ in range(5):
+            http.get(f"/verify/{certs.valid}")
+        limited = http.get(f"/verify/{certs.valid}", headers=page)
+        assert limited.status_code == 429 and "查验过于频繁" in limited.text and limited.headers["retry-after"]
+        assert http.get(f"/verify/{certs.valid}").headers["content-type"] == "application/problem+json"

@@ -91,6 +91,7 @@ def create_app(
     app.state.public_url = public_url  # what certificates' QR codes point to
     verify.install_limiter(app, verify_rate_limit, trusted_proxies)
     problems.install(app)
+    verify.install_pages(app)
     problems.document(app)
     docs.install(app)
     app.add_middleware(hygiene.TextHygiene, fields=lambda: _fields(app), routes=lambda: _paths(app))

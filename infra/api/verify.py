@@ -12,11 +12,15 @@ import time
 from datetime import date
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from limits import parse, storage, strategies
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from domain import certnumber
 from domain.errors import DomainError, InvalidInput, NotFound
@@ -114,6 +118,52 @@ def rate_limited(request: Request) -> None:
 def wants_html(request: Request) -> bool:
     # Browsers (a phone scanning the QR code) ask for text/html; curl and programs get JSON.
     return "text/html" in request.headers.get("accept", "")
+
+
+@router.get("/verify", response_class=HTMLResponse, responses={303: {"description": "to /verify/{number}"}})
+def verify_form(request: Request, number: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+    """The page to type a certificate's number in, for those who hold a printed one without scanning its QR code; the
+    number given goes to /verify/{number}."""
+    if number is not None and number.strip():
+        return RedirectResponse(f"/verify/{quote(number.strip(), safe='')}", status_code=303)
+    return templates.TemplateResponse(request, "verify.html", {"ask": True})
+
+
+def page_instead(request: Request, status: int, zh: str, en: str) -> Response | None:
+    """For a browser on a verification page, the page saying what went wrong, not a problem+json in English: a phone
+    scanning a QR code is not a program. None for everyone else."""
+    if not request.url.path.startswith("/verify") or not wants_html(request):
+        return None
+    return templates.TemplateResponse(request, "verify.html", {"number": "", "error": en, "error_zh": zh,
+                                                               "notfound": False}, status_code=status)  # fmt: skip
+
+
+def install_pages(app: Any) -> None:
+    """Wraps the API's handlers of a refused verification (too many, too long, no such path) with page_instead. Call
+    after infra.api.problems.install."""
+    limited, invalid, http = (app.exception_handlers[k] for k in (DomainError, RequestValidationError, HTTPException))
+
+    async def too_many(request: Request, e: TooManyRequests) -> Response:
+        page = page_instead(request, 429, f"查验过于频繁，请 {e.retry_after} 秒后再试。", e.message)
+        if page is not None:
+            page.headers["Retry-After"] = str(e.retry_after)
+        return page or await limited(request, e)
+
+    async def not_a_number(request: Request, e: RequestValidationError) -> Response:
+        return page_instead(request, 422, "这不是证书编号：证书编号共 22 位。", "not a certificate number: it has 22 "
+                            "characters") or await invalid(request, e)  # fmt: skip
+
+    async def no_such_page(request: Request, e: HTTPException) -> Response:
+        if e.status_code == 404:
+            page = page_instead(request, 404, "没有这个页面。请在下方输入证书编号查验。", "no such page: give the "
+                                "certificate's number below")  # fmt: skip
+            if page is not None:
+                return page
+        return await http(request, e)
+
+    app.add_exception_handler(TooManyRequests, too_many)
+    app.add_exception_handler(RequestValidationError, not_a_number)
+    app.add_exception_handler(HTTPException, no_such_page)
 
 
 @router.get(
