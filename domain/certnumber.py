@@ -44,6 +44,12 @@ def format_number(prefix: str, year: int, level: Level, serial: int) -> str:
 
 def parse(number: str) -> CertificateNumber:
     """Validate and split a certificate number; raise InvalidNumber at the first bad position."""
+    for i, ch in enumerate(number, 1):
+        # Typed on a Chinese keyboard, "０" looks like "0" on a phone: say which it is, not that 0000 is not 0000.
+        if "\uff01" <= ch <= "\uff5e" or ch == "\u3000":
+            half = chr(ord(ch) - 0xFEE0) if ch != "\u3000" else " "
+            raise InvalidNumber(number, i, f"{ch!r} is a full-width character: type {half!r} (half-width)",
+                                f"「{ch}」是全角字符，请用半角输入（{half}）")  # fmt: skip
     if len(number) != LENGTH:
         # the first position that is missing, or the first one too many
         raise InvalidNumber(
@@ -61,7 +67,7 @@ def parse(number: str) -> CertificateNumber:
                     number,
                     i,
                     f"{ch!r} is not a digit (positions {start}-{end} are digits)",
-                    f"{ch!r} 不是数字（第 {start}–{end} 位为数字）",
+                    f"「{ch}」不是数字（第 {start}–{end} 位为数字）",
                 )
         return part
 
@@ -70,7 +76,7 @@ def parse(number: str) -> CertificateNumber:
             number,
             1,
             f"institution category must be {CATEGORY_SOCIAL!r}, not {number[0]!r}",
-            f"机构类别应为 {CATEGORY_SOCIAL}，而非 {number[0]!r}",
+            f"机构类别应为大写 {CATEGORY_SOCIAL}，而非「{number[0]}」",
         )
     for i in range(2, 6):
         if number[i - 1] != "0":
@@ -78,7 +84,7 @@ def parse(number: str) -> CertificateNumber:
                 number,
                 i,
                 f"positions 2-5 are the fixed '0000', found {number[1:5]!r}",
-                f"第 2–5 位固定为 0000，此处为 {number[1:5]!r}",
+                f"第 2–5 位固定为 0000，此处为「{number[1:5]}」",
             )
     province = digits(6, 7)
     if province != "44":
@@ -93,7 +99,7 @@ def parse(number: str) -> CertificateNumber:
             number,
             10,
             f"station category must be {STATION_CATEGORY!r}, not {number[9]!r}",
-            f"站点类别应为 {STATION_CATEGORY}，而非 {number[9]!r}",
+            f"站点类别应为 {STATION_CATEGORY}，而非「{number[9]}」",
         )
     station = digits(11, 13)
     year = digits(14, 15)

@@ -43,7 +43,8 @@ def test_a_number_is_the_filing_then_year_level_and_serial():
         ("S000044032015250000123", 16, "level must be 1-5"),
         ("S000044032015256000123", 16, "level must be 1-5"),
         ("S000044032015252000000", 17, "start at 000001"),
-        ("S00004403201525200012３", 22, "not a digit"),
+        ("S00004403201525200012３", 22, "full-width character: type '3'"),
+        ("S００００44032015252000123", 2, "full-width character: type '0'"),  # 0000 said not to be 0000 before
     ],
 )
 def test_malformed_numbers_name_the_position_at_fault(number, position, says):
