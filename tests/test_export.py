@@ -114,6 +114,16 @@ def test_the_cli_exports_and_verifies_offline(package, world, database_url, sche
     wrong = subprocess.run([*cli, "verify-export", str(out), "--public-key", public_key_hex(SEED)], env=offline,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert wrong.returncode == 1 and "signature" in wrong.stdout
+    # What an outsider found: a mistyped institution gave a signed package of nothing, with no word of it.
+    nobody = tmp_path / "nobody.zip"
+    refused = subprocess.run([*cli, "export", "--institution", "00000000-0000-0000-0000-000000000000", "--from",
+                              "2026-01-01", "--to", "2026-12-31", "--out", str(nobody)], env=env, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "no institution 00000000-0000-0000-0000-000000000000" in refused.stderr
+    assert not nobody.exists()
+    empty = subprocess.run([*cli, "export", "--institution", str(iid), "--from", "2020-01-01", "--to", "2020-01-31",
+                            "--out", str(nobody)], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert empty.returncode == 0 and "the package holds no events" in empty.stderr, empty.stdout + empty.stderr
 
 
 def test_an_export_holds_only_what_its_walk_verified_and_what_the_trail_has_whole(world, conn, schema, monkeypatch):  # noqa: F811

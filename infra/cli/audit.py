@@ -133,6 +133,11 @@ def audit_export(
     s = get_settings()
     url, app = open_store(s)
     table = app.recorder.events_table_name
+    if institution not in app.repository:  # a mistyped id would give a signed package of nothing, looking valid
+        app.close()
+        err.print(f"[red]nothing exported:[/red] no institution {institution} in this store (schema {s.db_schema})",
+                  soft_wrap=True)  # fmt: skip
+        raise typer.Exit(2)
     try:
         with connect(url, s.db_schema) as conn, console.status("verifying the history, then exporting"):
             trail = None
@@ -147,7 +152,11 @@ def audit_export(
     finally:
         app.close()
     out.write_bytes(package)
-    through = json.loads(zipfile.ZipFile(io.BytesIO(package)).read("manifest.json"))["complete_through"]
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(package)).read("manifest.json"))
+    through = manifest["complete_through"]
+    if not manifest.get("events"):
+        err.print(f"[yellow]the package holds no events: institution {institution} recorded none from {start.date()} "
+                  f"to {end.date()}[/yellow]", soft_wrap=True)  # fmt: skip
     console.print(f"written {out} ({len(package):,} bytes), complete through log position {through:,}; verify "
                   f"with: skillcert audit verify-export {out} --public-key <the installation's key>", soft_wrap=True)  # fmt: skip
     if trail and trail["events_behind"]:
