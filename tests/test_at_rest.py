@@ -252,6 +252,11 @@ def test_the_rotate_command_and_a_fresh_store_making_its_key_file(database_url, 
     status = subprocess.run([*cli, "status"], env={**elsewhere, "SKILLCERT_MASTER_KEY": fresh}, capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert status.returncode == 0 and "data key 2" in status.stdout, status.stderr
+    # What an outsider found: run again with nothing to retire, it said to destroy "the old key".
+    again = subprocess.run([*cli, "rotate"], env={**elsewhere, "SKILLCERT_MASTER_KEY": fresh}, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 0 and "no master key was retired" in again.stdout, again.stdout + again.stderr
+    assert "destroy" not in again.stdout
 
 
 def test_processes_starting_together_on_a_new_store_agree_on_one_data_key(database_url, schema):

@@ -52,6 +52,14 @@ def keys_rotate() -> None:
     master = app.mapper.cipher.master
     app.close()
     rewrapped, new = rotate(url, s.db_schema, master)
+    if not rewrapped:
+        # Nothing was under another master key: no old key to retire, and telling the operator to destroy "the old
+        # key" here could cost them the one they use (an outsider read it so).
+        console.print(f"every data key was already under master key {master.current_id}: no master key was retired "
+                      f"(to retire one, run this with it in SKILLCERT_OLD_MASTER_KEYS and the new one in "
+                      f"SKILLCERT_MASTER_KEY). New events go under a new data key, {new}, once each process restarts; "
+                      "keep SKILLCERT_MASTER_KEY as it is.", soft_wrap=True)  # fmt: skip
+        return
     console.print(f"{rewrapped} data key(s) rewrapped under master key {master.current_id}; new events go under "
                   f"data key {new} once each process restarts. Remove SKILLCERT_OLD_MASTER_KEYS and destroy the old "
                   "key.", soft_wrap=True)  # fmt: skip
