@@ -58,8 +58,10 @@ def _columns(rows: Rows, known: dict[str, Any], required: set[str], extra: Calla
     unknown = sorted(h for h in headers if h not in known and h not in known.values() and not extra(h))
     named = {known.get(h, h) for h in headers}
     missing = sorted(required - named)
-    problems = [("file", f"column {h!r} is not one this import reads") for h in unknown]
-    problems += [("file", f"column {m!r} is missing") for m in missing]
+    # Named as the sheet names them (证件号码), with the API's name after it: staff fill in the sheet's columns.
+    headed = {field: "/".join(h for h, f in known.items() if f == field) for field in set(known.values())}
+    problems = [("file", f"column {h!r} is not one this import reads (it reads: {'、'.join(known)})") for h in unknown]
+    problems += [("file", f"column {headed.get(m, m)} ({m}) is missing") for m in missing]
     if problems:
         raise InvalidInput(problems)
 
