@@ -273,7 +273,7 @@ class DestroyedIn(Body):
 
 
 class StocktakeIn(Body):
-    period: str = Field(max_length=10, description="the half year, e.g. 2026H1")
+    period: str = Field(max_length=10, description="the half year, e.g. 2026-H1")
     counted: int = Field(ge=0, le=99_999_999)
     note: str = Field("", max_length=200, json_schema_extra=MULTILINE)
 
