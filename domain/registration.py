@@ -415,8 +415,11 @@ class Registration(Aggregate):
                              "(001 ③: 一定要上传职称和对应的技能证书); return the registration for it"))  # fmt: skip
         if form.basis is Basis.WORKING_YEARS:
             declared = form.years_in_occupation or 0
+            # Years since a certificate are working years in the conditions "取得…证书后，累计从事…工作满 N 年", not in
+            # those of students (2.5: "取得…证书满 2 年的…技师班学生"), whose conditions name their schools.
             for field, used, years in (("years_in_occupation", met.years, evidence.years_in_occupation),
-                                       ("years_since_prior", met.prior_level, evidence.years_since_prior),
+                                       ("years_since_prior", met.prior_level and not met.schools,
+                                        evidence.years_since_prior),
                                        ("years_since_title", met.title, evidence.years_since_title)):  # fmt: skip
                 if used and years > declared:
                     problems.append((f"evidence.{field}", f"{years} years, more than the {declared} the application "
@@ -522,6 +525,17 @@ class Registration(Aggregate):
         birth, education, working years or set of files could otherwise carry a candidate the review (000 ①) would
         have refused, a 14-year-old among them. Checked as at approval, the age as of today."""
         assert self.condition is not None and self.evidence is not None
+        # Only what the amendment breaks: an approval made before a rule existed (a condition approved on a skill
+        # certificate never uploaded) is not this amendment's to undo, and must not block a new phone number.
+        before = {f for f, _ in self._approval_problems(self.form, today)}
+        broken = [(f, m) for f, m in self._approval_problems(form, today) if f not in before]
+        if broken:
+            raise InvalidInput([(f, f"the approval on condition {self.condition} would no longer hold: "
+                                 f"{m.removesuffix('; return the registration for it')}") for f, m in broken])  # fmt: skip
+
+    def _approval_problems(self, form: RegistrationForm, today: date) -> list[tuple[str, str]]:
+        """What the approval's checks find on this form, the age as of today; empty when it holds."""
+        assert self.condition is not None and self.evidence is not None
         approved = self.form
         try:
             self.form = form  # the checks read the form; put back below whatever they find
@@ -530,10 +544,10 @@ class Registration(Aggregate):
             self._check_against_the_application(met, evidence)
             self._check_insured_work_unit(evidence)
         except InvalidInput as e:
-            raise InvalidInput([(f, f"the approval on condition {self.condition} would no longer hold: {m}")
-                                for f, m in e.problems]) from None  # fmt: skip
+            return e.problems
         finally:
             self.form = approved
+        return []
 
     @event(Amended)
     def _amended(

@@ -182,6 +182,40 @@ def test_an_amendment_cannot_undo_what_the_approval_rests_on(service, submitted)
     assert service.repository.get(rid).status is Status.APPROVED
 
 
+def test_an_approval_from_before_the_rule_does_not_block_an_amendment_that_breaks_nothing():
+    """What a reviewer found: approvals stored before the approval checked the uploads (condition 2.1 with no
+    certificate uploaded) could not be amended at all, not even a phone number, and an approved registration
+    cannot be returned. Only what the amendment itself breaks is refused."""
+    staff = Actor(id="s", role=Role.INSTITUTION_STAFF, institution_id=uuid4())
+    summary = PlanSummary(
+        plan_number="1", plan_name="x", institution_name="i", occupation="o", job=None, level=Level.TWO
+    )
+    bare = [a for a in working_years_form().attachments if a.kind is not AttachmentKind.PRIOR_CERTIFICATE]
+    form = working_years_form(1, holds_prior_certificate=False, attachments=bare)
+    r = Registration.submit(staff, uuid4(), staff.institution_id, summary, form, bytes(32))
+    r._approved(staff, "", L2_CONDITION, L2_EVIDENCE.model_copy(update={"age": 36}))  # as stored before the rule
+    r.amend(staff, form.model_copy(update={"phone": "13900000000"}), "手机号录入错误", EXPLANATION, date(2026, 3, 2))
+    with pytest.raises(InvalidInput, match="would no longer hold: 5 years, more than the 4") as e:
+        r.amend(
+            staff, form.model_copy(update={"years_in_occupation": 4}), "年限录入错误", EXPLANATION, date(2026, 3, 2)
+        )
+    assert [f for f, _ in e.value.problems] == ["evidence.years_since_prior"]  # not the upload it always lacked
+
+
+def test_a_technician_class_student_is_approved_on_years_since_the_certificate_not_working_years():
+    """What a reviewer found: condition 2.5 ("取得…证书满2年的…技师班学生") was held to the working years on the form,
+    so a student stating 1 year of work could never be approved on a certificate held for 2."""
+    staff = Actor(id="s", role=Role.INSTITUTION_STAFF, institution_id=uuid4())
+    summary = PlanSummary(
+        plan_number="1", plan_name="x", institution_name="i", occupation="o", job=None, level=Level.TWO
+    )
+    form = working_years_form(1, years_in_occupation=1, education="技工学校")
+    r = Registration.submit(staff, uuid4(), staff.institution_id, summary, form, bytes(32))
+    r.approve(staff, "2.5", Evidence(prior_level=3, years_since_prior=2, school=School.TECHNICIAN_CLASS_STUDENT,
+                                     insured_work_unit=form.work_unit), date(2026, 3, 1))  # fmt: skip
+    assert r.status is Status.APPROVED
+
+
 def test_an_id_number_another_registration_holds_cannot_be_taken(service, submitted):
     iid, code, rid = submitted
     other = working_years_form(2)
