@@ -15,6 +15,7 @@ class DomainError(Exception):
 
 
 LISTED = 5_000  # problems an answer lists: one for each row of the largest import
+MORE = "more"  # the field of the entry counting the problems not listed
 SHOWN = 20  # problems spelled out in a message; the rest are counted (a file of 5,000 bad rows lists them all apart)
 
 
@@ -30,9 +31,12 @@ class InvalidInput(DomainError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         # problems: (field, message) pairs, all of them, so a form can be fixed in one go; but a bounded list, so a file
         # of tens of thousands of bad cells answers kilobytes, not a hundred megabytes
-        if len(problems) > LISTED and not (len(problems) == LISTED + 1 and problems[-1][0] == "more"):  # not yet cut
+        cut = [p for p in problems if p[0] == MORE]  # cut already, and perhaps sorted since: the count stays last
+        if cut:
+            problems = [p for p in problems if p[0] != MORE] + cut[:1]
+        elif len(problems) > LISTED:
             more = len(problems) - LISTED
-            problems = [*problems[:LISTED], ("more", f"and {more:,} more problems, not listed: fix these, then send "
+            problems = [*problems[:LISTED], (MORE, f"and {more:,} more problems, not listed: fix these, then send "
                                              "it again to see the rest")]  # fmt: skip
         self.problems = problems
         text = first_of([f"{f}: {m}" for f, m in problems], "; ")

@@ -336,3 +336,25 @@ def test_with_the_broker_away_the_relay_and_the_worker_wait_quietly_and_stop_at_
         lines = said.strip().splitlines()
         assert took < 5 and len(lines) <= 8 and "Traceback" not in said, (command, took, said)
         assert "does not answer" in said, said
+
+
+def test_the_relays_log_filter_holds_repeats_back_but_not_another_brokers_lines():
+    """A reviewer found the first version of the filter folding every digit: two brokers' failures were one kind of
+    line, and the second broker was never named."""
+    import logging
+
+    from infra.bus.relay import OncePer
+
+    once = OncePer(60.0)
+
+    def passes(broker: int, ms: int) -> bool:
+        text = f"127.0.0.1:{broker}/bootstrap: Connect to ipv4#127.0.0.1:{broker} failed: Connection refused (after {ms}ms)"
+        return once.filter(logging.LogRecord("kafka", logging.ERROR, "", 0, text, None, None))
+
+    assert [passes(1, 0), passes(1, 12), passes(2, 5), passes(2, 1034), passes(1, 7)] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]

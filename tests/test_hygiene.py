@@ -304,4 +304,12 @@ def test_true_is_no_number_and_one_is_no_yes(world, client, database_url, schema
     plan = json.loads(plan_details("2602", seats=5).model_dump_json()) | {"max_registrations": True}
     r = client.post(f"/institutions/{iid}/plans", headers=staff, json=plan)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "max_registrations", r.text
+    # In lists and maps too (a reviewer found `"serials": [true]` stored as blank form 1 destroyed).
+    assert {"serials", "per_level", "levels"} <= fields.integer_elements
+    for path, body, field in ((f"/institutions/{iid}/stock/demand", {"year": 2027, "per_level": {"3": True}},
+                               "per_level.3"),
+                              (f"/institutions/{iid}/stock/destroyed", {"serials": [1, True], "witness": "王主任"},
+                               "serials.1")):  # fmt: skip
+        r = client.post(path, headers=staff, json=body)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert world.registrations.recorder.max_notification_id() == head

@@ -454,6 +454,21 @@ def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_goo
     again = subprocess.run([*cli, str(good)], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "this list was imported before" in again.stderr, again.stderr
     assert len(again.stderr.strip().splitlines()) == 1, again.stderr
+    # What a reviewer then found: a list whose rows were only partly imported before was said to be imported before.
+    more = tmp_path / "more.csv"
+    more.write_bytes(csv_bytes([row(1), row(2), row(3), row(4)]))
+    partly = subprocess.run([*cli, str(more)], env=env, capture_output=True, text=True, timeout=60)
+    assert partly.returncode == 1 and "imported before" not in partly.stderr, partly.stderr
+    assert "row 2.id_number" in partly.stderr and "row 3.id_number" in partly.stderr, partly.stderr
+
+    # Sorted by row, the count of problems not listed stays last, and the list is cut once.
+    from domain.errors import LISTED, InvalidInput
+    from infra.services.imports import _row_order
+
+    cut = InvalidInput([(f"row {n}.name", "bad") for n in range(2, 10_002)])
+    again_cut = InvalidInput(sorted(cut.problems, key=_row_order))
+    assert len(again_cut.problems) == LISTED + 1 and again_cut.problems[-1][0] == "more"
+    assert "and 5,000 more problems" in again_cut.problems[-1][1]
 
 
 def test_an_import_interrupted_says_what_it_stored(world, database_url, schema, tmp_path):

@@ -65,6 +65,7 @@ class Fields:
     booleans: frozenset[str] = frozenset()
     integers: frozenset[str] = frozenset()
     mixed: frozenset[str] = frozenset()  # a boolean or a number in one model, something else in another: unchecked
+    integer_elements: frozenset[str] = frozenset()  # lists of whole numbers, or maps to them (serials, per_level)
 
 
 def body_fields(openapi: dict[str, Any]) -> Fields:
@@ -83,6 +84,20 @@ def body_fields(openapi: dict[str, Any]) -> Fields:
                 found |= types(sub, seen)
         return found
 
+    elements: dict[str, set[str]] = {}  # what the items of a list, or the values of a map, may be
+
+    def element_types(node: Any, seen: frozenset[str] = frozenset()) -> set[str]:
+        if not isinstance(node, dict):
+            return set()
+        if ref := node.get("$ref"):
+            name = ref.rpartition("/")[2]
+            return set() if name in seen else element_types(components.get(name), seen | {name})
+        found = types(node.get("items")) | types(node.get("additionalProperties"))
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in node.get(key, []):
+                found |= element_types(sub, seen)
+        return found
+
     walked: set[str] = set()
 
     def walk(node: Any) -> None:  # what a request body may hold, its models' models included
@@ -92,6 +107,7 @@ def body_fields(openapi: dict[str, Any]) -> Fields:
                 walk(components.get(name))
             for name, prop in (node.get("properties") or {}).items():
                 kinds.setdefault(name, set()).update(types(prop) - {"null"})
+                elements.setdefault(name, set()).update(element_types(prop) - {"null"})
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -103,7 +119,8 @@ def body_fields(openapi: dict[str, Any]) -> Fields:
             walk(operation.get("requestBody"))
     return Fields(multiline_fields(openapi), frozenset(n for n, k in kinds.items() if k == {"boolean"}),
                   frozenset(n for n, k in kinds.items() if k == {"integer"}),
-                  frozenset(n for n, k in kinds.items() if len(k) > 1 and k & {"boolean", "integer"}))  # fmt: skip
+                  frozenset(n for n, k in kinds.items() if len(k) > 1 and k & {"boolean", "integer"}),
+                  frozenset(n for n, k in elements.items() if k == {"integer"}))  # fmt: skip
 
 
 def path_patterns(openapi: dict[str, Any]) -> list[re.Pattern[str]]:
@@ -137,6 +154,10 @@ def clean_json(value: Any, at: str, fields: Fields, problems: Problems, key: str
             problems.append((at, f"{_json(value)} is not true or false"))
         if depth >= MAX_DEPTH:
             raise TooDeep(at)
+        if key in fields.integer_elements:  # a list of serials, a map of counts: true is no number in them either
+            for name, v in enumerate(value) if kind is list else value.items():
+                if type(v) is bool:
+                    problems.append((f"{at}.{name}", f"{str(v).lower()} is no number: give a whole number"))
         if kind is list:
             return [clean_json(v, f"{at}.{i}" if at else str(i), fields, problems, depth=depth + 1)
                     for i, v in enumerate(value)]  # fmt: skip

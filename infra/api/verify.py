@@ -132,7 +132,7 @@ def verify_form(request: Request, number: Annotated[str | None, Query(max_length
 def page_instead(request: Request, status: int, zh: str, en: str) -> Response | None:
     """For a browser on a verification page, the page saying what went wrong, not a problem+json in English: a phone
     scanning a QR code is not a program. None for everyone else."""
-    if not request.url.path.startswith("/verify") or not wants_html(request):
+    if not (request.url.path == "/verify" or request.url.path.startswith("/verify/")) or not wants_html(request):
         return None
     return templates.TemplateResponse(request, "verify.html", {"number": "", "error": en, "error_zh": zh,
                                                                "notfound": False}, status_code=status)  # fmt: skip

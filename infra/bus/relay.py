@@ -57,9 +57,9 @@ class OncePer(logging.Filter):
         self.seconds, self.said, self.held = seconds, {}, {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # librdkafka's lines name the broker and the error, then a changing count ("after 1234ms in state ..."): the
-        # text up to the first digit run after the facility tells one kind of line from another
-        key = re.sub(r"\d+", "#", record.getMessage())
+        # librdkafka's lines name the broker and the error, then what changes from one to the next ("after 1234ms in
+        # state ...", "12 identical error(s) suppressed"): without those, a line tells its kind and its broker
+        key = CHANGING.sub("#", record.getMessage())
         now = time.monotonic()
         if now - self.said.get(key, -self.seconds) < self.seconds:
             self.held[key] = self.held.get(key, 0) + 1
@@ -74,6 +74,7 @@ class OncePer(logging.Filter):
         return True
 
 
+CHANGING = re.compile(r"\d+(?=ms\b)|(?<=after )\d+|\d+(?= identical)")
 KAFKA_LOG = logging.getLogger("skillcert.relay.kafka")
 KAFKA_LOG.addFilter(OncePer(60.0))
 

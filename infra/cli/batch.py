@@ -31,7 +31,7 @@ def _principal(s: Settings, token: str) -> Any:
             raise typer.Exit(2) from None
 
 
-def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None) -> None:
+def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None, imported: Any = None) -> None:
     """Check every row and store all or none, as the token's holder; list every problem if refused. Interrupted
     (Ctrl-C), say what is stored: `left(svc)` tells, where it can, else that it was all or nothing."""
     from domain.errors import DomainError
@@ -45,7 +45,9 @@ def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None
     except DomainError as e:
         problems = getattr(e, "problems", None) or [(e.field or "-", e.message)]
         repeats = [m for _, m in problems if "already registered" in m]
-        if len(repeats) == len(problems) > 1:  # the whole list, imported before: one sentence, not thousands
+        # The whole list, imported before (every row of it registered, not merely every problem a repeat): one
+        # sentence, not thousands
+        if len(repeats) == len(problems) > 1 and imported is not None and imported(svc):
             err.print(f"[red]refused, nothing stored[/red]: every one of the {len(problems)} rows is already "
                       f"registered ({repeats[0]}): this list was imported before", soft_wrap=True)  # fmt: skip
             raise typer.Exit(1) from None
@@ -75,6 +77,10 @@ def import_candidates(
 
     content = file.read_bytes()
 
+    def imported(svc: Registrations) -> bool:
+        there, rows = imports.candidates_registered(svc, plan, content, file.name)
+        return there == rows
+
     def left(svc: Registrations) -> str:
         there, rows = imports.candidates_registered(svc, plan, content, file.name)
         if there == 0:
@@ -85,7 +91,8 @@ def import_candidates(
                 "all or nothing)")  # fmt: skip
 
     _run_import(token, "candidate list", Registrations,
-                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, content, file.name)), left)  # fmt: skip
+                lambda svc, actor: len(imports.import_candidates(svc, actor, plan, content, file.name)), left,
+                imported)  # fmt: skip
 
 
 @import_cli.command("scores")
