@@ -164,3 +164,11 @@ def test_x_forwarded_for_counts_only_from_a_trusted_proxy(database_url: str, sch
                      SKILLCERT_TRUSTED_PROXIES="127.0.0.1") as base:  # fmt: skip
         assert _verify_many(base, [f"203.0.113.{i}" for i in range(5)]) == [404] * 5
         assert _verify_many(base, [f"198.51.100.{i}, 192.0.2.7" for i in range(5)]) == [404, 404, 404, 429, 429]
+
+
+def test_the_token_command_offers_the_roles_a_token_is_made_for() -> None:
+    """What an outsider found: --help offered `system`, which was then refused."""
+    from infra.api.tokens import ROLES
+    from infra.cli.tokens import Issued
+
+    assert [r.value for r in Issued] == [r.value for r in Role if r in ROLES]

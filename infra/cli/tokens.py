@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -28,9 +29,14 @@ def token_store(s: Settings) -> Any:
     return tokens
 
 
+# The roles a token is made for, as --help lists them: the system acts through no token (infra.api.tokens.ROLES, not
+# imported here: infra.api would load FastAPI for every command).
+Issued = StrEnum("Issued", {r.name: r.value for r in Role if r is not Role.SYSTEM})  # type: ignore[misc]
+
+
 @tokens_cli.command("create")
 def tokens_create(
-    role: Annotated[Role, typer.Option(help="staff act for one institution, candidates for themselves")],
+    role: Annotated[Issued, typer.Option(help="staff act for one institution, candidates for themselves")],
     name: Annotated[str, typer.Option(help="the holder; it is the actor on every event the token causes")],
     institution: Annotated[UUID | None, typer.Option(help="institution_staff: the institution's id")] = None,
     id_number: Annotated[
@@ -51,6 +57,7 @@ def tokens_create(
     from infra.bus.privacy import installation_key, ref
     from infra.services.registrations import Registrations
 
+    role = Role(role.value)  # type: ignore[assignment]
     s = get_settings()
     tokens = token_store(s)
     url = s.database_url
