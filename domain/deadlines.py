@@ -120,10 +120,14 @@ def working_days_between(today: date, due: date) -> int:
 
 
 def recount(d: Deadline) -> Deadline:
-    """A provisional deadline counted again, now that the calendar may know its year. It was
-    counted Monday to Friday, so its length in working days is the weekdays it spans."""
+    """A provisional deadline counted again, now that the calendar may know its year. Its length in working days is
+    what was counted then: the calendar's working days in the years before the due day's (known then: a deadline is
+    provisional because its end ran past the calendar), and Monday to Friday in the due day's year. Counting every
+    weekday of the span, as this did, took the National Day holidays for working days: a deadline started in late
+    September 2026 came out four working days later, and the monitor showed it not yet overdue when it was."""
     if not d.provisional:
         return d
-    weekdays = sum((d.start + timedelta(days=k)).weekday() < 5 for k in range(1, (d.due - d.start).days + 1))
-    due, provisional = add_working_days(d.start, weekdays)
+    days = (d.start + timedelta(days=k) for k in range(1, (d.due - d.start).days + 1))
+    counted = sum(is_working_day(day)[0] if day.year < d.due.year else day.weekday() < 5 for day in days)
+    due, provisional = add_working_days(d.start, counted)
     return Deadline(step=d.step, start=d.start, due=due, provisional=provisional)

@@ -46,6 +46,8 @@ CLOSES = {
     "certificate.handed_over": ("on", [Step.PHYSICAL_CERTIFICATE]),
     "certificate.proof_issued": ("on", [Step.LOSS_PROOF]),
 }
+SUPERSEDED_BY_CORRECTION = [Step.DATA_REPORTED, Step.RETURNED_DATA_CORRECTED, Step.CENTRE_REVIEWED,
+                            Step.MINISTRY_QUERYABLE, Step.PHYSICAL_CERTIFICATE]  # fmt: skip
 # A window is open until its day passes; it is never overdue.
 WINDOWS = {Step.REVIEW_WINDOW}
 _WINDOW_STEPS = sorted(str(s) for s in WINDOWS)  # as a query's parameter
@@ -55,7 +57,7 @@ class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
     tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 5  # 5: a session nobody passed closes its numbering deadline (rebuilt once at upgrade)
+    version = 6  # 6: a correction closes what it supersedes; 5: a session nobody passed closes its numbering deadline
 
     def ddl(self) -> list[str]:
         return [
@@ -136,6 +138,11 @@ class Deadlines:
             )
         elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
             self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
+        if kind == "certificate.correction_approved":
+            # The certificate goes back to data reporting, as a new certificate's (000 二4): what was owed on the data
+            # reported before, and on its print, is owed no more (each opens again as the steps come round). Left
+            # open, they showed overdue and closed late, while the write side judged the steps against the new ones.
+            self._close(cur, subject, SUPERSEDED_BY_CORRECTION, d["timestamp"][:10], kind, moot=True)
         if kind == "exam_session.scores_published" and d.get("review_window") is not None:
             # The window as it ran before the late publication gives way to the one opened below.
             self._close(cur, subject, [Step.REVIEW_WINDOW], d["published_on"], kind, moot=True)

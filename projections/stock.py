@@ -25,7 +25,7 @@ class StockLedger:
     name = "stock_ledger"
     topics = ("stock",)
     tables = ("stock_books", "stock_receipts", "stock_forms", "stock_demand", "stock_stocktakes")
-    version = 2  # destroyed forms no longer name the witness
+    version = 3  # 3: a demand filed again replaces the year whole (rebuilt once at upgrade); 2: no witness named
 
     def ddl(self) -> list[str]:
         return [
@@ -138,6 +138,10 @@ class StockLedger:
             )
             books["forms_destroyed"] = "destroyed"
         elif event == "demand_filed":
+            # Filed again, the year's demand is replaced whole, as the stock's own books replace it: a level asked for
+            # before and not now is no longer asked for.
+            cur.execute(f"DELETE FROM stock_demand WHERE year = %s AND institution_id = (SELECT institution_id "
+                        f"{FROM_STOCK})", (d["year"], sid))  # fmt: skip
             cur.executemany(
                 f"""INSERT INTO stock_demand SELECT institution_id, %s, %s, %s, %s, %s {FROM_STOCK}
                     ON CONFLICT (institution_id, year, level) DO UPDATE SET forms = EXCLUDED.forms,
@@ -171,7 +175,8 @@ def ledger(conn: psycopg.Connection[Any], institution_id: str) -> dict[str, Any]
         if books is None:
             return None
         cur.execute(
-            "SELECT level, count(*) AS used FROM stock_forms WHERE institution_id = %s AND certificate_id IS NOT NULL"
+            # Forms a certificate is printed on: a spoiled print keeps its certificate's number, but is no form used
+            "SELECT level, count(*) AS used FROM stock_forms WHERE institution_id = %s AND status = 'used'"
             " GROUP BY level ORDER BY level",
             (institution_id,),
         )

@@ -61,3 +61,18 @@ def test_late_is_after_the_due_day_not_on_it():
     d = deadline(S, Step.SCORES_PUBLISHED, date(2026, 2, 12))
     assert not d.missed_by(date(2026, 2, 24))
     assert d.missed_by(date(2026, 2, 25))
+
+
+def test_a_provisional_deadline_recounted_with_the_same_calendar_is_the_same_deadline():
+    """What an outsider found: recounting took every weekday of the span for a working day, National Day's holidays
+    included, and a deadline started on 25 September of the calendar's last year came out four working days late:
+    shown "2 days left" on a day the write side judged it missed. Recounted with the calendar that counted it, a
+    provisional deadline is itself; only a calendar that learnt its year moves it."""
+    from domain.deadlines import is_working_day, recount
+
+    last = max(y for y in range(2020, 2200) if is_working_day(date(y, 6, 1))[1])  # the calendar's last known year
+    assert deadline(S, Step.QUERYABLE, date(last, 9, 25)).provisional  # 75 working days: into the unknown year
+    for step in (Step.QUERYABLE, Step.CENTRE_REVIEWED, Step.LOSS_PROOF):
+        for start in (date(last, 9, 25), date(last, 12, 24), date(last + 5, 3, 2)):
+            d = deadline(S, step, start)
+            assert recount(d) == d, (step, start, d, recount(d))

@@ -1187,3 +1187,35 @@ def test_the_deadline_monitor_shows_the_review_window_a_late_publication_extende
     ]
     _, shown = open_deadlines(conn, date(2026, 4, 28), step=str(Step.REVIEW_WINDOW))
     assert [(str(d["subject_id"]), d["due"], d["overdue"]) for d in shown] == [(str(exam), closes, False)]
+
+
+def test_a_correction_closes_the_deadlines_it_supersedes_and_refiled_demand_replaces_the_year(world, conn):
+    """What an outsider found: deadlines a correction made moot (the centre's review of the data reported before, the
+    first print's hand-over) stayed open, were shown overdue, and closed late when the new steps came round; the
+    stock ledger counted a spoiled print as a form used, and kept a level a refiled demand no longer asked for."""
+    from domain.levels import Level
+    from projections.deadlines import open_deadlines
+    from projections.stock import ledger
+
+    iid, cids = queryable_certificates(world, 2)
+    c = world.certificates
+    world.at(date(2026, 7, 2))
+    c.file_demand(staff(iid), iid, 2026, {Level.TWO: 250, Level.THREE: 40})
+    c.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    first = c.print(staff(iid), cids[0])
+    c.spoil_print(staff(iid), cids[0], first, "卡纸")
+    c.print(staff(iid), cids[0])
+    c.print(staff(iid), cids[1])
+    c.file_demand(staff(iid), iid, 2026, {Level.TWO: 260})
+    c.apply_for_correction(staff(iid), cids[1], Correction(name="更正后姓名"), "姓名录入错误", EVIDENCE)
+    approve_correction(c, cids[1])  # before its hand-over: the first print's deadline is moot
+    apply_live(conn, bus_messages(world.registrations))
+    physical = conn.execute("SELECT closed_by, late FROM deadlines WHERE subject_id = %s AND step = 'physical_certificate'",
+                            (cids[1],)).fetchall()  # fmt: skip
+    assert physical == [("certificate.correction_approved", None)], physical
+    _, overdue = open_deadlines(conn, date(2026, 12, 31), overdue=True)
+    assert {(str(r["subject_id"]), r["step"]) for r in overdue} == {(str(cids[0]), "physical_certificate"),
+                                                                     (str(cids[1]), "data_reported")}  # fmt: skip
+    books = ledger(conn, str(iid))
+    assert [(r["level"], r["used"]) for r in books["used_per_level"]] == [(2, 2)]  # the spoiled print is no form used
+    assert [(r["level"], r["forms"]) for r in books["demand"]] == [(2, 260)]
