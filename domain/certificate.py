@@ -706,11 +706,7 @@ class Certificate(Aggregate):
             )
         if self.correction is None or self.correction_decided or self.correction_checked:
             raise Conflict(f"no correction application for certificate {self.number} awaits the association's check")
-        work_order = (work_order or "").strip() or None
-        if not queryable_nationally and work_order is None:
-            raise InvalidInput([("work_order", "data not queryable nationally goes to the skills centre on a work order "
-                                               "(技能等级认定需求工单): give its number")])  # fmt: skip
-        self._correction_checked(actor, queryable_nationally, work_order, today)
+        self._correction_checked(actor, queryable_nationally, work_order_for(queryable_nationally, work_order), today)
 
     @event(CorrectionChecked)
     def _correction_checked(
@@ -830,11 +826,7 @@ class Certificate(Aggregate):
                            "commitment comes first")  # fmt: skip
         if self.deletion_checked:
             raise Conflict(f"the deletion of certificate {self.number}'s data was already checked")
-        work_order = (work_order or "").strip() or None
-        if not queryable_nationally and work_order is None:
-            raise InvalidInput([("work_order", "data not queryable nationally goes to the skills centre on a work order "
-                                               "(技能等级认定需求工单): give its number")])  # fmt: skip
-        self._deletion_checked(actor, queryable_nationally, work_order, today)
+        self._deletion_checked(actor, queryable_nationally, work_order_for(queryable_nationally, work_order), today)
 
     @event(DeletionChecked)
     def _deletion_checked(
@@ -858,3 +850,13 @@ class Certificate(Aggregate):
     def _data_deleted(self, actor: Actor, reasons: str) -> None:
         self.data_status = DataStatus.DELETED
         self.electronic = None
+
+
+def work_order_for(queryable_nationally: bool, work_order: str | None) -> str | None:
+    """The association's work order for the skills centre (技能等级认定需求工单), required where the data is not
+    queryable nationally (000 二3): for a correction's check as for a deletion's."""
+    work_order = (work_order or "").strip() or None
+    if not queryable_nationally and work_order is None:
+        raise InvalidInput([("work_order", "data not queryable nationally goes to the skills centre on a work order "
+                                           "(技能等级认定需求工单): give its number")])  # fmt: skip
+    return work_order
