@@ -171,19 +171,24 @@ def queryable_certificates(w: World, n: int, photos: bool = True) -> tuple[UUID,
     return iid, cids
 
 
-def handed_over_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
-    """queryable_certificates, then printed and collected by their holders on 2 July: what a holder can lose."""
+def collect(certs: Certificates, iid: UUID, cid: UUID) -> None:
+    """The holder collects the printed certificate in person: the signed application form and their ID card (000)."""
     from domain.certificate import Delivery
     from domain.registration import AttachmentKind
     from tests.builders import attachment
 
+    certs.hand_over(staff(iid), cid, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION),
+                    id_number=card(certs, cid))  # fmt: skip
+
+
+def handed_over_certificates(w: World, n: int) -> tuple[UUID, list[UUID]]:
+    """queryable_certificates, then printed and collected by their holders on 2 July: what a holder can lose."""
     iid, cids = queryable_certificates(w, n)
     w.at(date(2026, 7, 2))
     w.certificates.receive_forms(staff(iid), iid, 20_000_001, 20_000_000 + n, "SH-2026-0702")
     for cid in cids:
         w.certificates.print(staff(iid), cid)
-        w.certificates.hand_over(staff(iid), cid, Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-                                 id_number=card(w.certificates, cid))  # fmt: skip
+        collect(w.certificates, iid, cid)
     return iid, cids
 
 
@@ -278,13 +283,7 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
             )
             certs.sign_receipt(staff(iid), cid, certs.certificate(cid).holder.name)  # 本人签收
         else:
-            certs.hand_over(
-                staff(iid),
-                cid,
-                Delivery.PICKUP,
-                attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-                id_number=card(certs, cid),
-            )
+            collect(certs, iid, cid)
 
     # After handover: a loss proof, an approved correction, a rejected one, a deletion.
     lost, corrected, refused, deleted = cids[3], cids[4], cids[5], cids[6]
@@ -301,13 +300,7 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     certs.accept_data(CENTRE, [corrected])
     certs.make_queryable(CENTRE, [corrected])
     reprint_form = certs.print(staff(iid), corrected)
-    certs.hand_over(
-        staff(iid),
-        corrected,
-        Delivery.PICKUP,
-        attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-        id_number=card(certs, corrected),
-    )
+    collect(certs, iid, corrected)
     certs.record_holder_commitment(staff(iid), deleted, attachment(AttachmentKind.HOLDER_COMMITMENT))
     certs.check_deletion(ASSOCIATION, deleted, queryable_nationally=True)  # profile S (000 二3)
     certs.delete_data(staff(iid), deleted, "持证人放弃证书相关待遇")

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageChops, ImageDraw, ImageStat
 
-from domain.certificate import Correction, Delivery, certificate_id
+from domain.certificate import Correction, certificate_id
 from domain.errors import Conflict, InvalidInput
 from domain.model import Role
 from domain.registration import Attachment, AttachmentKind
@@ -28,7 +28,7 @@ from infra.services.printing import print_certificates
 from infra.store.attachments import Attachments, DirectoryBlobs
 from tests.api import as_json, bearer
 from tests.builders import candidate, resident_id, setup_plan, working_years_form
-from tests.lifecycle import ASSOCIATION, queryable_certificates, staff
+from tests.lifecycle import ASSOCIATION, collect, queryable_certificates, staff
 from tests.test_read_models import KEY, conn  # noqa: F401  (the fixture)
 
 PUBLIC = "https://verify.example.cn"
@@ -160,15 +160,9 @@ def test_files_are_encrypted_at_rest_and_read_only_within_scope(world, http, dat
     evidence = Attachment(kind=AttachmentKind.CORRECTION_EVIDENCE, file_name="出生证明.pdf", sha256=sha)
     svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
     svc.print(staff(iid), cids[0])
-    from domain.certificate import Correction, Delivery
+    from domain.certificate import Correction
 
-    svc.hand_over(
-        staff(iid),
-        cids[0],
-        Delivery.PICKUP,
-        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-        id_number=svc.certificate(cids[0]).holder.id_number,
-    )
+    collect(svc, iid, cids[0])
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
 
     holder = svc.certificate(cids[0]).holder.id_number
@@ -220,13 +214,7 @@ def test_deleting_a_certificates_data_erases_the_files_only_it_referred_to(world
                           sha256=digest(evidence_bytes))  # fmt: skip
     svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
     svc.print(staff(iid), cids[0])
-    svc.hand_over(
-        staff(iid),
-        cids[0],
-        Delivery.PICKUP,
-        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-        id_number=svc.certificate(cids[0]).holder.id_number,
-    )
+    collect(svc, iid, cids[0])
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误", evidence)
     svc.check_deletion(ASSOCIATION, cids[0], queryable_nationally=True)
     svc.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")

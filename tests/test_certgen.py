@@ -22,7 +22,7 @@ from domain.model import Role
 from infra.services.printing import print_certificates, to_print
 from infra.services.samples import photo_attachment
 from tests.builders import setup_plan
-from tests.lifecycle import confirmed_exam, id_check, staff
+from tests.lifecycle import collect, confirmed_exam, id_check, staff
 from tests.test_read_models import conn  # noqa: F401 (fixture)
 
 TOOLS = [t for t in ("pdftotext", "pdffonts", "pdfinfo", "pdftoppm", "zbarimg") if shutil.which(t) is None]
@@ -289,16 +289,14 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
         conn.commit()
         first = world.certificates.certificate(to_print_all(world, exam_id)[0])
         # The other documents, as staff download them.
-        from domain.certificate import Delivery, LossKind
+        from domain.certificate import LossKind
         from domain.levels import Level
         from domain.registration import AttachmentKind
         from tests.builders import attachment
 
         world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
         holder = world.certificates.certificate(to_print_all(world, exam_id)[1])  # collected, then lost
-        world.certificates.hand_over(staff(iid), holder.id, Delivery.PICKUP,
-                                     attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-                                     id_number=holder.holder.id_number)  # fmt: skip
+        collect(world.certificates, iid, holder.id)
         world.certificates.apply_for_proof(
             staff(iid),
             holder.id,

@@ -263,18 +263,17 @@ def test_the_deadline_monitor_shows_what_is_open_and_overdue_per_institution(wor
     day, its proof not yet issued; the other two not yet handed over."""
     from datetime import date
 
-    from domain.certificate import Delivery, LossKind
+    from domain.certificate import LossKind
     from domain.registration import AttachmentKind
     from projections.deadlines import open_deadlines, overdue_by_institution
     from tests.builders import attachment
-    from tests.lifecycle import card, queryable_certificates, staff
+    from tests.lifecycle import collect, queryable_certificates, staff
 
     iid, cids = queryable_certificates(world, 3)
     world.at(date(2026, 7, 2))
     world.certificates.receive_forms(staff(iid), iid, 1, 10, "SH-1")
     world.certificates.print(staff(iid), cids[0])
-    world.certificates.hand_over(staff(iid), cids[0], Delivery.PICKUP, attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-                                 id_number=card(world.certificates, cids[0]))  # fmt: skip
+    collect(world.certificates, iid, cids[0])
     world.certificates.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
                                        **id_check(world.certificates, cids[0]))  # fmt: skip
     with connect(database_url, schema) as conn:

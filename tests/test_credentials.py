@@ -22,7 +22,7 @@ from domain.registration import AttachmentKind
 from infra.api import create_app
 from infra.services import samples
 from tests.api import bearer
-from tests.lifecycle import ASSOCIATION, CENTRE, approve_correction, queryable_certificates, staff
+from tests.lifecycle import ASSOCIATION, CENTRE, approve_correction, collect, queryable_certificates, staff
 from tests.test_read_models import KEY
 
 PUBLIC = "https://verify.example.cn"
@@ -108,16 +108,9 @@ def test_an_outsider_verifies_the_credential_and_its_status_through_correction_a
         # A correction makes the first credential stale; a deletion ends the second. The list says so.
         staff_token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
         svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
-        from domain.certificate import Delivery
 
         svc.print(staff(iid), cids[0])
-        svc.hand_over(
-            staff(iid),
-            cids[0],
-            Delivery.PICKUP,
-            samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-            id_number=svc.certificate(cids[0]).holder.id_number,
-        )
+        collect(svc, iid, cids[0])
         svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误",
                                  samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
         approve_correction(svc, cids[0])

@@ -23,7 +23,7 @@ from domain.registration import AttachmentKind
 from infra.api import create_app
 from infra.services import ecert, samples
 from tests.api import bearer
-from tests.lifecycle import approve_correction, queryable_certificates, staff
+from tests.lifecycle import approve_correction, collect, queryable_certificates, staff
 from tests.test_read_models import KEY, apply_live, bus_messages, conn  # noqa: F401
 
 PUBLIC = "https://verify.example.cn"
@@ -182,15 +182,8 @@ def test_online_the_page_says_whether_the_file_is_still_the_certificates(issued,
     svc = world.certificates
     svc.receive_forms(staff(iid), iid, 1, 5, "SH-1")
     svc.print(staff(iid), cids[0])
-    from domain.certificate import Delivery
 
-    svc.hand_over(
-        staff(iid),
-        cids[0],
-        Delivery.PICKUP,
-        samples.attachment(AttachmentKind.CERTIFICATE_APPLICATION),
-        id_number=svc.certificate(cids[0]).holder.id_number,
-    )
+    collect(svc, iid, cids[0])
     svc.apply_for_correction(staff(iid), cids[0], Correction(name="更正名"), "录入错误",
                              samples.attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
     approve_correction(svc, cids[0])

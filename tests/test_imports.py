@@ -417,29 +417,30 @@ def test_a_multipart_body_the_parser_refuses_is_named(world, http, database_url,
     assert r.status_code == 422 and "Too many fields. Maximum number of fields is 1000" in r.json()["detail"], r.text
 
 
-def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_good_one(
-    world, database_url, schema, tmp_path
-):
+def open_plan_for_the_cli(world, database_url, schema, number: str, seats: int = 60) -> tuple[Any, dict[str, str]]:
+    """A plan open for registration until 2099, and the environment `skillcert import` runs in as its staff."""
     import os
-    import subprocess
-    import sys
 
     from tests.builders import plan_details, staff_of
 
     iid, _, _ = setup_plan(world.registrations)
-    later = dict(
-        registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1), evaluation_end=date(2099, 4, 1)
-    )
-    pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details("2999", **later))
+    later = dict(registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1),
+                 evaluation_end=date(2099, 4, 1))  # fmt: skip
+    pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details(number, seats=seats, **later))
     token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)["Authorization"].removeprefix(
         "Bearer "
     )
-    env = {
-        **os.environ,
-        "SKILLCERT_DATABASE_URL": database_url,
-        "SKILLCERT_DB_SCHEMA": schema,
-        "SKILLCERT_TOKEN": token,
-    }
+    return pid, {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+                 "SKILLCERT_TOKEN": token}  # fmt: skip
+
+
+def test_the_import_command_refuses_a_bad_list_naming_its_rows_then_stores_a_good_one(
+    world, database_url, schema, tmp_path
+):
+    import subprocess
+    import sys
+
+    pid, env = open_plan_for_the_cli(world, database_url, schema, "2999")
     bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
     bad.write_bytes(csv_bytes([row(1), row(2, 出生日期=date(1980, 1, 1))]))
     good.write_bytes(csv_bytes([row(1), row(2)]))
@@ -475,28 +476,14 @@ def test_an_import_interrupted_says_what_it_stored(world, database_url, schema, 
     """What an outsider found: Ctrl-C during `skillcert import candidates` said nothing, whether the list was in or
     not. Interrupted while it holds the plan, saving (the plan's advisory lock seen held), it says nothing is stored,
     and nothing is."""
-    import os
     import signal
     import subprocess
     import sys
     import time
 
     from infra.services.registrations import PLAN_LOCKS
-    from tests.builders import plan_details, staff_of
 
-    iid, _, _ = setup_plan(world.registrations)
-    later = dict(registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1),
-                 evaluation_end=date(2099, 4, 1))  # fmt: skip
-    pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details("2998", seats=1500, **later))
-    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)["Authorization"].removeprefix(
-        "Bearer "
-    )
-    env = {
-        **os.environ,
-        "SKILLCERT_DATABASE_URL": database_url,
-        "SKILLCERT_DB_SCHEMA": schema,
-        "SKILLCERT_TOKEN": token,
-    }
+    pid, env = open_plan_for_the_cli(world, database_url, schema, "2998", seats=1500)
     big = tmp_path / "big.csv"
     big.write_bytes(csv_bytes([row(k) for k in range(3, 1503)]))
     held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objsubid = 2 AND granted"

@@ -17,7 +17,7 @@ from psycopg import sql
 
 import consumers.rebuild
 from consumers.rebuild import rebuild
-from domain.certificate import Correction, Delivery, LossKind
+from domain.certificate import Correction, LossKind
 from domain.deadlines import Step
 from domain.model import Role
 from domain.registration import AttachmentKind
@@ -37,6 +37,7 @@ from tests.lifecycle import (
     World,
     approve_correction,
     approved_cohort,
+    collect,
     confirmed_exam,
     full_lifecycle,
     id_check,
@@ -60,7 +61,7 @@ def certificates_in_every_state(w: World, n: int = 12) -> tuple:
     c.receive_forms(staff(iid), iid, 1, 50, "SH-2026-001")
     for cid in cids[:6]:
         c.print(staff(iid), cid)
-    c.hand_over(staff(iid), cids[0], Delivery.PICKUP, FORM, id_number=c.certificate(cids[0]).holder.id_number)
+    collect(c, iid, cids[0])
     w.at(date(2026, 8, 3))
     c.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
                       **id_check(c, cids[0]))  # fmt: skip
