@@ -258,6 +258,13 @@ class Certificate(Aggregate):
     class DataDeleted(Aggregate.Event):
         reasons: str
 
+    class Revoked(Aggregate.Event):
+        """收回并注销: the holder's declaration was found false (001 承诺: 已获得证书则被收回、注销证书数据检索及注销
+        证书资格). The certificate is void from `revoked_on`; its number is never given again."""
+
+        reasons: str
+        revoked_on: date
+
     class PhotoAttached(Aggregate.Event):
         photo: Attachment
 
@@ -325,6 +332,7 @@ class Certificate(Aggregate):
         self.electronic: Attachment | None = None  # the current electronic certificate, if one was issued
         self.electronic_signer: str | None = None  # the signing key's serial
         self.electronic_issued: list[str] = []  # every file ever issued (sha256): a superseded one is one of them
+        self.revoked: date | None = None
 
     @classmethod
     def issue(
@@ -368,6 +376,21 @@ class Certificate(Aggregate):
     def _live(self) -> None:
         if self.data_status is DataStatus.DELETED:
             raise Conflict(f"certificate {self.number}'s data was deleted")
+        if self.revoked is not None:
+            raise Conflict(f"certificate {self.number} was revoked on {self.revoked}")
+
+    def revoke(self, actor: Actor, reasons: str, today: date) -> None:
+        """Called with the registration's disqualification (Registration.disqualify), in its transaction."""
+        require(actor, STAFF + CENTRE, "revoke certificates", self.institution_id)
+        self._live()
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say why the certificate is revoked")])
+        self._revoked(actor, reasons.strip(), today)
+
+    @event(Revoked)
+    def _revoked(self, actor: Actor, reasons: str, revoked_on: date) -> None:
+        self.revoked = revoked_on
+        self.electronic = None
 
     # Data reporting (000): institution -> provincial centre -> ministry centre -> national query.
     def report_data(self, actor: Actor, today: date) -> None:

@@ -121,6 +121,16 @@ class ExamSession(Aggregate):
         attempt: int
         reasons: str
 
+    class ScoresCancelled(Aggregate.Event):
+        """A candidate's scores for the session, every subject's, cancelled: their declaration was found false
+        (001 承诺: 已参加考试则被取消当次考试所有科目成绩)."""
+
+        registration_id: UUID
+        reasons: str
+        # Whether the results reported (or confirmed) counted the candidate as passed: a pass rate, or a session's
+        # count of certificates owed, has one fewer.
+        was_passed: bool = False
+
     @event(Scheduled)
     def __init__(
         self,
@@ -163,6 +173,7 @@ class ExamSession(Aggregate):
         self.attempt = 0
         self.reported: list[ResultEntry] | None = None
         self.numbering: Deadline | None = None  # set when the centre confirms
+        self.cancelled: dict[UUID, str] = {}  # registration -> why its scores were cancelled
 
     Snapshot = Snapshot
 
@@ -341,6 +352,8 @@ class ExamSession(Aggregate):
         # missing or listed twice.
         if not len({e.registration_id for e in entries}) == len(entries) == self.seated:
             raise Conflict("the score book must list every candidate of the session exactly once")
+        if any(e.registration_id in self.cancelled and (e.passed or e.scores) for e in entries):
+            raise Conflict("a candidate whose scores were cancelled is reported with no scores, not passed")
         self._results_reported(actor, self.attempt + 1, today, entries)
 
     @event(ResultsReported)
@@ -377,7 +390,34 @@ class ExamSession(Aggregate):
     def passed(self) -> list[ResultEntry]:
         if not self.confirmed or self.reported is None:
             raise Conflict(f"the results of session {self.session} are not confirmed by the provincial centre")
-        return [e for e in self.reported if e.passed]
+        return [e for e in self.reported if e.passed and e.registration_id not in self.cancelled]
+
+    def cancel_scores(self, actor: Actor, registration_id: UUID, reasons: str) -> None:
+        """Cancel one candidate's scores for this session, whatever stage its results are at: before the report
+        they are reported as none; reported or confirmed, the candidate no longer passes, and no certificate is
+        issued on them. The caller has checked that the candidate has a ticket for this session."""
+        require(actor, STAFF + CENTRE, "cancel scores", self.institution_id)
+        if registration_id in self.cancelled:
+            raise Conflict("the candidate's scores for this session are already cancelled")
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say why the scores are cancelled")])
+        was_passed = any(e.registration_id == registration_id and e.passed for e in self.reported or [])
+        self._scores_cancelled(actor, registration_id, reasons.strip(), was_passed)
+
+    @event(ScoresCancelled)
+    def _scores_cancelled(self, actor: Actor, registration_id: UUID, reasons: str, was_passed: bool) -> None:
+        self.cancelled = {**self.cancelled, registration_id: reasons}
+        if self.reported is not None:
+            self.reported = [
+                e.model_copy(update={"scores": {}, "passed": False}) if e.registration_id == registration_id else e
+                for e in self.reported
+            ]
+
+    def ensure_not_cancelled(self, registration_id: UUID) -> None:
+        if registration_id in self.cancelled:
+            raise Conflict(
+                f"the candidate's scores for session {self.session} were cancelled: {self.cancelled[registration_id]}"
+            )
 
 
 # What a session's snapshot holds, typed for JSON: what it was scheduled with (the Scheduled event's
@@ -397,6 +437,7 @@ _SessionState = create_model(
     attempt=(int, ...),
     reported=(list[ResultEntry] | None, ...),
     numbering=(Deadline | None, ...),
+    cancelled=(dict[UUID, str], Field(default_factory=dict)),  # not in snapshots taken before it existed
 )
 
 
@@ -569,6 +610,7 @@ class Sitting(Aggregate):
     def record_scores(self, actor: Actor, session: ExamSession, scores: dict[Subject, Decimal]) -> None:
         require(actor, STAFF, "record scores", self.institution_id)
         session.ensure_scoring_open()
+        session.ensure_not_cancelled(self.registration_id)
         if self.attendance is not Attendance.FINISHED:
             raise Conflict(f"the candidate is {self.attendance.value}; only a finished exam is scored")
         problems = [(f"scores.{s.value}", "is missing") for s in session.subjects if s not in scores]
@@ -596,6 +638,7 @@ class Sitting(Aggregate):
         sets no number; one per subject per exam is the reading here: a candidate may dispute the
         theory paper and the skills test, each once."""
         require(actor, STAFF_OR_CANDIDATE, "request a score review", self.institution_id)
+        session.ensure_not_cancelled(self.registration_id)
         if session.published_on is None or session.review_window is None:
             raise Conflict("a score review is requested after the scores are published")
         if today > session.review_window.due:

@@ -26,6 +26,7 @@ EVENTS: dict[str, str] = {
     "registration.approved": "报名审核通过",
     "registration.returned": "报名退回修改",
     "registration.rejected": "报名审核不通过",
+    "registration.disqualified": "取消申报资格（承诺不实）",
     "registration.amended": "确认后变更报名信息",
     "registration.fee_paid": "缴纳认定费用",
     "registration.training_account_opened": "开设培训账户",
@@ -38,6 +39,7 @@ EVENTS: dict[str, str] = {
     "exam_session.results_reported": "上报认定结果",
     "exam_session.results_confirmed": "认定结果审核通过",
     "exam_session.results_returned": "认定结果退回",
+    "exam_session.scores_cancelled": "取消当次考试所有科目成绩",
     "sitting.ticket_issued": "发放准考证",
     "sitting.checked_in": "网上签到",
     "sitting.identity_checked": "入场身份核验",
@@ -70,6 +72,7 @@ EVENTS: dict[str, str] = {
     "certificate.correction_rejected": "证书纠错不予批准",
     "certificate.holder_commitment_recorded": "登记持证人承诺书",
     "certificate.data_deleted": "删除证书数据",
+    "certificate.revoked": "收回并注销证书",
     # Blank stock (004 §1-7)
     "blank_stock.opened": "建立空白证书台账",
     "blank_stock.demand_filed": "报送年度空白证书需求",
@@ -99,6 +102,7 @@ STATUSES: dict[str, str] = {
     "approved": "审核通过",
     "returned": "退回修改",
     "rejected": "审核不通过",
+    "disqualified": "已取消申报资格",
     # certificates and their data
     "issued": "已核发",
     "unreported": "数据未上报",

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
-from domain.access import STAFF, require
+from domain.access import CENTRE, STAFF, require
 from domain.eligibility import Basis, Condition, Evidence, School, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
@@ -278,6 +278,7 @@ class Status(StrEnum):
     APPROVED = "approved"
     RETURNED = "returned"
     REJECTED = "rejected"
+    DISQUALIFIED = "disqualified"  # 取消申报资格: the declaration was found false (001 承诺)
 
 
 class Registration(Aggregate):
@@ -320,6 +321,9 @@ class Registration(Aggregate):
         reasons: str
 
     class Rejected(Aggregate.Event):
+        reasons: str
+
+    class Disqualified(Aggregate.Event):
         reasons: str
 
     @event(Submitted)
@@ -465,6 +469,30 @@ class Registration(Aggregate):
         if not reasons.strip():
             raise InvalidInput([("reasons", "say why the registration is not accepted")])
         self._rejected(actor, reasons.strip())
+
+    def disqualify(self, actor: Actor, reasons: str, filed_in: str) -> None:
+        """The candidate's declaration (001 承诺) was found false: "如有虚假，愿意接受取消申报资格、已参加考试
+        则被取消当次考试所有科目成绩、已获得证书则被收回、注销证书数据检索及注销证书资格的处理，并登记在诚信档案".
+        At any stage after submission, by the institution that holds the registration or by the provincial
+        centre (a city's skills centre for the institutions filed in its city, `filed_in`, 属地管理); the service
+        cancels the sitting's scores and revokes the certificate with it."""
+        if actor.role not in STAFF + CENTRE:
+            raise Forbidden(f"a {actor.role.value} cannot disqualify candidates")
+        if actor.role is Role.INSTITUTION_STAFF and actor.institution_id != self.institution_id:
+            raise Forbidden("only the plan's own institution or the provincial centre disqualifies its candidates")
+        if actor.role is Role.PROVINCIAL_CENTRE and actor.jurisdiction not in (None, "00", filed_in):
+            raise Forbidden(f"the skills centre of region {filed_in} or the provincial centre may disqualify this "
+                            f"institution's candidates (属地管理), not the centre of {actor.jurisdiction}")  # fmt: skip
+        if self.status in (Status.REJECTED, Status.DISQUALIFIED):
+            raise Conflict(f"the registration is {self.status.value}; there is no eligibility left to cancel")
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say what in the declaration was found false, and how")])
+        self._disqualified(actor, reasons.strip())
+
+    @event(Disqualified)
+    def _disqualified(self, actor: Actor, reasons: str) -> None:
+        self.status = Status.DISQUALIFIED
+        self.reasons = reasons
 
     @event(Approved)
     def _approved(self, actor: Actor, reasons: str, condition: str, evidence: Evidence) -> None:

@@ -16,7 +16,7 @@ from projections.store import copy_rows
 
 TYPE = "cn.skillcert."
 EXAM = TYPE + "exam_session."
-DECISIONS = ("approved", "returned", "rejected")
+DECISIONS = ("approved", "returned", "rejected", "disqualified")
 # What the candidate sees of their exam day, after each sitting event.
 ATTENDANCE = {
     "checked_in": "checked_in",
@@ -34,8 +34,8 @@ class Candidates:
     name = "candidates"
     topics = ("registrations", "exams", "certificates")
     tables = ("candidate_registrations", "candidate_reviews", "candidate_sittings", "candidate_results",
-              "candidate_certificates")  # fmt: skip
-    version = 3
+              "candidate_certificates", "candidate_cancellations")  # fmt: skip
+    version = 4  # 4: scores cancelled on a disqualification (candidate_cancellations)
 
     def ddl(self) -> list[str]:
         return [
@@ -96,6 +96,14 @@ class Candidates:
             )""",
             # A confirmation marks a whole exam's results: without this, a scan of every result in the province.
             "CREATE INDEX IF NOT EXISTS candidate_results_exam ON candidate_results (exam_id)",
+            # Scores cancelled with a disqualification, from the session's events: joined when read, as the
+            # sitting's own events (its scores) may come before or after them.
+            """CREATE TABLE IF NOT EXISTS candidate_cancellations (
+                registration_id uuid PRIMARY KEY,
+                exam_id uuid NOT NULL,
+                reasons text NOT NULL,
+                cancelled_at timestamptz NOT NULL
+            )""",
             """CREATE TABLE IF NOT EXISTS candidate_certificates (
                 certificate_id uuid PRIMARY KEY,
                 registration_id uuid NOT NULL UNIQUE,
@@ -129,6 +137,11 @@ class Candidates:
             )
         elif t == EXAM + "results_confirmed.v1":
             cur.execute("UPDATE candidate_results SET confirmed = true WHERE exam_id = %s", (d["originator_id"],))
+        elif t == EXAM + "scores_cancelled.v1":
+            cur.execute(
+                "INSERT INTO candidate_cancellations VALUES (%s, %s, %s, %s)",
+                (d["registration_id"], d["originator_id"], d["reasons"], d["timestamp"]),
+            )
         elif kind == "certificate":
             self._certificate(cur, event, d)
 
@@ -294,8 +307,9 @@ def _changes(m: dict[str, Any], event: str, d: dict[str, Any]) -> dict[str, Any]
         if event == "resubmitted":
             changes |= {"status": "submitted", "decision_reasons": ""}
     elif event in DECISIONS:
-        changes = {"status": event, "decision_reasons": d["reasons"], "decided_by": m["actorid"], "decided_at": at,
-                   "condition": d.get("condition")}  # fmt: skip
+        changes = {"status": event, "decision_reasons": d["reasons"], "decided_by": m["actorid"], "decided_at": at}
+        if event != "disqualified":  # the condition the approval found met stays on record
+            changes["condition"] = d.get("condition")
     elif event == "fee_paid":
         changes = {"fee": Jsonb({"receipt_number": d["receipt_number"], "amount": d["amount"], "paid_at": at})}
     elif event == "training_account_opened":
@@ -364,11 +378,13 @@ def _certificate_row(d: dict[str, Any]) -> tuple[Any, ...]:
 # A registration with its sitting, results and certificate, each from its own table.
 COLUMNS = """r.registration_id, plan_id, institution_id, id_type, id_masked AS id_number, id_ref, name, plan_number, plan_name,
     institution_name, occupation, job, level, basis, warnings, status, decision_reasons, decided_by, decided_at,
-    condition, fee, training, s.exam, s.scores, s.review, res.passed, res.confirmed AS results_confirmed,
-    c.certificate, submitted_at, greatest(r.updated_at, s.updated_at, c.updated_at) AS updated_at"""
+    condition, fee, training, s.exam, CASE WHEN x.registration_id IS NULL THEN s.scores END AS scores, s.review,
+    res.passed AND x.registration_id IS NULL AS passed, res.confirmed AS results_confirmed, x.reasons AS scores_cancelled,
+    c.certificate, submitted_at, greatest(r.updated_at, s.updated_at, c.updated_at, x.cancelled_at) AS updated_at"""
 FROM = """candidate_registrations r
     LEFT JOIN candidate_sittings s ON s.registration_id = r.registration_id
     LEFT JOIN candidate_results res ON res.registration_id = r.registration_id
+    LEFT JOIN candidate_cancellations x ON x.registration_id = r.registration_id
     LEFT JOIN candidate_certificates c ON c.registration_id = r.registration_id"""
 
 

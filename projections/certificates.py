@@ -31,6 +31,7 @@ STATUS = {
     "correction_approved": "corrected",
     "proof_issued": "proof_issued",
     "data_deleted": "data_deleted",
+    "revoked": "revoked",
 }
 # Where its data reporting stands after each event (a corrected certificate is reported again).
 DATA_STATUS = {
@@ -42,7 +43,7 @@ DATA_STATUS = {
     "data_deleted": "deleted",
 }
 HISTORY = ("correction_applied", "correction_approved", "correction_rejected", "proof_applied", "proof_issued",
-           "data_returned", "data_deleted", "printed", "print_spoiled", "handed_over")  # fmt: skip
+           "data_returned", "data_deleted", "revoked", "printed", "print_spoiled", "handed_over")  # fmt: skip
 
 
 def _name(message: dict[str, Any]) -> str:

@@ -119,6 +119,8 @@ class Deadlines:
                 " ON CONFLICT (exam_id) DO UPDATE SET passed = EXCLUDED.passed",
                 (subject, sum(e["passed"] for e in d["entries"])),
             )
+        elif kind == "exam_session.scores_cancelled" and d["was_passed"]:  # one certificate fewer owed
+            cur.execute("UPDATE deadline_numbering SET passed = passed - 1 WHERE exam_id = %s", (subject,))
         elif kind == "exam_session.results_confirmed":
             # The session's count locked before its numbering deadline opens: the certificates are counted by another
             # agent, on a connection of its own. Without it, the last certificate's count and the opening each
@@ -136,7 +138,7 @@ class Deadlines:
                 kind,
                 part=d.get("subject", "") if kind == "sitting.review_answered" else None,
             )
-        elif kind == "certificate.data_deleted":  # nothing more is owed on a deleted certificate
+        elif kind in ("certificate.data_deleted", "certificate.revoked"):  # nothing more is owed on a void certificate
             self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
         if kind == "certificate.correction_approved":
             # The certificate goes back to data reporting, as a new certificate's (000 二4): what was owed on the data
@@ -158,7 +160,12 @@ class Deadlines:
                    FROM deadline_subjects WHERE subject_id = %s""",
                 (step, m["aggregateversion"], part, due["start"], due["due"], due["provisional"], subject),
             )
-        if kind in ("certificate.issued", "exam_session.results_confirmed", "exam_session.results_reported"):
+        if kind in (
+            "certificate.issued",
+            "exam_session.results_confirmed",
+            "exam_session.results_reported",
+            "exam_session.scores_cancelled",
+        ):
             # A session nobody passed owes no number: its deadline closes as it opens, on its first day, neither
             # late nor in time (late NULL, as for a step made moot).
             cur.execute(

@@ -68,6 +68,8 @@ class Statistics:
                 (len(entries), sum(e["absent"] for e in entries), sum(e["passed"] for e in entries),
                  d["originator_id"]),
             )  # fmt: skip
+        elif event == "exam_session.scores_cancelled" and d["was_passed"]:  # a disqualification (001 承诺)
+            cur.execute("UPDATE stats_exams SET passed = passed - 1 WHERE exam_id = %s", (d["originator_id"],))
         elif event in ("exam_session.results_confirmed", "exam_session.results_returned"):
             cur.execute(
                 "UPDATE stats_exams SET confirmed = %s WHERE exam_id = %s",

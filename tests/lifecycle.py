@@ -209,6 +209,7 @@ class Lifecycle:
     corrected: UUID
     refused: UUID
     deleted: UUID
+    revoked: UUID  # its holder's declaration was found false (001 承诺)
     proof: str
     reprint_form: int
     discrepancy: int
@@ -217,8 +218,8 @@ class Lifecycle:
 def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     """n candidates of one plan (n >= 50) from registration to printed certificate, with
     training, an amendment, absences, score reviews, returned data, spoiled and destroyed
-    forms, pickup and mail, a loss proof, an approved and a rejected correction, a deletion
-    and a stocktake."""
+    forms, pickup and mail, a loss proof, an approved and a rejected correction, a deletion,
+    a disqualification and a stocktake."""
     from domain.certificate import Correction, Delivery, LossKind, certificate_id
     from domain.registration import AttachmentKind
     from tests.builders import attachment
@@ -304,10 +305,12 @@ def full_lifecycle(w: World, n: int = 200) -> Lifecycle:
     certs.record_holder_commitment(staff(iid), deleted, attachment(AttachmentKind.HOLDER_COMMITMENT))
     certs.check_deletion(ASSOCIATION, deleted, queryable_nationally=True)  # profile S (000 二3)
     certs.delete_data(staff(iid), deleted, "持证人放弃证书相关待遇")
+    revoked = cids[8]  # a forged work record found: disqualified, scores cancelled, certificate revoked
+    reg.disqualify(CENTRE, passed[8], "工作年限证明系伪造（单位核实回函）")
     w.at(date(2026, 10, 8))
     discrepancy = certs.take_stock(staff(iid), iid, "2026-H2", certs.books(iid).in_stock)
 
     return Lifecycle(
         iid, pid, exam_id, rids, absent, failed, passed, cids, numbers,
-        lost, corrected, refused, deleted, proof, reprint_form, discrepancy,
+        lost, corrected, refused, deleted, revoked, proof, reprint_form, discrepancy,
     )  # fmt: skip

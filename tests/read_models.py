@@ -55,6 +55,16 @@ def check_read_models(conn: Any, w: World, life: Lifecycle, key: bytes) -> None:
     assert registry.correction_of(conn, certificate_id=str(life.refused))["decision"] == "rejected"
     assert conn.execute("SELECT count(*) FROM correction_ledger").fetchone()[0] == 2
 
+    # The disqualified holder (001 承诺): the record says so, the scores are gone, the certificate is void.
+    number = certs.certificate(life.revoked).number
+    gone = candidates.get_registration(conn, str(certs.certificate(life.revoked).registration_id))
+    assert (gone["status"], gone["decision_reasons"], gone["condition"]) == (
+        "disqualified", "工作年限证明系伪造（单位核实回函）", "2.1")  # fmt: skip
+    assert (gone["scores"], gone["passed"], gone["scores_cancelled"]) == (None, False, gone["decision_reasons"])
+    assert gone["certificate"]["status"] == "revoked" and gone["reviews"][-1]["decision"] == "disqualified"
+    void = registry.certificate_by_number(conn, number)
+    assert void["status"] == "revoked" and void["history"][-1]["event"] == "revoked"
+
     # Audit trail: every event of candidate 7's registration, in order, with its actors.
     _, events = trail(conn, aggregate_id=str(life.rids[6]), limit=100)
     assert [e["aggregate_version"] for e in events] == list(range(1, len(events) + 1))
@@ -103,8 +113,5 @@ def check_read_models(conn: Any, w: World, life: Lifecycle, key: bytes) -> None:
     assert (month["month"], month["level"], month["issued"]) == ("2026-04", 2, len(life.passed))
     [rate] = statistics.pass_rates(conn, institution_id=str(life.iid))
     sat = n - len(life.absent)
-    assert (rate["sat"], rate["passed"], float(rate["pass_rate"])) == (
-        sat,
-        len(life.passed),
-        round(len(life.passed) / sat, 4),
-    )
+    passes = len(life.passed) - 1  # the disqualified candidate's scores were cancelled
+    assert (rate["sat"], rate["passed"], float(rate["pass_rate"])) == (sat, passes, round(passes / sat, 4))

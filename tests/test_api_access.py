@@ -161,6 +161,9 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {"account": "T-1"}, {STAFF}),
         ("POST", "/registrations/{registration_id}/training", f"/registrations/{s.rid}/training",
          {"hours": "40", "evidence": as_json(attachment(AttachmentKind.TRAINING_CERTIFICATE))}, {STAFF}),
+        # Reasons left out: allowed roles get a 422 and the registration stays as the rows after it need it.
+        ("POST", "/registrations/{registration_id}/disqualification", f"/registrations/{s.rid}/disqualification",
+         {"reasons": ""}, {STAFF, CENTRE}),
         ("POST", "/plans/{plan_id}/sessions", f"/plans/{s.pid}/sessions",
          {"session": "B", "exam_date": "2026-04-17", "starts_at": "09:00", "ends_at": "11:00", "location": "考点",
           "rooms": [{"name": "301", "seats": 30}]}, {STAFF}),

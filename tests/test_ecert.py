@@ -281,3 +281,16 @@ def test_a_key_certified_while_another_request_certified_one_is_revoked_not_left
         other.close()
     recorded = world.certificates.get(Institution, iid, "institution").signing_serial
     assert recorded == faster[0] and valid_keys() == before | {recorded}
+
+
+def test_online_the_file_of_a_revoked_certificate_says_revoked(issued, world, conn):  # noqa: F811
+    """A holder disqualified (001 承诺): the electronic certificate they hold is no longer the certificate's, and
+    the check says why rather than 'superseded'."""
+    iid, cids, pdf, http, token = issued
+    rid = world.certificates.certificate(cids[0]).registration_id
+    world.registrations.disqualify(staff(iid), rid, "学历证书系伪造")
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    said = http.post("/verify/pdf", files={"file": ("c.pdf", pdf, "application/pdf")}).json()
+    assert (said["signature"], said["status"]) == ("good", "revoked")
+    assert http.post(f"/certificates/{cids[0]}/electronic", headers=token).status_code == 409

@@ -26,9 +26,11 @@ def test_two_hundred_candidates_from_registration_to_printed_certificate(world):
 
     # Final state of every aggregate.
     repo = reg.repository
+    disqualified = repo.get(life.revoked).registration_id
     for i, rid in enumerate(rids, 1):
         r: Registration = repo.get(rid)
-        assert (r.status, r.condition, r.fee_receipt) == (Status.APPROVED, "2.1", f"R2026{i:06d}")
+        status = Status.DISQUALIFIED if rid == disqualified else Status.APPROVED
+        assert (r.status, r.condition, r.fee_receipt) == (status, "2.1", f"R2026{i:06d}")
         assert (r.training_hours is not None) == (i <= 50)
         s: Sitting = repo.get(sitting_id(rid))
         assert s.attendance is (Attendance.ABSENT if rid in absent else Attendance.FINISHED)
@@ -37,7 +39,8 @@ def test_two_hundred_candidates_from_registration_to_printed_certificate(world):
     assert repo.get(rids[1]).form.name == "考生二"
     session: ExamSession = repo.get(exam_id)
     assert session.confirmed and session.attempt == 1 and len(session.reported) == N
-    assert sorted(e.registration_id for e in session.passed()) == sorted(passed)
+    assert sorted(e.registration_id for e in session.passed()) == sorted(set(passed) - {disqualified})
+    assert session.cancelled == {disqualified: "工作年限证明系伪造（单位核实回函）"}
 
     serials = []
     for rid, cid in zip(passed, cids, strict=True):
@@ -48,6 +51,7 @@ def test_two_hundred_candidates_from_registration_to_printed_certificate(world):
         assert c.number == numbers[rid]
         expected = DataStatus.DELETED if cid == deleted else DataStatus.QUERYABLE
         assert c.data_status is expected, c.number
+        assert (c.revoked is not None) == (cid == life.revoked)
         assert c.handed_over in (Delivery.PICKUP, Delivery.MAIL) and c.receipt_signed
         assert len(c.printed_forms) == (2 if cid == corrected else 1)
     assert sorted(serials) == list(range(1, len(passed) + 1))

@@ -55,6 +55,7 @@ Hr = Annotated[Principal, Depends(allow(*HR))]
 Decider = Annotated[Principal, Depends(allow(Role.HR_DEPARTMENT, Role.PROVINCIAL_CENTRE))]
 Association = Annotated[Principal, Depends(allow(Role.ASSOCIATION))]
 StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
+StaffOrCentre = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.PROVINCIAL_CENTRE))]
 
 
 class Body(BaseModel):
@@ -103,6 +104,13 @@ class AmendmentIn(Body):
 
 class Changed(BaseModel):
     changed: list[str]
+
+
+class Disqualification(BaseModel):
+    events: list[str] = Field(
+        description="what was recorded, in order: registration.disqualified, then "
+        "exam_session.scores_cancelled and certificate.revoked, or evaluation_plan.seat_released"
+    )
 
 
 class FeeIn(Body):
@@ -347,6 +355,19 @@ def amend(registration_id: UUID, body: AmendmentIn, who: Staff, svc: RegSvc, x_r
     return Changed(
         changed=svc.amend(who.actor(x_request_id), registration_id, body.form, body.explanation, body.document)
     )
+
+
+@router.post("/registrations/{registration_id}/disqualification")
+def disqualify(
+    registration_id: UUID, body: ReasonsIn, who: StaffOrCentre, svc: RegSvc, x_request_id: RequestId = None
+) -> Disqualification:
+    """The candidate's declaration was found false (001 承诺: 如有虚假，愿意接受取消申报资格、已参加考试则被取消当次考试
+    所有科目成绩、已获得证书则被收回、注销证书数据检索及注销证书资格的处理). In one transaction: the registration is
+    disqualified; if the candidate holds an admission ticket, every score of that session is cancelled; if a
+    certificate was issued, it is revoked and its public verification says so. A registration with no ticket yet
+    gives its place back to the plan. By the plan's institution or the provincial centre. 409 when the
+    registration was rejected or is disqualified already."""
+    return Disqualification(events=svc.disqualify(who.actor(x_request_id), registration_id, body.reasons))
 
 
 @router.post("/registrations/{registration_id}/fee", status_code=204)

@@ -73,9 +73,10 @@ class PdfCheck(BaseModel):
     signed_at: datetime | None
     problems: list[str]
     number: str | None
-    status: Literal["current", "superseded", "data_deleted", "not_issued", "unknown"] = Field(
+    status: Literal["current", "superseded", "data_deleted", "revoked", "not_issued", "unknown"] = Field(
         description="current: the certificate's electronic certificate now; superseded: one issued before a "
-        "correction or a key's revocation; data_deleted; not_issued: no file the certificate was ever issued as; "
+        "correction or a key's revocation; data_deleted; revoked: the certificate was revoked (its holder "
+        "disqualified, 001 承诺); not_issued: no file the certificate was ever issued as; "
         "unknown: the file names no certificate the registry holds"
     )
 
@@ -95,13 +96,15 @@ async def verify_pdf(file: UploadFile, svc: CertSvc, c: Conn) -> PdfCheck:
         checked = ecert.verify(content, authority.certificate_pem.encode(), authority.crl())
         if not checked.readable:
             raise InvalidInput([("file", checked.problems[0])])
-        status: Literal["current", "superseded", "data_deleted", "not_issued", "unknown"] = "unknown"
+        status: Literal["current", "superseded", "data_deleted", "revoked", "not_issued", "unknown"] = "unknown"
         row = registry.certificate_by_number(c, checked.number) if checked.number else None
         if row is not None:
             cert: Certificate = svc.certificate(row["certificate_id"])
             sha = files.digest(content)
             if cert.data_status.value == "deleted":
                 status = "data_deleted"
+            elif cert.revoked is not None:
+                status = "revoked"
             elif cert.electronic is not None and cert.electronic.sha256 == sha:
                 status = "current"
             elif sha in cert.electronic_issued:

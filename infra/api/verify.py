@@ -58,7 +58,7 @@ class Verification(BaseModel):
 
 
 def verification(row: dict[str, Any]) -> Verification:
-    if row["status"] == "data_deleted":
+    if row["status"] in ("data_deleted", "revoked"):  # revoked: 注销证书数据检索 (001 承诺)
         return Verification(
             number=row["number"], status="revoked", status_label=LABELS["revoked"], holder_name=None, id_number=None,
             occupation=None, job=None, level=None, institution=None, issued_on=None, loss_proof_issued=False,

@@ -83,6 +83,11 @@ class Registration(BaseModel):
     review: dict[str, Any] | None = Field(None, description="score reviews by subject (theory, skills, …): one each")
     passed: bool | None
     results_confirmed: bool | None
+    scores_cancelled: str | None = Field(
+        None,
+        description="why every score of the session was cancelled (a disqualification, 001 承诺); scores and "
+        "passed are then empty",
+    )
     certificate: dict[str, Any] | None
     submitted_at: datetime
     updated_at: datetime

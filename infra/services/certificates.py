@@ -28,6 +28,7 @@ from domain.model import Actor, Aggregate, Snapshot
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
 from infra.services.base import R, Service
+from infra.services.exams import scoring_lock
 
 CHUNK = (
     250  # per transaction: writers are serialised, so bulk steps batch; larger saves stalled psycopg over a unix socket
@@ -40,7 +41,14 @@ class Certificates(Service):
         self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None = None, chunk: int = CHUNK
     ) -> dict[UUID, str]:
         """Number and issue certificates for a confirmed session's passes (all of them by default).
-        Returns registration id -> certificate number for those issued by this call."""
+        Returns registration id -> certificate number for those issued by this call. Under the session's
+        scoring lock: a candidate disqualified meanwhile (Registrations.disqualify) gets no certificate."""
+        with self.holding(scoring_lock(exam_id)):
+            return self._issue_session(actor, exam_id, registration_ids, chunk)
+
+    def _issue_session(
+        self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None, chunk: int
+    ) -> dict[UUID, str]:
         session = self.get(ExamSession, exam_id, "exam session")
         passed = {e.registration_id: e for e in session.passed()}
         if registration_ids is None:
@@ -55,7 +63,11 @@ class Certificates(Service):
     def issue_cohort(self, actor: Actor, exam_ids: Sequence[UUID], chunk: int = CHUNK) -> dict[UUID, str]:
         """Every pass of several confirmed sessions of one institution, numbered together in
         transactions of `chunk` certificates (the event store serialises writers: batch bulk steps)."""
-        sessions = [self.get(ExamSession, e, "exam session") for e in dict.fromkeys(exam_ids)]
+        with self.holding(*(scoring_lock(e) for e in exam_ids)):
+            return self._issue_sessions(actor, list(dict.fromkeys(exam_ids)), chunk)
+
+    def _issue_sessions(self, actor: Actor, exam_ids: list[UUID], chunk: int) -> dict[UUID, str]:
+        sessions = [self.get(ExamSession, e, "exam session") for e in exam_ids]
         if len({s.institution_id for s in sessions}) > 1:
             raise InvalidInput(
                 [("exam_ids", "a cohort is issued by one institution; these sessions belong to several")]

@@ -10,7 +10,17 @@ from decimal import Decimal
 from uuid import UUID
 
 from domain.errors import Conflict, InvalidInput
-from domain.exam import Attendance, ExamSession, ReviewOutcome, Room, SeatAssignment, Sitting, Subject, sitting_id
+from domain.exam import (
+    Attendance,
+    ExamSession,
+    ResultEntry,
+    ReviewOutcome,
+    Room,
+    SeatAssignment,
+    Sitting,
+    Subject,
+    sitting_id,
+)
 from domain.institution import Institution
 from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
@@ -22,6 +32,15 @@ SCORING_LOCKS = 0x736B7363  # "sksc": the first key of a session's scoring lock 
 
 def scoring_lock(exam_id: UUID) -> tuple[int, int]:
     return SCORING_LOCKS, int.from_bytes(exam_id.bytes[:4], "big", signed=True)
+
+
+TICKET_LOCKS = 0x736B746B  # "sktk"
+
+
+def ticket_lock(plan_id: UUID) -> tuple[int, int]:
+    """Held while a plan's tickets are issued, and by a disqualification (Registrations.disqualify): a ticket and
+    a disqualification each see the other or come first. Nothing else is saved in common to tell them apart."""
+    return TICKET_LOCKS, int.from_bytes(plan_id.bytes[:4], "big", signed=True)
 
 
 class Exams(Service):
@@ -71,6 +90,13 @@ class Exams(Service):
         """Admission tickets for the given registrations, or for every approved, fee-paid
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
+        with self.holding(ticket_lock(exam.plan_id)):  # the registrations' statuses hold still until it is saved
+            return self._issue_tickets(actor, exam, registration_ids)
+
+    def _issue_tickets(
+        self, actor: Actor, exam: ExamSession, registration_ids: Sequence[UUID] | None
+    ) -> list[SeatAssignment]:
+        exam_id = exam.id
         plan = self.get(EvaluationPlan, exam.plan_id, "plan")
         # Named registrations are checked by their own plan and status; only "everyone" reads the plan's
         # history for its holders, so one ticket costs the same in a plan of 10 or of 100,000.
@@ -118,6 +144,9 @@ class Exams(Service):
         self.change(Sitting, sitting_id(registration_id), "admission ticket for registration", act)
 
     def check_in(self, actor: Actor, registration_id: UUID) -> None:
+        registration = self.get(Registration, registration_id, "registration")
+        if registration.status is Status.DISQUALIFIED:  # the ticket stands, the candidate may not sit
+            raise Conflict(f"the candidate was disqualified: {registration.reasons}")
         self._on_sitting(registration_id, lambda s: s.check_in(actor, self.today()))
 
     def check_identity(self, actor: Actor, registration_id: UUID) -> None:
@@ -205,7 +234,8 @@ class Exams(Service):
     def publish_scores(self, actor: Actor, exam_id: UUID) -> None:
         with self.scoring(exam_id):  # the scores it checks are the scores it publishes
             session = self.get(ExamSession, exam_id, "exam session")
-            unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores]
+            unscored = [s for s in self.sittings(session) if s.attendance is Attendance.FINISHED and not s.scores
+                        and s.registration_id not in session.cancelled]  # fmt: skip
             if unscored:
                 raise Conflict(f"candidates who sat and have no scores yet: {len(unscored)}")
             session.publish_scores(actor, self.today())
@@ -235,16 +265,21 @@ class Exams(Service):
         with self.scoring(exam_id):  # the scores and reviews it reads hold still until it is saved
             session = self.get(ExamSession, exam_id, "exam session")
             sittings = self.sittings(session)
-            disputed = [s for s in sittings if s.review_open]
+            disputed = [s for s in sittings if s.review_open and s.registration_id not in session.cancelled]
             if disputed:
                 raise Conflict(
                     f"score reviews still open: {len(disputed)}; results are reported once they are answered"
                 )
-            # The score book names each candidate as the registration now has them (amendments included).
-            entries = [
-                s.result(session.subjects, self.get(Registration, s.registration_id, "registration").holder)
-                for s in sittings
-            ]
+            # The score book names each candidate as the registration now has them (amendments included); one
+            # whose scores were cancelled is reported with none (ExamSession.cancel_scores).
+            entries = []
+            for s in sittings:
+                holder = self.get(Registration, s.registration_id, "registration").holder
+                if s.registration_id in session.cancelled:
+                    entries.append(ResultEntry(registration_id=s.registration_id, holder=holder,
+                                               absent=s.attendance is Attendance.ABSENT))  # fmt: skip
+                else:
+                    entries.append(s.result(session.subjects, holder))
             session.report_results(actor, self.today(), entries)
             self.save_once(session)
 

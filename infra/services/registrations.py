@@ -24,8 +24,10 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
+from domain.certificate import Certificate, certificate_id
 from domain.eligibility import Evidence
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound, first_of
+from domain.exam import ExamSession, Sitting, sitting_id
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
 from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, RegistrationCode, code_id, normalise_code
@@ -39,6 +41,7 @@ from domain.registration import (
     registration_key,
 )
 from infra.services.base import MAX_RETRIES, Service
+from infra.services.exams import scoring_lock, ticket_lock
 from infra.store.groupcommit import GroupCommit
 
 # Advisory locks of two keys are a space of their own (those of one bigint, the relay's and the DDL's,
@@ -436,6 +439,47 @@ class Registrations(Service):
             return [registration, plan]
 
         self.retry(attempt)
+
+    def disqualify(self, actor: Actor, registration_id: UUID, reasons: str) -> list[str]:
+        """A false declaration found (001 承诺), in one transaction: the registration disqualified; if the candidate
+        has a ticket, their scores for that session cancelled; if a certificate was issued, it revoked; a place
+        not yet seated at an exam given back to the plan. Returns what was done, by event name.
+
+        Under the session's scoring lock, which issuance takes too: a certificate is either issued before
+        (and revoked here) or not at all, never issued on scores this cancels."""
+        registration: Registration = self.get(Registration, registration_id, "registration")
+        filed_in = self.get(Institution, registration.institution_id, "institution").filing.city_code
+        registration.disqualify(actor, reasons, filed_in)  # who may, and whether it can be, before any lock
+        done: list[str] = []
+        with self.holding(ticket_lock(registration.plan_id)):  # no ticket is issued meanwhile
+            sitting = self.get_many([sitting_id(registration_id)]).get(sitting_id(registration_id))
+            exam_id = sitting.exam_id if isinstance(sitting, Sitting) else None
+
+            def attempt() -> list[Aggregate]:
+                done.clear()
+                registration = self.get(Registration, registration_id, "registration")
+                registration.disqualify(actor, reasons, filed_in)
+                changed: list[Aggregate] = [registration]
+                if exam_id is None:  # no exam seat: the plan's place goes back, as for a rejection
+                    plan = self.get(EvaluationPlan, registration.plan_id, "plan")
+                    plan.release_seat(actor, registration.id, "registration disqualified")
+                    changed.append(plan)
+                    done.append("evaluation_plan.seat_released")
+                    return changed
+                session = self.get(ExamSession, exam_id, "exam session")
+                session.cancel_scores(actor, registration.id, reasons)
+                changed.append(session)
+                done.append("exam_session.scores_cancelled")
+                cid = certificate_id(registration.id)
+                if isinstance(certificate := self.get_many([cid]).get(cid), Certificate):
+                    certificate.revoke(actor, reasons, self.today())
+                    changed.append(certificate)
+                    done.append("certificate.revoked")
+                return changed
+
+            with self.holding(*([scoring_lock(exam_id)] if exam_id else [])):  # nor a certificate issued
+                self.retry(attempt)
+        return ["registration.disqualified", *done]
 
     def amend(
         self, actor: Actor, registration_id: UUID, form: RegistrationForm, explanation: str, document: Attachment

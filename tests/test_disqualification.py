@@ -1,0 +1,279 @@
+"""A false declaration found (001 承诺: 如有虚假，愿意接受取消申报资格、已参加考试则被取消当次考试所有科目成绩、
+已获得证书则被收回、注销证书数据检索及注销证书资格的处理): at each stage a candidate can be in, and racing the
+steps that would otherwise hand a disqualified candidate a ticket or a certificate."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from threading import Barrier
+from uuid import uuid4
+
+import pytest
+
+from domain.certificate import Certificate, Delivery, certificate_id
+from domain.errors import Conflict, Forbidden, InvalidInput
+from domain.exam import ExamSession, Sitting, Subject, sitting_id
+from domain.model import Actor, Role
+from domain.plan import EvaluationPlan
+from domain.registration import AttachmentKind, Registration, Status
+from tests.builders import attachment, candidate
+from tests.lifecycle import (
+    CENTRE,
+    CONFIRM_DAY,
+    EXAM_DAY,
+    HR,
+    ISSUE_DAY,
+    REPORT_DAY,
+    TICKETS_OPEN,
+    approved_cohort,
+    confirmed_exam,
+    handed_over_certificates,
+    score,
+    sit_exam,
+    staff,
+)
+from tests.test_read_models import conn  # noqa: F401
+
+FALSE = "工作年限证明系伪造（单位核实回函）"
+
+
+def stored(w) -> int:
+    return w.registrations.recorder.max_notification_id() or 0
+
+
+def test_before_the_exam_the_registration_is_disqualified_and_its_place_goes_back(world):
+    iid, pid, rids = approved_cohort(world, 3)
+    reg = world.registrations
+    before = stored(world)
+    for who in (candidate(1), HR, staff(uuid4()), Actor(id="auditor-x", role=Role.AUDITOR)):
+        with pytest.raises(Forbidden):
+            reg.disqualify(who, rids[0], FALSE)
+    with pytest.raises(InvalidInput, match="found false"):
+        reg.disqualify(staff(iid), rids[0], "  ")
+    assert stored(world) == before  # nothing refused was stored
+    taken = reg.get(EvaluationPlan, pid, "plan").taken
+
+    assert reg.disqualify(staff(iid), rids[0], FALSE) == ["registration.disqualified", "evaluation_plan.seat_released"]
+    r = reg.get(Registration, rids[0], "registration")
+    assert (r.status, r.reasons) == (Status.DISQUALIFIED, FALSE)
+    assert reg.get(EvaluationPlan, pid, "plan").taken == taken - 1
+    # Nothing follows: no second disqualification, no fee, no amendment, no ticket.
+    with pytest.raises(Conflict, match="disqualified"):
+        reg.disqualify(CENTRE, rids[0], FALSE)
+    with pytest.raises(Conflict):
+        reg.open_training_account(staff(iid), rids[0], "T-1")
+    world.at(TICKETS_OPEN)
+    exam = world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, *_hours(), "考点", _rooms())
+    seated = {a.registration_id for a in world.exams.issue_tickets(staff(iid), exam)}
+    assert seated == set(rids[1:])
+    with pytest.raises(InvalidInput, match="disqualified"):
+        world.exams.issue_tickets(staff(iid), exam, [rids[0]])
+    # The provincial centre may disqualify too.
+    assert reg.disqualify(CENTRE, rids[1], FALSE)[:2] == ["registration.disqualified", "exam_session.scores_cancelled"]
+
+
+def _hours():
+    from datetime import time
+
+    return time(9), time(11)
+
+
+def _rooms():
+    from domain.exam import Room
+
+    return [Room(name="301", seats=30)]
+
+
+def test_after_the_exam_every_score_of_the_session_is_cancelled_and_no_certificate_is_issued(world):
+    iid, pid, rids = approved_cohort(world, 8)
+    exam = sit_exam(world, iid, pid, rids)
+    world.at(date(2026, 4, 13))
+    assert world.registrations.disqualify(staff(iid), rids[0], FALSE) == [
+        "registration.disqualified", "exam_session.scores_cancelled"]  # fmt: skip
+    # The score book may not score them; the rest are scored and published without them.
+    book = {rid: score(i) for i, rid in enumerate(rids, 1)}
+    with pytest.raises(InvalidInput) as refused:
+        world.exams.record_scores(staff(iid, "scorer-chen"), exam, book)
+    assert [f for f, _ in refused.value.problems] == [f"book.{rids[0]}"]
+    assert "cancelled" in refused.value.problems[0][1]
+    del book[rids[0]]
+    world.exams.record_scores(staff(iid, "scorer-chen"), exam, book)
+    world.exams.publish_scores(staff(iid), exam)
+    world.at(date(2026, 4, 16))
+    with pytest.raises(Conflict, match="cancelled"):
+        world.exams.request_review(candidate(1), rids[0], Subject.THEORY, "有异议")
+    world.at(REPORT_DAY).exams.report_results(staff(iid), exam)
+    session = world.exams.get(ExamSession, exam, "exam session")
+    [entry] = [e for e in session.reported if e.registration_id == rids[0]]
+    assert (entry.passed, entry.scores, entry.absent) == (False, {}, False)
+    world.at(CONFIRM_DAY).exams.confirm_results(CENTRE, exam)
+    world.at(ISSUE_DAY)
+    issued = world.certificates.issue(staff(iid), exam)
+    assert set(issued) == set(rids) - {rids[0], rids[6]}  # candidate 7 failed theory
+
+
+def test_a_candidate_disqualified_before_the_exam_day_cannot_check_in(world):
+    iid, pid, rids = approved_cohort(world, 2)
+    world.at(TICKETS_OPEN)
+    exam = world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, *_hours(), "考点", _rooms())
+    world.exams.issue_tickets(staff(iid), exam)
+    world.registrations.disqualify(staff(iid), rids[0], FALSE)
+    world.at(EXAM_DAY)
+    with pytest.raises(Conflict, match="disqualified"):
+        world.exams.check_in(candidate(1), rids[0])
+    world.exams.check_in(candidate(2), rids[1])
+
+
+def test_a_confirmed_pass_cancelled_before_issuance_gets_no_certificate(world):
+    iid, _, rids, exam = confirmed_exam(world, 8)
+    assert rids[0] in {e.registration_id for e in world.exams.get(ExamSession, exam, "exam session").passed()}
+    world.at(ISSUE_DAY).registrations.disqualify(CENTRE, rids[0], FALSE)
+    session = world.exams.get(ExamSession, exam, "exam session")
+    assert rids[0] not in {e.registration_id for e in session.passed()}
+    with pytest.raises(InvalidInput, match="no confirmed pass"):
+        world.certificates.issue(staff(iid), exam, [rids[0]])
+    assert rids[0] not in world.certificates.issue(staff(iid), exam)
+
+
+def test_an_issued_certificate_is_revoked_and_nothing_more_is_done_with_it(world):
+    iid, cids = handed_over_certificates(world, 2)
+    certs = world.certificates
+    rid = certs.certificate(cids[0]).registration_id
+    world.at(date(2026, 9, 1))
+    done = world.registrations.disqualify(staff(iid), rid, FALSE)
+    assert done == ["registration.disqualified", "exam_session.scores_cancelled", "certificate.revoked"]
+    c = certs.certificate(cids[0])
+    assert c.revoked == date(2026, 9, 1)
+    before = stored(world)
+    from domain.certificate import Correction, LossKind
+    from tests.lifecycle import id_check
+
+    for act in (
+        lambda: certs.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                                      **id_check(certs, cids[0])),
+        lambda: certs.apply_for_correction(staff(iid), cids[0], Correction(name="新名"), "更名",
+                                           attachment(AttachmentKind.CORRECTION_EVIDENCE)),
+        lambda: certs.report_data(staff(iid), [cids[0]]),
+    ):  # fmt: skip
+        with pytest.raises((Conflict, InvalidInput), match="revoked"):
+            act()
+    assert stored(world) == before
+    # The other holder's certificate is untouched.
+    assert certs.certificate(cids[1]).revoked is None
+    assert certs.certificate(cids[1]).handed_over is Delivery.PICKUP
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_issuance_racing_a_disqualification_never_leaves_a_live_certificate_for_the_disqualified(world, k):
+    """Issuance and the disqualification each take the session's scoring lock: whichever comes second sees the
+    first. Without it, a certificate could be numbered on scores cancelled a moment before."""
+    iid, _, rids, exam = confirmed_exam(world, 3)
+    rid = rids[k % 3]
+    world.at(ISSUE_DAY)
+    barrier = Barrier(2)
+
+    def issue():
+        barrier.wait()
+        return world.certificates.issue(staff(iid), exam)
+
+    def disqualify():
+        barrier.wait()
+        return world.registrations.disqualify(CENTRE, rid, FALSE)
+
+    with ThreadPoolExecutor(2) as pool:
+        issuing, disqualifying = pool.submit(issue), pool.submit(disqualify)
+        issued, done = issuing.result(), disqualifying.result()
+    found = world.certificates.get_many([certificate_id(rid)]).get(certificate_id(rid))
+    if isinstance(found, Certificate):  # issued first: revoked by the disqualification
+        assert rid in issued and found.revoked == ISSUE_DAY and "certificate.revoked" in done
+    else:  # disqualified first: never issued
+        assert rid not in issued and "certificate.revoked" not in done
+    assert set(issued) | {rid} == set(rids)  # everyone else passed and got theirs
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_ticket_issuance_racing_a_disqualification_never_seats_a_candidate_whose_scores_stand(world, k):
+    """A ticket issued after the disqualification is refused; one issued before it has its scores cancelled."""
+    iid, pid, rids = approved_cohort(world, 2)
+    world.at(TICKETS_OPEN)
+    exam = world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, *_hours(), "考点", _rooms())
+    barrier = Barrier(2)
+
+    def tickets():
+        barrier.wait()
+        return world.exams.issue_tickets(staff(iid), exam)
+
+    def disqualify():
+        barrier.wait()
+        return world.registrations.disqualify(staff(iid), rids[k % 2], FALSE)
+
+    with ThreadPoolExecutor(2) as pool:
+        seating, disqualifying = pool.submit(tickets), pool.submit(disqualify)
+        seated, done = seating.result(), disqualifying.result()
+    session = world.exams.get(ExamSession, exam, "exam session")
+    rid = rids[k % 2]
+    if isinstance(world.exams.get_many([sitting_id(rid)]).get(sitting_id(rid)), Sitting):
+        assert rid in session.cancelled and "exam_session.scores_cancelled" in done
+    else:
+        assert rid not in {a.registration_id for a in seated} and "evaluation_plan.seat_released" in done
+
+
+def test_a_disqualification_is_refused_for_a_rejected_registration_and_by_another_institution(world):
+    from infra.services.registrations import Decision
+
+    iid, pid, rids = approved_cohort(world, 1, seats=2)
+    from tests.builders import working_years_form
+
+    plan_code = world.registrations.get(EvaluationPlan, pid, "plan").registration_code
+    rid = world.registrations.register(candidate(9), plan_code, working_years_form(9))
+    world.registrations.review(staff(iid), rid, Decision.REJECTED, reasons="不符合条件")
+    with pytest.raises(Conflict, match="rejected"):
+        world.registrations.disqualify(staff(iid), rid, FALSE)
+    with pytest.raises(Forbidden, match="own institution"):
+        world.registrations.disqualify(staff(uuid4()), rids[0], FALSE)
+    # A city's skills centre acts for the institutions filed in its city (Shenzhen, 03) only.
+    guangzhou = Actor(id="centre-gz", role=Role.PROVINCIAL_CENTRE, jurisdiction="01")
+    with pytest.raises(Forbidden, match="属地管理"):
+        world.registrations.disqualify(guangzhou, rids[0], FALSE)
+    shenzhen = Actor(id="centre-sz", role=Role.PROVINCIAL_CENTRE, jurisdiction="03")
+    assert world.registrations.disqualify(shenzhen, rids[0], FALSE)[0] == "registration.disqualified"
+
+
+def test_through_the_api_the_record_and_the_public_verification_show_it(world, conn, database_url, schema):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.test_read_models import KEY, apply_live, bus_messages
+
+    iid, cids = handed_over_certificates(world, 2)
+    certs = world.certificates
+    rid, number = certs.certificate(cids[0]).registration_id, certs.certificate(cids[0]).number
+    staff_token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid, pseudonym_key=KEY.hex())
+    other = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-b", uuid4(), pseudonym_key=KEY.hex())
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        before = stored(world)
+        for headers, body, status in ((other, {"reasons": FALSE}, 403), (staff_token, {"reasons": ""}, 422),
+                                      (staff_token, {"reasons": FALSE, "extra": 1}, 422)):  # fmt: skip
+            r = http.post(f"/registrations/{rid}/disqualification", headers=headers, json=body)
+            assert r.status_code == status, r.text
+        assert stored(world) == before
+        r = http.post(f"/registrations/{rid}/disqualification", headers=staff_token, json={"reasons": FALSE})
+        assert r.status_code == 200, r.text
+        assert r.json()["events"] == ["registration.disqualified", "exam_session.scores_cancelled",
+                                      "certificate.revoked"]  # fmt: skip
+        again = http.post(f"/registrations/{rid}/disqualification", headers=staff_token, json={"reasons": FALSE})
+        assert again.status_code == 409 and "disqualified" in again.json()["detail"]
+        apply_live(conn, bus_messages(world.registrations))
+        conn.commit()
+        v = http.get(f"/verify/{number}").json()
+        assert (v["status"], v["holder_name"], v["id_number"]) == ("revoked", None, None)
+        page = http.get(f"/verify/{number}", headers={"Accept": "text/html"}).text
+        assert 'data-status="revoked"' in page
+        record = http.get(f"/registrations/{rid}", headers=staff_token).json()
+        assert (record["status"], record["scores"], record["passed"], record["scores_cancelled"]) == (
+            "disqualified", None, False, FALSE)  # fmt: skip
+        assert record["certificate"]["status"] == "revoked"
+        still = http.get(f"/verify/{certs.certificate(cids[1]).number}").json()
+        assert still["status"] == "valid"
