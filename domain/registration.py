@@ -262,6 +262,11 @@ def registration_key(plan_id: UUID, id_type: IdType, id_number: str, key: bytes)
     return UUID(bytes=hmac.new(key, material, hashlib.sha256).digest()[:16], version=4)
 
 
+def integrity_key(id_type: IdType, id_number: str, key: bytes) -> UUID:
+    """The candidate's integrity record (IntegrityRecord): keyed like a registration, across every plan."""
+    return registration_key(UUID(int=0), id_type, id_number, key)
+
+
 class PlanSummary(Immutable):
     """What the candidate confirmed (001 step 4), kept on the registration."""
 
@@ -360,8 +365,9 @@ class Registration(Aggregate):
         form: RegistrationForm,
         id_key: bytes,
         hr_work_unit: str | None = None,
+        record: IntegrityRecord | None = None,
     ) -> Registration:
-        warnings = check_form(form, plan.level, hr_work_unit)
+        warnings = check_form(form, plan.level, hr_work_unit) + (record.warnings() if record else [])
         return cls._create(
             cls.Submitted,
             id=registration_id(plan_id, form, id_key),
@@ -373,7 +379,13 @@ class Registration(Aggregate):
             warnings=warnings,
         )
 
-    def resubmit(self, actor: Actor, form: RegistrationForm, hr_work_unit: str | None = None) -> None:
+    def resubmit(
+        self,
+        actor: Actor,
+        form: RegistrationForm,
+        hr_work_unit: str | None = None,
+        record: IntegrityRecord | None = None,
+    ) -> None:
         """After a return for rework. Identity stays: the registration is keyed by it."""
         if self.status is not Status.RETURNED:
             raise Conflict(
@@ -381,7 +393,9 @@ class Registration(Aggregate):
             )
         if (form.id_type, form.id_number) != (self.form.id_type, self.form.id_number):
             raise InvalidInput([("id_number", "cannot change on resubmission; register afresh instead")])
-        self._resubmitted(actor, form, check_form(form, self.plan.level, hr_work_unit))
+        self._resubmitted(
+            actor, form, check_form(form, self.plan.level, hr_work_unit) + (record.warnings() if record else [])
+        )
 
     @event(Resubmitted)
     def _resubmitted(self, actor: Actor, form: RegistrationForm, warnings: list[str]) -> None:
@@ -512,7 +526,13 @@ class Registration(Aggregate):
         self.reasons = reasons
 
     def amend(
-        self, actor: Actor, form: RegistrationForm, explanation: str, document: Attachment, today: date
+        self,
+        actor: Actor,
+        form: RegistrationForm,
+        explanation: str,
+        document: Attachment,
+        today: date,
+        record: IntegrityRecord | None = None,
     ) -> list[str]:
         """A change after confirmation (000 ②): only with a written explanation, and of name and
         ID number only one may ever differ from what was first confirmed."""
@@ -542,7 +562,7 @@ class Registration(Aggregate):
             problems.append(("form", "nothing changed"))
         if problems:
             raise InvalidInput(problems)
-        warnings = check_form(form, self.plan.level)
+        warnings = check_form(form, self.plan.level) + (record.warnings() if record else [])
         if self.status is Status.APPROVED:
             self._check_approval_holds(form, today)
         self._amended(actor, form, changed, explanation.strip(), document, warnings)
@@ -665,3 +685,50 @@ class Alias(Aggregate):
     @classmethod
     def claim(cls, actor: Actor, key: UUID, registration_id: UUID) -> Alias:
         return cls._create(cls.Claimed, id=key, actor=actor, registration_id=registration_id)
+
+
+class IntegrityEntry(Immutable):
+    """One disqualification on a candidate's integrity record: where and when, not why (the reasons stay with the
+    registration, for its institution and the centre)."""
+
+    registration_id: UUID
+    institution_name: str
+    plan_number: str
+    occupation: str
+    level: Level
+    on: date
+
+
+class IntegrityRecord(Aggregate):
+    """诚信档案 (001 承诺: "……并登记在诚信档案"): the disqualifications of one person, by ID number, across every
+    institution and plan. A later registration of the same number carries a warning naming them, for its reviewer to
+    weigh (the seed sets no bar on registering again). Internal: its id derives from the ID number."""
+
+    class Opened(Aggregate.Created):
+        actor: Actor
+        entry: IntegrityEntry
+
+    class EntryAdded(Aggregate.Event):
+        entry: IntegrityEntry
+
+    @event(Opened)
+    def __init__(self, actor: Actor, entry: IntegrityEntry) -> None:
+        self.entries = [entry]
+
+    @classmethod
+    def open(cls, actor: Actor, key: UUID, entry: IntegrityEntry) -> IntegrityRecord:
+        return cls._create(cls.Opened, id=key, actor=actor, entry=entry)
+
+    def enter(self, actor: Actor, entry: IntegrityEntry) -> None:
+        self._entry_added(actor, entry)
+
+    @event(EntryAdded)
+    def _entry_added(self, actor: Actor, entry: IntegrityEntry) -> None:
+        self.entries = [*self.entries, entry]
+
+    def warnings(self) -> list[str]:
+        return [
+            f"integrity record (诚信档案): disqualified on {e.on} for a false declaration, {e.institution_name} plan "
+            f"{e.plan_number} ({e.occupation}, level {int(e.level)})"
+            for e in self.entries
+        ]

@@ -17,6 +17,7 @@ from domain.exam import ExamSession, Sitting, Subject, sitting_id
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
 from domain.registration import AttachmentKind, Registration, Status
+from infra.services.registrations import Decision
 from tests.builders import attachment, candidate
 from tests.lifecycle import (
     CENTRE,
@@ -220,8 +221,6 @@ def test_ticket_issuance_racing_a_disqualification_never_seats_a_candidate_whose
 
 
 def test_a_disqualification_is_refused_for_a_rejected_registration_and_by_another_institution(world):
-    from infra.services.registrations import Decision
-
     iid, pid, rids = approved_cohort(world, 1, seats=2)
     from tests.builders import working_years_form
 
@@ -277,3 +276,55 @@ def test_through_the_api_the_record_and_the_public_verification_show_it(world, c
         assert record["certificate"]["status"] == "revoked"
         still = http.get(f"/verify/{certs.certificate(cids[1]).number}").json()
         assert still["status"] == "valid"
+
+
+def test_the_integrity_record_warns_the_reviewer_of_a_later_registration_by_the_same_person(world):
+    """ "……并登记在诚信档案": a disqualification is entered on the person's record, by ID number across plans; each
+    later registration of that number carries a warning naming where and when (not why), alone, in a batch of
+    concurrent registrations, and from an imported list; a resubmission and an amendment keep it."""
+    from domain.registration import IntegrityRecord, integrity_key
+    from tests.builders import plan_details, staff_of, working_years_form
+
+    iid, pid, rids = approved_cohort(world, 2)
+    reg = world.registrations
+    world.at(date(2026, 3, 5))
+    reg.disqualify(staff(iid), rids[0], FALSE)
+    form = reg.get(Registration, rids[0], "registration").form
+    record = reg.get(IntegrityRecord, integrity_key(form.id_type, form.id_number, reg.id_key), "record")
+    assert [(e.registration_id, e.plan_number, e.on) for e in record.entries] == [(rids[0], "2501", date(2026, 3, 5))]
+
+    def warned(rid) -> list[str]:
+        return [w for w in reg.get(Registration, rid, "registration").warnings if "诚信档案" in w]
+
+    # Alone.
+    pid2, code2 = reg.publish_plan(staff_of(iid), iid, plan_details("2502", seats=20))
+    again = reg.register(candidate(1), code2, working_years_form(1))
+    [warning] = warned(again)
+    assert "2026-03-05" in warning and "2501" in warning and "深圳市技能人才评价示范中心" in warning
+    assert FALSE not in warning  # the reasons stay with the registration they concern
+    assert warned(reg.register(candidate(2), code2, working_years_form(2))) == []
+    # In a batch: several at once, so the group registers them together.
+    _, code3 = reg.publish_plan(staff_of(iid), iid, plan_details("2503", seats=20))
+    barrier = Barrier(6)
+
+    def register(i):
+        barrier.wait()
+        return reg.register(candidate(i), code3, working_years_form(i))
+
+    with ThreadPoolExecutor(6) as pool:
+        batch = list(pool.map(register, range(1, 7)))
+    assert [bool(warned(r)) for r in batch] == [True] + [False] * 5
+    # A second disqualification is entered on the same record; both are named from then on.
+    # From an imported list.
+    pid5, _ = reg.publish_plan(staff_of(iid), iid, plan_details("2505", seats=20))
+    listed = reg.register_many(staff(iid), pid5, [(1, working_years_form(3), []), (2, working_years_form(1), [])])
+    assert [bool(warned(r)) for r in listed] == [False, True]
+    # Returned and resubmitted: the warning stays.
+    reg.review(staff(iid), again, Decision.RETURNED, reasons="补充材料")
+    reg.resubmit(candidate(1), again, working_years_form(1))
+    assert len(warned(again)) == 1
+    reg.disqualify(staff(iid), again, FALSE)
+    record = reg.get(IntegrityRecord, integrity_key(form.id_type, form.id_number, reg.id_key), "record")
+    assert [e.plan_number for e in record.entries] == ["2501", "2502"]
+    _, code4 = reg.publish_plan(staff_of(iid), iid, plan_details("2504", seats=20))
+    assert len(warned(reg.register(candidate(1), code4, working_years_form(1)))) == 2

@@ -29,6 +29,7 @@ CONTEXTS: dict[str, str | None] = {
     "domain.plan:EvaluationPlan": "registrations",
     "domain.registration:Registration": "registrations",
     "domain.registration:Alias": None,
+    "domain.registration:IntegrityRecord": None,  # keyed by the ID number: never published
     "domain.plan:RegistrationCode": None,
     "domain.exam:ExamSession": "exams",
     "domain.exam:Sitting": "exams",

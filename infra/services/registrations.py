@@ -34,9 +34,12 @@ from domain.plan import CODE_ALPHABET, EvaluationPlan, PlanDetails, Registration
 from domain.registration import (
     Alias,
     Attachment,
+    IntegrityEntry,
+    IntegrityRecord,
     PlanSummary,
     Registration,
     RegistrationForm,
+    integrity_key,
     registration_id,
     registration_key,
 )
@@ -253,6 +256,7 @@ class Registrations(Service):
             return [self._outcome(self._register_alone, plan_id, *requests[0])]
         outcomes: dict[int, Any] = {}
         todo = list(range(len(requests)))
+        records = self.records([form for _, form in requests])
         for _ in range(MAX_RETRIES):
             plan = self._checkout_plan(plan_id)
             made: dict[int, Registration] = {}
@@ -261,7 +265,7 @@ class Registrations(Service):
                 actor, form = requests[i]
                 try:
                     registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form,
-                                                       self.id_key)  # fmt: skip
+                                                       self.id_key, record=records.get(i))  # fmt: skip
                     if registration.id in {r.id for r in made.values()}:
                         raise self._already(plan)
                     plan.take_seat(actor, registration.id, self.today())
@@ -305,6 +309,13 @@ class Registrations(Service):
             outcomes.update({i: Conflict("too many concurrent registrations; try again") for i in todo})
         return [outcomes[i] for i in range(len(requests))]
 
+    def records(self, forms: list[RegistrationForm]) -> dict[int, IntegrityRecord]:
+        """The integrity records (诚信档案) of these forms' ID numbers, by the form's index: one query for a batch,
+        finding nothing for nearly every candidate."""
+        keys = [integrity_key(f.id_type, f.id_number, self.id_key) for f in forms]
+        found = self.get_many(keys)
+        return {i: r for i, k in enumerate(keys) if isinstance(r := found.get(k), IntegrityRecord)}
+
     def _refused_files(self, registration: Registration) -> DomainError | None:
         try:
             self.check_references(registration)
@@ -323,8 +334,10 @@ class Registrations(Service):
         plan = self._checkout_plan(plan_id)
         rid = registration_id(plan.id, form, self.id_key)
         already = self._already(plan)
+        record = self.records([form]).get(0)
         for _ in range(MAX_RETRIES):
-            registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
+            registration = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key,
+                                               record=record)  # fmt: skip
             try:
                 plan.take_seat(actor, registration.id, self.today())
             except Conflict:
@@ -354,6 +367,8 @@ class Registrations(Service):
         problems = [p for _, _, found in rows for p in found]
         forms: dict[UUID, tuple[int, RegistrationForm]] = {}
         made: dict[UUID, Registration] = {}  # decided here, before the plan's lock; saved under it if nothing changed
+        listed = [form for _, form, _ in rows if form is not None]
+        records = {id(listed[i]): r for i, r in self.records(listed).items()}  # one query for the list
         for n, form, _ in rows:
             if form is None:
                 continue
@@ -363,7 +378,8 @@ class Registrations(Service):
                 continue
             forms[rid] = (n, form)
             try:
-                made[rid] = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key)
+                made[rid] = Registration.submit(actor, plan.id, plan.institution_id, summary(plan), form, self.id_key,
+                                                record=records.get(id(form)))  # fmt: skip
             except InvalidInput as e:
                 problems += [(f"row {n}.{f}", m) for f, m in e.problems]
         taken = self.existing(forms)
@@ -389,7 +405,8 @@ class Registrations(Service):
             # (the registrations carry them); afresh after a failed save, which consumed their events.
             same = summary(fresh) == summary(plan)
             registrations = [(made.pop(r, None) if same else None) or
-                             Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f, self.id_key)
+                             Registration.submit(actor, plan.id, plan.institution_id, summary(fresh), f, self.id_key,
+                                                 record=records.get(id(f)))
                              for r, (_, f) in forms.items()]  # fmt: skip
             made.clear()
             for r in registrations:
@@ -407,7 +424,7 @@ class Registrations(Service):
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
         registration: Registration = self.get(Registration, registration_id, "registration")
         require(actor, STAFF_OR_CANDIDATE, "resubmit registrations", registration.institution_id)
-        registration.resubmit(actor, form)
+        registration.resubmit(actor, form, record=self.records([form]).get(0))
         self.save_once(registration)
 
     def review(
@@ -459,7 +476,7 @@ class Registrations(Service):
                 done.clear()
                 registration = self.get(Registration, registration_id, "registration")
                 registration.disqualify(actor, reasons, filed_in)
-                changed: list[Aggregate] = [registration]
+                changed: list[Aggregate] = [registration, self._entered(actor, registration)]
                 if exam_id is None:  # no exam seat: the plan's place goes back, as for a rejection
                     plan = self.get(EvaluationPlan, registration.plan_id, "plan")
                     plan.release_seat(actor, registration.id, "registration disqualified")
@@ -481,6 +498,18 @@ class Registrations(Service):
                 self.retry(attempt)
         return ["registration.disqualified", *done]
 
+    def _entered(self, actor: Actor, registration: Registration) -> IntegrityRecord:
+        """The candidate's integrity record with this disqualification entered (opened if it is the first)."""
+        p, form = registration.plan, registration.form
+        entry = IntegrityEntry(registration_id=registration.id, institution_name=p.institution_name,
+                               plan_number=p.plan_number, occupation=p.occupation, level=p.level, on=self.today())  # fmt: skip
+        key = integrity_key(form.id_type, form.id_number, self.id_key)
+        record = self.get_many([key]).get(key)
+        if isinstance(record, IntegrityRecord):
+            record.enter(actor, entry)
+            return record
+        return IntegrityRecord.open(actor, key, entry)
+
     def amend(
         self, actor: Actor, registration_id: UUID, form: RegistrationForm, explanation: str, document: Attachment
     ) -> list[str]:
@@ -488,7 +517,7 @@ class Registrations(Service):
         cannot also register again under it."""
         registration = self.get(Registration, registration_id, "registration")
         old_key = self.key_of(registration)
-        changed = registration.amend(actor, form, explanation, document, self.today())
+        changed = registration.amend(actor, form, explanation, document, self.today(), self.records([form]).get(0))
         aggregates: list[Aggregate] = [registration]
         new_key = self.key_of(registration)
         if new_key != old_key and new_key != registration.id:
