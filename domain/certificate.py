@@ -264,6 +264,7 @@ class Certificate(Aggregate):
 
         reasons: str
         revoked_on: date
+        exam_id: UUID  # the session whose results it was issued on
 
     class PhotoAttached(Aggregate.Event):
         photo: Attachment
@@ -296,6 +297,7 @@ class Certificate(Aggregate):
     ) -> None:
         self.number = number
         self.registration_id = registration_id
+        self.exam_id = exam_id
         self.institution_id = institution_id
         self.institution_name = institution_name
         self.occupation = occupation
@@ -373,6 +375,11 @@ class Certificate(Aggregate):
             queryable=deadline(profile, Step.QUERYABLE, today),
         )
 
+    @property
+    def printable(self) -> bool:
+        """Neither its data deleted nor revoked: what a batch of prints takes (print() says why not, for one)."""
+        return self.data_status is not DataStatus.DELETED and self.revoked is None
+
     def _live(self) -> None:
         if self.data_status is DataStatus.DELETED:
             raise Conflict(f"certificate {self.number}'s data was deleted")
@@ -385,10 +392,10 @@ class Certificate(Aggregate):
         self._live()
         if not reasons.strip():
             raise InvalidInput([("reasons", "say why the certificate is revoked")])
-        self._revoked(actor, reasons.strip(), today)
+        self._revoked(actor, reasons.strip(), today, self.exam_id)
 
     @event(Revoked)
-    def _revoked(self, actor: Actor, reasons: str, revoked_on: date) -> None:
+    def _revoked(self, actor: Actor, reasons: str, revoked_on: date, exam_id: UUID) -> None:
         self.revoked = revoked_on
         self.electronic = None
 
@@ -644,6 +651,7 @@ class Certificate(Aggregate):
         """The holder collects the proof with the original ID card and the acceptance receipt
         (004 §13 (三)); returns the proof's number."""
         require(actor, STAFF, "hand over certificate proofs", self.institution_id)
+        self._live()
         proof = next((p for p, r in self.proof_receipts.items() if r == receipt_number.strip()), None)
         if proof is None:
             raise InvalidInput([("receipt_number", f"no proof of certificate {self.number} was issued against "

@@ -242,6 +242,12 @@ class Corrections:
                     (d.get("report") or {}).get("due"), cid,
                 ),
             )  # fmt: skip
+        elif event == "revoked":  # a correction still undecided is moot: the certificate it would change is void
+            cur.execute(
+                """UPDATE correction_ledger SET decision = 'moot', decided_by = %s, decided_at = %s,
+                   decision_reasons = %s WHERE certificate_id = %s AND decision = 'pending'""",
+                (m["actorid"], d["timestamp"], f"certificate revoked: {d['reasons']}", cid),
+            )
 
     def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
         """What `apply` does to each message in turn, for a rebuild (_issued_first)."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import heapq
 from datetime import date
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
 
 from domain.deadlines import IN_WORKING_DAYS, Deadline, Step, recount, working_days_between
+from domain.exam import sitting_id
 from projections.store import copy_rows
 
 T = "cn.skillcert."
@@ -56,8 +58,8 @@ _WINDOW_STEPS = sorted(str(s) for s in WINDOWS)  # as a query's parameter
 class Deadlines:
     name = "deadline_monitor"
     topics = ("exams", "certificates")
-    tables = ("deadline_subjects", "deadline_numbering", "deadlines")
-    version = 6  # 6: a correction closes what it supersedes; 5: a session nobody passed closes its numbering deadline
+    tables = ("deadline_subjects", "deadline_numbering", "deadlines", "deadline_cancelled")
+    version = 7  # 7: scores cancelled owe no review answer (deadline_cancelled); 6: a correction closes what it supersedes; 5: a session nobody passed closes its numbering deadline
 
     def ddl(self) -> list[str]:
         return [
@@ -74,6 +76,12 @@ class Deadlines:
                 passed int,
                 issued int NOT NULL DEFAULT 0,
                 last_issued_on date
+            )""",
+            # Sittings whose scores were cancelled (a disqualification): a review of them is owed no answer. From the
+            # session's topic partition, while the review's deadline opens from the sitting's: either may come first.
+            """CREATE TABLE IF NOT EXISTS deadline_cancelled (
+                sitting_id uuid PRIMARY KEY,
+                cancelled_on date NOT NULL
             )""",
             """CREATE TABLE IF NOT EXISTS deadlines (
                 subject_id uuid NOT NULL,
@@ -119,8 +127,17 @@ class Deadlines:
                 " ON CONFLICT (exam_id) DO UPDATE SET passed = EXCLUDED.passed",
                 (subject, sum(e["passed"] for e in d["entries"])),
             )
-        elif kind == "exam_session.scores_cancelled" and d["was_passed"]:  # one certificate fewer owed
-            cur.execute("UPDATE deadline_numbering SET passed = passed - 1 WHERE exam_id = %s", (subject,))
+        elif kind == "exam_session.scores_cancelled":
+            # One certificate fewer owed, unless it was issued (and is revoked): then it stays counted on both sides.
+            # Counted off the issued instead, a certificate issued after it but consumed before its revocation (another
+            # partition) completed the count while one was still owed.
+            if d["was_passed"] and not d["certificate_issued"]:
+                cur.execute("UPDATE deadline_numbering SET passed = passed - 1 WHERE exam_id = %s", (subject,))
+            # A review of a cancelled score is owed no answer: those open now close; one opened after (its event
+            # consumed later) closes as it opens.
+            sitting, on = str(sitting_id(UUID(d["registration_id"]))), d["timestamp"][:10]
+            cur.execute("INSERT INTO deadline_cancelled VALUES (%s, %s) ON CONFLICT DO NOTHING", (sitting, on))
+            self._close(cur, sitting, [Step.REVIEW_ANSWERED], on, kind, moot=True)
         elif kind == "exam_session.results_confirmed":
             # The session's count locked before its numbering deadline opens: the certificates are counted by another
             # agent, on a connection of its own. Without it, the last certificate's count and the opening each
@@ -159,6 +176,13 @@ class Deadlines:
                    SELECT subject_id, %s, %s, institution_id, label, %s, %s, %s, %s
                    FROM deadline_subjects WHERE subject_id = %s""",
                 (step, m["aggregateversion"], part, due["start"], due["due"], due["provisional"], subject),
+            )
+        if kind == "sitting.review_requested":
+            cur.execute(
+                """UPDATE deadlines SET closed_on = c.cancelled_on, closed_by = 'exam_session.scores_cancelled',
+                   late = NULL FROM deadline_cancelled c WHERE c.sitting_id = %s AND deadlines.subject_id = c.sitting_id
+                   AND step = %s AND closed_on IS NULL""",
+                (subject, Step.REVIEW_ANSWERED),
             )
         if kind in (
             "certificate.issued",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from decimal import Decimal
 from threading import Barrier
 from uuid import uuid4
 
@@ -30,6 +31,7 @@ from tests.lifecycle import (
     approved_cohort,
     confirmed_exam,
     handed_over_certificates,
+    queryable_certificates,
     score,
     sit_exam,
     staff,
@@ -328,3 +330,203 @@ def test_the_integrity_record_warns_the_reviewer_of_a_later_registration_by_the_
     assert [e.plan_number for e in record.entries] == ["2501", "2502"]
     _, code4 = reg.publish_plan(staff_of(iid), iid, plan_details("2504", seats=20))
     assert len(warned(reg.register(candidate(1), code4, working_years_form(1)))) == 2
+
+
+# What an outside review of the first version found, each now refused or shown as the rule wants.
+def test_after_a_revocation_no_credential_is_signed_and_the_one_signed_before_is_marked_revoked(
+    world, database_url, schema
+):
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.test_credentials import proof_holds, revoked
+    from tests.test_read_models import KEY
+
+    public = "https://verify.example.cn"
+    iid, cids = handed_over_certificates(world, 2)
+    app = create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=public, today=world.clock)
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as http:
+
+        def fetch(url: str) -> dict:
+            return http.get(url.removeprefix(public)).json()
+
+        token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        vc = http.get(f"/certificates/{cids[0]}/credential", headers=token).json()
+        other = http.get(f"/certificates/{cids[1]}/credential", headers=token).json()
+        assert proof_holds(vc, fetch) and not revoked(vc, fetch)
+        world.registrations.disqualify(CENTRE, world.certificates.certificate(cids[0]).registration_id, FALSE)
+        assert revoked(vc, fetch) and not revoked(other, fetch)
+        again = http.get(f"/certificates/{cids[0]}/credential", headers=token)
+        assert again.status_code == 409 and "revoked" in again.json()["detail"]
+
+
+def test_a_proof_issued_before_the_revocation_is_neither_handed_over_nor_printed(world, database_url, schema):
+    from fastapi.testclient import TestClient
+
+    from domain.certificate import LossKind
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.lifecycle import id_check
+    from tests.test_read_models import KEY
+
+    iid, cids = handed_over_certificates(world, 1)
+    certs = world.certificates
+    world.at(date(2026, 8, 1))
+    receipt = certs.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                                    **id_check(certs, cids[0]))  # fmt: skip
+    certs.issue_proof(staff(iid), cids[0])
+    world.registrations.disqualify(staff(iid), certs.certificate(cids[0]).registration_id, FALSE)
+    with pytest.raises(Conflict, match="revoked"):
+        certs.hand_over_proof(staff(iid), cids[0], receipt, certs.certificate(cids[0]).holder.id_number)
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        r = http.get(f"/certificates/{cids[0]}/proof.pdf", headers=token)
+        assert r.status_code == 409 and "void" in r.json()["detail"]
+
+
+def test_a_revoked_certificate_never_printed_is_left_out_of_the_plans_and_the_sessions_batch_print(world):
+    """It kept needs_print and its place in the plan: the plan's batch print picked it and was refused whole, for
+    good, as nothing could clear it."""
+    from infra.services.printing import plan_to_print, to_print
+
+    iid, cids = queryable_certificates(world, 3)
+    certs = world.certificates
+    rid = certs.certificate(cids[0]).registration_id
+    plan_id = world.registrations.get(Registration, rid, "registration").plan_id
+    exam = world.exams.sitting(rid).exam_id
+    world.at(date(2026, 7, 2))
+    certs.receive_forms(staff(iid), iid, 1, 10, "SH-1")
+    world.registrations.disqualify(staff(iid), rid, FALSE)
+    assert set(plan_to_print(certs, plan_id)) == set(to_print(certs, exam)) == set(cids[1:])
+    certs.print_many(staff(iid), plan_to_print(certs, plan_id))
+    assert plan_to_print(certs, plan_id) == []
+
+
+def test_a_holder_whose_certificate_data_was_deleted_is_still_disqualified(world):
+    """The certificate is void already (000): no revocation, but the scores are cancelled and the record kept."""
+    from tests.lifecycle import ASSOCIATION
+
+    iid, cids = handed_over_certificates(world, 1)
+    certs = world.certificates
+    certs.record_holder_commitment(staff(iid), cids[0], attachment(AttachmentKind.HOLDER_COMMITMENT))
+    certs.check_deletion(ASSOCIATION, cids[0], queryable_nationally=True)
+    certs.delete_data(staff(iid), cids[0], "持证人放弃证书相关待遇")
+    rid = certs.certificate(cids[0]).registration_id
+    assert world.registrations.disqualify(CENTRE, rid, FALSE) == [
+        "registration.disqualified", "exam_session.scores_cancelled"]  # fmt: skip
+    assert certs.certificate(cids[0]).revoked is None
+
+
+def test_an_open_score_review_is_not_answered_once_the_scores_are_cancelled_and_owes_no_answer(world, conn):  # noqa: F811
+    from domain.deadlines import Step
+    from domain.exam import ReviewOutcome
+    from projections import deadlines
+    from tests.lifecycle import report_and_confirm, score_and_publish
+    from tests.test_read_models import apply_live, bus_messages
+
+    iid, pid, rids = approved_cohort(world, 4)
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    world.at(date(2026, 4, 16))
+    for i in (0, 1):
+        world.exams.request_review(candidate(i + 1), rids[i], Subject.THEORY, "有异议")
+        world.registrations.disqualify(staff(iid), rids[i], FALSE)
+    world.at(date(2026, 4, 20))
+    with pytest.raises(Conflict, match="cancelled"):
+        world.exams.answer_review(staff(iid, "reviewer-he"), rids[1], ReviewOutcome.CHANGED, "改分", Decimal("99"))
+    report_and_confirm(world, iid, exam)  # the open reviews of cancelled scores hold nothing up
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    for rid in rids[:2]:
+        [review] = [d for d in deadlines.deadlines_of(conn, str(sitting_id(rid))) if d["step"] == Step.REVIEW_ANSWERED]
+        assert review["closed_by"] == "exam_session.scores_cancelled" and review["late"] is None
+    overdue = deadlines.open_deadlines(conn, date(2026, 12, 1), institution_id=str(iid), overdue=True)[1]
+    assert [d["step"] for d in overdue] == ["certificate_number"]  # no certificates issued here: rightly overdue
+
+
+def test_a_candidate_disqualified_after_checking_in_goes_no_further_and_the_day_still_closes(world):
+    from domain.exam import Attendance
+
+    iid, pid, rids = approved_cohort(world, 2)
+    world.at(TICKETS_OPEN)
+    exam = world.exams.schedule(staff(iid), pid, "A", EXAM_DAY, *_hours(), "考点", _rooms())
+    seats = {a.registration_id: a.seat for a in world.exams.issue_tickets(staff(iid), exam)}
+    world.at(EXAM_DAY)
+    proctor = staff(iid, "proctor-liu")
+    for i, rid in enumerate(rids, 1):
+        world.exams.check_in(candidate(i), rid)
+        world.exams.check_identity(proctor, rid)
+        world.exams.sign_in(proctor, rid, seats[rid], second_identity_check=True)
+    world.exams.start(proctor, rids[1])
+    world.registrations.disqualify(staff(iid), rids[0], FALSE)
+    world.registrations.disqualify(staff(iid), rids[1], FALSE)  # mid-exam
+    with pytest.raises(Conflict, match="disqualified"):
+        world.exams.start(proctor, rids[0])
+    with pytest.raises(Conflict, match="disqualified"):
+        world.exams.finish(proctor, rids[1])
+    world.exams.close_day(staff(iid), exam)  # one started and never finished: not held up by them
+    assert world.exams.sitting(rids[0]).attendance is Attendance.ABSENT
+
+
+@pytest.mark.parametrize("mode", ["live", "rebuild"])
+def test_a_sessions_numbering_deadline_stays_open_while_a_certificate_is_owed_after_a_revocation(world, conn, mode):  # noqa: F811
+    """Three passes; A's certificate issued, A disqualified (revoked), B's issued: C's is still owed. The revoked
+    certificate had been counted as issued while the passes owed fell by one, and the deadline closed."""
+    from consumers.rebuild import rebuild
+    from domain.deadlines import Step
+    from projections import PROJECTIONS, deadlines
+    from tests.test_read_models import KEY, apply_live, bus_messages
+
+    iid, _, rids, exam = confirmed_exam(world, 3)
+    world.at(ISSUE_DAY)
+    world.certificates.issue(staff(iid), exam, [rids[0]])
+    world.registrations.disqualify(CENTRE, rids[0], FALSE)
+    world.certificates.issue(staff(iid), exam, [rids[1]])
+
+    def numbering():
+        if mode == "live":
+            apply_live(conn, bus_messages(world.registrations))
+        else:
+            rebuild(conn, PROJECTIONS, world.registrations, KEY)
+        conn.commit()
+        [d] = [d for d in deadlines.deadlines_of(conn, str(exam)) if d["step"] == Step.CERTIFICATE_NUMBER]
+        return d
+
+    assert numbering()["closed_on"] is None
+    world.at(date(2026, 4, 30)).certificates.issue(staff(iid), exam, [rids[2]])
+    assert numbering()["closed_on"] == date(2026, 4, 30)
+
+
+def test_sixteen_disqualifications_at_once_in_one_process_each_go_through(world):
+    """Each held one lock connection while it asked the same pool for a second: eight at once took the pool, and
+    waited the lock timeout (10 s) to fail with 503."""
+    from infra.services.base import LOCK_CONNECTIONS
+
+    n = 2 * LOCK_CONNECTIONS
+    iid, _, rids = approved_cohort(world, n)
+    barrier = Barrier(n)
+
+    def one(rid):
+        barrier.wait()
+        return world.registrations.disqualify(staff(iid), rid, FALSE)
+
+    with ThreadPoolExecutor(n) as pool:
+        done = list(pool.map(one, rids))
+    assert all(d[0] == "registration.disqualified" for d in done)
+
+
+def test_a_pending_correction_is_moot_once_the_certificate_is_revoked(world, conn):  # noqa: F811
+    from domain.certificate import Correction
+    from projections import certificates as registry
+    from tests.test_read_models import apply_live, bus_messages
+
+    iid, cids = handed_over_certificates(world, 1)
+    certs = world.certificates
+    certs.apply_for_correction(staff(iid), cids[0], Correction(name="新名字"), "录入错误",
+                               attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
+    world.registrations.disqualify(CENTRE, certs.certificate(cids[0]).registration_id, FALSE)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    entry = registry.correction_of(conn, certificate_id=str(cids[0]))
+    assert entry["decision"] == "moot" and FALSE in entry["decision_reasons"]

@@ -11,12 +11,12 @@ from pydantic import Field
 
 from certgen import documents
 from certgen.certificate import Unprintable, check_glyphs
-from domain.errors import InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession
 from domain.institution import Institution
 from domain.personal import mask_id_number as mask
 from domain.plan import EvaluationPlan
-from domain.registration import Registration
+from domain.registration import Registration, Status
 from domain.text import MULTILINE
 from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
@@ -86,6 +86,8 @@ def proof_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) ->
     cert = svc.certificate(certificate_id(c, certificate))
     if not cert.proofs:
         raise NotFound(f"no proof was issued for certificate {cert.number}")
+    if cert.revoked is not None:  # a proof stands in for the certificate: void with it
+        raise Conflict(f"certificate {cert.number} was revoked on {cert.revoked}; its proofs are void")
     number = cert.proofs[-1]
     content = documents.certificate_proof(
         institution=cert.institution_name, holder_name=cert.holder.name, id_type=cert.holder.id_type.value,
@@ -164,11 +166,16 @@ def tickets_pdf(exam_id: UUID, who: Staff, exams: ExamSvc) -> Response:
         raise NotFound(f"session {session.session} has issued no admission tickets")
     tickets = []
     for s in sittings:
-        form = exams.get(Registration, s.registration_id, "registration").form
+        registration = exams.get(Registration, s.registration_id, "registration")
+        if registration.status is Status.DISQUALIFIED:  # the seat stays theirs, empty: no ticket to print
+            continue
+        form = registration.form
         tickets.append(dict(
             name=form.name, id_number_masked=mask(form.id_number), plan_name=plan.details.name,
             occupation=plan.details.occupation, level=plan.details.level, session=session.session,
             exam_date=session.exam_date, starts_at=session.starts_at, location=session.location, room=s.room,
             seat=s.seat, institution=plan.institution_name,
         ))  # fmt: skip
+    if not tickets:
+        raise NotFound(f"session {session.session}'s tickets are all of disqualified candidates")
     return pdf(documents.admission_tickets(tickets), f"tickets-{exam_id}.pdf")

@@ -138,7 +138,7 @@ def plan_registrations(
     day: Today,
     who: Reader,
     p: Pages,
-    status: Literal["submitted", "approved", "returned", "rejected"] | None = None,
+    status: Literal["submitted", "approved", "returned", "rejected", "disqualified"] | None = None,
 ) -> Page[v.Registration]:
     plan = catalogue.get_plan(c, str(plan_id), day)
     if plan is None:
@@ -149,7 +149,13 @@ def plan_registrations(
 
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-STATUS_LABELS = {"submitted": "已提交", "approved": "审核通过", "returned": "退回修改", "rejected": "不予受理"}
+STATUS_LABELS = {
+    "submitted": "已提交",
+    "approved": "审核通过",
+    "returned": "退回修改",
+    "rejected": "不予受理",
+    "disqualified": "取消申报资格",
+}
 
 
 @router.get(
@@ -162,7 +168,7 @@ def plan_registrations_csv(
     c: Conn,
     day: Today,
     who: Reader,
-    status: Literal["submitted", "approved", "returned", "rejected"] | None = None,
+    status: Literal["submitted", "approved", "returned", "rejected", "disqualified"] | None = None,
 ) -> Response:
     """The plan's registrations (报名名单) as CSV for Excel: UTF-8 with a BOM, the ID number masked.
     Cells a spreadsheet would run as a formula (=, +, -, @) are written as text."""

@@ -147,7 +147,9 @@ class CorrectionEntry(BaseModel):
         None,
         description="profile S: the association's check (queryable_nationally, work_order, checked_on, checked_by)",
     )
-    decision: str | None
+    decision: str | None = Field(
+        description="pending, approved, rejected, or moot: the certificate was revoked before a decision"
+    )
     decided_by: str | None
     decided_at: datetime | None
     decision_reasons: str | None

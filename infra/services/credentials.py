@@ -130,6 +130,10 @@ class Credentials:
         the caller's to decide: its institution's staff and its holder)."""
         c: Certificate = self.svc.certificate(certificate_id)
         institution: Institution = self.svc.get(Institution, c.institution_id, "institution")
+        if c.revoked is not None:
+            from domain.errors import Conflict
+
+            raise Conflict(f"certificate {c.number} was revoked on {c.revoked}: no credential")
         if c.data_status is not DataStatus.QUERYABLE:
             from domain.errors import Conflict
 
@@ -184,7 +188,7 @@ class Credentials:
 
     def status_list(self, institution_id: UUID) -> dict[str, Any]:
         """The institution's status list credential: bit i set when the credential at index i no longer
-        stands (the certificate's data deleted, or its holder's data corrected since)."""
+        stands (the certificate's data deleted, the certificate revoked, or its holder's data corrected since)."""
         institution: Institution = self.svc.get(Institution, institution_id, "institution")
         with self.svc.recorder.datastore.transaction(commit=False) as cur:
             cur.execute(sql.SQL("SELECT status_index, certificate_id, holder_digest FROM {} WHERE institution_id = %s")
@@ -194,7 +198,8 @@ class Credentials:
         found = self.svc.get_many([r["certificate_id"] for r in rows])
         for r in rows:
             c = found.get(r["certificate_id"])
-            if c is None or c.data_status is DataStatus.DELETED or _holder_digest(c) != r["holder_digest"]:
+            if (c is None or c.data_status is DataStatus.DELETED or c.revoked is not None
+                    or _holder_digest(c) != r["holder_digest"]):  # fmt: skip
                 bits[r["status_index"] // 8] |= 0x80 >> (r["status_index"] % 8)  # index 0: the first byte's top bit
         encoded = "u" + base64.urlsafe_b64encode(gzip.compress(bytes(bits), mtime=0)).decode().rstrip("=")
         serial = institution.signing_serial

@@ -143,23 +143,28 @@ class Exams(Service):
     def _on_sitting(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
         self.change(Sitting, sitting_id(registration_id), "admission ticket for registration", act)
 
-    def check_in(self, actor: Actor, registration_id: UUID) -> None:
+    def _exam_step(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
+        """A step of the exam day, for a candidate not disqualified: their ticket stands (the seat stays theirs),
+        they may not sit. Their scores are cancelled whatever step they reached (Registrations.disqualify)."""
         registration = self.get(Registration, registration_id, "registration")
-        if registration.status is Status.DISQUALIFIED:  # the ticket stands, the candidate may not sit
+        if registration.status is Status.DISQUALIFIED:
             raise Conflict(f"the candidate was disqualified: {registration.reasons}")
-        self._on_sitting(registration_id, lambda s: s.check_in(actor, self.today()))
+        self._on_sitting(registration_id, act)
+
+    def check_in(self, actor: Actor, registration_id: UUID) -> None:
+        self._exam_step(registration_id, lambda s: s.check_in(actor, self.today()))
 
     def check_identity(self, actor: Actor, registration_id: UUID) -> None:
-        self._on_sitting(registration_id, lambda s: s.check_identity(actor, self.today()))
+        self._exam_step(registration_id, lambda s: s.check_identity(actor, self.today()))
 
     def sign_in(self, actor: Actor, registration_id: UUID, seat: int, second_identity_check: bool) -> None:
-        self._on_sitting(registration_id, lambda s: s.sign_in(actor, self.today(), seat, second_identity_check))
+        self._exam_step(registration_id, lambda s: s.sign_in(actor, self.today(), seat, second_identity_check))
 
     def start(self, actor: Actor, registration_id: UUID) -> None:
-        self._on_sitting(registration_id, lambda s: s.start(actor, self.today()))
+        self._exam_step(registration_id, lambda s: s.start(actor, self.today()))
 
     def finish(self, actor: Actor, registration_id: UUID) -> None:
-        self._on_sitting(registration_id, lambda s: s.finish(actor, self.today()))
+        self._exam_step(registration_id, lambda s: s.finish(actor, self.today()))
 
     def mark_absent(self, actor: Actor, registration_id: UUID, reason: str) -> None:
         self._on_sitting(registration_id, lambda s: s.mark_absent(actor, self.today(), reason))
@@ -173,12 +178,13 @@ class Exams(Service):
             session = self.get(ExamSession, exam_id, "exam session")
             session.close_day(actor, self.today())
             sittings = self.sittings(session)
-            running = [f"{s.room} seat {s.seat}" for s in sittings if s.attendance is Attendance.STARTED]
+            running = [f"{s.room} seat {s.seat}" for s in sittings if s.attendance is Attendance.STARTED
+                       and s.registration_id not in session.cancelled]  # disqualified mid-exam: not finished  # fmt: skip
             if running:
                 raise Conflict(f"{len(running)} candidates have started but not finished: {', '.join(running[:10])}")
             marked = []
             for s in sittings:
-                if s.attendance not in (Attendance.FINISHED, Attendance.ABSENT):
+                if s.attendance not in (Attendance.FINISHED, Attendance.ABSENT, Attendance.STARTED):
                     s.mark_absent(actor, self.today(), "did not sit")
                     marked.append(s)
             absent = len(marked)
@@ -259,7 +265,12 @@ class Exams(Service):
         score: Decimal | None = None,
         subject: Subject | None = None,
     ) -> None:
-        self._on_sitting(registration_id, lambda s: s.answer_review(actor, outcome, self.today(), score, note, subject))
+        # Under the scoring lock, which a disqualification takes too: an answer never changes a cancelled score.
+        with self.scoring(self.sitting(registration_id).exam_id):
+            s = self.sitting(registration_id)
+            self.get(ExamSession, s.exam_id, "exam session").ensure_not_cancelled(registration_id)
+            s.answer_review(actor, outcome, self.today(), score, note, subject)
+            self.save_once(s)
 
     def report_results(self, actor: Actor, exam_id: UUID) -> None:
         with self.scoring(exam_id):  # the scores and reviews it reads hold still until it is saved

@@ -22,7 +22,7 @@ def to_print(svc: Certificates, exam_id: UUID) -> list[UUID]:
     session = svc.get(ExamSession, exam_id, "exam session")
     ids = [certificate_id(e.registration_id) for e in session.passed()]
     issued = svc.existing(ids)
-    return [i for i in ids if i in issued and svc.certificate(i).needs_print]
+    return [i for i in ids if i in issued and (c := svc.certificate(i)).needs_print and c.printable]
 
 
 def plan_to_print(svc: Certificates, plan_id: UUID) -> list[UUID]:
@@ -30,7 +30,7 @@ def plan_to_print(svc: Certificates, plan_id: UUID) -> list[UUID]:
     in certificate number order."""
     plan = svc.get(EvaluationPlan, plan_id, "plan")
     waiting = [svc.certificate(i) for i in svc.existing(certificate_id(r) for r in svc.plan_holders(plan.id))]
-    return [c.id for c in sorted(waiting, key=lambda c: c.number) if c.needs_print]
+    return [c.id for c in sorted(waiting, key=lambda c: c.number) if c.needs_print and c.printable]
 
 
 def print_certificates(

@@ -8,6 +8,7 @@ collide in the event store; version conflicts on the plan are retried.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -24,7 +25,7 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
-from domain.certificate import Certificate, certificate_id
+from domain.certificate import Certificate, DataStatus, certificate_id
 from domain.eligibility import Evidence
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound, first_of
 from domain.exam import ExamSession, Sitting, sitting_id
@@ -468,35 +469,49 @@ class Registrations(Service):
         filed_in = self.get(Institution, registration.institution_id, "institution").filing.city_code
         registration.disqualify(actor, reasons, filed_in)  # who may, and whether it can be, before any lock
         done: list[str] = []
-        with self.holding(ticket_lock(registration.plan_id)):  # no ticket is issued meanwhile
+
+        def exam_of_ticket() -> UUID | None:
             sitting = self.get_many([sitting_id(registration_id)]).get(sitting_id(registration_id))
-            exam_id = sitting.exam_id if isinstance(sitting, Sitting) else None
+            return sitting.exam_id if isinstance(sitting, Sitting) else None
 
-            def attempt() -> list[Aggregate]:
-                done.clear()
-                registration = self.get(Registration, registration_id, "registration")
-                registration.disqualify(actor, reasons, filed_in)
-                changed: list[Aggregate] = [registration, self._entered(actor, registration)]
-                if exam_id is None:  # no exam seat: the plan's place goes back, as for a rejection
-                    plan = self.get(EvaluationPlan, registration.plan_id, "plan")
-                    plan.release_seat(actor, registration.id, "registration disqualified")
-                    changed.append(plan)
-                    done.append("evaluation_plan.seat_released")
-                    return changed
-                session = self.get(ExamSession, exam_id, "exam session")
-                session.cancel_scores(actor, registration.id, reasons)
-                changed.append(session)
-                done.append("exam_session.scores_cancelled")
-                cid = certificate_id(registration.id)
-                if isinstance(certificate := self.get_many([cid]).get(cid), Certificate):
-                    certificate.revoke(actor, reasons, self.today())
-                    changed.append(certificate)
-                    done.append("certificate.revoked")
+        def attempt(exam_id: UUID | None) -> list[Aggregate]:
+            done.clear()
+            registration = self.get(Registration, registration_id, "registration")
+            registration.disqualify(actor, reasons, filed_in)
+            changed: list[Aggregate] = [registration, self._entered(actor, registration)]
+            if exam_id is None:  # no exam seat: the plan's place goes back, as for a rejection
+                plan = self.get(EvaluationPlan, registration.plan_id, "plan")
+                plan.release_seat(actor, registration.id, "registration disqualified")
+                changed.append(plan)
+                done.append("evaluation_plan.seat_released")
                 return changed
+            cid = certificate_id(registration.id)
+            certificate = self.get_many([cid]).get(cid)
+            session = self.get(ExamSession, exam_id, "exam session")
+            session.cancel_scores(
+                actor, registration.id, reasons, certificate_issued=isinstance(certificate, Certificate)
+            )
+            changed.append(session)
+            done.append("exam_session.scores_cancelled")
+            # A certificate whose data was deleted is void already (000): nothing to revoke.
+            if isinstance(certificate, Certificate) and certificate.data_status is not DataStatus.DELETED:
+                certificate.revoke(actor, reasons, self.today())
+                changed.append(certificate)
+                done.append("certificate.revoked")
+            return changed
 
-            with self.holding(*([scoring_lock(exam_id)] if exam_id else [])):  # nor a certificate issued
-                self.retry(attempt)
-        return ["registration.disqualified", *done]
+        # The plan's ticket lock (no ticket is issued meanwhile) and, for a candidate with a ticket, the session's
+        # scoring lock (no certificate is issued, no score recorded or review answered meanwhile), taken together
+        # on one connection. Which session is known only once the ticket is read: read before the locks, and
+        # again under them, in case a ticket was issued in between.
+        exam_id = exam_of_ticket()
+        for _ in range(MAX_RETRIES):
+            with self.holding(ticket_lock(registration.plan_id), *([scoring_lock(exam_id)] if exam_id else [])):
+                if (now := exam_of_ticket()) == exam_id:
+                    self.retry(functools.partial(attempt, exam_id))
+                    return ["registration.disqualified", *done]
+            exam_id = now
+        raise Conflict("too many concurrent changes; try again")
 
     def _entered(self, actor: Actor, registration: Registration) -> IntegrityRecord:
         """The candidate's integrity record with this disqualification entered (opened if it is the first)."""
