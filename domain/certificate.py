@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
+from domain import text
 from domain.access import ASSOCIATION, CENTRE, HR, STAFF, require
 from domain.certnumber import MAX_SERIAL, format_number
 from domain.deadlines import Deadline, Step, deadline
@@ -132,7 +133,7 @@ class Correction(Immutable):
     @field_validator("id_number")
     @classmethod
     def _upper(cls, v: str | None) -> str | None:
-        return v.strip().upper() if v else v
+        return text.id_number(v) if v else v
 
 
 class Certificate(Aggregate):
@@ -260,9 +261,11 @@ class Certificate(Aggregate):
 
     class Revoked(Aggregate.Event):
         """收回并注销: the holder's declaration was found false (001 承诺: 已获得证书则被收回、注销证书数据检索及注销
-        证书资格). The certificate is void from `revoked_on`; its number is never given again."""
+        证书资格). The certificate is void from `revoked_on`; its number is never given again. What was found is kept
+        as background, not published on the certificates topic, which any authorised subscriber reads: they learn that
+        the certificate is void, not why (the registration's disqualification, on the restricted topic, says why)."""
 
-        reasons: str
+        finding: str = Field(json_schema_extra=personal(Personal.BACKGROUND))
         revoked_on: date
         exam_id: UUID  # the session whose results it was issued on
 
@@ -395,7 +398,7 @@ class Certificate(Aggregate):
         self._revoked(actor, reasons.strip(), today, self.exam_id)
 
     @event(Revoked)
-    def _revoked(self, actor: Actor, reasons: str, revoked_on: date, exam_id: UUID) -> None:
+    def _revoked(self, actor: Actor, finding: str, revoked_on: date, exam_id: UUID) -> None:
         self.revoked = revoked_on
         self.electronic = None
 
@@ -615,7 +618,7 @@ class Certificate(Aggregate):
     def _id_problems(self, id_number: str | None, id_document: IdDocument | None) -> list[tuple[str, str]]:
         if not id_number or not id_number.strip():
             return [("id_number", "the number on the ID card presented, checked against the holder's")]
-        if id_number.strip().upper() != self.holder.id_number:
+        if text.id_number(id_number) != self.holder.id_number:
             return [("id_number", "the ID card presented is not the holder's: the numbers differ")]
         if id_document is None:
             return [("id_document", "how the ID was checked: original_seen or copy_received")]

@@ -132,6 +132,7 @@ class ExamSession(Aggregate):
         # Whether a certificate had been issued on them (it is revoked, or its data was deleted): if not, the
         # session owes one certificate fewer.
         certificate_issued: bool = False
+        cancelled_on: date | None = None  # the service's day (None only in events stored before it was recorded)
 
     @event(Scheduled)
     def __init__(
@@ -394,7 +395,9 @@ class ExamSession(Aggregate):
             raise Conflict(f"the results of session {self.session} are not confirmed by the provincial centre")
         return [e for e in self.reported if e.passed and e.registration_id not in self.cancelled]
 
-    def cancel_scores(self, actor: Actor, registration_id: UUID, reasons: str, certificate_issued: bool) -> None:
+    def cancel_scores(
+        self, actor: Actor, registration_id: UUID, reasons: str, certificate_issued: bool, today: date
+    ) -> None:
         """Cancel one candidate's scores for this session, whatever stage its results are at: before the report
         they are reported as none; reported or confirmed, the candidate no longer passes, and no certificate is
         issued on them. The caller has checked that the candidate has a ticket for this session."""
@@ -404,11 +407,17 @@ class ExamSession(Aggregate):
         if not reasons.strip():
             raise InvalidInput([("reasons", "say why the scores are cancelled")])
         was_passed = any(e.registration_id == registration_id and e.passed for e in self.reported or [])
-        self._scores_cancelled(actor, registration_id, reasons.strip(), was_passed, certificate_issued)
+        self._scores_cancelled(actor, registration_id, reasons.strip(), was_passed, certificate_issued, today)
 
     @event(ScoresCancelled)
     def _scores_cancelled(
-        self, actor: Actor, registration_id: UUID, reasons: str, was_passed: bool, certificate_issued: bool
+        self,
+        actor: Actor,
+        registration_id: UUID,
+        reasons: str,
+        was_passed: bool,
+        certificate_issued: bool,
+        cancelled_on: date | None = None,
     ) -> None:
         self.cancelled = {**self.cancelled, registration_id: reasons}
         if self.reported is not None:

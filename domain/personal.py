@@ -36,7 +36,7 @@ NOT_PERSONAL = frozenset(
     "request_id id subject aggregateid actorid log_hash signature public_key sha256 "
     # Times and dates of the process, not of a person.
     "timestamp time start due on applied_on reported_on issued_on exam_date starts_at ends_at evaluation_start "
-    "evaluation_end registration_deadline answered_on published_on requested_on filed_on returned_on checked_on revoked_on "
+    "evaluation_end registration_deadline answered_on published_on requested_on filed_on returned_on checked_on revoked_on cancelled_on "
     # Codes, numbers and names of the process, the institution and the plan.
     "number certificate_number proof_number plan_number plan_name occupation job institution_name category "
     "city_code station_serial registration_code session location exam_location supervising_region room "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
@@ -15,6 +16,7 @@ from pydantic import Field, field_validator
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
+from domain import text
 from domain.access import CENTRE, STAFF, require
 from domain.eligibility import Basis, Condition, Evidence, School, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
@@ -129,7 +131,7 @@ class RegistrationForm(Immutable):
     @field_validator("id_number")
     @classmethod
     def _id_upper(cls, v: str) -> str:
-        return v.strip().upper()
+        return text.id_number(v)
 
     @field_validator("phone")
     @classmethod
@@ -532,7 +534,7 @@ class Registration(Aggregate):
         explanation: str,
         document: Attachment,
         today: date,
-        record: IntegrityRecord | None = None,
+        records: Sequence[IntegrityRecord] = (),
     ) -> list[str]:
         """A change after confirmation (000 ②): only with a written explanation, and of name and
         ID number only one may ever differ from what was first confirmed."""
@@ -562,7 +564,8 @@ class Registration(Aggregate):
             problems.append(("form", "nothing changed"))
         if problems:
             raise InvalidInput(problems)
-        warnings = check_form(form, self.plan.level) + (record.warnings() if record else [])
+        # The records of the new number and of the one first confirmed: an entry under both is named once.
+        warnings = check_form(form, self.plan.level) + list(dict.fromkeys(w for r in records for w in r.warnings()))
         if self.status is Status.APPROVED:
             self._check_approval_holds(form, today)
         self._amended(actor, form, changed, explanation.strip(), document, warnings)

@@ -101,3 +101,10 @@ def accept(value: str, multiline: bool = False) -> str:
     if (why := problem(value, multiline)) is not None:
         raise ValueError(why)
     return normalise(value)
+
+
+def id_number(value: str) -> str:
+    """An ID number as it is keyed and compared: full-width characters as their ASCII forms (NFKC: an input method's
+    ４４０３… is 4403…), no spaces anywhere, upper case. Without it the same person's number typed two ways was two
+    people: registered twice in a plan, and a disqualification's integrity record missed."""
+    return "".join(unicodedata.normalize("NFKC", value).split()).upper()

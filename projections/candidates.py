@@ -378,7 +378,8 @@ def _certificate_row(d: dict[str, Any]) -> tuple[Any, ...]:
 # A registration with its sitting, results and certificate, each from its own table.
 COLUMNS = """r.registration_id, plan_id, institution_id, id_type, id_masked AS id_number, id_ref, name, plan_number, plan_name,
     institution_name, occupation, job, level, basis, warnings, status, decision_reasons, decided_by, decided_at,
-    condition, fee, training, s.exam, CASE WHEN x.registration_id IS NULL THEN s.scores END AS scores, s.review,
+    condition, fee, training, s.exam, CASE WHEN x.registration_id IS NULL THEN s.scores END AS scores,
+    CASE WHEN x.registration_id IS NULL THEN s.review END AS review,
     res.passed AND x.registration_id IS NULL AS passed, res.confirmed AS results_confirmed, x.reasons AS scores_cancelled,
     c.certificate, submitted_at, greatest(r.updated_at, s.updated_at, c.updated_at, x.cancelled_at) AS updated_at"""
 FROM = """candidate_registrations r

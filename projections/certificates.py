@@ -246,7 +246,7 @@ class Corrections:
             cur.execute(
                 """UPDATE correction_ledger SET decision = 'moot', decided_by = %s, decided_at = %s,
                    decision_reasons = %s WHERE certificate_id = %s AND decision = 'pending'""",
-                (m["actorid"], d["timestamp"], f"certificate revoked: {d['reasons']}", cid),
+                (m["actorid"], d["timestamp"], f"certificate revoked on {d['revoked_on']}", cid),
             )
 
     def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:

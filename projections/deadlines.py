@@ -135,7 +135,7 @@ class Deadlines:
                 cur.execute("UPDATE deadline_numbering SET passed = passed - 1 WHERE exam_id = %s", (subject,))
             # A review of a cancelled score is owed no answer: those open now close; one opened after (its event
             # consumed later) closes as it opens.
-            sitting, on = str(sitting_id(UUID(d["registration_id"]))), d["timestamp"][:10]
+            sitting, on = str(sitting_id(UUID(d["registration_id"]))), d["cancelled_on"] or d["timestamp"][:10]
             cur.execute("INSERT INTO deadline_cancelled VALUES (%s, %s) ON CONFLICT DO NOTHING", (sitting, on))
             self._close(cur, sitting, [Step.REVIEW_ANSWERED], on, kind, moot=True)
         elif kind == "exam_session.results_confirmed":
@@ -155,8 +155,17 @@ class Deadlines:
                 kind,
                 part=d.get("subject", "") if kind == "sitting.review_answered" else None,
             )
+            if kind == "sitting.review_answered":
+                # Answered before the scores were cancelled (after, it is refused), but consumed after the
+                # cancellation closed it as moot (another partition): the answer is what closed it, as a rebuild,
+                # reading in order, finds.
+                cur.execute(
+                    """UPDATE deadlines SET closed_on = %s, closed_by = %s, late = %s > due WHERE subject_id = %s
+                       AND step = %s AND part = %s AND closed_by = 'exam_session.scores_cancelled'""",
+                    (d["answered_on"], kind, d["answered_on"], subject, Step.REVIEW_ANSWERED, d.get("subject", "")),
+                )
         elif kind in ("certificate.data_deleted", "certificate.revoked"):  # nothing more is owed on a void certificate
-            self._close(cur, subject, list(Step), d["timestamp"][:10], kind, moot=True)
+            self._close(cur, subject, list(Step), d.get("revoked_on") or d["timestamp"][:10], kind, moot=True)
         if kind == "certificate.correction_approved":
             # The certificate goes back to data reporting, as a new certificate's (000 二4): what was owed on the data
             # reported before, and on its print, is owed no more (each opens again as the steps come round). Left

@@ -529,4 +529,162 @@ def test_a_pending_correction_is_moot_once_the_certificate_is_revoked(world, con
     apply_live(conn, bus_messages(world.registrations))
     conn.commit()
     entry = registry.correction_of(conn, certificate_id=str(cids[0]))
-    assert entry["decision"] == "moot" and FALSE in entry["decision_reasons"]
+    assert entry["decision"] == "moot" and "revoked" in entry["decision_reasons"]
+
+
+# What a second outside review found.
+def _warned(reg, rid) -> list[str]:
+    return [w for w in reg.get(Registration, rid, "registration").warnings if "诚信档案" in w]
+
+
+def _other_number(form, serial: int = 777) -> str:
+    """Another valid resident ID of the form's birth date and gender."""
+    from tests.builders import resident_id
+
+    g = int(form.id_number[16]) % 2
+    return resident_id("440305", form.date_of_birth, serial if serial % 2 == g else serial + 1)
+
+
+def test_an_id_number_typed_in_full_width_digits_is_the_same_number(world):
+    """An input method types ４４０３…: the form kept it as typed, so the same person was another number, registered
+    twice in one plan, and the integrity record missed them."""
+    from tests.builders import plan_details, staff_of, working_years_form
+
+    iid, _, rids = approved_cohort(world, 1)
+    reg = world.registrations
+    reg.disqualify(staff(iid), rids[0], FALSE)
+    _, code = reg.publish_plan(staff_of(iid), iid, plan_details("2502", seats=20))
+    number = working_years_form(1).id_number
+    wide = " " + number.translate(str.maketrans("0123456789X", "０１２３４５６７８９Ｘ")) + "\u3000"
+    again = reg.register(staff(iid), code, working_years_form(1, id_number=wide))
+    assert reg.get(Registration, again, "registration").form.id_number == number
+    assert len(_warned(reg, again)) == 1
+    with pytest.raises(Conflict, match="already registered"):
+        reg.register(staff(iid), code, working_years_form(1))
+
+
+def test_the_record_is_kept_under_every_number_the_person_was_known_by(world):
+    """Amended before the disqualification, corrected on the certificate after it: the number first declared, the
+    amended one and the corrected one each carry the warning; an amendment of a warned registration keeps it."""
+    from domain.certificate import Correction
+    from tests.builders import plan_details, staff_of
+    from tests.lifecycle import approve_correction
+
+    iid, cids = handed_over_certificates(world, 2)
+    certs, reg = world.certificates, world.registrations
+    rid = certs.certificate(cids[0]).registration_id
+    first = reg.get(Registration, rid, "registration").form
+    right = _other_number(first)
+    world.at(date(2026, 8, 1))
+    certs.apply_for_correction(staff(iid), cids[0], Correction(id_number=right), "身份证号录入错误",
+                               attachment(AttachmentKind.CORRECTION_EVIDENCE))  # fmt: skip
+    approve_correction(certs, cids[0])
+    reg.disqualify(CENTRE, rid, FALSE)
+    world.at(date(2026, 3, 5))  # the next year's plans, as far as their registration dates go
+    _, code = reg.publish_plan(staff_of(iid), iid, plan_details("2502", seats=20))
+    for number in (first.id_number, right):
+        again = reg.register(staff(iid), code, first.model_copy(update={"id_number": number}))
+        assert len(_warned(reg, again)) == 1
+    # A warned registration amended to another number (typed wrong) keeps its warning.
+    _, code3 = reg.publish_plan(staff_of(iid), iid, plan_details("2503", seats=20))
+    warned = reg.register(staff(iid), code3, first)
+    reg.amend(staff(iid), warned, first.model_copy(update={"id_number": _other_number(first, 901)}), "录入错误",
+              attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
+    assert len(_warned(reg, warned)) == 1
+
+
+def test_a_review_answered_before_the_cancellation_stays_answered_whichever_partition_is_consumed_first(
+    world,
+    conn,  # noqa: F811
+    database_url,
+):
+    from consumers.rebuild import rebuild
+    from domain.deadlines import Step
+    from domain.exam import ReviewOutcome
+    from projections import PROJECTIONS, candidates, deadlines
+    from projections.store import apply_message
+    from tests.lifecycle import score_and_publish
+    from tests.test_read_models import KEY, bus_messages
+
+    iid, pid, rids = approved_cohort(world, 2)
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    world.at(date(2026, 4, 16)).exams.request_review(candidate(1), rids[0], Subject.THEORY, "有异议")
+    world.at(date(2026, 4, 17)).exams.answer_review(staff(iid, "reviewer-he"), rids[0], ReviewOutcome.UPHELD, "维持")
+    world.at(date(2026, 4, 20)).registrations.disqualify(staff(iid), rids[0], FALSE)
+    messages = bus_messages(world.registrations)
+    # The session's partition consumed ahead of the sitting's: the cancellation before the review's two events.
+    session_first = sorted(messages, key=lambda m: not m["type"].startswith("cn.skillcert.exam_session."))
+    offsets: dict[str, int] = {}
+    for m in session_first:
+        offsets[m["aggregateid"]] = offsets.get(m["aggregateid"], -1) + 1
+        for p in PROJECTIONS:
+            if m["source"].rpartition("/")[2] in p.topics:
+                apply_message(conn, p, m["source"], hash(m["aggregateid"]) % 1000, offsets[m["aggregateid"]], m)
+    conn.commit()
+
+    def review():
+        [d] = [d for d in deadlines.deadlines_of(conn, str(sitting_id(rids[0]))) if d["step"] == Step.REVIEW_ANSWERED]
+        return d["closed_on"], d["closed_by"], d["late"]
+
+    assert review() == (date(2026, 4, 17), "sitting.review_answered", False)
+    record = candidates.get_registration(conn, str(rids[0]))
+    assert (record["scores"], record["review"]) == (None, None)  # a reviewed score is a score too
+    rebuild(conn, PROJECTIONS, world.registrations, KEY)
+    conn.commit()
+    assert review() == (date(2026, 4, 17), "sitting.review_answered", False)
+
+
+def test_deadlines_a_disqualification_closes_close_on_the_services_day_not_the_utc_clocks(world, conn):  # noqa: F811
+    from domain.deadlines import Step
+    from projections import deadlines
+    from tests.lifecycle import score_and_publish
+    from tests.test_read_models import apply_live, bus_messages
+
+    iid, pid, rids = approved_cohort(world, 2)
+    exam = sit_exam(world, iid, pid, rids)
+    score_and_publish(world, iid, exam, rids)
+    world.at(date(2026, 4, 16)).exams.request_review(candidate(1), rids[0], Subject.THEORY, "有异议")
+    world.at(date(2026, 4, 20)).registrations.disqualify(staff(iid), rids[0], FALSE)
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    [review] = [d for d in deadlines.deadlines_of(conn, str(sitting_id(rids[0]))) if d["step"] == Step.REVIEW_ANSWERED]
+    assert review["closed_on"] == date(2026, 4, 20)
+
+
+def test_a_revoked_certificate_says_so_on_its_page_and_its_proof_paperwork_and_the_wide_topic_says_not_why(
+    world,
+    conn,  # noqa: F811
+    database_url,
+    schema,
+):
+    from fastapi.testclient import TestClient
+
+    from domain.certificate import LossKind
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.lifecycle import id_check
+    from tests.test_read_models import KEY, apply_live, bus_messages
+
+    iid, cids = handed_over_certificates(world, 1)
+    certs = world.certificates
+    certs.apply_for_proof(staff(iid), cids[0], LossKind.LOST, attachment(AttachmentKind.PROOF_APPLICATION),
+                          **id_check(certs, cids[0]))  # fmt: skip
+    world.registrations.disqualify(staff(iid), certs.certificate(cids[0]).registration_id, FALSE)
+    messages = bus_messages(world.registrations)
+    apply_live(conn, messages)
+    conn.commit()
+    [revoked] = [m for m in messages if m["type"] == "cn.skillcert.certificate.revoked.v2"]
+    assert FALSE not in str(revoked) and "finding" not in revoked["data"]
+    [disqualified] = [m for m in messages if m["type"] == "cn.skillcert.registration.disqualified.v1"]
+    assert disqualified["data"]["reasons"] == FALSE  # on the restricted registrations topic
+    number = certs.certificate(cids[0]).number
+    with TestClient(create_app(database_url, schema, pseudonym_key=KEY.hex())) as http:
+        v = http.get(f"/verify/{number}").json()
+        assert (v["status"], v["void_because"]) == ("revoked", "revoked")
+        page = http.get(f"/verify/{number}", headers={"Accept": "text/html"}).text
+        assert "收回并注销" in page and "数据已删除" not in page
+        token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        for paper in ("proof-receipt.pdf", "proof-application.pdf"):
+            r = http.get(f"/certificates/{cids[0]}/{paper}", headers=token)
+            assert r.status_code == 409 and "void" in r.json()["detail"], paper

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from certgen import documents
 from certgen.certificate import Unprintable, check_glyphs
+from domain.certificate import Certificate
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession
 from domain.institution import Institution
@@ -80,14 +81,22 @@ def spoil_print(
 
 
 # The other documents, rendered from the write side.
+def _standing(cert: Certificate) -> None:
+    """A proof stands in for the certificate: none of its paperwork for a certificate revoked or whose data was
+    deleted."""
+    if cert.revoked is not None:
+        raise Conflict(f"certificate {cert.number} was revoked on {cert.revoked}; it and its proofs are void")
+    if not cert.printable:
+        raise Conflict(f"certificate {cert.number}'s data was deleted; it and its proofs are void")
+
+
 @router.get("/certificates/{certificate}/proof.pdf", response_class=Response, responses=PDF)
 def proof_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
     """The certificate proof (004 annex 4) last issued for a lost or damaged certificate."""
     cert = svc.certificate(certificate_id(c, certificate))
     if not cert.proofs:
         raise NotFound(f"no proof was issued for certificate {cert.number}")
-    if cert.revoked is not None:  # a proof stands in for the certificate: void with it
-        raise Conflict(f"certificate {cert.number} was revoked on {cert.revoked}; its proofs are void")
+    _standing(cert)
     number = cert.proofs[-1]
     content = documents.certificate_proof(
         institution=cert.institution_name, holder_name=cert.holder.name, id_type=cert.holder.id_type.value,
@@ -103,6 +112,7 @@ def proof_receipt_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: 
     cert = svc.certificate(certificate_id(c, certificate))
     if not cert.receipts:
         raise NotFound(f"no proof application of certificate {cert.number} has a receipt")
+    _standing(cert)
     receipt = cert.receipts[-1]
     kind, applied_on, due = cert.receipt_details[receipt]
     content = documents.proof_receipt(
@@ -116,6 +126,7 @@ def proof_receipt_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: 
 def proof_application_pdf(certificate: CertificateRef, who: Staff, svc: CertSvc, c: Conn) -> Response:
     """The loss or damage proof application (004 annex 3), filled in for the holder to sign."""
     cert = svc.certificate(certificate_id(c, certificate))
+    _standing(cert)
     content = documents.loss_application(
         holder_name=cert.holder.name, id_number=cert.holder.id_number, occupation=cert.occupation,
         number=cert.number, level=cert.level,

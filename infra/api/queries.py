@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from consumers.lag import lag
+from domain import text
 from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.glossary import event_label, event_name
@@ -200,7 +201,7 @@ def candidate_registrations(
     id_number: Annotated[str, Path(max_length=30)], c: Conn, who: Anyone, p: Pages, request: Request
 ) -> Page[v.Registration]:
     """A person's registrations by ID number; staff see those with their institution."""
-    holder = ref(id_number.strip().upper(), request.app.state.key)
+    holder = ref(text.id_number(id_number), request.app.state.key)
     if who.role is Role.CANDIDATE and holder != who.candidate_ref:
         raise Forbidden("candidates see only their own registrations")
     rows = candidates.registrations_of(c, holder)
@@ -233,7 +234,7 @@ def certificates(
 ) -> Page[v.Certificate]:
     """By the holder's ID number, or by name and institution."""
     if holder_id_number:
-        holder = ref(holder_id_number.strip().upper(), request.app.state.key)
+        holder = ref(text.id_number(holder_id_number), request.app.state.key)
         if who.role is Role.CANDIDATE and holder != who.candidate_ref:
             raise Forbidden("candidates see only their own certificates")
         rows = registry.certificates_of(c, holder)

@@ -55,6 +55,9 @@ class Verification(BaseModel):
     # certificate's data is reported again, and until it is queryable again the platform shows the data before.
     nationally_queryable_since: date | None
     correction_pending_national: bool = False
+    # Why a certificate is not valid: its data deleted at the holder's wish (000), or the certificate revoked, its
+    # holder's declaration found false (001 承诺). None while it is valid.
+    void_because: Literal["data_deleted", "revoked"] | None = None
 
 
 def verification(row: dict[str, Any]) -> Verification:
@@ -62,7 +65,7 @@ def verification(row: dict[str, Any]) -> Verification:
         return Verification(
             number=row["number"], status="revoked", status_label=LABELS["revoked"], holder_name=None, id_number=None,
             occupation=None, job=None, level=None, institution=None, issued_on=None, loss_proof_issued=False,
-            nationally_queryable_since=None,
+            nationally_queryable_since=None, void_because=row["status"],
         )  # fmt: skip
     status = "corrected" if row["corrected"] else "valid"
     queryable = row["data_status"] == "queryable"

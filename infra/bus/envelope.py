@@ -46,6 +46,8 @@ TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})
 VERSIONS: dict[str, int] = {
     # v2: the witness of a destruction is no longer published: the stock topic carries no personal data.
     "domain.stock:BlankStock.FormsDestroyed": 2,
+    # v2: what was found is no longer published on the wide certificates topic (`finding`, background data).
+    "domain.certificate:Certificate.Revoked": 2,
 }
 
 # Published beside `data` in the envelope rather than in it.

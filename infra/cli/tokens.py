@@ -8,6 +8,7 @@ from uuid import UUID
 
 import typer
 
+from domain import text
 from domain.model import Role
 from infra.cli.common import cli, console, err, require_store
 from infra.settings import Settings, get_settings
@@ -69,11 +70,10 @@ def tokens_create(
                 svc.get(Institution, institution, "institution")
             finally:
                 svc.close()
+        id_number = text.id_number(id_number) if id_number is not None else None
         if id_number is not None and (why := id_number_problem(id_number)):
             raise InvalidInput([("id_number", why)])
-        candidate_ref = (
-            ref(id_number.strip().upper(), installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
-        )
+        candidate_ref = ref(id_number, installation_key(url, s.db_schema, s.pseudonym_key)) if id_number else None
         token_id, token = tokens.create(name, role, institution, candidate_ref, s.token_days if days is None else days,
                                         jurisdiction=jurisdiction)  # fmt: skip
     except DomainError as e:

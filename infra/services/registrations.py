@@ -317,6 +317,12 @@ class Registrations(Service):
         found = self.get_many(keys)
         return {i: r for i, k in enumerate(keys) if isinstance(r := found.get(k), IntegrityRecord)}
 
+    def _records_of(self, registration: Registration, form: RegistrationForm) -> list[IntegrityRecord]:
+        """The integrity records an amended form is warned of: its new number's, and the number first confirmed's
+        (an amendment changes a number typed wrong, not the person)."""
+        first = form.model_copy(update={"id_number": registration.identity[1]})
+        return list(self.records([form, first]).values())
+
     def _refused_files(self, registration: Registration) -> DomainError | None:
         try:
             self.check_references(registration)
@@ -478,19 +484,22 @@ class Registrations(Service):
             done.clear()
             registration = self.get(Registration, registration_id, "registration")
             registration.disqualify(actor, reasons, filed_in)
-            changed: list[Aggregate] = [registration, self._entered(actor, registration)]
+            cid = certificate_id(registration.id)
+            certificate = self.get_many([cid]).get(cid) if exam_id is not None else None
+            # The record goes under every number the person was known by here: as first confirmed, as amended,
+            # and as a certificate correction made it.
+            numbers = {registration.identity[1], registration.form.id_number}
+            if isinstance(certificate, Certificate):
+                numbers.add(certificate.holder.id_number)
+            changed: list[Aggregate] = [registration, *self._entered(actor, registration, numbers)]
             if exam_id is None:  # no exam seat: the plan's place goes back, as for a rejection
                 plan = self.get(EvaluationPlan, registration.plan_id, "plan")
                 plan.release_seat(actor, registration.id, "registration disqualified")
                 changed.append(plan)
                 done.append("evaluation_plan.seat_released")
                 return changed
-            cid = certificate_id(registration.id)
-            certificate = self.get_many([cid]).get(cid)
             session = self.get(ExamSession, exam_id, "exam session")
-            session.cancel_scores(
-                actor, registration.id, reasons, certificate_issued=isinstance(certificate, Certificate)
-            )
+            session.cancel_scores(actor, registration.id, reasons, isinstance(certificate, Certificate), self.today())
             changed.append(session)
             done.append("exam_session.scores_cancelled")
             # A certificate whose data was deleted is void already (000): nothing to revoke.
@@ -513,17 +522,23 @@ class Registrations(Service):
             exam_id = now
         raise Conflict("too many concurrent changes; try again")
 
-    def _entered(self, actor: Actor, registration: Registration) -> IntegrityRecord:
-        """The candidate's integrity record with this disqualification entered (opened if it is the first)."""
-        p, form = registration.plan, registration.form
+    def _entered(self, actor: Actor, registration: Registration, numbers: set[str]) -> list[IntegrityRecord]:
+        """The integrity records of these ID numbers with this disqualification entered (each opened if it is the
+        first)."""
+        p = registration.plan
         entry = IntegrityEntry(registration_id=registration.id, institution_name=p.institution_name,
                                plan_number=p.plan_number, occupation=p.occupation, level=p.level, on=self.today())  # fmt: skip
-        key = integrity_key(form.id_type, form.id_number, self.id_key)
-        record = self.get_many([key]).get(key)
-        if isinstance(record, IntegrityRecord):
-            record.enter(actor, entry)
-            return record
-        return IntegrityRecord.open(actor, key, entry)
+        keys = sorted({integrity_key(registration.form.id_type, n, self.id_key) for n in numbers})
+        found = self.get_many(keys)
+        records = []
+        for key in keys:
+            record = found.get(key)
+            if isinstance(record, IntegrityRecord):
+                record.enter(actor, entry)
+            else:
+                record = IntegrityRecord.open(actor, key, entry)
+            records.append(record)
+        return records
 
     def amend(
         self, actor: Actor, registration_id: UUID, form: RegistrationForm, explanation: str, document: Attachment
@@ -532,7 +547,9 @@ class Registrations(Service):
         cannot also register again under it."""
         registration = self.get(Registration, registration_id, "registration")
         old_key = self.key_of(registration)
-        changed = registration.amend(actor, form, explanation, document, self.today(), self.records([form]).get(0))
+        changed = registration.amend(
+            actor, form, explanation, document, self.today(), self._records_of(registration, form)
+        )
         aggregates: list[Aggregate] = [registration]
         new_key = self.key_of(registration)
         if new_key != old_key and new_key != registration.id:
