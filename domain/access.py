@@ -15,6 +15,14 @@ def require(actor: Actor, roles: tuple[Role, ...], what: str, institution_id: UU
         raise Forbidden(f"staff may {what} only for their own institution")
 
 
+def require_region(actor: Actor, filed_in: str, what: str) -> None:
+    """A city's skills centre (a centre with a jurisdiction) acts only for the institutions filed in its city
+    (属地管理); the provincial centre ("00", or none) for all."""
+    if actor.role is Role.PROVINCIAL_CENTRE and actor.jurisdiction not in (None, "00", filed_in):
+        raise Forbidden(f"the skills centre of region {filed_in} or the provincial centre may {what} for this "
+                        f"institution (属地管理), not the centre of {actor.jurisdiction}")  # fmt: skip
+
+
 STAFF = (Role.INSTITUTION_STAFF, Role.SYSTEM)
 STAFF_OR_CANDIDATE = (Role.INSTITUTION_STAFF, Role.SYSTEM, Role.CANDIDATE)
 CENTRE = (Role.PROVINCIAL_CENTRE, Role.SYSTEM)

@@ -16,7 +16,7 @@ from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
 from domain import text
-from domain.access import ASSOCIATION, CENTRE, HR, STAFF, require
+from domain.access import ASSOCIATION, CENTRE, HR, STAFF, require, require_region
 from domain.certnumber import MAX_SERIAL, format_number
 from domain.deadlines import Deadline, Step, deadline
 from domain.errors import Conflict, Forbidden, InvalidInput
@@ -756,9 +756,7 @@ class Certificate(Aggregate):
                                 f"{what} for it; this one acts for {actor.jurisdiction or 'no region'}")  # fmt: skip
         else:
             require(actor, CENTRE, what)
-            if actor.jurisdiction not in (None, "00", self.filed_in):
-                raise Forbidden(f"the skills centre of region {self.filed_in} or the provincial centre may {what} for "
-                                f"this institution (属地管理), not the centre of {actor.jurisdiction}")  # fmt: skip
+            require_region(actor, self.filed_in, what)
         self._live()
         if self.correction is None or self.correction_decided:
             raise Conflict(f"no correction application for certificate {self.number} awaits a decision")

@@ -17,7 +17,7 @@ from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
 from domain import text
-from domain.access import CENTRE, STAFF, require
+from domain.access import CENTRE, STAFF, require, require_region
 from domain.eligibility import Basis, Condition, Evidence, School, check_eligibility
 from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
@@ -492,13 +492,8 @@ class Registration(Aggregate):
         At any stage after submission, by the institution that holds the registration or by the provincial
         centre (a city's skills centre for the institutions filed in its city, `filed_in`, 属地管理); the service
         cancels the sitting's scores and revokes the certificate with it."""
-        if actor.role not in STAFF + CENTRE:
-            raise Forbidden(f"a {actor.role.value} cannot disqualify candidates")
-        if actor.role is Role.INSTITUTION_STAFF and actor.institution_id != self.institution_id:
-            raise Forbidden("only the plan's own institution or the provincial centre disqualifies its candidates")
-        if actor.role is Role.PROVINCIAL_CENTRE and actor.jurisdiction not in (None, "00", filed_in):
-            raise Forbidden(f"the skills centre of region {filed_in} or the provincial centre may disqualify this "
-                            f"institution's candidates (属地管理), not the centre of {actor.jurisdiction}")  # fmt: skip
+        require(actor, STAFF + CENTRE, "disqualify candidates", self.institution_id)
+        require_region(actor, filed_in, "disqualify candidates")
         if self.status in (Status.REJECTED, Status.DISQUALIFIED):
             raise Conflict(f"the registration is {self.status.value}; there is no eligibility left to cancel")
         if not reasons.strip():
