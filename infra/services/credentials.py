@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from psycopg import sql
 
 from domain.certificate import Certificate, DataStatus
+from domain.errors import Conflict
 from domain.institution import Institution
 from domain.personal import mask_id_number
 from infra.store.eventstore import serialise_ddl
@@ -131,12 +132,8 @@ class Credentials:
         c: Certificate = self.svc.certificate(certificate_id)
         institution: Institution = self.svc.get(Institution, c.institution_id, "institution")
         if c.revoked is not None:
-            from domain.errors import Conflict
-
             raise Conflict(f"certificate {c.number} was revoked on {c.revoked}: no credential")
         if c.data_status is not DataStatus.QUERYABLE:
-            from domain.errors import Conflict
-
             raise Conflict(f"certificate {c.number}'s data is not queryable nationally now: no credential")
         serial = institution.signing_serial
         if serial is None:
