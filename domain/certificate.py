@@ -261,7 +261,8 @@ class Certificate(Aggregate):
 
     class Revoked(Aggregate.Event):
         """收回并注销: the holder's declaration was found false (001 承诺: 已获得证书则被收回、注销证书数据检索及注销
-        证书资格). The certificate is void from `revoked_on`; its number is never given again. What was found is kept
+        证书资格), or the centre declared the certificate void, its institution having issued it improperly (004 第十条:
+        宣布其所发证书无效). The certificate is void from `revoked_on`; its number is never given again. What was found is kept
         as background, not published on the certificates topic, which any authorised subscriber reads: they learn that
         the certificate is void, not why (the registration's disqualification, on the restricted topic, says why)."""
 
@@ -390,7 +391,8 @@ class Certificate(Aggregate):
             raise Conflict(f"certificate {self.number} was revoked on {self.revoked}")
 
     def revoke(self, actor: Actor, reasons: str, today: date) -> None:
-        """Called with the registration's disqualification (Registration.disqualify), in its transaction."""
+        """Called with the registration's disqualification (Registration.disqualify), in its transaction, or as the
+        centre declares an institution's certificates void (Certificates.invalidate, 004 第十条)."""
         require(actor, STAFF + CENTRE, "revoke certificates", self.institution_id)
         self._live()
         if not reasons.strip():

@@ -12,7 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 from pydantic import Field, field_validator
 
-from domain.access import CENTRE, require
+from domain.access import CENTRE, require, require_region
 from domain.errors import Conflict, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
@@ -108,6 +108,22 @@ def institution_id(filing: Filing) -> UUID:
     return uuid5(NAMESPACE_URL, f"skillcert:institution:{filing.prefix}")
 
 
+class Standing(StrEnum):
+    """Whether the institution may evaluate (004 第十条)."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"  # 暂停评价业务
+    WITHDRAWN = "withdrawn"  # 取消评价业务
+
+
+def _reasons(reasons: str, what: str) -> str:
+    if not reasons.strip():
+        raise InvalidInput([("reasons", f"say why the institution's evaluation business is {what}")])
+    if len(reasons.strip()) > 500:
+        raise InvalidInput([("reasons", "at most 500 characters")])
+    return reasons.strip()
+
+
 class Institution(Aggregate):
     class Registered(Aggregate.Created):
         actor: Actor
@@ -143,6 +159,26 @@ class Institution(Aggregate):
         serial: str = Field(pattern=r"^[0-9a-f]{1,40}$")
         reason: str = Field(max_length=200)
 
+    # 004 第十条: an institution that faked, favoured or issued certificates improperly (弄虚作假，徇私舞弊，滥发证书)
+    # has its evaluation business suspended or withdrawn (暂停或取消评价业务), as the case is grave. Meanwhile it
+    # publishes no plan, takes no registration, schedules no exam, issues no ticket and no certificate.
+    class Suspended(Aggregate.Event):
+        actor: Actor
+        reasons: str = Field(max_length=500, description="the finding, e.g. the centre's decision and its number")
+        on: date = Field(description="the service's day it took effect")
+
+    class Reinstated(Aggregate.Event):
+        actor: Actor
+        reasons: str = Field(max_length=500)
+        on: date
+
+    class EvaluationWithdrawn(Aggregate.Event):
+        """取消评价业务: for good; a withdrawn institution is never reinstated (it would be filed anew)."""
+
+        actor: Actor
+        reasons: str = Field(max_length=500)
+        on: date
+
     @event(Registered)
     def __init__(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -153,6 +189,8 @@ class Institution(Aggregate):
         self.scope = list(scope or [])
         self.signing: dict[str, bool] = {}  # serial -> still good (not revoked)
         self.sample: str | None = None  # the filed certificate sample's hash
+        self.standing = Standing.ACTIVE
+        self.standing_since: date | None = None
 
     @property
     def signing_serial(self) -> str | None:
@@ -238,3 +276,50 @@ class Institution(Aggregate):
         if level not in entry.levels:
             raise InvalidInput([("level", f"{entry.label} is filed for levels "
                                            f"{'、'.join(lv.title for lv in entry.levels)}, not {level.title}")])  # fmt: skip
+
+    def check_active(self, what: str) -> None:
+        """Refuse an act of evaluation while the business is suspended or withdrawn (004 第十条)."""
+        if self.standing is Standing.SUSPENDED:
+            raise Conflict(f"{self.name}'s evaluation business is suspended since {self.standing_since} "
+                           f"(004 第十条); it cannot {what} until the centre reinstates it")  # fmt: skip
+        if self.standing is Standing.WITHDRAWN:
+            raise Conflict(f"{self.name}'s evaluation business was withdrawn on {self.standing_since} "
+                           f"(004 第十条); it cannot {what}")  # fmt: skip
+
+    def suspend(self, actor: Actor, reasons: str, today: date) -> None:
+        """暂停评价业务. The provincial centre, or a city's skills centre for an institution filed in its city."""
+        self._may_judge(actor, "suspend an institution's evaluation business")
+        if self.standing is not Standing.ACTIVE:
+            raise Conflict(f"{self.name}'s evaluation business is already {self.standing.value} "
+                           f"(since {self.standing_since})")  # fmt: skip
+        self._suspended(actor, _reasons(reasons, "suspended"), today)
+
+    @event(Suspended)
+    def _suspended(self, actor: Actor, reasons: str, on: date) -> None:
+        self.standing, self.standing_since = Standing.SUSPENDED, on
+
+    def reinstate(self, actor: Actor, reasons: str, today: date) -> None:
+        self._may_judge(actor, "reinstate an institution's evaluation business")
+        if self.standing is not Standing.SUSPENDED:
+            raise Conflict(f"{self.name}'s evaluation business is {self.standing.value}, not suspended: "
+                           "only a suspension is lifted")  # fmt: skip
+        self._reinstated(actor, _reasons(reasons, "reinstated"), today)
+
+    @event(Reinstated)
+    def _reinstated(self, actor: Actor, reasons: str, on: date) -> None:
+        self.standing, self.standing_since = Standing.ACTIVE, on
+
+    def withdraw_evaluation(self, actor: Actor, reasons: str, today: date) -> None:
+        """取消评价业务, from active or suspended; final."""
+        self._may_judge(actor, "withdraw an institution's evaluation business")
+        if self.standing is Standing.WITHDRAWN:
+            raise Conflict(f"{self.name}'s evaluation business was already withdrawn on {self.standing_since}")
+        self._evaluation_withdrawn(actor, _reasons(reasons, "withdrawn"), today)
+
+    @event(EvaluationWithdrawn)
+    def _evaluation_withdrawn(self, actor: Actor, reasons: str, on: date) -> None:
+        self.standing, self.standing_since = Standing.WITHDRAWN, on
+
+    def _may_judge(self, actor: Actor, what: str) -> None:
+        require(actor, CENTRE, what)
+        require_region(actor, self.filing.city_code, what)

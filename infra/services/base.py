@@ -32,6 +32,16 @@ MAX_RETRIES = 200  # a save loses a race at most once per competing writer
 # after the lock timeout.
 LOCK_CONNECTIONS = 8
 A = TypeVar("A", bound=Aggregate)
+INSTITUTION_LOCKS = 0x736B696E  # "skin"
+
+
+def institution_lock(institution_id: UUID) -> tuple[int, int]:
+    """Taken alone by whoever suspends or withdraws an institution's evaluation business (004 第十条), shared by its
+    acts of evaluation that must not straddle that (tickets, certificates, plans, exams): each comes before the
+    suspension or sees it. Shared, so that those acts still never wait for one another."""
+    return INSTITUTION_LOCKS, int.from_bytes(institution_id.bytes[:4], "big", signed=True)
+
+
 R = TypeVar("R")
 
 
@@ -60,20 +70,25 @@ class Service(SkillcertApplication):
             return self._lock_pool
 
     @contextmanager
-    def holding(self, *keys: tuple[int, int]) -> Iterator[None]:
+    def holding(self, *keys: tuple[int, int], shared: Iterable[tuple[int, int]] = ()) -> Iterator[None]:
         """Hold advisory locks, each of two keys (the first names what is locked), while the block runs, across
         every process, waiting at most the store's lock timeout for them (then psycopg's LockNotAvailable: the
         API's 503, try again). Locks of a transaction on a connection of its own: they end with the block, or
         with the session if the process dies. Several are taken in their order, the same in every process, so
-        that two holders of some of the same never wait for each other."""
+        that two holders of some of the same never wait for each other. Those in `shared` are held shared: they
+        wait only for a holder of the same lock alone."""
         done = False
-        ordered = sorted(set(keys))
+        alone = set(keys)
+        ordered = sorted(alone | set(shared))
         try:
             with self._lock_connections().connection() as conn, conn.transaction(force_rollback=True):
                 # The timeout first (the subquery), then the locks in order, in one round trip.
-                conn.execute("SELECT pg_advisory_xact_lock(k.a, k.b) FROM (SELECT set_config('lock_timeout', %s, true)) t,"
-                             " unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(a, b, i) ORDER BY k.i",
-                             (LOCK_TIMEOUT, [a for a, _ in ordered], [b for _, b in ordered]))  # fmt: skip
+                conn.execute("SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.a, k.b)::text"
+                             " ELSE pg_advisory_xact_lock_shared(k.a, k.b)::text END"
+                             " FROM (SELECT set_config('lock_timeout', %s, true)) t,"
+                             " unnest(%s::int[], %s::int[], %s::bool[]) WITH ORDINALITY AS k(a, b, x, i) ORDER BY k.i",
+                             (LOCK_TIMEOUT, [a for a, _ in ordered], [b for _, b in ordered],
+                              [k in alone for k in ordered]))  # fmt: skip
                 yield
                 done = True
         except OperationalError:

@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from domain.access import CENTRE, require, require_region
 from domain.certificate import (
     Certificate,
     Correction,
@@ -27,7 +28,7 @@ from domain.levels import Level
 from domain.model import Actor, Aggregate, Snapshot
 from domain.registration import Attachment
 from domain.stock import BlankStock, Books, stock_id
-from infra.services.base import R, Service
+from infra.services.base import R, Service, institution_lock
 from infra.services.exams import scoring_lock
 
 CHUNK = (
@@ -43,8 +44,15 @@ class Certificates(Service):
         """Number and issue certificates for a confirmed session's passes (all of them by default).
         Returns registration id -> certificate number for those issued by this call. Under the session's
         scoring lock: a candidate disqualified meanwhile (Registrations.disqualify) gets no certificate."""
-        with self.holding(scoring_lock(exam_id)):
+        institution_id = self.institution_of(ExamSession, exam_id, "exam session")
+        with self.holding(scoring_lock(exam_id), shared=self._institution_locks(institution_id)):
             return self._issue_session(actor, exam_id, registration_ids, chunk)
+
+    @staticmethod
+    def _institution_locks(institution_id: UUID | None) -> list[tuple[int, int]]:
+        """Held shared while certificates are issued: none is issued once the institution's evaluation business is
+        suspended (004 第十条), and none straddles the suspension."""
+        return [institution_lock(institution_id)] if institution_id is not None else []
 
     def _issue_session(
         self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None, chunk: int
@@ -63,7 +71,9 @@ class Certificates(Service):
     def issue_cohort(self, actor: Actor, exam_ids: Sequence[UUID], chunk: int = CHUNK) -> dict[UUID, str]:
         """Every pass of several confirmed sessions of one institution, numbered together in
         transactions of `chunk` certificates (the event store serialises writers: batch bulk steps)."""
-        with self.holding(*(scoring_lock(e) for e in exam_ids)):
+        institutions = {self.institution_of(ExamSession, e, "exam session") for e in exam_ids}
+        locks = [lock for i in institutions for lock in self._institution_locks(i)]
+        with self.holding(*(scoring_lock(e) for e in exam_ids), shared=locks):
             return self._issue_sessions(actor, list(dict.fromkeys(exam_ids)), chunk)
 
     def _issue_sessions(self, actor: Actor, exam_ids: list[UUID], chunk: int) -> dict[UUID, str]:
@@ -78,6 +88,7 @@ class Certificates(Service):
         if not wanted:
             return {}
         institution = self.get(Institution, wanted[0][0].institution_id, "institution")
+        institution.check_active("issue certificates")
         # Never a certificate outside the filed scope, also when it was narrowed after the plan was published.
         for occupation, job, level in sorted({(s.occupation, s.job or "", s.level) for s, _ in wanted}):
             institution.check_scope(occupation, job or None, level)
@@ -176,6 +187,40 @@ class Certificates(Service):
         if problems:
             raise InvalidInput(problems)
         self.save_once(*certificates)
+
+    def invalidate(self, actor: Actor, institution_id: UUID, ids: Sequence[UUID], reasons: str) -> dict[str, list[str]]:
+        """宣布其所发证书无效 (004 第十条): the centre declares certificates an institution issued improperly void; each
+        is revoked (certificate.revoked), as a false declaration's is. All in one transaction, or none; one already
+        void (revoked, or its data deleted) is left as it is and named. Answers the numbers revoked and those void
+        already."""
+        institution = self.get(Institution, institution_id, "institution")
+        require(actor, CENTRE, "declare an institution's certificates void")
+        require_region(actor, institution.filing.city_code, "declare an institution's certificates void")
+        if not reasons.strip():
+            raise InvalidInput([("reasons", "say why the certificates are void (the centre's finding)")])
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            raise InvalidInput([("certificates", "name at least one certificate")])
+        outcome: dict[str, list[str]] = {}
+
+        def attempt() -> list[Aggregate]:
+            found = self.get_many(wanted)
+            problems = [("certificates", f"{i} is not a certificate issued by {institution.name}") for i in wanted
+                        if not isinstance(c := found.get(i), Certificate) or c.institution_id != institution_id]  # fmt: skip
+            if problems:
+                raise InvalidInput(problems)
+            certificates: list[Certificate] = [found[i] for i in wanted]  # type: ignore[misc]
+            outcome.update(revoked=[], void_already=[])
+            for c in certificates:
+                if c.printable:
+                    c.revoke(actor, f"004 第十条: {reasons.strip()}", self.today())
+                    outcome["revoked"].append(c.number)
+                else:
+                    outcome["void_already"].append(c.number)
+            return [c for c in certificates if c.pending_events]
+
+        self.retry(attempt)
+        return outcome
 
     # Data reporting (000).
     def report_data(self, actor: Actor, ids: Sequence[UUID]) -> None:

@@ -120,6 +120,7 @@ def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: s
 
     c: Certificate = svc.certificate(certificate_id)
     c_institution: Institution = svc.get(Institution, c.institution_id, "institution")
+    c_institution.check_active("sign electronic certificates")  # 004 第十条
     serial = c_institution.signing_serial or certify(svc, AUTHORITY, c.institution_id)
     c.check_electronic_due(serial)  # before the signing, which takes a while
     photo = holder_photos(svc, [c])[c.id]

@@ -25,7 +25,7 @@ from domain.institution import Institution
 from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
-from infra.services.base import Service
+from infra.services.base import Service, institution_lock
 
 SCORING_LOCKS = 0x736B7363  # "sksc": the first key of a session's scoring lock (see PLAN_LOCKS)
 
@@ -64,24 +64,15 @@ class Exams(Service):
         except InvalidInput as e:
             raise Conflict(f"plan {plan.details.plan_number} lies outside the evaluation scope as amended since it was "
                            f"published, so no certificate could follow: {e.message}", field="plan_id") from None  # fmt: skip
-        exam = ExamSession.schedule(
-            actor,
-            institution.id,
-            institution.profile,
-            plan.id,
-            plan.details,
-            session,
-            exam_date,
-            starts_at,
-            ends_at,
-            location,
-            rooms,
-        )
-        if exam.id in self.repository:
-            raise Conflict(
-                f"session {session} of plan {plan.details.plan_number} is already scheduled", field="session"
-            )
-        self.save_once(exam)
+        exam = ExamSession.schedule(actor, institution.id, institution.profile, plan.id, plan.details, session,
+                                    exam_date, starts_at, ends_at, location, rooms)  # fmt: skip
+        with self.holding(shared=[institution_lock(institution.id)]):  # not as its business is suspended
+            self.get(Institution, institution.id, "institution").check_active("schedule exams")
+            if exam.id in self.repository:
+                raise Conflict(
+                    f"session {session} of plan {plan.details.plan_number} is already scheduled", field="session"
+                )
+            self.save_once(exam)
         return exam.id
 
     def issue_tickets(
@@ -90,7 +81,9 @@ class Exams(Service):
         """Admission tickets for the given registrations, or for every approved, fee-paid
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
-        with self.holding(ticket_lock(exam.plan_id)):  # the registrations' statuses hold still until it is saved
+        # The registrations' statuses hold still until it is saved; the institution's business is not suspended.
+        with self.holding(ticket_lock(exam.plan_id), shared=[institution_lock(exam.institution_id)]):
+            self.get(Institution, exam.institution_id, "institution").check_active("issue admission tickets")
             return self._issue_tickets(actor, exam, registration_ids)
 
     def _issue_tickets(

@@ -44,7 +44,7 @@ from domain.registration import (
     registration_id,
     registration_key,
 )
-from infra.services.base import MAX_RETRIES, Service
+from infra.services.base import MAX_RETRIES, Service, institution_lock
 from infra.services.exams import scoring_lock, ticket_lock
 from infra.store.groupcommit import GroupCommit
 
@@ -83,11 +83,15 @@ class Registrations(Service):
             # manager's partition locks: the round trip took 0.19 ms with no locks held elsewhere, 0.55 ms with
             # 1,000 and 5.3 ms with 10,000 (a busy server's sessions hold one for every table and index they
             # touch); it takes 0.15 to 0.19 ms whatever is held (benchmarks.plan_lock_check).
-            "SELECT h.held, e.originator_version, e.topic, e.state FROM (SELECT NOT"
-            " pg_try_advisory_xact_lock_shared(%s, %s) AS held) h LEFT JOIN LATERAL (SELECT originator_version,"
+            # And the institution's version, in the same round trip: a suspension (004 第十条) since the last batch
+            # is seen without loading the institution for every batch.
+            "SELECT h.held, h.institution, e.originator_version, e.topic, e.state FROM (SELECT NOT"
+            " pg_try_advisory_xact_lock_shared(%s, %s) AS held, (SELECT max(originator_version) FROM {} WHERE"
+            " originator_id = %s) AS institution) h LEFT JOIN LATERAL (SELECT originator_version,"
             " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
             " e ON true"
-        ).format(Identifier(self.schema, self.recorder.events_table_name))  # type: ignore[attr-defined]
+        ).format(*[Identifier(self.schema, self.recorder.events_table_name)] * 2)  # type: ignore[attr-defined]
+        self._institutions: dict[UUID, Institution] = {}  # as last loaded, for its standing (_check_standing)
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -112,9 +116,30 @@ class Registrations(Service):
     def amend_scope(self, actor: Actor, institution_id: UUID, scope: list[ScopeEntry], reason: str) -> None:
         self.change(Institution, institution_id, "institution", lambda i: i.amend_scope(actor, scope, reason))
 
+    # 004 第十条: the evaluation business suspended, reinstated or withdrawn, under the institution's lock alone, so
+    # that no ticket, certificate, plan or exam of the institution's straddles it (each holds it shared).
+    def suspend_institution(self, actor: Actor, institution_id: UUID, reasons: str) -> None:
+        self._judge(institution_id, lambda i: i.suspend(actor, reasons, self.today()))
+
+    def reinstate_institution(self, actor: Actor, institution_id: UUID, reasons: str) -> None:
+        self._judge(institution_id, lambda i: i.reinstate(actor, reasons, self.today()))
+
+    def withdraw_institution(self, actor: Actor, institution_id: UUID, reasons: str) -> None:
+        self._judge(institution_id, lambda i: i.withdraw_evaluation(actor, reasons, self.today()))
+
+    def _judge(self, institution_id: UUID, verdict: Callable[[Institution], None]) -> None:
+        self.get(Institution, institution_id, "institution")  # NotFound before any lock
+        with self.holding(institution_lock(institution_id)):
+            self.change(Institution, institution_id, "institution", verdict)
+
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         require(actor, STAFF, "publish plans", institution_id)
+        with self.holding(shared=[institution_lock(institution_id)]):  # not as its business is suspended
+            return self._publish_plan(actor, institution_id, details)
+
+    def _publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         institution: Institution = self.get(Institution, institution_id, "institution")
+        institution.check_active("publish plans")
         EvaluationPlan.check_wording(details, institution.name)
         institution.check_scope(details.occupation, details.job, details.level)
         for _ in range(5):  # a random 8-character code collides rarely; draw again
@@ -172,8 +197,11 @@ class Registrations(Service):
         nothing half-changed behind; batches on one plan in this process run one at a time (GroupCommit)."""
         plan = self._plans.pop(plan_id, None)
         if plan is None:
-            return self.get(EvaluationPlan, plan_id, "plan")
-        held, stored = self._since(plan_id, plan.version)
+            plan = self.get(EvaluationPlan, plan_id, "plan")
+            self._check_standing(plan.institution_id, None)
+            return plan
+        held, institution_version, stored = self._since(plan_id, plan.version, plan.institution_id)
+        self._check_standing(plan.institution_id, institution_version)
         if held and plan_id not in self._held.plans:
             # Another session holds the plan's lock: a candidate list being imported (register_many), or a
             # worker that takes it for every batch. Deciding without it, this batch could win the race for
@@ -184,14 +212,27 @@ class Registrations(Service):
             plan = self.mapper.to_domain_event(event).mutate(plan)
         return plan
 
-    def _since(self, plan_id: UUID, version: int) -> tuple[bool, list[StoredEvent]]:
-        """(whether another session holds the plan's lock or waits for it, the plan's events after `version`): one
-        round trip, the one a batch makes anyway to bring its plan up to date."""
+    def _since(self, plan_id: UUID, version: int, institution_id: UUID) -> tuple[bool, int, list[StoredEvent]]:
+        """(whether another session holds the plan's lock or waits for it, the institution's version, the plan's
+        events after `version`): one round trip, the one a batch makes anyway to bring its plan up to date."""
         with self.recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as cur:  # type: ignore[attr-defined]
             assert conn.autocommit  # so the shared hold the query takes ends with it
-            rows = cur.execute(self._since_query, (*plan_lock(plan_id), plan_id, version), prepare=True).fetchall()
-        stored = [StoredEvent(plan_id, v, topic, state) for _, v, topic, state in rows if v is not None]
-        return bool(rows[0][0]), stored
+            rows = cur.execute(self._since_query, (*plan_lock(plan_id), institution_id, plan_id, version),
+                               prepare=True).fetchall()  # fmt: skip
+        stored = [StoredEvent(plan_id, v, topic, state) for _, _, v, topic, state in rows if v is not None]
+        return bool(rows[0][0]), rows[0][1], stored
+
+    def _check_standing(self, institution_id: UUID, version: int | None) -> None:
+        """Refuse registrations while the plan's institution is suspended or withdrawn (004 第十条): the institution
+        as last loaded if still at `version`, else loaded again. Read before the batch is saved, not under a lock:
+        a batch decided as the suspension is saved may still go in after it."""
+        known = self._institutions.get(institution_id)
+        if known is None or version is None or known.version != version:
+            known = self.get(Institution, institution_id, "institution")
+            if len(self._institutions) > 1_000:
+                self._institutions.clear()
+            self._institutions[institution_id] = known
+        known.check_active("take registrations")
 
     def _keep_plan(self, plan: EvaluationPlan) -> None:
         if not plan.pending_events:  # as stored
@@ -371,6 +412,7 @@ class Registrations(Service):
         checked, and either all are registered in one transaction or none, with every bad row named."""
         plan = self.get(EvaluationPlan, plan_id, "plan")
         require(actor, STAFF, "import candidate lists", plan.institution_id)
+        self._check_standing(plan.institution_id, None)
         problems = [p for _, _, found in rows for p in found]
         forms: dict[UUID, tuple[int, RegistrationForm]] = {}
         made: dict[UUID, Registration] = {}  # decided here, before the plan's lock; saved under it if nothing changed

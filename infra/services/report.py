@@ -26,9 +26,11 @@ from infra.store import chain
 
 CORRECTIONS = ("certificate.correction_applied", "certificate.correction_checked", "certificate.correction_approved",
                "certificate.correction_rejected")  # fmt: skip
-# What voids a certificate or a candidate's result: a deletion (000), a disqualification with what it cancels (001 承诺).
+# What voids a certificate or a candidate's result: a deletion (000), a disqualification with what it cancels (001 承诺);
+# and an institution's business suspended, reinstated or withdrawn (004 第十条), with its certificates declared void.
 DELETIONS = ("certificate.data_deleted", "registration.disqualified", "exam_session.scores_cancelled",
-             "certificate.revoked")  # fmt: skip
+             "certificate.revoked", "institution.suspended", "institution.reinstated",
+             "institution.evaluation_withdrawn")  # fmt: skip
 SPOILED = ("blank_stock.form_spoiled", "blank_stock.print_spoiled", "blank_stock.forms_destroyed",
            "certificate.print_spoiled")  # fmt: skip
 COLUMNS = ["时间", "日志位置", "事件", "事件类型", "操作人", "操作人角色", "操作人ID", "对象", "证书编号", "机构ID",
