@@ -20,7 +20,7 @@ class Catalogue:
     name = "catalogue"
     topics = ("registrations",)
     tables = ("catalogue_institutions", "catalogue_plans")
-    version = 1
+    version = 2  # 2: the institution's standing (004 第十条), and no registration open while it is suspended
 
     def ddl(self) -> list[str]:
         return [
@@ -30,7 +30,10 @@ class Catalogue:
                 filing_prefix text NOT NULL,
                 city_code text NOT NULL,
                 profile text NOT NULL,
-                registered_at timestamptz NOT NULL
+                registered_at timestamptz NOT NULL,
+                standing text NOT NULL DEFAULT 'active',
+                standing_since date,
+                version int NOT NULL DEFAULT 1
             )""",
             """CREATE TABLE IF NOT EXISTS catalogue_plans (
                 plan_id uuid PRIMARY KEY,
@@ -51,7 +54,8 @@ class Catalogue:
                 contact_phone text NOT NULL,
                 supervising_region text NOT NULL,
                 published_at timestamptz NOT NULL,
-                version int NOT NULL
+                version int NOT NULL,
+                institution_standing text NOT NULL DEFAULT 'active'
             )""",
         ]
 
@@ -70,16 +74,27 @@ class Catalogue:
             )
         elif t == TYPE + "evaluation_plan.published.v1":
             p = d["details"]
+            # The institution's standing as known: its suspension, on another partition, may have come first.
             cur.execute(
                 """INSERT INTO catalogue_plans VALUES
-                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
+                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s,%s,%s,%s,%s,%s, coalesce((SELECT standing FROM
+                   catalogue_institutions WHERE institution_id = %s), 'active')) ON CONFLICT DO NOTHING""",
                 (
                     d["originator_id"], d["institution_id"], d["institution_name"], p["plan_number"], p["name"],
                     p["occupation"], p["job"], p["level"], p["max_registrations"], p["evaluation_start"],
                     p["evaluation_end"], p["registration_deadline"], p["exam_location"], p["contact_name"],
-                    p["contact_phone"], p["supervising_region"], d["timestamp"], v,
+                    p["contact_phone"], p["supervising_region"], d["timestamp"], v, d["institution_id"],
                 ),
             )  # fmt: skip
+        elif t in STANDING_EVENTS:
+            cur.execute(
+                "UPDATE catalogue_institutions SET standing = %s, standing_since = %s, version = %s"
+                " WHERE institution_id = %s AND version < %s",
+                (STANDING_EVENTS[t], d["on"], v, d["originator_id"], v),
+            )
+            if cur.rowcount:  # not a redelivery of an older change
+                cur.execute("UPDATE catalogue_plans SET institution_standing = %s WHERE institution_id = %s",
+                            (STANDING_EVENTS[t], d["originator_id"]))  # fmt: skip
         elif t in SEAT_EVENTS:
             cur.execute(SEATS, (SEAT_EVENTS[t], v, d["originator_id"], v))
 
@@ -99,11 +114,15 @@ class Catalogue:
             cur.executemany(SEATS, [(delta, v, plan, v) for plan, (delta, v) in seats.items()])
 
 
+STANDING_EVENTS = {TYPE + "institution.suspended.v1": "suspended", TYPE + "institution.reinstated.v1": "active",
+                   TYPE + "institution.evaluation_withdrawn.v1": "withdrawn"}  # fmt: skip
 SEAT_EVENTS = {TYPE + "evaluation_plan.seat_taken.v1": 1, TYPE + "evaluation_plan.seat_released.v1": -1}
 # The version guard skips a change applied before (a redelivery); a rebuild's sum carries its last version.
 SEATS = "UPDATE catalogue_plans SET seats_taken = seats_taken + %s, version = %s WHERE plan_id = %s AND version < %s"
 
 
+# Open for registration: before the deadline, with places left, its institution not suspended (004 第十条).
+OPEN = "(registration_deadline >= %s AND seats_taken < max_registrations AND institution_standing = 'active')"
 SORTS = {"registration_time": "published_at DESC", "exam_date": "evaluation_start ASC"}
 
 
@@ -133,7 +152,7 @@ def search_plans(
     if institution_id:
         where.append("institution_id = %s")
         args.append(institution_id)
-    is_open = "(registration_deadline >= %s AND seats_taken < max_registrations)"
+    is_open = OPEN
     if open_only is not None:
         where.append(is_open if open_only else f"NOT {is_open}")
         args.append(today)
@@ -152,9 +171,27 @@ def search_plans(
 def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            """SELECT *, max_registrations - seats_taken AS seats_left,
-                      (registration_deadline >= %s AND seats_taken < max_registrations) AS registration_open
+            f"""SELECT *, max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open
                FROM catalogue_plans WHERE plan_id = %s""",
             (today, plan_id),
         )
         return cur.fetchone()
+
+
+def institutions(
+    conn: psycopg.Connection[Any], *, standing: str | None, city_code: str | None, limit: int, offset: int
+) -> tuple[int, list[dict[str, Any]]]:
+    where, args = ["TRUE"], []
+    if standing:
+        where.append("standing = %s")
+        args.append(standing)
+    if city_code:
+        where.append("city_code = %s")
+        args.append(city_code)
+    cond = " AND ".join(where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT count(*) AS n FROM catalogue_institutions WHERE {cond}", args)
+        total = cur.fetchone()["n"]
+        cur.execute(f"SELECT * FROM catalogue_institutions WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
+                    [*args, limit, offset])  # fmt: skip
+        return total, cur.fetchall()

@@ -143,6 +143,12 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("PUT", "/institutions/{institution_id}/scope", f"/institutions/{s.iid}/scope",
          {"scope": [as_json(s) for s in SCOPE] + [{"occupation": "焊工", "job": None, "levels": [4]}], "reason": "新增"},
          {CENTRE}),
+        ("GET", "/institutions", "/institutions", None, EVERYONE),
+        # 004 第十条, reasons left out: allowed roles get a 422 and the institution stays active for the rows after.
+        *[("POST", f"/institutions/{{institution_id}}/{step}", f"/institutions/{s.iid}/{step}", {"reasons": ""},
+           {CENTRE}) for step in ("suspension", "reinstatement", "withdrawal")],  # fmt: skip
+        ("POST", "/institutions/{institution_id}/invalidation", f"/institutions/{s.iid}/invalidation",
+         {"certificates": [cert], "reasons": ""}, {CENTRE}),
         ("POST", "/institutions/{institution_id}/plans", f"/institutions/{s.iid}/plans",
          as_json(plan_details("2602", registration_deadline=date(2030, 1, 1), evaluation_start=date(2030, 2, 1),
                               evaluation_end=date(2030, 2, 1))), {STAFF}),

@@ -88,6 +88,11 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
     ecert.issue_electronic(certs, staff(iid), printed, "https://verify.example.cn")  # signed, recorded
     serial = certs.get(Institution, iid, "institution").signing_serial
     ecert.revoke(certs, CENTRE, iid, serial, "密钥遗失")  # and the key that signed it revoked
+    # 004 第十条: a certificate issued improperly declared void; the business suspended, reinstated, then withdrawn.
+    certs.invalidate(CENTRE, iid, [life.cids[9]], "督查发现该证书考试记录系伪造")
+    reg.suspend_institution(CENTRE, iid, "督查发现伪造考试记录（粤鉴督〔2026〕12号）")
+    reg.reinstate_institution(CENTRE, iid, "整改验收合格")
+    reg.withdraw_institution(CENTRE, iid, "再次发现滥发证书")
     record_checkpoint(reg, Actor(id="skillcert-audit", role=Role.SYSTEM), sign(reg, schema))
     return bus_messages(reg)
 

@@ -106,6 +106,16 @@ class Changed(BaseModel):
     changed: list[str]
 
 
+class InvalidationIn(Body):
+    certificates: list[str] = Field(min_length=1, max_length=5000, description="certificate ids or numbers")
+    reasons: str = Field(min_length=1, max_length=400, json_schema_extra=MULTILINE)
+
+
+class Invalidation(BaseModel):
+    revoked: list[str] = Field(description="the numbers of the certificates revoked now")
+    void_already: list[str] = Field(description="numbers that were void already (revoked, or their data deleted)")
+
+
 class Disqualification(BaseModel):
     events: list[str] = Field(
         description="what was recorded, in order: registration.disqualified, then "
@@ -310,6 +320,47 @@ def register_institution(body: InstitutionIn, who: Centre, svc: RegSvc, x_reques
 def amend_scope(institution_id: UUID, body: ScopeIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None) -> None:
     """The provincial centre files the institution's evaluation scope anew (the whole of it)."""
     svc.amend_scope(who.actor(x_request_id), institution_id, body.scope, body.reason)
+
+
+# 004 第十条: 弄虚作假，徇私舞弊，滥发证书的，除宣布其所发证书无效外，视情节轻重，暂停或取消评价业务.
+@router.post("/institutions/{institution_id}/suspension", status_code=204)
+def suspend_institution(
+    institution_id: UUID, body: ReasonsIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None
+) -> None:
+    """暂停评价业务: until reinstated, the institution publishes no plan, takes no registration, schedules no exam and
+    issues no ticket and no certificate, paper or electronic. Its certificates stay valid unless declared void
+    (`/invalidation`). By the provincial centre, or a city's skills centre for an institution filed in its city.
+    409 when it is suspended or withdrawn already."""
+    svc.suspend_institution(who.actor(x_request_id), institution_id, body.reasons)
+
+
+@router.post("/institutions/{institution_id}/reinstatement", status_code=204)
+def reinstate_institution(
+    institution_id: UUID, body: ReasonsIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None
+) -> None:
+    """The suspension lifted. 409 when the institution is not suspended (a withdrawal is final)."""
+    svc.reinstate_institution(who.actor(x_request_id), institution_id, body.reasons)
+
+
+@router.post("/institutions/{institution_id}/withdrawal", status_code=204)
+def withdraw_institution(
+    institution_id: UUID, body: ReasonsIn, who: Centre, svc: RegSvc, x_request_id: RequestId = None
+) -> None:
+    """取消评价业务: for good, as a suspension is until lifted."""
+    svc.withdraw_institution(who.actor(x_request_id), institution_id, body.reasons)
+
+
+@router.post("/institutions/{institution_id}/invalidation")
+def invalidate_certificates(
+    institution_id: UUID, body: InvalidationIn, who: Centre, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> Invalidation:
+    """宣布其所发证书无效: the certificates named, issued by this institution, are revoked (certificate.revoked), all
+    or none: public verification says each is revoked, a signed credential of it is marked revoked, and none is
+    printed or handed over again. The registrations and scores stay as they were: the candidates were not found
+    at fault. A certificate void already is named and left as it is. By the provincial centre, or a city's skills
+    centre for an institution filed in its city."""
+    ids = [certificate_id(c, x) for x in body.certificates]
+    return Invalidation(**svc.invalidate(who.actor(x_request_id), institution_id, ids, body.reasons))
 
 
 @router.post("/institutions/{institution_id}/plans", status_code=201)

@@ -102,6 +102,19 @@ def principal(
     return request.app.state.tokens.who(c, principal_id)
 
 
+@router.get("/institutions")
+def list_institutions(
+    c: Conn,
+    p: Pages,
+    standing: Literal["active", "suspended", "withdrawn"] | None = None,
+    city_code: Annotated[str | None, Query(pattern=r"^[0-9]{2}$")] = None,
+) -> Page[v.InstitutionView]:
+    """The evaluation institutions filed, with whether each may evaluate (004 第十条: suspended or withdrawn, it takes
+    no registration and issues no certificate). Public, as the catalogue is (no token needed)."""
+    total, items = catalogue.institutions(c, standing=standing, city_code=city_code, limit=p.limit, offset=p.offset)
+    return page(items, p, total)  # type: ignore[return-value]
+
+
 @router.get("/plans")
 def search_plans(
     c: Conn,

@@ -56,7 +56,8 @@ class Verification(BaseModel):
     nationally_queryable_since: date | None
     correction_pending_national: bool = False
     # Why a certificate is not valid: its data deleted at the holder's wish (000), or the certificate revoked, its
-    # holder's declaration found false (001 承诺). None while it is valid.
+    # holder's declaration found false (001 承诺) or its institution's certificates declared void (004 第十条). None
+    # while it is valid.
     void_because: Literal["data_deleted", "revoked"] | None = None
 
 

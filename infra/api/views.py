@@ -23,6 +23,19 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
 
 
+class InstitutionView(BaseModel):
+    institution_id: UUID
+    name: str
+    filing_prefix: str = Field(description="positions 1-13 of its certificate numbers")
+    city_code: str = Field(description="004 table 2: where it is filed")
+    profile: str
+    registered_at: datetime
+    standing: Literal["active", "suspended", "withdrawn"] = Field(
+        description="its evaluation business: active, suspended (暂停) or withdrawn (取消), 004 第十条"
+    )
+    standing_since: date | None = Field(description="the day it was last suspended, reinstated or withdrawn")
+
+
 class Plan(BaseModel):
     plan_id: UUID
     institution_id: UUID
@@ -39,6 +52,9 @@ class Plan(BaseModel):
     evaluation_end: date
     registration_deadline: date
     registration_open: bool
+    institution_standing: Literal["active", "suspended", "withdrawn"] = Field(
+        description="the institution's evaluation business: suspended or withdrawn (004 第十条), no registration is open"
+    )
     exam_location: str
     contact_name: str
     contact_phone: str
