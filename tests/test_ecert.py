@@ -287,10 +287,15 @@ def test_online_the_file_of_a_revoked_certificate_says_revoked(issued, world, co
     """A holder disqualified (001 承诺): the electronic certificate they hold is no longer the certificate's, and
     the check says why rather than 'superseded'."""
     iid, cids, pdf, http, token = issued
-    rid = world.certificates.certificate(cids[0]).registration_id
-    world.registrations.disqualify(staff(iid), rid, "学历证书系伪造")
+    cert = world.certificates.certificate(cids[0])
+    assert http.get(f"/attachments/{cert.electronic.sha256}", headers=token).status_code == 200
+    world.registrations.disqualify(staff(iid), cert.registration_id, "学历证书系伪造")
     apply_live(conn, bus_messages(world.registrations))
     conn.commit()
     said = http.post("/verify/pdf", files={"file": ("c.pdf", pdf, "application/pdf")}).json()
     assert (said["signature"], said["status"]) == ("good", "revoked")
     assert http.post(f"/certificates/{cids[0]}/electronic", headers=token).status_code == 409
+    # The void file is handed out no more, by its certificate or by its hash; the holder's photo still is.
+    assert http.get(f"/certificates/{cids[0]}/electronic.pdf", headers=token).status_code == 404
+    assert http.get(f"/attachments/{cert.electronic.sha256}", headers=token).status_code == 404
+    assert http.get(f"/attachments/{cert.photo.sha256}", headers=token).status_code == 200

@@ -83,7 +83,7 @@ def may_read(who: Principal, svc: Certificates, key: bytes, sha256: str) -> bool
     """Its uploaders, and a staff uploader's colleagues; otherwise through what refers to it: its
     institution's staff, the regional HR department or centre of that institution, the provincial
     centre, and the candidate whose registration or certificate it is. Never through a certificate
-    whose data was deleted."""
+    whose data was deleted, nor a revoked certificate's electronic certificate."""
     me = who.principal_id or who.token_id
     for _, by, institution in svc.attachments.uploaders([sha256]):
         if by == me or (who.role is Role.INSTITUTION_STAFF and institution is not None
@@ -93,6 +93,10 @@ def may_read(who: Principal, svc: Certificates, key: bytes, sha256: str) -> bool
         agg = svc.repository.get(originator)
         holder = agg.holder.id_number if isinstance(agg, Certificate) else None
         if isinstance(agg, Certificate) and svc.erased_with_data(agg.id):
+            continue
+        if isinstance(agg, Certificate) and agg.revoked is not None and sha256 in agg.electronic_issued:
+            # A revoked certificate's electronic certificate is void (001 承诺, 004 第十条): handed to no one again,
+            # as its own download (electronic.pdf) refuses it. The copy already out verifies online as revoked.
             continue
         if isinstance(agg, Registration):
             holder = agg.form.id_number
