@@ -54,8 +54,7 @@ class Catalogue:
                 contact_phone text NOT NULL,
                 supervising_region text NOT NULL,
                 published_at timestamptz NOT NULL,
-                version int NOT NULL,
-                institution_standing text NOT NULL DEFAULT 'active'
+                version int NOT NULL
             )""",
         ]
 
@@ -74,27 +73,24 @@ class Catalogue:
             )
         elif t == TYPE + "evaluation_plan.published.v1":
             p = d["details"]
-            # The institution's standing as known: its suspension, on another partition, may have come first.
             cur.execute(
                 """INSERT INTO catalogue_plans VALUES
-                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s,%s,%s,%s,%s,%s, coalesce((SELECT standing FROM
-                   catalogue_institutions WHERE institution_id = %s), 'active')) ON CONFLICT DO NOTHING""",
+                   (%s,%s,%s,%s,%s,%s,%s,%s,%s,0,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING""",
                 (
                     d["originator_id"], d["institution_id"], d["institution_name"], p["plan_number"], p["name"],
                     p["occupation"], p["job"], p["level"], p["max_registrations"], p["evaluation_start"],
                     p["evaluation_end"], p["registration_deadline"], p["exam_location"], p["contact_name"],
-                    p["contact_phone"], p["supervising_region"], d["timestamp"], v, d["institution_id"],
+                    p["contact_phone"], p["supervising_region"], d["timestamp"], v,
                 ),
             )  # fmt: skip
         elif t in STANDING_EVENTS:
+            # Kept on the institution's row alone and joined to its plans when read: copied onto the plans, a plan
+            # inserted by another worker (another partition) while this was not yet committed kept the old standing.
             cur.execute(
                 "UPDATE catalogue_institutions SET standing = %s, standing_since = %s, version = %s"
                 " WHERE institution_id = %s AND version < %s",
                 (STANDING_EVENTS[t], d["on"], v, d["originator_id"], v),
             )
-            if cur.rowcount:  # not a redelivery of an older change
-                cur.execute("UPDATE catalogue_plans SET institution_standing = %s WHERE institution_id = %s",
-                            (STANDING_EVENTS[t], d["originator_id"]))  # fmt: skip
         elif t in SEAT_EVENTS:
             cur.execute(SEATS, (SEAT_EVENTS[t], v, d["originator_id"], v))
 
@@ -121,7 +117,12 @@ SEAT_EVENTS = {TYPE + "evaluation_plan.seat_taken.v1": 1, TYPE + "evaluation_pla
 SEATS = "UPDATE catalogue_plans SET seats_taken = seats_taken + %s, version = %s WHERE plan_id = %s AND version < %s"
 
 
-# Open for registration: before the deadline, with places left, its institution not suspended (004 第十条).
+# A plan with its institution's standing (004 第十条), active until its institution is known to be otherwise. Read
+# through to_jsonb, so that the tables of version 1, still read while a worker rebuilds version 2 after an upgrade,
+# answer too (as active) rather than fail on a column they lack.
+PLANS = """(SELECT p.*, coalesce(to_jsonb(i) ->> 'standing', 'active') AS institution_standing
+            FROM catalogue_plans p LEFT JOIN catalogue_institutions i USING (institution_id)) AS plans"""
+# Open for registration: before the deadline, with places left, its institution not suspended or withdrawn.
 OPEN = "(registration_deadline >= %s AND seats_taken < max_registrations AND institution_standing = 'active')"
 SORTS = {"registration_time": "published_at DESC", "exam_date": "evaluation_start ASC"}
 
@@ -158,11 +159,11 @@ def search_plans(
         args.append(today)
     cond = " AND ".join(where)
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM catalogue_plans WHERE {cond}", args)
+        cur.execute(f"SELECT count(*) AS n FROM {PLANS} WHERE {cond}", args)
         total = cur.fetchone()["n"]
         cur.execute(
             f"""SELECT *, max_registrations - seats_taken AS seats_left, {is_open} AS registration_open
-                FROM catalogue_plans WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
+                FROM {PLANS} WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
             [today, *args, limit, offset],
         )
         return total, cur.fetchall()
@@ -172,10 +173,16 @@ def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[s
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""SELECT *, max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open
-               FROM catalogue_plans WHERE plan_id = %s""",
+               FROM {PLANS} WHERE plan_id = %s""",
             (today, plan_id),
         )
         return cur.fetchone()
+
+
+# Its standing read as PLANS reads it: the tables of version 1 answer every institution active.
+INSTITUTIONS = """(SELECT i.institution_id, i.name, i.filing_prefix, i.city_code, i.profile, i.registered_at,
+                   coalesce(to_jsonb(i) ->> 'standing', 'active') AS standing,
+                   (to_jsonb(i) ->> 'standing_since')::date AS standing_since FROM catalogue_institutions i) AS i"""
 
 
 def institutions(
@@ -190,8 +197,8 @@ def institutions(
         args.append(city_code)
     cond = " AND ".join(where)
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM catalogue_institutions WHERE {cond}", args)
+        cur.execute(f"SELECT count(*) AS n FROM {INSTITUTIONS} WHERE {cond}", args)
         total = cur.fetchone()["n"]
-        cur.execute(f"SELECT * FROM catalogue_institutions WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
+        cur.execute(f"SELECT * FROM {INSTITUTIONS} WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
                     [*args, limit, offset])  # fmt: skip
         return total, cur.fetchall()

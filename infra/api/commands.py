@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain.certificate import Correction, Delivery, IdDocument, LossKind
 from domain.eligibility import Evidence
-from domain.errors import Forbidden, InvalidInput
+from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.exam import ReviewOutcome, Room, Subject
 from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
@@ -359,7 +359,14 @@ def invalidate_certificates(
     printed or handed over again. The registrations and scores stay as they were: the candidates were not found
     at fault. A certificate void already is named and left as it is. By the provincial centre, or a city's skills
     centre for an institution filed in its city."""
-    ids = [certificate_id(c, x) for x in body.certificates]
+    ids, unknown = [], []
+    for n, x in enumerate(body.certificates):  # every unknown one named at once: the list is fixed in one go
+        try:
+            ids.append(certificate_id(c, x))
+        except NotFound as e:
+            unknown.append((f"certificates.{n}", e.message))
+    if unknown:
+        raise InvalidInput(unknown)
     return Invalidation(**svc.invalidate(who.actor(x_request_id), institution_id, ids, body.reasons))
 
 

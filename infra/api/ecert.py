@@ -61,6 +61,8 @@ def download(certificate: CertificateRef, who: StaffOrHolder, svc: CertSvc, c: C
             raise NotFound(f"no electronic certificate {certificate} of yours")
     else:
         own_institution(who, cert.institution_id, "certificates")
+    if cert.revoked is not None:
+        raise NotFound(f"certificate {cert.number} was revoked on {cert.revoked}: its electronic certificate is void")
     content = svc.attachments.content(cert.electronic.sha256) if cert.electronic else None
     if content is None:
         raise NotFound(f"certificate {cert.number} has no current electronic certificate (staff issue one)")
@@ -76,7 +78,7 @@ class PdfCheck(BaseModel):
     status: Literal["current", "superseded", "data_deleted", "revoked", "not_issued", "unknown"] = Field(
         description="current: the certificate's electronic certificate now; superseded: one issued before a "
         "correction or a key's revocation; data_deleted; revoked: the certificate was revoked (its holder "
-        "disqualified, 001 承诺); not_issued: no file the certificate was ever issued as; "
+        "disqualified, 001 承诺, or declared void with its institution's others, 004 第十条); not_issued: no file the certificate was ever issued as; "
         "unknown: the file names no certificate the registry holds"
     )
 

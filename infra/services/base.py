@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.institution import Institution
 from domain.model import Actor, Aggregate, Role
 from domain.registration import Attachment, AttachmentKind
 from infra.store.attachments import SYSTEM, Attachments
@@ -95,6 +96,16 @@ class Service(SkillcertApplication):
             if not done:
                 raise
             # The block is done; only giving the lock back failed (the session was lost, which gave it back).
+
+    @contextmanager
+    def evaluating(self, institution_id: UUID, what: str) -> Iterator[Institution]:
+        """While an act of the institution's evaluation business is decided and saved: its lock held shared, and the
+        act refused if the business is suspended or withdrawn (004 第十条). A suspension waits for the act, or the
+        act sees it."""
+        with self.holding(shared=[institution_lock(institution_id)]):
+            institution = self.get(Institution, institution_id, "institution")
+            institution.check_active(what)
+            yield institution
 
     def close(self) -> None:
         if self._lock_pool is not None:

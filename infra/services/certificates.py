@@ -243,6 +243,15 @@ class Certificates(Service):
     # The physical certificate.
     def print(self, actor: Actor, certificate_id: UUID, form_serial: int | None = None) -> int:
         """Print on a blank form: the certificate and the stock change in one transaction."""
+        with self.evaluating(self._institution(certificate_id), "print certificates"):
+            return self._print(actor, certificate_id, form_serial)
+
+    def _institution(self, certificate_id: UUID) -> UUID:
+        institution_id = self.institution_of(Certificate, certificate_id, "certificate")
+        assert institution_id is not None  # every certificate is issued by one
+        return institution_id
+
+    def _print(self, actor: Actor, certificate_id: UUID, form_serial: int | None) -> int:
         used = 0
 
         def attempt() -> list[Aggregate]:
@@ -266,7 +275,20 @@ class Certificates(Service):
         stopped with the forms before it booked and no pages for them, or printed a page from what it had loaded
         before a correction changed it."""
         booked: list[tuple[Certificate, int]] = []
+        institutions = {c.institution_id for c in self.get_all(Certificate, dict.fromkeys(ids), "certificate")}
+        with self.holding(shared=[institution_lock(i) for i in institutions]):  # as `evaluating`, on one connection
+            for institution_id in institutions:
+                self.get(Institution, institution_id, "institution").check_active("print certificates")
+            self._print_many(actor, ids, check, booked)
+        return booked
 
+    def _print_many(
+        self,
+        actor: Actor,
+        ids: Sequence[UUID],
+        check: Callable[[list[Certificate]], None],
+        booked: list[tuple[Certificate, int]],
+    ) -> None:
         def attempt() -> list[Aggregate]:
             booked.clear()
             certificates = self.get_all(Certificate, dict.fromkeys(ids), "certificate")  # one query for all
@@ -281,7 +303,6 @@ class Certificates(Service):
             return [*certificates, *stocks.values()]
 
         self.retry(attempt)
-        return booked
 
     def _stock(self, institution_id: UUID) -> BlankStock:
         try:  # one load, not a look first (`in self.repository` loads the whole stock too)
@@ -314,8 +335,9 @@ class Certificates(Service):
         tracking_number: str | None = None,
         id_number: str | None = None,
     ) -> None:
-        self._on_certificate(certificate_id, lambda c: c.hand_over(actor, delivery, self.today(), application_form,
-                                                                   tracking_number, id_number))  # fmt: skip
+        with self.evaluating(self._institution(certificate_id), "hand certificates over"):
+            self._on_certificate(certificate_id, lambda c: c.hand_over(actor, delivery, self.today(),
+                                                                       application_form, tracking_number, id_number))  # fmt: skip
 
     def sign_receipt(self, actor: Actor, certificate_id: UUID, signed_by: str) -> None:
         self._on_certificate(certificate_id, lambda c: c.sign_receipt(actor, self.today(), signed_by))
@@ -338,12 +360,14 @@ class Certificates(Service):
         )
 
     def hand_over_proof(self, actor: Actor, certificate_id: UUID, receipt_number: str, id_number: str) -> str:
-        return self._on_certificate(
-            certificate_id, lambda c: c.hand_over_proof(actor, receipt_number, id_number, self.today())
-        )
+        with self.evaluating(self._institution(certificate_id), "hand proofs over"):
+            return self._on_certificate(
+                certificate_id, lambda c: c.hand_over_proof(actor, receipt_number, id_number, self.today())
+            )
 
     def issue_proof(self, actor: Actor, certificate_id: UUID) -> str:
-        return self._on_certificate(certificate_id, lambda c: c.issue_proof(actor, self.today()))
+        with self.evaluating(self._institution(certificate_id), "issue proofs"):
+            return self._on_certificate(certificate_id, lambda c: c.issue_proof(actor, self.today()))
 
     # Correction and deletion.
     def apply_for_correction(

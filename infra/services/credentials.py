@@ -133,6 +133,7 @@ class Credentials:
         institution: Institution = self.svc.get(Institution, c.institution_id, "institution")
         if c.revoked is not None:
             raise Conflict(f"certificate {c.number} was revoked on {c.revoked}: no credential")
+        institution.check_active("sign credentials")  # 004 第十条; nothing is saved that a suspension could straddle
         if c.data_status is not DataStatus.QUERYABLE:
             raise Conflict(f"certificate {c.number}'s data is not queryable nationally now: no credential")
         serial = institution.signing_serial

@@ -116,11 +116,15 @@ def sign(pdf: bytes, key: Any, cert: x509.Certificate, ca: x509.Certificate, rea
 
 def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: str) -> bytes:
     """Render, sign and record the electronic certificate; answers the signed PDF."""
+    c: Certificate = svc.certificate(certificate_id)
+    # Signed and recorded under the institution's lock, shared: a suspension (004 第十条) waits for the signing.
+    with svc.evaluating(c.institution_id, "sign electronic certificates") as c_institution:
+        return _issue_electronic(svc, actor, svc.certificate(certificate_id), c_institution, public_url)
+
+
+def _issue_electronic(svc: Any, actor: Actor, c: Certificate, c_institution: Institution, public_url: str) -> bytes:
     from infra.services.printing import holder_photos
 
-    c: Certificate = svc.certificate(certificate_id)
-    c_institution: Institution = svc.get(Institution, c.institution_id, "institution")
-    c_institution.check_active("sign electronic certificates")  # 004 第十条
     serial = c_institution.signing_serial or certify(svc, AUTHORITY, c.institution_id)
     c.check_electronic_due(serial)  # before the signing, which takes a while
     photo = holder_photos(svc, [c])[c.id]

@@ -145,7 +145,11 @@ class Exams(Service):
         self._on_sitting(registration_id, act)
 
     def check_in(self, actor: Actor, registration_id: UUID) -> None:
-        self._exam_step(registration_id, lambda s: s.check_in(actor, self.today()))
+        """The first step of a sitting: none begins while the institution's business is suspended (004 第十条); one
+        begun before goes on to its end, its scores recorded, though no certificate follows while it lasts."""
+        with self.evaluating(self.get(Registration, registration_id, "registration").institution_id,
+                             "let candidates sit exams"):  # fmt: skip
+            self._exam_step(registration_id, lambda s: s.check_in(actor, self.today()))
 
     def check_identity(self, actor: Actor, registration_id: UUID) -> None:
         self._exam_step(registration_id, lambda s: s.check_identity(actor, self.today()))

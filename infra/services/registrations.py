@@ -222,6 +222,14 @@ class Registrations(Service):
         stored = [StoredEvent(plan_id, v, topic, state) for _, _, v, topic, state in rows if v is not None]
         return bool(rows[0][0]), rows[0][1], stored
 
+    def _version_of(self, aggregate_id: UUID) -> int | None:
+        """Its latest version: one lookup in the events' index, where loading it reads and decodes them all."""
+        table = Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
+        with self.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(SQL("SELECT max(originator_version) AS v FROM {} WHERE originator_id = %s").format(table),
+                        (aggregate_id,))  # fmt: skip
+            return cur.fetchone()["v"]
+
     def _check_standing(self, institution_id: UUID, version: int | None) -> None:
         """Refuse registrations while the plan's institution is suspended or withdrawn (004 第十条): the institution
         as last loaded if still at `version`, else loaded again. Read before the batch is saved, not under a lock:
@@ -473,6 +481,7 @@ class Registrations(Service):
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
         registration: Registration = self.get(Registration, registration_id, "registration")
         require(actor, STAFF_OR_CANDIDATE, "resubmit registrations", registration.institution_id)
+        self._check_standing(registration.institution_id, None)  # a registration arriving again (004 第十条)
         registration.resubmit(actor, form, record=self.records([form]).get(0))
         self.save_once(registration)
 
@@ -493,6 +502,8 @@ class Registrations(Service):
             registration = self.get(Registration, registration_id, "registration")
             if decision is Decision.APPROVED:
                 assert condition is not None and evidence is not None
+                # Not while the business is suspended (004 第十条); a return or a rejection frees the candidate.
+                self._check_standing(registration.institution_id, self._version_of(registration.institution_id))
                 registration.approve(actor, condition, evidence, self.today(), reasons)
                 return [registration]
             if decision is Decision.RETURNED:
