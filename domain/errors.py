@@ -62,5 +62,18 @@ class Conflict(DomainError):
         self.problems = problems or []
 
 
+class NotEvaluating(Conflict):
+    """The institution's evaluation business is suspended or withdrawn (004 第十条): its own problem type, so that a
+    client tells it from other conflicts."""
+
+    rule = "institution-not-evaluating"
+
+
+class StandingChanging(DomainError):
+    """The centre is changing the institution's standing this moment: try again shortly (a 503 with Retry-After)."""
+
+    rule = "institution-standing-changing"
+
+
 class Forbidden(DomainError):
     rule = "forbidden"

@@ -13,7 +13,7 @@ from eventsourcing.domain import event
 from pydantic import Field, field_validator
 
 from domain.access import CENTRE, require, require_region
-from domain.errors import Conflict, InvalidInput
+from domain.errors import Conflict, InvalidInput, NotEvaluating
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
 from domain.personal import Personal, personal
@@ -280,10 +280,10 @@ class Institution(Aggregate):
     def check_active(self, what: str) -> None:
         """Refuse an act of evaluation while the business is suspended or withdrawn (004 第十条)."""
         if self.standing is Standing.SUSPENDED:
-            raise Conflict(f"{self.name}'s evaluation business is suspended since {self.standing_since} "
+            raise NotEvaluating(f"{self.name}'s evaluation business is suspended since {self.standing_since} "
                            f"(004 第十条); it cannot {what} until the centre reinstates it")  # fmt: skip
         if self.standing is Standing.WITHDRAWN:
-            raise Conflict(f"{self.name}'s evaluation business was withdrawn on {self.standing_since} "
+            raise NotEvaluating(f"{self.name}'s evaluation business was withdrawn on {self.standing_since} "
                            f"(004 第十条); it cannot {what}")  # fmt: skip
 
     def suspend(self, actor: Actor, reasons: str, today: date) -> None:

@@ -5,8 +5,9 @@ The registration code is not shown here: candidates get it from the institution'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -14,13 +15,14 @@ from psycopg.rows import dict_row
 from domain.institution import Filing
 
 TYPE = "cn.skillcert."
+R = TypeVar("R")
 
 
 class Catalogue:
     name = "catalogue"
     topics = ("registrations",)
     tables = ("catalogue_institutions", "catalogue_plans")
-    version = 2  # 2: the institution's standing (004 第十条), and no registration open while it is suspended
+    version = 3  # 2, 3: the institution's standing (004 第十条), and no registration open while it is suspended
 
     def ddl(self) -> list[str]:
         return [
@@ -117,11 +119,12 @@ SEAT_EVENTS = {TYPE + "evaluation_plan.seat_taken.v1": 1, TYPE + "evaluation_pla
 SEATS = "UPDATE catalogue_plans SET seats_taken = seats_taken + %s, version = %s WHERE plan_id = %s AND version < %s"
 
 
-# A plan with its institution's standing (004 第十条), active until its institution is known to be otherwise. Read
-# through to_jsonb, so that the tables of version 1, still read while a worker rebuilds version 2 after an upgrade,
-# answer too (as active) rather than fail on a column they lack.
-PLANS = """(SELECT p.*, coalesce(to_jsonb(i) ->> 'standing', 'active') AS institution_standing
+# A plan with its institution's standing (004 第十条), active until its institution is known to be otherwise.
+PLANS = """(SELECT p.*, coalesce(i.standing, 'active') AS institution_standing
             FROM catalogue_plans p LEFT JOIN catalogue_institutions i USING (institution_id)) AS plans"""
+# The tables of version 1, still read while a worker rebuilds the catalogue after an upgrade, know no standing: every
+# institution active, rather than a 500 on the column they lack (read_tolerantly).
+PLANS_V1 = "(SELECT p.*, 'active' AS institution_standing FROM catalogue_plans p) AS plans"
 # Open for registration: before the deadline, with places left, its institution not suspended or withdrawn.
 OPEN = "(registration_deadline >= %s AND seats_taken < max_registrations AND institution_standing = 'active')"
 SORTS = {"registration_time": "published_at DESC", "exam_date": "evaluation_start ASC"}
@@ -158,31 +161,49 @@ def search_plans(
         where.append(is_open if open_only else f"NOT {is_open}")
         args.append(today)
     cond = " AND ".join(where)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM {PLANS} WHERE {cond}", args)
-        total = cur.fetchone()["n"]
-        cur.execute(
-            f"""SELECT *, max_registrations - seats_taken AS seats_left, {is_open} AS registration_open
-                FROM {PLANS} WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
-            [today, *args, limit, offset],
-        )
-        return total, cur.fetchall()
+
+    def read(plans: str, _: str) -> tuple[int, list[dict[str, Any]]]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT count(*) AS n FROM {plans} WHERE {cond}", args)
+            total = cur.fetchone()["n"]
+            cur.execute(
+                f"""SELECT *, max_registrations - seats_taken AS seats_left, {is_open} AS registration_open
+                    FROM {plans} WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
+                [today, *args, limit, offset],
+            )
+            return total, cur.fetchall()
+
+    return read_tolerantly(conn, read)
 
 
 def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[str, Any] | None:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"""SELECT *, max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open
-               FROM {PLANS} WHERE plan_id = %s""",
-            (today, plan_id),
-        )
-        return cur.fetchone()
+    def read(plans: str, _: str) -> dict[str, Any] | None:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT *, max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open
+                   FROM {plans} WHERE plan_id = %s""",
+                (today, plan_id),
+            )
+            return cur.fetchone()
+
+    return read_tolerantly(conn, read)
 
 
-# Its standing read as PLANS reads it: the tables of version 1 answer every institution active.
-INSTITUTIONS = """(SELECT i.institution_id, i.name, i.filing_prefix, i.city_code, i.profile, i.registered_at,
-                   coalesce(to_jsonb(i) ->> 'standing', 'active') AS standing,
-                   (to_jsonb(i) ->> 'standing_since')::date AS standing_since FROM catalogue_institutions i) AS i"""
+def read_tolerantly(conn: psycopg.Connection[Any], read: Callable[[str, str], R]) -> R:
+    """`read` from the tables as they are (PLANS, INSTITUTIONS), or, lacking the standing's columns, from version 1's
+    (in a savepoint, so that the failed statement leaves the caller's transaction as it was)."""
+    try:
+        with conn.transaction():
+            return read(PLANS, INSTITUTIONS)
+    except psycopg.errors.UndefinedColumn:
+        return read(PLANS_V1, INSTITUTIONS_V1)
+
+
+COLUMNS = "institution_id, name, filing_prefix, city_code, profile, registered_at"
+INSTITUTIONS = f"(SELECT {COLUMNS}, standing, standing_since FROM catalogue_institutions) AS i"  # named: see PLANS_V1
+INSTITUTIONS_V1 = (
+    f"(SELECT {COLUMNS}, 'active' AS standing, NULL::date AS standing_since FROM catalogue_institutions) AS i"
+)
 
 
 def institutions(
@@ -196,9 +217,13 @@ def institutions(
         where.append("city_code = %s")
         args.append(city_code)
     cond = " AND ".join(where)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT count(*) AS n FROM {INSTITUTIONS} WHERE {cond}", args)
-        total = cur.fetchone()["n"]
-        cur.execute(f"SELECT * FROM {INSTITUTIONS} WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
-                    [*args, limit, offset])  # fmt: skip
-        return total, cur.fetchall()
+
+    def read(_: str, table: str) -> tuple[int, list[dict[str, Any]]]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT count(*) AS n FROM {table} WHERE {cond}", args)
+            total = cur.fetchone()["n"]
+            cur.execute(f"SELECT * FROM {table} WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
+                        [*args, limit, offset])  # fmt: skip
+            return total, cur.fetchall()
+
+    return read_tolerantly(conn, read)

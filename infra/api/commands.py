@@ -367,7 +367,7 @@ def invalidate_certificates(
             unknown.append((f"certificates.{n}", e.message))
     if unknown:
         raise InvalidInput(unknown)
-    return Invalidation(**svc.invalidate(who.actor(x_request_id), institution_id, ids, body.reasons))
+    return Invalidation(**svc.invalidate(who.actor(x_request_id), institution_id, ids, body.reasons, body.certificates))
 
 
 @router.post("/institutions/{institution_id}/plans", status_code=201)

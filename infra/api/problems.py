@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from certgen.certificate import Unprintable
-from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, StandingChanging
 from infra.store.keys import KeyProblem
 
 log = logging.getLogger("skillcert.api")
@@ -93,6 +93,8 @@ def install(app: FastAPI) -> None:
             return problem(401, "Unauthenticated", e.message, e.rule, **{"WWW-Authenticate": "Bearer"})
         if isinstance(e, TooManyRequests):
             return problem(429, "TooManyRequests", e.message, e.rule, **{"Retry-After": str(e.retry_after)})
+        if isinstance(e, StandingChanging):
+            return problem(503, "StandingChanging", e.message, e.rule, **{"Retry-After": "2"})
         status = next((s for cls, s in STATUS.items() if isinstance(e, cls)), 400)
         errors = [{"field": f, "message": m} for f, m in getattr(e, "problems", [])]
         if not errors and e.field:

@@ -19,7 +19,7 @@ from psycopg import OperationalError, sql
 from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound, StandingChanging
 from domain.institution import Institution
 from domain.model import Actor, Aggregate, Role
 from domain.registration import Attachment, AttachmentKind
@@ -57,6 +57,7 @@ class Service(SkillcertApplication):
         self.attachments = Attachments(self.recorder.datastore, schema, self.mapper.cipher, self.holding)  # type: ignore[attr-defined]
         self._lock_pool: ConnectionPool | None = None
         self._lock_pool_made = threading.Lock()
+        self._institutions: dict[UUID, Institution] = {}  # as last loaded, for their standing (check_standing)
 
     def _lock_connections(self) -> ConnectionPool:
         """Connections for advisory locks, made on first use (most processes never take one). Not the store's:
@@ -71,25 +72,35 @@ class Service(SkillcertApplication):
             return self._lock_pool
 
     @contextmanager
-    def holding(self, *keys: tuple[int, int], shared: Iterable[tuple[int, int]] = ()) -> Iterator[None]:
+    def holding(
+        self, *keys: tuple[int, int], shared: Iterable[tuple[int, int]] = (), timeout: str = LOCK_TIMEOUT
+    ) -> Iterator[None]:
         """Hold advisory locks, each of two keys (the first names what is locked), while the block runs, across
         every process, waiting at most the store's lock timeout for them (then psycopg's LockNotAvailable: the
         API's 503, try again). Locks of a transaction on a connection of its own: they end with the block, or
         with the session if the process dies. Several are taken in their order, the same in every process, so
-        that two holders of some of the same never wait for each other. Those in `shared` are held shared: they
-        wait only for a holder of the same lock alone."""
+        that two holders of some of the same never wait for each other.
+
+        Those in `shared` (an institution's, institution_lock) are held shared, and never waited for: held alone by
+        another, or asked for alone by another (a suspension waiting for the acts in progress), StandingChanging at
+        once. Waiting, each act would hold one of the pool's few connections, and starve every other institution's
+        acts in the process until the suspension was granted or timed out."""
         done = False
         alone = set(keys)
         ordered = sorted(alone | set(shared))
         try:
             with self._lock_connections().connection() as conn, conn.transaction(force_rollback=True):
                 # The timeout first (the subquery), then the locks in order, in one round trip.
-                conn.execute("SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.a, k.b)::text"
-                             " ELSE pg_advisory_xact_lock_shared(k.a, k.b)::text END"
-                             " FROM (SELECT set_config('lock_timeout', %s, true)) t,"
-                             " unnest(%s::int[], %s::int[], %s::bool[]) WITH ORDINALITY AS k(a, b, x, i) ORDER BY k.i",
-                             (LOCK_TIMEOUT, [a for a, _ in ordered], [b for _, b in ordered],
-                              [k in alone for k in ordered]))  # fmt: skip
+                granted = conn.execute(
+                    "SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.a, k.b)::text = ''"
+                    " ELSE pg_try_advisory_xact_lock_shared(k.a, k.b) END"
+                    " FROM (SELECT set_config('lock_timeout', %s, true)) t,"
+                    " unnest(%s::int[], %s::int[], %s::bool[]) WITH ORDINALITY AS k(a, b, x, i) ORDER BY k.i",
+                    (timeout, [a for a, _ in ordered], [b for _, b in ordered], [k in alone for k in ordered]),
+                ).fetchall()
+                if not all(ok for (ok,) in granted):
+                    raise StandingChanging("the provincial centre is changing this institution's standing (004 第十条) "
+                                           "this moment; try again shortly")  # fmt: skip
                 yield
                 done = True
         except OperationalError:
@@ -98,14 +109,32 @@ class Service(SkillcertApplication):
             # The block is done; only giving the lock back failed (the session was lost, which gave it back).
 
     @contextmanager
-    def evaluating(self, institution_id: UUID, what: str) -> Iterator[Institution]:
+    def evaluating(self, institution_id: UUID, what: str) -> Iterator[None]:
         """While an act of the institution's evaluation business is decided and saved: its lock held shared, and the
         act refused if the business is suspended or withdrawn (004 第十条). A suspension waits for the act, or the
         act sees it."""
         with self.holding(shared=[institution_lock(institution_id)]):
-            institution = self.get(Institution, institution_id, "institution")
-            institution.check_active(what)
-            yield institution
+            self.check_standing(institution_id, self.version_of(institution_id), what)
+            yield
+
+    def version_of(self, aggregate_id: UUID) -> int | None:
+        """Its latest version: one lookup in the events' index, where loading it reads and decodes them all."""
+        table = sql.Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
+        with self.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
+            cur.execute(sql.SQL("SELECT max(originator_version) AS v FROM {} WHERE originator_id = %s").format(table),
+                        (aggregate_id,))  # fmt: skip
+            return cur.fetchone()["v"]
+
+    def check_standing(self, institution_id: UUID, version: int | None, what: str = "take registrations") -> None:
+        """Refuse `what` while the institution's evaluation business is suspended or withdrawn (004 第十条): the
+        institution as last loaded if still at `version` (None: not known, load it), else loaded again."""
+        known = self._institutions.get(institution_id)
+        if known is None or version is None or known.version != version:
+            known = self.get(Institution, institution_id, "institution")
+            if len(self._institutions) > 1_000:
+                self._institutions.clear()
+            self._institutions[institution_id] = known
+        known.check_active(what)
 
     def close(self) -> None:
         if self._lock_pool is not None:

@@ -188,11 +188,13 @@ class Certificates(Service):
             raise InvalidInput(problems)
         self.save_once(*certificates)
 
-    def invalidate(self, actor: Actor, institution_id: UUID, ids: Sequence[UUID], reasons: str) -> dict[str, list[str]]:
+    def invalidate(
+        self, actor: Actor, institution_id: UUID, ids: Sequence[UUID], reasons: str, named: Sequence[str] = ()
+    ) -> dict[str, list[str]]:
         """宣布其所发证书无效 (004 第十条): the centre declares certificates an institution issued improperly void; each
         is revoked (certificate.revoked), as a false declaration's is. All in one transaction, or none; one already
         void (revoked, or its data deleted) is left as it is and named. Answers the numbers revoked and those void
-        already."""
+        already. `named`: each as the caller named it (a number, an id), for the refusals to say."""
         institution = self.get(Institution, institution_id, "institution")
         require(actor, CENTRE, "declare an institution's certificates void")
         require_region(actor, institution.filing.city_code, "declare an institution's certificates void")
@@ -201,12 +203,14 @@ class Certificates(Service):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             raise InvalidInput([("certificates", "name at least one certificate")])
+        given = {i: (n, named[n] if n < len(named) else str(i)) for n, i in reversed(list(enumerate(ids)))}
         outcome: dict[str, list[str]] = {}
 
         def attempt() -> list[Aggregate]:
             found = self.get_many(wanted)
-            problems = [("certificates", f"{i} is not a certificate issued by {institution.name}") for i in wanted
-                        if not isinstance(c := found.get(i), Certificate) or c.institution_id != institution_id]  # fmt: skip
+            problems = [(f"certificates.{given[i][0]}", f"{given[i][1]} is not a certificate issued by {institution.name}")
+                        for i in wanted if not isinstance(c := found.get(i), Certificate)
+                        or c.institution_id != institution_id]  # fmt: skip
             if problems:
                 raise InvalidInput(problems)
             certificates: list[Certificate] = [found[i] for i in wanted]  # type: ignore[misc]

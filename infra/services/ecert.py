@@ -116,15 +116,11 @@ def sign(pdf: bytes, key: Any, cert: x509.Certificate, ca: x509.Certificate, rea
 
 def issue_electronic(svc: Any, actor: Actor, certificate_id: UUID, public_url: str) -> bytes:
     """Render, sign and record the electronic certificate; answers the signed PDF."""
-    c: Certificate = svc.certificate(certificate_id)
-    # Signed and recorded under the institution's lock, shared: a suspension (004 第十条) waits for the signing.
-    with svc.evaluating(c.institution_id, "sign electronic certificates") as c_institution:
-        return _issue_electronic(svc, actor, svc.certificate(certificate_id), c_institution, public_url)
-
-
-def _issue_electronic(svc: Any, actor: Actor, c: Certificate, c_institution: Institution, public_url: str) -> bytes:
     from infra.services.printing import holder_photos
 
+    c: Certificate = svc.certificate(certificate_id)
+    c_institution: Institution = svc.get(Institution, c.institution_id, "institution")
+    c_institution.check_active("sign electronic certificates")  # 004 第十条; before the signing, and again after it
     serial = c_institution.signing_serial or certify(svc, AUTHORITY, c.institution_id)
     c.check_electronic_due(serial)  # before the signing, which takes a while
     photo = holder_photos(svc, [c])[c.id]
@@ -138,7 +134,11 @@ def _issue_electronic(svc: Any, actor: Actor, c: Certificate, c_institution: Ins
     # what the file shows, meanwhile, its version has moved and this one is refused (409). Recorded on a copy
     # loaded again, two requests at once both stood, the first one's file then verifying as superseded.
     c.issue_electronic(actor, document, serial)
-    svc.save_once(c)
+    # Recorded under the institution's lock, shared: a suspension saved while this signed refuses it, and none is
+    # saved meanwhile. Only the recording: held through the signing, each signing took one of the pool's few lock
+    # connections for as long, and the file's storing waited for another.
+    with svc.evaluating(c.institution_id, "sign electronic certificates"):
+        svc.save_once(c)
     return signed
 
 

@@ -136,10 +136,12 @@ class Exams(Service):
     def _on_sitting(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
         self.change(Sitting, sitting_id(registration_id), "admission ticket for registration", act)
 
-    def _exam_step(self, registration_id: UUID, act: Callable[[Sitting], None]) -> None:
+    def _exam_step(
+        self, registration_id: UUID, act: Callable[[Sitting], None], registration: Registration | None = None
+    ) -> None:
         """A step of the exam day, for a candidate not disqualified: their ticket stands (the seat stays theirs),
         they may not sit. Their scores are cancelled whatever step they reached (Registrations.disqualify)."""
-        registration = self.get(Registration, registration_id, "registration")
+        registration = registration or self.get(Registration, registration_id, "registration")
         if registration.status is Status.DISQUALIFIED:
             raise Conflict(f"the candidate was disqualified: {registration.reasons}")
         self._on_sitting(registration_id, act)
@@ -147,9 +149,9 @@ class Exams(Service):
     def check_in(self, actor: Actor, registration_id: UUID) -> None:
         """The first step of a sitting: none begins while the institution's business is suspended (004 第十条); one
         begun before goes on to its end, its scores recorded, though no certificate follows while it lasts."""
-        with self.evaluating(self.get(Registration, registration_id, "registration").institution_id,
-                             "let candidates sit exams"):  # fmt: skip
-            self._exam_step(registration_id, lambda s: s.check_in(actor, self.today()))
+        registration = self.get(Registration, registration_id, "registration")
+        with self.evaluating(registration.institution_id, "let candidates sit exams"):
+            self._exam_step(registration_id, lambda s: s.check_in(actor, self.today()), registration)
 
     def check_identity(self, actor: Actor, registration_id: UUID) -> None:
         self._exam_step(registration_id, lambda s: s.check_identity(actor, self.today()))

@@ -21,13 +21,14 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.certificate import Certificate, DataStatus, certificate_id
 from domain.eligibility import Evidence
-from domain.errors import Conflict, DomainError, InvalidInput, NotFound, first_of
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound, StandingChanging, first_of
 from domain.exam import ExamSession, Sitting, sitting_id
 from domain.institution import DeadlineProfile, Filing, Institution, ScopeEntry
 from domain.model import Actor, Aggregate, Role
@@ -51,6 +52,7 @@ from infra.store.groupcommit import GroupCommit
 # Advisory locks of two keys are a space of their own (those of one bigint, the relay's and the DDL's,
 # cannot collide with them); the first names what is locked.
 PLAN_LOCKS = 0x736B706C  # "skpl"
+JUDGE_WAIT_SECONDS = 30  # how long a suspension waits for the institution's acts in progress (_judge)
 CONTENDED_FOR = 60.0  # seconds a plan's batches take its lock after another process changed it under one
 
 
@@ -91,7 +93,6 @@ class Registrations(Service):
             " topic, state FROM {} WHERE originator_id = %s AND originator_version > %s ORDER BY originator_version)"
             " e ON true"
         ).format(*[Identifier(self.schema, self.recorder.events_table_name)] * 2)  # type: ignore[attr-defined]
-        self._institutions: dict[UUID, Institution] = {}  # as last loaded, for its standing (_check_standing)
 
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
@@ -129,8 +130,14 @@ class Registrations(Service):
 
     def _judge(self, institution_id: UUID, verdict: Callable[[Institution], None]) -> None:
         self.get(Institution, institution_id, "institution")  # NotFound before any lock
-        with self.holding(institution_lock(institution_id)):
-            self.change(Institution, institution_id, "institution", verdict)
+        # Waiting for the acts in progress (a batch print of thousands holds the lock for seconds), longer than a
+        # command waits for a lock: meanwhile the institution's new acts are refused at once (holding).
+        try:
+            with self.holding(institution_lock(institution_id), timeout=f"{JUDGE_WAIT_SECONDS}s"):
+                self.change(Institution, institution_id, "institution", verdict)
+        except LockNotAvailable:
+            raise StandingChanging(f"the institution's acts in progress (an issuance, a batch print) did not end "
+                                   f"within {JUDGE_WAIT_SECONDS} s; nothing was changed: try again") from None  # fmt: skip
 
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         require(actor, STAFF, "publish plans", institution_id)
@@ -198,10 +205,10 @@ class Registrations(Service):
         plan = self._plans.pop(plan_id, None)
         if plan is None:
             plan = self.get(EvaluationPlan, plan_id, "plan")
-            self._check_standing(plan.institution_id, None)
+            self.check_standing(plan.institution_id, None)
             return plan
         held, institution_version, stored = self._since(plan_id, plan.version, plan.institution_id)
-        self._check_standing(plan.institution_id, institution_version)
+        self.check_standing(plan.institution_id, institution_version)
         if held and plan_id not in self._held.plans:
             # Another session holds the plan's lock: a candidate list being imported (register_many), or a
             # worker that takes it for every batch. Deciding without it, this batch could win the race for
@@ -221,26 +228,6 @@ class Registrations(Service):
                                prepare=True).fetchall()  # fmt: skip
         stored = [StoredEvent(plan_id, v, topic, state) for _, _, v, topic, state in rows if v is not None]
         return bool(rows[0][0]), rows[0][1], stored
-
-    def _version_of(self, aggregate_id: UUID) -> int | None:
-        """Its latest version: one lookup in the events' index, where loading it reads and decodes them all."""
-        table = Identifier(self.schema, self.recorder.events_table_name)  # type: ignore[attr-defined]
-        with self.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
-            cur.execute(SQL("SELECT max(originator_version) AS v FROM {} WHERE originator_id = %s").format(table),
-                        (aggregate_id,))  # fmt: skip
-            return cur.fetchone()["v"]
-
-    def _check_standing(self, institution_id: UUID, version: int | None) -> None:
-        """Refuse registrations while the plan's institution is suspended or withdrawn (004 第十条): the institution
-        as last loaded if still at `version`, else loaded again. Read before the batch is saved, not under a lock:
-        a batch decided as the suspension is saved may still go in after it."""
-        known = self._institutions.get(institution_id)
-        if known is None or version is None or known.version != version:
-            known = self.get(Institution, institution_id, "institution")
-            if len(self._institutions) > 1_000:
-                self._institutions.clear()
-            self._institutions[institution_id] = known
-        known.check_active("take registrations")
 
     def _keep_plan(self, plan: EvaluationPlan) -> None:
         if not plan.pending_events:  # as stored
@@ -420,7 +407,7 @@ class Registrations(Service):
         checked, and either all are registered in one transaction or none, with every bad row named."""
         plan = self.get(EvaluationPlan, plan_id, "plan")
         require(actor, STAFF, "import candidate lists", plan.institution_id)
-        self._check_standing(plan.institution_id, None)
+        self.check_standing(plan.institution_id, None)
         problems = [p for _, _, found in rows for p in found]
         forms: dict[UUID, tuple[int, RegistrationForm]] = {}
         made: dict[UUID, Registration] = {}  # decided here, before the plan's lock; saved under it if nothing changed
@@ -447,6 +434,8 @@ class Registrations(Service):
 
         def attempt() -> list[Aggregate]:
             fresh = self.get(EvaluationPlan, plan_id, "plan")
+            # Again, as the list is saved: its decision and the wait for the plan's lock take seconds (004 第十条).
+            self.check_standing(plan.institution_id, self.version_of(plan.institution_id))
             if len(forms) > fresh.seats_left:
                 raise Conflict(
                     f"the list has {len(forms)} candidates but plan {fresh.details.plan_number} has "
@@ -481,7 +470,7 @@ class Registrations(Service):
     def resubmit(self, actor: Actor, registration_id: UUID, form: RegistrationForm) -> None:
         registration: Registration = self.get(Registration, registration_id, "registration")
         require(actor, STAFF_OR_CANDIDATE, "resubmit registrations", registration.institution_id)
-        self._check_standing(registration.institution_id, None)  # a registration arriving again (004 第十条)
+        self.check_standing(registration.institution_id, None)  # a registration arriving again (004 第十条)
         registration.resubmit(actor, form, record=self.records([form]).get(0))
         self.save_once(registration)
 
@@ -503,7 +492,8 @@ class Registrations(Service):
             if decision is Decision.APPROVED:
                 assert condition is not None and evidence is not None
                 # Not while the business is suspended (004 第十条); a return or a rejection frees the candidate.
-                self._check_standing(registration.institution_id, self._version_of(registration.institution_id))
+                self.check_standing(registration.institution_id, self.version_of(registration.institution_id),
+                                     "approve registrations")  # fmt: skip
                 registration.approve(actor, condition, evidence, self.today(), reasons)
                 return [registration]
             if decision is Decision.RETURNED:
