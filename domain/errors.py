@@ -70,9 +70,14 @@ class NotEvaluating(Conflict):
 
 
 class StandingChanging(DomainError):
-    """The centre is changing the institution's standing this moment: try again shortly (a 503 with Retry-After)."""
+    """The centre is changing the institution's standing this moment, or could not for the acts in progress: try
+    again after `retry_after` seconds (a 503 with Retry-After)."""
 
     rule = "institution-standing-changing"
+
+    def __init__(self, message: str, retry_after: int = 2) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Forbidden(DomainError):

@@ -491,9 +491,11 @@ def test_while_a_suspension_waits_the_institutions_acts_are_refused_at_once_and_
     from domain.errors import StandingChanging
     from domain.institution import DeadlineProfile, Filing
     from infra.services.base import institution_lock
+    from infra.services.exams import scoring_lock
     from tests.builders import ADMIN, SCOPE
 
     iid, cids = queryable_certificates(world, 2)
+    exam = world.certificates.certificate(cids[0]).exam_id
     world.at(date(2026, 7, 2))
     world.certificates.receive_forms(staff(iid), iid, 1, 20, "SH-2026-0702")
     other = world.registrations.register_institution(
@@ -510,6 +512,14 @@ def test_while_a_suspension_waits_the_institutions_acts_are_refused_at_once_and_
                     world.certificates.print(staff(iid), cids[0])
             world.registrations.publish_plan(staff(other), other, plan_details("2602"))  # B is not held up
             assert time.monotonic() - started < 5
+            # An act that also needs a lock of its own held by another (issuance: its sessions' scoring locks) is
+            # refused at once too, not after waiting for that lock: the shared one is tried first.
+            with psycopg.connect(database_url, autocommit=False) as scoring:
+                scoring.execute("SELECT pg_advisory_xact_lock(%s, %s)", scoring_lock(exam))
+                started = time.monotonic()
+                with pytest.raises(StandingChanging):
+                    world.certificates.issue(staff(iid), exam)
+                assert time.monotonic() - started < 3
             long_act.rollback()  # the long act ends
             suspending.result(timeout=30)
     assert standing(world, iid) is Standing.SUSPENDED

@@ -330,7 +330,9 @@ def suspend_institution(
     """暂停评价业务: until reinstated, the institution publishes no plan, takes no registration, schedules no exam and
     issues no ticket and no certificate, paper or electronic. Its certificates stay valid unless declared void
     (`/invalidation`). By the provincial centre, or a city's skills centre for an institution filed in its city.
-    409 when it is suspended or withdrawn already."""
+    409 when it is suspended or withdrawn already. It waits up to 30 s for the institution's acts in progress (a batch
+    print, an issuance), refusing its new ones meanwhile (503); 503 with Retry-After when they did not end, nothing
+    changed. The same for a reinstatement and a withdrawal."""
     svc.suspend_institution(who.actor(x_request_id), institution_id, body.reasons)
 
 

@@ -94,7 +94,7 @@ def install(app: FastAPI) -> None:
         if isinstance(e, TooManyRequests):
             return problem(429, "TooManyRequests", e.message, e.rule, **{"Retry-After": str(e.retry_after)})
         if isinstance(e, StandingChanging):
-            return problem(503, "StandingChanging", e.message, e.rule, **{"Retry-After": "2"})
+            return problem(503, "StandingChanging", e.message, e.rule, **{"Retry-After": str(e.retry_after)})
         status = next((s for cls, s in STATUS.items() if isinstance(e, cls)), 400)
         errors = [{"field": f, "message": m} for f, m in getattr(e, "problems", [])]
         if not errors and e.field:

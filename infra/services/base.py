@@ -86,21 +86,25 @@ class Service(SkillcertApplication):
         once. Waiting, each act would hold one of the pool's few connections, and starve every other institution's
         acts in the process until the suspension was granted or timed out."""
         done = False
-        alone = set(keys)
-        ordered = sorted(alone | set(shared))
+        alone = sorted(set(keys))
+        tried = sorted(set(shared) - set(alone))
         try:
             with self._lock_connections().connection() as conn, conn.transaction(force_rollback=True):
-                # The timeout first (the subquery), then the locks in order, in one round trip.
-                granted = conn.execute(
-                    "SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.a, k.b)::text = ''"
-                    " ELSE pg_try_advisory_xact_lock_shared(k.a, k.b) END"
-                    " FROM (SELECT set_config('lock_timeout', %s, true)) t,"
-                    " unnest(%s::int[], %s::int[], %s::bool[]) WITH ORDINALITY AS k(a, b, x, i) ORDER BY k.i",
-                    (timeout, [a for a, _ in ordered], [b for _, b in ordered], [k in alone for k in ordered]),
-                ).fetchall()
-                if not all(ok for (ok,) in granted):
-                    raise StandingChanging("the provincial centre is changing this institution's standing (004 第十条) "
-                                           "this moment; try again shortly")  # fmt: skip
+                # The timeout first (the subquery); the shared locks tried, and only if all were granted, the others
+                # waited for in order. In one statement, a refused try did not stop it waiting for the others.
+                if tried:
+                    (granted,) = conn.execute(
+                        "SELECT bool_and(pg_try_advisory_xact_lock_shared(k.a, k.b)) FROM (SELECT"
+                        " set_config('lock_timeout', %s, true)) t, unnest(%s::int[], %s::int[]) AS k(a, b)",
+                        (timeout, [a for a, _ in tried], [b for _, b in tried]),
+                    ).fetchone()
+                    if not granted:
+                        raise StandingChanging("the provincial centre is changing this institution's standing "
+                                               "(004 第十条) this moment; try again shortly")  # fmt: skip
+                if alone:
+                    conn.execute("SELECT pg_advisory_xact_lock(k.a, k.b) FROM (SELECT set_config('lock_timeout', %s,"
+                                 " true)) t, unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(a, b, i) ORDER BY k.i",
+                                 (timeout, [a for a, _ in alone], [b for _, b in alone]))  # fmt: skip
                 yield
                 done = True
         except OperationalError:

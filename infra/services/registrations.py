@@ -137,7 +137,8 @@ class Registrations(Service):
                 self.change(Institution, institution_id, "institution", verdict)
         except LockNotAvailable:
             raise StandingChanging(f"the institution's acts in progress (an issuance, a batch print) did not end "
-                                   f"within {JUDGE_WAIT_SECONDS} s; nothing was changed: try again") from None  # fmt: skip
+                                   f"within {JUDGE_WAIT_SECONDS} s; nothing was changed: try again",
+                                   retry_after=JUDGE_WAIT_SECONDS) from None  # fmt: skip
 
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         require(actor, STAFF, "publish plans", institution_id)
