@@ -400,9 +400,16 @@ def _with_reviews(cur: psycopg.Cursor[Any], rows: list[dict[str, Any]]) -> list[
     return rows
 
 
+# What a candidate's own record adds: whether the institution may evaluate (004 第十条), so that a registration
+# waiting at a suspended institution says why. From the catalogue's row, read through to_jsonb so that the catalogue's
+# tables of version 1 (no standing), read while a worker rebuilds them after an upgrade, answer too.
+STANDING = """, coalesce((SELECT to_jsonb(i) ->> 'standing' FROM catalogue_institutions i
+    WHERE i.institution_id = r.institution_id), 'active') AS institution_standing"""
+
+
 def get_registration(conn: psycopg.Connection[Any], registration_id: str) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE r.registration_id = %s", (registration_id,))
+        cur.execute(f"SELECT {COLUMNS}{STANDING} FROM {FROM} WHERE r.registration_id = %s", (registration_id,))
         rows = _with_reviews(cur, cur.fetchall())
     return rows[0] if rows else None
 
@@ -410,7 +417,7 @@ def get_registration(conn: psycopg.Connection[Any], registration_id: str) -> dic
 def registrations_of(conn: psycopg.Connection[Any], id_ref: str) -> list[dict[str, Any]]:
     """By the holder's ID-number ref (infra.privacy.ref of the number)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE id_ref = %s ORDER BY submitted_at DESC", (id_ref,))
+        cur.execute(f"SELECT {COLUMNS}{STANDING} FROM {FROM} WHERE id_ref = %s ORDER BY submitted_at DESC", (id_ref,))
         return _with_reviews(cur, cur.fetchall())
 
 

@@ -283,6 +283,10 @@ def test_over_http_the_catalogue_shows_a_suspension_and_a_certificate_declared_v
         caught_up()
         plan = http.get(f"/plans/{pid}").json()
         assert (plan["registration_open"], plan["institution_standing"]) == (False, "suspended")
+        # The candidates' own records say why nothing more happens there.
+        rid = world.certificates.certificate(cids[1]).registration_id
+        record = http.get(f"/registrations/{rid}", headers=institution_staff).json()
+        assert record["institution_standing"] == "suspended", record
         assert [p["plan_id"] for p in http.get("/plans?registration_open=true").json()["items"]] == []
         listed = http.get("/institutions?standing=suspended").json()
         assert [(i["institution_id"], i["standing_since"]) for i in listed["items"]] == [
@@ -306,6 +310,7 @@ def test_over_http_the_catalogue_shows_a_suspension_and_a_certificate_declared_v
         )
         caught_up()
         assert http.get(f"/plans/{pid}").json()["registration_open"] is True
+        assert http.get(f"/registrations/{rid}", headers=institution_staff).json()["institution_standing"] == "active"
         registering = http.post("/registrations", headers=institution_staff,
                                 json={"registration_code": code, "form": as_json(working_years_form(9))})  # fmt: skip
         assert registering.status_code == 201, registering.text
@@ -371,6 +376,10 @@ def test_the_public_catalogue_answers_from_the_tables_before_the_upgrade_while_a
     assert [p["plan_id"] for p in search_plans(conn, today=day, open_only=True)[1]] == [pid]
     [listed] = institutions(conn, standing=None, city_code=None, limit=10, offset=0)[1]
     assert (listed["institution_id"], listed["standing"], listed["standing_since"]) == (iid, "active", None)
+    from projections.candidates import get_registration, registrations_of
+
+    get_registration(conn, str(rids[0]))  # a candidate's own record, which reads the standing too, answers
+    registrations_of(conn, "no-such-ref")
 
 
 def test_while_suspended_no_registration_is_approved_or_resubmitted_no_sitting_begins_and_nothing_is_handed_out(

@@ -82,6 +82,11 @@ class Registration(BaseModel):
     plan_number: str
     plan_name: str
     institution_name: str
+    institution_standing: Literal["active", "suspended", "withdrawn"] = Field(
+        "active",
+        description="the institution's evaluation business (004 第十条): while suspended or withdrawn, "
+        "nothing more is done on the registration there; on a candidate's own record (not in a plan's lists)",
+    )
     occupation: str
     job: str | None
     level: int
