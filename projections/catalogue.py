@@ -127,6 +127,8 @@ PLANS = """(SELECT p.*, coalesce(i.standing, 'active') AS institution_standing
 PLANS_V1 = "(SELECT p.*, 'active' AS institution_standing FROM catalogue_plans p) AS plans"
 # Open for registration: before the deadline, with places left, its institution not suspended or withdrawn.
 OPEN = "(registration_deadline >= %s AND seats_taken < max_registrations AND institution_standing = 'active')"
+# What a plan shows besides its row (OPEN's one parameter: the day).
+SHOWN = f", max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open"
 SORTS = {"registration_time": "published_at DESC", "exam_date": "evaluation_start ASC"}
 
 
@@ -156,32 +158,39 @@ def search_plans(
     if institution_id:
         where.append("institution_id = %s")
         args.append(institution_id)
-    is_open = OPEN
     if open_only is not None:
-        where.append(is_open if open_only else f"NOT {is_open}")
+        where.append(OPEN if open_only else f"NOT {OPEN}")
         args.append(today)
     cond = " AND ".join(where)
+    return read_tolerantly(conn, lambda plans, _: _page(conn, plans, cond, args, f"{SORTS[sort]}, plan_id", limit,
+                                                        offset, SHOWN, [today]))  # fmt: skip
 
-    def read(plans: str, _: str) -> tuple[int, list[dict[str, Any]]]:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(f"SELECT count(*) AS n FROM {plans} WHERE {cond}", args)
-            total = cur.fetchone()["n"]
-            cur.execute(
-                f"""SELECT *, max_registrations - seats_taken AS seats_left, {is_open} AS registration_open
-                    FROM {plans} WHERE {cond} ORDER BY {SORTS[sort]}, plan_id LIMIT %s OFFSET %s""",
-                [today, *args, limit, offset],
-            )
-            return total, cur.fetchall()
 
-    return read_tolerantly(conn, read)
+def _page(
+    conn: psycopg.Connection[Any],
+    source: str,
+    cond: str,
+    args: list[Any],
+    order: str,
+    limit: int,
+    offset: int,
+    shown: str = "",
+    shown_args: list[Any] | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many rows of `source` meet `cond`, and one page of them (with the columns `shown` adds)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT count(*) AS n FROM {source} WHERE {cond}", args)
+        total = cur.fetchone()["n"]
+        cur.execute(f"SELECT *{shown} FROM {source} WHERE {cond} ORDER BY {order} LIMIT %s OFFSET %s",
+                    [*(shown_args or []), *args, limit, offset])  # fmt: skip
+        return total, cur.fetchall()
 
 
 def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[str, Any] | None:
     def read(plans: str, _: str) -> dict[str, Any] | None:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"""SELECT *, max_registrations - seats_taken AS seats_left, {OPEN} AS registration_open
-                   FROM {plans} WHERE plan_id = %s""",
+                f"SELECT *{SHOWN} FROM {plans} WHERE plan_id = %s",
                 (today, plan_id),
             )
             return cur.fetchone()
@@ -199,11 +208,12 @@ def read_tolerantly(conn: psycopg.Connection[Any], read: Callable[[str, str], R]
         return read(PLANS_V1, INSTITUTIONS_V1)
 
 
-COLUMNS = "institution_id, name, filing_prefix, city_code, profile, registered_at"
-INSTITUTIONS = f"(SELECT {COLUMNS}, standing, standing_since FROM catalogue_institutions) AS i"  # named: see PLANS_V1
-INSTITUTIONS_V1 = (
-    f"(SELECT {COLUMNS}, 'active' AS standing, NULL::date AS standing_since FROM catalogue_institutions) AS i"
+INSTITUTION_COLUMNS = "institution_id, name, filing_prefix, city_code, profile, registered_at"
+INSTITUTIONS = (
+    f"(SELECT {INSTITUTION_COLUMNS}, standing, standing_since FROM catalogue_institutions) AS i"  # named: see PLANS_V1
 )
+INSTITUTIONS_V1 = (f"(SELECT {INSTITUTION_COLUMNS}, 'active' AS standing, NULL::date AS standing_since"
+                   " FROM catalogue_institutions) AS i")  # fmt: skip
 
 
 def institutions(
@@ -217,13 +227,4 @@ def institutions(
         where.append("city_code = %s")
         args.append(city_code)
     cond = " AND ".join(where)
-
-    def read(_: str, table: str) -> tuple[int, list[dict[str, Any]]]:
-        with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(f"SELECT count(*) AS n FROM {table} WHERE {cond}", args)
-            total = cur.fetchone()["n"]
-            cur.execute(f"SELECT * FROM {table} WHERE {cond} ORDER BY filing_prefix LIMIT %s OFFSET %s",
-                        [*args, limit, offset])  # fmt: skip
-            return total, cur.fetchall()
-
-    return read_tolerantly(conn, read)
+    return read_tolerantly(conn, lambda _, table: _page(conn, table, cond, args, "filing_prefix", limit, offset))

@@ -113,11 +113,11 @@ class Service(SkillcertApplication):
             # The block is done; only giving the lock back failed (the session was lost, which gave it back).
 
     @contextmanager
-    def evaluating(self, institution_id: UUID, what: str) -> Iterator[None]:
-        """While an act of the institution's evaluation business is decided and saved: its lock held shared, and the
-        act refused if the business is suspended or withdrawn (004 第十条). A suspension waits for the act, or the
-        act sees it."""
-        with self.holding(shared=[institution_lock(institution_id)]):
+    def evaluating(self, institution_id: UUID, what: str, *keys: tuple[int, int]) -> Iterator[None]:
+        """While an act of the institution's evaluation business is decided and saved: its lock held shared (with
+        the act's own `keys`, alone), and the act refused if the business is suspended or withdrawn (004 第十条). A
+        suspension waits for the act, or the act sees it."""
+        with self.holding(*keys, shared=[institution_lock(institution_id)]):
             self.check_standing(institution_id, self.version_of(institution_id), what)
             yield
 

@@ -282,7 +282,7 @@ class Certificates(Service):
         institutions = {c.institution_id for c in self.get_all(Certificate, dict.fromkeys(ids), "certificate")}
         with self.holding(shared=[institution_lock(i) for i in institutions]):  # as `evaluating`, on one connection
             for institution_id in institutions:
-                self.get(Institution, institution_id, "institution").check_active("print certificates")
+                self.check_standing(institution_id, self.version_of(institution_id), "print certificates")
             self._print_many(actor, ids, check, booked)
         return booked
 

@@ -25,7 +25,7 @@ from domain.institution import Institution
 from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
-from infra.services.base import Service, institution_lock
+from infra.services.base import Service
 
 SCORING_LOCKS = 0x736B7363  # "sksc": the first key of a session's scoring lock (see PLAN_LOCKS)
 
@@ -66,8 +66,7 @@ class Exams(Service):
                            f"published, so no certificate could follow: {e.message}", field="plan_id") from None  # fmt: skip
         exam = ExamSession.schedule(actor, institution.id, institution.profile, plan.id, plan.details, session,
                                     exam_date, starts_at, ends_at, location, rooms)  # fmt: skip
-        with self.holding(shared=[institution_lock(institution.id)]):  # not as its business is suspended
-            self.get(Institution, institution.id, "institution").check_active("schedule exams")
+        with self.evaluating(institution.id, "schedule exams"):
             if exam.id in self.repository:
                 raise Conflict(
                     f"session {session} of plan {plan.details.plan_number} is already scheduled", field="session"
@@ -81,9 +80,8 @@ class Exams(Service):
         """Admission tickets for the given registrations, or for every approved, fee-paid
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
-        # The registrations' statuses hold still until it is saved; the institution's business is not suspended.
-        with self.holding(ticket_lock(exam.plan_id), shared=[institution_lock(exam.institution_id)]):
-            self.get(Institution, exam.institution_id, "institution").check_active("issue admission tickets")
+        # The registrations' statuses hold still until it is saved (the plan's ticket lock).
+        with self.evaluating(exam.institution_id, "issue admission tickets", ticket_lock(exam.plan_id)):
             return self._issue_tickets(actor, exam, registration_ids)
 
     def _issue_tickets(

@@ -142,12 +142,11 @@ class Registrations(Service):
 
     def publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         require(actor, STAFF, "publish plans", institution_id)
-        with self.holding(shared=[institution_lock(institution_id)]):  # not as its business is suspended
+        with self.evaluating(institution_id, "publish plans"):
             return self._publish_plan(actor, institution_id, details)
 
     def _publish_plan(self, actor: Actor, institution_id: UUID, details: PlanDetails) -> tuple[UUID, str]:
         institution: Institution = self.get(Institution, institution_id, "institution")
-        institution.check_active("publish plans")
         EvaluationPlan.check_wording(details, institution.name)
         institution.check_scope(details.occupation, details.job, details.level)
         for _ in range(5):  # a random 8-character code collides rarely; draw again
