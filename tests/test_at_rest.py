@@ -329,3 +329,38 @@ def test_the_stored_layout_is_eventsourcings_aes_cipher_both_ways():
         ours.decrypt(bytes(sealed))
     with pytest.raises(ValueError, match="Damaged"):
         ours.decrypt(b"short")
+
+
+def test_the_stores_cipher_refuses_damaged_states_and_meets_a_key_added_elsewhere(service, database_url, schema):
+    """DataKeys.decrypt opens the usual state in one step (the relay and a rebuild call it once per event); a flipped
+    bit anywhere, a cut state and an unknown key are refused by name, and a data key another process added (a
+    rotation) is loaded when first met."""
+    from infra.store.keys import add_data_key
+
+    cipher = service.mapper.cipher
+    for plaintext in (b"", b"{}", "报名表".encode() * 500):
+        sealed = cipher.encrypt(plaintext)
+        assert cipher.decrypt(sealed) == plaintext
+        for at in (5, 17, 33, len(sealed) - 1):  # the nonce, the tag, the ciphertext's first and last byte
+            if at < len(sealed):
+                damaged = bytearray(sealed)
+                damaged[at] ^= 1
+                with pytest.raises(ValueError, match="tag"):
+                    cipher.decrypt(bytes(damaged))
+    for cut in (b"\x01", sealed[:20], sealed[:32]):
+        with pytest.raises(ValueError, match="Damaged"):
+            cipher.decrypt(cut)
+    with pytest.raises(ValueError, match="data key 999"):
+        cipher.decrypt(b"\x01" + (999).to_bytes(4, "big") + bytes(40))
+    with pytest.raises(ValueError, match="unknown format"):
+        cipher.decrypt(b"\x07" + bytes(40))
+    assert cipher.decrypt(b'{"a": 1}') == b'{"a": 1}'  # stored before encryption, read as written
+
+    elsewhere = SkillcertApplication(database_url, schema)  # another process rotates: a new data key
+    with psycopg.connect(database_url) as conn:
+        add_data_key(conn, sql.Identifier(schema, "data_keys"), elsewhere.mapper.cipher.master)
+    elsewhere.close()
+    newer = SkillcertApplication(database_url, schema)
+    sealed = newer.mapper.cipher.encrypt("王小明".encode())
+    newer.close()
+    assert sealed[1:5] != cipher.header[1:5] and cipher.decrypt(sealed) == "王小明".encode()
