@@ -13,6 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from domain.institution import Filing
+from projections.store import read_tolerantly as tolerantly
 
 TYPE = "cn.skillcert."
 R = TypeVar("R")
@@ -199,13 +200,8 @@ def get_plan(conn: psycopg.Connection[Any], plan_id: str, today: date) -> dict[s
 
 
 def read_tolerantly(conn: psycopg.Connection[Any], read: Callable[[str, str], R]) -> R:
-    """`read` from the tables as they are (PLANS, INSTITUTIONS), or, lacking the standing's columns, from version 1's
-    (in a savepoint, so that the failed statement leaves the caller's transaction as it was)."""
-    try:
-        with conn.transaction():
-            return read(PLANS, INSTITUTIONS)
-    except psycopg.errors.UndefinedColumn:
-        return read(PLANS_V1, INSTITUTIONS_V1)
+    """`read` from the tables as they are (PLANS, INSTITUTIONS), or, lacking the standing's columns, from version 1's."""
+    return tolerantly(conn, lambda: read(PLANS, INSTITUTIONS), lambda: read(PLANS_V1, INSTITUTIONS_V1))
 
 
 INSTITUTION_COLUMNS = "institution_id, name, filing_prefix, city_code, profile, registered_at"

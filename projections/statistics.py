@@ -1,5 +1,6 @@
-"""Statistics: certificates issued per institution, occupation, level and month; pass rates per
-plan from the results each exam session reported (confirmed by the centre, or still pending)."""
+"""Statistics: certificates issued per institution, occupation, level and month, and how many of them are void now
+(revoked, 001 承诺 and 004 第九条/第十条, or their data deleted, 000); pass rates per plan from the results each exam
+session reported (confirmed by the centre, or still pending), and how many candidates' scores were cancelled."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from projections.store import copy_rows, read_tolerantly
+
 T = "cn.skillcert."
 
 
 class Statistics:
     name = "statistics"
     topics = ("exams", "certificates")
-    tables = ("stats_issued", "stats_exams")
-    version = 1
+    tables = ("stats_issued", "stats_exams", "stats_certificates")
+    # 2: void certificates counted against the month they were issued in; cancelled scores counted per session
+    version = 2
 
     def ddl(self) -> list[str]:
         return [
@@ -26,7 +30,18 @@ class Statistics:
                 level int NOT NULL,
                 month date NOT NULL,  -- first day of the month of issue
                 issued int NOT NULL,
+                void int NOT NULL DEFAULT 0,  -- of those issued, revoked or their data deleted since
                 PRIMARY KEY (institution_id, occupation, level, month)
+            )""",
+            # Where each certificate was counted: a revocation or a deletion names only the certificate, and is
+            # counted against the row its issue was. On the certificate's own topic and partition, so after its issue.
+            """CREATE TABLE IF NOT EXISTS stats_certificates (
+                certificate_id uuid PRIMARY KEY,
+                institution_id uuid NOT NULL,
+                occupation text NOT NULL,
+                level int NOT NULL,
+                month date NOT NULL,
+                void boolean NOT NULL DEFAULT false
             )""",
             """CREATE TABLE IF NOT EXISTS stats_exams (
                 exam_id uuid PRIMARY KEY,
@@ -39,6 +54,7 @@ class Statistics:
                 candidates int NOT NULL DEFAULT 0,
                 absent int NOT NULL DEFAULT 0,
                 passed int NOT NULL DEFAULT 0,
+                disqualified int NOT NULL DEFAULT 0,  -- candidates whose scores were cancelled (001 承诺)
                 reported boolean NOT NULL DEFAULT false,
                 confirmed boolean NOT NULL DEFAULT false
             )""",
@@ -52,6 +68,19 @@ class Statistics:
                    ON CONFLICT (institution_id, occupation, level, month)
                    DO UPDATE SET issued = stats_issued.issued + 1""",
                 (d["institution_id"], d["institution_name"], d["occupation"], d["level"], d["issued_on"]),
+            )
+            cur.execute(
+                """INSERT INTO stats_certificates VALUES (%s, %s, %s, %s, date_trunc('month', %s::date))""",
+                (d["originator_id"], d["institution_id"], d["occupation"], d["level"], d["issued_on"]),
+            )
+        elif event in ("certificate.revoked", "certificate.data_deleted"):  # void from now on, whichever came first
+            cur.execute(
+                """WITH c AS (UPDATE stats_certificates SET void = true WHERE certificate_id = %s AND NOT void
+                              RETURNING institution_id, occupation, level, month)
+                   UPDATE stats_issued s SET void = s.void + 1 FROM c
+                   WHERE (s.institution_id, s.occupation, s.level, s.month) = (c.institution_id, c.occupation, c.level,
+                                                                                c.month)""",
+                (d["originator_id"],),
             )
         elif event == "exam_session.scheduled":
             cur.execute(
@@ -68,8 +97,12 @@ class Statistics:
                 (len(entries), sum(e["absent"] for e in entries), sum(e["passed"] for e in entries),
                  d["originator_id"]),
             )  # fmt: skip
-        elif event == "exam_session.scores_cancelled" and d["was_passed"]:  # a disqualification (001 承诺)
-            cur.execute("UPDATE stats_exams SET passed = passed - 1 WHERE exam_id = %s", (d["originator_id"],))
+        elif event == "exam_session.scores_cancelled":  # a disqualification (001 承诺)
+            cur.execute(
+                """UPDATE stats_exams SET passed = passed - %s::int, disqualified = disqualified + 1
+                   WHERE exam_id = %s""",
+                (1 if d["was_passed"] else 0, d["originator_id"]),
+            )
         elif event in ("exam_session.results_confirmed", "exam_session.results_returned"):
             cur.execute(
                 "UPDATE stats_exams SET confirmed = %s WHERE exam_id = %s",
@@ -83,14 +116,18 @@ class Statistics:
         update of it). A count's row, when new, takes the institution's name from its first certificate, as
         one at a time. The rest is applied event by event."""
         counts: dict[tuple[str, str, int, str], list[Any]] = {}  # key -> [institution name, certificates]
-        rest = []
+        certificates, rest = [], []
         for m in messages:
             if m["type"].startswith(T + "certificate.issued."):
                 d = m["data"]
                 key = (d["institution_id"], d["occupation"], d["level"], d["issued_on"][:7] + "-01")
                 counts.setdefault(key, [d["institution_name"], 0])[1] += 1
+                certificates.append((d["originator_id"], *key))
             else:
                 rest.append(m)
+        # Issued before anything of theirs in `rest` (a revocation), which follows its issue in the log.
+        copy_rows(cur, "stats_certificates", ("certificate_id", "institution_id", "occupation", "level", "month"),
+                  certificates)  # fmt: skip
         if counts:
             keys, values = list(counts), list(counts.values())
             cur.execute(
@@ -125,20 +162,27 @@ def issued(
     if year is not None:
         where.append("extract(year FROM month) = %s")
         args.append(year)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"""SELECT institution_id, institution_name, occupation, level, to_char(month, 'YYYY-MM') AS month, issued
-                FROM stats_issued WHERE {" AND ".join(where)} ORDER BY month, institution_name, occupation, level""",
-            args,
-        )
-        return cur.fetchall()
+
+    def read(void: str) -> list[dict[str, Any]]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT institution_id, institution_name, occupation, level, to_char(month, 'YYYY-MM') AS month,
+                           issued, {void} AS void
+                    FROM stats_issued WHERE {" AND ".join(where)} ORDER BY month, institution_name, occupation, level""",
+                args,
+            )
+            return cur.fetchall()
+
+    # Version 1's table, read while a worker rebuilds it after an upgrade, did not count them: not known yet (null).
+    return read_tolerantly(conn, lambda: read("void"), lambda: read("NULL::int"))
 
 
 def pass_rates(
     conn: psycopg.Connection[Any], *, institution_id: str | list[str] | None = None, confirmed_only: bool = True
 ) -> list[dict[str, Any]]:
     """Per plan, over its reported exam sessions: candidates, absent, sat, passed and the pass
-    rate among those who sat."""
+    rate among those who sat; and of those, how many had their scores cancelled (counted as sat and not passed: they
+    sat, and their results are void)."""
     where, args = ["reported"], []
     if confirmed_only:
         where.append("confirmed")
@@ -148,14 +192,19 @@ def pass_rates(
     elif institution_id:
         where.append("institution_id = %s")
         args.append(institution_id)
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"""SELECT plan_id, plan_number, institution_id, occupation, level, count(*) AS sessions,
-                       sum(candidates)::int AS candidates, sum(absent)::int AS absent,
-                       sum(candidates - absent)::int AS sat, sum(passed)::int AS passed,
-                       round(sum(passed)::numeric / nullif(sum(candidates - absent), 0), 4) AS pass_rate
-                FROM stats_exams WHERE {" AND ".join(where)}
-                GROUP BY plan_id, plan_number, institution_id, occupation, level ORDER BY plan_number, plan_id""",
-            args,
-        )
-        return cur.fetchall()
+
+    def read(disqualified: str) -> list[dict[str, Any]]:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"""SELECT plan_id, plan_number, institution_id, occupation, level, count(*) AS sessions,
+                           sum(candidates)::int AS candidates, sum(absent)::int AS absent,
+                           sum(candidates - absent)::int AS sat, sum(passed)::int AS passed,
+                           {disqualified} AS disqualified,
+                           round(sum(passed)::numeric / nullif(sum(candidates - absent), 0), 4) AS pass_rate
+                    FROM stats_exams WHERE {" AND ".join(where)}
+                    GROUP BY plan_id, plan_number, institution_id, occupation, level ORDER BY plan_number, plan_id""",
+                args,
+            )
+            return cur.fetchall()
+
+    return read_tolerantly(conn, lambda: read("sum(disqualified)::int"), lambda: read("NULL::int"))

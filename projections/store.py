@@ -18,12 +18,14 @@ why in `projection_stalls`, which /projections shows, until it applies.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_dumps
+
+R = TypeVar("R")
 
 
 class Projection(Protocol):
@@ -126,6 +128,17 @@ def without_nul(value: Any) -> Any:
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def read_tolerantly(conn: psycopg.Connection[Any], read: Callable[[], R], older: Callable[[], R]) -> R:
+    """`read` from a projection's tables as they are, or, where they lack a column a newer version added (a worker
+    rebuilding them after an upgrade still reads the older ones), `older`. In a savepoint, so that the failed statement
+    leaves the caller's transaction as it was."""
+    try:
+        with conn.transaction():
+            return read()
+    except psycopg.errors.UndefinedColumn:
+        return older()
 
 
 def copy_rows(cur: psycopg.Cursor[Any], table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:

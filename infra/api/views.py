@@ -278,6 +278,10 @@ class Issued(BaseModel):
     level: int
     month: str
     issued: int
+    void: int | None = Field(
+        description="of those issued that month, how many are void now: revoked (001 承诺, 004 第九条/第十条) or their "
+        "data deleted (000). null while a worker rebuilds the statistics after an upgrade"
+    )
 
 
 class PassRate(BaseModel):
@@ -291,6 +295,10 @@ class PassRate(BaseModel):
     absent: int
     sat: int
     passed: int
+    disqualified: int | None = Field(
+        description="of the candidates, how many had every score of the session cancelled, their declaration found "
+        "false (001 承诺): counted as sat and not passed. null while a worker rebuilds the statistics after an upgrade"
+    )
     pass_rate: Decimal | None
 
 
