@@ -4,7 +4,7 @@ FROM python:3.11-slim
 # Printing needs the certificate's faces (certgen/fonts.py): Kai for the fixed wording, Song for the
 # fill-ins and the seal, Liberation Serif for English. Without them printing refuses, naming the package.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends fonts-arphic-ukai fonts-arphic-gbsn00lp fonts-liberation \
+ && apt-get install -y --no-install-recommends fonts-arphic-ukai fonts-arphic-gbsn00lp fonts-liberation fonts-arphic-uming fonts-hanazono \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin skillcert

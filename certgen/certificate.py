@@ -17,10 +17,9 @@ from reportlab.lib.colors import Color, black
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
-from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import FANGSONG, KAI, SONG, TIMES, covers, register
+from certgen.fonts import FANGSONG, KAI, SONG, TIMES, covers, draw, register, width
 from certgen.qr import draw_qr, verification_url
 from certgen.seal import BOTTOM as SEAL_BOTTOM
 from certgen.seal import draw_seal
@@ -35,7 +34,9 @@ CERTIFICATE_QUERY = "http://jndj.osta.org.cn"
 # 004 §11 prints p.jg…, annex 2 pjig…: both read the real 评价机构 query site, pjjg.osta.org.cn.
 INSTITUTION_QUERY = "http://pjjg.osta.org.cn"
 # 004 §11 (4): never on a certificate, except inside the institution's registered name.
-CJK = re.compile(r"([\u3000-\u303f\u3400-\u9fff\uff00-\uffef]+)")  # split() keeps the Chinese runs
+# split() keeps the Chinese runs: punctuation, ideographs (extension A, the unified block, compatibility, extensions B
+# to H beyond the basic plane), full-width forms.
+CJK = re.compile(r"([\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]+)")
 GREY = Color(0.55, 0.55, 0.55)
 
 
@@ -138,13 +139,14 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
         check_glyphs(p.wording(), f"certificate {p.number}", p.filled())
         if missing := covers(SONG, p.institution + SEAL_BOTTOM):
             raise Unprintable(
-                f"the seal of certificate {p.number}: the {SONG} face has no glyph for {''.join(missing)}"
+                f"the seal of certificate {p.number}: neither the {SONG} face nor its fallbacks have a glyph for "
+                f"{''.join(missing)}"
             )
 
 
 def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -> None:
-    """Fixed Chinese prints in Kai, English in Times, filled-in values in FangSong: refuse a character
-    the face lacks, never print a blank."""
+    """Fixed Chinese prints in Kai, English in Times, filled-in values in FangSong, each with its fallbacks
+    (certgen.fonts.FALLBACK): refuse a character none of them has, never print a blank."""
     register()
     checks = [
         (KAI, CJK.findall, texts),
@@ -154,7 +156,8 @@ def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -
     for face, part, these in checks:
         missing = [ch for t in these for ch in covers(face, "".join(part(t)))]
         if missing:
-            raise Unprintable(f"{what}: the {face} face has no glyph for {''.join(dict.fromkeys(missing))}")
+            raise Unprintable(f"{what}: neither the {face} face nor its fallbacks have a glyph for "
+                              f"{''.join(dict.fromkeys(missing))}")  # fmt: skip
 
 
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:
@@ -180,22 +183,19 @@ def mixed(canvas: Canvas, x: float, y: float, text: str, size: float) -> None:
     """Chinese runs in Kai, the rest in Times, as the layout table sets them."""
     for t in CJK.split(text):
         if t:
-            face = KAI if CJK.fullmatch(t) else TIMES
-            canvas.setFont(face, size)
-            canvas.drawString(x, y, t)
-            x += stringWidth(t, face, size)
+            x = draw(canvas, x, y, t, KAI if CJK.fullmatch(t) else TIMES, size)
 
 
 def width_of(text: str, size: float) -> float:
-    return sum(stringWidth(t, KAI if CJK.fullmatch(t) else TIMES, size) for t in CJK.split(text) if t)
+    return sum(width(KAI if CJK.fullmatch(t) else TIMES, t, size) for t in CJK.split(text) if t)
 
 
-def wrap_words(text: str, size: float, width: float) -> list[str]:
+def wrap_words(text: str, size: float, limit: float) -> list[str]:
     """English wraps between words; a Chinese name inside it counts as one word."""
     lines, line = [], ""
     for word in text.split(" "):
         candidate = f"{line} {word}" if line else word
-        if line and width_of(candidate, size) > width:
+        if line and width_of(candidate, size) > limit:
             lines.append(line)
             line = word
         else:
@@ -203,11 +203,11 @@ def wrap_words(text: str, size: float, width: float) -> list[str]:
     return [*lines, line] if line else lines
 
 
-def wrap_chars(text: str, font: str, size: float, width: float) -> list[str]:
+def wrap_chars(text: str, font: str, size: float, limit: float) -> list[str]:
     """Chinese wraps between any two characters."""
     lines, line = [], ""
     for ch in text:
-        if stringWidth(line + ch, font, size) > width:
+        if width(font, line + ch, size) > limit:
             lines.append(line)
             line = ch
         else:
@@ -234,17 +234,16 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     canvas.drawCentredString(centre, by + 150 * mm, TITLE_EN)
     chinese, english = p.body()
     y = by + 136 * mm
-    canvas.setFont(KAI, 16)
     for line in wrap_chars(chinese, KAI, 16, left_w):
-        canvas.drawString(left_x, y, line)
+        draw(canvas, left_x, y, line, KAI, 16)
         y -= 8 * mm
     y -= 2 * mm
     for line in wrap_words(english, 16, left_w):
         mixed(canvas, left_x, y, line, 16)
         y -= 6.5 * mm
-    canvas.setFont(FANGSONG, FILL_SIZE)  # filled in: 小四号仿宋 (004 §11 二(1))
-    canvas.drawCentredString(centre, by + 44 * mm, p.institution)
-    canvas.drawCentredString(centre, by + 38 * mm, issue_date(p.issued_on))
+    # Filled in: 小四号仿宋 (004 §11 二(1)).
+    draw(canvas, centre, by + 44 * mm, p.institution, FANGSONG, FILL_SIZE, centred=True)
+    draw(canvas, centre, by + 38 * mm, issue_date(p.issued_on), FANGSONG, FILL_SIZE, centred=True)
     draw_seal(canvas, centre, by + 44 * mm, p.institution)  # the seal is struck over name and date
     canvas.setFillColor(black)
     mixed(canvas, left_x, by + 20 * mm, f"证书信息查询网址(Certificate Information): {CERTIFICATE_QUERY}", 11)
@@ -275,8 +274,7 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     for chinese_label, english_label, value in p.fields:
         canvas.setFont(KAI, 16)
         canvas.drawString(rx, y, f"{chinese_label}：")
-        canvas.setFont(FANGSONG, FILL_SIZE)  # the value, filled in: 小四号仿宋 (004 §11 二(1))
-        canvas.drawString(rx + 50 * mm, y, value)
+        draw(canvas, rx + 50 * mm, y, value, FANGSONG, FILL_SIZE)  # the value, filled in: 小四号仿宋 (004 §11 二(1))
         canvas.setFont(TIMES, 16)
         canvas.drawString(rx, y - 6.5 * mm, english_label)
         y -= 14 * mm

@@ -16,7 +16,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from certgen.certificate import CERTIFICATE_QUERY, check_glyphs, check_text
-from certgen.fonts import KAI, TIMES, register
+from certgen.fonts import KAI, TIMES, covers, markup, register, runs
 from certgen.seal import DIAMETER, draw_seal
 from domain.levels import Level
 
@@ -50,6 +50,14 @@ def _pdf(title: str, story: list[Any]) -> bytes:
     return out.getvalue()
 
 
+def value(text: str, style: ParagraphStyle | None = None) -> str | Paragraph:
+    """A table cell's value: as it is where Kai has every character; else a paragraph in which the characters Kai
+    lacks (a name's 𠮷) are set in their fallback (certgen.fonts)."""
+    if all(face == KAI for face, _ in runs(KAI, text)) or covers(KAI, text):
+        return text
+    return Paragraph(markup(KAI, text), style or BODY)
+
+
 def bilingual(chinese: str, english: str) -> Paragraph:
     return Paragraph(f'{chinese}<br/><font name="{TIMES}" size="10">{english}</font>', BODY)
 
@@ -67,16 +75,21 @@ def certificate_proof(
     check_text(institution, [occupation, job or ""], f"the proof of certificate {number}")  # not the holder's name
     check_glyphs(values, f"the proof of certificate {number}")
     rows = [
-        [bilingual("姓名：", "Name"), holder_name, bilingual("证件类型：", "ID Type"), id_type],
-        [bilingual("证件号码：", "ID No."), id_number, bilingual("职业名称：", "Occupation"), occupation],
-        [bilingual("工种/职业方向：", "Job"), job or "--", bilingual("职业技能等级：", "Skill Level"), level.title],
+        [bilingual("姓名：", "Name"), value(holder_name), bilingual("证件类型：", "ID Type"), id_type],
+        [bilingual("证件号码：", "ID No."), id_number, bilingual("职业名称：", "Occupation"), value(occupation)],
+        [
+            bilingual("工种/职业方向：", "Job"),
+            value(job or "--"),
+            bilingual("职业技能等级：", "Skill Level"),
+            level.title,
+        ],
         [bilingual("证书编号：", "Certificate No."), number, "", ""],
     ]
     fields = Table(rows, colWidths=[36 * mm, 50 * mm, 36 * mm, 44 * mm])
     fields.setStyle(TableStyle([("FONTNAME", (0, 0), (-1, -1), KAI), ("FONTSIZE", (0, 0), (-1, -1), 12),
                                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("SPAN", (1, 3), (3, 3)),
                                 ("BOTTOMPADDING", (0, 0), (-1, -1), 4 * mm)]))  # fmt: skip
-    sign = Table([[Seal(institution), Paragraph(f"{institution}（盖章）<br/>日期：{date_cn(issued_on)}<br/>"
+    sign = Table([[Seal(institution), Paragraph(f"{markup(KAI, institution)}（盖章）<br/>日期：{date_cn(issued_on)}<br/>"
                                                 f'<font name="{TIMES}" size="10">Issue date</font>', BODY)]],
                  colWidths=[DIAMETER + 6 * mm, 90 * mm], hAlign="RIGHT", style=[("FONTNAME", (0, 0), (-1, -1), KAI)])  # fmt: skip
     notes = [
@@ -100,7 +113,7 @@ def proof_receipt(
     check_glyphs([institution, holder_name, number, receipt_number], f"the receipt {receipt_number}")
     rows = [
         ["回执编号", receipt_number],
-        ["申请人", holder_name],
+        ["申请人", value(holder_name)],
         ["证书编号", number],
         ["申办事项", f"证书{what}，申请补发证明"],
         ["受理日期", date_cn(applied_on)],
@@ -108,7 +121,7 @@ def proof_receipt(
     ]
     table = Table(rows, colWidths=[36 * mm, 130 * mm])
     table.setStyle(GRID)
-    sign = Table([[Seal(institution), Paragraph(f"{institution}（盖章）<br/>{date_cn(applied_on)}", BODY)]],
+    sign = Table([[Seal(institution), Paragraph(f"{markup(KAI, institution)}（盖章）<br/>{date_cn(applied_on)}", BODY)]],
                  colWidths=[DIAMETER + 6 * mm, 90 * mm], hAlign="RIGHT", style=[("FONTNAME", (0, 0), (-1, -1), KAI)])  # fmt: skip
     notes = ["领取须知：", f"请于{date_cn(due)}后，凭本人身份证件原件和本回执领取《职业技能等级证书证明》（004 第十三条）。",
              "本回执遗失的，凭身份证件原件到受理点核实后领取。"]  # fmt: skip
@@ -124,8 +137,8 @@ def loss_application(
     check_glyphs([holder_name, id_number, occupation, number], f"the proof application for {number}")
     box = {"lost": ("■", "□"), "damaged": ("□", "■")}.get(kind or "", ("□", "□"))
     rows = [
-        ["申请人姓名", holder_name, "身份证号", id_number],
-        ["证书基本信息", "职业名称", occupation, ""],
+        ["申请人姓名", value(holder_name), "身份证号", id_number],
+        ["证书基本信息", "职业名称", value(occupation), ""],
         ["", "证书编号", number, f"证书级别：{level.title}"],
         ["申办事项", f"{box[0]} 遗失证书　　{box[1]} 损坏证书", "", ""],
         ["遗失声明", Paragraph("本人证书遗失、损坏，现申请补发证明。<br/><br/>", BODY), "", ""],
@@ -162,9 +175,9 @@ def demand_form(
     names = {Level.FIVE: "初级（五级）", Level.FOUR: "中级（四级）", Level.THREE: "高级（三级）", Level.TWO: "技师（二级）",
              Level.ONE: "高级技师（一级）"}  # fmt: skip
     rows: list[Sequence[Any]] = [
-        ["填报单位", institution, "", ""],
-        ["联系人", contact, "联系电话", phone],
-        ["详细地址", address, "", ""],
+        ["填报单位", value(institution), "", ""],
+        ["联系人", value(contact), "联系电话", phone],
+        ["详细地址", value(address), "", ""],
         ["级别", f"{year}年度预估评价合格人数（人次）", "", ""],
         *[[names[lv], str(per_level.get(lv, 0)), "", ""] for lv in names],
         ["合计", str(sum(per_level.values())), "", ""],
@@ -200,17 +213,17 @@ def _ticket(
     check_glyphs([name, id_number_masked, plan_name, occupation, session, location, room, institution],
                  f"the ticket for room {room}, seat {seat}")  # fmt: skip
     rows = [
-        ["姓名", name, "证件号码", id_number_masked],
-        ["认定计划", plan_name, "", ""],
-        ["职业（工种）", occupation, "等级", level.title],
-        ["场次", session, "考试日期", f"{date_cn(exam_date)} {starts_at:%H:%M}"],
-        ["考点", location, "", ""],
-        ["考场", room, "座位号", f"{seat:02d}"],
+        ["姓名", value(name), "证件号码", id_number_masked],
+        ["认定计划", value(plan_name), "", ""],
+        ["职业（工种）", value(occupation), "等级", level.title],
+        ["场次", value(session), "考试日期", f"{date_cn(exam_date)} {starts_at:%H:%M}"],
+        ["考点", value(location), "", ""],
+        ["考场", value(room), "座位号", f"{seat:02d}"],
     ]
     table = Table(rows, colWidths=[28 * mm, 62 * mm, 26 * mm, 50 * mm])
     table.setStyle(GRID)
     table.setStyle(TableStyle([("SPAN", (1, 1), (3, 1)), ("SPAN", (1, 4), (3, 4))]))
     rules = ["考生须知：", "1. 凭本准考证和有效身份证件原件入场，二者缺一不可；", "2. 开考前完成线上签到，入场时核验身份；",
              "3. 按准考证所列考场和座位号就座，监考人员二次核验身份后开始考试。"]  # fmt: skip
-    return [Paragraph("职业技能等级认定准考证", TITLE), Paragraph(institution, SMALL), Spacer(1, 4 * mm), table,
+    return [Paragraph("职业技能等级认定准考证", TITLE), Paragraph(markup(KAI, institution), SMALL), Spacer(1, 4 * mm), table,
             Spacer(1, 8 * mm), *(Paragraph(r, SMALL) for r in rules)]  # fmt: skip

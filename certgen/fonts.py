@@ -10,23 +10,45 @@
   An institution holding a licence for a FangSong face (e.g. 方正仿宋 or Windows' simfang.ttf) sets
   SKILLCERT_FANGSONG_FONT to its file, and that is embedded instead;
 - Song (宋体) for the seal's lettering (简化的宋体): the same AR PL SungtiL GB.
+
+A name is not bound to GB2312: 喆, 玥, 堃, 珺, 赟, 旻, 祎 and thousands more (GB18030, Unicode's extensions, 𠮷) are
+people's names and must print. A character its face lacks prints in the next face of its chain (FALLBACK) that has
+it, in the same style where one exists: Song and FangSong fall back to AR PL UMing CN (明体, the Song style;
+fonts-arphic-uming, 24,000 characters), then to Hanazono Mincho A and B (fonts-hanazono): together 87,870 of the
+87,915 ideographs of the unified block and extensions A to F (those missing were added since 2017; extension G's
+none). Kai falls back to Hanazono. Only a character no face of the chain has is refused.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from functools import cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
-from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase import pdfmetrics, ttfonts
 from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.pdfgen.canvas import Canvas
 
 KAI, TIMES, SONG, FANGSONG = "Kai", "Times", "Song", "FangSong"
+MING, HANA_A, HANA_B = "Ming", "HanaMinA", "HanaMinB"  # the fallbacks
 FACES = {
     KAI: ("ukai.ttc", "fonts-arphic-ukai", {"subfontIndex": 0}),
     TIMES: ("LiberationSerif-Regular.ttf", "fonts-liberation", {}),
     SONG: ("gbsn00lp.ttf", "fonts-arphic-gbsn00lp", {}),
+    MING: ("uming.ttc", "fonts-arphic-uming", {"subfontIndex": 0}),  # AR PL UMing CN
+    HANA_A: ("HanaMinA.ttf", "fonts-hanazono", {}),
+    HANA_B: ("HanaMinB.ttf", "fonts-hanazono", {}),
 }
+# Each face, then the faces that print what it lacks, in order.
+FALLBACK = {
+    KAI: (KAI, HANA_A, HANA_B),
+    SONG: (SONG, MING, HANA_A, HANA_B),
+    FANGSONG: (FANGSONG, MING, HANA_A, HANA_B),
+    TIMES: (TIMES,),
+}
+FALLBACKS = (MING, HANA_A, HANA_B)
 DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".local/share/fonts")
 FANGSONG_SETTING = "SKILLCERT_FANGSONG_FONT"
 
@@ -35,14 +57,30 @@ class FontMissing(RuntimeError):
     """Rendering without the face would print missing glyphs: refuse, saying what to install."""
 
 
+def _to_unicode(fontname: str, subset: list[int]) -> str:
+    """reportlab's ToUnicode CMap (ttfonts.makeToUnicodeCMap), each code point written as UTF-16BE, as the PDF
+    reference wants: reportlab 5.1 writes one beyond the basic plane (𠮷, U+20BB7) as five hex digits, which a reader
+    takes for U+20BB and more. The glyph printed right; the text copied or searched out of the PDF was another."""
+    return "\n".join([
+        "/CIDInit /ProcSet findresource begin", "12 dict begin", "begincmap", "/CIDSystemInfo",
+        f"<< /Registry ({fontname})", f"/Ordering ({fontname})", "/Supplement 0", ">> def",
+        f"/CMapName /{fontname} def", "/CMapType 2 def", "1 begincodespacerange", f"<00> <{len(subset) - 1:02X}>",
+        "endcodespacerange", f"{len(subset)} beginbfchar",
+        *(f"<{i:02X}> <{chr(v).encode('utf-16-be').hex().upper()}>" for i, v in enumerate(subset)),
+        "endbfchar", "endcmap", "CMapName currentdict /CMap defineresource pop", "end", "end",
+    ])  # fmt: skip
+
+
+ttfonts.makeToUnicodeCMap = _to_unicode
+
+
 @cache
 def register() -> None:
-    for name, (file, package, options) in FACES.items():
-        found = next((p for d in DIRS if d.is_dir() for p in d.rglob(file)), None)
-        if found is None:
-            raise FontMissing(f"font file {file} not found under {', '.join(map(str, DIRS))}: install the Debian "
-                              f"package {package} (apt-get install {package})")  # fmt: skip
-        pdfmetrics.registerFont(TTFont(name, str(found), **options))
+    """The faces every document prints in. The fallbacks are registered when a text first needs one (_glyphs): they
+    hold 87,000 glyphs and cost a process 130 MB and a quarter of a second, which most documents never need."""
+    for name in FACES:
+        if name not in FALLBACKS:
+            _register(name)
     licensed = os.environ.get(FANGSONG_SETTING)
     if licensed:
         if not Path(licensed).is_file():
@@ -53,7 +91,71 @@ def register() -> None:
         pdfmetrics.registerFont(TTFont(FANGSONG, song.filename))
 
 
+def _register(name: str) -> None:
+    file, package, options = FACES[name]
+    found = next((p for d in DIRS if d.is_dir() for p in d.rglob(file)), None)
+    if found is None:
+        raise FontMissing(f"font file {file} not found under {', '.join(map(str, DIRS))}: install the Debian "
+                          f"package {package} (apt-get install {package})")  # fmt: skip
+    pdfmetrics.registerFont(TTFont(name, str(found), **options))
+
+
+_fallbacks_made = threading.Lock()
+
+
+def _glyphs(face: str) -> dict[int, int]:
+    """The face's character -> glyph map, a fallback registered on first use."""
+    if face in FALLBACKS:
+        with _fallbacks_made:
+            if face not in pdfmetrics.getRegisteredFontNames():
+                _register(face)
+    return pdfmetrics.getFont(face).face.charToGlyph
+
+
+def _face_for(font: str, ch: str) -> str | None:
+    """The first face of `font`'s chain with a glyph for `ch` (a fallback looked at only when those before lack it)."""
+    return next((f for f in FALLBACK.get(font, (font,)) if ord(ch) in _glyphs(f)), None)
+
+
 def covers(font: str, text: str) -> list[str]:
-    """The characters of `text` the face has no glyph for."""
-    face = pdfmetrics.getFont(font).face
-    return [ch for ch in dict.fromkeys(text) if not ch.isspace() and ord(ch) not in face.charToGlyph]
+    """The characters of `text` that neither the face nor any of its fallbacks has a glyph for."""
+    return [ch for ch in dict.fromkeys(text) if not ch.isspace() and _face_for(font, ch) is None]
+
+
+def runs(font: str, text: str) -> list[tuple[str, str]]:
+    """`text` cut into (face, run) where the face changes: each character in the first face of `font`'s chain that has
+    it (spaces stay with the run they are in; a character none has stays in `font`: `covers` refuses it first)."""
+    out: list[tuple[str, str]] = []
+    for ch in text:
+        face = font
+        if not ch.isspace():
+            face = _face_for(font, ch) or font
+        elif out:
+            face = out[-1][0]
+        if out and out[-1][0] == face:
+            out[-1] = (face, out[-1][1] + ch)
+        else:
+            out.append((face, ch))
+    return out
+
+
+def width(font: str, text: str, size: float) -> float:
+    """How wide `text` prints in `font` with its fallbacks."""
+    return sum(pdfmetrics.stringWidth(t, f, size) for f, t in runs(font, text))
+
+
+def draw(canvas: Canvas, x: float, y: float, text: str, font: str, size: float, centred: bool = False) -> float:
+    """Draw `text` in `font`, each character its face lacks in its fallback; centred on x when asked. Returns where it
+    ends."""
+    if centred:
+        x -= width(font, text, size) / 2
+    for face, t in runs(font, text):
+        canvas.setFont(face, size)
+        canvas.drawString(x, y, t)
+        x += pdfmetrics.stringWidth(t, face, size)
+    return x
+
+
+def markup(font: str, text: str) -> str:
+    """`text` for a reportlab Paragraph set in `font`: escaped, the runs its face lacks wrapped in their fallback."""
+    return "".join(escape(t) if f == font else f'<font name="{f}">{escape(t)}</font>' for f, t in runs(font, text))

@@ -8,7 +8,6 @@ import io
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 from reportlab.lib.colors import HexColor, black
 from reportlab.lib.pagesizes import A4, landscape
@@ -16,7 +15,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, TableStyle
 
-from certgen.fonts import SONG, register
+from certgen.fonts import SONG, markup, register
 
 MAX_DETAIL = 3000  # rows of the event list in the PDF; the CSV has every one
 TITLE = ParagraphStyle("t", fontName=SONG, fontSize=18, leading=26, alignment=1, spaceAfter=4 * mm)
@@ -33,7 +32,7 @@ WIDTHS = (30, 16, 46, 24, 30, 34, 60, 40)
 
 
 def _p(value: Any, style: ParagraphStyle = CELL) -> Paragraph:
-    return Paragraph(escape(str(value)), style)
+    return Paragraph(markup(style.fontName, str(value)), style)  # a name's 喆 or 𠮷 in a fallback face
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], widths: Sequence[float]) -> LongTable:

@@ -10,7 +10,7 @@ from reportlab.lib.colors import Color
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import SONG
+from certgen.fonts import SONG, runs
 
 RED = Color(0.85, 0.1, 0.1)
 DIAMETER, RIM = 40 * mm, 1 * mm
@@ -35,7 +35,7 @@ def draw_seal(canvas: Canvas, cx: float, cy: float, institution: str) -> None:
         canvas.saveState()
         canvas.translate(cx + text_r * math.cos(a), cy + text_r * math.sin(a))
         canvas.rotate(angle - 90)
-        canvas.setFont(SONG, size)
+        canvas.setFont(runs(SONG, ch)[0][0], size)  # a character Song lacks, in its fallback (certgen.fonts)
         canvas.drawCentredString(0, -size * 0.35, ch)
         canvas.restoreState()
     canvas.setFont(SONG, 2.6 * mm)

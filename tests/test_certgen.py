@@ -263,6 +263,24 @@ def test_a_missing_font_is_refused_naming_the_package_to_install(monkeypatch, tm
         fonts.register.cache_clear()
 
 
+def test_a_missing_fallback_face_is_refused_when_a_name_needs_it_and_only_then(monkeypatch, tmp_path):
+    from reportlab.pdfbase import pdfmetrics
+
+    for file, *_ in fonts.FACES.values():
+        if not file.startswith("Hana"):
+            [installed] = [p for d in fonts.DIRS if d.is_dir() for p in d.rglob(file)]
+            (tmp_path / file).symlink_to(installed)
+    monkeypatch.setattr(fonts, "DIRS", (tmp_path,))
+    monkeypatch.setattr(pdfmetrics, "_fonts", {k: v for k, v in pdfmetrics._fonts.items() if not k.startswith("Hana")})
+    fonts.register.cache_clear()
+    try:
+        assert render([page_for(holder_name="张喆")]).startswith(b"%PDF")  # Song, then UMing: no Hanazono needed
+        with pytest.raises(fonts.FontMissing, match="apt-get install fonts-hanazono"):
+            render([page_for(holder_name="𠮷田")])
+    finally:
+        fonts.register.cache_clear()
+
+
 def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, database_url, schema, tmp_path):  # noqa: F811
     import os
     import sys
@@ -444,9 +462,10 @@ def test_rendering_a_long_document_holds_no_transaction_open(session, database_u
 
 def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a_500(world, database_url, schema):
     """What an outsider found: a candidate named 𠮷田 (a real name character, CJK extension B) registered, and then
-    the whole session's admission tickets answered 500; an emoji in the demand form's contact did the same. The
-    tickets now answer 409 naming the ticket and the character; what the request itself gives, 422 naming the field.
-    A name with an emoji is refused at registration (test_registration_rules)."""
+    the whole session's admission tickets answered 500; an emoji in the demand form's contact did the same. 𠮷 prints
+    now (test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back); a character no installed face has (extension
+    G's 𰀀, newer than the fonts) answers 409 naming the ticket and the character; what the request itself gives, 422
+    naming the field. A name with an emoji is refused at registration (test_registration_rules)."""
     from fastapi.testclient import TestClient
 
     from domain.registration import AttachmentKind
@@ -456,15 +475,51 @@ def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a
     from tests.lifecycle import approved_cohort, sit_exam
 
     iid, pid, rids = approved_cohort(world, 2)
-    world.registrations.amend(staff(iid), rids[1], working_years_form(2, name="𠮷田"), "姓名录入错误",
+    world.registrations.amend(staff(iid), rids[1], working_years_form(2, name="\U00030000田"), "姓名录入错误",
                               attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
     exam_id = sit_exam(world, iid, pid, rids)
     world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
     token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
     with TestClient(create_app(database_url, schema, today=world.clock), raise_server_exceptions=False) as http:
         r = http.get(f"/sessions/{exam_id}/tickets.pdf", headers=token)
-        assert r.status_code == 409 and re.search(r"the ticket for room \S+, seat \d+: .*𠮷", r.json()["detail"]), (
-            r.text
-        )
+        assert r.status_code == 409 and re.search(
+            r"the ticket for room \S+, seat \d+: .*\U00030000", r.json()["detail"]
+        ), r.text
         r = http.get(f"/institutions/{iid}/stock/demand/2027.pdf?contact=李😀&phone=0755-1&address=深圳", headers=token)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.contact", r.text
+
+
+def test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back(tmp_path):
+    """GB2312's 6,763 hanzi leave out characters thousands of people are named with (喆, 堃, 玥, 珺, 旻, 祎, 䶮 of
+    extension A, 𠮷 of extension B). Each used to be refused as unprintable in the Song face the filled-in values print
+    in, and the holder got no certificate. Each now prints in the next face that has it (Song, then AR PL UMing, then
+    Hanazono Mincho), on the certificate, its proof and the admission ticket, and copies out of the PDF as itself."""
+    from datetime import time
+
+    from certgen.documents import admission_ticket, certificate_proof
+    from certgen.fonts import covers, register
+
+    names = ["张喆", "李堃", "王玥珺", "赵旻祎", "罗䶮", "𠮷田"]
+    register()
+    assert covers("Song", "".join(names)) == []  # with the fallbacks
+    pdf = tmp_path / "names.pdf"
+    pdf.write_bytes(render([page_for(holder_name=n, institution="深圳市堃鹏技能评价中心") for n in names]))
+    fonts_used = {row.split()[0].split("+")[1] for row in run("pdffonts", str(pdf)).splitlines()[2:]}
+    assert {"BousungEG-Light-GB", "UMingCN-0", "HanaMinA"} <= fonts_used, fonts_used
+    for page, name in enumerate(names, 1):
+        text = re.sub(r"\s+", "", run("pdftotext", "-f", str(page), "-l", str(page), str(pdf), "-"))
+        assert name in text and "深圳市堃鹏技能评价中心" in text, (name, text)
+    proof = tmp_path / "proof.pdf"
+    proof.write_bytes(certificate_proof(
+        institution="深圳市堃鹏技能评价中心", holder_name="𠮷田喆", id_type="居民身份证", id_number="440304199206124426",
+        occupation="人工智能训练师", job=None, level=Level.TWO, number="S000044032015262000001", proof_number="P1",
+        issued_on=date(2026, 8, 3)))  # fmt: skip
+    ticket = tmp_path / "ticket.pdf"
+    ticket.write_bytes(admission_ticket(
+        name="𠮷田喆", id_number_masked="4403**********4426", plan_name="人工智能训练师认定", occupation="人工智能训练师",
+        level=Level.TWO, session="A", exam_date=date(2026, 4, 10), starts_at=time(9), location="深圳 & 东莞",
+        room="R1", seat=3, institution="深圳市堃鹏技能评价中心"))  # fmt: skip
+    for document in (proof, ticket):
+        text = re.sub(r"\s+", "", run("pdftotext", str(document), "-"))
+        assert "𠮷田喆" in text and "深圳市堃鹏技能评价中心" in text, text
+    assert "深圳&东莞" in re.sub(r"\s+", "", run("pdftotext", str(ticket), "-"))  # escaped, not taken for markup
