@@ -205,13 +205,14 @@ def wrap_words(text: str, size: float, limit: float) -> list[str]:
 
 def wrap_chars(text: str, font: str, size: float, limit: float) -> list[str]:
     """Chinese wraps between any two characters."""
-    lines, line = [], ""
+    lines, line, used = [], "", 0.0
     for ch in text:
-        if width(font, line + ch, size) > limit:
+        w = width(font, ch, size)  # the faces have no kerning: a line is as wide as its characters together
+        if used + w > limit:
             lines.append(line)
-            line = ch
+            line, used = ch, w
         else:
-            line += ch
+            line, used = line + ch, used + w
     return [*lines, line] if line else lines
 
 

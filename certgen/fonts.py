@@ -125,11 +125,14 @@ def covers(font: str, text: str) -> list[str]:
 def runs(font: str, text: str) -> list[tuple[str, str]]:
     """`text` cut into (face, run) where the face changes: each character in the first face of `font`'s chain that has
     it (spaces stay with the run they are in; a character none has stays in `font`: `covers` refuses it first)."""
+    own = _glyphs(font)
+    if all(ord(ch) in own or ch.isspace() for ch in text):  # nearly always: one run, a lookup a character
+        return [(font, text)] if text else []
     out: list[tuple[str, str]] = []
     for ch in text:
         face = font
         if not ch.isspace():
-            face = _face_for(font, ch) or font
+            face = font if ord(ch) in own else _face_for(font, ch) or font
         elif out:
             face = out[-1][0]
         if out and out[-1][0] == face:
