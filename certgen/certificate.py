@@ -138,26 +138,26 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
         check_wording(p)
         check_glyphs(p.wording(), f"certificate {p.number}", p.filled())
         if missing := covers(SONG, p.institution + SEAL_BOTTOM):
-            raise Unprintable(
-                f"the seal of certificate {p.number}: neither the {SONG} face nor its fallbacks have a glyph for "
-                f"{''.join(missing)}"
-            )
+            named = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in missing)
+            raise Unprintable(f"the seal of certificate {p.number}: no installed face has a glyph for {named}")
 
 
-def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None) -> None:
-    """Fixed Chinese prints in Kai, English in Times, filled-in values in FangSong, each with its fallbacks
-    (certgen.fonts.FALLBACK): refuse a character none of them has, never print a blank."""
+def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None, kai: list[str] | None = None) -> None:
+    """The certificate's fixed Chinese prints in Kai, its English in Times, its filled-in values in FangSong; the
+    other documents print their values in Kai (`kai`). Each face with its fallbacks (certgen.fonts.FALLBACK): refuse
+    a character none of them has, never print a blank."""
     register()
     checks = [
         (KAI, CJK.findall, texts),
         (TIMES, lambda t: CJK.sub("", t), texts),
         (FANGSONG, lambda t: [t], filled or []),
+        (KAI, lambda t: [t], kai or []),
     ]
     for face, part, these in checks:
-        missing = [ch for t in these for ch in covers(face, "".join(part(t)))]
+        missing = list(dict.fromkeys(ch for t in these for ch in covers(face, "".join(part(t)))))
         if missing:
-            raise Unprintable(f"{what}: neither the {face} face nor its fallbacks have a glyph for "
-                              f"{''.join(dict.fromkeys(missing))}")  # fmt: skip
+            named = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in missing)  # an invisible one is named by its code
+            raise Unprintable(f"{what}: no installed face has a glyph for {named}")
 
 
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import threading
+import unicodedata
 from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -41,12 +42,13 @@ FACES = {
     HANA_A: ("HanaMinA.ttf", "fonts-hanazono", {}),
     HANA_B: ("HanaMinB.ttf", "fonts-hanazono", {}),
 }
-# Each face, then the faces that print what it lacks, in order.
+# Each face, then the faces that print what it lacks, in order: Chinese faces end in Times for the Latin, Greek and
+# Cyrillic letters of a name (Nguyễn, Đặng), Times in Kai for the Chinese punctuation a name may hold (・, ‧).
 FALLBACK = {
-    KAI: (KAI, HANA_A, HANA_B),
-    SONG: (SONG, MING, HANA_A, HANA_B),
-    FANGSONG: (FANGSONG, MING, HANA_A, HANA_B),
-    TIMES: (TIMES,),
+    KAI: (KAI, HANA_A, HANA_B, TIMES),
+    SONG: (SONG, MING, HANA_A, HANA_B, TIMES),
+    FANGSONG: (FANGSONG, MING, HANA_A, HANA_B, TIMES),
+    TIMES: (TIMES, KAI, HANA_A, HANA_B),
 }
 FALLBACKS = (MING, HANA_A, HANA_B)
 DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"), Path.home() / ".local/share/fonts")
@@ -112,6 +114,13 @@ def _glyphs(face: str) -> dict[int, int]:
     return pdfmetrics.getFont(face).face.charToGlyph
 
 
+def ignorable(ch: str) -> bool:
+    """Characters that print nothing of their own: variation selectors (葛 followed by U+E0100 asks for a variant of
+    葛 no face here has: 葛 prints) and zero-width joiners and spaces. Left out of what is drawn, never refused."""
+    cp = ord(ch)
+    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF or cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
+
+
 def _face_for(font: str, ch: str) -> str | None:
     """The first face of `font`'s chain with a glyph for `ch` (a fallback looked at only when those before lack it)."""
     return next((f for f in FALLBACK.get(font, (font,)) if ord(ch) in _glyphs(f)), None)
@@ -119,22 +128,25 @@ def _face_for(font: str, ch: str) -> str | None:
 
 def covers(font: str, text: str) -> list[str]:
     """The characters of `text` that neither the face nor any of its fallbacks has a glyph for."""
-    return [ch for ch in dict.fromkeys(text) if not ch.isspace() and _face_for(font, ch) is None]
+    return [ch for ch in dict.fromkeys(text) if not (ch.isspace() or ignorable(ch)) and _face_for(font, ch) is None]
 
 
 def runs(font: str, text: str) -> list[tuple[str, str]]:
-    """`text` cut into (face, run) where the face changes: each character in the first face of `font`'s chain that has
-    it (spaces stay with the run they are in; a character none has stays in `font`: `covers` refuses it first)."""
+    """`text` (NFC) cut into (face, run) where the face changes: each character in the first face of `font`'s chain
+    that has it. Spaces, and a combining mark the run's face has, stay with the run they are in; ignorable characters
+    are left out; a character none has stays in `font` (`covers` refuses it first)."""
     own = _glyphs(font)
     if all(ord(ch) in own or ch.isspace() for ch in text):  # nearly always: one run, a lookup a character
         return [(font, text)] if text else []
     out: list[tuple[str, str]] = []
-    for ch in text:
+    for ch in unicodedata.normalize("NFC", text):
+        if ignorable(ch):
+            continue
         face = font
-        if not ch.isspace():
-            face = font if ord(ch) in own else _face_for(font, ch) or font
-        elif out:
+        if out and (ch.isspace() or (unicodedata.combining(ch) and ord(ch) in _glyphs(out[-1][0]))):
             face = out[-1][0]
+        elif not ch.isspace():
+            face = font if ord(ch) in own else _face_for(font, ch) or font
         if out and out[-1][0] == face:
             out[-1] = (face, out[-1][1] + ch)
         else:

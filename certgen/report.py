@@ -15,7 +15,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, TableStyle
 
-from certgen.fonts import SONG, markup, register
+from certgen.fonts import SONG, covers, markup, register
 
 MAX_DETAIL = 3000  # rows of the event list in the PDF; the CSV has every one
 TITLE = ParagraphStyle("t", fontName=SONG, fontSize=18, leading=26, alignment=1, spaceAfter=4 * mm)
@@ -32,7 +32,12 @@ WIDTHS = (30, 16, 46, 24, 30, 34, 60, 40)
 
 
 def _p(value: Any, style: ParagraphStyle = CELL) -> Paragraph:
-    return Paragraph(markup(style.fontName, str(value)), style)  # a name's 喆 or 𠮷 in a fallback face
+    """A name's 喆 or 𠮷 in a fallback face; a character no face has as its code, [U+30000], rather than left out: the
+    report stands whatever an actor or an institution is called (the CSV beside it holds the text as stored)."""
+    text = str(value)
+    for ch in covers(style.fontName, text):
+        text = text.replace(ch, f"[U+{ord(ch):04X}]")
+    return Paragraph(markup(style.fontName, text), style)
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], widths: Sequence[float]) -> LongTable:

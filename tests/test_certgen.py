@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
@@ -462,10 +462,11 @@ def test_rendering_a_long_document_holds_no_transaction_open(session, database_u
 
 def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a_500(world, database_url, schema):
     """What an outsider found: a candidate named 𠮷田 (a real name character, CJK extension B) registered, and then
-    the whole session's admission tickets answered 500; an emoji in the demand form's contact did the same. 𠮷 prints
-    now (test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back); a character no installed face has (extension
-    G's 𰀀, newer than the fonts) answers 409 naming the ticket and the character; what the request itself gives, 422
-    naming the field. A name with an emoji is refused at registration (test_registration_rules)."""
+        the whole session's admission tickets answered 500; an emoji in the demand form's contact did the same (it prints
+    now, in Hanazono). 𠮷 prints
+        now (test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back); a character no installed face has (extension
+        G's 𰀀, newer than the fonts) answers 409 naming the ticket and the character; what the request itself gives, 422
+        naming the field. A name with an emoji is refused at registration (test_registration_rules)."""
     from fastapi.testclient import TestClient
 
     from domain.registration import AttachmentKind
@@ -485,7 +486,8 @@ def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a
         assert r.status_code == 409 and re.search(
             r"the ticket for room \S+, seat \d+: .*\U00030000", r.json()["detail"]
         ), r.text
-        r = http.get(f"/institutions/{iid}/stock/demand/2027.pdf?contact=李😀&phone=0755-1&address=深圳", headers=token)
+        r = http.get(f"/institutions/{iid}/stock/demand/2027.pdf?contact=李\U00030000&phone=0755-1&address=深圳",
+                     headers=token)  # fmt: skip
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.contact", r.text
 
 
@@ -523,3 +525,50 @@ def test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back(tmp_path):
         text = re.sub(r"\s+", "", run("pdftotext", str(document), "-"))
         assert "𠮷田喆" in text and "深圳市堃鹏技能评价中心" in text, text
     assert "深圳&东莞" in re.sub(r"\s+", "", run("pdftotext", str(ticket), "-"))  # escaped, not taken for markup
+
+
+def test_names_the_registration_takes_print_on_every_document_not_only_the_certificate(tmp_path):
+    """What an outside review found: 阿卜杜・热合曼 (U+30FB) and 阿卜杜‧热合曼 (U+2027), whose punctuation the
+    registration takes, Vietnamese letters, a decomposed accent and 葛 with a variation selector printed on the
+    certificate but were refused on the ticket, the proof and the other documents (checked against Times, printed in
+    Kai), one such name stopping a whole session's tickets; the selector was named as an invisible character. Each now
+    prints on every document (the selector asks for a variant no face has: 葛 prints), and what no face has is named
+    by its code."""
+    from datetime import time
+
+    from certgen import report
+    from certgen.certificate import Unprintable, check_glyphs
+    from certgen.documents import admission_ticket, certificate_proof, loss_application, proof_receipt
+
+    names = {"阿卜杜・热合曼": "阿卜杜・热合曼", "阿卜杜‧热合曼": "阿卜杜‧热合曼", "Nguyễn Thị Hằng": "NguyễnThịHằng",
+             "Đặng Văn Lâm": "ĐặngVănLâm", "李\u0301娜": "李", "葛\U000e0100优": "葛优"}  # fmt: skip
+    for name, reads in names.items():
+        pdfs = {
+            "certificate": render([page_for(holder_name=name)]),
+            "ticket": admission_ticket(
+                name=name, id_number_masked="4403**********4426", plan_name="人工智能训练师认定",
+                occupation="人工智能训练师", level=Level.TWO, session="A", exam_date=date(2026, 4, 10),
+                starts_at=time(9), location="深圳", room="R1", seat=3, institution="深圳市技能人才评价示范中心"),
+            "proof": certificate_proof(
+                institution="深圳市技能人才评价示范中心", holder_name=name, id_type="居民身份证",
+                id_number="440304199206124426", occupation="人工智能训练师", job=None, level=Level.TWO,
+                number="S000044032015262000001", proof_number="P1", issued_on=date(2026, 8, 3)),
+            "receipt": proof_receipt(
+                institution="深圳市技能人才评价示范中心", holder_name=name, number="S000044032015262000001",
+                receipt_number="S000044032015262000001-R01", kind="lost", applied_on=date(2026, 8, 3),
+                due=date(2026, 8, 10)),
+            "application": loss_application(holder_name=name, id_number="440304199206124426",
+                                            occupation="人工智能训练师", number="S000044032015262000001",
+                                            level=Level.TWO),
+        }  # fmt: skip
+        for document, pdf in pdfs.items():
+            (tmp_path / "d.pdf").write_bytes(pdf)
+            text = re.sub(r"\s+", "", run("pdftotext", str(tmp_path / "d.pdf"), "-"))
+            assert reads in text, (name, document, text)
+    with pytest.raises(Unprintable, match=r"the ticket: no installed face has a glyph for 𰀀 \(U\+30000\)"):
+        check_glyphs([], "the ticket", kai=["张\U00030000"])
+    (tmp_path / "r.pdf").write_bytes(report.render(
+        scope="深圳\U00030000中心", first=date(2026, 1, 1), last=date(2026, 1, 31), zone="Asia/Shanghai",
+        made_at=datetime(2026, 2, 1, 9), chain=[("状态", "完好")], counts=[], columns=[str(i) for i in range(9)],
+        corrections=[], deletions=[], spoiled=[], rows=[]))  # fmt: skip
+    assert "深圳[U+30000]中心" in re.sub(r"\s+", "", run("pdftotext", str(tmp_path / "r.pdf"), "-"))
