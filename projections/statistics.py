@@ -54,7 +54,8 @@ class Statistics:
                 candidates int NOT NULL DEFAULT 0,
                 absent int NOT NULL DEFAULT 0,
                 passed int NOT NULL DEFAULT 0,
-                disqualified int NOT NULL DEFAULT 0,  -- candidates whose scores were cancelled (001 承诺)
+                cancelled uuid[] NOT NULL DEFAULT '{}',  -- registrations whose scores were cancelled (001 承诺)
+                absent_ids uuid[] NOT NULL DEFAULT '{}',  -- as last reported: a cancelled one among them did not sit
                 reported boolean NOT NULL DEFAULT false,
                 confirmed boolean NOT NULL DEFAULT false
             )""",
@@ -92,21 +93,23 @@ class Statistics:
         elif event == "exam_session.results_reported":  # a re-report after a return replaces the figures
             entries = d["entries"]
             cur.execute(
-                """UPDATE stats_exams SET candidates = %s, absent = %s, passed = %s, reported = true, confirmed = false
+                """UPDATE stats_exams SET candidates = %s, absent = %s, passed = %s, absent_ids = %s::uuid[],
+                          reported = true, confirmed = false
                    WHERE exam_id = %s""",
                 (len(entries), sum(e["absent"] for e in entries), sum(e["passed"] for e in entries),
-                 d["originator_id"]),
+                 [e["registration_id"] for e in entries if e["absent"]], d["originator_id"]),
             )  # fmt: skip
         elif event == "exam_session.scores_cancelled":  # a disqualification (001 承诺)
             cur.execute(
-                """UPDATE stats_exams SET passed = passed - %s::int, disqualified = disqualified + 1
+                """UPDATE stats_exams SET passed = passed - %s::int, cancelled = array_append(cancelled, %s::uuid)
                    WHERE exam_id = %s""",
-                (1 if d["was_passed"] else 0, d["originator_id"]),
+                (1 if d["was_passed"] else 0, d["registration_id"], d["originator_id"]),
             )
-        elif event in ("exam_session.results_confirmed", "exam_session.results_returned"):
+        elif event == "exam_session.results_confirmed":
+            cur.execute("UPDATE stats_exams SET confirmed = true WHERE exam_id = %s", (d["originator_id"],))
+        elif event == "exam_session.results_returned":  # rejected: not counted until reported again
             cur.execute(
-                "UPDATE stats_exams SET confirmed = %s WHERE exam_id = %s",
-                (event.endswith("confirmed"), d["originator_id"]),
+                "UPDATE stats_exams SET reported = false, confirmed = false WHERE exam_id = %s", (d["originator_id"],)
             )
 
     def apply_many(self, cur: psycopg.Cursor[Any], messages: list[dict[str, Any]]) -> None:
@@ -180,9 +183,9 @@ def issued(
 def pass_rates(
     conn: psycopg.Connection[Any], *, institution_id: str | list[str] | None = None, confirmed_only: bool = True
 ) -> list[dict[str, Any]]:
-    """Per plan, over its reported exam sessions: candidates, absent, sat, passed and the pass
-    rate among those who sat; and of those, how many had their scores cancelled (counted as sat and not passed: they
-    sat, and their results are void)."""
+    """Per plan, over its reported exam sessions (a report the centre returned counts again once reported again):
+    candidates, absent, sat, passed and the pass rate among those who sat; and of those who sat, how many had their
+    scores cancelled (counted as sat and not passed: they sat, and their results are void)."""
     where, args = ["reported"], []
     if confirmed_only:
         where.append("confirmed")
@@ -207,4 +210,5 @@ def pass_rates(
             )
             return cur.fetchall()
 
-    return read_tolerantly(conn, lambda: read("sum(disqualified)::int"), lambda: read("NULL::int"))
+    sat_and_cancelled = "sum((SELECT count(*) FROM unnest(cancelled) AS c WHERE c <> ALL(absent_ids)))::int"
+    return read_tolerantly(conn, lambda: read(sat_and_cancelled), lambda: read("NULL::int"))

@@ -296,7 +296,7 @@ class PassRate(BaseModel):
     sat: int
     passed: int
     disqualified: int | None = Field(
-        description="of the candidates, how many had every score of the session cancelled, their declaration found "
+        description="of those who sat, how many had every score of the session cancelled, their declaration found "
         "false (001 承诺): counted as sat and not passed. null while a worker rebuilds the statistics after an upgrade"
     )
     pass_rate: Decimal | None
