@@ -36,7 +36,10 @@ INSTITUTION_QUERY = "http://pjjg.osta.org.cn"
 # 004 §11 (4): never on a certificate, except inside the institution's registered name.
 # split() keeps the Chinese runs: punctuation, ideographs (extension A, the unified block, compatibility, extensions B
 # to H beyond the basic plane), full-width forms.
-CJK = re.compile(r"([\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff]+)")
+CJK_CHARS = "\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
+CJK = re.compile(f"([{CJK_CHARS}]+)")
+NO_LINE_START = frozenset("，。、；：？！）》」』】〕…,.;:?!)")
+WRAP_TOKENS = re.compile(f"[{CJK_CHARS}]|[^\\s{CJK_CHARS}]+\\s*|\\s+")  # a Chinese character, or a word and its spaces
 GREY = Color(0.55, 0.55, 0.55)
 
 
@@ -191,16 +194,16 @@ def width_of(text: str, size: float) -> float:
 
 
 def wrap_words(text: str, size: float, limit: float) -> list[str]:
-    """English wraps between words; a Chinese name inside it counts as one word."""
+    """English wraps between words, a Chinese name inside it between any two of its characters (an institution's
+    name of 27 characters, taken as one word, ran across into the right half)."""
     lines, line = [], ""
-    for word in text.split(" "):
-        candidate = f"{line} {word}" if line else word
-        if line and width_of(candidate, size) > limit:
-            lines.append(line)
-            line = word
+    for token in WRAP_TOKENS.findall(text):
+        if line.strip() and width_of((line + token).rstrip(), size) > limit:
+            lines.append(line.rstrip())
+            line = token.lstrip()
         else:
-            line = candidate
-    return [*lines, line] if line else lines
+            line += token
+    return [*lines, line.rstrip()] if line.strip() else lines
 
 
 def wrap_chars(text: str, font: str, size: float, limit: float) -> list[str]:
@@ -208,12 +211,34 @@ def wrap_chars(text: str, font: str, size: float, limit: float) -> list[str]:
     lines, line, used = [], "", 0.0
     for ch in text:
         w = width(font, ch, size)  # the faces have no kerning: a line is as wide as its characters together
-        if used + w > limit:
+        if used + w > limit and line and ch not in NO_LINE_START:  # closing punctuation stays on the line it ends
             lines.append(line)
             line, used = ch, w
         else:
             line, used = line + ch, used + w
     return [*lines, line] if line else lines
+
+
+def balanced(text: str, font: str, size: float, limit: float) -> list[str]:
+    """wrap_chars, its lines made as even as they fit: a 27-character name on two lines of 14 and 13, not 26 and 1."""
+    lines = wrap_chars(text, font, size, limit)
+    if len(lines) < 2:
+        return lines
+    per = -(-len(text) // len(lines))
+    even = [text[i : i + per] for i in range(0, len(text), per)]
+    ok = len(even) == len(lines) and all(width(font, t, size) <= limit for t in even)
+    return even if ok and not any(t[0] in NO_LINE_START for t in even[1:]) else lines
+
+
+def fitted(value: str, font: str, limit: float, lines: int = 2, smallest: float = 7) -> tuple[float, list[str]]:
+    """The size and the lines a field's value prints in: 小四 (FILL_SIZE) on up to `lines` lines; smaller, to
+    `smallest`, only for a value longer than those hold (a 50-character occupation), never across the border."""
+    size = float(FILL_SIZE)
+    while True:
+        wrapped = wrap_words(value, size, limit) if not CJK.search(value) else balanced(value, font, size, limit)
+        if len(wrapped) <= lines or size <= smallest:
+            return size, wrapped
+        size -= 0.5
 
 
 def _page(canvas: Canvas, p: CertificatePage) -> None:
@@ -233,17 +258,26 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
     canvas.drawCentredString(centre, by + 160 * mm, TITLE)
     canvas.setFont(TIMES, 16)
     canvas.drawCentredString(centre, by + 150 * mm, TITLE_EN)
+    # The institution's name under the seal, filled in (小四号仿宋, 004 §11 二(1)): as many lines as it takes, upwards.
+    names = balanced(p.institution, FANGSONG, FILL_SIZE, left_w)
+    # The body names the institution too: in 16 pt, or smaller where a long name (up to 100 characters) would run it
+    # into the name under the seal.
     chinese, english = p.body()
+    floor = by + (44 + 5.5 * (len(names) - 1)) * mm + FILL_SIZE + 3 * mm
+    for body in range(16, 9, -1):
+        cn, en = wrap_chars(chinese, KAI, body, left_w), wrap_words(english, body, left_w)
+        if by + 136 * mm - (len(cn) * 8 + 2 + (len(en) - 1) * 6.5) * mm * body / 16 >= floor:
+            break
     y = by + 136 * mm
-    for line in wrap_chars(chinese, KAI, 16, left_w):
-        draw(canvas, left_x, y, line, KAI, 16)
-        y -= 8 * mm
-    y -= 2 * mm
-    for line in wrap_words(english, 16, left_w):
-        mixed(canvas, left_x, y, line, 16)
-        y -= 6.5 * mm
-    # Filled in: 小四号仿宋 (004 §11 二(1)).
-    draw(canvas, centre, by + 44 * mm, p.institution, FANGSONG, FILL_SIZE, centred=True)
+    for line in cn:
+        draw(canvas, left_x, y, line, KAI, body)
+        y -= 8 * mm * body / 16
+    y -= 2 * mm * body / 16
+    for line in en:
+        mixed(canvas, left_x, y, line, body)
+        y -= 6.5 * mm * body / 16
+    for k, line in enumerate(reversed(names)):
+        draw(canvas, centre, by + (44 + 5.5 * k) * mm, line, FANGSONG, FILL_SIZE, centred=True)
     draw(canvas, centre, by + 38 * mm, issue_date(p.issued_on), FANGSONG, FILL_SIZE, centred=True)
     draw_seal(canvas, centre, by + 44 * mm, p.institution)  # the seal is struck over name and date
     canvas.setFillColor(black)
@@ -272,10 +306,14 @@ def _page(canvas: Canvas, p: CertificatePage) -> None:
         canvas.drawCentredString(photo_x + 12.5 * mm, photo_y + 14 * mm, "PHOTO PENDING")
         canvas.setFillColor(black)
     y = by + 128 * mm
+    value_w = bx + BORDER[0] - 6 * mm - (rx + 50 * mm)  # to the inner border
     for chinese_label, english_label, value in p.fields:
         canvas.setFont(KAI, 16)
         canvas.drawString(rx, y, f"{chinese_label}：")
-        draw(canvas, rx + 50 * mm, y, value, FANGSONG, FILL_SIZE)  # the value, filled in: 小四号仿宋 (004 §11 二(1))
+        # The value, filled in: 小四号仿宋 (004 §11 二(1)), on two lines where one is too short, smaller only where two are.
+        size, lines = fitted(value, FANGSONG, value_w)
+        for k, line in enumerate(lines):
+            draw(canvas, rx + 50 * mm, y - k * (size + 3), line, FANGSONG, size)
         canvas.setFont(TIMES, 16)
         canvas.drawString(rx, y - 6.5 * mm, english_label)
         y -= 14 * mm

@@ -16,13 +16,14 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from certgen.certificate import CERTIFICATE_QUERY, check_glyphs, check_text
-from certgen.fonts import KAI, TIMES, covers, markup, register, runs
+from certgen.fonts import KAI, TIMES, covers, markup, register
 from certgen.seal import DIAMETER, draw_seal
 from domain.levels import Level
 
 TITLE = ParagraphStyle("title", fontName=KAI, fontSize=20, leading=28, alignment=1, spaceAfter=6 * mm)
-BODY = ParagraphStyle("body", fontName=KAI, fontSize=12, leading=18)
-SMALL = ParagraphStyle("small", fontName=KAI, fontSize=10.5, leading=15)
+# Chinese wraps between any two characters (wordWrap CJK): a long occupation or place ran past the table's edge.
+BODY = ParagraphStyle("body", fontName=KAI, fontSize=12, leading=18, wordWrap="CJK")
+SMALL = ParagraphStyle("small", fontName=KAI, fontSize=10.5, leading=15, wordWrap="CJK")
 EN = ParagraphStyle("en", fontName=TIMES, fontSize=10, leading=12)
 GRID = TableStyle([("FONTNAME", (0, 0), (-1, -1), KAI), ("FONTSIZE", (0, 0), (-1, -1), 12),
                    ("GRID", (0, 0), (-1, -1), 0.6, black), ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
@@ -51,10 +52,10 @@ def _pdf(title: str, story: list[Any]) -> bytes:
 
 
 def value(text: str, style: ParagraphStyle | None = None) -> str | Paragraph:
-    """A table cell's value: as it is where Kai has every character; else a paragraph in which the characters Kai
-    lacks (a name's 𠮷) are set in their fallback (certgen.fonts)."""
-    if runs(KAI, text) in ([(KAI, text)], []) or covers(KAI, text):
-        return text
+    """A table cell's value: a paragraph that wraps within its cell (a plain string ran past the table's edge), the
+    characters Kai lacks (a name's 𠮷) in their fallback (certgen.fonts)."""
+    if covers(KAI, text):
+        return text  # refused before it prints (check_glyphs)
     return Paragraph(markup(KAI, text), style or BODY)
 
 

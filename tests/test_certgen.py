@@ -572,3 +572,29 @@ def test_names_the_registration_takes_print_on_every_document_not_only_the_certi
         made_at=datetime(2026, 2, 1, 9), chain=[("状态", "完好")], counts=[], columns=[str(i) for i in range(9)],
         corrections=[], deletions=[], spoiled=[], rows=[]))  # fmt: skip
     assert "深圳[U+30000]中心" in re.sub(r"\s+", "", run("pdftotext", str(tmp_path / "r.pdf"), "-"))
+
+
+@pytest.mark.parametrize("institution", ["广州市白云区人力资源和社会保障局职业技能等级认定评价中心",
+                                         ("广州市海珠区喆玥职业技能等级认定评价中心有限责任公司（第二分公司）" * 3)[:100]])  # fmt: skip
+def test_long_names_wrap_inside_their_column_and_the_border(tmp_path, institution):
+    """What an outside review found: an institution's name of 27 characters (the registration allows 100) ran across
+    the English body into the right half, and under the seal past the border; a holder's name, an occupation or a job
+    past about 18 characters ran off the page (they may be 50). Each now wraps within its column, the body smaller only
+    when a very long name would reach the name under the seal, a field's value smaller only past two lines."""
+    from certgen.certificate import BORDER, PAGE
+
+    page = page_for(institution=institution, holder_name="阿卜杜热合曼·买买提明·艾合买提江·吐尔逊", occupation="人" * 50,
+                    job="工种" * 25)  # fmt: skip
+    pdf = tmp_path / "long.pdf"
+    pdf.write_bytes(render([page]))
+    words = [(float(x0), float(x1), w) for x0, x1, w in re.findall(
+        r'xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">([^<]+)</word>',
+        run("pdftotext", "-bbox", str(pdf), "-"))]  # fmt: skip
+    left, right = (PAGE[0] - BORDER[0]) / 2, (PAGE[0] + BORDER[0]) / 2
+    middle = PAGE[0] / 2
+    seal = set("职业技能等级认定专用章" + institution)  # the seal's own lettering is struck over the name, as it should
+    assert all(left < x0 and x1 < right for x0, x1, _ in words), [w for w in words if not left < w[0] < w[1] < right]
+    crossing = [w for x0, x1, w in words if x0 < middle - 10 < x1 and not set(w) <= seal]
+    assert crossing == [], crossing
+    text = re.sub(r"\s+", "", run("pdftotext", str(pdf), "-"))
+    assert "阿卜杜热合曼·买买提明·艾合买提江·吐尔逊" in text and "人" * 50 in text and "工种" * 25 in text
