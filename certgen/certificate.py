@@ -38,7 +38,8 @@ INSTITUTION_QUERY = "http://pjjg.osta.org.cn"
 # to H beyond the basic plane), full-width forms.
 CJK_CHARS = "\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
 CJK = re.compile(f"([{CJK_CHARS}]+)")
-NO_LINE_START = frozenset("，。、；：？！）》」』】〕…,.;:?!)")
+CLOSING = "，。、；：？！）》」』】〕…,.;:?!)"
+NO_LINE_START = frozenset(CLOSING)
 WRAP_TOKENS = re.compile(f"[{CJK_CHARS}]|[^\\s{CJK_CHARS}]+\\s*|\\s+")  # a Chinese character, or a word and its spaces
 GREY = Color(0.55, 0.55, 0.55)
 
@@ -195,14 +196,23 @@ def width_of(text: str, size: float) -> float:
 
 def wrap_words(text: str, size: float, limit: float) -> list[str]:
     """English wraps between words, a Chinese name inside it between any two of its characters (an institution's
-    name of 27 characters, taken as one word, ran across into the right half)."""
+    name of 27 characters, taken as one word, ran across into the right half), a word wider than the line between
+    its letters (a name of 35 letters without a space ran off the page); closing punctuation never starts a line."""
     lines, line = [], ""
     for token in WRAP_TOKENS.findall(text):
-        if line.strip() and width_of((line + token).rstrip(), size) > limit:
+        if line.strip() and width_of((line + token).rstrip(), size) > limit and token[0] not in NO_LINE_START:
             lines.append(line.rstrip())
             line = token.lstrip()
         else:
             line += token
+        while width_of(body := line.rstrip(), size) > limit:
+            if width_of(body.rstrip(CLOSING), size) <= limit:
+                break  # closing punctuation hangs past the line's end rather than start the next
+            k = next((k for k in range(len(body), 1, -1) if width_of(body[:k], size) <= limit), 1)
+            while 1 < k < len(body) and body[k] in NO_LINE_START:
+                k -= 1
+            lines.append(body[:k])
+            line = line[k:]
     return [*lines, line.rstrip()] if line.strip() else lines
 
 

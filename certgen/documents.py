@@ -23,6 +23,7 @@ from domain.levels import Level
 TITLE = ParagraphStyle("title", fontName=KAI, fontSize=20, leading=28, alignment=1, spaceAfter=6 * mm)
 # Chinese wraps between any two characters (wordWrap CJK): a long occupation or place ran past the table's edge.
 BODY = ParagraphStyle("body", fontName=KAI, fontSize=12, leading=18, wordWrap="CJK")
+NUMBER = ParagraphStyle("number", parent=BODY, fontSize=11)  # a certificate's number whole in the narrowest column
 SMALL = ParagraphStyle("small", fontName=KAI, fontSize=10.5, leading=15, wordWrap="CJK")
 EN = ParagraphStyle("en", fontName=TIMES, fontSize=10, leading=12)
 GRID = TableStyle([("FONTNAME", (0, 0), (-1, -1), KAI), ("FONTSIZE", (0, 0), (-1, -1), 12),
@@ -76,8 +77,13 @@ def certificate_proof(
     check_text(institution, [occupation, job or ""], f"the proof of certificate {number}")  # not the holder's name
     check_glyphs([], f"the proof of certificate {number}", kai=values)
     rows = [
-        [bilingual("姓名：", "Name"), value(holder_name), bilingual("证件类型：", "ID Type"), id_type],
-        [bilingual("证件号码：", "ID No."), id_number, bilingual("职业名称：", "Occupation"), value(occupation)],
+        [bilingual("姓名：", "Name"), value(holder_name), bilingual("证件类型：", "ID Type"), value(id_type)],
+        [
+            bilingual("证件号码：", "ID No."),
+            value(id_number, NUMBER),
+            bilingual("职业名称：", "Occupation"),
+            value(occupation),
+        ],
         [
             bilingual("工种/职业方向：", "Job"),
             value(job or "--"),
@@ -113,9 +119,9 @@ def proof_receipt(
     what = {"lost": "遗失", "damaged": "损坏"}.get(kind, kind)
     check_glyphs([], f"the receipt {receipt_number}", kai=[institution, holder_name, number, receipt_number])
     rows = [
-        ["回执编号", receipt_number],
+        ["回执编号", value(receipt_number, NUMBER)],
         ["申请人", value(holder_name)],
-        ["证书编号", number],
+        ["证书编号", value(number, NUMBER)],
         ["申办事项", f"证书{what}，申请补发证明"],
         ["受理日期", date_cn(applied_on)],
         ["办结期限", f"{date_cn(due)}前"],
@@ -138,9 +144,9 @@ def loss_application(
     check_glyphs([], f"the proof application for {number}", kai=[holder_name, id_number, occupation, number])
     box = {"lost": ("■", "□"), "damaged": ("□", "■")}.get(kind or "", ("□", "□"))
     rows = [
-        ["申请人姓名", value(holder_name), "身份证号", id_number],
+        ["申请人姓名", value(holder_name), "身份证号", value(id_number, NUMBER)],
         ["证书基本信息", "职业名称", value(occupation), ""],
-        ["", "证书编号", number, f"证书级别：{level.title}"],
+        ["", "证书编号", value(number, NUMBER), value(f"证书级别：{level.title}", NUMBER)],
         ["申办事项", f"{box[0]} 遗失证书　　{box[1]} 损坏证书", "", ""],
         ["遗失声明", Paragraph("本人证书遗失、损坏，现申请补发证明。<br/><br/>", BODY), "", ""],
         ["取证方式", Paragraph("□ 到受理点领取　□ 邮政快递（到付，邮费需要签收人支付。）<br/>□ EMS 速递单号：", BODY), "", ""],
@@ -150,7 +156,7 @@ def loss_application(
         ["受理部门意见", f"受理日期：{date_cn(None)}", "", ""],
         ["备注", "", "", ""],
     ]  # fmt: skip
-    table = Table(rows, colWidths=[30 * mm, 42 * mm, 50 * mm, 44 * mm])
+    table = Table(rows, colWidths=[30 * mm, 36 * mm, 48 * mm, 52 * mm])  # a number and a level whole on their line
     table.setStyle(GRID)
     table.setStyle(
         TableStyle(
@@ -177,7 +183,7 @@ def demand_form(
              Level.ONE: "高级技师（一级）"}  # fmt: skip
     rows: list[Sequence[Any]] = [
         ["填报单位", value(institution), "", ""],
-        ["联系人", value(contact), "联系电话", phone],
+        ["联系人", value(contact), "联系电话", value(phone, NUMBER)],
         ["详细地址", value(address), "", ""],
         ["级别", f"{year}年度预估评价合格人数（人次）", "", ""],
         *[[names[lv], str(per_level.get(lv, 0)), "", ""] for lv in names],
@@ -214,7 +220,7 @@ def _ticket(
     check_glyphs([], f"the ticket for room {room}, seat {seat}",
                  kai=[name, id_number_masked, plan_name, occupation, session, location, room, institution])  # fmt: skip
     rows = [
-        ["姓名", value(name), "证件号码", id_number_masked],
+        ["姓名", value(name), "证件号码", value(id_number_masked, NUMBER)],
         ["认定计划", value(plan_name), "", ""],
         ["职业（工种）", value(occupation), "等级", level.title],
         ["场次", value(session), "考试日期", f"{date_cn(exam_date)} {starts_at:%H:%M}"],

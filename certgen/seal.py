@@ -10,7 +10,7 @@ from reportlab.lib.colors import Color
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import SONG, runs
+from certgen.fonts import SONG, ignorable, runs
 
 RED = Color(0.85, 0.1, 0.1)
 DIAMETER, RIM = 40 * mm, 1 * mm
@@ -26,11 +26,14 @@ def draw_seal(canvas: Canvas, cx: float, cy: float, institution: str) -> None:
     canvas.circle(cx, cy, r - RIM / 2, stroke=1, fill=0)
     # The name on the upper arc: characters spread over up to 240 degrees, centred on the top,
     # each upright towards the centre.
-    size = min(3.8 * mm, 2 * math.pi * (r - 6 * mm) * (240 / 360) / max(len(institution), 1))
+    letters = [
+        ch for ch in institution if not ignorable(ch)
+    ]  # a variation selector or a joiner is no letter of its own
+    size = min(3.8 * mm, 2 * math.pi * (r - 6 * mm) * (240 / 360) / max(len(letters), 1))
     text_r = r - RIM - 1.2 * mm - size * 0.8
-    span = min(240.0, len(institution) * math.degrees(size * 1.05 / text_r))
-    for i, ch in enumerate(institution):
-        angle = 90 + span / 2 - (span * (i + 0.5) / len(institution))  # left to right over the top
+    span = min(240.0, len(letters) * math.degrees(size * 1.05 / text_r))
+    for i, ch in enumerate(letters):
+        angle = 90 + span / 2 - (span * (i + 0.5) / len(letters))  # left to right over the top
         a = math.radians(angle)
         canvas.saveState()
         canvas.translate(cx + text_r * math.cos(a), cy + text_r * math.sin(a))

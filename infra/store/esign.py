@@ -53,6 +53,18 @@ class Issued:
     not_after: dt.date
 
 
+def common_name(name: str) -> str:
+    """The signing certificate's common name, '<institution> 电子证书签章', within X.509's 64 bytes (cryptography refuses
+    more, and an institution of 16 Chinese characters or more could not be registered: its key was certified after it
+    was saved). A longer name is cut, marked with …; the whole name is the certificate's organisation."""
+    suffix = " 电子证书签章"
+    if len(f"{name}{suffix}".encode()) <= 64:
+        return f"{name}{suffix}"
+    while len(f"{name}…{suffix}".encode()) > 64:
+        name = name[:-1]
+    return f"{name}…{suffix}"
+
+
 def _pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -115,7 +127,7 @@ class Authority:
         subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
                              x509.NameAttribute(NameOID.SERIAL_NUMBER, prefix),
-                             x509.NameAttribute(NameOID.COMMON_NAME, f"{name} 电子证书签章")])  # fmt: skip
+                             x509.NameAttribute(NameOID.COMMON_NAME, common_name(name))])  # fmt: skip
         builder = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(self.certificate.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
