@@ -32,6 +32,8 @@ from reportlab.pdfbase import pdfmetrics, ttfonts
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
+from domain.text import prints_nothing
+
 KAI, TIMES, SONG, FANGSONG = "Kai", "Times", "Song", "FangSong"
 MING, HANA_A, HANA_B = "Ming", "HanaMinA", "HanaMinB"  # the fallbacks
 FACES = {
@@ -114,13 +116,6 @@ def _glyphs(face: str) -> dict[int, int]:
     return pdfmetrics.getFont(face).face.charToGlyph
 
 
-def ignorable(ch: str) -> bool:
-    """Characters that print nothing of their own: variation selectors (葛 followed by U+E0100 asks for a variant of
-    葛 no face here has: 葛 prints) and zero-width joiners and spaces. Left out of what is drawn, never refused."""
-    cp = ord(ch)
-    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF or cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
-
-
 def _face_for(font: str, ch: str) -> str | None:
     """The first face of `font`'s chain with a glyph for `ch` (a fallback looked at only when those before lack it)."""
     return next((f for f in FALLBACK.get(font, (font,)) if ord(ch) in _glyphs(f)), None)
@@ -128,19 +123,21 @@ def _face_for(font: str, ch: str) -> str | None:
 
 def covers(font: str, text: str) -> list[str]:
     """The characters of `text` that neither the face nor any of its fallbacks has a glyph for."""
-    return [ch for ch in dict.fromkeys(text) if not (ch.isspace() or ignorable(ch)) and _face_for(font, ch) is None]
+    return [
+        ch for ch in dict.fromkeys(text) if not (ch.isspace() or prints_nothing(ch)) and _face_for(font, ch) is None
+    ]
 
 
 def runs(font: str, text: str) -> list[tuple[str, str]]:
     """`text` (NFC) cut into (face, run) where the face changes: each character in the first face of `font`'s chain
-    that has it. Spaces, and a combining mark the run's face has, stay with the run they are in; ignorable characters
-    are left out; a character none has stays in `font` (`covers` refuses it first)."""
+    that has it. Spaces, and a combining mark the run's face has, stay with the run they are in; characters that print
+    nothing (domain.text.prints_nothing) are left out; a character none has stays in `font` (`covers` refuses it first)."""
     own = _glyphs(font)
     if all(ord(ch) in own or ch.isspace() for ch in text):  # nearly always: one run, a lookup a character
         return [(font, text)] if text else []
     out: list[tuple[str, str]] = []
     for ch in unicodedata.normalize("NFC", text):
-        if ignorable(ch):
+        if prints_nothing(ch):
             continue
         face = font
         if out and (ch.isspace() or (unicodedata.combining(ch) and ord(ch) in _glyphs(out[-1][0]))):

@@ -10,7 +10,8 @@ from reportlab.lib.colors import Color
 from reportlab.lib.units import mm
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import SONG, ignorable, runs
+from certgen.fonts import SONG, runs
+from domain.text import prints_nothing
 
 RED = Color(0.85, 0.1, 0.1)
 DIAMETER, RIM = 40 * mm, 1 * mm
@@ -26,9 +27,7 @@ def draw_seal(canvas: Canvas, cx: float, cy: float, institution: str) -> None:
     canvas.circle(cx, cy, r - RIM / 2, stroke=1, fill=0)
     # The name on the upper arc: characters spread over up to 240 degrees, centred on the top,
     # each upright towards the centre.
-    letters = [
-        ch for ch in institution if not ignorable(ch)
-    ]  # a variation selector or a joiner is no letter of its own
+    letters = [ch for ch in institution if not prints_nothing(ch)]  # a variation selector is no letter of its own
     size = min(3.8 * mm, 2 * math.pi * (r - 6 * mm) * (240 / 360) / max(len(letters), 1))
     text_r = r - RIM - 1.2 * mm - size * 0.8
     span = min(240.0, len(letters) * math.degrees(size * 1.05 / text_r))

@@ -26,6 +26,15 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 # Letters and symbols by category that nonetheless show nothing.
 BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
+
+def prints_nothing(ch: str) -> bool:
+    """A character kept in a name that draws nothing of its own: a variation selector (葛 U+E0100 asks for a variant
+    of 葛 no font here has) or a zero-width space, joiner or non-joiner. Printing and certificates' subjects leave it
+    out; the base character stays."""
+    cp = ord(ch)
+    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF or cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
+
+
 # The JSON Schema mark of a field whose text may hold tabs and line breaks.
 MULTILINE = {"x-multiline": True}
 

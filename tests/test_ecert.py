@@ -299,3 +299,76 @@ def test_online_the_file_of_a_revoked_certificate_says_revoked(issued, world, co
     assert http.get(f"/certificates/{cids[0]}/electronic.pdf", headers=token).status_code == 404
     assert http.get(f"/attachments/{cert.electronic.sha256}", headers=token).status_code == 404
     assert http.get(f"/attachments/{cert.photo.sha256}", headers=token).status_code == 200
+
+
+def test_an_institution_named_with_characters_newer_than_unicode_3_2_signs_certificates_that_verify(
+    world, database_url, schema, tmp_path, monkeypatch
+):
+    """What an outside review found: validators compare certificate names after LDAP stringprep, which refuses a
+    character Unicode 3.2 did not have. An institution named with a variation selector (葛 U+E0100) or an ideograph of
+    extension C was registered and issued electronic certificates that pyHanko found no path to trust for, and that
+    /verify/pdf called not good. Its key's certificate now names it as 3.2 knows it (the later character by its code),
+    and its electronic certificates verify; the whole name stays the institution's."""
+    from asn1crypto import x509 as asn1_x509
+
+    name = "葛\U000e0100\U0002a700氏（深圳）职业技能评价中心"
+    register = world.registrations.register_institution
+    monkeypatch.setattr(world.registrations, "register_institution",
+                        lambda actor, _name, *args, **kwargs: register(actor, name, *args, **kwargs))  # fmt: skip
+    iid, cids = queryable_certificates(world, 1)
+    institution = world.certificates.get(Institution, iid, "institution")
+    assert institution.name == name
+    app = create_app(database_url, schema, pseudonym_key=KEY.hex(), public_url=PUBLIC, today=world.clock)
+    with TestClient(app) as http:
+        token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+        r = http.post(f"/certificates/{cids[0]}/electronic", headers=token)
+        assert r.status_code == 201, r.text
+        (tmp_path / "authority.pem").write_bytes(http.get("/esign/authority.pem").content)
+        pem = http.get(f"/esign/keys/{institution.signing_serial}").json()["x509CertificatePem"]
+        subject = asn1_x509.Certificate.load(ecert.x509.load_pem_x509_certificate(pem.encode()).public_bytes(
+            ecert.serialization.Encoding.DER)).subject  # fmt: skip
+        assert subject.hashable and "U+2A700氏" in subject.native["organization_name"]  # stringprep takes it
+        checked = http.post("/verify/pdf", files={"file": ("c.pdf", r.content, "application/pdf")})
+        assert checked.status_code == 200 and checked.json()["signature"] == "good", checked.text
+    (tmp_path / "c.pdf").write_bytes(r.content)
+    pyhanko = shutil.which("pyhanko") or str(Path(sys.executable).parent / "pyhanko")
+    validated = subprocess.run([pyhanko, "sign", "validate", "--trust", str(tmp_path / "authority.pem"),
+                                "--trust-replace", "--no-revocation-check", str(tmp_path / "c.pdf")],
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert validated.returncode == 0 and ":INTACT:TRUSTED" in validated.stdout, validated.stdout + validated.stderr
+
+
+def test_an_institution_whose_name_cannot_print_is_refused_before_anything_is_stored_and_a_half_way_one_is_finished(
+    world,
+):
+    """What an outside review found: a name no installed face has (extension G) answered 409 naming a certificate
+    number, after the institution had been saved and given a key but no sample, and asking again with the same
+    filing answered 'already registered': the filing was burnt. Now 422 naming the name, nothing stored; and a
+    registration that stopped half-way (its sample not filed) is finished when asked again."""
+    from domain.errors import InvalidInput
+    from domain.institution import DeadlineProfile, Filing
+    from tests.builders import ADMIN, SCOPE
+
+    reg = world.registrations
+    before = reg.recorder.max_notification_id()
+    with pytest.raises(InvalidInput) as refused:
+        reg.register_institution(ADMIN, "\U00030000氏职业技能评价中心", Filing(city_code="03", station_serial="777"),
+                                 DeadlineProfile.S, SCOPE)  # fmt: skip
+    assert refused.value.problems[0][0] == "name" and "U+30000" in refused.value.problems[0][1]
+    assert reg.recorder.max_notification_id() == before
+
+    filing = Filing(city_code="03", station_serial="778")
+    stopped = ecert.file_sample
+    ecert.file_sample = lambda *a, **k: (_ for _ in ()).throw(OSError("the disk filled up"))
+    try:
+        with pytest.raises(OSError):
+            reg.register_institution(ADMIN, "深圳市半途技能评价中心", filing, DeadlineProfile.S, SCOPE)
+    finally:
+        ecert.file_sample = stopped
+    iid = reg.register_institution(ADMIN, "深圳市半途技能评价中心", filing, DeadlineProfile.S, SCOPE)
+    institution = reg.get(Institution, iid, "institution")
+    assert institution.sample and institution.signing_serial and len(institution.signing) == 1  # one key, not two
+    from domain.errors import Conflict
+
+    with pytest.raises(Conflict, match="already registered"):  # whole now: a second registration is refused
+        reg.register_institution(ADMIN, "深圳市半途技能评价中心", filing, DeadlineProfile.S, SCOPE)

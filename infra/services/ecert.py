@@ -22,9 +22,9 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certgen.certificate import CertificatePage, render
+from certgen.certificate import CertificatePage, Unprintable, preflight, render
 from domain.certificate import Certificate
-from domain.errors import Conflict
+from domain.errors import Conflict, InvalidInput
 from domain.institution import Institution
 from domain.model import Actor, Role
 from domain.registration import Attachment, AttachmentKind
@@ -65,20 +65,34 @@ def certify(svc: Any, actor: Actor, institution_id: UUID) -> str:
     return issued.serial
 
 
-def file_sample(svc: Any, actor: Actor, institution_id: UUID, public_url: str) -> str:
-    """Render the institution's certificate sample (its name and seal on the page, a sample holder) and
-    file it: kept like an attachment, recorded by its hash with the seal's lettering."""
+def sample_page(institution: Institution, public_url: str) -> CertificatePage:
+    """The institution's certificate sample: its name and seal on the page, a sample holder."""
     from datetime import date
 
-    from certgen.seal import BOTTOM
     from domain.levels import Level
 
-    institution: Institution = svc.get(Institution, institution_id, "institution")
     number = f"{institution.filing.prefix}000000000"
-    page = CertificatePage(number=number, institution=institution.name, issued_on=date.today(), holder_name="样本",
+    return CertificatePage(number=number, institution=institution.name, issued_on=date.today(), holder_name="样本",
                            id_type="居民身份证", id_number="000000000000000000", occupation="（职业名称）", job=None,
                            level=Level.FIVE, form_serial=0, verify_url=f"{public_url.rstrip('/')}/verify/{number}")  # fmt: skip
-    pdf = render([page])
+
+
+def check_printable(institution: Institution, public_url: str) -> None:
+    """Before an institution is stored: its name must print, in the body, under the seal and on it, or none of its
+    certificates could (a character no installed face has, extension G's 𰀀). A 422 naming the field."""
+    try:
+        preflight([sample_page(institution, public_url)])
+    except Unprintable as e:
+        raise InvalidInput([("name", f"cannot be printed on a certificate: {str(e).partition(': ')[2]}")]) from None
+
+
+def file_sample(svc: Any, actor: Actor, institution_id: UUID, public_url: str) -> str:
+    """Render the institution's certificate sample and file it: kept like an attachment, recorded by its hash with
+    the seal's lettering."""
+    from certgen.seal import BOTTOM
+
+    institution: Institution = svc.get(Institution, institution_id, "institution")
+    pdf = render([sample_page(institution, public_url)])
     sha = files.digest(pdf)
     svc.attachments.put(pdf, sha, "application/pdf", SIGNED_BY_SYSTEM)
     institution.file_sample(actor, sha, f"{institution.name} {BOTTOM}")

@@ -97,21 +97,30 @@ class Registrations(Service):
     def register_institution(
         self, actor: Actor, name: str, filing: Filing, profile: DeadlineProfile, scope: list[ScopeEntry] | None = None
     ) -> UUID:
+        from infra.services import ecert
+        from infra.settings import get_settings
+
         require(actor, (Role.SYSTEM, Role.PROVINCIAL_CENTRE), "register institutions")
         institution = Institution.register(actor, name, filing, profile, scope)
+        public_url = get_settings().public_url
+        ecert.check_printable(institution, public_url)  # before anything is stored
         try:
             self.save(institution)
         except IntegrityError:
-            raise Conflict(
-                f"an institution with filing {filing.prefix} is already registered", field="filing"
-            ) from None
-        # Filed, it is certified a key to sign its electronic certificates with (infra.services.ecert).
-        from infra.services import ecert
-
-        ecert.certify(self, actor, institution.id)
-        from infra.settings import get_settings
-
-        ecert.file_sample(self, actor, institution.id, get_settings().public_url)  # 证书样本（含印章内容）备案
+            stored = self.get(Institution, institution.id, "institution")
+            if (stored.name, stored.profile) != (institution.name, institution.profile) or (
+                stored.signing_serial and stored.sample
+            ):
+                raise Conflict(
+                    f"an institution with filing {filing.prefix} is already registered", field="filing"
+                ) from None
+            institution = stored  # a registration that stopped half-way, asked again: finished now
+        # Filed, it is certified a key to sign its electronic certificates with (infra.services.ecert), and its
+        # certificate sample is filed (证书样本（含印章内容）备案).
+        if not institution.signing_serial:
+            ecert.certify(self, actor, institution.id)
+        if not institution.sample:
+            ecert.file_sample(self, actor, institution.id, public_url)
         return institution.id
 
     def amend_scope(self, actor: Actor, institution_id: UUID, scope: list[ScopeEntry], reason: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from eventsourcing.persistence import Cipher
 from psycopg import sql
+
+from domain.text import prints_nothing
 
 AUTHORITY_NAME = "广东省职业技能鉴定指导中心 电子证书签发机构"
 KEY_YEARS = 5
@@ -53,11 +56,30 @@ class Issued:
     not_after: dt.date
 
 
+def x509_text(name: str) -> str:
+    """The institution's name as a certificate's subject may hold it. Validators compare names after LDAP stringprep,
+    which refuses a character Unicode 3.2 did not have: pyHanko found no path to the trust anchor for a signer named
+    with a variation selector (葛 U+E0100) or an ideograph of extension C and later, and every electronic certificate
+    of such an institution verified as not good. Selectors and joiners are left out (the base character stays);
+    a later character is written as its code, U+2A700."""
+    out = []
+    for ch in name:
+        if not prints_nothing(ch):
+            out.append(f"U+{ord(ch):04X}" if unicodedata.ucd_3_2_0.category(ch) == "Cn" else ch)
+    return "".join(out)
+
+
+def organisation(name: str) -> str:
+    """The certificate's organisation: the institution's name (x509_text), within RFC 5280's 64 characters."""
+    text = x509_text(name)
+    return text if len(text) <= 64 else text[:63] + "…"
+
+
 def common_name(name: str) -> str:
     """The signing certificate's common name, '<institution> 电子证书签章', within X.509's 64 bytes (cryptography refuses
     more, and an institution of 16 Chinese characters or more could not be registered: its key was certified after it
-    was saved). A longer name is cut, marked with …; the whole name is the certificate's organisation."""
-    suffix = " 电子证书签章"
+    was saved). A longer name is cut, marked with …"""
+    suffix, name = " 电子证书签章", x509_text(name)
     if len(f"{name}{suffix}".encode()) <= 64:
         return f"{name}{suffix}"
     while len(f"{name}…{suffix}".encode()) > 64:
@@ -125,7 +147,7 @@ class Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation(name)),
                              x509.NameAttribute(NameOID.SERIAL_NUMBER, prefix),
                              x509.NameAttribute(NameOID.COMMON_NAME, common_name(name))])  # fmt: skip
         builder = (
