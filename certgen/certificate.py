@@ -198,21 +198,25 @@ def wrap_words(text: str, size: float, limit: float) -> list[str]:
     """English wraps between words, a Chinese name inside it between any two of its characters (an institution's
     name of 27 characters, taken as one word, ran across into the right half), a word wider than the line between
     its letters (a name of 35 letters without a space ran off the page); closing punctuation never starts a line."""
-    lines, line = [], ""
+    lines, line, used = [], "", 0.0  # used: the line's width, trailing spaces included (the faces have no kerning)
     for token in WRAP_TOKENS.findall(text):
-        if line.strip() and width_of((line + token).rstrip(), size) > limit and token[0] not in NO_LINE_START:
+        core = token.rstrip()
+        if line.strip() and core and used + width_of(core, size) > limit and token[0] not in NO_LINE_START:
             lines.append(line.rstrip())
             line = token.lstrip()
+            used = width_of(line, size)
         else:
             line += token
-        while width_of(body := line.rstrip(), size) > limit:
+            used += width_of(token, size)
+        while used > limit and width_of(body := line.rstrip(), size) > limit:
             if width_of(body.rstrip(CLOSING), size) <= limit:
                 break  # closing punctuation hangs past the line's end rather than start the next
             k = next((k for k in range(len(body), 1, -1) if width_of(body[:k], size) <= limit), 1)
             while 1 < k < len(body) and body[k] in NO_LINE_START:
                 k -= 1
-            lines.append(body[:k])
-            line = line[k:]
+            lines.append(body[:k].rstrip())
+            line = line[k:].lstrip()
+            used = width_of(line, size)
     return [*lines, line.rstrip()] if line.strip() else lines
 
 
