@@ -23,7 +23,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Immutable, Role
 from domain.personal import Personal, personal
-from domain.text import name_problem
+from domain.text import name_problem, trim
 
 
 class IdType(StrEnum):
@@ -126,7 +126,7 @@ class RegistrationForm(Immutable):
     @field_validator("name", "work_unit")
     @classmethod
     def _strip(cls, v: str | None) -> str | None:
-        return v.strip() if v is not None else v
+        return trim(v) if v is not None else v
 
     @field_validator("id_number")
     @classmethod

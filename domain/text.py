@@ -35,6 +35,19 @@ def prints_nothing(ch: str) -> bool:
     return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF or cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
 
 
+# The middle dots a name's parts are typed with (阿卜杜·热合曼): one and the same to a reader, not to a computer.
+NAME_DOTS = "·・‧•"
+INVISIBLE = "".join(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x200B, 0x200C, 0x200D,
+                                     0x2060, 0xFEFF])  # fmt: skip  # what prints_nothing is true of
+
+
+def name_key(value: str) -> str:
+    """A name as a reader tells names apart: NFC, trimmed, what prints nothing left out (葛 U+E0100 亮 is 葛亮 on
+    paper), every middle dot the same. What a score book's or a search's name is compared by."""
+    kept = "".join(ch for ch in unicodedata.normalize("NFC", value).strip() if not prints_nothing(ch))
+    return kept.translate({ord(d): "·" for d in NAME_DOTS})
+
+
 # The JSON Schema mark of a field whose text may hold tabs and line breaks.
 MULTILINE = {"x-multiline": True}
 
@@ -99,6 +112,14 @@ def name_problem(value: str) -> str | None:
         if kind[0] == "S" or (kind[0] == "P" and ch not in NAME_PUNCTUATION):
             return f"contains {_name(ch)} at character {i}, which is no part of a person's name"
     return None
+
+
+def trim(value: str) -> str:
+    """Spaces at either end left out, and the zero-width spaces and byte-order marks a paste from a spreadsheet or a
+    web page leaves there (张三 U+FEFF was stored as a name that differed invisibly from 张三)."""
+    while (trimmed := value.strip().strip("\u200b\u2060\ufeff")) != value:
+        value = trimmed
+    return value
 
 
 def normalise(value: str) -> str:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from domain.text import INVISIBLE, NAME_DOTS, name_key
 from projections.store import copy_rows
 
 T = "cn.skillcert.certificate."
@@ -101,6 +102,8 @@ class Registry:
         return [
             "CREATE INDEX IF NOT EXISTS certificate_registry_holder ON certificate_registry (id_ref)",
             "CREATE INDEX IF NOT EXISTS certificate_registry_name ON certificate_registry (holder_name, institution_id)",
+            # A name as typed that matches none as stored is looked for among the institution's (certificates_named).
+            "CREATE INDEX IF NOT EXISTS certificate_registry_institution ON certificate_registry (institution_id, number)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
@@ -269,7 +272,19 @@ def certificates_of(conn: psycopg.Connection[Any], id_ref: str) -> list[dict[str
 
 
 def certificates_named(conn: psycopg.Connection[Any], name: str, institution_id: str) -> list[dict[str, Any]]:
-    return _with_history(conn, "WHERE holder_name = %s AND institution_id = %s ORDER BY number", [name, institution_id])
+    """By the holder's name as stored (its index), else as a reader tells names apart (domain.text.name_key: 葛亮 finds
+    葛 U+E0100 亮, any middle dot any other), among the institution's certificates."""
+    found = _with_history(
+        conn, "WHERE holder_name = %s AND institution_id = %s ORDER BY number", [name, institution_id]
+    )
+    if found:
+        return found
+    key = name_key(name)
+    return _with_history(
+        conn,
+        "WHERE institution_id = %s AND translate(holder_name, %s, %s) = %s ORDER BY number",
+        [institution_id, NAME_DOTS[1:] + INVISIBLE, "·" * (len(NAME_DOTS) - 1), key],
+    )
 
 
 def _with_history(conn: psycopg.Connection[Any], where: str, args: list[Any]) -> list[dict[str, Any]]:

@@ -419,13 +419,17 @@ def test_a_multipart_body_the_parser_refuses_is_named(world, http, database_url,
     assert r.status_code == 422 and "Too many fields. Maximum number of fields is 1000" in r.json()["detail"], r.text
 
 
-def open_plan_for_the_cli(world, database_url, schema, number: str, seats: int = 60) -> tuple[Any, dict[str, str]]:
-    """A plan open for registration until 2099, and the environment `skillcert import` runs in as its staff."""
+def open_plan_for_the_cli(
+    world, database_url, schema, number: str, seats: int = 60, iid: Any = None
+) -> tuple[Any, dict[str, str]]:
+    """A plan open for registration until 2099 (of a new institution unless given one), and the environment
+    `skillcert import` runs in as its staff."""
     import os
 
     from tests.builders import plan_details, staff_of
 
-    iid, _, _ = setup_plan(world.registrations)
+    if iid is None:
+        iid, _, _ = setup_plan(world.registrations)
     later = dict(registration_deadline=date(2099, 3, 1), evaluation_start=date(2099, 4, 1),
                  evaluation_end=date(2099, 4, 1))  # fmt: skip
     pid, _ = world.registrations.publish_plan(staff_of(iid), iid, plan_details(number, seats=seats, **later))
@@ -544,3 +548,50 @@ def test_the_registrations_spreadsheet_writes_formula_like_names_as_text(
 
     other = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-wu", uuid.uuid4())  # another institution
     assert http.get(f"/plans/{pid}/registrations.csv", headers=other).status_code == 403
+
+
+def test_names_that_read_alike_are_one_name_and_what_was_typed_is_never_taken_for_markup(
+    world, http, database_url, schema, tmp_path
+):
+    """What an outside review found. A name pasted with a byte-order mark or a zero-width space at its end was stored
+    so, differing invisibly from the same name typed. A score book naming 葛亮 for a candidate registered as 葛 U+E0100
+    亮 (or 阿卜杜・热合曼 for 阿卜杜·热合曼) was refused without saying what the registered name was; a search by
+    name found neither, nor a name with a space around it. A cell holding [/] made `skillcert import` end in rich's
+    MarkupError rather than list the problems."""
+    import subprocess
+    import sys
+
+    from infra.services import samples
+    from tests.builders import staff_of
+
+    iid, pid, rids = approved_cohort(world, 3)
+    reg = world.registrations
+    names = ["葛\U000e0100亮", "阿卜杜·热合曼", "张三"]
+    for k, (rid, name) in enumerate(zip(rids, names, strict=True), 1):
+        reg.amend(staff_of(iid), rid, working_years_form(k, name=name + ("\ufeff" if k == 3 else "")), "姓名录入错误",
+                  samples.attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
+    forms = [reg.get(Registration, r, "registration").form for r in rids]
+    assert forms[2].name == "张三"  # the pasted mark left out
+    exam_id = sit_exam(world, iid, pid, rids, frozenset())
+    world.at(date(2026, 4, 13))
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "scorer-chen", iid)
+    header = ["证件号码", "姓名", "理论知识", "操作技能", "综合评审"]
+    wrong = [[forms[0].id_number, "葛明", 71, 80, 90]]
+    r = http.post(f"/sessions/{exam_id}/scores/import", headers=staff,
+                  files={"file": ("成绩册.xlsx", xlsx_bytes(header, wrong))})  # fmt: skip
+    assert r.status_code == 422 and "'葛\U000e0100亮'" in r.json()["errors"][0]["message"], r.text  # it says which
+    typed = [[forms[0].id_number, "葛亮", 71, 80, 90], [forms[1].id_number, "阿卜杜・热合曼", 72, 80, 90],
+             [forms[2].id_number, " 张三 ", 73, 80, 90]]  # fmt: skip
+    r = http.post(f"/sessions/{exam_id}/scores/import", headers=staff,
+                  files={"file": ("成绩册.xlsx", xlsx_bytes(header, typed))})  # fmt: skip
+    assert r.status_code == 201 and r.json()["rows"] == 3, r.text
+
+    pid2, env = open_plan_for_the_cli(world, database_url, schema, "2997", iid=iid)
+    bracketed = tmp_path / "bracketed.csv"
+    lines = csv_bytes([row(1), row(2)]).decode("utf-8-sig").splitlines()  # a column headed [/red], cells [/] and [b]
+    bracketed.write_bytes(("\n".join([lines[0] + ",[/red]", lines[1] + ",[/]", lines[2] + ",[bold]是[/bold]"]) + "\n")
+                          .encode("utf-8-sig"))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "import", "candidates", "--plan", str(pid2),
+                           str(bracketed)], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "[/red]" in done.stderr, done.stderr  # as typed

@@ -1220,3 +1220,22 @@ def test_a_correction_closes_the_deadlines_it_supersedes_and_refiled_demand_repl
     books = ledger(conn, str(iid))
     assert [(r["level"], r["used"]) for r in books["used_per_level"]] == [(2, 2)]  # the spoiled print is no form used
     assert [(r["level"], r["forms"]) for r in books["demand"]] == [(2, 260)]
+
+
+def test_a_name_typed_as_it_reads_finds_the_certificate_stored_with_a_variant_or_another_middle_dot(world, conn):
+    """What an outside review found: a holder registered as 葛 U+E0100 亮 (a variation selector: the certificate prints
+    葛亮) or 阿卜杜·热合曼 was not found by 葛亮, by 阿卜杜・热合曼, nor by a name with a space around it. The name's
+    index answers first; a name it does not find is looked for among the institution's certificates as a reader
+    tells names apart (domain.text.name_key)."""
+    iid, cids = queryable_certificates(world, 3)
+    c = world.certificates
+    for cid, name in zip(cids[:2], ["葛\U000e0100亮", "阿卜杜·热合曼"], strict=True):
+        c.apply_for_correction(staff(iid), cid, Correction(name=name), "姓名录入错误", EVIDENCE)
+        approve_correction(c, cid)
+    apply_live(conn, bus_messages(world.registrations))
+    numbers = [c.certificate(cid).number for cid in cids]
+    assert [r["number"] for r in certificates_named(conn, "葛亮", str(iid))] == [numbers[0]]
+    assert [r["number"] for r in certificates_named(conn, "阿卜杜・热合曼", str(iid))] == [numbers[1]]
+    assert [r["number"] for r in certificates_named(conn, "阿卜杜‧热合曼", str(iid))] == [numbers[1]]
+    assert certificates_named(conn, "葛明", str(iid)) == []
+    assert certificates_named(conn, "葛亮", str(uuid.uuid4())) == []  # another institution's: none

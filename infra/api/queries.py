@@ -254,7 +254,7 @@ def certificates(
     elif name and institution_id:
         if who.role is Role.CANDIDATE:
             raise Forbidden("candidates look up their certificates by their own ID number")
-        rows = registry.certificates_named(c, name, str(institution_id))
+        rows = registry.certificates_named(c, name.strip(), str(institution_id))  # as names are stored: trimmed
     else:
         raise InvalidInput([("holder_id_number", "give an ID number, or a name and an institution_id")])
     if who.role is Role.INSTITUTION_STAFF:

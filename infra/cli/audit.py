@@ -14,6 +14,7 @@ from uuid import UUID
 
 import psycopg
 import typer
+from rich.markup import escape
 
 from domain.model import Role
 from infra.cli.common import cli, console, err, open_store, require, when_database_answers
@@ -41,10 +42,10 @@ def audit_state(
         when = datetime.fromisoformat(at) if at else None
         console.print_json(json.dumps(history.as_of(app, aggregate_id, when, position), default=str))
     except ValueError as e:
-        err.print(f"[red]--at:[/red] {e}")
+        err.print(f"[red]--at:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     except DomainError as e:
-        err.print(f"[red]{e.message}[/red]")
+        err.print(f"[red]{escape(e.message)}[/red]")
         raise typer.Exit(1) from None
     finally:
         app.close()
@@ -147,7 +148,7 @@ def audit_export(
                              start.date(), end.date(), s.timezone,
                              trail_through=trail["applied_through"] if trail else None)  # fmt: skip
     except NotExported as e:
-        err.print(f"[red]nothing exported:[/red] {e}", soft_wrap=True)
+        err.print(f"[red]nothing exported:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(1 if e.broken else 2) from None
     finally:
         app.close()
@@ -175,7 +176,7 @@ def audit_verify_export(
 
     check = verify_package(package.read_bytes(), public_key)
     if not check.ok:
-        console.print(f"[red]not verified[/red]: {check.problem}", soft_wrap=True)
+        console.print(f"[red]not verified[/red]: {escape(check.problem)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"verified: {check.events} events, signed by {public_key}", soft_wrap=True)
 
@@ -221,7 +222,7 @@ def audit_verify(
                                        lambda n: bar.update(task, description=f"{n:,} events"), heads, public_key)  # fmt: skip
     except (psycopg.Error, LookupError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        err.print(f"[red]could not verify:[/red] {reason}", soft_wrap=True)
+        err.print(f"[red]could not verify:[/red] {escape(reason)}", soft_wrap=True)
         raise typer.Exit(2) from None
     elapsed = time.monotonic() - started
     for c in verdict.checkpoints:
@@ -231,9 +232,9 @@ def audit_verify(
         console.print(f"{span}: never used (a transaction that was rolled back takes positions and keeps none)",
                       soft_wrap=True)  # fmt: skip
     for note in verdict.notes:
-        console.print(f"note: {note}", soft_wrap=True)
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     if not verdict.intact:
-        console.print(f"[red]broken at position {verdict.broken_at}[/red]: {verdict.problem}", soft_wrap=True)
+        console.print(f"[red]broken at position {verdict.broken_at}[/red]: {escape(verdict.problem)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"intact: {verdict.events:,} events up to position {verdict.head_position}, head "
                   f"{verdict.head.hex()} ({elapsed:.1f} s)", soft_wrap=True)  # fmt: skip
@@ -266,7 +267,7 @@ def audit_report(
             report = gather(conn, s.db_schema, EVENTS, institution, start.date(), end.date(), s.timezone)
     except (psycopg.Error, LookupError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        err.print(f"[red]no report:[/red] {reason}", soft_wrap=True)
+        err.print(f"[red]no report:[/red] {escape(reason)}", soft_wrap=True)
         raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.csv").write_bytes(write_csv(COLUMNS, report.rows))
@@ -275,5 +276,5 @@ def audit_report(
         chain=report.chain, counts=report.counts, columns=COLUMNS, corrections=report.corrections,
         deletions=report.deletions, spoiled=report.spoiled, rows=report.rows,
     ))  # fmt: skip
-    console.print(f"{len(report.rows):,} events of {report.institution} from {report.first} to {report.last}: "
+    console.print(f"{len(report.rows):,} events of {escape(report.institution)} from {report.first} to {report.last}: "
                   f"{out / 'report.pdf'}, {out / 'report.csv'}", soft_wrap=True)  # fmt: skip

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+from rich.markup import escape
 
 from infra.cli.common import cli, console, err
 from infra.cli.tokens import token_store
@@ -27,7 +28,7 @@ def _principal(s: Settings, token: str) -> Any:
         try:
             return tokens.principal(conn, token)
         except Refused as e:
-            err.print(f"[red]{e}[/red]", soft_wrap=True)
+            err.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -49,11 +50,12 @@ def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None
         # sentence, not thousands
         if len(repeats) == len(problems) > 1 and imported is not None and imported(svc):
             err.print(f"[red]refused, nothing stored[/red]: every one of the {len(problems)} rows is already "
-                      f"registered ({repeats[0]}): this list was imported before", soft_wrap=True)  # fmt: skip
+                      f"registered ({escape(repeats[0])}): this list was imported before", soft_wrap=True)  # fmt: skip
             raise typer.Exit(1) from None
         err.print(f"[red]refused, nothing stored[/red]: {len(problems)} problem(s)")
         for field, message in problems:
-            err.print(f"  {field}: {message}", soft_wrap=True)
+            # A message quotes the cell as typed: printed as text, never as rich's markup ('[/]' in a name).
+            err.print(f"  {escape(field)}: {escape(message)}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         said = left(svc) if left is not None else None

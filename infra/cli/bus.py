@@ -7,6 +7,7 @@ import signal
 import threading
 
 import typer
+from rich.markup import escape
 
 from infra.cli.common import cli, console, open_store, require, when_database_answers
 from infra.settings import get_settings
@@ -69,7 +70,7 @@ def relay_republish(
     try:
         console.print(request_republish(app, url, s.db_schema, after), soft_wrap=True)
     except RewindRefused as e:
-        console.print(f"[red]refused:[/red] {e}", soft_wrap=True)
+        console.print(f"[red]refused:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         app.close()
@@ -85,7 +86,7 @@ def schemas(write: bool = typer.Option(False, "--write", help="regenerate the fi
         try:
             changed = contract.write()
         except contract.BreakingChange as e:
-            console.print(f"[red]refused:[/red] {e}")
+            console.print(f"[red]refused:[/red] {escape(str(e))}")
             raise typer.Exit(2) from None
         console.print(f"{len(changed)} file(s) written" + "".join(f"\n  {p}" for p in changed))
         return

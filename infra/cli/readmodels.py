@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from infra.cli.common import cli, console, ensure_schema, err, open_store
 from infra.settings import get_settings
@@ -60,7 +61,7 @@ def projections_rebuild(
     try:
         when = datetime.fromisoformat(as_of) if as_of else None
     except ValueError as e:
-        err.print(f"[red]--as-of:[/red] {e}")
+        err.print(f"[red]--as-of:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     if when is not None and when.tzinfo is None:
         err.print("[red]--as-of[/red] needs its offset, e.g. 2026-06-30T23:59:59+08:00")
@@ -98,7 +99,9 @@ def projections_rebuild(
         console.print(f"{applied} events applied in {elapsed:.1f} s ({applied / max(elapsed, 1e-9):,.0f} events/s)")
         left_out = failures(conn, chosen)
         for name, _, position, kind, error in left_out:
-            err.print(f"[red]{name} could not apply[/red] {kind} at position {position}: {error}", soft_wrap=True)
+            err.print(
+                f"[red]{name} could not apply[/red] {kind} at position {position}: {escape(str(error))}", soft_wrap=True
+            )
         if left_out:
             err.print(f"{len(left_out)} event(s) left out; the rest is rebuilt. Fix the cause and rebuild again.")
             raise typer.Exit(1)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
+from rich.markup import escape
 
 from domain import text
 from domain.model import Role
@@ -77,9 +78,9 @@ def tokens_create(
         token_id, token = tokens.create(name, role, institution, candidate_ref, s.token_days if days is None else days,
                                         jurisdiction=jurisdiction)  # fmt: skip
     except DomainError as e:
-        err.print(f"[red]refused:[/red] {e.message}")
+        err.print(f"[red]refused:[/red] {escape(e.message)}")
         raise typer.Exit(2) from None
-    err.print(f"token {token_id} for {name} ({role.value}), valid {s.token_days if days is None else days} days; keep it secret, it is "
+    err.print(f"token {token_id} for {escape(name)} ({role.value}), valid {s.token_days if days is None else days} days; keep it secret, it is "
               "shown only now", soft_wrap=True)  # fmt: skip
     print(token)
 
@@ -95,7 +96,7 @@ def tokens_rotate(
     try:
         new_id, token = token_store(s).rotate(token_id, s.token_days if days is None else days)
     except DomainError as e:
-        err.print(f"[red]refused:[/red] {e.message}")
+        err.print(f"[red]refused:[/red] {escape(e.message)}")
         raise typer.Exit(2) from None
     err.print(f"token {token_id} revoked; its successor {new_id} is valid {s.token_days if days is None else days} days and shown only "
               "now", soft_wrap=True)  # fmt: skip

@@ -27,6 +27,7 @@ from domain.registration import (
     registration_id,
     registration_key,
 )
+from domain.text import name_key
 from infra.services.exams import Exams
 from infra.services.registrations import Registrations
 from infra.services.sheets import MAX_ROWS, Rows, read_table
@@ -179,8 +180,10 @@ def import_scores(
         row_of[rid] = n
         registration = people[rid]
         assert isinstance(registration, Registration)
-        if registration.form.name != fields.get("name", ""):
-            problems.append((f"row {n}.name", f"{fields.get('name')!r} is not the name registered with {number}"))
+        typed = fields.get("name", "")
+        if name_key(registration.form.name) != name_key(typed):  # 葛亮 for 葛 U+E0100 亮, any middle dot
+            problems.append((f"row {n}.name", f"{typed!r} is not the name registered with {number} "
+                             f"({registration.form.name!r})"))  # fmt: skip
         marks = {SUBJECT_COLUMNS[h]: v for h, v in cells.items() if h in SUBJECT_COLUMNS and v}
         if not marks or set(marks.values()) == {ABSENT}:
             sitting = sittings.get(sitting_id(rid))
