@@ -142,8 +142,12 @@ def preflight(pages: Iterable[CertificatePage]) -> None:
         check_wording(p)
         check_glyphs(p.wording(), f"certificate {p.number}", p.filled())
         if missing := covers(SONG, p.institution + SEAL_BOTTOM):
-            named = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in missing)
-            raise Unprintable(f"the seal of certificate {p.number}: no installed face has a glyph for {named}")
+            raise Unprintable(f"the seal of certificate {p.number}: no installed face has a glyph for {named(missing)}")
+
+
+def named(chars: list[str]) -> str:
+    """Each character and its code: one that shows nothing is still named."""
+    return ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in chars)
 
 
 def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None, kai: list[str] | None = None) -> None:
@@ -160,8 +164,7 @@ def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None, k
     for face, part, these in checks:
         missing = list(dict.fromkeys(ch for t in these for ch in covers(face, "".join(part(t)))))
         if missing:
-            named = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in missing)  # an invisible one is named by its code
-            raise Unprintable(f"{what}: no installed face has a glyph for {named}")
+            raise Unprintable(f"{what}: no installed face has a glyph for {named(missing)}")
 
 
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:

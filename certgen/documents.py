@@ -16,7 +16,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from certgen.certificate import CERTIFICATE_QUERY, check_glyphs, check_text
-from certgen.fonts import KAI, TIMES, covers, markup, register
+from certgen.fonts import KAI, TIMES, markup, register
 from certgen.seal import DIAMETER, draw_seal
 from domain.levels import Level
 
@@ -52,11 +52,10 @@ def _pdf(title: str, story: list[Any]) -> bytes:
     return out.getvalue()
 
 
-def value(text: str, style: ParagraphStyle | None = None) -> str | Paragraph:
+def value(text: str, style: ParagraphStyle | None = None) -> Paragraph:
     """A table cell's value: a paragraph that wraps within its cell (a plain string ran past the table's edge), the
-    characters Kai lacks (a name's 𠮷) in their fallback (certgen.fonts)."""
-    if covers(KAI, text):
-        return text  # refused before it prints (check_glyphs)
+    characters Kai lacks (a name's 𠮷) in their fallback (certgen.fonts). Every document checks its values first
+    (check_glyphs), so none reaches here that no face has."""
     return Paragraph(markup(KAI, text), style or BODY)
 
 

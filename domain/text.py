@@ -27,18 +27,18 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
-def prints_nothing(ch: str) -> bool:
-    """A character kept in a name that draws nothing of its own: a variation selector (葛 U+E0100 asks for a variant
-    of 葛 no font here has) or a zero-width space, joiner or non-joiner. Printing and certificates' subjects leave it
-    out; the base character stays."""
-    cp = ord(ch)
-    return 0xFE00 <= cp <= 0xFE0F or 0xE0100 <= cp <= 0xE01EF or cp in (0x200B, 0x200C, 0x200D, 0x2060, 0xFEFF)
-
-
+# What a name may hold that draws nothing of its own: variation selectors (葛 U+E0100 asks for a variant of 葛 no font
+# here has) and zero-width spaces, joiners and non-joiners, the word joiner and the byte-order mark.
+INVISIBLE = "".join(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x200B, 0x200C, 0x200D,
+                                     0x2060, 0xFEFF])  # fmt: skip
+_INVISIBLE = frozenset(INVISIBLE)
 # The middle dots a name's parts are typed with (阿卜杜·热合曼): one and the same to a reader, not to a computer.
 NAME_DOTS = "·・‧•"
-INVISIBLE = "".join(chr(c) for c in [*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0), 0x200B, 0x200C, 0x200D,
-                                     0x2060, 0xFEFF])  # fmt: skip  # what prints_nothing is true of
+
+
+def prints_nothing(ch: str) -> bool:
+    """Printing and certificates' subjects leave such a character out (INVISIBLE); the base character stays."""
+    return ch in _INVISIBLE
 
 
 def name_key(value: str) -> str:
