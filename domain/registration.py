@@ -150,14 +150,11 @@ class Holder(Immutable):
     id_number: str = Field(json_schema_extra=personal(Personal.ID_NUMBER))
 
 
-def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = None) -> list[str]:
-    """Apply 001's rules for the application basis. Raises InvalidInput listing every problem.
-
-    Returns warnings that do not stop the registration (the work-unit comparison).
-    hr_work_unit is what the provincial HR records say, when they say anything.
-    """
+def check_form(form: RegistrationForm, level: Level) -> None:
+    """Apply 001's rules for the application basis. Raises InvalidInput listing every problem. (000 ②'s comparison
+    of the declared employer with the one insured is the reviewer's, who holds the record: Evidence.insured_work_unit,
+    Registration._check_insured_work_unit.)"""
     problems: list[tuple[str, str]] = []
-    warnings: list[str] = []
 
     if not form.name:
         problems.append(("name", "is required"))
@@ -232,17 +229,9 @@ def check_form(form: RegistrationForm, level: Level, hr_work_unit: str | None = 
             )
         if form.holds_prior_certificate:
             need(AttachmentKind.PRIOR_CERTIFICATE, "when applying with a title or skill certificate")
-        # 000 ②: the provincial records disagree with the stated employer.
-        if hr_work_unit is not None and form.work_unit and hr_work_unit != form.work_unit:
-            warnings.append(f"work unit differs from the provincial HR records ({hr_work_unit})")
-            need(
-                AttachmentKind.WORK_CERTIFICATE,
-                "from the actual employer, since the work unit differs from the provincial HR records",
-            )
 
     if problems:
         raise InvalidInput(problems)
-    return warnings
 
 
 def age_on(born: date, day: date) -> int:
@@ -366,10 +355,10 @@ class Registration(Aggregate):
         plan: PlanSummary,
         form: RegistrationForm,
         id_key: bytes,
-        hr_work_unit: str | None = None,
         record: IntegrityRecord | None = None,
     ) -> Registration:
-        warnings = check_form(form, plan.level, hr_work_unit) + (record.warnings() if record else [])
+        check_form(form, plan.level)
+        warnings = record.warnings() if record else []
         return cls._create(
             cls.Submitted,
             id=registration_id(plan_id, form, id_key),
@@ -385,7 +374,6 @@ class Registration(Aggregate):
         self,
         actor: Actor,
         form: RegistrationForm,
-        hr_work_unit: str | None = None,
         record: IntegrityRecord | None = None,
     ) -> None:
         """After a return for rework. Identity stays: the registration is keyed by it."""
@@ -395,9 +383,8 @@ class Registration(Aggregate):
             )
         if (form.id_type, form.id_number) != (self.form.id_type, self.form.id_number):
             raise InvalidInput([("id_number", "cannot change on resubmission; register afresh instead")])
-        self._resubmitted(
-            actor, form, check_form(form, self.plan.level, hr_work_unit) + (record.warnings() if record else [])
-        )
+        check_form(form, self.plan.level)
+        self._resubmitted(actor, form, record.warnings() if record else [])
 
     @event(Resubmitted)
     def _resubmitted(self, actor: Actor, form: RegistrationForm, warnings: list[str]) -> None:
@@ -560,7 +547,8 @@ class Registration(Aggregate):
         if problems:
             raise InvalidInput(problems)
         # The records of the new number and of the one first confirmed: an entry under both is named once.
-        warnings = check_form(form, self.plan.level) + list(dict.fromkeys(w for r in records for w in r.warnings()))
+        check_form(form, self.plan.level)
+        warnings = list(dict.fromkeys(w for r in records for w in r.warnings()))
         if self.status is Status.APPROVED:
             self._check_approval_holds(form, today)
         self._amended(actor, form, changed, explanation.strip(), document, warnings)
