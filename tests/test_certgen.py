@@ -469,15 +469,19 @@ def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a
         naming the field. A name with an emoji is refused at registration (test_registration_rules)."""
     from fastapi.testclient import TestClient
 
-    from domain.registration import AttachmentKind
+    from domain.registration import AttachmentKind, Registration
     from infra.api import create_app
     from tests.api import bearer
     from tests.builders import attachment, working_years_form
     from tests.lifecycle import approved_cohort, sit_exam
 
     iid, pid, rids = approved_cohort(world, 2)
-    world.registrations.amend(staff(iid), rids[1], working_years_form(2, name="\U00030000田"), "姓名录入错误",
-                              attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
+    # Stored before registration refused such a name (test_a_name_no_installed_face_can_print_is_refused_at_registra
+    # tion): through the aggregate, past the service's check.
+    held = world.registrations.get(Registration, rids[1], "registration")
+    held.amend(staff(iid), working_years_form(2, name="\U00030000田"), "姓名录入错误",
+               attachment(AttachmentKind.WRITTEN_EXPLANATION), world.registrations.today())  # fmt: skip
+    world.registrations.save(held)
     exam_id = sit_exam(world, iid, pid, rids)
     world.certificates.file_demand(staff(iid), iid, 2027, {Level.TWO: 80})
     token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
@@ -489,6 +493,68 @@ def test_a_name_no_installed_face_can_print_refuses_its_document_naming_it_not_a
         r = http.get(f"/institutions/{iid}/stock/demand/2027.pdf?contact=李\U00030000&phone=0755-1&address=深圳",
                      headers=token)  # fmt: skip
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.contact", r.text
+
+
+def test_a_name_no_installed_face_can_print_is_refused_at_registration(world, database_url, schema):
+    """A name with a character no installed face has (extension G's 𰀀, newer than every font here) was accepted at
+    registration and refused only at printing: the candidate was reviewed, paid, sat and passed, and then got neither
+    an admission ticket nor a certificate. It is refused where it comes in now, naming the character: registration
+    (over HTTP, a 422 naming form.name), a candidate list (the row), a resubmission and an amendment that changes the
+    name, each storing nothing. A name the fallback faces print (𠮷, extension B) goes in."""
+    from fastapi.testclient import TestClient
+
+    from domain.errors import InvalidInput
+    from domain.registration import AttachmentKind, Registration
+    from infra.api import create_app
+    from infra.services.imports import import_candidates
+    from infra.services.registrations import Decision
+    from tests.api import as_json, bearer
+    from tests.builders import attachment, candidate, working_years_form
+    from tests.test_imports import csv_bytes, row
+
+    iid, pid, code = setup_plan(world.registrations, seats=10)
+    stored = world.registrations.recorder.max_notification_id
+
+    before = stored()
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    with TestClient(create_app(database_url, schema, today=world.clock)) as http:
+        r = http.post("/registrations", headers=token,
+                      json={"registration_code": code, "form": as_json(working_years_form(1, name="\U00030000田"))})  # fmt: skip
+        assert r.status_code == 422, r.text
+        error = r.json()["errors"][0]
+        assert error["field"].endswith("name") and "U+30000" in error["message"], r.text
+        assert "certificate" in error["message"], r.text
+        assert stored() == before
+        r = http.post("/registrations", headers=token,
+                      json={"registration_code": code, "form": as_json(working_years_form(1, name="\U00020bb7田"))})  # fmt: skip
+        assert r.status_code == 201, r.text
+    with pytest.raises(InvalidInput) as refused:
+        import_candidates(world.registrations, staff(iid), pid, csv_bytes([row(2), row(3, 姓名="李\U00030000")]),
+                          "list.csv")  # fmt: skip
+    assert [f for f, _ in refused.value.problems] == ["row 3.name"] and "U+30000" in refused.value.problems[0][1]
+    rid = world.registrations.register(candidate(4), code, working_years_form(4))
+    before = stored()
+    with pytest.raises(InvalidInput, match="U\\+30000"):
+        world.registrations.amend(staff(iid), rid, working_years_form(4, name="\U00030000四"), "姓名录入错误",
+                                  attachment(AttachmentKind.WRITTEN_EXPLANATION))  # fmt: skip
+    assert stored() == before
+    world.registrations.review(staff(iid), rid, Decision.RETURNED, reasons="照片不清晰")
+    with pytest.raises(InvalidInput, match="U\\+30000"):
+        world.registrations.resubmit(candidate(4), rid, working_years_form(4, name="\U00030000四"))
+    assert world.registrations.get(Registration, rid, "registration").form.name == working_years_form(4).name
+
+
+def test_every_gb2312_character_of_a_name_prints():
+    """Registration checks a name against the faces only when it is not all GB2312 (infra.services.registrations.
+    unprintable_name): every character of GB2312 (and ASCII) a name may hold prints on the certificate and the
+    ticket."""
+    from domain.text import name_problem
+
+    gb2312 = [bytes([a, b]).decode("gb2312", errors="ignore") for a in range(0xA1, 0xF8) for b in range(0xA1, 0xFF)]
+    names = "".join(ch for ch in [*gb2312, *map(chr, range(0x20, 0x7F))] if ch and name_problem(ch) is None)
+    assert len(names) > 7000 and "喆" not in names and "张" in names
+    fonts.register()
+    assert fonts.covers(fonts.FANGSONG, names) == [] and fonts.covers(fonts.KAI, names) == []
 
 
 def test_names_beyond_gb2312_print_in_a_fallback_face_and_read_back(tmp_path):
