@@ -88,6 +88,41 @@ def test_a_candidate_list_in_csv_or_xlsx_registers_everyone_in_one_go(world, htt
     assert world.registrations.repository.get(pid).seats_left == 4
 
 
+def test_a_list_saved_as_tab_separated_text_registers_and_an_old_excel_file_is_refused_saying_what_to_save(
+    world, http, database_url, schema
+):
+    """Excel and WPS save a sheet as "Unicode text" (UTF-16 with a byte-order mark, tab-separated, CRLF, .txt) and as
+    tab-delimited text in the Windows code page: both were refused as a header cell holding a tab. An .xls was told to
+    give a .csv or .xlsx, without saying it was the old format and how to save it."""
+    world.at(date(2026, 3, 2))
+    iid, pid, _ = setup_plan(world.registrations, seats=10)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+
+    def tabbed(rows: list[list[Any]], encoding: str) -> bytes:
+        lines = ["\t".join(HEADERS)] + ["\t".join("" if v is None else str(v) for v in r) for r in rows]
+        return ("\r\n".join(lines) + "\r\n").encode(encoding)
+
+    for name, content in [("名单.txt", tabbed([row(1), row(2)], "utf-16")), ("名单.txt", tabbed([row(3)], "gb18030")),
+                          ("名单.tsv", tabbed([row(4)], "utf-8"))]:  # fmt: skip
+        r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": (name, content)})
+        assert r.status_code == 201, (name, r.text)
+    assert world.registrations.repository.get(pid).seats_left == 6
+    registered = {
+        world.registrations.get(Registration, i, "registration").form.name for i in r.json()["registration_ids"]
+    }
+    assert registered == {working_years_form(4).name}
+    r = http.post(
+        f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xls", b"\xd0\xcf\x11\xe0")}
+    )
+    assert r.status_code == 422 and ".xlsx" in r.json()["errors"][0]["message"], r.text
+    assert "old Excel" in r.json()["errors"][0]["message"], r.text
+    # A comma-separated file with a tab inside a cell is still refused, naming the cell.
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("名单.csv", csv_bytes([row(5, 工作单位="深圳\t某公司")]))})  # fmt: skip
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "row 2.工作单位", r.text
+    assert world.registrations.repository.get(pid).seats_left == 6
+
+
 def test_a_list_with_any_bad_row_is_refused_whole_naming_every_bad_row(world, http, database_url, schema):
     world.at(date(2026, 3, 2))
     iid, pid, code = setup_plan(world.registrations, seats=10)

@@ -1,4 +1,4 @@
-"""File imports: the candidate list and the score book, CSV or XLSX, all rows or none.
+"""File imports: the candidate list and the score book, CSV, tab-separated text or XLSX, all rows or none.
 
 The upload is refused while it arrives once it passes the limit (max_body_size: the declared
 length is checked before a byte is read); the file is read in a child process with limits of its

@@ -69,7 +69,9 @@ def _run_import(token: str, what: str, service: Any, work: Any, left: Any = None
 
 @import_cli.command("candidates")
 def import_candidates(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX, one row per candidate")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV, tab-separated .txt or XLSX, one row per candidate")
+    ],
     plan: Annotated[UUID, typer.Option(help="the plan the candidates register for")],
     token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
 ) -> None:
@@ -99,7 +101,9 @@ def import_candidates(
 
 @import_cli.command("scores")
 def import_scores(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or XLSX score book")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV, tab-separated .txt or XLSX score book")
+    ],
     session: Annotated[UUID, typer.Option(help="the exam session's id")],
     token: Annotated[str, typer.Option(envvar="SKILLCERT_TOKEN", help="a staff API token: its holder is the actor")],
 ) -> None:

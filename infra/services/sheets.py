@@ -95,9 +95,12 @@ def _table(content: bytes, filename: str) -> Table:
     name = filename.lower()
     if content[:2] == b"PK" or name.endswith(".xlsx"):
         return _xlsx(content)
-    if name.endswith((".csv", ".txt")) or not filename:
+    if name.endswith((".csv", ".txt", ".tsv")) or not filename:
         return _csv(content)
-    raise InvalidInput([("file", f"{filename}: give a .csv or .xlsx file")])
+    if name.endswith((".xls", ".et")):
+        raise InvalidInput([("file", f"{filename} is in the old Excel (or WPS) format: save it as an Excel workbook "
+                                     "(.xlsx) or as CSV UTF-8 and import that")])  # fmt: skip
+    raise InvalidInput([("file", f"{filename}: give a .csv, .txt (tab-separated) or .xlsx file")])
 
 
 def _rows(table: Table) -> Rows:
@@ -137,14 +140,23 @@ def _rows(table: Table) -> Rows:
 
 
 def _csv(content: bytes) -> Table:
+    """Comma- or tab-separated text: what Excel and WPS save as CSV (UTF-8, or GB18030 on a Chinese Windows), as
+    "Unicode text" (UTF-16 with a byte-order mark, tab-separated, .txt) and as tab-delimited text. A tab-separated
+    file read with commas was refused as a header cell holding a tab."""
     try:
-        text = content.decode("utf-8-sig")
+        if content[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = content.decode("utf-16")
+        else:
+            text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
             text = content.decode("gb18030")  # what Excel on a Chinese Windows saves as CSV
         except UnicodeDecodeError:
-            raise InvalidInput([("file", "is neither UTF-8 nor GB18030 text; save it as CSV UTF-8")]) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+            raise InvalidInput([("file", "is neither UTF-8, UTF-16 nor GB18030 text; save it as CSV UTF-8")]) from None
+    header = text.split("\n", 1)[0]
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter="\t" if header.count("\t") > header.count(",") else ","
+    )
     csv.field_size_limit(MAX_CELL * 4)
     table: Table = []
     try:
