@@ -73,7 +73,7 @@ def render(*, scope: str, first: date, last: date, zone: str, made_at: datetime,
     for heading, rs in (
         ("三、证书纠错", corrections),
         ("四、证书数据删除、取消资格与机构处理（成绩取消、证书注销、暂停或取消评价业务）", deletions),
-        ("五、证书作废与销毁", spoiled),
+        ("五、证书作废、未打印退回与销毁", spoiled),
     ):
         story.append(Paragraph(heading, HEAD))
         story.append(_table(printed, pick(rs), WIDTHS) if rs else _p("期间内无。", BODY))

@@ -182,6 +182,10 @@ class Certificate(Aggregate):
         form_serial: int
         reason: str
 
+    class PrintNotMade(Aggregate.Event):
+        form_serial: int
+        reason: str
+
     class HandedOver(Aggregate.Event):
         delivery: Delivery
         on: date
@@ -495,18 +499,36 @@ class Certificate(Aggregate):
     def spoil_print(self, actor: Actor, form_serial: int, reason: str) -> None:
         """The print on this form came out spoiled (a jam, a misfeed): the certificate is printed
         again on another form; the spoiled one goes to the stock's spoiled forms."""
-        require(actor, STAFF, "record spoiled prints", self.institution_id)
-        if not reason.strip():
-            raise InvalidInput([("reason", "say how the print was spoiled")])
-        if self.needs_print or not self.printed_forms or self.printed_forms[-1] != form_serial:
-            raise Conflict(f"form NO. {form_serial:08d} does not hold certificate {self.number}'s current print",
-                           field="form_serial")  # fmt: skip
-        if self.handed_over is not None:
-            raise Conflict(f"certificate {self.number} was handed over; a lost or damaged one gets a proof")
+        self._take_back_print(actor, "record spoiled prints", form_serial, reason, "say how the print was spoiled",
+                              "a lost or damaged one gets a proof")  # fmt: skip
         self._print_spoiled(actor, form_serial, reason.strip())
 
     @event(PrintSpoiled)
     def _print_spoiled(self, actor: Actor, form_serial: int, reason: str) -> None:
+        self.needs_print = True
+
+    def print_not_made(self, actor: Actor, form_serial: int, reason: str) -> None:
+        """The print booked on this form never came out (the PDF was lost on its way, the job was cancelled before the
+        form was fed): the form is blank and goes back to stock (BlankStock.return_form), and the certificate awaits a
+        print as if it had not been booked. A spoiled print (spoil_print) is one that came out wrong."""
+        self._take_back_print(actor, "record prints not made", form_serial, reason, "say why the print was not made",
+                              "so its print was made")  # fmt: skip
+        self._print_not_made(actor, form_serial, reason.strip())
+
+    def _take_back_print(self, actor: Actor, act: str, form_serial: int, reason: str, say: str, handed: str) -> None:
+        """What a spoiled print and a print not made both need: the form holds the current print, not handed over."""
+        require(actor, STAFF, act, self.institution_id)
+        if not reason.strip():
+            raise InvalidInput([("reason", say)])
+        if self.needs_print or not self.printed_forms or self.printed_forms[-1] != form_serial:
+            raise Conflict(f"form NO. {form_serial:08d} does not hold certificate {self.number}'s current print",
+                           field="form_serial")  # fmt: skip
+        if self.handed_over is not None:
+            raise Conflict(f"certificate {self.number} was handed over; {handed}")
+
+    @event(PrintNotMade)
+    def _print_not_made(self, actor: Actor, form_serial: int, reason: str) -> None:
+        self.printed_forms.pop()
         self.needs_print = True
 
     def hand_over(

@@ -63,6 +63,7 @@ EVENTS: dict[str, str] = {
     "certificate.electronic_issued": "签发电子证书",
     "certificate.printed": "打印证书",
     "certificate.print_spoiled": "证书打印作废",
+    "certificate.print_not_made": "证书未打印（撤销占用的空白证书）",
     "certificate.handed_over": "发放证书",
     "certificate.receipt_signed": "本人签收",
     "certificate.proof_applied": "申请遗失/损毁证明",
@@ -83,6 +84,7 @@ EVENTS: dict[str, str] = {
     "blank_stock.form_used": "使用空白证书",
     "blank_stock.form_spoiled": "空白证书作废",
     "blank_stock.print_spoiled": "打印作废证书",
+    "blank_stock.form_returned": "空白证书未打印退回库存",
     "blank_stock.forms_destroyed": "销毁作废证书",
     "blank_stock.stocktake_recorded": "空白证书盘点",
     # The audit chain

@@ -74,6 +74,11 @@ class BlankStock(Aggregate):
         certificate_number: str
         reason: str
 
+    class FormReturned(Aggregate.Event):
+        serial: int
+        certificate_number: str
+        reason: str
+
     class FormsDestroyed(Aggregate.Event):
         serials: list[int]
         witness: str = Field(json_schema_extra=personal(Personal.IDENTITY))
@@ -225,15 +230,28 @@ class BlankStock(Aggregate):
     def spoil_print(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
         """A form booked as used whose print came out spoiled: it moves to the spoiled forms. The certificate
         whose print it held says which it was (Certificate.spoil_print checks the form holds its print)."""
-        require(actor, STAFF, "record spoiled prints", self.institution_id)
-        if serial not in self.used:
-            raise Conflict(f"{form_label(serial)} was not used for a print", field="form_serial")
+        self._check_used(actor, "record spoiled prints", serial)
         self._print_spoiled(actor, serial, certificate_number, reason.strip())
 
     @event(PrintSpoiled)
     def _print_spoiled(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
         self.used.remove(serial)
         self.spoiled[serial] = reason
+
+    def return_form(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
+        """A form booked for a print that was never made (Certificate.print_not_made): blank, back in stock, the
+        next form a print takes if it is the lowest."""
+        self._check_used(actor, "record prints not made", serial)
+        self._form_returned(actor, serial, certificate_number, reason.strip())
+
+    @event(FormReturned)
+    def _form_returned(self, actor: Actor, serial: int, certificate_number: str, reason: str) -> None:
+        self.used.remove(serial)
+
+    def _check_used(self, actor: Actor, act: str, serial: int) -> None:
+        require(actor, STAFF, act, self.institution_id)
+        if serial not in self.used:
+            raise Conflict(f"{form_label(serial)} was not used for a print", field="form_serial")
 
     def destroy(self, actor: Actor, serials: list[int], witness: str, today: date) -> None:
         require(actor, STAFF, "destroy spoiled forms", self.institution_id)

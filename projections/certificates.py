@@ -44,7 +44,7 @@ DATA_STATUS = {
     "data_deleted": "deleted",
 }
 HISTORY = ("correction_applied", "correction_approved", "correction_rejected", "proof_applied", "proof_issued",
-           "data_returned", "data_deleted", "revoked", "printed", "print_spoiled", "handed_over")  # fmt: skip
+           "data_returned", "data_deleted", "revoked", "printed", "print_spoiled", "print_not_made", "handed_over")  # fmt: skip
 
 
 def _name(message: dict[str, Any]) -> str:
@@ -124,9 +124,10 @@ class Registry:
             )
         elif event == "made_queryable":
             sets["queryable_on"] = d["on"]
-        elif event == "printed":
+        elif event in ("printed", "print_not_made"):  # a print never made took no form
             cur.execute(
-                "UPDATE certificate_registry SET forms_printed = forms_printed + 1 WHERE certificate_id = %s", (cid,)
+                "UPDATE certificate_registry SET forms_printed = forms_printed + %s WHERE certificate_id = %s",
+                (1 if event == "printed" else -1, cid),
             )
         elif event == "handed_over":
             sets |= {"delivery": d["delivery"], "handed_over_on": d["on"]}

@@ -127,6 +127,13 @@ class StockLedger:
                 "UPDATE stock_books SET used = used - 1, spoiled = spoiled + 1, updated_at = %s WHERE stock_id = %s",
                 (at, sid),
             )
+        elif event == "form_returned":  # booked for a print never made: blank, back in stock
+            cur.execute(
+                """DELETE FROM stock_forms f USING stock_books b
+                   WHERE b.stock_id = %s AND f.institution_id = b.institution_id AND f.serial = %s""",
+                (sid, d["serial"]),
+            )
+            cur.execute("UPDATE stock_books SET used = used - 1, updated_at = %s WHERE stock_id = %s", (at, sid))
         elif event == "forms_destroyed":
             count = len(d["serials"])
             cur.execute(

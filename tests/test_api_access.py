@@ -238,6 +238,8 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
          {STAFF}),
         ("POST", "/plans/{plan_id}/certificates/print", f"/plans/{s.pid}/certificates/print", None, {STAFF}),
         ("POST", "/certificates/print", "/certificates/print", {"certificates": [cert]}, {STAFF}),
+        ("POST", "/certificates/print-not-made", "/certificates/print-not-made",
+         {"certificates": [cert], "reason": "文件未送达打印机"}, {STAFF}),
         ("GET", "/certificates/{certificate}/proof.pdf", f"/certificates/{cert}/proof.pdf", None, {STAFF}),
         ("GET", "/certificates/{certificate}/proof-receipt.pdf", f"/certificates/{cert}/proof-receipt.pdf", None,
          {STAFF}),

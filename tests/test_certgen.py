@@ -126,6 +126,94 @@ def test_a_spoiled_print_goes_to_the_spoiled_forms_and_is_printed_again_on_the_n
         print_certificates(svc, staff(iid), [first], PUBLIC)
 
 
+def test_a_print_never_made_puts_its_forms_back_in_stock_and_its_certificates_await_a_print(
+    world,
+    session,
+    conn,  # noqa: F811
+    database_url,
+    schema,
+    monkeypatch,  # noqa: F811
+):
+    """A batch print booked its forms and then answered no PDF (a render that failed, Ctrl-C in the CLI, a file that
+    could not be written, a browser that gave up): the certificates no longer awaited a print and the forms were
+    booked as used while they lay blank in the tray, and the only way out was to record each as a spoiled print,
+    which sent blank forms to be destroyed. The batch now puts its forms back itself, and a print whose answer was
+    lost afterwards is recorded not made (POST /certificates/print-not-made), all or none."""
+    from fastapi.testclient import TestClient
+
+    import infra.services.printing as printing
+    from infra.api import create_app
+    from projections import certificates as registry
+    from projections import stock as ledger
+    from tests.api import bearer
+    from tests.test_read_models import apply_live, bus_messages
+
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    stored = svc.recorder.max_notification_id
+
+    def broken(pages, progress=None):
+        raise RuntimeError("the renderer fell over")
+
+    monkeypatch.setattr(printing, "render", broken)
+    with pytest.raises(RuntimeError, match="fell over"):
+        print_certificates(svc, staff(iid), ids, PUBLIC)
+    monkeypatch.undo()
+    assert to_print(svc, exam_id) == ids and not svc.stock(iid).used
+    assert all(svc.certificate(i).printed_forms == [] for i in ids)
+
+    def interrupted(n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        print_certificates(svc, staff(iid), ids, PUBLIC, progress=interrupted)
+    assert to_print(svc, exam_id) == ids and not svc.stock(iid).used
+
+    def disk_full(content: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        print_certificates(svc, staff(iid), ids, PUBLIC, deliver=disk_full)
+    assert to_print(svc, exam_id) == ids and not svc.stock(iid).used
+
+    # Printed, and the answer lost on its way: staff record the prints not made.
+    print_certificates(svc, staff(iid), ids, PUBLIC)
+    numbers = [svc.certificate(i).number for i in ids]
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    with TestClient(create_app(database_url, schema, today=world.clock)) as http:
+        before = stored()
+        r = http.post("/certificates/print-not-made", headers=token,
+                      json={"certificates": [str(i) for i in ids[:2]], "reason": ""})  # fmt: skip
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason", r.text
+        r = http.post("/certificates/print-not-made", headers=token,
+                      json={"certificates": [str(i) for i in ids[:2]], "reason": "文件未送达打印机"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert r.json() == [{"certificate_number": n, "form_serial": 10_000_001 + k, "form": f"NO. {10_000_001 + k}"}
+                            for k, n in enumerate(numbers[:2])]  # fmt: skip
+        assert stored() == before + 4  # each certificate's event and its form's
+        before = stored()
+        r = http.post("/certificates/print-not-made", headers=token,
+                      json={"certificates": [str(i) for i in ids], "reason": "文件未送达打印机"})  # fmt: skip
+        assert r.status_code == 409 and numbers[0] in r.json()["detail"] and numbers[1] in r.json()["detail"], r.text
+        assert "awaits a print" in r.json()["detail"] and stored() == before  # all or none
+    assert to_print(svc, exam_id) == ids[:2] and list(svc.stock(iid).used) == [10_000_003]
+    # Printed again, they take the same forms, lowest first.
+    print_certificates(svc, staff(iid), ids[:2], PUBLIC)
+    assert [svc.certificate(i).printed_forms for i in ids] == [[10_000_001], [10_000_002], [10_000_003]]
+    # A print handed over was made.
+    collect(svc, iid, ids[2])
+    with pytest.raises(Conflict, match="handed over"):
+        svc.print_not_made(staff(iid), [ids[2]], "文件未送达打印机")
+    # The read models, fed the events as the bus delivers them, agree.
+    apply_live(conn, bus_messages(world.registrations))
+    conn.commit()
+    books = ledger.ledger(conn, str(iid))
+    assert (books["used"], books["spoiled"], books["in_stock"]) == (3, 0, 17)
+    assert [ledger.form(conn, str(iid), 10_000_001 + k)["certificate_number"] for k in range(3)] == numbers
+    assert [registry.certificate_by_number(conn, n)["forms_printed"] for n in numbers] == [1, 1, 1]
+
+
 def page_for(**changes) -> CertificatePage:
     from domain.levels import Level
 
@@ -350,6 +438,16 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
     assert "1 certificate(s) booked" in done.stdout
     assert world.certificates.certificate(first.id).printed_forms == [first.printed_forms[-1], 10_000_004]
     assert "NO.10000004" in re.sub(r"\s+", "", run("pdftotext", str(out), "-"))
+    # That print never came out: recorded from the CLI, its form is back. A file that cannot be written books nothing.
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "not-made", first.number, "--reason", "打印机离线"],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "NO. 10000004 back in stock" in done.stdout, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "certificates", first.number, "--out",
+                           str(tmp_path / "no-such-directory" / "x.pdf")], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "the forms are back in stock" in done.stderr, done.stdout + done.stderr
+    assert world.certificates.certificate(first.id).printed_forms == [first.printed_forms[-1]]
+    assert 10_000_004 not in world.certificates.stock(iid).used
 
 
 def to_print_all(world, exam_id) -> list:

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  # type: ignore[no-untyped-def]
     """The whole lifecycle, then each rarer step once on a second plan of the same institution: a
     registration returned and resubmitted, one rejected (its seat released), a results report
-    returned by the centre, a spoiled print, a signed checkpoint."""
+    returned by the centre, a spoiled print, a print not made, a signed checkpoint."""
     life = full_lifecycle(world, 60)
     reg, exams, certs = world.registrations, world.exams, world.certificates
     iid = life.iid
@@ -78,6 +78,8 @@ def every_kind_of_event(world, database_url: str, schema: str) -> list[dict]:  #
     certs.attach_photo(staff(iid), printed, photo_attachment())
     certs.print(staff(iid), printed)
     certs.spoil_print(staff(iid), printed, certs.certificate(printed).printed_forms[-1], "打印错位")
+    certs.print(staff(iid), printed)
+    certs.print_not_made(staff(iid), [printed], "文件未送达打印机")  # the form back in stock
     lost = life.lost  # its proof was issued in the lifecycle: collected now against the receipt
     certs.hand_over_proof(
         staff(iid), lost, certs.certificate(lost).receipts[-1], certs.certificate(lost).holder.id_number

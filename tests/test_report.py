@@ -53,7 +53,7 @@ def test_the_report_says_who_did_what_in_chinese_with_the_chain_state(world, con
 
     text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True,
                           text=True, check=True).stdout  # fmt: skip
-    for words in ("审计报告", "哈希链", "完整", "最近检查点", "证书纠错", "证书数据删除", "证书作废与销毁", "空白证书作废",
+    for words in ("审计报告", "哈希链", "完整", "最近检查点", "证书纠错", "证书数据删除", "证书作废、未打印退回与销毁", "空白证书作废",
                   "证书纠错批准", approved[8], "李老师"):  # fmt: skip
         assert words in text, words
     fonts = subprocess.run(["pdffonts", str(tmp_path / "report.pdf")], capture_output=True, text=True).stdout

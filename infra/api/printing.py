@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from certgen import documents
 from certgen.certificate import Unprintable, check_glyphs
@@ -18,6 +18,7 @@ from domain.institution import Institution
 from domain.personal import mask_id_number as mask
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
+from domain.stock import form_label
 from domain.text import MULTILINE
 from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
@@ -78,6 +79,29 @@ def spoil_print(
 ) -> None:
     """The print on this form came out spoiled: the form goes to the spoiled ones, the certificate awaits a print."""
     svc.spoil_print(who.actor(x_request_id), certificate_id(c, certificate), body.form_serial, body.reason)
+
+
+class NotMadeIn(CertificatesIn):
+    reason: str = Field(min_length=1, max_length=200, json_schema_extra=MULTILINE,
+                        description="why the prints never came out, e.g. the PDF never reached the printer")  # fmt: skip
+
+
+class FormReturned(BaseModel):
+    certificate_number: str
+    form_serial: int
+    form: str = Field(description="the form's label, as printed on it")
+
+
+@router.post("/certificates/print-not-made")
+def print_not_made(
+    body: NotMadeIn, who: Staff, svc: CertSvc, c: Conn, x_request_id: RequestId = None
+) -> list[FormReturned]:
+    """These certificates' prints were booked and never made (a batch print's PDF that never reached the printer):
+    each form goes back to stock, blank, and each certificate awaits a print again. All or none: a certificate with
+    no current print, or handed over, is a 409 naming it. A print that came out wrong is a spoiled print instead."""
+    ids = [certificate_id(c, x) for x in body.certificates]
+    returned = svc.print_not_made(who.actor(x_request_id), ids, body.reason)
+    return [FormReturned(certificate_number=n, form_serial=f, form=form_label(f)) for n, f in returned]
 
 
 # The other documents, rendered from the write side.

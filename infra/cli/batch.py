@@ -137,13 +137,17 @@ def _print(token: str, out: Path, choose: Any) -> None:
         ids = choose(svc)
         with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
             task = bar.add_task("pages", total=len(ids))
-            content = print_certificates(svc, who.actor(), ids, s.public_url, lambda n: bar.update(task, completed=n))
+            # The file is written before the booking stands: a file that cannot be written puts the forms back.
+            print_certificates(svc, who.actor(), ids, s.public_url, lambda n: bar.update(task, completed=n),
+                               out.write_bytes)  # fmt: skip
     except DomainError as e:
         err.print(f"[red]refused, nothing printed:[/red] {e.message}")
         raise typer.Exit(1) from None
+    except OSError as e:
+        err.print(f"[red]{escape(str(e))}[/red]: nothing printed, the forms are back in stock")
+        raise typer.Exit(1) from None
     finally:
         svc.close()
-    out.write_bytes(content)
     console.print(f"{len(ids)} certificate(s) booked on blank forms and written to {out}")
 
 
@@ -182,6 +186,34 @@ def _by_number(svc: Any, number: str) -> UUID:
     if row is None:
         raise NotFound(f"no certificate {number} in the registry (yet)")
     return row["certificate_id"]
+
+
+@print_cli.command("not-made")
+def print_not_made(
+    numbers: Annotated[list[str], typer.Argument(help="certificate numbers")],
+    reason: Annotated[str, typer.Option(help="why the prints never came out, e.g. 文件未送达打印机")],
+    token: Token,
+) -> None:
+    """Prints booked and never made (the PDF never reached the printer): each form back in stock, blank, and each
+    certificate awaiting a print again. A print that came out wrong is `print spoiled` instead."""
+    from domain.errors import DomainError, InvalidInput
+    from domain.text import normalise, problem
+    from infra.services.certificates import Certificates
+
+    s = get_settings()
+    who = _principal(s, token)
+    svc = Certificates(s.database_url or "", s.db_schema)
+    try:
+        if why := problem(reason, multiline=True):
+            raise InvalidInput([("--reason", why)])
+        returned = svc.print_not_made(who.actor(), [_by_number(svc, n) for n in numbers], normalise(reason))
+    except DomainError as e:
+        err.print(f"[red]refused:[/red] {escape(e.message)}")
+        raise typer.Exit(1) from None
+    finally:
+        svc.close()
+    for number, form in returned:
+        console.print(f"form NO. {form:08d} back in stock; certificate {escape(number)} awaits a print")
 
 
 @print_cli.command("spoiled")

@@ -9,7 +9,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from domain.access import CENTRE, require, require_region
+from domain.access import CENTRE, STAFF, require, require_region
 from domain.certificate import (
     Certificate,
     Correction,
@@ -307,6 +307,36 @@ class Certificates(Service):
             return [*certificates, *stocks.values()]
 
         self.retry(attempt)
+
+    def print_not_made(self, actor: Actor, ids: Sequence[UUID], reason: str) -> list[tuple[str, int]]:
+        """Prints booked and never made (a batch whose PDF never reached the printer): each certificate's form goes
+        back to its stock, blank, and the certificate awaits a print again; all in one transaction, or none, naming
+        every certificate that has no print to take back. Answers (certificate number, form) for each. A batch
+        print whose PDF could not be made records this itself (infra.services.printing.print_certificates)."""
+
+        def attempt() -> list[Aggregate]:
+            certificates = self.get_all(Certificate, dict.fromkeys(ids), "certificate")
+            for c in certificates:  # who may comes before what is missing
+                require(actor, STAFF, "record prints not made", c.institution_id)
+            problems = [f"certificate {c.number} awaits a print: no form is booked for it" for c in certificates
+                        if c.needs_print or not c.printed_forms]  # fmt: skip
+            if problems:
+                raise Conflict("; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20
+                                                             else ""), field="certificates")  # fmt: skip
+            stocks: dict[UUID, BlankStock] = {}
+            returned.clear()
+            for c in certificates:
+                if c.institution_id not in stocks:
+                    stocks[c.institution_id] = self._stock(c.institution_id)
+                form = c.printed_forms[-1]
+                c.print_not_made(actor, form, reason)
+                stocks[c.institution_id].return_form(actor, form, c.number, reason)
+                returned.append((c.number, form))
+            return [*certificates, *stocks.values()]
+
+        returned: list[tuple[str, int]] = []
+        self.retry(attempt)
+        return returned
 
     def _stock(self, institution_id: UUID) -> BlankStock:
         try:  # one load, not a look first (`in self.repository` loads the whole stock too)

@@ -39,10 +39,12 @@ def print_certificates(
     ids: Sequence[UUID],
     public_url: str,
     progress: Callable[[int], None] | None = None,
+    deliver: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """Check every page, then book every certificate on the next blank form, all in one transaction with the
     stock (Certificates.print_many), then render them into one PDF in form order, each page from the
-    certificate as it was printed."""
+    certificate as it was printed; `deliver` (the CLI writing its file) takes it before the booking stands. Should
+    the PDF not be made or delivered (an error, Ctrl-C), the forms go back to stock (Certificates.print_not_made)."""
     if not ids:
         raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
     photos: dict[UUID, bytes] = {}
@@ -55,8 +57,26 @@ def print_certificates(
         preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
 
     # Printing changes none of what a page shows: the certificates printed make the pages.
-    pages = [CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in svc.print_many(actor, ids, check)]
-    return render(pages, progress)
+    booked = svc.print_many(actor, ids, check)
+    try:
+        content = render([CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in booked], progress)
+        if deliver is not None:
+            deliver(content)
+        return content
+    except BaseException as e:  # Ctrl-C in the CLI too: the forms are still blank, and the ledger must say so
+        try:
+            svc.print_not_made(actor, [c.id for c, _ in booked], f"the PDF could not be made ({type(e).__name__})")
+        except Exception as failed:
+            raise FormsStillBooked(
+                f"the PDF of {len(booked)} certificates was not made ({type(e).__name__}), and recording their forms "
+                f"back in stock failed too ({failed}): record them with POST /certificates/print-not-made (skillcert "
+                f"print not-made): {', '.join(c.number for c, _ in booked[:20])}{' …' if len(booked) > 20 else ''}"
+            ) from e
+        raise
+
+
+class FormsStillBooked(RuntimeError):
+    """A batch's PDF was not made and its forms could not be put back either: someone must."""
 
 
 def holder_photos(svc: Certificates, certificates: list[Certificate]) -> dict[UUID, bytes]:

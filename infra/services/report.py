@@ -31,8 +31,8 @@ CORRECTIONS = ("certificate.correction_applied", "certificate.correction_checked
 DELETIONS = ("certificate.data_deleted", "registration.disqualified", "exam_session.scores_cancelled",
              "certificate.revoked", "institution.suspended", "institution.reinstated",
              "institution.evaluation_withdrawn")  # fmt: skip
-SPOILED = ("blank_stock.form_spoiled", "blank_stock.print_spoiled", "blank_stock.forms_destroyed",
-           "certificate.print_spoiled")  # fmt: skip
+SPOILED = ("blank_stock.form_spoiled", "blank_stock.print_spoiled", "blank_stock.form_returned",
+           "blank_stock.forms_destroyed", "certificate.print_spoiled", "certificate.print_not_made")  # fmt: skip
 COLUMNS = ["时间", "日志位置", "事件", "事件类型", "操作人", "操作人角色", "操作人ID", "对象", "证书编号", "机构ID",
            "请求ID"]  # fmt: skip
 
