@@ -167,6 +167,25 @@ def check_glyphs(texts: list[str], what: str, filled: list[str] | None = None, k
             raise Unprintable(f"{what}: no installed face has a glyph for {named(missing)}")
 
 
+def unprintable(name: str) -> str | None:
+    """Why no installed face could print this person's name on the certificate (FangSong) or the admission ticket
+    (Kai), naming each character; None when both can (a character of CJK extension G, newer than every font installed
+    here, is the case). Asked where a name comes in (registration, a correction), not after the exam. A name in GB2312
+    prints in both (test_every_gb2312_character_of_a_name_prints): the faces are not loaded for it, 40 MB a
+    process."""
+    try:
+        name.encode("gb2312")
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:
+        check_glyphs([], "name", filled=[name], kai=[name])
+    except Unprintable as e:
+        return (f"{str(e).removeprefix('name: ')}, so neither the admission ticket nor the certificate could print "
+                "this name; printing it needs a font that has the character")  # fmt: skip
+    return None
+
+
 def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | None = None) -> bytes:
     """One PDF, a page per certificate, fonts embedded."""
     pages = list(pages)

@@ -642,9 +642,37 @@ def test_a_name_no_installed_face_can_print_is_refused_at_registration(world, da
     assert world.registrations.get(Registration, rid, "registration").form.name == working_years_form(4).name
 
 
+def test_a_correction_to_a_name_no_installed_face_can_print_is_refused(world, database_url, schema):
+    """What an outside review found: a correction to 𰀀明 was applied for, checked, approved and re-reported, and then
+    the certificate could never be printed again (its one correction spent), and every batch print of its plan was
+    refused naming it. The application is refused now, a 422 naming correction.name; 𠮷 goes in."""
+    from fastapi.testclient import TestClient
+
+    from domain.registration import AttachmentKind
+    from infra.api import create_app
+    from tests.api import bearer
+    from tests.builders import attachment
+    from tests.lifecycle import queryable_certificates
+
+    iid, cids = queryable_certificates(world, 1)
+    evidence = attachment(AttachmentKind.CORRECTION_EVIDENCE).model_dump(mode="json")
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    before = world.certificates.recorder.max_notification_id()
+    with TestClient(create_app(database_url, schema, today=world.clock)) as http:
+        r = http.post(f"/certificates/{cids[0]}/correction-application", headers=token,
+                      json={"correction": {"name": "\U00030000明"}, "reasons": "姓名录入错误", "evidence": evidence})  # fmt: skip
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "correction.name", r.text
+        assert "U+30000" in r.json()["errors"][0]["message"], r.text
+        assert world.certificates.recorder.max_notification_id() == before
+        r = http.post(f"/certificates/{cids[0]}/correction-application", headers=token,
+                      json={"correction": {"name": "\U00020bb7明"}, "reasons": "姓名录入错误", "evidence": evidence})  # fmt: skip
+        assert r.status_code == 204, r.text
+    assert world.certificates.certificate(cids[0]).correction.name == "\U00020bb7明"
+
+
 def test_every_gb2312_character_of_a_name_prints():
-    """Registration checks a name against the faces only when it is not all GB2312 (infra.services.registrations.
-    unprintable_name): every character of GB2312 (and ASCII) a name may hold prints on the certificate and the
+    """Registration and a correction check a name against the faces only when it is not all GB2312 (certgen.
+    certificate.unprintable): every character of GB2312 (and ASCII) a name may hold prints on the certificate and the
     ticket."""
     from domain.text import name_problem
 

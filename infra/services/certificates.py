@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from certgen.certificate import unprintable
 from domain.access import CENTRE, STAFF, require, require_region
 from domain.certificate import (
     Certificate,
@@ -407,6 +408,9 @@ class Certificates(Service):
     def apply_for_correction(
         self, actor: Actor, certificate_id: UUID, correction: Correction, reasons: str, evidence: Attachment
     ) -> None:
+        if correction.name and (why := unprintable(correction.name)):  # approved, it could never be printed again
+            raise InvalidInput([("correction.name", why)])
+
         def attempt() -> list[Aggregate]:
             c = self.certificate(certificate_id)  # a concurrent application is seen on retry and refused
             c.apply_for_correction(actor, correction, reasons, evidence, self.today())

@@ -25,7 +25,7 @@ from psycopg.errors import LockNotAvailable
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from certgen.certificate import Unprintable, check_glyphs
+from certgen.certificate import unprintable
 from domain.access import STAFF, STAFF_OR_CANDIDATE, require
 from domain.certificate import Certificate, DataStatus, certificate_id
 from domain.eligibility import Evidence
@@ -63,22 +63,9 @@ def plan_lock(plan_id: UUID) -> tuple[int, int]:
 
 
 def unprintable_name(form: RegistrationForm) -> list[tuple[str, str]]:
-    """The name refused at registration when no installed face could print it on the certificate (FangSong) or the
-    admission ticket (Kai), naming each character: accepted, the candidate sat, paid and passed, and then no
-    certificate could be printed (a character of CJK extension G, newer than every font installed here). A name in
-    GB2312 prints in both (test_every_gb2312_character_of_a_name_prints): the faces are not loaded for it, 40 MB an
-    API worker."""
-    try:
-        form.name.encode("gb2312")
-        return []
-    except UnicodeEncodeError:
-        pass
-    try:
-        check_glyphs([], "name", filled=[form.name], kai=[form.name])
-    except Unprintable as e:
-        return [("name", f"{str(e).removeprefix('name: ')}, so neither the admission ticket nor the certificate "
-                         "could print this name; printing it needs a font that has the character")]  # fmt: skip
-    return []
+    """The name refused at registration when the admission ticket or the certificate could not print it: accepted, the
+    candidate sat, paid and passed, and then no certificate could be printed."""
+    return [("name", why)] if (why := unprintable(form.name)) else []
 
 
 class Decision(StrEnum):
