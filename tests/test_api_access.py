@@ -115,6 +115,7 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         # Reads.
         ("GET", "/me", "/me", None, TOKENED),
         ("GET", "/plans/{plan_id}/registrations", f"/plans/{s.pid}/registrations", None, OWN_INSTITUTION),
+        ("GET", "/plans/{plan_id}/registration-code", f"/plans/{s.pid}/registration-code", None, {STAFF}),
         ("GET", "/plans/{plan_id}/registrations.csv", f"/plans/{s.pid}/registrations.csv", None, OWN_INSTITUTION),
         ("GET", "/registrations/{registration_id}", f"/registrations/{s.rid}", None, OWN_RECORD),
         ("GET", "/candidates/{id_number}/registrations", f"/candidates/{s.id_number}/registrations", None,

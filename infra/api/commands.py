@@ -24,7 +24,7 @@ from domain.institution import DeadlineProfile, Filing, ScopeEntry
 from domain.levels import Level
 from domain.model import Role
 from domain.personal import Personal, personal
-from domain.plan import PlanDetails
+from domain.plan import EvaluationPlan, PlanDetails
 from domain.registration import Attachment, RegistrationForm
 from domain.text import MULTILINE
 from infra.api.deps import (
@@ -378,6 +378,20 @@ def publish_plan(
 ) -> PlanCreated:
     plan_id, code = svc.publish_plan(who.actor(x_request_id), institution_id, body)
     return PlanCreated(id=plan_id, registration_code=code)
+
+
+class PlanCode(BaseModel):
+    plan_id: UUID
+    plan_number: str
+    registration_code: str
+
+
+@router.get("/plans/{plan_id}/registration-code")
+def plan_code(plan_id: UUID, who: Staff, svc: RegSvc) -> PlanCode:
+    """The code candidates register for the plan with (001: they have it from the institution's contact), for the
+    institution's staff: it was answered only once, when the plan was published."""
+    plan = svc.get(EvaluationPlan, plan_id, "plan")
+    return PlanCode(plan_id=plan.id, plan_number=plan.details.plan_number, registration_code=plan.registration_code)
 
 
 # Registrations.
