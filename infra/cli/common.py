@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +34,11 @@ def _no_type_for_flags() -> None:
 
 _no_type_for_flags()
 cli = typer.Typer(help="skillcert: occupational skill level certification back end.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+# Piped or logged (a file, `make run`'s log, a pager), rich took 80 columns: tables broke their cells over lines and a
+# checkpoint's hash went to a line of its own. Wide there, unless COLUMNS says otherwise; a terminal's own width.
+_WIDTH = None if "COLUMNS" in os.environ else 200
+console = Console(width=_WIDTH if not sys.stdout.isatty() else None)
+err = Console(stderr=True, width=_WIDTH if not sys.stderr.isatty() else None)
 
 
 def require(value: str | None, var: str) -> str:
