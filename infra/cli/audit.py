@@ -39,11 +39,12 @@ def audit_state(
     s = get_settings()
     url, app = open_store(s)
     try:
-        when = datetime.fromisoformat(at) if at else None
+        try:
+            when = datetime.fromisoformat(at) if at else None
+        except ValueError as e:  # only this is the option's fault
+            err.print(f"[red]--at:[/red] {escape(str(e))}")
+            raise typer.Exit(2) from None
         console.print_json(json.dumps(history.as_of(app, aggregate_id, when, position), default=str))
-    except ValueError as e:
-        err.print(f"[red]--at:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
     except DomainError as e:
         err.print(f"[red]{escape(e.message)}[/red]")
         raise typer.Exit(1) from None
