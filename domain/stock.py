@@ -287,6 +287,10 @@ class BlankStock(Aggregate):
             raise InvalidInput(problems)
         if period in self.stocktakes:
             raise Conflict(f"the stocktake for {period} is already recorded", field="period")
+        if later := [p for p in self.stocktakes if p > period]:
+            # It compares the count with the books as they stand now, not as they stood at the end of that half year.
+            raise Conflict(f"the stocktake for {max(later)} is recorded already; one for {period}, earlier, would count "
+                           "today's forms against a past half year's", field="period")  # fmt: skip
         in_system = self.books.in_stock
         discrepancy = counted - in_system
         if discrepancy and not note.strip():

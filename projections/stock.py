@@ -210,7 +210,8 @@ def ledger(conn: psycopg.Connection[Any], institution_id: str) -> dict[str, Any]
 
 
 def form(conn: psycopg.Connection[Any], institution_id: str, serial: int) -> dict[str, Any] | None:
-    """What became of one blank form: the certificate it printed, or why it was spoiled."""
+    """What became of one blank form: the certificate it printed, why it was spoiled, or in stock; None if the
+    institution never received it."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT serial, status, certificate_id, certificate_number, level, reason, at FROM stock_forms"
@@ -218,6 +219,14 @@ def form(conn: psycopg.Connection[Any], institution_id: str, serial: int) -> dic
             (institution_id, serial),
         )
         row = cur.fetchone()
+        if row is None:  # blank, if it was received: in stock since its delivery (or back there, a print not made)
+            cur.execute(
+                "SELECT %s::bigint AS serial, 'in_stock' AS status, NULL::uuid AS certificate_id, NULL AS"
+                " certificate_number, NULL::int AS level, NULL AS reason, received_at AS at FROM stock_receipts"
+                " WHERE institution_id = %s AND first <= %s AND last >= %s",
+                (serial, institution_id, serial, serial),
+            )
+            row = cur.fetchone()
     if row is not None:
         row["label"] = form_label(row["serial"])
     return row

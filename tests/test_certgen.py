@@ -442,9 +442,14 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
     done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "not-made", first.number, "--reason", "打印机离线"],
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0 and "NO. 10000004 back in stock" in done.stdout, done.stdout + done.stderr
+    before = world.certificates.recorder.max_notification_id()
     done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "certificates", first.number, "--out",
                            str(tmp_path / "no-such-directory" / "x.pdf")], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "nothing booked" in done.stderr, done.stdout + done.stderr
+    assert world.certificates.recorder.max_notification_id() == before
+    done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "certificates", first.number, "--out",
+                           "/dev/full"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and "the forms are back in stock" in done.stderr, done.stdout + done.stderr
     assert world.certificates.certificate(first.id).printed_forms == [first.printed_forms[-1]]
     assert 10_000_004 not in world.certificates.stock(iid).used

@@ -316,10 +316,16 @@ def test_the_api_serves_deadlines_stock_statistics_and_lag(world, database_url, 
         http.headers.update(bearer(database_url, schema, Role.AUDITOR, "auditor-sun"))
         books = http.get(f"/institutions/{life.iid}/stock").json()
         assert (books["received"], books["spoiled"], books["last_discrepancy"]) == (300, 2, 0)
+        assert books["demand"] and all(d["late"] is False for d in books["demand"]), books["demand"]  # filed in January
         form = http.get(f"/institutions/{life.iid}/stock/forms/{life.reprint_form}").json()
         assert form["certificate_number"] == world.certificates.certificate(life.corrected).number
+        # A form received and not used is in stock; one never received is a 404 saying so (an outside review could
+        # not tell the two apart: both were 404 "neither used nor spoiled").
         unused = http.get(f"/institutions/{life.iid}/stock/forms/10000299")
-        assert unused.status_code == 404 and unused.headers["content-type"] == "application/problem+json"
+        assert unused.status_code == 200 and unused.json()["status"] == "in_stock", unused.text
+        unknown = http.get(f"/institutions/{life.iid}/stock/forms/10000301")
+        assert unknown.status_code == 404 and unknown.headers["content-type"] == "application/problem+json"
+        assert "never received form NO. 10000301" in unknown.json()["detail"], unknown.text
         [month] = http.get("/statistics/issued", params={"institution_id": str(life.iid), "year": 2026}).json()["items"]
         assert month["issued"] == len(life.passed)
         [rate] = http.get("/statistics/pass-rates").json()["items"]

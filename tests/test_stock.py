@@ -49,6 +49,10 @@ def test_receipts_spoilage_destruction_and_stocktakes_keep_the_books(world):
         certs.take_stock(staff(iid), iid, "2026-H2", 99)
     with pytest.raises(InvalidInput, match="has not begun"):
         certs.take_stock(staff(iid), iid, "2027-H1", 99)
+    # An earlier half year after a later one would count today's forms against it (an outside review recorded H1 after
+    # H2 and got H2's books as H1's, and H1 shown as the last stocktake).
+    with pytest.raises(Conflict, match="2026-H2 is recorded already"):
+        certs.take_stock(staff(iid), iid, "2026-H1", 99)
     books = certs.books(iid)
     assert (books.received, books.in_stock, books.used, books.spoiled, books.destroyed) == (100, 99, 0, 1, 1)
 

@@ -21,6 +21,7 @@ from domain.deadlines import Step
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.glossary import event_label, event_name
 from domain.model import Role
+from domain.stock import form_label
 from infra.api import views as v
 from infra.api.deps import (
     EVERYONE,
@@ -384,11 +385,12 @@ def stock_ledger(institution_id: UUID, c: Conn, who: Reader) -> v.StockLedger:
 
 @router.get("/institutions/{institution_id}/stock/forms/{serial}")
 def stock_form(institution_id: UUID, serial: Annotated[int, Path(ge=1, le=99_999_999)], c: Conn, who: Reader) -> v.Form:
-    """What became of one blank form: the certificate it printed, or why it was spoiled."""
+    """What became of one blank form: the certificate it printed (used), why it was spoiled (spoiled, destroyed), or
+    blank (in_stock, since its delivery)."""
     own_institution(who, institution_id, "blank stock")
     row = stock.form(c, str(institution_id), serial)
     if row is None:
-        raise NotFound(f"form {serial} of institution {institution_id} was neither used nor spoiled")
+        raise NotFound(f"institution {institution_id} never received form {form_label(serial)}")
     return row
 
 

@@ -239,6 +239,7 @@ class Demand(BaseModel):
     level: int
     forms: int
     filed_on: date
+    late: bool = Field(description="filed after 25 January of its year (004 §2)")
 
 
 class StockLedger(BaseModel):
@@ -263,7 +264,7 @@ class StockLedger(BaseModel):
 class Form(BaseModel):
     serial: int
     label: str
-    status: str
+    status: Literal["in_stock", "used", "spoiled", "destroyed"]
     certificate_id: UUID | None
     certificate_number: str | None
     level: int | None

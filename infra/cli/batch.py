@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -132,6 +133,9 @@ def _print(token: str, out: Path, choose: Any) -> None:
 
     s = get_settings()
     who = _principal(s, token)
+    if not out.parent.is_dir() or not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        err.print(f"[red]cannot write {escape(str(out))}[/red]: nothing booked")  # rather than book, fail and give back
+        raise typer.Exit(2)
     svc = Certificates(s.database_url or "", s.db_schema)
     try:
         ids = choose(svc)
@@ -146,6 +150,9 @@ def _print(token: str, out: Path, choose: Any) -> None:
     except OSError as e:
         err.print(f"[red]{escape(str(e))}[/red]: nothing printed, the forms are back in stock")
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]: nothing printed, the forms are back in stock")
+        raise typer.Exit(130) from None
     finally:
         svc.close()
     console.print(f"{len(ids)} certificate(s) booked on blank forms and written to {out}")

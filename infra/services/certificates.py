@@ -331,6 +331,9 @@ class Certificates(Service):
                     stocks[c.institution_id] = self._stock(c.institution_id)
                 form = c.printed_forms[-1]
                 c.print_not_made(actor, form, reason)
+                if form not in stocks[c.institution_id].used:  # loaded after another worker returned or spoiled it
+                    raise Conflict(f"certificate {c.number}'s form NO. {form:08d} was just changed by someone else; "
+                                   "look again and retry", field="certificates")  # fmt: skip
                 stocks[c.institution_id].return_form(actor, form, c.number, reason)
                 returned.append((c.number, form))
             return [*certificates, *stocks.values()]
