@@ -26,8 +26,8 @@ GRID = TableStyle([("FONTNAME", (0, 0), (-1, -1), SONG), ("GRID", (0, 0), (-1, -
                    ("VALIGN", (0, 0), (-1, -1), "TOP"), ("TOPPADDING", (0, 0), (-1, -1), 1.5),
                    ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)])  # fmt: skip
 # The event list's columns as printed (the CSV has all of them): time, position, event, actor, role, actor id,
-# subject, certificate number.
-PRINTED = (0, 1, 2, 4, 5, 6, 7, 8)
+# the details where there are some (the forms a stock event moved) or else the subject, certificate number.
+PRINTED = (0, 1, 2, 4, 5, 6, 11, 8)
 WIDTHS = (30, 16, 46, 24, 30, 34, 60, 40)
 
 
@@ -52,10 +52,10 @@ def render(*, scope: str, first: date, last: date, zone: str, made_at: datetime,
            deletions: Sequence[Sequence[Any]], spoiled: Sequence[Sequence[Any]],
            rows: Sequence[Sequence[Any]]) -> bytes:  # fmt: skip
     register()
-    printed = [columns[i] for i in PRINTED]
+    printed = [columns[i] if i != 11 else f"{columns[7]}/{columns[11]}" for i in PRINTED]
 
     def pick(rs: Sequence[Sequence[Any]]) -> list[list[Any]]:
-        return [[r[i] for i in PRINTED] for r in rs]
+        return [[r[i] if i != 11 else r[11] or r[7] for i in PRINTED] for r in rs]
 
     story: list[Any] = [
         Paragraph("职业技能等级认定　审计报告", TITLE),

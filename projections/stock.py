@@ -16,16 +16,21 @@ from psycopg.rows import dict_row
 
 from domain.certnumber import parse
 from domain.stock import form_label
+from projections.store import read_tolerantly
 
 T = "cn.skillcert.blank_stock."
+# The events that move forms (stock_movements.serials: the forms, or a receipt's first and last).
+MOVES = ("forms_received", "form_used", "form_spoiled", "print_spoiled", "form_returned", "forms_destroyed")
 FROM_STOCK = "FROM stock_books WHERE stock_id = %s"  # a stock event's institution
 
 
 class StockLedger:
     name = "stock_ledger"
     topics = ("stock",)
-    tables = ("stock_books", "stock_receipts", "stock_forms", "stock_demand", "stock_stocktakes")
-    version = 3  # 3: a demand filed again replaces the year whole (rebuilt once at upgrade); 2: no witness named
+    tables = ("stock_books", "stock_receipts", "stock_forms", "stock_demand", "stock_stocktakes", "stock_movements")
+    # 4: every form's movements, by log position (rebuilt once at upgrade); 3: a demand filed again replaces the year
+    # whole; 2: no witness named
+    version = 4
 
     def ddl(self) -> list[str]:
         return [
@@ -71,6 +76,17 @@ class StockLedger:
                 late boolean NOT NULL,
                 PRIMARY KEY (institution_id, year, level)
             )""",
+            # What happened to which forms, event by event: the audit report names them (infra.services.report), and
+            # a form's history outlives its row in stock_forms, which a print not made deletes.
+            """CREATE TABLE IF NOT EXISTS stock_movements (
+                position bigint PRIMARY KEY,
+                institution_id uuid NOT NULL,
+                event text NOT NULL,
+                serials bigint[] NOT NULL,
+                certificate_number text,
+                reason text,
+                at timestamptz NOT NULL
+            )""",
             """CREATE TABLE IF NOT EXISTS stock_stocktakes (
                 institution_id uuid NOT NULL,
                 version int NOT NULL,
@@ -87,6 +103,7 @@ class StockLedger:
     def read_indexes(self) -> list[str]:
         return [
             "CREATE INDEX IF NOT EXISTS stock_forms_certificate ON stock_forms (certificate_number)",
+            "CREATE INDEX IF NOT EXISTS stock_movements_institution ON stock_movements (institution_id, position)",
         ]
 
     def apply(self, cur: psycopg.Cursor[Any], m: dict[str, Any]) -> None:
@@ -98,6 +115,14 @@ class StockLedger:
                 (d["institution_id"], sid, at),
             )
             return
+        if event in MOVES:
+            serials = [d["first"], d["last"]] if event == "forms_received" else d.get("serials") or [d["serial"]]
+            reason = "已销毁（有监销人）" if event == "forms_destroyed" else d.get("reason") or d.get("delivery_note")
+            cur.execute(
+                f"""INSERT INTO stock_movements SELECT %s, institution_id, %s, %s, %s, %s, %s {FROM_STOCK}
+                    ON CONFLICT (position) DO NOTHING""",
+                (m["position"], event, serials, d.get("certificate_number"), reason, at, sid),
+            )
         books = {"forms_received": "received", "form_used": "used", "form_spoiled": "spoiled"}
         if event == "forms_received":
             count = d["last"] - d["first"] + 1
@@ -227,8 +252,19 @@ def form(conn: psycopg.Connection[Any], institution_id: str, serial: int) -> dic
                 (serial, institution_id, serial, serial),
             )
             row = cur.fetchone()
-    if row is not None:
-        row["label"] = form_label(row["serial"])
+        if row is not None:
+            row["label"] = form_label(row["serial"])
+
+            def history() -> list[dict[str, Any]]:  # received, booked, returned, booked again, spoiled..., in log order
+                cur.execute(
+                    """SELECT position, event, certificate_number, reason, at FROM stock_movements
+                       WHERE institution_id = %s AND CASE WHEN event = 'forms_received' THEN serials[1] <= %s
+                       AND serials[2] >= %s ELSE %s = ANY(serials) END ORDER BY position""",
+                    (institution_id, serial, serial, serial),
+                )
+                return cur.fetchall()
+
+            row["history"] = read_tolerantly(conn, history, list)  # none from a ledger not yet rebuilt at version 4
     return row
 
 

@@ -131,13 +131,13 @@ def _json_dumps(value: Any) -> str:
 
 
 def read_tolerantly(conn: psycopg.Connection[Any], read: Callable[[], R], older: Callable[[], R]) -> R:
-    """`read` from a projection's tables as they are, or, where they lack a column a newer version added (a worker
-    rebuilding them after an upgrade still reads the older ones), `older`. In a savepoint, so that the failed statement
-    leaves the caller's transaction as it was."""
+    """`read` from a projection's tables as they are, or, where they lack a column or a table a newer version added (a
+    worker rebuilding them after an upgrade still reads the older ones), `older`. In a savepoint, so that the failed
+    statement leaves the caller's transaction as it was."""
     try:
         with conn.transaction():
             return read()
-    except psycopg.errors.UndefinedColumn:
+    except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedTable):
         return older()
 
 

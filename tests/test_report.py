@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -48,13 +49,21 @@ def test_the_report_says_who_did_what_in_chinese_with_the_chain_state(world, con
     assert (by_staff[4], by_staff[5], by_staff[6]) == ("李老师", "评价机构工作人员", staff(iid).id)
     stamp = datetime.strptime(events[0][0], "%Y-%m-%d %H:%M:%S")  # Shanghai wall time, no offset
     assert abs(stamp - datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None)) < timedelta(minutes=10)
+    # Which forms each stock event moved, and why (an outside review found the rows named only the stock).
+    spoiled = [r for r in events if r[3] == "blank_stock.form_spoiled"]
+    assert spoiled and all(re.fullmatch(r"NO\. \d{8}；.+", r[11]) for r in spoiled), spoiled
+    used = next(r for r in events if r[3] == "blank_stock.form_used")
+    assert re.fullmatch(r"NO\. \d{8}；证书 S\d{21}", used[11]) and used[8] == used[11].rpartition(" ")[2], used
+    received = next(r for r in events if r[3] == "blank_stock.forms_received")
+    assert re.fullmatch(r"NO\. \d{8} 至 NO\. \d{8}；.+", received[11]), received
+    assert all(r[11] == "" for r in events if not r[3].startswith("blank_stock."))
     positions = [int(r[1]) for r in events]
     assert positions == sorted(positions) and len(events) == len(set(positions))
 
     text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True,
                           text=True, check=True).stdout  # fmt: skip
     for words in ("审计报告", "哈希链", "完整", "最近检查点", "证书纠错", "证书数据删除", "证书作废、未打印退回与销毁", "空白证书作废",
-                  "证书纠错批准", approved[8], "李老师"):  # fmt: skip
+                  "证书纠错批准", approved[8], "李老师", "对象/详情", spoiled[0][11].partition("；")[0]):  # fmt: skip
         assert words in text, words
     fonts = subprocess.run(["pdffonts", str(tmp_path / "report.pdf")], capture_output=True, text=True).stdout
     assert all(" yes " in line for line in fonts.splitlines()[2:]), fonts  # every face embedded

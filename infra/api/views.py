@@ -261,6 +261,15 @@ class StockLedger(BaseModel):
     stocktakes: list[dict[str, Any]]
 
 
+class FormMovement(BaseModel):
+    position: int = Field(description="the event's position in the log (GET /audit?after=… to see it)")
+    event: str = Field(description="forms_received, form_used, form_returned, form_spoiled, print_spoiled, "
+                                   "forms_destroyed")  # fmt: skip
+    certificate_number: str | None
+    reason: str | None = Field(description="why, or a receipt's delivery note")
+    at: datetime
+
+
 class Form(BaseModel):
     serial: int
     label: str
@@ -270,6 +279,7 @@ class Form(BaseModel):
     level: int | None
     reason: str | None
     at: datetime
+    history: list[FormMovement] = Field(description="what happened to the form, in log order")
 
 
 class Issued(BaseModel):

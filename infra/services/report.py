@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from domain.glossary import ROLES, event_label, event_name
+from domain.stock import form_label
 from infra.store import chain
 
 CORRECTIONS = ("certificate.correction_applied", "certificate.correction_checked", "certificate.correction_approved",
@@ -34,7 +35,7 @@ DELETIONS = ("certificate.data_deleted", "registration.disqualified", "exam_sess
 SPOILED = ("blank_stock.form_spoiled", "blank_stock.print_spoiled", "blank_stock.form_returned",
            "blank_stock.forms_destroyed", "certificate.print_spoiled", "certificate.print_not_made")  # fmt: skip
 COLUMNS = ["时间", "日志位置", "事件", "事件类型", "操作人", "操作人角色", "操作人ID", "对象", "证书编号", "机构ID",
-           "请求ID"]  # fmt: skip
+           "请求ID", "详情"]  # fmt: skip
 
 
 @dataclass
@@ -77,16 +78,18 @@ def gather(conn: psycopg.Connection[Any], schema: str, events_table: str, instit
             args,
         )  # fmt: skip
         events = cur.fetchall()
+        moves = _movements(cur, [e["position"] for e in events if e["type"].startswith("cn.skillcert.blank_stock.")])
     report = Report(name, first, last, zone, datetime.now(tz))
     counts: Counter[str] = Counter()
     for e in events:
         kind = event_name(e["type"])
         counts[kind] += 1
-        number = e["registered_number"] or e.get("number") or ""  # get: a trail not yet rebuilt at version 3
+        move = moves.get(e["position"])
+        number = e["registered_number"] or e.get("number") or (move or {}).get("certificate_number") or ""
         row = [
             e["at"].astimezone(tz).strftime("%Y-%m-%d %H:%M:%S"), e["position"], event_label(e["type"]), kind,
             e["actor_name"] or "", ROLES.get(e["actor_role"], e["actor_role"]), e["actor_id"], str(e["aggregate_id"]),
-            number, str(e["institution_id"] or ""), e["request_id"] or "",
+            number, str(e["institution_id"] or ""), e["request_id"] or "", _detail(move) if move else "",
         ]  # fmt: skip
         report.rows.append(row)
         if kind in CORRECTIONS:
@@ -98,6 +101,25 @@ def gather(conn: psycopg.Connection[Any], schema: str, events_table: str, instit
     report.counts = sorted(((event_label(k), k, n) for k, n in counts.items()), key=lambda x: (-x[2], x[1]))
     report.chain = chain_state(conn, schema, events_table, tz)
     return report
+
+
+def _movements(cur: psycopg.Cursor[Any], positions: list[int]) -> dict[int, dict[str, Any]]:
+    """The forms each of these stock events moved, from the stock ledger (a ledger not yet rebuilt at its version 4
+    has none to give: the rows then name the stock only)."""
+    cur.execute("SELECT to_regclass('stock_movements') IS NOT NULL AS present")
+    if not positions or not cur.fetchone()["present"]:  # type: ignore[index]
+        return {}
+    cur.execute("SELECT * FROM stock_movements WHERE position = ANY(%s)", (positions,))
+    return {r["position"]: r for r in cur.fetchall()}
+
+
+def _detail(move: dict[str, Any]) -> str:
+    """Which forms, for which certificate, why: 'NO. 10000003；证书 S…；卡纸'."""
+    serials = move["serials"]
+    forms = (f"{form_label(serials[0])} 至 {form_label(serials[1])}" if move["event"] == "forms_received"
+             else "、".join(form_label(s) for s in serials))  # fmt: skip
+    number = f"证书 {move['certificate_number']}" if move["certificate_number"] else ""
+    return "；".join(part for part in (forms, number, move["reason"] or "") if part)
 
 
 def chain_state(conn: psycopg.Connection[Any], schema: str, events_table: str, tz: ZoneInfo) -> list[tuple[str, str]]:
