@@ -22,6 +22,7 @@ from domain.ranges import Ranges
 MAX_FORM = 99_999_999  # "NO. 88888888": eight digits
 DEMAND_DUE = (1, 25)  # the yearly demand form is filed by 25 January (004 §2)
 PERIOD = re.compile(r"^(\d{4})-H([12])$")
+BLOCK = 100_000  # the serials one FormBlock guards: a delivery, at most 100,000 forms, spans at most two
 
 
 def stock_id(institution_id: UUID) -> UUID:
@@ -310,3 +311,45 @@ def _ranges(used: list[list[int]] | dict[str, str]) -> Ranges:
     if isinstance(used, dict):
         return Ranges((int(serial), int(serial)) for serial in sorted(used, key=int))
     return Ranges((first, last) for first, last in used)
+
+
+def block_of(serial: int) -> UUID:
+    return uuid5(NAMESPACE_URL, f"skillcert:form-block:{serial // BLOCK}")
+
+
+class FormBlock(Aggregate):
+    """Which institution received each form of one block of serials. Blank forms are numbered for the whole country
+    and handed out by the province (004 §1-7): no two institutions receive one form, where each stock alone saw only its
+    own receipts. A guard, saved with the stock that receives (Certificates.receive_forms), never published."""
+
+    class Opened(Aggregate.Created):
+        actor: Actor
+        block: int
+
+    class Claimed(Aggregate.Event):
+        institution_id: UUID
+        first: int
+        last: int
+
+    @event(Opened)
+    def __init__(self, actor: Actor, block: int) -> None:
+        self.block = block
+        self.claims: list[tuple[int, int, UUID]] = []
+
+    @classmethod
+    def open(cls, actor: Actor, serial: int) -> FormBlock:
+        return cls._create(cls.Opened, id=block_of(serial), actor=actor, block=serial // BLOCK)
+
+    def claim(self, actor: Actor, institution_id: UUID, first: int, last: int) -> None:
+        """The delivery's forms in this block, for this institution; refused if another received any of them."""
+        require(actor, STAFF, "receive blank forms", institution_id)
+        first, last = max(first, self.block * BLOCK), min(last, (self.block + 1) * BLOCK - 1)
+        for a, b, other in self.claims:
+            if other != institution_id and a <= last and first <= b:
+                raise Conflict(f"forms {form_label(max(a, first))}-{form_label(min(b, last))} were received by "
+                               f"another institution ({other}): each form is numbered once", field="first")  # fmt: skip
+        self._claimed(actor, institution_id, first, last)
+
+    @event(Claimed)
+    def _claimed(self, actor: Actor, institution_id: UUID, first: int, last: int) -> None:
+        self.claims.append((first, last, institution_id))

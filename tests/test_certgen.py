@@ -215,7 +215,10 @@ def test_a_print_never_made_puts_its_forms_back_in_stock_and_its_certificates_aw
     # PDF, and the print that stood.
     history = ledger.form(conn, str(iid), 10_000_001)["history"]
     assert [h["event"] for h in history] == ["forms_received", *["form_used", "form_returned"] * 4, "form_used"]
-    assert history[2]["reason"] == "the PDF could not be made (RuntimeError)" and history[-2]["reason"] == "文件未送达打印机"
+    assert (
+        history[2]["reason"] == "the PDF could not be made (RuntimeError)"
+        and history[-2]["reason"] == "文件未送达打印机"
+    )
     assert {h["certificate_number"] for h in history[1:]} == {numbers[0]}
     assert ledger.form(conn, str(iid), 10_000_004)["status"] == "in_stock"
     assert [registry.certificate_by_number(conn, n)["forms_printed"] for n in numbers] == [1, 1, 1]

@@ -161,3 +161,42 @@ def test_a_stock_snapshot_taken_before_the_forms_used_were_ranges_still_loads():
     stock = object.__new__(BlankStock)
     stock.__dict__.update(state)
     assert stock.next_form() == 4 and stock.books.used == 3 and stock.books.in_stock == 96
+
+
+def test_no_two_institutions_receive_one_form_even_at_once(world):
+    """Blank forms are numbered for the whole country: an outside review had a second institution receive forms the
+    first already held, and each stock, seeing only its own receipts, took them. The blocks of serials a delivery falls
+    in (domain.stock.FormBlock) are saved with it: of two institutions racing for overlapping forms one receives them,
+    the other is refused naming the forms; a delivery across a block's edge is checked in both blocks."""
+    from domain.institution import DeadlineProfile, Filing
+    from tests.builders import ADMIN, SCOPE
+
+    shenzhen, _, _ = setup_plan(world.registrations)
+    guangzhou = world.registrations.register_institution(
+        ADMIN, "广州市技能评价中心", Filing(city_code="01", station_serial="007"), DeadlineProfile.S, SCOPE
+    )
+    certs = world.certificates
+    certs.receive_forms(staff(shenzhen), shenzhen, 199_901, 200_100, "SH-1")  # across the edge of two blocks
+    before = stored(world)
+    for first, last in ((200_100, 200_200), (199_000, 199_901), (150_000, 249_999)):
+        with pytest.raises(Conflict, match="received by another institution"):
+            certs.receive_forms(staff(guangzhou), guangzhou, first, last, "GZ-1")
+    assert stored(world) == before
+    certs.receive_forms(staff(guangzhou), guangzhou, 200_101, 200_200, "GZ-1")  # next to them: fine
+    certs.receive_forms(staff(shenzhen), shenzhen, 300_001, 300_100, "SH-2")  # its own block again: fine
+
+    barrier = Barrier(2)
+
+    def receive(iid):
+        barrier.wait()
+        try:
+            certs.receive_forms(staff(iid), iid, 500_001 if iid == shenzhen else 500_050, 500_100, "race")
+            return "received"
+        except Conflict as e:
+            return e.message
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(receive, [shenzhen, guangzhou]))
+    assert outcomes.count("received") == 1 and "received by another institution" in "".join(outcomes), outcomes
+    won = 100 if outcomes[0] == "received" else 51  # Shenzhen asked for 500,001-500,100, Guangzhou 500,050-500,100
+    assert certs.books(shenzhen).received + certs.books(guangzhou).received == 200 + 100 + 100 + won

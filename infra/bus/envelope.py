@@ -36,6 +36,7 @@ CONTEXTS: dict[str, str | None] = {
     "domain.certificate:Certificate": "certificates",
     "domain.certificate:SerialCounter": None,  # the certificate numbers travel on Certificate.Issued
     "domain.stock:BlankStock": "stock",
+    "domain.stock:FormBlock": None,  # which institution received which serials: the receipts travel on BlankStock
     "domain.audit:Checkpoint": "audit",
 }
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})

@@ -28,7 +28,7 @@ from domain.institution import Institution
 from domain.levels import Level
 from domain.model import Actor, Aggregate, Snapshot
 from domain.registration import Attachment
-from domain.stock import BlankStock, Books, stock_id
+from domain.stock import BLOCK, BlankStock, Books, FormBlock, block_of, stock_id
 from infra.services.base import R, Service, institution_lock
 from infra.services.exams import scoring_lock
 
@@ -494,7 +494,27 @@ class Certificates(Service):
         self._on_stock(actor, institution_id, lambda s: s.file_demand(actor, year, per_level, self.today()))
 
     def receive_forms(self, actor: Actor, institution_id: UUID, first: int, last: int, delivery_note: str) -> None:
-        self._on_stock(actor, institution_id, lambda s: s.receive(actor, first, last, delivery_note))
+        """A delivery into the stock, with the blocks of serials it falls in (domain.stock.FormBlock), all in one
+        transaction: no other institution received any of its forms, and none can at the same time."""
+        self.get(Institution, institution_id, "institution")
+
+        def attempt() -> list[Aggregate]:
+            try:
+                stock = self.get(BlankStock, stock_id(institution_id), "blank stock")
+            except NotFound:
+                stock = BlankStock.open(actor, institution_id)
+            stock.receive(actor, first, last, delivery_note)
+            blocks = []
+            for serial in range(first - first % BLOCK, last + 1, BLOCK):  # one or two blocks
+                try:
+                    block = self.get(FormBlock, block_of(serial), "form block")
+                except NotFound:
+                    block = FormBlock.open(actor, serial)
+                block.claim(actor, institution_id, first, last)
+                blocks.append(block)
+            return [stock, *blocks]
+
+        self.retry(attempt)
 
     def spoil_form(self, actor: Actor, institution_id: UUID, serial: int, reason: str) -> None:
         self._on_stock(actor, institution_id, lambda s: s.spoil(actor, serial, reason))
