@@ -8,7 +8,7 @@ Rows are numbered as the spreadsheet shows them: the header is row 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -54,14 +54,19 @@ YES = {"是", "y", "yes", "true", "1", "√"}
 NO = {"否", "n", "no", "false", "0", ""}
 
 
-def _columns(rows: Rows, known: dict[str, Any], required: set[str], extra: Callable[[str], bool]) -> None:
+def _columns(
+    rows: Rows, known: dict[str, Any], required: set[str], extra: Callable[[str], bool], extras: Iterable[str] = ()
+) -> None:
     headers = set(rows[0][1])
     unknown = sorted(h for h in headers if h not in known and h not in known.values() and not extra(h))
     named = {known.get(h, h) for h in headers}
     missing = sorted(required - named)
     # Named as the sheet names them (证件号码), with the API's name after it: staff fill in the sheet's columns.
     headed = {field: "/".join(h for h, f in known.items() if f == field) for field in set(known.values())}
-    problems = [("file", f"column {h!r} is not one this import reads (it reads: {'、'.join(known)})") for h in unknown]
+    # One problem for them all, listing what it reads once: a 64-column sheet repeated the list 53 times (22 KB).
+    problems = [("file", f"{'column' if len(unknown) == 1 else 'columns'} {'、'.join(repr(h) for h in unknown)} "
+                 f"{'is not one' if len(unknown) == 1 else 'are not ones'} this import reads (it reads: "
+                 f"{'、'.join([*known, *extras])})")] if unknown else []  # fmt: skip
     problems += [("file", f"column {headed.get(m, m)} ({m}) is missing") for m in missing]
     if problems:
         raise InvalidInput(problems)
@@ -89,7 +94,8 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
     """Each row as a registration form, or its problems. Attachment columns hold the scanned
     file's SHA-256, optionally after its file name: "毕业证.pdf 3f5a…"."""
     _columns(rows, CANDIDATE_COLUMNS, {"name", "id_number", "gender", "date_of_birth", "education",
-                                       "labour_relation", "basis"}, lambda h: _attachment_kind(h) is not None)  # fmt: skip
+                                       "labour_relation", "basis"}, lambda h: _attachment_kind(h) is not None,
+             ATTACHMENT_COLUMNS)  # fmt: skip
     out = []
     for n, cells in rows:
         data: dict[str, Any] = {"attachments": [], "declaration_accepted": True}
@@ -147,7 +153,7 @@ def import_scores(
     """Record the session's score book from a file: one row per candidate, identified by ID number
     and name, a column per subject. "缺考" rows are candidates marked absent. Returns rows scored."""
     rows = read(content, filename)
-    _columns(rows, SCORE_COLUMNS, {"name", "id_number"}, lambda h: h in SUBJECT_COLUMNS)
+    _columns(rows, SCORE_COLUMNS, {"name", "id_number"}, lambda h: h in SUBJECT_COLUMNS, [s.value for s in Subject])
     session = svc.get(ExamSession, exam_id, "exam session")
     problems: list[tuple[str, str]] = []
     book: dict[UUID, dict[Subject, Decimal]] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import subprocess
 import sys
 import zipfile
@@ -41,6 +42,7 @@ READ_DEADLINE = 4.0  # seconds the child may take: a refusal reaches the client 
 CHILD_MEMORY = 768 * 1024 * 1024  # bytes of address space the child may use
 CHILD_CPU = 10  # seconds of CPU
 
+log = logging.getLogger(__name__)
 Table = list[list[str]]
 Rows = list[tuple[int, dict[str, str]]]
 
@@ -98,13 +100,19 @@ def _table(content: bytes, filename: str) -> Table:
     if name.endswith((".csv", ".txt", ".tsv")) or not filename:
         return _csv(content)
     if name.endswith((".xls", ".et")):
-        raise InvalidInput([("file", f"{filename} is in the old Excel (or WPS) format: save it as an Excel workbook "
-                                     "(.xlsx) or as CSV UTF-8 and import that")])  # fmt: skip
+        # By its bytes, as an upload's kind is judged: other systems export text or a web page named .xls.
+        if content[:4] == b"\xd0\xcf\x11\xe0":
+            raise InvalidInput([("file", f"{filename} is in the old Excel (or WPS) format: save it as an Excel "
+                                         "workbook (.xlsx) or as CSV UTF-8 and import that")])  # fmt: skip
+        if content.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
+            raise InvalidInput([("file", f"{filename} is a web page (HTML) named .xls, as some systems export a table: "
+                                         "open it in Excel and save it as an Excel workbook (.xlsx)")])  # fmt: skip
+        return _csv(content)
     raise InvalidInput([("file", f"{filename}: give a .csv, .txt (tab-separated) or .xlsx file")])
 
 
 def _rows(table: Table) -> Rows:
-    if not table:
+    if not any(c.strip() for r in table for c in r):  # nothing, or blank lines only
         raise InvalidInput([("file", "is empty: the first row names the columns")])
     headers = [h.strip() for h in table[0]]
     problems = [(f"row 1.column {i}", why) for i, h in enumerate(headers, start=1) if (why := problem(h))]
@@ -114,8 +122,8 @@ def _rows(table: Table) -> Rows:
                   f"name longer than {MAX_HEADER}") for i, h in enumerate(headers, start=1) if len(h) > MAX_HEADER]  # fmt: skip
     if problems:
         raise InvalidInput(problems)
-    if len(set(h for h in headers if h)) != len([h for h in headers if h]):
-        raise InvalidInput([("file", f"row 1 names a column twice: {headers}")])
+    if twice := sorted({h for h in headers if h and headers.count(h) > 1}):
+        raise InvalidInput([("file", f"row 1 names {'、'.join(twice)} more than once")])
     filled = [(n, cells) for n, cells in enumerate(table[1:], start=2) if any(c.strip() for c in cells)]
     if len(filled) > MAX_ROWS:
         raise InvalidInput([("file", f"has {len(filled)} rows; import at most {MAX_ROWS} at a time")])
@@ -143,16 +151,22 @@ def _csv(content: bytes) -> Table:
     """Comma- or tab-separated text: what Excel and WPS save as CSV (UTF-8, or GB18030 on a Chinese Windows), as
     "Unicode text" (UTF-16 with a byte-order mark, tab-separated, .txt) and as tab-delimited text. A tab-separated
     file read with commas was refused as a header cell holding a tab."""
+    head = content[:4096]
     try:
-        if content[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        if content[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"):
+            text = content.decode("utf-32")
+        elif content[:2] in (b"\xff\xfe", b"\xfe\xff"):
             text = content.decode("utf-16")
+        elif b"\x00" in head:  # UTF-16 without its byte-order mark: no other text holds NUL bytes
+            text = content.decode("utf-16-le" if head[1::2].count(0) > head[::2].count(0) else "utf-16-be")
         else:
             text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
             text = content.decode("gb18030")  # what Excel on a Chinese Windows saves as CSV
         except UnicodeDecodeError:
-            raise InvalidInput([("file", "is neither UTF-8, UTF-16 nor GB18030 text; save it as CSV UTF-8")]) from None
+            raise InvalidInput([("file", "is neither UTF-8, UTF-16, UTF-32 nor GB18030 text; save it as CSV UTF-8")]) \
+                from None  # fmt: skip
     header = text.split("\n", 1)[0]
     reader = csv.reader(
         io.StringIO(text, newline=""), delimiter="\t" if header.count("\t") > header.count(",") else ","
@@ -201,11 +215,14 @@ def _xlsx(content: bytes) -> Table:
         sheet = book.worksheets[0]
         table: Table = []
         cells = 0
+        rounded: list[tuple[int, int]] = []  # (row, column) of numbers Excel could not hold exactly
         # Refuse while reading: a sheet can declare far more rows and cells than its size suggests.
         for row in sheet.iter_rows(values_only=True):
             cells += len(row)
             if len(row) > MAX_COLUMNS and any(v is not None for v in row[MAX_COLUMNS:]):
                 raise InvalidInput([("file", f"row {len(table) + 1} has more than {MAX_COLUMNS} columns")])
+            rounded += [(len(table) + 1, j) for j, v in enumerate(row[:MAX_COLUMNS])
+                        if isinstance(v, float) and abs(v) >= 1e15]  # fmt: skip
             table.append([_cell(v) for v in row[:MAX_COLUMNS]])
             if len(table) > 2 * MAX_ROWS:
                 raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
@@ -214,6 +231,13 @@ def _xlsx(content: bytes) -> Table:
                                              f"{MAX_COLUMNS} columns), most of them empty; save only the table")])  # fmt: skip
         names = book.sheetnames
         book.close()
+        if rounded:
+            # An ID number typed into a number cell: Excel keeps 15 digits and rounds the rest, so 440305200001018517
+            # came in as 440305200001018496, another person's number when its check digit happened to agree.
+            header = table[0]
+            raise InvalidInput([(f"row {r}.{header[j].strip() if j < len(header) and header[j].strip() else f'column {j + 1}'}",
+                                 "is a number of more than 15 digits, which Excel does not keep (it rounds the last "
+                                 "ones): format the column as text and type the numbers again") for r, j in rounded])  # fmt: skip
         if len(names) > 1 and sum(any(c.strip() for c in row) for row in table) <= 1:
             raise InvalidInput([("file", f"the list is read from the workbook's first sheet, {names[0]!r}, which holds "
                                  f"no rows of data; move the list to the first of its {len(names)} sheets "
@@ -222,7 +246,16 @@ def _xlsx(content: bytes) -> Table:
     except InvalidInput:
         raise
     except Exception as e:  # openpyxl raises many kinds for a file that is not a workbook
-        raise InvalidInput([("file", f"is not a readable XLSX workbook ({type(e).__name__})")]) from None
+        log.info("an upload named as a workbook could not be read: %r", e)
+        raise InvalidInput(
+            [
+                (
+                    "file",
+                    "is not a readable XLSX workbook: a zip archive, but not one of a workbook, or a "
+                    "damaged one; save it again from Excel as an Excel workbook (.xlsx)",
+                )
+            ]
+        ) from None
 
 
 def _cell(v: Any) -> str:
