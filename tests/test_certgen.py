@@ -776,7 +776,7 @@ def test_names_the_registration_takes_print_on_every_document_not_only_the_certi
         check_glyphs([], "the ticket", kai=["张\U00030000"])
     (tmp_path / "r.pdf").write_bytes(report.render(
         scope="深圳\U00030000中心", first=date(2026, 1, 1), last=date(2026, 1, 31), zone="Asia/Shanghai",
-        made_at=datetime(2026, 2, 1, 9), chain=[("状态", "完好")], counts=[], columns=[str(i) for i in range(9)],
+        made_at=datetime(2026, 2, 1, 9), chain=[("状态", "完好")], counts=[], columns=[str(i) for i in range(12)],
         corrections=[], deletions=[], spoiled=[], rows=[]))  # fmt: skip
     assert "深圳[U+30000]中心" in re.sub(r"\s+", "", run("pdftotext", str(tmp_path / "r.pdf"), "-"))
 
