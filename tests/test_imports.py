@@ -125,6 +125,14 @@ def test_a_list_saved_as_tab_separated_text_registers_and_an_old_excel_file_is_r
     )
     assert r.status_code == 422 and ".xlsx" in r.json()["errors"][0]["message"], r.text
     assert "old Excel" in r.json()["errors"][0]["message"], r.text
+    # An unclosed quote swallowed the rows after it into one cell, and they were refused as missing their fields.
+    broken = csv_bytes([row(10), row(11)]).replace(
+        working_years_form(10).name.encode(), b'"' + working_years_form(10).name.encode()
+    )
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.csv", broken)})
+    assert r.status_code == 422 and r.json()["errors"] == [
+        {"field": "file", "message": 'ends inside a quoted cell: the quote (") that opens it on line 2 is never closed'}
+    ], r.text
     # A comma-separated file with a tab inside a cell is still refused, naming the cell.
     r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
                   files={"file": ("名单.csv", csv_bytes([row(5, 工作单位="深圳\t某公司")]))})  # fmt: skip

@@ -168,21 +168,30 @@ def _csv(content: bytes) -> Table:
             raise InvalidInput([("file", "is neither UTF-8, UTF-16, UTF-32 nor GB18030 text; save it as CSV UTF-8")]) \
                 from None  # fmt: skip
     header = text.split("\n", 1)[0]
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter="\t" if header.count("\t") > header.count(",") else ","
-    )
+    # Strict: an unclosed quote ends the file inside a cell, which a lenient reader took as one long cell, and the rows
+    # it swallowed were refused as missing their fields.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if header.count("\t") > header.count(",") else ",",
+                        strict=True)  # fmt: skip
     csv.field_size_limit(MAX_CELL * 4)
     table: Table = []
+    done = 0  # the line the last whole row ended on: the next row, the one that fails, starts after it
     try:
         for cells in reader:
+            done = reader.line_num
             if len(cells) > MAX_COLUMNS:
                 raise InvalidInput([("file", f"row {reader.line_num} has {len(cells)} columns; at most {MAX_COLUMNS}")])
             table.append(cells)
             if len(table) > 2 * MAX_ROWS:
                 raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
     except csv.Error as e:
-        raise InvalidInput([("file", f"line {reader.line_num}: {e} (a cell holds at most {MAX_CELL} characters)")]) \
-            from None  # fmt: skip
+        if "unexpected end of data" in str(e):
+            raise InvalidInput([("file", f"ends inside a quoted cell: the quote (\") that opens it on line {done + 1} "
+                                         "is never closed")]) from None  # fmt: skip
+        if "field larger than field limit" in str(e):
+            raise InvalidInput([("file", f"line {reader.line_num}: a cell holds at most {MAX_CELL} characters")]) \
+                from None  # fmt: skip
+        raise InvalidInput([("file", f"line {reader.line_num}: not well-formed CSV ({e}): a quoted cell is quoted "
+                                     "whole, its quotes inside doubled (\"\")")]) from None  # fmt: skip
     return table
 
 
