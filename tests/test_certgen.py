@@ -644,7 +644,7 @@ def test_a_name_no_installed_face_can_print_is_refused_at_registration(world, da
     with pytest.raises(InvalidInput) as refused:
         import_candidates(world.registrations, staff(iid), pid, csv_bytes([row(2), row(3, 姓名="李\U00030000")]),
                           "list.csv")  # fmt: skip
-    assert [f for f, _ in refused.value.problems] == ["row 3.name"] and "U+30000" in refused.value.problems[0][1]
+    assert [f for f, _ in refused.value.problems] == ["row 3.姓名"] and "U+30000" in refused.value.problems[0][1]
     rid = world.registrations.register(candidate(4), code, working_years_form(4))
     before = stored()
     with pytest.raises(InvalidInput, match="U\\+30000"):

@@ -8,7 +8,7 @@ Rows are numbered as the spreadsheet shows them: the header is row 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
@@ -76,8 +76,31 @@ def _field(known: dict[str, str], header: str) -> str:
     return known.get(header, header)
 
 
-def _errors(n: int, e: ValidationError) -> list[tuple[str, str]]:
-    return [(f"row {n}." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+def _errors(n: int, e: ValidationError, attachments: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """Pydantic's errors by row; an attachment's by the column it came from (attachments.0.sha256 is 毕业证)."""
+    out = []
+    for err in e.errors():
+        loc = err["loc"]
+        if loc[0] == "attachments" and len(loc) > 1 and isinstance(loc[1], int) and loc[1] < len(attachments):
+            loc = (attachments[loc[1]], *loc[3:])
+        out.append((f"row {n}." + ".".join(str(p) for p in loc), err["msg"]))
+    return out
+
+
+def _as_headed(problems: list[tuple[str, str]], headers: Iterable[str], known: dict[str, str]) -> list[tuple[str, str]]:
+    """Each problem's field as the sheet heads its column (row 3.出生日期, not row 3.date_of_birth): staff fill in the
+    sheet, and problems of a cell's text were already named so."""
+    column: dict[str, str] = {}
+    for h in headers:
+        column.setdefault(known.get(h, h), h)
+    out = []
+    for field, message in problems:
+        row, _, rest = field.partition(".")
+        name, dot, deeper = rest.partition(".")
+        if row.startswith("row ") and column.get(name, name) != name:
+            field = f"{row}.{column[name]}{dot}{deeper}"
+        out.append((field, message))
+    return out
 
 
 # The candidate list.
@@ -100,6 +123,7 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
     for n, cells in rows:
         data: dict[str, Any] = {"attachments": [], "declaration_accepted": True}
         problems: list[tuple[str, str]] = []
+        attached: list[str] = []  # the column of each attachment, in order
         for header, value in cells.items():
             kind = _attachment_kind(header)
             if kind is not None:
@@ -108,6 +132,7 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
                     data["attachments"].append(
                         {"kind": kind, "file_name": " ".join(name) or f"{kind.value}.pdf", "sha256": digest.lower()}
                     )
+                    attached.append(header)
                 continue
             field = _field(CANDIDATE_COLUMNS, header)
             if field in ("holds_prior_certificate", "declaration_accepted"):
@@ -120,7 +145,7 @@ def candidate_forms(rows: Rows) -> list[tuple[int, RegistrationForm | None, list
         try:
             form = RegistrationForm.model_validate(data)
         except ValidationError as e:
-            out.append((n, None, problems + _errors(n, e)))
+            out.append((n, None, problems + _errors(n, e, attached)))
             continue
         out.append((n, form, problems))
     return out
@@ -131,11 +156,12 @@ def import_candidates(
 ) -> list[UUID]:
     """Register every candidate of the list for the plan, in one transaction, or none. `read` turns the
     file into rows: in this process, or (the API) sheets.read_isolated."""
-    forms = candidate_forms(read(content, filename))
+    rows = read(content, filename)
+    forms = candidate_forms(rows)
     try:
         return svc.register_many(actor, plan_id, forms)
     except InvalidInput as e:
-        raise InvalidInput(sorted(e.problems, key=_row_order)) from None
+        raise InvalidInput(sorted(_as_headed(e.problems, rows[0][1], CANDIDATE_COLUMNS), key=_row_order)) from None
 
 
 def candidates_registered(svc: Registrations, plan_id: UUID, content: bytes, filename: str) -> tuple[int, int]:
@@ -213,7 +239,7 @@ def import_scores(
             raise InvalidInput([("file", e.message)]) from None
         problems += [(_to_row(f, row_of), m) for f, m in found]
         if problems:
-            raise InvalidInput(sorted(problems, key=_row_order))
+            raise InvalidInput(sorted(_as_headed(problems, rows[0][1], SCORE_COLUMNS), key=_row_order))
         svc.save_once(*changed)
     return len(book)
 
