@@ -139,6 +139,11 @@ def test_a_list_saved_as_tab_separated_text_registers_and_an_old_excel_file_is_r
     assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["row 2.毕业证", "row 3.工作单位"], (
         r.text
     )
+    # A NUL in a UTF-8 cell is not taken for UTF-16 without its byte-order mark: refused naming the cell, as before.
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
+                  files={"file": ("名单.csv", csv_bytes([row(14, 工作单位="深圳\x00某公司")]))})  # fmt: skip
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "row 2.工作单位", r.text
+    assert "U+0000" in r.json()["errors"][0]["message"], r.text
     # A comma-separated file with a tab inside a cell is still refused, naming the cell.
     r = http.post(f"/plans/{pid}/registrations/import", headers=staff,
                   files={"file": ("名单.csv", csv_bytes([row(5, 工作单位="深圳\t某公司")]))})  # fmt: skip

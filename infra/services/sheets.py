@@ -157,8 +157,10 @@ def _csv(content: bytes) -> Table:
             text = content.decode("utf-32")
         elif content[:2] in (b"\xff\xfe", b"\xfe\xff"):
             text = content.decode("utf-16")
-        elif b"\x00" in head:  # UTF-16 without its byte-order mark: no other text holds NUL bytes
-            text = content.decode("utf-16-le" if head[1::2].count(0) > head[::2].count(0) else "utf-16-be")
+        elif (odd := head[1::2].count(0)) + (even := head[::2].count(0)) > len(head) // 8:
+            # UTF-16 without its byte-order mark: the high byte of every ASCII character (digits, commas, tabs) is NUL,
+            # on one side. A stray NUL in UTF-8 is not that: it is read as UTF-8 and refused naming its cell.
+            text = content.decode("utf-16-le" if odd > even else "utf-16-be")
         else:
             text = content.decode("utf-8-sig")
     except UnicodeDecodeError:
