@@ -320,7 +320,7 @@ class Certificates(Service):
             for c in certificates:  # who may comes before what is missing
                 require(actor, STAFF, "record prints not made", c.institution_id)
             problems = [f"certificate {c.number} awaits a print: no form is booked for it" for c in certificates
-                        if c.needs_print or not c.printed_forms]  # fmt: skip
+                        if c.needs_print]  # fmt: skip
             if problems:
                 raise Conflict("; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20
                                                              else ""), field="certificates")  # fmt: skip
@@ -474,8 +474,14 @@ class Certificates(Service):
     def books(self, institution_id: UUID) -> Books:
         return self.stock(institution_id).books
 
-    def _on_stock(self, actor: Actor, institution_id: UUID, act: Callable[[BlankStock], R]) -> R:
-        """Apply a command to the institution's stock, opening it on first use."""
+    def _on_stock(
+        self,
+        actor: Actor,
+        institution_id: UUID,
+        act: Callable[[BlankStock], R],
+        also: Callable[[], list[Aggregate]] = list,
+    ) -> R:
+        """Apply a command to the institution's stock, opening it on first use; `also`, the aggregates saved with it."""
         self.get(Institution, institution_id, "institution")
         result: list[R] = []
 
@@ -485,7 +491,7 @@ class Certificates(Service):
             except NotFound:
                 stock = BlankStock.open(actor, institution_id)
             result[:] = [act(stock)]
-            return [stock]
+            return [stock, *also()]
 
         self.retry(attempt)
         return result[0]
@@ -496,15 +502,9 @@ class Certificates(Service):
     def receive_forms(self, actor: Actor, institution_id: UUID, first: int, last: int, delivery_note: str) -> None:
         """A delivery into the stock, with the blocks of serials it falls in (domain.stock.FormBlock), all in one
         transaction: no other institution received any of its forms, and none can at the same time."""
-        self.get(Institution, institution_id, "institution")
 
-        def attempt() -> list[Aggregate]:
-            try:
-                stock = self.get(BlankStock, stock_id(institution_id), "blank stock")
-            except NotFound:
-                stock = BlankStock.open(actor, institution_id)
-            stock.receive(actor, first, last, delivery_note)
-            blocks = []
+        def claimed() -> list[Aggregate]:
+            blocks: list[Aggregate] = []
             for serial in range(first - first % BLOCK, last + 1, BLOCK):  # one or two blocks
                 try:
                     block = self.get(FormBlock, block_of(serial), "form block")
@@ -512,9 +512,9 @@ class Certificates(Service):
                     block = FormBlock.open(actor, serial)
                 block.claim(actor, institution_id, first, last)
                 blocks.append(block)
-            return [stock, *blocks]
+            return blocks
 
-        self.retry(attempt)
+        self._on_stock(actor, institution_id, lambda s: s.receive(actor, first, last, delivery_note), claimed)
 
     def spoil_form(self, actor: Actor, institution_id: UUID, serial: int, reason: str) -> None:
         self._on_stock(actor, institution_id, lambda s: s.spoil(actor, serial, reason))

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from domain.glossary import ROLES, event_label, event_name
 from domain.stock import form_label
 from infra.store import chain
+from projections.store import read_tolerantly
 
 CORRECTIONS = ("certificate.correction_applied", "certificate.correction_checked", "certificate.correction_approved",
                "certificate.correction_rejected")  # fmt: skip
@@ -106,11 +107,12 @@ def gather(conn: psycopg.Connection[Any], schema: str, events_table: str, instit
 def _movements(cur: psycopg.Cursor[Any], positions: list[int]) -> dict[int, dict[str, Any]]:
     """The forms each of these stock events moved, from the stock ledger (a ledger not yet rebuilt at its version 4
     has none to give: the rows then name the stock only)."""
-    cur.execute("SELECT to_regclass('stock_movements') IS NOT NULL AS present")
-    if not positions or not cur.fetchone()["present"]:  # type: ignore[index]
-        return {}
-    cur.execute("SELECT * FROM stock_movements WHERE position = ANY(%s)", (positions,))
-    return {r["position"]: r for r in cur.fetchall()}
+
+    def read() -> dict[int, dict[str, Any]]:
+        cur.execute("SELECT * FROM stock_movements WHERE position = ANY(%s)", (positions,))
+        return {r["position"]: r for r in cur.fetchall()}
+
+    return read_tolerantly(cur.connection, read, dict) if positions else {}
 
 
 def _detail(move: dict[str, Any]) -> str:
