@@ -73,7 +73,8 @@ def create_app(
         with s.pool.connection() as c:
             # Empty read models answer "nothing yet" until the worker fills (or rebuilds) them.
             create_tables(c, PROJECTIONS)
-        yield
+        with printing.sweeping(s.certificates):
+            yield
         s.pool.close()
         for service in (s.registrations, s.exams, s.certificates):
             service.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 from uuid import UUID
 
@@ -24,7 +28,39 @@ from infra.api.commands import Body, CertificateRef, CertificatesIn
 from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
 from infra.api.problems import Problem
 from infra.api.tokens import Principal
-from infra.services.printing import plan_to_print, print_certificates, to_print
+from infra.services.certificates import Certificates
+from infra.services.printing import plan_to_print, print_certificates, return_abandoned, to_print
+
+log = logging.getLogger("skillcert.print")
+SWEEP_EVERY = 20.0  # seconds between looks for print jobs whose process died (return_abandoned)
+
+
+@contextmanager
+def sweeping(svc: Certificates, every: float = SWEEP_EVERY) -> Iterator[None]:
+    """While the API runs, give back the forms of batch prints whose process died before its PDF was made (an API
+    worker or a `skillcert print` killed outright): at start, then every `every` seconds. Each API worker sweeps;
+    a job is dealt with by whichever takes its lease first."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while True:
+            try:
+                for number, form in return_abandoned(svc):
+                    log.warning("form NO. %08d (certificate %s) was booked by a print that stopped before its PDF "
+                                "was made: it is back in stock, and the certificate awaits a print", form, number)  # fmt: skip
+            except Exception:  # noqa: BLE001 - PostgreSQL away: try again next time
+                log.warning("could not look for abandoned print jobs", exc_info=True)
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=run, name="print-leases", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
 
 router = APIRouter(tags=["printing"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]

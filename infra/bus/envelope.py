@@ -37,6 +37,7 @@ CONTEXTS: dict[str, str | None] = {
     "domain.certificate:SerialCounter": None,  # the certificate numbers travel on Certificate.Issued
     "domain.stock:BlankStock": "stock",
     "domain.stock:FormBlock": None,  # which institution received which serials: the receipts travel on BlankStock
+    "domain.printing:PrintJob": None,  # which forms a batch booked: each form's fate travels on Certificate, BlankStock
     "domain.audit:Checkpoint": "audit",
 }
 TOPIC_SUFFIXES = sorted({c for c in CONTEXTS.values() if c})

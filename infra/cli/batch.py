@@ -129,7 +129,7 @@ def _print(token: str, out: Path, choose: Any) -> None:
 
     from domain.errors import DomainError
     from infra.services.certificates import Certificates
-    from infra.services.printing import print_certificates
+    from infra.services.printing import print_certificates, return_abandoned
 
     s = get_settings()
     who = _principal(s, token)
@@ -138,6 +138,10 @@ def _print(token: str, out: Path, choose: Any) -> None:
         raise typer.Exit(2)
     svc = Certificates(s.database_url or "", s.db_schema)
     try:
+        if back := return_abandoned(svc):  # a print killed before its PDF was made: its certificates await one again
+            err.print(f"{len(back)} form(s) booked by a print that stopped before its PDF was made are back in stock: "
+                      + ", ".join(f"NO. {form:08d} ({number})" for number, form in back[:10])
+                      + (" …" if len(back) > 10 else ""), soft_wrap=True)  # fmt: skip
         ids = choose(svc)
         with Progress(TextColumn("rendering"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
             task = bar.add_task("pages", total=len(ids))

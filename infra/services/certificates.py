@@ -4,6 +4,7 @@ blank stock, handover, loss proofs, corrections, deletion, and the blank stock i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import date
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
@@ -26,18 +27,28 @@ from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession, ResultEntry
 from domain.institution import Institution
 from domain.levels import Level
-from domain.model import Actor, Aggregate, Snapshot
+from domain.model import Actor, Aggregate, Role, Snapshot
+from domain.printing import PrintJob
 from domain.registration import Attachment
 from domain.stock import BLOCK, BlankStock, Books, FormBlock, block_of, stock_id
-from infra.services.base import R, Service, institution_lock
+from infra.services.base import R, Service, institution_lock, shanghai_today
 from infra.services.exams import scoring_lock
+from infra.store.leases import PrintLeases
 
 CHUNK = (
     250  # per transaction: writers are serialised, so bulk steps batch; larger saves stalled psycopg over a unix socket
 )
 
 
+# Who gives back the forms of a print job whose process died (Certificates.abandon_print): no person did.
+LEASE_SWEEPER = Actor(id="system:print-leases", role=Role.SYSTEM)
+
+
 class Certificates(Service):
+    def __init__(self, database_url: str, schema: str = "public", today: Callable[[], date] = shanghai_today) -> None:
+        super().__init__(database_url, schema, today)
+        self.leases = PrintLeases(database_url, self.recorder.datastore, schema)  # type: ignore[attr-defined]
+
     # Numbering and issuance (000: within 10 working days of confirmation).
     def issue(
         self, actor: Actor, exam_id: UUID, registration_ids: Sequence[UUID] | None = None, chunk: int = CHUNK
@@ -271,12 +282,17 @@ class Certificates(Service):
         return used
 
     def print_many(
-        self, actor: Actor, ids: Sequence[UUID], check: Callable[[list[Certificate]], None] = lambda _: None
+        self,
+        actor: Actor,
+        ids: Sequence[UUID],
+        check: Callable[[list[Certificate]], None] = lambda _: None,
+        job: UUID | None = None,
     ) -> list[tuple[Certificate, int]]:
         """Print each on the next blank form of its institution's stock, in the order given, all in one transaction
         with the stocks: all of them or none. `check` sees the certificates as they are printed, before any form
         is booked, and may refuse them (raise). Answers each certificate as printed, with its form: what its page
-        shows. One at a time, a batch that met a certificate printed or corrected by another worker meanwhile
+        shows. With a `job`, the forms booked are recorded as that print job (domain.printing.PrintJob) in the same
+        transaction. One at a time, a batch that met a certificate printed or corrected by another worker meanwhile
         stopped with the forms before it booked and no pages for them, or printed a page from what it had loaded
         before a correction changed it."""
         booked: list[tuple[Certificate, int]] = []
@@ -284,7 +300,7 @@ class Certificates(Service):
         with self.holding(shared=[institution_lock(i) for i in institutions]):  # as `evaluating`, on one connection
             for institution_id in institutions:
                 self.check_standing(institution_id, self.version_of(institution_id), "print certificates")
-            self._print_many(actor, ids, check, booked)
+            self._print_many(actor, ids, check, booked, job)
         return booked
 
     def _print_many(
@@ -293,6 +309,7 @@ class Certificates(Service):
         ids: Sequence[UUID],
         check: Callable[[list[Certificate]], None],
         booked: list[tuple[Certificate, int]],
+        job: UUID | None,
     ) -> None:
         def attempt() -> list[Aggregate]:
             booked.clear()
@@ -305,15 +322,19 @@ class Certificates(Service):
                 stock = stocks[c.institution_id]
                 c.print(actor, stock.next_form())
                 booked.append((c, stock.use(actor, c.id, c.number, c.printed_forms[-1])))
-            return [*certificates, *stocks.values()]
+            jobs = [] if job is None else [PrintJob.book(actor, job, [(c.id, form) for c, form in booked])]
+            return [*certificates, *stocks.values(), *jobs]
 
         self.retry(attempt)
 
-    def print_not_made(self, actor: Actor, ids: Sequence[UUID], reason: str) -> list[tuple[str, int]]:
+    def print_not_made(
+        self, actor: Actor, ids: Sequence[UUID], reason: str, job: UUID | None = None
+    ) -> list[tuple[str, int]]:
         """Prints booked and never made (a batch whose PDF never reached the printer): each certificate's form goes
         back to its stock, blank, and the certificate awaits a print again; all in one transaction, or none, naming
         every certificate that has no print to take back. Answers (certificate number, form) for each. A batch
-        print whose PDF could not be made records this itself (infra.services.printing.print_certificates)."""
+        print whose PDF could not be made records this itself (infra.services.printing.print_certificates), and
+        closes its print `job` in the same transaction."""
 
         def attempt() -> list[Aggregate]:
             certificates = self.get_all(Certificate, dict.fromkeys(ids), "certificate")
@@ -336,9 +357,57 @@ class Certificates(Service):
                                    "look again and retry", field="certificates")  # fmt: skip
                 stocks[c.institution_id].return_form(actor, form, c.number, reason)
                 returned.append((c.number, form))
-            return [*certificates, *stocks.values()]
+            jobs = []
+            if job is not None and (batch := self.get(PrintJob, job, "print job")).open:
+                batch.abandon(actor, reason)
+                jobs.append(batch)
+            return [*certificates, *stocks.values(), *jobs]
 
         returned: list[tuple[str, int]] = []
+        self.retry(attempt)
+        return returned
+
+    def finish_print(self, actor: Actor, job: UUID) -> None:
+        """A batch's PDF was made: its job is closed, unless it was abandoned meanwhile (Conflict: its forms are back
+        in stock and the PDF must not be used)."""
+
+        def attempt() -> list[Aggregate]:
+            batch = self.get(PrintJob, job, "print job")
+            batch.finish(actor)
+            return [batch]
+
+        self.retry(attempt)
+
+    def abandon_print(self, job: UUID, reason: str) -> list[tuple[str, int]]:
+        """A print job whose process died before its PDF was made: each of its forms that still holds its
+        certificate's current print goes back to stock, the certificate awaiting a print again, and the job is
+        closed; all in one transaction. A form staff have since recorded spoiled or not made, or whose certificate
+        was handed over, is left as it is. Answers (certificate number, form) for each form given back."""
+        returned: list[tuple[str, int]] = []
+
+        def attempt() -> list[Aggregate]:
+            returned.clear()
+            batch = self.get(PrintJob, job, "print job")
+            if not batch.open:
+                return []
+            found = self.get_many(c for c, _ in batch.prints)
+            certificates: list[Certificate] = []
+            stocks: dict[UUID, BlankStock] = {}
+            for cid, form in batch.prints:
+                c = found.get(cid)
+                if not isinstance(c, Certificate) or c.needs_print or c.printed_forms[-1] != form or c.handed_over:
+                    continue
+                if c.institution_id not in stocks:
+                    stocks[c.institution_id] = self._stock(c.institution_id)
+                if form not in stocks[c.institution_id].used:
+                    continue
+                c.print_not_made(LEASE_SWEEPER, form, reason)
+                stocks[c.institution_id].return_form(LEASE_SWEEPER, form, c.number, reason)
+                certificates.append(c)
+                returned.append((c.number, form))
+            batch.abandon(LEASE_SWEEPER, reason)
+            return [*certificates, *stocks.values(), batch]
+
         self.retry(attempt)
         return returned
 

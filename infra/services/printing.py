@@ -4,15 +4,16 @@ domain, so the stock ledger shows which serial printed which certificate."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from certgen.certificate import CertificatePage, preflight, render
 from domain.access import require
 from domain.certificate import Certificate, certificate_id
-from domain.errors import Conflict, InvalidInput
+from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
+from domain.printing import PrintJob
 from infra.services.attachments import recent, upright
 from infra.services.certificates import Certificates
 
@@ -42,9 +43,11 @@ def print_certificates(
     deliver: Callable[[bytes], object] | None = None,
 ) -> bytes:
     """Check every page, then book every certificate on the next blank form, all in one transaction with the
-    stock (Certificates.print_many), then render them into one PDF in form order, each page from the
-    certificate as it was printed; `deliver` (the CLI writing its file) takes it before the booking stands. Should
-    the PDF not be made or delivered (an error, Ctrl-C), the forms go back to stock (Certificates.print_not_made)."""
+    stock and the batch's print job (Certificates.print_many), then render them into one PDF in form order, each
+    page from the certificate as it was printed; `deliver` (the CLI writing its file) takes it before the booking
+    stands. Should the PDF not be made or delivered (an error, Ctrl-C), the forms go back to stock
+    (Certificates.print_not_made). Should this process die first (SIGKILL), its lease on the job ends with it, and
+    whoever next sweeps (return_abandoned) gives them back."""
     if not ids:
         raise InvalidInput([("certificates", "nothing to print: no certificate awaits a print")])
     photos: dict[UUID, bytes] = {}
@@ -56,23 +59,54 @@ def print_certificates(
         photos.update(holder_photos(svc, certificates))
         preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
 
-    # Printing changes none of what a page shows: the certificates printed make the pages.
-    booked = svc.print_many(actor, ids, check)
-    try:
-        content = render([CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in booked], progress)
-        if deliver is not None:
-            deliver(content)
-        return content
-    except BaseException as e:  # Ctrl-C in the CLI too: the forms are still blank, and the ledger must say so
+    job = uuid4()
+    with svc.leases.held(job):
+        # Printing changes none of what a page shows: the certificates printed make the pages.
+        booked = svc.print_many(actor, ids, check, job)
         try:
-            svc.print_not_made(actor, [c.id for c, _ in booked], f"the PDF could not be made ({type(e).__name__})")
-        except Exception as failed:
-            raise FormsStillBooked(
-                f"the PDF of {len(booked)} certificates was not made ({type(e).__name__}), and recording their forms "
-                f"back in stock failed too ({failed}): record them with POST /certificates/print-not-made (skillcert "
-                f"print not-made): {', '.join(c.number for c, _ in booked[:20])}{' …' if len(booked) > 20 else ''}"
-            ) from e
-        raise
+            content = render([CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in booked], progress)
+            svc.finish_print(actor, job)  # refused if a sweeper gave the forms back meanwhile (PostgreSQL restarted)
+        except BaseException as e:  # Ctrl-C in the CLI too: the forms are still blank, and the ledger must say so
+            not_made(svc, actor, booked, e, job)
+            raise
+    if deliver is not None:
+        try:
+            deliver(content)
+        except BaseException as e:
+            not_made(svc, actor, booked, e)
+            raise
+    return content
+
+
+def not_made(svc: Certificates, actor: Actor, booked: list[tuple[Certificate, int]], e: BaseException,
+             job: UUID | None = None) -> None:  # fmt: skip
+    """Record a batch's prints not made, after `e` stopped its PDF; its job closed with them."""
+    if isinstance(e, Conflict) and job is not None and not svc.get(PrintJob, job, "print job").open:
+        return  # closed by another: its forms are back already, or the PDF was made
+    try:
+        svc.print_not_made(actor, [c.id for c, _ in booked], f"the PDF could not be made ({type(e).__name__})", job)
+    except Exception as failed:
+        later = " (or wait: they are given back on their own within a minute)" if job is not None else ""
+        raise FormsStillBooked(
+            f"the PDF of {len(booked)} certificates was not made ({type(e).__name__}), and recording their forms "
+            f"back in stock failed too ({failed}): record them with POST /certificates/print-not-made (skillcert "
+            f"print not-made){later}: {', '.join(c.number for c, _ in booked[:20])}{' …' if len(booked) > 20 else ''}"
+        ) from e
+
+
+def return_abandoned(svc: Certificates) -> list[tuple[str, int]]:
+    """Give back the forms of every print job whose process died before its PDF was made (its lease ended with
+    it): each form still holding its certificate's print goes back to stock, and the certificate awaits a print.
+    Run by the API every little while and by `skillcert print` as it starts; safe to run anywhere, at once."""
+    returned: list[tuple[str, int]] = []
+    with svc.leases.abandoned() as jobs:
+        for job in jobs:
+            try:
+                returned += svc.abandon_print(job, "the process making the PDF stopped before it was made")
+            except NotFound:
+                pass  # its booking was never saved: nothing was booked
+            svc.leases.clear(job)
+    return returned
 
 
 class FormsStillBooked(RuntimeError):
