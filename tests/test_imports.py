@@ -17,6 +17,7 @@ from domain.exam import Subject
 from domain.model import Role
 from domain.registration import AttachmentKind, Registration
 from infra.api import create_app
+from infra.services.sheets import read_table
 from tests.api import bearer
 from tests.builders import attachment, candidate, setup_plan, working_years_form
 from tests.lifecycle import approved_cohort, sit_exam
@@ -168,6 +169,52 @@ def test_an_id_number_excel_holds_as_a_number_is_refused_not_rounded(world, http
     assert world.registrations.repository.get(pid).seats_left == 10
     # A number Excel holds whole, a mobile number's 11 digits, is what it says.
     book = xlsx_bytes(HEADERS, [row(1, 手机号码=13800138000), row(2)])
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xlsx", book)})
+    assert r.status_code == 201 and r.json()["rows"] == 2, r.text
+
+
+def _with_results(book: bytes, results: dict[str, str]) -> bytes:
+    """The workbook as Excel would have saved it: each formula's cell (by reference) holding its result as text."""
+    import re
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(book)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.startswith("xl/worksheets/"):
+                for ref, value in results.items():
+                    data = re.sub(rb'<c r="' + ref.encode() + rb'"([^>]*)><f>(.*?)</f><v>\s*</v></c>',
+                                  lambda m, v=value: b'<c r="' + ref.encode() + b'" t="str"><f>' + m.group(2) + b"</f><v>"
+                                  + v.encode() + b"</v></c>", data)  # fmt: skip
+            dst.writestr(item, data)
+    return out.getvalue()
+
+
+def test_a_formula_whose_result_the_file_does_not_hold_is_named_not_read_as_empty(world, http, database_url, schema):
+    """A workbook a program wrote (openpyxl, a report exporter) holds its formulas without their results; read by
+    results, as it must be, a formula's cell was empty: a birth date worked out by a formula came in as a missing
+    birth date, an optional column's as not given. Such a cell is named, saying to save the file in Excel or WPS. A
+    formula whose result is saved reads as its result, an empty one too."""
+    world.at(date(2026, 3, 2))
+    iid, pid, _ = setup_plan(world.registrations, seats=10)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    born = row(2)[HEADERS.index("出生日期")]
+    formula = f'=TEXT(DATE({born.year},{born.month},{born.day}),"yyyy-mm-dd")'
+    column = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[HEADERS.index("出生日期")]
+    note = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[HEADERS.index("工作单位")]
+    book = xlsx_bytes(HEADERS, [row(1), row(2, 出生日期=formula)])
+    r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xlsx", book)})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["row 3.出生日期"], r.text
+    assert "Excel or WPS" in r.json()["errors"][0]["message"] and "TEXT(DATE(" in r.json()["errors"][0]["message"]
+    assert world.registrations.repository.get(pid).seats_left == 10
+    # Saved by Excel, with each formula's result: read as what it shows, a result of empty text too.
+    unit = row(2)[HEADERS.index("工作单位")]
+    book = _with_results(xlsx_bytes(HEADERS, [row(1), row(2, 出生日期=formula, 工作单位=f'=IF(1=2,"","{unit}")')]),
+                         {f"{column}3": born.isoformat(), f"{note}3": unit})  # fmt: skip
+    empty = _with_results(xlsx_bytes(["姓名", "备注"], [["张三", '=IF(1=2,"x","")']]), {"B2": ""})
+    assert read_table(empty, "a.xlsx") == [(2, {"姓名": "张三", "备注": ""})]
     r = http.post(f"/plans/{pid}/registrations/import", headers=staff, files={"file": ("名单.xlsx", book)})
     assert r.status_code == 201 and r.json()["rows"] == 2, r.text
 

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import zipfile
@@ -227,6 +228,8 @@ def _xlsx(content: bytes) -> Table:
         table: Table = []
         cells = 0
         rounded: list[tuple[int, int]] = []  # (row, column) of numbers Excel could not hold exactly
+        formulas = _has_formulas(content)
+        results_missing: set[tuple[int, int]] = set()  # (row, column) of cells without a value, where formulas are
         # Refuse while reading: a sheet can declare far more rows and cells than its size suggests.
         for row in sheet.iter_rows(values_only=True):
             cells += len(row)
@@ -234,6 +237,8 @@ def _xlsx(content: bytes) -> Table:
                 raise InvalidInput([("file", f"row {len(table) + 1} has more than {MAX_COLUMNS} columns")])
             rounded += [(len(table) + 1, j) for j, v in enumerate(row[:MAX_COLUMNS])
                         if isinstance(v, float) and abs(v) >= 1e15]  # fmt: skip
+            if formulas:
+                results_missing.update((len(table) + 1, j) for j, v in enumerate(row[:MAX_COLUMNS]) if v is None)
             table.append([_cell(v) for v in row[:MAX_COLUMNS]])
             if len(table) > 2 * MAX_ROWS:
                 raise InvalidInput([("file", f"has more than {MAX_ROWS} rows; import at most {MAX_ROWS} at a time")])
@@ -242,11 +247,17 @@ def _xlsx(content: bytes) -> Table:
                                              f"{MAX_COLUMNS} columns), most of them empty; save only the table")])  # fmt: skip
         names = book.sheetnames
         book.close()
+        if results_missing and (uncalculated := _uncalculated(content, len(table), results_missing)):
+            header = table[0]
+            raise InvalidInput([(f"row {r}.{_heading(header, j)}",
+                                 f"holds a formula ({formula[:60]}) whose result the file does not hold: the program "
+                                 "that wrote it did not calculate it; open the file in Excel or WPS and save it, or "
+                                 "paste the column as values") for r, j, formula in uncalculated[:50]])  # fmt: skip
         if rounded:
             # An ID number typed into a number cell: Excel keeps 15 digits and rounds the rest, so 440305200001018517
             # came in as 440305200001018496, another person's number when its check digit happened to agree.
             header = table[0]
-            raise InvalidInput([(f"row {r}.{header[j].strip() if j < len(header) and header[j].strip() else f'column {j + 1}'}",
+            raise InvalidInput([(f"row {r}.{_heading(header, j)}",
                                  "is a number of more than 15 digits, which Excel does not keep (it rounds the last "
                                  "ones): format the column as text and type the numbers again") for r, j in rounded])  # fmt: skip
         if len(names) > 1 and sum(any(c.strip() for c in row) for row in table) <= 1:
@@ -267,6 +278,41 @@ def _xlsx(content: bytes) -> Table:
                 )
             ]
         ) from None
+
+
+def _heading(header: list[str], j: int) -> str:
+    return header[j].strip() if j < len(header) and header[j].strip() else f"column {j + 1}"
+
+
+_FORMULA = re.compile(rb"<(?:\w+:)?f[\s>/]")
+
+
+def _has_formulas(content: bytes) -> bool:
+    """Whether any sheet holds a formula: only then is the workbook read a second time (_uncalculated)."""
+    book = zipfile.ZipFile(io.BytesIO(content))
+    return any(_FORMULA.search(book.read(p)) for p in book.namelist() if p.startswith("xl/worksheets/")
+               and p.endswith(".xml"))  # fmt: skip
+
+
+def _uncalculated(content: bytes, rows: int, missing: set[tuple[int, int]]) -> list[tuple[int, int, str]]:
+    """(row, column, formula) of each cell of the first sheet that holds a formula and no result (among `missing`,
+    the cells read without a value; a formula whose result is empty text has one). Read by its
+    result alone, such a cell is empty: a required column then read as missing, an optional one as not given.
+    Excel and WPS save each formula's result; a workbook written by a program (a report exporter) may not."""
+    import openpyxl
+
+    formulas = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=False)
+    results = openpyxl.load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+    found = []
+    rows_of = zip(formulas.worksheets[0].iter_rows(values_only=True, max_row=rows),
+                  results.worksheets[0].iter_rows(max_row=rows), strict=False)  # fmt: skip
+    for r, (written, read) in enumerate(rows_of, start=1):
+        # A result of empty text is saved as such (a cell of type "str" with an empty value): that one was calculated.
+        found += [(r, j, v) for j, v in enumerate(written[:MAX_COLUMNS]) if isinstance(v, str) and v.startswith("=")
+                  and (r, j) in missing and (j >= len(read) or read[j].data_type == "n")]  # fmt: skip
+    formulas.close()
+    results.close()
+    return found
 
 
 def _cell(v: Any) -> str:
