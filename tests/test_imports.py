@@ -185,7 +185,7 @@ def _with_results(book: bytes, results: dict[str, str]) -> bytes:
             if item.filename.startswith("xl/worksheets/"):
                 for ref, value in results.items():
                     data = re.sub(rb'<c r="' + ref.encode() + rb'"([^>]*)><f>(.*?)</f><v>\s*</v></c>',
-                                  lambda m, v=value: b'<c r="' + ref.encode() + b'" t="str"><f>' + m.group(2) + b"</f><v>"
+                                  lambda m, v=value, ref=ref: b'<c r="' + ref.encode() + b'" t="str"><f>' + m.group(2) + b"</f><v>"
                                   + v.encode() + b"</v></c>", data)  # fmt: skip
             dst.writestr(item, data)
     return out.getvalue()

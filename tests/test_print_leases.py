@@ -80,7 +80,7 @@ def _leases(database_url: str, schema: str) -> int:
 
 def test_a_print_killed_while_rendering_gives_its_forms_back_and_a_live_one_keeps_them(
     world,
-    session,
+    session,  # noqa: F811
     tmp_path,
     database_url,
     schema,  # noqa: F811
@@ -117,7 +117,7 @@ def test_a_print_killed_while_rendering_gives_its_forms_back_and_a_live_one_keep
 
 def test_a_print_whose_lease_was_lost_while_rendering_is_told_and_hands_out_no_pdf(
     world,
-    session,
+    session,  # noqa: F811
     tmp_path,
     database_url,
     schema,  # noqa: F811
