@@ -231,6 +231,61 @@ def test_republishing_history_for_a_wiped_broker_or_a_new_subscriber(service, bu
         assert http.get("/bus/relay").json()["lag_events"] == 5
 
 
+def test_a_certificate_whose_data_was_deleted_is_not_published_again_with_its_holder(world, bus):
+    """Before, a republish (for a wiped broker, a subscriber bootstrapping) sent a certificate's events again as they
+    were published then, its holder's name and ID number included, after the holder had given the certificate up and
+    its data was deleted (000 二4); every subscriber had to erase them a second time, and one that bootstrapped from
+    the republish received them for the first time. Now only what came after the deletion is sent again; a relay
+    catching up on a deletion it had not reached yet sends none of the certificate's earlier events either."""
+    from domain.registration import AttachmentKind
+    from tests.builders import attachment
+    from tests.lifecycle import ASSOCIATION, queryable_certificates, staff
+
+    certs = world.certificates
+    iid, cids = queryable_certificates(world, 3)
+    kept, deleted, late = (str(c) for c in cids)
+
+    def delete(cid) -> None:  # type: ignore[no-untyped-def]
+        certs.record_holder_commitment(staff(iid), cid, attachment(AttachmentKind.HOLDER_COMMITMENT))
+        certs.check_deletion(ASSOCIATION, cid, queryable_nationally=True)
+        certs.delete_data(staff(iid), cid, "持证人放弃证书相关待遇")
+
+    def published() -> dict[str, list[str]]:
+        by_subject: dict[str, list[str]] = {}
+        for m in read_topic(bus.bootstrap, bus.topic("certificates")):
+            value = json.loads(m.value())
+            by_subject.setdefault(value["subject"], []).append(value["type"].split(".")[3])
+        return by_subject
+
+    def naming_holders() -> int:
+        names = {certs.certificate(c).holder.name for c in cids[1:]}
+        return sum(1 for m in read_topic(bus.bootstrap, bus.topic("certificates"))
+                   if any(n in m.value().decode() for n in names))  # fmt: skip
+
+    delete(cids[2])  # before the relay reached any of its events
+    relay = bus.relay()
+    eventually(lambda: position(certs, bus.schema) == head(certs), timeout=60)
+    before = published()
+    assert "issued" in before[kept] and "issued" in before[deleted] and before[late] == ["data_deleted"]
+    named = naming_holders()
+    assert named > 0  # the deleted one's, published before its deletion
+    relay.send_signal(signal.SIGTERM)
+    relay.wait(15)
+    delete(cids[1])  # the relay, catching up, sends the deletion and none of what led to it
+    bus.relay()
+    eventually(lambda: position(certs, bus.schema) == head(certs), timeout=60)
+    assert published()[deleted] == [*before[deleted], "data_deleted"]
+
+    assert bus.cli("relay", "republish", "--from", "0").returncode == 0
+    eventually(lambda: len(published()[kept]) == 2 * len(before[kept]), timeout=60, every=0.5)
+    eventually(lambda: position(certs, bus.schema) == head(certs), timeout=30)
+    after = published()
+    assert after[kept] == before[kept] * 2  # everything else, again
+    assert after[deleted] == [*before[deleted], "data_deleted", "data_deleted"]
+    assert after[late] == ["data_deleted", "data_deleted"]
+    assert naming_holders() == named  # nothing sent since names a holder whose data was deleted
+
+
 def test_a_republish_asked_while_the_running_relay_takes_up_another_is_not_lost(service, database_url, schema,
                                                                                 bootstrap):  # fmt: skip
     """What an outsider found: the relay took a request up, drained what was in flight (minutes, when the broker is

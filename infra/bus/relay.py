@@ -39,6 +39,7 @@ from infra.bus.envelope import HEADERS, TOPIC_SUFFIXES, message, published, topi
 from infra.bus.kafka import ensure_topics
 from infra.bus.schemas import public_events
 from infra.store.eventstore import SkillcertApplication, serialise_ddl
+from infra.store.recorder import DATA_DELETED
 
 log = logging.getLogger("skillcert.relay")
 
@@ -112,6 +113,28 @@ def ensure_position_table(conn: psycopg.Connection[Any], schema: str) -> None:
         )
 
 
+class Erased:
+    """The certificates whose data was deleted, each with the position of its deletion: their events before it are
+    not published (again). A republish, or a relay catching up, sent them as they were published then, the holder's
+    name and ID number included, after the holder had given the certificate up (000 二4); subscribers that had them
+    erase them on the deletion, which is published. Read from the store's index of deletions (infra.store.recorder),
+    every deletion stored so far, at each batch: a deletion later in the log hides what came before it."""
+
+    def __init__(self, schema: str, events_table: str) -> None:
+        self.at: dict[str, int] = {}
+        self.seen = 0
+        self.query = sql.SQL("SELECT notification_id, originator_id FROM {} WHERE topic = %s AND notification_id > %s"
+                             " ORDER BY notification_id").format(sql.Identifier(schema, events_table))  # fmt: skip
+
+    def learn(self, conn: psycopg.Connection[Any]) -> None:
+        for position, certificate in conn.execute(self.query, (DATA_DELETED, self.seen), prepare=True):
+            self.at[str(certificate)] = position
+            self.seen = position
+
+    def hides(self, aggregate_id: str, position: int) -> bool:
+        return position < self.at.get(aggregate_id, 0)
+
+
 @dataclass
 class _Batch:
     last: int  # notification id of its last event
@@ -146,6 +169,7 @@ class Relay:
         self.cluster_id: str | None = None  # of the broker it publishes to, once seen
         self.table = sql.Identifier(schema, "relay_position")
         self.producer = self._producer()
+        self.erased = Erased(schema, app.recorder.events_table_name)  # type: ignore[attr-defined]
         for event in public_events():
             published(event.topic)  # build every redaction plan now, not while publishing
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -173,6 +197,8 @@ class Relay:
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])
+        self.erased.learn(conn)
+        erased = self.erased.hides if self.erased.at else None
 
         def delivered(err: KafkaError | None, msg: Any) -> None:
             batch.pending -= 1
@@ -183,7 +209,10 @@ class Relay:
         for notification_id, topic, state in rows:
             if published(topic) is None:
                 continue  # an internal guard aggregate: read, never decoded
-            context, key, value = message(topic, notification_id, decode(state), self.key)
+            data = decode(state)
+            if erased is not None and erased(data["originator_id"], notification_id):
+                continue  # a certificate whose data was deleted later in the log
+            context, key, value = message(topic, notification_id, data, self.key)
             while True:
                 try:
                     self.producer.produce(
