@@ -20,10 +20,11 @@ from infra.embedded import free_port
 pytestmark = pytest.mark.alone  # times `up` starting and stopping its processes
 
 
-def _as_in_a_terminal() -> None:
-    # Ctrl-C reaches `up` as in a terminal even when these tests run as a background job (`cmd &` in a
-    # script), whose children start with SIGINT ignored; a process started so keeps it ignored (nohup).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _as_a_background_job() -> None:
+    # As a shell starts `cmd &` (and nohup): with SIGINT ignored, which a Python program keeps unless it says
+    # otherwise. `up` says otherwise: Ctrl-C, or `kill -INT`, stops it however it was started (an outside review's
+    # `kill -INT` did nothing for 30 s).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _children(pid: int, words: str) -> list[psutil.Process]:
@@ -47,7 +48,7 @@ def test_up_restarts_a_child_that_dies_and_stops_everything_on_ctrl_c(database_u
            "SKILLCERT_KAFKA_SESSION_TIMEOUT_MS": "6000", "COLUMNS": "200"}  # fmt: skip
     env.pop("SKILLCERT_KAFKA_BOOTSTRAP", None)  # the embedded broker
     up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
-                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_in_a_terminal)  # fmt: skip
+                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_a_background_job)  # fmt: skip
     try:
         _wait_for(lambda: "skillcert is up" in out.read_text(errors="replace"), 120, "up did not come up", out)
         [relay] = _children(up.pid, "relay run")
@@ -134,7 +135,7 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
     for name in ("SKILLCERT_DATABASE_URL", "SKILLCERT_KAFKA_BOOTSTRAP", "SKILLCERT_DB_SCHEMA", "SKILLCERT_MASTER_KEY"):
         env.pop(name, None)
     up = subprocess.Popen([sys.executable, "-m", "infra.cli", "up"], env=env, stdout=out.open("wb"),
-                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_in_a_terminal)  # fmt: skip
+                          stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_as_a_background_job)  # fmt: skip
     base = f"http://127.0.0.1:{api_port}"
     try:
         _wait_for(lambda: "skillcert is up" in _plain(out), 180, "up did not come up", out)

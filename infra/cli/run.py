@@ -128,6 +128,9 @@ def up() -> None:
     _write_run_file(run_file, record)
     failed = False
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on SIGTERM as on Ctrl-C
+    # And on SIGINT, even where it was ignored when `up` started: a shell starts a job put in the background (`&`)
+    # with SIGINT ignored, and Python then leaves it so; `kill -INT` did nothing (an outside review waited 30 s).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     pg_server, broker = None, None
     children = Supervisor({}, lambda line: console.print(line, soft_wrap=True))
     try:
