@@ -264,7 +264,7 @@ class Applier:
 
 
 def build_app(settings: Settings, database_url: str, bootstrap: str, stopping: threading.Event) -> faust.App:
-    from infra.bus.kafka import faust_credentials
+    from infra.bus.kafka import MAX_MESSAGE_BYTES, faust_credentials
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -280,6 +280,7 @@ def build_app(settings: Settings, database_url: str, bootstrap: str, stopping: t
         topic_allow_declare=False,  # the relay creates the topics
         topic_disable_leader=True,  # no leader-only work here; its topic would be one more to create
         consumer_auto_offset_reset="earliest",
+        consumer_max_fetch_size=MAX_MESSAGE_BYTES,  # a partition's fetch holds at least the largest message
         consumer_metadata_max_age_ms=5000,  # notice new or recreated topics within seconds
         broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
         broker_heartbeat_interval=1.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -177,6 +178,27 @@ def test_messages_that_time_out_while_the_broker_is_away_are_sent_again(service,
     ids = Counter(m["id"] for m in everything(bus))
     assert set(ids) == set(expected(service))
     assert relay.poll() is None  # it recovered by itself
+
+
+def test_a_message_the_bus_refuses_holds_the_relay_back_without_stopping_it(service, bus):
+    """An outside review stored an event too large for the producer (since refused at write time, MAX_EVENT_BYTES):
+    the relay exited on it, `skillcert up` started it again five times and then stopped everything, the API with it,
+    and every later start did the same. A message the bus refuses is now a delivery that failed: said (once a
+    minute), tried again less and less often, and the relay stays up; with the limit raised, it goes."""
+    _, _, code = setup_plan(service, seats=100)
+    service.register(candidate(1), code, working_years_form(1))
+    relay = bus.relay(SKILLCERT_KAFKA_CLIENT_CONFIG=json.dumps({"message.max.bytes": "1500"}))
+    eventually(lambda: "delivery failed" in log_of(relay), timeout=60)
+    assert re.search(
+        r"position \d+ \(cn\.skillcert\.[a-z_.]+\.v1, [\d,]+ bytes\): .*Message size too large", log_of(relay)
+    ), log_of(relay)  # which event, how large, and why
+    time.sleep(4)
+    assert relay.poll() is None and position(service, bus.schema) < head(service)  # waiting, not gone
+    assert log_of(relay).count("delivery failed") <= 2  # not a line a second
+    relay.send_signal(signal.SIGTERM)
+    relay.wait(15)
+    bus.relay()
+    eventually(lambda: position(service, bus.schema) == head(service), timeout=60)
 
 
 def test_two_relays_started_together_never_both_publish(service, bus):

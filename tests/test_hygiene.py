@@ -313,3 +313,27 @@ def test_true_is_no_number_and_one_is_no_yes(world, client, database_url, schema
         r = client.post(path, headers=staff, json=body)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, r.text
     assert world.registrations.recorder.max_notification_id() == head
+
+
+def test_a_form_of_thousands_of_files_or_an_event_too_large_for_the_bus_is_refused_and_nothing_stored(
+    world, client, database_url, schema, monkeypatch
+) -> None:
+    """An outside review registered with 9,000 copies of one diploma (1.2 MB): answered 201, stored as an event too
+    large for the bus, it stopped the relay and then `skillcert up` for good. The form is refused naming its
+    attachments; and whatever the command, no event larger than the bus carries is stored (409, naming its size)."""
+    import infra.store.eventstore as eventstore
+
+    iid, pid, code = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    head = world.registrations.recorder.max_notification_id
+    before = head()
+    form = json.loads(working_years_form(1).model_dump_json())
+    form["attachments"] = form["attachments"][:1] * 9_000
+    r = client.post("/registrations", headers=staff, json={"registration_code": code, "form": form})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "attachments", r.text[:500]
+    assert "at most 20" in r.json()["errors"][0]["message"] and len(r.content) < 10_000
+    monkeypatch.setattr(eventstore, "MAX_EVENT_BYTES", 1_000)  # smaller than a registration's event
+    r = client.post("/registrations", headers=staff,
+                    json={"registration_code": code, "form": json.loads(working_years_form(1).model_dump_json())})  # fmt: skip
+    assert r.status_code == 409 and "an event may hold" in r.json()["detail"], r.text
+    assert head() == before

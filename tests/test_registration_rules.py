@@ -99,6 +99,21 @@ def test_applying_with_a_prior_certificate_needs_it_attached():
         check_form(working_years_form(holds_prior_certificate=True, attachments=without), Level.TWO)
 
 
+def test_an_application_carries_at_most_twenty_files_each_once():
+    """An outside review registered with 25,000 copies of one diploma: stored as a 3.5 MB event that the bus could not
+    carry, it stopped the relay and, with it, `skillcert up`."""
+    many = working_years_form(attachments=[attachment(AttachmentKind.DIPLOMA)] * 9_000)
+    with pytest.raises(InvalidInput) as refused:
+        check_form(many, Level.TWO)
+    assert refused.value.problems[0] == ("attachments", "holds 9,000 files; an application has at most 20 (a file of "
+                                                        "each kind the basis asks for, and a few more)")  # fmt: skip
+    assert len(refused.value.problems) <= 30  # not a problem for each of 9,000 copies
+    form = working_years_form()
+    twice = working_years_form(attachments=[*form.attachments, form.attachments[0]])
+    assert fields_at_fault(twice, Level.TWO) == {f"attachments.{len(form.attachments)}"}
+    check_form(form, Level.TWO)
+
+
 def test_the_truthfulness_declaration_must_be_accepted():
     assert "declaration_accepted" in fields_at_fault(working_years_form(declaration_accepted=False), Level.TWO)
 

@@ -50,6 +50,11 @@ def faust_credentials(s: Settings) -> Any:
     return SSLCredentials(context)
 
 
+# The largest message the bus carries: an event of at most infra.store.eventstore.MAX_EVENT_BYTES, published. Kafka's
+# own default is 1 MB; the topics are made to take this, the relay's producer to send it, the worker to fetch it.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
 def ensure_topics(
     bootstrap: str,
     names: list[str],
@@ -62,7 +67,9 @@ def ensure_topics(
     (never shrink: Kafka cannot); returns those it created."""
     admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=10).topics
-    settings = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {}
+    settings = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    if min_insync_replicas:
+        settings["min.insync.replicas"] = str(min_insync_replicas)
     missing = [NewTopic(n, partitions, replication, config=settings) for n in names if n not in existing]
     # More partitions let more workers share a topic. An aggregate's key may then hash to another
     # partition than its earlier events: its next event can be read before them, and the workers

@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from psycopg import sql
 
 from infra.bus.envelope import HEADERS, TOPIC_SUFFIXES, message, published, topic_names
-from infra.bus.kafka import ensure_topics
+from infra.bus.kafka import MAX_MESSAGE_BYTES, ensure_topics
 from infra.bus.schemas import public_events
 from infra.store.eventstore import SkillcertApplication, serialise_ddl
 from infra.store.recorder import DATA_DELETED
@@ -78,6 +78,8 @@ class OncePer(logging.Filter):
 CHANGING = re.compile(r"\d+(?=ms\b)|(?<=after )\d+|\d+(?= identical)")
 KAFKA_LOG = logging.getLogger("skillcert.relay.kafka")
 KAFKA_LOG.addFilter(OncePer(60.0))
+FAILURES_LOG = logging.getLogger("skillcert.relay.delivery")  # a failure that repeats: said once a minute
+FAILURES_LOG.addFilter(OncePer(60.0))
 
 
 class DeliveryFailed(RuntimeError):
@@ -178,6 +180,7 @@ class Relay:
     def _producer(self) -> Producer:
         return Producer(
             {
+                "message.max.bytes": MAX_MESSAGE_BYTES + 64 * 1024,  # a message and its batch's framing
                 **self.client,
                 "logger": KAFKA_LOG,  # not librdkafka's own lines on stderr: ours, each said once a minute at most
                 "bootstrap.servers": self.bootstrap,
@@ -221,6 +224,11 @@ class Relay:
                     break
                 except BufferError:  # local queue full: serve callbacks, then retry
                     self.producer.poll(0.1)
+                except KafkaException as e:  # refused before sending (too large for this producer): as a delivery
+                    # that failed, sent again after a pause, said once a minute; the relay itself stays up.
+                    batch.errors.append(f"position {notification_id} ({published(topic).type}, {len(value):,} bytes): "
+                                        f"{e.args[0].str()}")  # fmt: skip
+                    return batch
             batch.pending += 1
         self.producer.poll(0)
         return batch
@@ -303,6 +311,7 @@ class Relay:
 
     def _loop(self, conn: psycopg.Connection[Any], position: int, stop: threading.Event) -> None:
         sent = position  # last notification id produced
+        failures = 0  # deliveries failed in a row
         in_flight: deque[_Batch] = deque()
         last_report = last_rewind_check = last_broker_check = time.monotonic()
         while not stop.is_set():
@@ -341,7 +350,10 @@ class Relay:
             while in_flight and in_flight[0].pending == 0:
                 done = in_flight.popleft()
                 if done.errors:
-                    log.error("delivery failed, republishing from %d: %s", confirmed, "; ".join(done.errors[:3]))
+                    failures += 1
+                    FAILURES_LOG.error(
+                        "delivery failed, republishing from %d: %s", confirmed, "; ".join(done.errors[:3])
+                    )
                     self._drain(in_flight, stop)
                     # A new producer (new producer id): after expired messages the idempotent
                     # producer bumps its epoch, which Tansu answers with PRODUCER_FENCED for
@@ -350,8 +362,9 @@ class Relay:
                     self.producer = self._producer()
                     self._warm_metadata()
                     sent = confirmed
-                    stop.wait(1.0)
+                    stop.wait(min(2.0 ** (failures - 1), 30.0))  # the same failure again and again: less often
                     break
+                failures = 0
                 confirmed = done.last
             if confirmed != position:
                 position = confirmed

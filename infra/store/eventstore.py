@@ -21,13 +21,19 @@ from psycopg.pq import TransactionStatus
 from pydantic import BaseModel
 
 from domain.certificate import SerialCounter
+from domain.errors import Conflict
 from domain.exam import ExamSession
-from domain.model import Aggregate
+from domain.model import Aggregate, Snapshot
 from domain.plan import EvaluationPlan
 from domain.stock import BlankStock
 
 log = logging.getLogger("skillcert.store")
-SNAPSHOT_EVERY = 50  # events between snapshots of an aggregate that grows without bound
+SNAPSHOT_EVERY = 50
+# The most an event may hold, as stored JSON: published with its ID numbers pseudonymised, it stays under the bus's
+# message limit (infra.bus.kafka.MAX_MESSAGE_BYTES); the results of a session of 10,000 candidates take about 2.7 MB
+# (3.7 published), so a session of more than about 15,000 cannot report its results in one.
+# Before, an event too large for the bus stopped the relay at it, and `skillcert up` with it (an outside review).
+MAX_EVENT_BYTES = 4 * 1024 * 1024  # events between snapshots of an aggregate that grows without bound
 
 # Stored in the clear: they hold no personal data, and whoever verifies the chain (an auditor with a
 # read-only role and no key) must read them.
@@ -42,6 +48,10 @@ class PydanticMapper(Mapper):
         # several times faster than the transcoder's json module, and the relay reads every event.
         data = orjson.dumps(cast(BaseModel, domain_event).model_dump(mode="json"))
         topic = get_topic(type(domain_event))
+        if len(data) > MAX_EVENT_BYTES and not isinstance(domain_event, Snapshot):
+            raise Conflict(f"this would record an event ({topic.rpartition(':')[2]}) of {len(data):,} bytes, more than "
+                           f"the {MAX_EVENT_BYTES:,} an event may hold: the bus carries each event as one message "
+                           "(docs/bus.md); split what it records", field="body")  # fmt: skip
         if self.compressor:
             data = self.compressor.compress(data)
         if self.cipher and topic not in CLEAR:
