@@ -114,6 +114,15 @@ def test_an_application_carries_at_most_twenty_files_each_once():
     check_form(form, Level.TWO)
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\ufeff", "\u00ad", "\u034f", "\u2060"])
+def test_a_name_holding_a_character_that_prints_nothing_is_refused(invisible):
+    """王 U+200B 芳 was stored as a name differing invisibly from 王芳 (an outside review); 葛 U+E0100 亮, a variant an ID
+    card may print, stays."""
+    with pytest.raises(InvalidInput, match="prints nothing"):
+        check_form(working_years_form(name=f"王{invisible}芳"), Level.TWO)
+    check_form(working_years_form(name="葛\U000e0100亮"), Level.TWO)
+
+
 def test_the_truthfulness_declaration_must_be_accepted():
     assert "declaration_accepted" in fields_at_fault(working_years_form(declaration_accepted=False), Level.TWO)
 
