@@ -448,6 +448,7 @@ def test_staff_print_over_http_and_cli_and_reprint(world, session, conn, databas
     assert "1 certificate(s) booked" in done.stdout
     assert world.certificates.certificate(first.id).printed_forms == [first.printed_forms[-1], 10_000_004]
     assert "NO.10000004" in re.sub(r"\s+", "", run("pdftotext", str(out), "-"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []  # written aside, then moved
     # That print never came out: recorded from the CLI, its form is back. A file that cannot be written books nothing.
     done = subprocess.run([sys.executable, "-m", "infra.cli", "print", "not-made", first.number, "--reason", "打印机离线"],
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip

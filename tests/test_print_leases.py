@@ -35,21 +35,29 @@ CHILD = textwrap.dedent("""
     from domain.model import Actor, Role
     from infra.services.certificates import Certificates
 
-    url, schema, institution, signals = sys.argv[1:5]
-    ids = [UUID(i) for i in sys.argv[5:]]
+    url, schema, institution, signals, stage = sys.argv[1:6]
+    ids = [UUID(i) for i in sys.argv[6:]]
     render = printing.render
 
-    def stuck(pages, progress=None):  # as a long batch would: rendering, its forms booked
+    def wait():
         Path(signals, "rendering").write_text("")
         while not Path(signals, "go").exists():
             time.sleep(0.05)
+
+    def stuck(pages, progress=None):  # as a long batch would: rendering, its forms booked
+        wait()
         return render(pages, progress)
 
-    printing.render = stuck
+    def delivering(content):  # the PDF made, its file not yet written (a full disk, a pipe nobody reads)
+        wait()
+
+    if stage == "render":
+        printing.render = stuck
     svc = Certificates(url, schema, today=lambda: date(2026, 7, 1))
     actor = Actor(id="staff-li", role=Role.INSTITUTION_STAFF, institution_id=UUID(institution))
     try:
-        printing.print_certificates(svc, actor, ids, "https://verify.example.org")
+        printing.print_certificates(svc, actor, ids, "https://verify.example.org",
+                                    deliver=delivering if stage == "deliver" else None)
     except Exception as e:
         print(type(e).__name__, e, file=sys.stderr)
         sys.exit(3)
@@ -57,11 +65,11 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _printer(tmp_path: Path, database_url: str, schema: str, iid, ids) -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
+def _printer(tmp_path: Path, database_url: str, schema: str, iid, ids, stage: str = "render") -> subprocess.Popen[str]:  # type: ignore[no-untyped-def]
     script = tmp_path / "printer.py"
     script.write_text(CHILD)
     child = subprocess.Popen(
-        [sys.executable, str(script), database_url, schema, str(iid), str(tmp_path), *map(str, ids)],
+        [sys.executable, str(script), database_url, schema, str(iid), str(tmp_path), stage, *map(str, ids)],
         cwd=Path(__file__).parent.parent, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -108,6 +116,19 @@ def test_a_print_killed_while_rendering_gives_its_forms_back_and_a_live_one_keep
     history = [type(e).__name__ for e in svc.events.get(ids[0])][-2:]
     assert history == ["Printed", "PrintNotMade"], history
     assert return_abandoned(svc) == []  # once
+
+    # Killed again, the PDF made and its file not yet written (an outside review held the CLI's write on a named
+    # pipe): given back all the same.
+    (tmp_path / "rendering").unlink()
+    child = _printer(tmp_path, database_url, schema, iid, ids, stage="deliver")
+    assert to_print(svc, exam_id) == []
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while not return_abandoned(svc):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert to_print(svc, exam_id) == ids and not svc.stock(iid).used
 
     # Printed again, they take the same forms, lowest first; the job that did it is finished and off the list.
     print_certificates(svc, staff(iid), ids, PUBLIC)

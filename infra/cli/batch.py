@@ -137,6 +137,7 @@ def _print(token: str, out: Path, choose: Any) -> None:
         err.print(f"[red]cannot write {escape(str(out))}[/red]: nothing booked")  # rather than book, fail and give back
         raise typer.Exit(2)
     svc = Certificates(s.database_url or "", s.db_schema)
+    staged: list[Path] = []
     try:
         if back := return_abandoned(svc):  # a print killed before its PDF was made: its certificates await one again
             err.print(f"{len(back)} form(s) booked by a print that stopped before its PDF was made are back in stock: "
@@ -147,7 +148,7 @@ def _print(token: str, out: Path, choose: Any) -> None:
             task = bar.add_task("pages", total=len(ids))
             # The file is written before the booking stands: a file that cannot be written puts the forms back.
             print_certificates(svc, who.actor(), ids, s.public_url, lambda n: bar.update(task, completed=n),
-                               out.write_bytes)  # fmt: skip
+                               lambda content: _stage(out, content, staged))  # fmt: skip
     except DomainError as e:
         err.print(f"[red]refused, nothing printed:[/red] {e.message}")
         raise typer.Exit(1) from None
@@ -158,8 +159,26 @@ def _print(token: str, out: Path, choose: Any) -> None:
         err.print("[red]interrupted[/red]: nothing printed, the forms are back in stock")
         raise typer.Exit(130) from None
     finally:
+        for partial in staged:
+            partial.unlink(missing_ok=True)
         svc.close()
     console.print(f"{len(ids)} certificate(s) booked on blank forms and written to {out}")
+
+
+def _stage(out: Path, content: bytes, staged: list[Path]) -> Any:
+    """Write the PDF beside `out` and answer the rename that puts it in place, done once the print job is finished:
+    killed while writing (a full disk, a slow share), no file is there, and the forms come back with the lease. A
+    pipe or a device is written as it is."""
+    if out.exists() and not out.is_file():
+        out.write_bytes(content)
+        return None
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    staged.append(partial)
+    with partial.open("wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    return lambda: os.replace(partial, out)
 
 
 @print_cli.command("session")

@@ -40,12 +40,13 @@ def print_certificates(
     ids: Sequence[UUID],
     public_url: str,
     progress: Callable[[int], None] | None = None,
-    deliver: Callable[[bytes], object] | None = None,
+    deliver: Callable[[bytes], Callable[[], object] | None] | None = None,
 ) -> bytes:
     """Check every page, then book every certificate on the next blank form, all in one transaction with the
     stock and the batch's print job (Certificates.print_many), then render them into one PDF in form order, each
-    page from the certificate as it was printed; `deliver` (the CLI writing its file) takes it before the booking
-    stands. Should the PDF not be made or delivered (an error, Ctrl-C), the forms go back to stock
+    page from the certificate as it was printed. `deliver` (the CLI writing its file) takes the PDF before the job
+    is finished, and may answer what makes it visible once it is (the CLI's rename into place): a file half written
+    is no PDF. Should the PDF not be made or delivered (an error, Ctrl-C), the forms go back to stock
     (Certificates.print_not_made). Should this process die first (SIGKILL), its lease on the job ends with it, and
     whoever next sweeps (return_abandoned) gives them back."""
     if not ids:
@@ -60,18 +61,21 @@ def print_certificates(
         preflight(CertificatePage.of(c, 0, public_url, photos[c.id]) for c in certificates)  # before any form is used
 
     job = uuid4()
+    reveal = None
     with svc.leases.held(job):
         # Printing changes none of what a page shows: the certificates printed make the pages.
         booked = svc.print_many(actor, ids, check, job)
         try:
             content = render([CertificatePage.of(c, form, public_url, photos[c.id]) for c, form in booked], progress)
+            if deliver is not None:
+                reveal = deliver(content)  # a write stuck on a full disk or a pipe: still under the lease
             svc.finish_print(actor, job)  # refused if a sweeper gave the forms back meanwhile (PostgreSQL restarted)
         except BaseException as e:  # Ctrl-C in the CLI too: the forms are still blank, and the ledger must say so
             not_made(svc, actor, booked, e, job)
             raise
-    if deliver is not None:
+    if reveal is not None:
         try:
-            deliver(content)
+            reveal()
         except BaseException as e:
             not_made(svc, actor, booked, e)
             raise
