@@ -7,6 +7,7 @@ in headless Chromium against a real server.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -223,6 +224,13 @@ def test_a_browser_is_answered_with_the_page_whatever_goes_wrong(certs, database
         )
         typed = http.get("/verify", params={"number": f" {certs.valid} "}, headers=page, follow_redirects=False)
         assert typed.status_code == 303 and typed.headers["location"] == f"/verify/{certs.valid}"
+        # Typed on a phone (an outside review): the letter in lower case, the digits in groups; the example in the
+        # box is a number of the right length.
+        spaced = f"{certs.valid[:6].lower()} {certs.valid[6:14]} {certs.valid[14:]}"
+        typed = http.get("/verify", params={"number": spaced}, headers=page, follow_redirects=False)
+        assert typed.status_code == 303 and typed.headers["location"] == f"/verify/{certs.valid}"
+        example = re.search(r'placeholder="([^"]+)"', asked.text).group(1)
+        assert len(example) == 22 and http.get(f"/verify/{example}").status_code in (200, 404)
         for path, status, says in (
             (f"/verify/{'S' * 65}", 422, "这不是证书编号"),
             ("/verify/S0/1", 404, "没有这个页面"),
@@ -235,4 +243,5 @@ def test_a_browser_is_answered_with_the_page_whatever_goes_wrong(certs, database
             http.get(f"/verify/{certs.valid}")
         limited = http.get(f"/verify/{certs.valid}", headers=page)
         assert limited.status_code == 429 and "查验过于频繁" in limited.text and limited.headers["retry-after"]
+        assert f'value="{certs.valid}"' in limited.text  # the number stays in the box, to try again
         assert http.get(f"/verify/{certs.valid}").headers["content-type"] == "application/problem+json"

@@ -129,7 +129,10 @@ def verify_form(request: Request, number: Annotated[str | None, Query(max_length
     """The page to type a certificate's number in, for those who hold a printed one without scanning its QR code; the
     number given goes to /verify/{number}."""
     if number is not None and number.strip():
-        return RedirectResponse(f"/verify/{quote(number.strip(), safe='')}", status_code=303)
+        # Typed by a person, often on a phone: spaces and the case of the letter are how it was typed, not a different
+        # number (a link or a QR code's address is taken exactly as given, /verify/{number}).
+        typed = "".join(number.split()).upper()
+        return RedirectResponse(f"/verify/{quote(typed, safe='')}", status_code=303)
     return templates.TemplateResponse(request, "verify.html", {"ask": True})
 
 
@@ -138,7 +141,8 @@ def page_instead(request: Request, status: int, zh: str, en: str) -> Response | 
     scanning a QR code is not a program. None for everyone else."""
     if not (request.url.path == "/verify" or request.url.path.startswith("/verify/")) or not wants_html(request):
         return None
-    return templates.TemplateResponse(request, "verify.html", {"number": "", "error": en, "error_zh": zh,
+    number = request.path_params.get("number", "")  # kept in the box: the page of a refusal is not a blank form
+    return templates.TemplateResponse(request, "verify.html", {"number": number, "error": en, "error_zh": zh,
                                                                "notfound": False}, status_code=status)  # fmt: skip
 
 
