@@ -249,6 +249,8 @@ def endpoints(s: Setup) -> list[tuple[str, str, str, Any, set[str]]]:
         ("GET", "/institutions/{institution_id}/stock/demand/{year}.pdf",
          f"/institutions/{s.iid}/stock/demand/2026.pdf?contact=李老师&phone=0755-1&address=深圳", None, {STAFF}),
         ("GET", "/sessions/{exam_id}/tickets.pdf", f"/sessions/{s.exam_id}/tickets.pdf", None, {STAFF}),
+        ("GET", "/registrations/{registration_id}/ticket.pdf", f"/registrations/{s.rid}/ticket.pdf", None,
+         {STAFF, CANDIDATE}),
         ("POST", "/certificates/{certificate}/spoiled-print", f"/certificates/{cert}/spoiled-print",
          {"form_serial": 1, "reason": "卡纸"}, {STAFF}),
         ("POST", "/certificates/{certificate}/deletion", f"/certificates/{cert}/deletion", {"reasons": "放弃"},

@@ -848,3 +848,42 @@ def test_an_institution_of_any_name_the_registration_allows_is_registered_certif
         assert name.replace("\U000e0100", "").replace("\u200d", "")[:6] in run(
             "pdftotext", str(tmp_path / "c.pdf"), "-"
         )
+
+
+def test_a_candidate_prints_their_own_admission_ticket(world, session, database_url, schema, tmp_path):
+    """An outside review, as a candidate: the only ticket was the session's, for staff (403); a candidate, who
+    prints the 准考证 at home, could not get theirs. GET /registrations/{id}/ticket.pdf: their own, one page, read
+    back; another's is refused; one not yet issued says when it will be."""
+    from fastapi.testclient import TestClient
+
+    from domain.exam import ExamSession
+    from domain.registration import Registration
+    from infra.api import create_app
+    from tests.api import bearer
+
+    iid, exam_id = session
+    exams = world.exams
+    held = ExamSession.candidates_in(exams.events.get(exam_id))
+    mine, other = (exams.get(Registration, r, "registration") for r in list(held)[:2])
+    seat = exams.sitting(mine.id)
+    token = bearer(database_url, schema, Role.CANDIDATE, mine.form.name, id_number=mine.form.id_number)
+    with TestClient(create_app(database_url, schema, today=world.clock)) as http:
+        r = http.get(f"/registrations/{mine.id}/ticket.pdf", headers=token)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/pdf", r.text
+        (tmp_path / "ticket.pdf").write_bytes(r.content)
+        flat = re.sub(r"\s+", "", run("pdftotext", str(tmp_path / "ticket.pdf"), "-"))
+        assert "职业技能等级认定准考证" in flat and mine.form.name in flat and other.form.name not in flat, flat[:300]
+        assert mine.form.id_number not in flat and seat.room in flat  # masked, as on the session's tickets
+        assert re.search(r"Pages:\s+1\n", run("pdfinfo", str(tmp_path / "ticket.pdf")))
+        r = http.get(f"/registrations/{other.id}/ticket.pdf", headers=token)
+        assert r.status_code == 403, r.text
+    from tests.builders import candidate, plan_details, working_years_form
+
+    details = plan_details("2699", registration_deadline=date(2099, 1, 1), evaluation_start=date(2099, 2, 1),
+                           evaluation_end=date(2099, 2, 1))  # fmt: skip
+    _, code = world.registrations.publish_plan(staff(iid), iid, details)
+    waiting = world.registrations.register(candidate(90), code, working_years_form(90))
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-wu", iid)
+    with TestClient(create_app(database_url, schema, today=world.clock)) as http:
+        r = http.get(f"/registrations/{waiting}/ticket.pdf", headers=token)
+        assert r.status_code == 404 and "one week before the exam" in r.json()["detail"], r.text

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -17,15 +17,27 @@ from certgen import documents
 from certgen.certificate import Unprintable, check_glyphs
 from domain.certificate import Certificate
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.exam import ExamSession
+from domain.exam import ExamSession, Sitting
 from domain.institution import Institution
+from domain.model import Role
 from domain.personal import mask_id_number as mask
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
 from domain.stock import form_label
 from domain.text import MULTILINE
-from infra.api.commands import Body, CertificateRef, CertificatesIn
-from infra.api.deps import STAFF, CertSvc, Conn, ExamSvc, RequestId, allow, certificate_id, staff_scope
+from infra.api.commands import Body, CertificateRef, CertificatesIn, Key
+from infra.api.deps import (
+    STAFF,
+    CertSvc,
+    Conn,
+    ExamSvc,
+    RegSvc,
+    RequestId,
+    allow,
+    candidate_owns,
+    certificate_id,
+    staff_scope,
+)
 from infra.api.problems import Problem
 from infra.api.tokens import Principal
 from infra.services.certificates import Certificates
@@ -64,6 +76,7 @@ def sweeping(svc: Certificates, every: float = SWEEP_EVERY) -> Iterator[None]:
 
 router = APIRouter(tags=["printing"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]
+StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
 PDF = {
     200: {"content": {"application/pdf": {}}, "description": "one A4 landscape page per certificate, in form order"},
     409: {"model": Problem, "description": "a certificate cannot be printed now (not yet queryable, already printed)"},
@@ -240,13 +253,36 @@ def tickets_pdf(exam_id: UUID, who: Staff, exams: ExamSvc) -> Response:
         registration = exams.get(Registration, s.registration_id, "registration")
         if registration.status is Status.DISQUALIFIED:  # the seat stays theirs, empty: no ticket to print
             continue
-        form = registration.form
-        tickets.append(dict(
-            name=form.name, id_number_masked=mask(form.id_number), plan_name=plan.details.name,
-            occupation=plan.details.occupation, level=plan.details.level, session=session.session,
-            exam_date=session.exam_date, starts_at=session.starts_at, location=session.location, room=s.room,
-            seat=s.seat, institution=plan.institution_name,
-        ))  # fmt: skip
+        tickets.append(_ticket(registration, plan, session, s))
     if not tickets:
         raise NotFound(f"session {session.session}'s tickets are all of disqualified candidates")
     return pdf(documents.admission_tickets(tickets), f"tickets-{exam_id}.pdf")
+
+
+@router.get("/registrations/{registration_id}/ticket.pdf", response_class=Response, responses=PDF)
+def ticket_pdf(registration_id: UUID, who: StaffOrCandidate, exams: ExamSvc, reg: RegSvc, k: Key) -> Response:
+    """One candidate's admission ticket (准考证), to print at home: the candidate's own, or any of the institution's
+    for its staff. 404 until the institution has issued it (tickets open one week before the exam, 000 ②)."""
+    candidate_owns(who, reg, registration_id, k)
+    registration = exams.get(Registration, registration_id, "registration")
+    if registration.status is Status.DISQUALIFIED:
+        raise Conflict("this registration was disqualified: it has no admission ticket to print")
+    try:
+        sitting = exams.sitting(registration_id)
+    except NotFound:
+        raise NotFound("no admission ticket is issued for this registration yet: the institution issues them from "
+                       "one week before the exam") from None  # fmt: skip
+    session = exams.get(ExamSession, sitting.exam_id, "exam session")
+    plan = exams.get(EvaluationPlan, session.plan_id, "plan")
+    return pdf(documents.admission_tickets([_ticket(registration, plan, session, sitting)]),
+               f"ticket-{registration_id}.pdf")  # fmt: skip
+
+
+def _ticket(registration: Registration, plan: EvaluationPlan, session: ExamSession, s: Sitting) -> dict[str, Any]:
+    form = registration.form
+    return dict(
+        name=form.name, id_number_masked=mask(form.id_number), plan_name=plan.details.name,
+        occupation=plan.details.occupation, level=plan.details.level, session=session.session,
+        exam_date=session.exam_date, starts_at=session.starts_at, location=session.location, room=s.room,
+        seat=s.seat, institution=plan.institution_name,
+    )  # fmt: skip
