@@ -129,13 +129,19 @@ class EvaluationPlan(Aggregate):
     @staticmethod
     def holders(events: Iterable[Any]) -> set[UUID]:
         """Who holds a place, from the plan's events (a session's tickets, a plan's prints need it)."""
-        held: set[UUID] = set()
+        return set(EvaluationPlan.holders_in_order(events))
+
+    @staticmethod
+    def holders_in_order(events: Iterable[Any]) -> list[UUID]:
+        """Who holds a place, in the order they took it: the order a session seats them in, and so the order their
+        certificates are numbered in."""
+        held: dict[UUID, None] = {}
         for e in events:
             if isinstance(e, EvaluationPlan.SeatTaken):
-                held.add(e.registration_id)
+                held[e.registration_id] = None
             elif isinstance(e, EvaluationPlan.SeatReleased):
-                held.discard(e.registration_id)
-        return held
+                held.pop(e.registration_id, None)
+        return list(held)
 
     @classmethod
     def publish(

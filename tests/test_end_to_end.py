@@ -184,3 +184,39 @@ def test_bad_input_gets_a_problem_naming_the_field_and_stores_nothing(stack):
                               "--name", "x", "--institution", str(uuid.uuid4())], env=env, capture_output=True,
                              text=True, timeout=60)  # fmt: skip
     assert refused.returncode == 2 and "no institution with id" in refused.stderr
+
+
+def test_the_demo_numbers_its_certificates_alike_in_every_new_store(database_url, schema):
+    """An outside review found the README's tour renaming 黄敏 rather than 李娜 in one new store and 李娜 in another:
+    a session seated everyone by registration id, which each installation derives under a secret of its own, and the
+    certificate numbers follow the seats. Everyone is now seated in the order they registered."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    from domain.certificate import Certificate
+    from domain.institution import institution_id
+    from infra.services import demo
+    from infra.services.registrations import Registrations
+    from infra.services.samples import hold
+
+    other = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(other)))
+    holders = []
+    try:
+        for s in (schema, other):
+            svc = Registrations(database_url, s)
+            hold(svc.attachments)
+            svc.register_institution(demo.SYSTEM, "深圳市技能人才评价示范中心", demo.FILING, demo.DeadlineProfile.S,
+                                     demo.SCOPE)  # fmt: skip
+            demo.certified(database_url, s, institution_id(demo.FILING))
+            issued = [svc.mapper.to_domain_event(n) for n in svc.recorder.select_notifications(start=1, limit=10_000)
+                      if n.topic.endswith("Certificate.Issued")]  # fmt: skip
+            holders.append(sorted((e.number, e.holder.name) for e in issued if isinstance(e, Certificate.Issued)))
+            svc.close()
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(other)))
+    assert holders[0] == holders[1] and holders[0][0] == ("S000044032015262000001", "李娜"), holders
