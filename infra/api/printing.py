@@ -55,13 +55,18 @@ def sweeping(svc: Certificates, every: float = SWEEP_EVERY) -> Iterator[None]:
     stop = threading.Event()
 
     def run() -> None:
+        failing = False
         while True:
             try:
                 for number, form in return_abandoned(svc):
                     log.warning("form NO. %08d (certificate %s) was booked by a print that stopped before its PDF "
                                 "was made: it is back in stock, and the certificate awaits a print", form, number)  # fmt: skip
-            except Exception:  # noqa: BLE001 - PostgreSQL away: try again next time
-                log.warning("could not look for abandoned print jobs", exc_info=True)
+                failing = False
+            except Exception as e:  # noqa: BLE001 - PostgreSQL away: said once, in a line, and tried again next time
+                if not failing:
+                    log.warning("could not look for abandoned print jobs (%s); trying again every %.0f s",
+                                str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, every)  # fmt: skip
+                failing = True
             if stop.wait(every):
                 return
 

@@ -43,9 +43,28 @@ err = Console(stderr=True, width=_WIDTH if not sys.stderr.isatty() else None)
 
 def require(value: str | None, var: str) -> str:
     if not value:
-        console.print(f"[red]{var} is not set[/red] (or use `skillcert up`, which starts embedded servers)")
+        console.print(f"[red]{var} is not set[/red] (or use `skillcert up`, which starts embedded servers)"
+                      + _up_gone(), soft_wrap=True)  # fmt: skip
         raise typer.Exit(2)
     return value
+
+
+def _up_gone() -> str:
+    """What a second shell is told when the `skillcert up` it relied on is gone (killed: its record of where its
+    servers are is left behind, naming a process that no longer runs)."""
+    import json
+
+    from infra.settings import RUN_FILE, get_settings
+
+    s = get_settings()
+    try:
+        run = json.loads((s.data_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    return (
+        f"; the `skillcert up` that ran on {s.data_dir.resolve()} (pid {run.get('pid')}, since "
+        f"{run.get('started_at', '?')}) is gone, killed or crashed: start it again with `skillcert up`"
+    )
 
 
 def when_database_answers(attempt: Callable[[], T], what: str, patience: float = 300.0) -> T:
