@@ -90,6 +90,7 @@ def test_uploads_are_sniffed_from_their_bytes_and_bad_files_refused_naming_the_p
     r = upload(http, token, b"%PDF-1.4\n" + b"0" * (11 * 1024 * 1024) + b"%%EOF")
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
     assert "(10,551,296 bytes)" in r.json()["detail"], r.text  # the upload route's own limit, not the app's
+    assert r.json()["errors"] == [{"field": "body", "message": r.json()["detail"]}]  # as every problem names its field
     # Who may upload: staff and candidates, not an auditor.
     auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-sun")
     assert upload(http, auditor, pdf).status_code == 403

@@ -20,7 +20,8 @@ from infra.api.problems import MEDIA_TYPE, problem_body
 
 def _body(limit: int | None) -> bytes:
     detail = "the request body is larger than this route takes" + (f" ({limit:,} bytes)" if limit else "")
-    return json.dumps(problem_body(413, "Content too large", detail, "body-size")).encode()
+    return json.dumps(problem_body(413, "Content too large", detail, "body-size",
+                                   [{"field": "body", "message": detail}])).encode()  # fmt: skip
 
 
 class TooLarge:
