@@ -164,12 +164,22 @@ def test_every_kind_of_aggregate_a_lifecycle_makes_can_be_rebuilt_by_an_auditor(
 
     from tests.lifecycle import full_lifecycle
 
-    full_lifecycle(world, 50)
+    life = full_lifecycle(world, 50)
+    # A batch print's job (domain.printing.PrintJob), which the lifecycle's one-by-one prints make none of.
+    from uuid import uuid4
+
+    from domain.printing import PrintJob
+    from tests.lifecycle import staff
+
+    job = PrintJob.book(staff(life.iid), uuid4(), [(life.cids[0], 10_000_001), (life.cids[1], 10_000_002)])
+    job.finish(staff(life.iid))
+    world.certificates.save(job)
     with world.registrations.recorder.datastore.cursor() as cur:  # type: ignore[attr-defined]
         cur.execute(sql.SQL("SELECT DISTINCT ON (topic) originator_id, topic FROM {} ORDER BY topic").format(
             sql.Identifier(schema, world.registrations.recorder.events_table_name)))  # fmt: skip
         firsts = {row["topic"].rpartition(".")[0]: row["originator_id"] for row in cur.fetchall()}
     assert len(firsts) >= 10 and any("BlankStock" in kind for kind in firsts), firsts
+    assert any("PrintJob" in kind for kind in firsts), firsts
     auditor = bearer(database_url, schema, Role.AUDITOR, "auditor-zhao")
     with TestClient(create_app(database_url, schema)) as http:
         for kind, aggregate_id in firsts.items():
