@@ -212,6 +212,17 @@ INSTITUTIONS_V1 = (f"(SELECT {INSTITUTION_COLUMNS}, 'active' AS standing, NULL::
                    " FROM catalogue_institutions) AS i")  # fmt: skip
 
 
+def standings(conn: psycopg.Connection[Any], ids: list[str]) -> dict[str, tuple[str, Any]]:
+    """Each known institution's standing (004 第十条) and since when: (standing, standing_since)."""
+
+    def read(_: str, table: str) -> dict[str, tuple[str, Any]]:
+        rows = conn.execute(f"SELECT institution_id, standing, standing_since FROM {table} WHERE institution_id = "
+                            "ANY(%s::uuid[])", (ids,)).fetchall()  # fmt: skip
+        return {str(r[0]): (r[1], r[2]) for r in rows}
+
+    return read_tolerantly(conn, read) if ids else {}
+
+
 def institutions(
     conn: psycopg.Connection[Any], *, standing: str | None, city_code: str | None, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:

@@ -370,6 +370,11 @@ def overdue_deadlines(c: Conn, who: Reader, day: Today, p: Pages) -> Page[v.Inst
         rows = [r for r in rows if str(r["institution_id"]) == str(who.institution_id)]
     if who.regional:
         rows = [r for r in rows if str(r["institution_id"]) in (who.institutions or ())]
+    # Beside what is overdue, whether the institution may act on it: a suspended one's deadlines run on (the work is
+    # still owed), and the centre reading the overdue sees why they are.
+    known = catalogue.standings(c, [str(r["institution_id"]) for r in rows])
+    for r in rows:
+        r["institution_standing"], r["standing_since"] = known.get(str(r["institution_id"]), ("active", None))
     return page(rows, p)  # type: ignore[return-value]
 
 

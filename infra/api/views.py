@@ -227,6 +227,12 @@ class InstitutionDeadlines(BaseModel):
     open: int
     overdue: int
     overdue_by_step: dict[str, int]
+    institution_standing: str = Field(
+        "active",
+        description="active, suspended or withdrawn (004 第十条): a suspended institution may not do the acts "
+        "its deadlines ask for until reinstated; they stay owed, and overdue",
+    )
+    standing_since: date | None = None
 
 
 class LevelUse(BaseModel):
