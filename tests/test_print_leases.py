@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -179,3 +180,45 @@ def test_a_refused_batch_leaves_no_job(world, session, database_url, schema):  #
     assert return_abandoned(svc) == [] and _leases(database_url, schema) == 0
     with pytest.raises(NotFound):
         svc.get(PrintJob, uuid4(), "print job")
+
+
+def test_a_print_to_a_pipe_is_booked_before_a_byte_leaves_so_a_kill_never_gives_back_printed_forms(
+    world,
+    session,  # noqa: F811
+    tmp_path,
+    database_url,
+    schema,
+):
+    """An outside review printed to a named pipe and killed the CLI the moment its reader had the whole PDF: the
+    sweeper gave the forms back as blank while the printer held a PDF on them. A pipe or a device cannot be written
+    aside and moved into place, as a file is: it is written once the job is finished, and killed then, the forms
+    stay booked (staff record them not made if nothing came out)."""
+    from domain.model import Role
+    from tests.api import bearer
+
+    iid, exam_id = session
+    svc = world.certificates
+    ids = to_print(svc, exam_id)
+    token = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)["Authorization"].split()[1]
+    env = {**os.environ, "SKILLCERT_DATABASE_URL": database_url, "SKILLCERT_DB_SCHEMA": schema,
+           "SKILLCERT_TOKEN": token, "SKILLCERT_PUBLIC_URL": PUBLIC}  # fmt: skip
+    pipe = tmp_path / "printer"
+    os.mkfifo(pipe)
+    printing = subprocess.Popen([sys.executable, "-m", "infra.cli", "print", "session", "--session", str(exam_id),
+                                 "--out", str(pipe)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    got: list[bytes] = []
+
+    def printer() -> None:  # reads the whole PDF
+        with open(pipe, "rb") as reader:
+            got.append(reader.read())
+
+    reading = threading.Thread(target=printer, daemon=True)
+    reading.start()
+    reading.join(timeout=60)
+    printing.send_signal(signal.SIGKILL)  # the moment it has
+    printing.wait(timeout=10)
+    assert got, printing.communicate()
+    received = got[0]
+    assert received.startswith(b"%PDF") and received.rstrip().endswith(b"%%EOF") and len(ids) == 3
+    assert return_abandoned(svc) == []  # a printer holds them: they stay booked
+    assert to_print(svc, exam_id) == [] and len(svc.stock(iid).used) == 3

@@ -168,10 +168,12 @@ def _print(token: str, out: Path, choose: Any) -> None:
 def _stage(out: Path, content: bytes, staged: list[Path]) -> Any:
     """Write the PDF beside `out` and answer the rename that puts it in place, done once the print job is finished:
     killed while writing (a full disk, a slow share), no file is there, and the forms come back with the lease. A
-    pipe or a device is written as it is."""
+    pipe or a device (`lp`'s standard input) cannot be written aside: it is written once the job is finished, so
+    that no printer receives a whole PDF on forms the ledger then gives back as blank (an outside review killed the
+    CLI the moment its pipe's reader had the PDF). Killed while writing to it, the forms stay booked: record them
+    not made (`skillcert print not-made`)."""
     if out.exists() and not out.is_file():
-        out.write_bytes(content)
-        return None
+        return lambda: out.write_bytes(content)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     staged.append(partial)
     with partial.open("wb") as f:
