@@ -114,7 +114,9 @@ def test_an_application_carries_at_most_twenty_files_each_once():
     check_form(form, Level.TWO)
 
 
-@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\ufeff", "\u00ad", "\u034f", "\u2060"])
+@pytest.mark.parametrize(
+    "invisible", ["\u200b", "\u200d", "\ufeff", "\u00ad", "\u034f", "\u2060", "\u3164", "\u115f", "\u1160", "\uffa0"]
+)
 def test_a_name_holding_a_character_that_prints_nothing_is_refused(invisible):
     """王 U+200B 芳 was stored as a name differing invisibly from 王芳 (an outside review); 葛 U+E0100 亮, a variant an ID
     card may print, stays."""
