@@ -311,6 +311,17 @@ def test_the_score_book_is_recorded_from_a_file_or_refused_whole(world, http, da
                                                Subject.COMPREHENSIVE: 90}] * 3  # fmt: skip
     scorer = http.get("/me", headers=staff).json()["principal_id"]
     assert scored[0].scored_by == scorer and scored[3].scores == {}  # the scorer's principal id
+    # Once the scores are published, a book is refused as PUT .../scores refuses it: the state forbids it, 409 (it was
+    # a 422, as if the file were at fault: an outside review).
+    from tests.lifecycle import staff as acting
+
+    world.exams.publish_scores(acting(iid), exam_id)
+    before = head(world)
+    r = http.post(
+        f"/sessions/{exam_id}/scores/import", headers=staff, files={"file": ("成绩册.xlsx", xlsx_bytes(header, good))}
+    )
+    assert r.status_code == 409 and r.json()["errors"][0]["field"] == "file", r.text
+    assert head(world) == before
 
 
 def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothing_of_the_other(world):
@@ -341,8 +352,9 @@ def test_two_lists_racing_for_the_same_candidate_store_one_whole_list_and_nothin
     stored = [o for o in outcomes if isinstance(o, list)]
     assert len(stored) == 1 and len(outcomes) == len(lists), outcomes
     assert all("registered" in o.message for o in outcomes if not isinstance(o, list))
-    # Each refused list names the rows it shares with the stored one (file lines 2 to 6), each apart.
-    common = {f"row {n}.id_number" for n in range(2, 7)}
+    # Each refused list names the rows it shares with the stored one (file lines 2 to 6), each apart, by the column as
+    # the sheet heads it (an outside review found row 2.id_number where a bad row says row 2.证件号码).
+    common = {f"row {n}.证件号码" for n in range(2, 7)}
     assert all({f for f, _ in o.problems} == common for o in outcomes if not isinstance(o, list)), outcomes
     plan = world.registrations.repository.get(pid)
     assert world.registrations.plan_holders(plan.id) == set(stored[0]) and plan.seats_left == 40 - 6

@@ -162,6 +162,11 @@ def import_candidates(
         return svc.register_many(actor, plan_id, forms)
     except InvalidInput as e:
         raise InvalidInput(sorted(_as_headed(e.problems, rows[0][1], CANDIDATE_COLUMNS), key=_row_order)) from None
+    except Conflict as e:  # rows another registered meanwhile: named as the sheet heads them too (an outside review)
+        if not e.problems:
+            raise
+        raise Conflict(e.message, field=e.field, problems=sorted(_as_headed(e.problems, rows[0][1],
+                                                                           CANDIDATE_COLUMNS), key=_row_order)) from None  # fmt: skip
 
 
 def candidates_registered(svc: Registrations, plan_id: UUID, content: bytes, filename: str) -> tuple[int, int]:
@@ -235,8 +240,8 @@ def import_scores(
     with svc.scoring(exam_id):  # checked and saved while the scores cannot be published
         try:
             changed, found = svc.check_scores(actor, exam_id, book)
-        except Conflict as e:  # scoring is closed for the session
-            raise InvalidInput([("file", e.message)]) from None
+        except Conflict as e:  # scoring is not open for the session: the state forbids it, as PUT .../scores answers
+            raise Conflict(e.message, field="file") from None
         problems += [(_to_row(f, row_of), m) for f, m in found]
         if problems:
             raise InvalidInput(sorted(_as_headed(problems, rows[0][1], SCORE_COLUMNS), key=_row_order))
