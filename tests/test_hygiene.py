@@ -337,3 +337,12 @@ def test_a_form_of_thousands_of_files_or_an_event_too_large_for_the_bus_is_refus
                     json={"registration_code": code, "form": json.loads(working_years_form(1).model_dump_json())})  # fmt: skip
     assert r.status_code == 409 and "an event may hold" in r.json()["detail"], r.text
     assert head() == before
+
+
+def test_a_command_sent_without_its_body_is_told_so(world, client, database_url, schema) -> None:
+    """An outside review sent a command with no body and was answered `": Field required"`, naming no field."""
+    iid, _, _ = setup_plan(world.registrations)
+    staff = bearer(database_url, schema, Role.INSTITUTION_STAFF, "staff-li", iid)
+    r = client.post("/registrations", headers=staff)
+    assert r.status_code == 422 and r.json()["errors"] == [{"field": "body", "message": "a JSON body is required"}]
+    assert r.json()["detail"] == "body: a JSON body is required", r.text

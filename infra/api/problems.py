@@ -104,9 +104,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, e: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in err["loc"] if p not in ("body",)), "message": err["msg"]}
+            {"field": ".".join(str(p) for p in err["loc"] if p not in ("body",)) or "body",
+             "message": "a JSON body is required" if err["loc"] == ("body",) and err["type"] == "missing"
+             else err["msg"]}
             for err in e.errors()
-        ]
+        ]  # fmt: skip
         detail = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
         return problem(422, "InvalidInput", detail, "invalid-input", errors)
 
