@@ -13,7 +13,7 @@ import pytest
 from domain.deadlines import add_working_days
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.exam import Attendance, ExamSession, ReviewOutcome, Room, Subject, sitting_id
-from tests.builders import candidate, working_years_form
+from tests.builders import candidate, plan_details, working_years_form
 from tests.lifecycle import (
     CENTRE,
     EXAM_DAY,
@@ -75,6 +75,14 @@ def test_tickets_open_one_week_before_and_need_approval_and_the_fee(world):
     assert {a.registration_id for a in seats} == set(rids)
     with pytest.raises(Conflict, match="already has an admission ticket"):
         world.exams.issue_tickets(staff(iid), exam, rids[:1])
+    # Everyone of a plan where none is approved and paid: said so (it said every candidate given had a ticket).
+    world.at(date(2026, 3, 2))
+    other, other_code = world.registrations.publish_plan(staff(iid), iid, plan_details("2699"))
+    world.registrations.register(candidate(10), other_code, working_years_form(10))
+    later = schedule(world, iid, other)
+    world.at(TICKETS_OPEN)
+    with pytest.raises(Conflict, match="no registration of plan 2699 is approved with its fee paid"):
+        world.exams.issue_tickets(staff(iid), later)
 
 
 def test_a_full_session_refuses_more_tickets(world):

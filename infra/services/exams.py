@@ -113,6 +113,9 @@ class Exams(Service):
             ready.append(rid)
         if problems:
             raise InvalidInput(problems)
+        if registration_ids is None and not ready:  # "every candidate given already has a ticket" said none was given
+            raise Conflict(f"no registration of plan {plan.details.plan_number} is approved with its fee paid: no "
+                           "admission ticket to issue")  # fmt: skip
         assignments: list[SeatAssignment] = []
 
         def attempt() -> list[Aggregate]:
