@@ -12,7 +12,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from infra.api.deps import STAFF, ExamSvc, RegSvc, RequestId, allow, staff_scope
@@ -32,6 +32,12 @@ class Imported(BaseModel):
     registration_ids: list[UUID] = []
 
 
+class ScoresImported(BaseModel):
+    rows: int = Field(description="rows of the book recorded: scored and absent")
+    scored: int
+    absent: int = Field(description="rows of candidates marked absent (缺考), as the exam day recorded them")
+
+
 @router.post("/plans/{plan_id}/registrations/import", status_code=201, responses=REFUSED,
              max_body_size=UPLOAD_LIMIT)  # fmt: skip
 async def import_candidates(
@@ -49,11 +55,11 @@ async def import_candidates(
 @router.post("/sessions/{exam_id}/scores/import", status_code=201, responses=REFUSED, max_body_size=UPLOAD_LIMIT)
 async def import_scores(
     exam_id: UUID, file: UploadFile, who: Staff, svc: ExamSvc, x_request_id: RequestId = None
-) -> Imported:
+) -> ScoresImported:
     """The session's score book (成绩册): ID number, name and a column per subject; 缺考 for the absent."""
     content = await file.read(MAX_BYTES + 1)
     name = file.filename or ""
-    rows = await run_in_threadpool(
+    book = await run_in_threadpool(
         imports.import_scores, svc, who.actor(x_request_id), exam_id, content, name, read_isolated
     )
-    return Imported(rows=rows)
+    return ScoresImported(rows=book.scored + book.absent, scored=book.scored, absent=book.absent)

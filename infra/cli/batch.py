@@ -113,7 +113,7 @@ def import_scores(
     from infra.services.exams import Exams
 
     _run_import(token, "score book", Exams,
-                lambda svc, actor: imports.import_scores(svc, actor, session, file.read_bytes(), file.name))  # fmt: skip
+                lambda svc, actor: sum(imports.import_scores(svc, actor, session, file.read_bytes(), file.name)))  # fmt: skip
 
 
 print_cli = typer.Typer(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -178,16 +178,22 @@ def candidates_registered(svc: Registrations, plan_id: UUID, content: bytes, fil
 
 
 # The score book.
+class ScoreBook(NamedTuple):
+    scored: int  # rows whose scores were recorded
+    absent: int  # rows of candidates marked absent (缺考), checked and recorded as such already
+
+
 def import_scores(
     svc: Exams, actor: Actor, exam_id: UUID, content: bytes, filename: str, read: Reader = read_table
-) -> int:
+) -> ScoreBook:
     """Record the session's score book from a file: one row per candidate, identified by ID number
-    and name, a column per subject. "缺考" rows are candidates marked absent. Returns rows scored."""
+    and name, a column per subject. "缺考" rows are candidates marked absent. Answers the rows scored and absent."""
     rows = read(content, filename)
     _columns(rows, SCORE_COLUMNS, {"name", "id_number"}, lambda h: h in SUBJECT_COLUMNS, [s.value for s in Subject])
     session = svc.get(ExamSession, exam_id, "exam session")
     problems: list[tuple[str, str]] = []
     book: dict[UUID, dict[Subject, Decimal]] = {}
+    absent = 0
     row_of: dict[UUID, int] = {}
     keyed: list[tuple[int, dict[str, str], dict[str, str], str, UUID]] = []
     for n, cells in rows:
@@ -226,6 +232,7 @@ def import_scores(
             sitting = sittings.get(sitting_id(rid))
             if not isinstance(sitting, Sitting) or sitting.attendance is not Attendance.ABSENT:
                 problems.append((f"row {n}", f"no scores, but {fields.get('name')} was not marked absent"))
+            absent += 1
             continue
         scores, unreadable = {}, []
         for subject, v in marks.items():
@@ -246,7 +253,7 @@ def import_scores(
         if problems:
             raise InvalidInput(sorted(_as_headed(problems, rows[0][1], SCORE_COLUMNS), key=_row_order))
         svc.save_once(*changed)
-    return len(book)
+    return ScoreBook(len(book), absent)
 
 
 def _registered(svc: Exams, keys: list[UUID]) -> dict[UUID, UUID]:
