@@ -180,6 +180,10 @@ def test_a_refused_batch_leaves_no_job(world, session, database_url, schema):  #
     assert return_abandoned(svc) == [] and _leases(database_url, schema) == 0
     with pytest.raises(NotFound):
         svc.get(PrintJob, uuid4(), "print job")
+    with psycopg.connect(database_url) as c:  # no job was stored for it
+        jobs = c.execute(f'SELECT count(*) FROM "{schema}".skillcert_events WHERE topic LIKE %s',
+                         ("domain.printing:PrintJob.%",)).fetchone()[0]  # fmt: skip
+    assert jobs == 0 and to_print(svc, exam_id) == ids and not svc.stock(iid).used
 
 
 def test_a_print_to_a_pipe_is_booked_before_a_byte_leaves_so_a_kill_never_gives_back_printed_forms(

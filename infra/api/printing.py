@@ -19,13 +19,12 @@ from domain.certificate import Certificate
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.exam import ExamSession, Sitting
 from domain.institution import Institution
-from domain.model import Role
 from domain.personal import mask_id_number as mask
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
 from domain.stock import form_label
 from domain.text import MULTILINE
-from infra.api.commands import Body, CertificateRef, CertificatesIn, Key
+from infra.api.commands import Body, CertificateRef, CertificatesIn, Key, StaffOrCandidate
 from infra.api.deps import (
     STAFF,
     CertSvc,
@@ -81,7 +80,6 @@ def sweeping(svc: Certificates, every: float = SWEEP_EVERY) -> Iterator[None]:
 
 router = APIRouter(tags=["printing"], dependencies=[Depends(staff_scope)])
 Staff = Annotated[Principal, Depends(allow(*STAFF))]
-StaffOrCandidate = Annotated[Principal, Depends(allow(Role.INSTITUTION_STAFF, Role.CANDIDATE))]
 PDF = {
     200: {"content": {"application/pdf": {}}, "description": "one A4 landscape page per certificate, in form order"},
     409: {"model": Problem, "description": "a certificate cannot be printed now (not yet queryable, already printed)"},
