@@ -17,6 +17,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput
 from domain.institution import Institution, Standing
 from domain.model import Actor, Role
 from domain.plan import EvaluationPlan
+from infra.services.base import shanghai_today
 from tests.builders import candidate, plan_details, working_years_form
 from tests.lifecycle import (
     CENTRE,
@@ -290,12 +291,12 @@ def test_over_http_the_catalogue_shows_a_suspension_and_a_certificate_declared_v
         assert [p["plan_id"] for p in http.get("/plans?registration_open=true").json()["items"]] == []
         listed = http.get("/institutions?standing=suspended").json()
         assert [(i["institution_id"], i["standing_since"]) for i in listed["items"]] == [
-            (str(iid), date.today().isoformat())]  # fmt: skip
+            (str(iid), shanghai_today().isoformat())]  # fmt: skip
         # Its deadlines run on (the work is owed), and the centre reading what is overdue sees why they may be.
         [owed] = [r for r in http.get("/deadlines/overdue", headers=centre).json()["items"]
                   if r["institution_id"] == str(iid)]  # fmt: skip
         assert owed["open"] > 0 and (owed["institution_standing"], owed["standing_since"]) == (
-            "suspended", date.today().isoformat()), owed  # fmt: skip
+            "suspended", shanghai_today().isoformat()), owed  # fmt: skip
 
         unknown = ["S000044012015262000001", "S000044012015262000002"]
         voiding = http.post(f"/institutions/{iid}/invalidation", headers=centre,
@@ -317,7 +318,7 @@ def test_over_http_the_catalogue_shows_a_suspension_and_a_certificate_declared_v
         assert http.get(f"/plans/{pid}").json()["registration_open"] is True
         assert http.get(f"/registrations/{rid}", headers=institution_staff).json()["institution_standing"] == "active"
         [owed] = http.get("/deadlines/overdue", headers=institution_staff).json()["items"]
-        assert (owed["institution_standing"], owed["standing_since"]) == ("active", date.today().isoformat()), owed
+        assert (owed["institution_standing"], owed["standing_since"]) == ("active", shanghai_today().isoformat()), owed
         registering = http.post("/registrations", headers=institution_staff,
                                 json={"registration_code": code, "form": as_json(working_years_form(9))})  # fmt: skip
         assert registering.status_code == 201, registering.text
