@@ -289,25 +289,28 @@ def test_an_erasure_waits_for_a_reference_being_recorded_and_keeps_the_file(worl
 
 
 def test_a_reference_waits_for_an_erasure_under_way_and_finds_the_file_gone(world, database_url, schema):
-    """The other order: the erasure has locked the file and erased it, not yet committed, when a command records
-    its reference."""
+    """The other order: the erasure has locked the file and erased it, not yet committed, when a command that found
+    the file held saves its event referring to it."""
     iid, cids = queryable_certificates(world, 2)
     svc = world.certificates
     signed = b"%PDF-1.4\n% a commitment erased while referred to again\n%%EOF\n"
     sha = digest(signed)
     svc.attachments.put(signed, sha, "application/pdf", staff(iid).id, None, iid)
+    before = stored_events(world)
     with psycopg.connect(database_url) as erasing:
         # What Attachments.erase_for does, its transaction held open here.
         erasing.execute(f'SELECT 1 FROM "{schema}".attachments WHERE sha256 = %s FOR UPDATE', (sha,))
         erasing.execute(f'UPDATE "{schema}".attachments SET wrapped_key = NULL, erased_at = now() WHERE sha256 = %s',
                         (sha,))  # fmt: skip
         referring = ThreadPoolExecutor(1)
-        referred = referring.submit(svc.attachments.refer, [(sha, cids[1], iid)])
+        referred = referring.submit(svc.record_holder_commitment, staff(iid), cids[1], _commitment(signed))
         time.sleep(0.5)
-        assert not referred.done()  # it waits for the erasure's transaction
+        assert not referred.done()  # its save waits for the erasure's transaction
         erasing.commit()
-    assert referred.result(timeout=10) == [sha]  # not held: the command is refused
+    with pytest.raises(InvalidInput, match="is not held by the store"):
+        referred.result(timeout=10)
     referring.shutdown()
+    assert stored_events(world) == before and svc.certificate(cids[1]).commitment is None
     assert not svc.attachments.referrers(sha)
 
 

@@ -16,6 +16,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from infra.store.groupcommit import GroupCommit
+from infra.store.recorder import FilesGone, Save
 
 
 def test_sixty_racing_saves_share_transactions_and_each_conflict_fails_alone(service, database_url, schema):
@@ -131,26 +132,55 @@ def test_a_save_refused_in_a_group_claims_nothing_from_the_saves_after_it(servic
     def event(aggregate: uuid.UUID) -> StoredEvent:
         return StoredEvent(originator_id=aggregate, originator_version=1, topic="tests:Thing.Happened", state=b"{}")
 
-    a, b, c = service.recorder._insert_together(None, [[event(x)], [event(x), event(y)], [event(y)]])
+    a, b, c = service.recorder._insert_together(None, [Save([event(x)], []), Save([event(x), event(y)], []),
+                                                      Save([event(y)], [])])  # fmt: skip
     assert isinstance(b, IntegrityError) and not isinstance(a, BaseException) and not isinstance(c, BaseException)
+
+
+def test_a_save_referring_to_a_file_erased_meanwhile_fails_alone_and_records_no_reference(
+    service, database_url, schema
+):
+    """Three saves arriving together: one refers to a held file, one to a file erased since its command checked it,
+    one to none. The second is refused, naming the file, with neither its events nor its reference stored; the
+    other two are stored, the first with its reference, in the same statement."""
+    held, erased = (f"{c}" * 64 for c in "ab")
+    for sha in (held, erased):
+        service.attachments.put(b"%PDF-1.4\n%%EOF\n" + sha.encode(), sha, "application/pdf", "system:tests")
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f'UPDATE "{schema}".attachments SET erased_at = now(), wrapped_key = NULL WHERE sha256 = %s',
+                     (erased,))  # fmt: skip
+    x, y, z = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def event(aggregate: uuid.UUID) -> StoredEvent:
+        return StoredEvent(originator_id=aggregate, originator_version=1, topic="tests:Thing.Happened", state=b"{}")
+
+    a, b, c = service.recorder._insert_together(None, [Save([event(x)], [(held, x, None)]),
+                                                      Save([event(y)], [(held, y, None), (erased, y, None)]),
+                                                      Save([event(z)], [])])  # fmt: skip
+    assert isinstance(b, FilesGone) and b.addresses == [erased]
+    assert isinstance(a, list) and isinstance(c, list)
+    assert [len(service.recorder.select_events(agg)) for agg in (x, y, z)] == [1, 0, 1]
+    assert service.attachments.referrers(held) == [(x, None)] and service.attachments.referrers(erased) == []
+    with pytest.raises(FilesGone):  # alone, as a command's save goes
+        service.recorder.insert_events([event(y)], references=[(erased, y, None)])
 
 
 def test_saves_decided_one_by_one_each_keep_their_own_outcome(service, monkeypatch):
     """When a group's transaction fails on no version (so each save goes alone), a save failing for another reason
     (the connection lost) fails alone: those before it were committed and are told so."""
     recorder, one, two = service.recorder, uuid.uuid4(), uuid.uuid4()
-    saves = [[StoredEvent(originator_id=a, originator_version=1, topic="tests:Thing.Happened", state=b"{}")]
+    saves = [Save([StoredEvent(originator_id=a, originator_version=1, topic="tests:Thing.Happened", state=b"{}")], [])
              for a in (one, two)]  # fmt: skip
     alone = recorder._insert
     calls: list[int] = []
 
-    def insert(events: list[StoredEvent]) -> list[int]:
-        calls.append(len(events))
+    def insert(save: Save) -> list[int]:
+        calls.append(len(save.events))
         if len(calls) == 1:
             raise IntegrityError("not a version: a constraint of another kind")
-        if events[0].originator_id == two:
+        if save.events[0].originator_id == two:
             raise psycopg.OperationalError("the connection was lost")
-        return alone(events)
+        return alone(save)
 
     monkeypatch.setattr(recorder, "_insert", insert)
     monkeypatch.setattr(recorder, "_stored", lambda keys: set())

@@ -473,3 +473,36 @@ def test_a_batch_saved_is_told_so_though_looking_up_its_refused_fails(service, m
     saved, refused = service._register_batch(plan.id, requests)
     assert isinstance(saved, UUID) and isinstance(refused, psycopg.OperationalError)
     assert service.repository.get(saved).id == saved
+
+
+def test_a_file_erased_after_a_batch_checked_it_refuses_that_registration_alone(service, database_url, schema):
+    """A batch's files are checked, then its events saved, with their references, in one statement. A file erased in
+    between (a certificate's data deleted) is found by that statement, and nothing of the batch is stored by it: the
+    registration referring to the file is refused, naming it, and the others of its batch are stored."""
+    import hashlib
+
+    import psycopg
+
+    _, pid, _ = setup_plan(service, seats=5)
+    scan = b"%PDF-1.4\n% a second page of a diploma, uploaded by the candidate\n%%EOF\n"
+    sha = hashlib.sha256(scan).hexdigest()
+    service.attachments.put(scan, sha, "application/pdf", candidate(2).id)
+    extra = Attachment(kind=AttachmentKind.DIPLOMA, file_name="学历证书第二页.pdf", sha256=sha)
+    forms = {k: working_years_form(k) for k in (1, 2, 3)}
+    forms[2] = working_years_form(2, attachments=[*forms[2].attachments, extra])
+    checked = service.attachments.facts
+
+    def erased_once_checked(*args, **kwargs):  # type: ignore[no-untyped-def]
+        facts = checked(*args, **kwargs)
+        service.attachments.facts = checked  # type: ignore[method-assign]
+        with psycopg.connect(database_url) as conn:
+            conn.execute(f'UPDATE "{schema}".attachments SET erased_at = now(), wrapped_key = NULL WHERE sha256 = %s',
+                         (sha,))  # fmt: skip
+        return facts
+
+    service.attachments.facts = erased_once_checked  # type: ignore[method-assign]
+    first, second, third = service._register_batch(pid, [(candidate(k), forms[k]) for k in (1, 2, 3)])
+    assert isinstance(first, UUID) and isinstance(third, UUID)
+    assert isinstance(second, InvalidInput) and "学历证书第二页.pdf" in str(second.problems)
+    assert service.repository.get(pid).taken == 2
+    assert not service.attachments.referrers(sha)

@@ -25,7 +25,7 @@ from domain.model import Actor, Aggregate, Role
 from domain.registration import Attachment, AttachmentKind
 from infra.store.attachments import SYSTEM, Attachments
 from infra.store.eventstore import SkillcertApplication
-from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, check_idle
+from infra.store.recorder import LOCK_TIMEOUT, LOCK_TIMEOUT_SECONDS, FilesGone, check_idle
 
 MAX_RETRIES = 200  # a save loses a race at most once per competing writer
 # Connections for advisory locks held across a command (Service.holding), per process: one per thing locked at the
@@ -147,21 +147,26 @@ class Service(SkillcertApplication):
 
     def save(self, *objs, **kwargs):  # type: ignore[no-untyped-def,override]
         """Events refer only to files the store holds and the event's actor may refer to (a photo only
-        to one that passed the photo rules); each reference is recorded, as who may read the file,
-        before the events are saved."""
+        to one that passed the photo rules); each reference is recorded, as who may read the file, in the
+        events' own statement."""
         wanted = self._references(objs)
-        if wanted:
-            self._check_references(wanted)
-            gone = set(
-                self.attachments.refer([(a.sha256, agg_id, institution) for a, _, agg_id, institution in wanted])
-            )
-            if gone:  # erased since the check (with a certificate's data)
-                raise InvalidInput(list(dict.fromkeys(_not_held(a) for a, *_ in wanted if a.sha256 in gone)))
-        return super().save(*objs, **kwargs)
+        if not wanted:
+            return super().save(*objs, **kwargs)
+        self._check_references(wanted)
+        try:
+            return super().save(*objs, references=[(a.sha256, agg_id, institution)
+                                                    for a, _, agg_id, institution in wanted], **kwargs)  # fmt: skip
+        except FilesGone as e:  # erased since the check (with a certificate's data); nothing was stored
+            raise InvalidInput(
+                list(dict.fromkeys(_not_held(a) for a, *_ in wanted if a.sha256 in e.addresses))
+            ) from None
 
-    def check_references(self, *objs: Aggregate) -> None:
-        """What save checks of the files the aggregates' new events refer to, without saving."""
-        wanted = self._references(objs)
+    def check_files(self, actor: Actor, originator: UUID, *values: object) -> None:
+        """What save checks of the files these values hold (a form), which `actor` refers to in an event of the
+        aggregate `originator`: which of a batch's commands a save refused for its files refers to them."""
+        found: list[Attachment] = []
+        _attachments_in(list(values), found)
+        wanted = [(a, actor, originator, None) for a in found]
         if wanted:
             self._check_references(wanted)
 

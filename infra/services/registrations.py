@@ -346,7 +346,7 @@ class Registrations(Service):
                 except DomainError:
                     # Something about one of them (a file its actor may not refer to): found, told, and
                     # the rest decided again without it.
-                    bad = {i: e for i, r in made.items() if (e := self._refused_files(r)) is not None}
+                    bad = {i: e for i, r in made.items() if (e := self._refused_files(*requests[i], r.id)) is not None}
                     if not bad:
                         raise
                     outcomes.update(bad)
@@ -379,9 +379,9 @@ class Registrations(Service):
         first = form.model_copy(update={"id_number": registration.identity[1]})
         return list(self.records([form, first]).values())
 
-    def _refused_files(self, registration: Registration) -> DomainError | None:
+    def _refused_files(self, actor: Actor, form: RegistrationForm, registration: UUID) -> DomainError | None:
         try:
-            self.check_references(registration)
+            self.check_files(actor, registration, form)  # the registration's events were taken by the failed save
         except DomainError as e:
             return e
         return None

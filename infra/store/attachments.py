@@ -35,7 +35,7 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The first key of a file's advisory lock (the second is from its address), held while it is kept (put) and while an
 # erased file's blob is deleted: two uploads of one new file at once each wrote the blob under a key of its own, and
 # an erasure could delete the blob of the same file uploaded again meanwhile. (A reference and an erasure lock the
-# file's row instead: refer, erase_for.)
+# file's row instead: the save's statement (infra.store.recorder), erase_for.)
 LOCKS = 0x736B6174  # "skat"
 
 
@@ -150,6 +150,9 @@ CREATE TABLE IF NOT EXISTS {uploads} (
     PRIMARY KEY (sha256, uploaded_by)
 );
 """
+# The files' table and who refers to them: a save records its events' references in its own statement
+# (infra.store.recorder), so a reference exists exactly when the event making it does.
+FILES_TABLE, REFS_TABLE = "attachments", "attachment_refs"
 SYSTEM = "system:"  # uploads the installation made itself (the demo's and the tests' sample files)
 
 
@@ -164,7 +167,7 @@ class Attachments:
         """`hold(*keys)` holds advisory locks while its block runs, on a connection that is not the datastore's
         (infra.services.base.Service.holding): a file's blob is written and deleted through the datastore's."""
         self.datastore, self.cipher, self.hold = datastore, cipher, hold
-        self.meta, self.refs = sql.Identifier(schema, "attachments"), sql.Identifier(schema, "attachment_refs")
+        self.meta, self.refs = sql.Identifier(schema, FILES_TABLE), sql.Identifier(schema, REFS_TABLE)
         self.uploads = sql.Identifier(schema, "attachment_uploads")
         with datastore.transaction(commit=True) as cur:
             cur.execute(sql.SQL(DDL).format(meta=self.meta, refs=self.refs, uploads=self.uploads,
@@ -233,28 +236,6 @@ class Attachments:
             return None
         return _aes(self.cipher.decrypt(bytes(row["wrapped_key"]))).decrypt(ciphertext)
 
-    def refer(self, references: list[tuple[str, UUID, UUID | None]]) -> list[str]:
-        """Record that an aggregate (of an institution) refers to these attachments: who may read them. Answers
-        the addresses of those no longer held (erased since the caller checked), which are not recorded: the
-        caller must not save events that refer to them."""
-        if not references:
-            return []
-        addresses = sorted({r[0] for r in references})
-        # One statement on an autocommit connection, one round trip: the files still held, each locked shared
-        # until the references commit (an erasure locks it alone before it looks for references), and the
-        # references to them. A file erased while this waited for its lock is no longer found held.
-        with self.datastore.cursor() as cur:
-            cur.execute(
-                sql.SQL("WITH held AS (SELECT sha256 FROM {meta} WHERE sha256 = ANY(%s) AND erased_at IS NULL "
-                        "ORDER BY sha256 FOR SHARE), "
-                        "referred AS (INSERT INTO {refs} SELECT * FROM unnest(%s::text[], %s::uuid[], %s::uuid[]) AS "
-                        "r(sha256, o, i) WHERE r.sha256 IN (SELECT sha256 FROM held) ON CONFLICT DO NOTHING) "
-                        "SELECT sha256 FROM held").format(meta=self.meta, refs=self.refs),
-                (addresses, [r[0] for r in references], [r[1] for r in references], [r[2] for r in references]),
-            )  # fmt: skip
-            still = {r["sha256"] for r in cur.fetchall()}
-        return [a for a in addresses if a not in still]
-
     def facts(
         self, sha256s: list[str], originators: list[UUID], institutions: list[UUID]
     ) -> dict[str, tuple[bool, list[tuple[str, UUID | None]], list[tuple[UUID | None, UUID | None]]]]:
@@ -306,7 +287,7 @@ class Attachments:
                                 "RETURNING sha256").format(self.refs), (originators, list(keep)))  # fmt: skip
             dropped = sorted({r["sha256"] for r in cur.fetchall()})
             # Those nothing else refers to, each then locked alone: a command recording a reference to one holds it
-            # shared until the reference commits (refer). The erasure's statement comes after the locks, so it sees
+            # shared until the reference commits (the save's statement, infra.store.recorder). The erasure's statement comes after the locks, so it sees
             # every reference recorded before them; one recorded after them finds the file erased. A file others
             # refer to (a sample every registration shows) is not locked at all.
             cur.execute(sql.SQL("SELECT sha256 FROM {meta} m WHERE sha256 = ANY(%s) AND erased_at IS NULL "

@@ -13,6 +13,12 @@ Here the whole save is one call of a server-side function, in autocommit: the lo
 after the server has received the complete message, and released when the statement commits,
 so no session holds the write lock while waiting on its client. No pipeline is involved.
 
+The same statement records the files the events refer to (who may read each: infra.store.attachments),
+each file locked shared, before the table's lock: a reference exists exactly when its event does, and a
+file erased since the command checked it refuses the save (FilesGone) with nothing stored. Recorded in a
+statement of its own before the save, it cost every registration batch a round trip and a commit of its
+own inside the plan's lock, and a save that then failed left its references behind.
+
 The lock itself stays: notification ids must commit in the order they are issued, or a reader of
 the log (the relay) could pass over an id whose transaction commits later. What it costs is paid once
 for many saves: saves that arrive while another is being written go together into the next statement
@@ -23,19 +29,39 @@ from __future__ import annotations
 
 import select
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier, Literal
 from psycopg_pool import ConnectionPool
 
 from domain.certificate import Certificate
+from infra.store.attachments import FILES_TABLE, REFS_TABLE
 from infra.store.groupcommit import GroupCommit
 
 FUNCTION = "skillcert_append"
+FILES_GONE = "SKG01"  # the SQLSTATE of a save refused because a file its events refer to was erased meanwhile
+Reference = tuple[str, Any, Any]  # (a file's address, the aggregate whose event refers to it, its institution)
+
+
+class Save(NamedTuple):
+    """One save's events, and the files they refer to."""
+
+    events: list[StoredEvent]
+    references: list[Reference]
+
+
+class FilesGone(Exception):
+    """A save's events refer to files erased since it checked them: nothing of it was stored."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(f"files no longer held: {', '.join(addresses)}")
+        self.addresses = addresses
+
+
 DATA_DELETED = get_topic(Certificate.DataDeleted)
 
 # A writer that cannot get the table lock within this fails with a clear error (answered 503, try
@@ -50,10 +76,25 @@ class Recorder(PostgresApplicationRecorder):
         schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
         self.sql_create_statements.append(
             SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.{function}"
-                "(ids uuid[], versions bigint[], topics text[], states bytea[]) "
+                "CREATE OR REPLACE FUNCTION {schema}.{function}(ids uuid[], versions bigint[], topics text[], "
+                "states bytea[], ref_files text[], ref_originators uuid[], ref_institutions uuid[]) "
                 "RETURNS SETOF bigint LANGUAGE plpgsql AS $$ "
+                "DECLARE gone text; "
                 "BEGIN "
+                # The files the events refer to, each locked shared until this commits (an erasure locks a file alone
+                # before it looks for references: infra.store.attachments.erase_for), before the table's lock. Each
+                # statement sees what committed before it began: a file erased while this waited for its lock is gone.
+                "IF cardinality(ref_files) > 0 THEN "
+                "PERFORM 1 FROM {schema}.{files} WHERE sha256 = ANY(ref_files) AND erased_at IS NULL "
+                "ORDER BY sha256 FOR SHARE; "
+                "SELECT string_agg(DISTINCT f, ',') INTO gone FROM unnest(ref_files) AS f WHERE NOT EXISTS "
+                "(SELECT 1 FROM {schema}.{files} m WHERE m.sha256 = f AND m.erased_at IS NULL); "
+                "IF gone IS NOT NULL THEN "
+                "RAISE EXCEPTION 'files no longer held: %', gone USING ERRCODE = {files_gone}, DETAIL = gone; "
+                "END IF; "
+                "INSERT INTO {schema}.{refs} SELECT * FROM unnest(ref_files, ref_originators, ref_institutions) "
+                "ON CONFLICT DO NOTHING; "
+                "END IF; "
                 "SET LOCAL lock_timeout = {lock_timeout}; "
                 "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
                 "NOTIFY {channel}; "
@@ -64,6 +105,9 @@ class Recorder(PostgresApplicationRecorder):
                 schema=schema,
                 table=table,
                 function=Identifier(FUNCTION),
+                files=Identifier(FILES_TABLE),
+                refs=Identifier(REFS_TABLE),
+                files_gone=Literal(FILES_GONE),
                 lock_timeout=Literal(LOCK_TIMEOUT),
                 channel=Identifier(self.channel_name),
             )
@@ -83,17 +127,23 @@ class Recorder(PostgresApplicationRecorder):
         )
         # Binary parameters (%b): as text, each state is hex-escaped by a regex on the way out and parsed
         # back by the server.
-        self.append_statement = SQL("SELECT * FROM {}.{}(%b, %b, %b, %b)").format(schema, Identifier(FUNCTION))
-        self._saves: GroupCommit[list[StoredEvent], list[int]] = GroupCommit(self._insert_together, most=500)
+        self.append_statement = SQL("SELECT * FROM {}.{}(%b, %b, %b, %b, %b::text[], %b::uuid[], %b::uuid[])").format(
+            schema, Identifier(FUNCTION)
+        )
+        self._saves: GroupCommit[Save, list[int]] = GroupCommit(self._insert_together, most=500)
 
-    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], references: Sequence[Reference] = (), **kwargs: Any
+    ) -> Sequence[int] | None:
+        """`references`: the files the events refer to, as (address, originator, institution), recorded in the
+        events' statement (who may read each file); FilesGone, and nothing stored, if one was erased meanwhile."""
         # Not retried on a connection error, unlike the library's: the statement may have committed
         # before the connection broke, and the caller's save is what knows how to try again.
         if not stored_events:
             return []
-        return self._saves.submit(None, list(stored_events))
+        return self._saves.submit(None, Save(list(stored_events), list(references)))
 
-    def _insert_together(self, _: object, saves: list[list[StoredEvent]]) -> list[Any]:
+    def _insert_together(self, _: object, saves: list[Save]) -> list[Any]:
         """Saves that arrived together, in one transaction: one table lock and one wait for the disk
         instead of one each. Each is still checked against its aggregates' versions: of two claiming
         one version, the first to arrive is stored and the other told IntegrityError, as if it had come
@@ -103,18 +153,28 @@ class Recorder(PostgresApplicationRecorder):
         outcomes: dict[int, Any] = {}
         claimed: set[tuple[Any, int]] = set()
         for i, save in enumerate(saves):
-            keys = {(e.originator_id, e.originator_version) for e in save}
+            keys = {(e.originator_id, e.originator_version) for e in save.events}
             if keys & claimed:
                 outcomes[i] = IntegrityError("a version claimed by a save arriving at the same moment")
             else:  # only what is saved claims: a save refused here claims nothing from the ones after it
                 claimed |= keys
         todo = [i for i in range(len(saves)) if i not in outcomes]
-        for _ in range(3):  # each round finds what other writers stored meanwhile
+        for _ in range(3):  # each round finds what other writers stored meanwhile, or files erased meanwhile
             try:
-                ids = self._insert([e for i in todo for e in saves[i]])
+                ids = self._insert(Save([e for i in todo for e in saves[i].events],
+                                        [r for i in todo for r in saves[i].references]))  # fmt: skip
+            except FilesGone as e:
+                gone = set(e.addresses)
+                outcomes.update({i: FilesGone(sorted(gone & {r[0] for r in saves[i].references})) for i in todo
+                                 if any(r[0] in gone for r in saves[i].references)})  # fmt: skip
+                todo = [i for i in todo if i not in outcomes]
+                if not todo:
+                    return [outcomes[i] for i in range(len(saves))]
+                continue
             except IntegrityError:
-                stored = self._stored([(e.originator_id, e.originator_version) for i in todo for e in saves[i]])
-                late = [i for i in todo if any((e.originator_id, e.originator_version) in stored for e in saves[i])]
+                stored = self._stored([(e.originator_id, e.originator_version) for i in todo for e in saves[i].events])
+                late = [i for i in todo
+                        if any((e.originator_id, e.originator_version) in stored for e in saves[i].events)]  # fmt: skip
                 if not late:
                     break  # not a version: each alone shows whose it is
                 outcomes.update({i: IntegrityError("a version already recorded") for i in late})
@@ -125,8 +185,8 @@ class Recorder(PostgresApplicationRecorder):
             # The function returns the ids in the order of its input (INSERT ... SELECT unnest ... RETURNING).
             at = 0
             for i in todo:
-                outcomes[i] = ids[at : at + len(saves[i])]
-                at += len(saves[i])
+                outcomes[i] = ids[at : at + len(saves[i].events)]
+                at += len(saves[i].events)
             return [outcomes[i] for i in range(len(saves))]
         for i in todo:
             try:
@@ -143,16 +203,26 @@ class Recorder(PostgresApplicationRecorder):
             cur.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))
             return {(row["originator_id"], row["originator_version"]) for row in cur.fetchall()}
 
-    def _insert(self, stored_events: list[StoredEvent]) -> list[int]:
+    def _insert(self, save: Save) -> list[int]:
+        events, references = save
         params = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
+            [e.originator_id for e in events],
+            [e.originator_version for e in events],
+            [e.topic for e in events],
+            [e.state for e in events],
+            [r[0] for r in references],
+            [r[1] for r in references],
+            [r[2] for r in references],
         )
-        with self.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(self.append_statement, params, prepare=True)
-            return [row[FUNCTION] for row in cur.fetchall()]
+        try:
+            with self.datastore.get_connection() as conn, conn.cursor() as cur:
+                cur.execute(self.append_statement, params, prepare=True)
+                return [row[FUNCTION] for row in cur.fetchall()]
+        except PersistenceError as e:
+            cause = e.__cause__
+            if isinstance(cause, psycopg.Error) and cause.sqlstate == FILES_GONE:
+                raise FilesGone((cause.diag.message_detail or "").split(",")) from None
+            raise
 
 
 def check_idle(conn: psycopg.Connection[Any]) -> None:
