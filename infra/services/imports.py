@@ -195,6 +195,7 @@ def import_scores(
     book: dict[UUID, dict[Subject, Decimal]] = {}
     absent = 0
     row_of: dict[UUID, int] = {}
+    unread: set[str] = set()  # the cells named as no score, which the book's check would call missing
     keyed: list[tuple[int, dict[str, str], dict[str, str], str, UUID]] = []
     for n, cells in rows:
         fields = {_field(SCORE_COLUMNS, h): v for h, v in cells.items() if h not in SUBJECT_COLUMNS}
@@ -234,22 +235,21 @@ def import_scores(
                 problems.append((f"row {n}", f"no scores, but {fields.get('name')} was not marked absent"))
             absent += 1
             continue
-        scores, unreadable = {}, []
+        scores = {}
         for subject, v in marks.items():
             try:
                 scores[subject] = Decimal(v)
             except InvalidOperation:
-                unreadable.append((f"row {n}.{subject.value}", f"{v!r} is not a score"))
-        if unreadable:
-            problems += unreadable
-        else:
-            book[rid] = scores
+                problems.append((f"row {n}.{subject.value}", f"{v!r} is not a score"))
+                unread.add(f"book.{rid}.{subject.value}")
+        # Checked with the rest whatever it holds that cannot be read: a row's other problems are named with it.
+        book[rid] = scores
     with svc.scoring(exam_id):  # checked and saved while the scores cannot be published
         try:
             changed, found = svc.check_scores(actor, exam_id, book)
         except Conflict as e:  # scoring is not open for the session: the state forbids it, as PUT .../scores answers
             raise Conflict(e.message, field="file") from None
-        problems += [(_to_row(f, row_of), m) for f, m in found]
+        problems += [(_to_row(f, row_of), m) for f, m in found if f not in unread]
         if problems:
             raise InvalidInput(sorted(_as_headed(problems, rows[0][1], SCORE_COLUMNS), key=_row_order))
         svc.save_once(*changed)
