@@ -112,8 +112,9 @@ def name_problem(value: str) -> str | None:
         if kind[0] == "S" or (kind[0] == "P" and ch not in NAME_PUNCTUATION):
             return f"contains {_name(ch)} at character {i}, which is no part of a person's name"
         # Format characters (zero-width spaces and joiners, the soft hyphen, a byte-order mark), the combining
-        # grapheme joiner and the letters that show nothing (Hangul fillers, BLANK) print nothing: 王 U+200B 芳 was stored and listed as a name that differs invisibly from 王芳
-        # (an outside review). Variation selectors stay: 葛 U+E0100 asks for a variant of 葛 that an ID card may print.
+        # grapheme joiner and the letters that show nothing (Hangul fillers, BLANK) print nothing: 王 U+200B 芳 was
+        # stored and listed as a name that differs invisibly from 王芳 (an outside review). Variation selectors stay:
+        # 葛 U+E0100 asks for a variant of 葛 that an ID card may print.
         if kind == "Cf" or ch == "\u034f" or ch in BLANK:
             return f"contains {_name(ch)} at character {i}, which prints nothing: type the name without it"
     return None

@@ -162,8 +162,8 @@ class Service(SkillcertApplication):
             ) from None
 
     def check_files(self, actor: Actor, originator: UUID, *values: object) -> None:
-        """What save checks of the files these values hold (a form), which `actor` refers to in an event of the
-        aggregate `originator`: which of a batch's commands a save refused for its files refers to them."""
+        """What save checks of the files these values hold (a form) that `actor` refers to in an event of the aggregate
+        `originator`, without an event: which of a batch's registrations a save refused for a file refers to it."""
         found: list[Attachment] = []
         _attachments_in(list(values), found)
         wanted = [(a, actor, originator, None) for a in found]

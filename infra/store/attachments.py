@@ -286,10 +286,10 @@ class Attachments:
             cur.execute(sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s) AND NOT sha256 = ANY(%s) "
                                 "RETURNING sha256").format(self.refs), (originators, list(keep)))  # fmt: skip
             dropped = sorted({r["sha256"] for r in cur.fetchall()})
-            # Those nothing else refers to, each then locked alone: a command recording a reference to one holds it
-            # shared until the reference commits (the save's statement, infra.store.recorder). The erasure's statement comes after the locks, so it sees
-            # every reference recorded before them; one recorded after them finds the file erased. A file others
-            # refer to (a sample every registration shows) is not locked at all.
+            # Those nothing else refers to, each then locked alone: a save recording a reference to one holds it shared
+            # until it commits (its statement, infra.store.recorder). The erasure's statement comes after the locks, so
+            # it sees every reference recorded before them; one recorded after them finds the file erased. A file
+            # others refer to (a sample every registration shows) is not locked at all.
             cur.execute(sql.SQL("SELECT sha256 FROM {meta} m WHERE sha256 = ANY(%s) AND erased_at IS NULL "
                                 "AND NOT EXISTS (SELECT 1 FROM {refs} r WHERE r.sha256 = m.sha256) "
                                 "ORDER BY sha256 FOR UPDATE").format(meta=self.meta, refs=self.refs), (dropped,))  # fmt: skip

@@ -28,12 +28,12 @@ from domain.plan import EvaluationPlan
 from domain.stock import BlankStock
 
 log = logging.getLogger("skillcert.store")
-SNAPSHOT_EVERY = 50
+SNAPSHOT_EVERY = 50  # events between snapshots of an aggregate that grows without bound
 # The most an event may hold, as stored JSON: published with its ID numbers pseudonymised, it stays under the bus's
 # message limit (infra.bus.kafka.MAX_MESSAGE_BYTES); the results of a session of 10,000 candidates take about 2.7 MB
 # (3.7 published), so a session of more than about 15,000 cannot report its results in one.
 # Before, an event too large for the bus stopped the relay at it, and `skillcert up` with it (an outside review).
-MAX_EVENT_BYTES = 4 * 1024 * 1024  # events between snapshots of an aggregate that grows without bound
+MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 # Stored in the clear: they hold no personal data, and whoever verifies the chain (an auditor with a
 # read-only role and no key) must read them.
