@@ -19,7 +19,7 @@ from reportlab.lib.units import mm
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen.canvas import Canvas
 
-from certgen.fonts import FANGSONG, KAI, SONG, TIMES, covers, draw, register, width
+from certgen.fonts import FANGSONG, KAI, RENDERING, SONG, TIMES, covers, draw, register, width
 from certgen.qr import draw_qr, verification_url
 from certgen.seal import BOTTOM as SEAL_BOTTOM
 from certgen.seal import draw_seal
@@ -191,17 +191,18 @@ def render(pages: Iterable[CertificatePage], progress: Callable[[int], None] | N
     pages = list(pages)
     preflight(pages)
     out = io.BytesIO()
-    canvas = Canvas(out, pagesize=PAGE, pageCompression=1, initialFontName=TIMES)  # no unembedded Helvetica
-    canvas.setTitle("职业技能等级证书" + ("（电子证书）" if len(pages) == 1 and pages[0].electronic else ""))
-    if len(pages) == 1:  # read back by whoever verifies the file (infra.services.ecert)
-        canvas.setSubject(pages[0].number)
-    canvas.setCreator("skillcert certgen")
-    for i, p in enumerate(pages, 1):
-        _page(canvas, p)
-        canvas.showPage()
-        if progress:
-            progress(i)
-    canvas.save()
+    with RENDERING:
+        canvas = Canvas(out, pagesize=PAGE, pageCompression=1, initialFontName=TIMES)  # no unembedded Helvetica
+        canvas.setTitle("职业技能等级证书" + ("（电子证书）" if len(pages) == 1 and pages[0].electronic else ""))
+        if len(pages) == 1:  # read back by whoever verifies the file (infra.services.ecert)
+            canvas.setSubject(pages[0].number)
+        canvas.setCreator("skillcert certgen")
+        for i, p in enumerate(pages, 1):
+            _page(canvas, p)
+            canvas.showPage()
+            if progress:
+                progress(i)
+        canvas.save()
     return out.getvalue()
 
 

@@ -16,7 +16,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Flowable, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from certgen.certificate import CERTIFICATE_QUERY, check_glyphs, check_text
-from certgen.fonts import KAI, TIMES, markup, register
+from certgen.fonts import KAI, RENDERING, TIMES, markup, register
 from certgen.seal import DIAMETER, draw_seal
 from domain.levels import Level
 
@@ -48,7 +48,8 @@ def _pdf(title: str, story: list[Any]) -> bytes:
     out = io.BytesIO()
     doc = SimpleDocTemplate(out, pagesize=A4, title=title, creator="skillcert certgen",
                             initialFontName=TIMES, leftMargin=22 * mm, rightMargin=22 * mm, topMargin=20 * mm, bottomMargin=20 * mm)  # fmt: skip
-    doc.build(story)
+    with RENDERING:
+        doc.build(story)
     return out.getvalue()
 
 

@@ -105,6 +105,11 @@ def _register(name: str) -> None:
 
 
 _fallbacks_made = threading.Lock()
+# One document rendered at a time in a process: reportlab keeps what each document uses of an embedded TrueType face
+# (its subset) in the face's object, which every thread shares, and documents rendered at once mixed their subsets
+# (KeyError or IndexError in ttfonts.makeSubset: twelve electronic certificates signed at once, one of them refused).
+# Rendering holds the interpreter's lock anyway: taking turns costs little.
+RENDERING = threading.RLock()  # re-entrant: a document may draw another's parts
 
 
 def _glyphs(face: str) -> dict[int, int]:

@@ -15,7 +15,7 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, TableStyle
 
-from certgen.fonts import SONG, covers, markup, register
+from certgen.fonts import RENDERING, SONG, covers, markup, register
 
 MAX_DETAIL = 3000  # rows of the event list in the PDF; the CSV has every one
 TITLE = ParagraphStyle("t", fontName=SONG, fontSize=18, leading=26, alignment=1, spaceAfter=4 * mm)
@@ -85,5 +85,6 @@ def render(*, scope: str, first: date, last: date, zone: str, made_at: datetime,
     out = io.BytesIO()
     doc = SimpleDocTemplate(out, pagesize=landscape(A4), title="职业技能等级认定审计报告", creator="skillcert", initialFontName=SONG,
                             leftMargin=12 * mm, rightMargin=12 * mm, topMargin=12 * mm, bottomMargin=12 * mm)  # fmt: skip
-    doc.build(story)
+    with RENDERING:
+        doc.build(story)
     return out.getvalue()
