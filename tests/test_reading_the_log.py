@@ -47,3 +47,54 @@ def test_a_batch_read_from_an_unanalysed_log_reads_that_batch_not_everything_aft
     assert read == 5 * BATCH
     assert after - before <= 2 * read, f"{after - before} index entries read for {read} events"
     app.close()
+
+
+def test_the_relay_reads_its_next_batch_ahead_and_drops_it_when_it_moves_elsewhere(database_url, schema):
+    """The relay reads batch n+1 on a connection of its own while it publishes batch n. What it reads ahead
+    is what the log held then (what commits later comes with the next batch); a position the relay leaves
+    (a rewind) drops it; PostgreSQL ending the reader's session fails that read as the relay's own would,
+    and the next read connects again."""
+    from infra.bus.relay import ReadAhead
+
+    app = SkillcertApplication(database_url, schema)
+    table = sql.Identifier(schema, app.recorder.events_table_name)
+
+    def append(n: int) -> None:
+        conn.execute(sql.SQL("INSERT INTO {} (originator_id, originator_version, topic, state)"
+                             " SELECT gen_random_uuid(), 1, 'x', '\\x00' FROM generate_series(1, %s)").format(table),
+                     (n,))  # fmt: skip
+
+    def ids(rows: list) -> list[int]:
+        return [r[0] for r in rows]
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        append(10)
+        reader = ReadAhead(app, database_url, 4)
+        try:
+            assert ids(reader.rows(conn, 0)) == [1, 2, 3, 4]
+            assert reader.ahead is not None and reader.ahead[0] == 4
+            assert ids(reader.ahead[1].result()) == [5, 6, 7, 8]  # read while batch 1..4 is published
+            assert ids(reader.rows(conn, 4)) == [5, 6, 7, 8]
+            reader.ahead[1].result()
+            append(2)  # after 9..10 were read ahead: read with the batch after
+            assert ids(reader.rows(conn, 8)) == [9, 10]
+            assert reader.ahead is None  # a short batch reached the head: nothing read ahead of it
+            assert ids(reader.rows(conn, 10)) == [11, 12]
+
+            assert ids(reader.rows(conn, 0)) == [1, 2, 3, 4]  # republishing from the start
+            assert ids(reader.rows(conn, 2)) == [3, 4, 5, 6]  # a rewind: the batch read ahead of 4 is dropped
+            pid = reader.conn.info.backend_pid
+            reader.ahead[1].result()
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            reader.ahead = (6, reader.pool.submit(reader._read, 6))
+            try:
+                reader.rows(conn, 6)
+                raise AssertionError("a read on a session PostgreSQL ended did not fail")
+            except psycopg.OperationalError:
+                pass
+            assert ids(reader.rows(conn, 6)) == [7, 8, 9, 10]  # read on the relay's connection
+            assert ids(reader.ahead[1].result()) == [11, 12]  # and ahead on a new one of the reader's
+            assert reader.conn.info.backend_pid != pid
+        finally:
+            reader.close()
+    app.close()
