@@ -9,7 +9,7 @@ rebuilds every projection in one pass, next to two baselines over the same log i
 - the read-only pass reads, decrypts, decodes and reduces each event exactly as the rebuild does
   (consumers.rebuild.read_as_published) but applies nothing;
 - the raw read reads the log's rows and decrypts and decodes each state (JSON), nothing more.
-Both collect garbage as the rebuild does (consumers.rebuild.collecting_less).
+Both collect garbage as the rebuild does (infra.collector.collecting_less).
 
 A second store holds one plan and --popular registrations into it (10,000 by default): every one updates
 the plan's row of places taken, which a rebuild must not make quadratic (consumers.rebuild). It is timed
@@ -47,11 +47,12 @@ from rich.table import Table
 from benchmarks.issuance import _form
 from benchmarks.relay import KEY, build_store, drop_store
 from benchmarks.servers import servers
-from consumers.rebuild import BATCH, collecting_less, read_as_published, rebuild
+from consumers.rebuild import BATCH, read_as_published, rebuild
 from domain.eligibility import Evidence
 from domain.institution import DeadlineProfile, Filing
 from domain.model import Actor, Role
 from infra.bus.kafka import ensure_topics
+from infra.collector import collecting_less
 from infra.services import samples
 from infra.services.registrations import Decision, Registrations
 from infra.store.eventstore import SkillcertApplication

@@ -31,7 +31,6 @@ savepoint, and an event a projection cannot apply is left out and recorded in pr
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import inspect
 import logging
@@ -49,6 +48,7 @@ import psycopg
 from psycopg import sql
 
 from infra.bus.envelope import cloud_event, published
+from infra.collector import collecting_less
 from infra.store.eventstore import SkillcertApplication
 from projections.store import (
     DDL_LOCK,
@@ -69,7 +69,6 @@ Versions = dict[str, dict[str, int]]  # projection -> aggregate -> the last vers
 BATCH = 5_000  # events read, decoded and applied together
 CHUNK = 5_000  # events applied per committed transaction of the new tables (see above)
 ANALYSE_FROM = 64 * 1024  # bytes a new table holds before a rebuild first gathers its statistics
-YOUNG = 10_000  # allocations between the garbage collector's youngest collections while a rebuild runs (see below)
 LOCK_POLL = 0.5  # seconds between tries for the rebuild's lock while another process rebuilds
 
 
@@ -98,31 +97,6 @@ def _rebuild_lock(conn: psycopg.Connection[Any], target: str) -> Iterator[None]:
             conn.rollback()
             conn.execute("SELECT pg_advisory_unlock(hashtext('skillcert-rebuild'), hashtext(%s))", (target,))
             conn.commit()
-
-
-_collecting = threading.Lock()
-_collector: dict[str, Any] = {"rebuilds": 0, "found": None}  # rebuilds running; the thresholds the first found
-
-
-@contextmanager
-def collecting_less() -> Iterator[None]:
-    """The garbage collector's youngest generation collected every YOUNG allocations rather than every 700
-    (Python's default), while a rebuild runs. The batches it reads ahead are thousands of decoded events each,
-    nested dicts and lists that live long enough to be traversed by collection after collection and promoted
-    to the oldest generation, whose growth sets off full collections. A rebuild of 101,095 events took 0.9
-    of the time. Events hold no cycles: what a rebuild allocates is freed by reference counting either way."""
-    with _collecting:
-        if not _collector["rebuilds"]:
-            _collector["found"] = young, *older = gc.get_threshold()
-            gc.set_threshold(max(young, YOUNG), *older)
-        _collector["rebuilds"] += 1
-    try:
-        yield
-    finally:
-        with _collecting:
-            _collector["rebuilds"] -= 1
-            if not _collector["rebuilds"]:  # the last rebuild running puts back what the first found
-                gc.set_threshold(*_collector["found"])
 
 
 def rebuild(

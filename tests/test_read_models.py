@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 import consumers.rebuild
+import infra.collector
 from consumers.rebuild import rebuild
 from domain.certificate import Correction, LossKind
 from domain.deadlines import Step
@@ -556,7 +557,7 @@ def test_a_rebuild_collects_garbage_less_often_while_it_runs_and_puts_the_collec
 
     monkeypatch.setattr(Audit, "apply_many", apply_many)
     rebuild(conn, PROJECTIONS, world.registrations, KEY)
-    assert seen and all(t[0] >= consumers.rebuild.YOUNG for t in seen), seen
+    assert seen and all(t[0] >= infra.collector.YOUNG for t in seen), seen
     assert gc.get_threshold() == before
 
     def failing(self, cur, messages, memo=None):
@@ -566,11 +567,11 @@ def test_a_rebuild_collects_garbage_less_often_while_it_runs_and_puts_the_collec
     monkeypatch.setattr(Audit, "apply", failing)
     rebuild(conn, PROJECTIONS, world.registrations, KEY)  # each event left out and recorded, the rest built
     assert gc.get_threshold() == before
-    first, second = consumers.rebuild.collecting_less(), consumers.rebuild.collecting_less()
+    first, second = infra.collector.collecting_less(), infra.collector.collecting_less()
     first.__enter__()
     second.__enter__()
     first.__exit__(None, None, None)  # the first ends before the second: the threshold stays raised
-    assert gc.get_threshold()[0] >= consumers.rebuild.YOUNG
+    assert gc.get_threshold()[0] >= infra.collector.YOUNG
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
 

@@ -31,6 +31,7 @@ from domain.model import Actor, Aggregate, Role, Snapshot
 from domain.printing import PrintJob
 from domain.registration import Attachment
 from domain.stock import BLOCK, BlankStock, Books, FormBlock, block_of, stock_id
+from infra.collector import collecting_less
 from infra.services.base import R, Service, institution_lock, shanghai_today
 from infra.services.exams import scoring_lock
 from infra.store.leases import PrintLeases
@@ -57,7 +58,8 @@ class Certificates(Service):
         Returns registration id -> certificate number for those issued by this call. Under the session's
         scoring lock: a candidate disqualified meanwhile (Registrations.disqualify) gets no certificate."""
         institution_id = self.institution_of(ExamSession, exam_id, "exam session")
-        with self.holding(scoring_lock(exam_id), shared=self._institution_locks(institution_id)):
+        # A session's certificates are thousands of objects held at once: collected less often (infra.collector).
+        with self.holding(scoring_lock(exam_id), shared=self._institution_locks(institution_id)), collecting_less():
             return self._issue_session(actor, exam_id, registration_ids, chunk)
 
     @staticmethod
@@ -85,7 +87,7 @@ class Certificates(Service):
         transactions of `chunk` certificates (the event store serialises writers: batch bulk steps)."""
         institutions = {self.institution_of(ExamSession, e, "exam session") for e in exam_ids}
         locks = [lock for i in institutions for lock in self._institution_locks(i)]
-        with self.holding(*(scoring_lock(e) for e in exam_ids), shared=locks):
+        with self.holding(*(scoring_lock(e) for e in exam_ids), shared=locks), collecting_less():
             return self._issue_sessions(actor, list(dict.fromkeys(exam_ids)), chunk)
 
     def _issue_sessions(self, actor: Actor, exam_ids: list[UUID], chunk: int) -> dict[UUID, str]:
