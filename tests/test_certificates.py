@@ -108,38 +108,6 @@ def test_a_lone_issuer_reads_the_serial_counter_once_and_numbers_each_part_on_fr
     assert world.certificates.repository.get(counter).last == 7
 
 
-def test_issuing_collects_garbage_less_often_while_it_runs_and_puts_the_collector_back(world, monkeypatch):
-    """A session's or a cohort's certificates are thousands of objects held at once: issuing raises the collector's
-    threshold while it runs (10,000 certificates in 0.8 of the time, benchmarks.issuance) and puts it back after,
-    also when it fails."""
-    import gc
-
-    import infra.collector
-    from infra.services.certificates import Certificates
-
-    iid, _, _, exam = confirmed_exam(world, 3)
-    world.at(ISSUE_DAY)
-    seen, before = [], gc.get_threshold()
-    number = Certificates._number
-
-    def numbering(self, *args):
-        seen.append(gc.get_threshold())
-        return number(self, *args)
-
-    monkeypatch.setattr(Certificates, "_number", numbering)
-    assert len(world.certificates.issue_cohort(staff(iid), [exam])) == 3
-    assert seen and all(t[0] >= infra.collector.YOUNG for t in seen), seen
-    assert gc.get_threshold() == before
-
-    def failing(self, *args):
-        raise RuntimeError("the disk is full")
-
-    monkeypatch.setattr(Certificates, "_issue_session", failing)
-    with pytest.raises(RuntimeError):
-        world.certificates.issue(staff(iid), exam)
-    assert gc.get_threshold() == before
-
-
 def test_serials_restart_each_year_and_the_number_carries_the_filing(world):
     iid, _, _, exam = confirmed_exam(world, 6)
     passed = [e.registration_id for e in world.exams.repository.get(exam).passed()]

