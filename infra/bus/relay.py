@@ -2,9 +2,8 @@
 
 Reads events in notification order and publishes them with an idempotent producer, keyed
 by aggregate id. Batches are pipelined: while one is in flight the next is read and sent,
-while one is sent the next is read on a connection of its own (ReadAhead), and a batch's
-position is recorded only once it and every batch before it are acknowledged. A crash
-republishes, never loses.
+and a batch's position is recorded only once it and every batch before it are
+acknowledged. A crash republishes, never loses.
 
 One relay is active per schema: it holds a PostgreSQL advisory lock on a session of its
 own and records its position through that same session, so a relay that has lost its
@@ -28,7 +27,6 @@ import time
 import uuid
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,52 +137,6 @@ class Erased:
         return position < self.at.get(aggregate_id, 0)
 
 
-class ReadAhead:
-    """The log's next batch, read on a connection of its own while the relay publishes the one before it. Reading a
-    batch left the relay waiting for PostgreSQL about a sixth of its time (2026-11-28, 101,130 events: 0.28 s of
-    1.64 s in _send), time the decoding and producing of the batch before can fill. A batch read ahead holds what
-    the log held when it was read: ids commit in order (the writers' table lock), so what commits after is read
-    by the next batch, as it would be without reading ahead. A batch read ahead of a position the relay has since
-    left (a rewind, a new broker) is dropped."""
-
-    def __init__(self, app: SkillcertApplication, database_url: str, size: int) -> None:
-        self.app, self.database_url, self.size = app, database_url, size
-        self.conn: psycopg.Connection[Any] | None = None  # the reader's own, opened in its thread
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="relay-read")
-        self.ahead: tuple[int, Future[list[Any]]] | None = None  # (after which, the batch being read)
-
-    def rows(self, conn: psycopg.Connection[Any], after: int) -> list[Any]:
-        ahead, self.ahead = self.ahead, None
-        if ahead is not None and ahead[0] == after:
-            rows = ahead[1].result()  # a failure (PostgreSQL gone) is the relay's, as its own read's would be
-        else:
-            if ahead is not None:
-                ahead[1].cancel()
-            rows = self.app.stored_rows(conn, after, self.size)
-        if len(rows) == self.size:  # a full batch: the log likely holds more; a short one has reached its head
-            last = rows[-1][0]
-            self.ahead = (last, self.pool.submit(self._read, last))
-        return rows
-
-    def _read(self, after: int) -> list[Any]:
-        if self.conn is None or self.conn.closed:
-            self.conn = psycopg.connect(self.database_url, autocommit=True, application_name="skillcert-relay-read")
-        try:
-            return self.app.stored_rows(self.conn, after, self.size)
-        except (psycopg.OperationalError, psycopg.InterfaceError):
-            self.conn.close()  # the next read connects again
-            raise
-
-    def close(self) -> None:
-        if self.ahead is not None:
-            self.ahead[1].cancel()
-            self.ahead = None
-        self.pool.shutdown(wait=True)  # a read under way ends with its query
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-
 @dataclass
 class _Batch:
     last: int  # notification id of its last event
@@ -244,7 +196,7 @@ class Relay:
     def _send(self, conn: psycopg.Connection[Any], after: int) -> _Batch | None:
         """Produce the batch after `after`; None when there is nothing new."""
         # The notification log read directly: the writers' table lock makes ids commit in order.
-        rows = self.reader.rows(conn, after)
+        rows = self.app.stored_rows(conn, after, self.batch_size)
         if not rows:
             return None
         batch = _Batch(last=rows[-1][0])
@@ -312,11 +264,9 @@ class Relay:
             reached = self._warm_metadata(stop)
             log.info("relay active from position %d%s", position,
                      "" if reached else "; the broker does not answer yet: publishing waits for it")  # fmt: skip
-            self.reader = ReadAhead(self.app, self.database_url, self.batch_size)
             try:
                 self._loop(conn, position, stop)
             finally:
-                self.reader.close()
                 if not conn.broken:
                     self.producer.flush(5)
 
