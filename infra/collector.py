@@ -1,6 +1,7 @@
-"""The garbage collector while bulk work runs: a rebuild of the read models, the issuance of a cohort.
+"""The garbage collector while bulk work runs: a rebuild of the read models, the issuance of a cohort, a candidate
+list imported, everyone's admission tickets.
 
-Both hold thousands of objects at once (a batch of decoded events; a part's certificates with their events and
+Each holds thousands of objects at once (a batch of decoded events; a part's certificates with their events and
 stored copies), nested dicts and models that live long enough to be traversed by collection after collection at
 Python's default (the youngest generation every 700 allocations) and promoted to the oldest, whose growth sets off
 full collections. Their objects hold no cycles that matter: what they allocate is freed by reference counting

@@ -25,6 +25,7 @@ from domain.institution import Institution
 from domain.model import Actor, Aggregate
 from domain.plan import EvaluationPlan
 from domain.registration import Registration, Status
+from infra.collector import collecting_less
 from infra.services.base import Service
 
 SCORING_LOCKS = 0x736B7363  # "sksc": the first key of a session's scoring lock (see PLAN_LOCKS)
@@ -80,8 +81,13 @@ class Exams(Service):
         """Admission tickets for the given registrations, or for every approved, fee-paid
         registration of the plan that has none yet."""
         exam = self.get(ExamSession, exam_id, "exam session")
-        # The registrations' statuses hold still until it is saved (the plan's ticket lock).
-        with self.evaluating(exam.institution_id, "issue admission tickets", ticket_lock(exam.plan_id)):
+        # The registrations' statuses hold still until it is saved (the plan's ticket lock). Everyone's tickets are
+        # thousands of objects held at once: collected less often (infra.collector); 5,000 in 1.44 s rather than
+        # 1.67 (medians of 3, in turn, with and without, one process; 2026-11-28).
+        with (
+            self.evaluating(exam.institution_id, "issue admission tickets", ticket_lock(exam.plan_id)),
+            collecting_less(),
+        ):
             return self._issue_tickets(actor, exam, registration_ids)
 
     def _issue_tickets(
