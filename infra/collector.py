@@ -5,7 +5,8 @@ Each holds thousands of objects at once (a batch of decoded events; a part's cer
 stored copies), nested dicts and models that live long enough to be traversed by collection after collection at
 Python's default (the youngest generation every 700 allocations) and promoted to the oldest, whose growth sets off
 full collections. Their objects hold no cycles that matter: what they allocate is freed by reference counting
-either way, so collecting less often costs no memory that stays.
+either way, so collecting less often costs no memory that stays (a 5,000-row candidate list decided in a process of its
+own: maximum resident set 248 MB with and without, twice each; 2026-11-28).
 """
 
 from __future__ import annotations
